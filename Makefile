@@ -1,0 +1,30 @@
+# Thin wrapper: the work is done by CMake, lab/setup, lab/run and spec/run.
+BUILD ?= build
+CMAKE_FLAGS ?=
+
+.PHONY: all build setup check check-host check-lab demo lab-shell clean
+
+all: build
+
+build:
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) --parallel
+
+setup:
+	@lab/setup
+
+check: setup
+	@$(MAKE) --no-print-directory build
+	@spec/run all
+
+check-host: build
+	@spec/run host
+
+check-lab: build
+	@spec/run lab
+
+lab-shell: setup build
+	@lab/run --interactive
+
+clean:
+	rm -rf $(BUILD) build-*
