@@ -36,6 +36,7 @@ local function px()
          close = require("posix.unistd").close,
          open = require("posix.fcntl").open,
          O_WRONLY = require("posix.fcntl").O_WRONLY,
+         O_TRUNC = require("posix.fcntl").O_TRUNC,
          dir = require("posix.dirent").dir,
          realpath = require("posix.stdlib").realpath,
          stat = require("posix.sys.stat").stat,
@@ -98,7 +99,8 @@ end
 -- A write to sysfs is one write(2): the kernel acts on it and reports errors there.
 local function write_sysfs(path, s)
    local p = px()
-   local fd, err, errno = p.open(path, p.O_WRONLY)
+   -- O_TRUNC is a no-op on sysfs attributes and keeps plain files (fake trees) exact.
+   local fd, err, errno = p.open(path, p.O_WRONLY | p.O_TRUNC)
    if not fd then return nil, ("open %s: %s"):format(path, core.strerror(errno)), errno end
    local n
    n, err, errno = p.write(fd, s)
