@@ -382,13 +382,12 @@ static int r_map(lua_State *L)
         areas[i].size = r->have_sparse ? r->sparse[i].size : r->size;
         int e = areas[i].size ? vfio_map_area(r->dev->fd, r->offset, &areas[i], prot) : 0;
         if (e < 0) {
+            unsigned long long at = r->offset + areas[i].off, sz = areas[i].size;
             for (uint32_t j = 0; j < i; j++)
                 vfio_unmap_area(&areas[j]);
             free(areas);
             return lv_syserrorf(L, -e, "mmap", "region %u of %s (offset 0x%llx size 0x%llx)",
-                                r->index, r->dev->name,
-                                (unsigned long long)(r->offset + areas[i].off),
-                                (unsigned long long)areas[i].size);
+                                r->index, r->dev->name, at, sz);
         }
     }
     r->areas = areas;
