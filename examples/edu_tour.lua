@@ -20,7 +20,9 @@ print(("%s: %s, BAR0 %d KiB, %d regions, %d IRQ indexes"):format(
    tostring(dev), ("%04x:%04x"):format(dev.config:read16(0), dev.config:read16(2)),
    bar.size // 1024, dev.num_regions, dev.num_irqs))
 
-local regs = assert(bar:map())
+-- map() turns the region's reads and writes into plain loads and stores
+assert(bar:map())
+local regs = bar
 local id = regs:read32(0x00)
 print(("id register 0x%08x: edu version %d.%d"):format(id, id >> 24, (id >> 16) & 0xff))
 
@@ -30,6 +32,9 @@ print(("liveness: wrote 0x12345678, read back 0x%08x"):format(regs:read32(0x04))
 regs:write32(0x08, 10)
 while regs:read32(0x20) & 1 ~= 0 do end
 print(("factorial: 10! = %d"):format(regs:read32(0x08)))
+
+-- An MSI is a memory write by the device, and so is DMA: both need bus mastering on.
+dev.config:write16(0x04, dev.config:read16(0x04) | 0x4)
 
 -- MSI: the kernel enables it on the device and signals the eventfd when edu raises it.
 local irq <close> = core.eventfd()
@@ -42,7 +47,7 @@ assert(dev:disable_irq(core.IRQ.MSI))
 
 -- DMA: RAM -> edu's buffer -> RAM, through an IOVA mapping of a page of ours.
 local buf <close> = core.dmabuf(4096)
-local iova = 0x10000000
+local iova = 0x100000         -- edu addresses 28 bits of DMA space
 assert(dev.container:map_dma(buf, iova, { read = true, write = true }))
 local msg = "hello from luavfio through the IOMMU"
 buf:write(0, msg)
