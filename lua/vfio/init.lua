@@ -268,7 +268,7 @@ function Device:region(i)
          self.num_regions, tostring(i)), 2)
    end
    local r = self._regions[i]
-   if not r then
+   if not r or r:closed() then -- the user may close (or <close>) a region we handed out
       r = self.handle:region(i)
       self._regions[i] = r
    end

@@ -47,6 +47,10 @@ describe("vfio.open", function()
       assert.is_true(bar.readable and bar.writable and bar.mappable)
       assert.is_truthy(dev:region(vfio.REGION.VGA).error)
       assert.are.equal(9, #dev:regions())
+      do
+         local r <close> = dev:region(0)
+      end
+      assert.are.equal(0x010000ed, dev:region(0):read32(0)) -- a fresh one replaces it
       assert.are.equal(1, dev:irq_info(vfio.IRQ.MSI).count)
       assert.are.equal("type1v2", dev.iommu_type)
       assert.is_truthy(dev.container:iommu_info())
