@@ -154,7 +154,9 @@ local function release(g, c)
       end
    end
    if c and (container_users[c] or 0) <= 0 and not c:closed() then
-      if containers[1] == c then containers[1] = nil end
+      for k, cached in pairs(containers) do
+         if cached == c then containers[k] = nil end
+      end
       c:close()
    end
 end
@@ -163,6 +165,9 @@ local function open_group(bdf, n)
    local g = groups[n]
    if g and not g:closed() then return g end
    local path = ("%s/%d"):format(vfio.devdir, n)
+   -- vfio's no-IOMMU mode (enable_unsafe_noiommu_mode) names the node noiommu-N.
+   local unsafe = ("%s/noiommu-%d"):format(vfio.devdir, n)
+   if not px().stat(path) and px().stat(unsafe) then path = unsafe end
    local err, errno
    g, err, errno = core.group(path)
    if not g then
@@ -219,7 +224,11 @@ end
 local function attach(bdf, g)
    local c = g:container()
    if c then return c end
-   local shared = containers[1]
+   -- No-IOMMU groups get the noiommu "IOMMU" and cannot share a container with
+   -- translated groups: they use their own shared container, under key 2.
+   local slot, kind = 1, nil
+   if g:path():match("/noiommu%-%d+$") then slot, kind = 2, "noiommu" end
+   local shared = containers[slot]
    if shared and not shared:closed() and g:set_container(shared) then
       container_users[shared] = (container_users[shared] or 0) + 1
       return shared
@@ -233,7 +242,7 @@ local function attach(bdf, g)
       c:close()
       return nil, ("open %s: %s"):format(bdf, err), errno
    end
-   t, err, errno = c:set_iommu()
+   t, err, errno = c:set_iommu(kind)
    if not t then
       g:unset_container()
       c:close()
@@ -241,7 +250,7 @@ local function attach(bdf, g)
    end
    iommu_type[c] = t
    container_users[c] = 1
-   if not shared or shared:closed() then containers[1] = c end
+   if not shared or shared:closed() then containers[slot] = c end
    return c
 end
 
