@@ -25,23 +25,22 @@ local ENOENT, EACCES, EPERM, ENODEV, EBUSY, EINVAL = 2, 13, 1, 19, 16, 22
 local posix
 local function px()
    if not posix then
-      local ok, p = pcall(require, "posix")
+      local ok, unistd = pcall(require, "posix.unistd")
       if not ok then
          error("vfio: luaposix for Lua 5.4 is required for sysfs access (lab/setup --host)", 3)
       end
+      local fcntl = require "posix.fcntl"
       posix = {
-         readlink = require("posix.unistd").readlink,
-         access = require("posix.unistd").access,
-         write = require("posix.unistd").write,
-         close = require("posix.unistd").close,
-         open = require("posix.fcntl").open,
-         O_WRONLY = require("posix.fcntl").O_WRONLY,
-         O_TRUNC = require("posix.fcntl").O_TRUNC,
+         readlink = unistd.readlink,
+         write = unistd.write,
+         close = unistd.close,
+         open = fcntl.open,
+         O_WRONLY = fcntl.O_WRONLY,
+         O_TRUNC = fcntl.O_TRUNC,
          dir = require("posix.dirent").dir,
          realpath = require("posix.stdlib").realpath,
          stat = require("posix.sys.stat").stat,
       }
-      assert(p)
    end
    return posix
 end
@@ -116,7 +115,7 @@ local function group_blockers(n)
    local dir = ("%s/kernel/iommu_groups/%d/devices"):format(vfio.sysfs, n)
    local list = {}
    local ok, iter = pcall(px().dir, dir)
-   if not ok then return list end
+   if not ok or type(iter) ~= "table" then return list end
    for _, name in ipairs(iter) do
       if name ~= "." and name ~= ".." then
          local drv = link_base(dir .. "/" .. name .. "/driver")
@@ -431,7 +430,9 @@ local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end
 function vfio.devices()
    local dir = vfio.sysfs .. "/bus/pci/devices"
    local ok, names = pcall(px().dir, dir)
-   if not ok then return fail(ENOENT, "list %s: %s", dir, tostring(names)) end
+   if not ok or type(names) ~= "table" then
+      return fail(ENOENT, "list %s: %s", dir, tostring(names))
+   end
    local list = {}
    for _, bdf in ipairs(names) do
       if bdf:match(BDF) then

@@ -189,6 +189,15 @@ describe("vfio.devices, vfio.bind, vfio.unbind", function()
       }, vfio.devices())
    end)
 
+   it("reports a missing PCI bus directory", function()
+      build()
+      vfio.sysfs = root .. "/nonexistent"
+      local list, err, errno = vfio.devices()
+      assert.is_nil(list)
+      assert.matches("^list .*/nonexistent/bus/pci/devices: ", err)
+      assert.are.equal(2, errno)
+   end)
+
    it("binds through driver_override, unbind and drivers_probe", function()
       build { driver = "e1000e" }
       local ok, err, errno = vfio.bind("00:03.0")
