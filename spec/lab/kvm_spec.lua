@@ -3,6 +3,7 @@
 -- ioeventfd, the KVM VFIO device, and booting examples/guest with our loader.
 local core = require "vfio.core"
 local machine = require "vfio.vm"
+local pcihost = require "vfio.pcihost"
 local lab = require "support.lab"
 local fcntl = require "posix.fcntl"
 local unistd = require "posix.unistd"
@@ -283,6 +284,21 @@ describe("examples/guest in a KVM VM with our loader", function()
       assert.matches("cmdline dev=1234:11e8\n", r.output)
       assert.matches("device 1234:11e8 not found\nRESULT NODEV\n$", r.output)
       assert.is_true(cf8 >= 64, "guest scanned bus 0 through CF8/CFC") -- 32 slots x (addr + data)
+   end)
+
+   it("finds a function behind our CF8/CFC host bridge", function()
+      local m <close> = assert(machine.create { mem_mib = 16 })
+      local host = pcihost.new()
+      host:attach(0, 0, 0, pcihost.host_bridge())
+      local unhandled = {}
+      local r = assert(m:boot("build/guest/guest.elf", {
+         cmdline = "dev=1b36:0008",
+         timeout = 60,
+         handler = host:handler(function(x) unhandled[#unhandled + 1] = x end),
+      }))
+      assert.are.equal("pass", r.result, r.output)
+      assert.matches("FOUND 00:00%.0 1b36:0008\nRESULT PASS\n$", r.output)
+      assert.are.same({}, unhandled)
    end)
 
    it("refuses a file that is not bootable, naming it", function()

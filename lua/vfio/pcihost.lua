@@ -1,0 +1,168 @@
+-- A PCI host bridge for a VM: configuration mechanism #1 (ports CF8/CFC-CFF) and ECAM
+-- (memory-mapped, 4 KiB per function) dispatched to "function" objects attached at
+-- bus/device/function. A function is any object with
+--     fn:cfg_read(offset, size) -> value       fn:cfg_write(offset, size, value)
+-- (size 1, 2 or 4; offset aligned to size, below 256 through CF8 and below 4096
+-- through ECAM). Absent functions read as all ones and ignore writes, as on hardware.
+-- Exits come from vcpu:run as tables (see csrc/l_vcpu.c); host:access(exit) answers one.
+local M = {}
+local Host = {}
+Host.__index = Host
+
+local CF8, CFC = 0xcf8, 0xcfc
+
+local function key(bus, dev, fn) return bus << 8 | dev << 3 | fn end
+
+local function ones(size) return (1 << (8 * size)) - 1 end
+
+-- M.new{ecam_base = addr, ecam_buses = n} -> host. Without ecam_base only CF8/CFC.
+function M.new(opts)
+   opts = opts or {}
+   local buses = opts.ecam_buses or 1
+   if opts.ecam_base and (opts.ecam_base & 0xfffff ~= 0 or buses < 1 or buses > 256) then
+      error("ecam_base must be 1 MiB aligned and ecam_buses in [1, 256]", 2)
+   end
+   return setmetatable({
+      functions = {},
+      address = 0, -- the CF8 latch
+      ecam_base = opts.ecam_base,
+      ecam_size = opts.ecam_base and buses << 20 or 0,
+   }, Host)
+end
+
+-- host:attach(bus, dev, fn, function_object); one object per slot.
+function Host:attach(bus, dev, fn, obj)
+   if math.type(bus) ~= "integer" or bus < 0 or bus > 255 or math.type(dev) ~= "integer" or dev < 0
+      or dev > 31 or math.type(fn) ~= "integer" or fn < 0 or fn > 7 then
+      error(("bad PCI address %s:%s.%s"):format(bus, dev, fn), 2)
+   end
+   if type(obj) ~= "table" and type(obj) ~= "userdata" then error("function object expected", 2) end
+   local k = key(bus, dev, fn)
+   if self.functions[k] then error(("%02x:%02x.%d is already attached"):format(bus, dev, fn), 2) end
+   self.functions[k] = obj
+end
+
+function Host:detach(bus, dev, fn)
+   self.functions[key(bus, dev, fn)] = nil
+end
+
+function Host:lookup(bus, dev, fn)
+   return self.functions[key(bus, dev, fn)]
+end
+
+-- One configuration access; accesses that are misaligned or cross the dword read as
+-- all ones and are dropped, so a function only ever sees aligned 1/2/4-byte accesses.
+function Host:config(bus, dev, fn, off, size, write, value)
+   local f = self.functions[key(bus, dev, fn)]
+   if not f or off % size ~= 0 or (size ~= 1 and size ~= 2 and size ~= 4) then
+      return ones(size)
+   end
+   if write then
+      f:cfg_write(off, size, value & ones(size))
+      return nil
+   end
+   return f:cfg_read(off, size) & ones(size)
+end
+
+local function pio(self, x)
+   local port, size = x.port, x.size
+   if port == CF8 and size == 4 then
+      if x.write then self.address = x.value & 0xffffffff return true end
+      return true, self.address
+   end
+   if port < CFC or port > CFC + 3 then return false end
+   local a = self.address
+   local off = (a & 0xfc) + (port - CFC)
+   if a & 0x80000000 == 0 or (port - CFC) + size > 4 then
+      return true, (not x.write) and ones(size) or nil
+   end
+   local bus, dev, fn = (a >> 16) & 0xff, (a >> 11) & 0x1f, (a >> 8) & 7
+   if x.count and x.count > 1 then -- string I/O on config data: answer each element alike
+      if x.write then return true end
+      return true, ones(size)
+   end
+   return true, self:config(bus, dev, fn, off, size, x.write, x.value)
+end
+
+local function mmio(self, x)
+   local base = self.ecam_base
+   if not base or x.addr < base or x.addr >= base + self.ecam_size then return false end
+   local off = x.addr - base
+   local bus, dev, fn, reg = off >> 20, (off >> 15) & 0x1f, (off >> 12) & 7, off & 0xfff
+   if x.size == 8 and reg % 8 == 0 then -- two dwords, low first
+      if x.write then
+         self:config(bus, dev, fn, reg, 4, true, x.value & 0xffffffff)
+         self:config(bus, dev, fn, reg + 4, 4, true, (x.value >> 32) & 0xffffffff)
+         return true
+      end
+      local lo = self:config(bus, dev, fn, reg, 4, false)
+      local hi = self:config(bus, dev, fn, reg + 4, 4, false)
+      return true, lo | hi << 32
+   end
+   return true, self:config(bus, dev, fn, reg, x.size, x.write, x.value)
+end
+
+-- host:access(exit) -> handled, read_value
+function Host:access(x)
+   if x.space == "pio" then return pio(self, x) end
+   if x.space == "mmio" then return mmio(self, x) end
+   return false
+end
+
+-- host:handler([fallback]) -> a function for vcpu:run: answers configuration accesses
+-- and passes everything else to fallback (whose result is returned as is).
+function Host:handler(fallback)
+   return function(x)
+      local handled, v = self:access(x)
+      if handled then return v end
+      if fallback then return fallback(x) end
+   end
+end
+
+-- An emulated configuration space: bytes plus a writable-bit mask. Enough for a host
+-- bridge (and for specs); a passed-through device uses the trap core instead.
+-- M.config_space{vendor=, device=, class=0xCCSSPP, revision=, header_type=,
+--                subsystem_vendor=, subsystem=, writable = {[off] = mask byte}}
+local Space = {}
+Space.__index = Space
+
+function M.config_space(spec)
+   local b, w = {}, {}
+   for i = 0, 255 do b[i], w[i] = 0, 0 end
+   local function put(off, size, v)
+      for i = 0, size - 1 do b[off + i] = (v >> (8 * i)) & 0xff end
+   end
+   put(0, 2, assert(spec.vendor, "vendor required"))
+   put(2, 2, assert(spec.device, "device required"))
+   put(8, 1, spec.revision or 0)
+   put(9, 3, spec.class or 0)
+   put(0x0e, 1, spec.header_type or 0)
+   put(0x2c, 2, spec.subsystem_vendor or 0)
+   put(0x2e, 2, spec.subsystem or 0)
+   w[4], w[5] = 0x46, 0x05 -- command: memory, bus master, parity, SERR, INTx disable
+   for off, mask in pairs(spec.writable or {}) do w[off] = mask end
+   return setmetatable({ bytes = b, mask = w }, Space)
+end
+
+function Space:cfg_read(off, size)
+   local v = 0
+   for i = size - 1, 0, -1 do v = v << 8 | (self.bytes[off + i] or 0xff) end
+   return v
+end
+
+function Space:cfg_write(off, size, value)
+   for i = 0, size - 1 do
+      local m = self.mask[off + i]
+      if m and m ~= 0 then
+         local byte = (value >> (8 * i)) & 0xff
+         self.bytes[off + i] = (self.bytes[off + i] & ~m) | (byte & m)
+      end
+   end
+end
+
+-- The host bridge function most guests expect at 00:00.0.
+function M.host_bridge()
+   return M.config_space { vendor = 0x1b36, device = 0x0008, class = 0x060000 }
+end
+
+return M
