@@ -14,12 +14,6 @@
 
 #define DEBUGCON_CAP (1u << 20) /* a chatty guest must not exhaust host memory */
 
-struct lv_kvm_debugcon {
-    char *buf;
-    size_t len, cap;
-    uint64_t dropped;
-};
-
 static int neg_errno(void) { return errno ? -errno : -EIO; }
 
 int lv_kvm_open(const char *path)
@@ -113,11 +107,6 @@ void lv_kvm_vm_close(struct lv_kvm_vm *vm)
     vm->nroutes = vm->cap_routes = 0;
     free(vm->cpuid);
     vm->cpuid = NULL;
-    if (vm->debugcon) {
-        free(vm->debugcon->buf);
-        free(vm->debugcon);
-        vm->debugcon = NULL;
-    }
 }
 
 /* ---- memory slots ---- */
@@ -432,56 +421,38 @@ static struct lv_kvm_range *find_range(struct lv_kvm_vm *vm, int space, uint64_t
 static int debugcon_access(void *opaque, int space, uint64_t addr, uint8_t *data,
                            unsigned size, int is_write)
 {
-    struct lv_kvm_vm *vm = opaque;
-    struct lv_kvm_debugcon *d = vm->debugcon;
+    struct lv_kvm_debugcon *d = opaque;
     if (!is_write) {
         /* QEMU's debugcon reads back 0xe9 so guests can probe for it. */
         memset(data, 0, size);
         data[0] = 0xe9;
         return LV_KVM_IO_DONE;
     }
-    /* Only the low byte is a character, as with an 8-bit port. */
-    if (d->len < d->cap) {
-        d->buf[d->len++] = (char)data[0];
-    } else if (d->cap < DEBUGCON_CAP) {
+    if (d->closed) {
+        d->dropped++;
+        return LV_KVM_IO_DONE;
+    }
+    if (d->len == d->cap && d->cap < DEBUGCON_CAP) {
         size_t cap = d->cap ? d->cap * 2 : 4096;
         char *p = realloc(d->buf, cap);
-        if (!p) {
-            d->dropped++;
-            return LV_KVM_IO_DONE;
-        }
-        d->buf = p;
-        d->cap = cap;
-        d->buf[d->len++] = (char)data[0];
-    } else {
-        d->dropped++;
+        if (p)
+            d->buf = p, d->cap = cap;
     }
+    if (d->len < d->cap)
+        d->buf[d->len++] = (char)data[0]; /* the low byte, as on an 8-bit port */
+    else
+        d->dropped++;
     return LV_KVM_IO_DONE;
 }
 
-static const struct lv_kvm_io_ops debugcon_ops = {.access = debugcon_access};
+const struct lv_kvm_io_ops lv_kvm_debugcon_ops = {.access = debugcon_access};
 
-int lv_kvm_add_debugcon(struct lv_kvm_vm *vm, uint16_t port)
+void lv_kvm_debugcon_close(struct lv_kvm_debugcon *d)
 {
-    if (!vm->debugcon) {
-        vm->debugcon = calloc(1, sizeof *vm->debugcon);
-        if (!vm->debugcon)
-            return -ENOMEM;
-    }
-    return lv_kvm_add_range(vm, LV_KVM_PIO, port, 1, &debugcon_ops, vm);
-}
-
-const char *lv_kvm_debugcon_output(struct lv_kvm_vm *vm, size_t *len, uint64_t *dropped)
-{
-    *len = vm->debugcon ? vm->debugcon->len : 0;
-    *dropped = vm->debugcon ? vm->debugcon->dropped : 0;
-    return vm->debugcon && vm->debugcon->buf ? vm->debugcon->buf : "";
-}
-
-void lv_kvm_debugcon_clear(struct lv_kvm_vm *vm)
-{
-    if (vm->debugcon)
-        vm->debugcon->len = 0, vm->debugcon->dropped = 0;
+    free(d->buf);
+    d->buf = NULL;
+    d->len = d->cap = 0;
+    d->closed = 1;
 }
 
 static int exitport_access(void *opaque, int space, uint64_t addr, uint8_t *data,

@@ -28,6 +28,12 @@ struct lv_kvm_io_ops {
     void (*release)(void *opaque);
 };
 
+/* Lua objects plug C handlers into a VM through this metatable field: a light userdata
+ * pointing at their static struct lv_kvm_io_ops; the opaque pointer handed to the ops is
+ * the object's userdata block. vm:add_range(space, base, size, obj) keeps obj alive until
+ * the range is removed; an object closed meanwhile must still answer (e.g. drop). */
+#define LV_KVM_IO_FIELD "__kvm_io"
+
 struct lv_kvm_range {
     int id, space;
     uint64_t base, size;
@@ -43,8 +49,6 @@ struct lv_kvm_slot {
 
 #define LV_KVM_MAX_SLOTS 64
 
-struct lv_kvm_debugcon;
-
 struct lv_kvm_vm {
     int fd;                      /* -1 once closed */
     int run_size;                /* KVM_GET_VCPU_MMAP_SIZE */
@@ -57,7 +61,6 @@ struct lv_kvm_vm {
     struct kvm_irq_routing_entry *routes;
     unsigned nroutes, cap_routes;
     struct kvm_cpuid2 *cpuid;    /* supported CPUID, given to every vCPU */
-    struct lv_kvm_debugcon *debugcon;
 };
 
 struct lv_kvm_vcpu {
@@ -114,11 +117,17 @@ int lv_kvm_add_range(struct lv_kvm_vm *vm, int space, uint64_t base, uint64_t si
                      const struct lv_kvm_io_ops *ops, void *opaque);
 int lv_kvm_remove_range(struct lv_kvm_vm *vm, int id);
 
-/* Built-in devices. A debug console appends what the guest writes to a buffer (capped;
- * bytes beyond the cap are counted, not stored); an exit port stops the run loop. */
-int lv_kvm_add_debugcon(struct lv_kvm_vm *vm, uint16_t port);
-const char *lv_kvm_debugcon_output(struct lv_kvm_vm *vm, size_t *len, uint64_t *dropped);
-void lv_kvm_debugcon_clear(struct lv_kvm_vm *vm);
+/* Built-in devices. A debug console appends the low byte of every write to a buffer
+ * (capped: bytes beyond the cap are counted, not stored; reads return 0xe9 like QEMU's);
+ * the guest's output never goes through Lua. An exit port ends the run loop on writes. */
+struct lv_kvm_debugcon {
+    char *buf;
+    size_t len, cap;
+    uint64_t dropped;
+    int closed;
+};
+extern const struct lv_kvm_io_ops lv_kvm_debugcon_ops; /* opaque: struct lv_kvm_debugcon */
+void lv_kvm_debugcon_close(struct lv_kvm_debugcon *d);
 int lv_kvm_add_exit_port(struct lv_kvm_vm *vm, uint16_t port);
 
 int lv_kvm_vcpu_create(struct lv_kvm_vcpu *c, struct lv_kvm_vm *vm, int id);

@@ -12,6 +12,7 @@
 #define KVM_T "vfio.kvm"
 #define IRQFD_T "vfio.irqfd"
 #define IOEVENTFD_T "vfio.ioeventfd"
+#define DEBUGCON_T "vfio.debugcon"
 
 struct lv_kvm_ud {
     int fd;
@@ -464,12 +465,102 @@ static int range_result(lua_State *L, int r, const char *what, unsigned port)
     return 1;
 }
 
+/* ---- vfio.debugcon: a C-side buffer for a guest's debug port output ---- */
+
+static int l_debugcon_new(lua_State *L)
+{
+    lv_newobject(L, sizeof(struct lv_kvm_debugcon), DEBUGCON_T, 0);
+    return 1;
+}
+
+/* debugcon:output([clear]) -> bytes written so far, bytes dropped (beyond the cap) */
+static int l_debugcon_output(lua_State *L)
+{
+    struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
+    lua_pushlstring(L, d->buf ? d->buf : "", d->len);
+    lua_pushinteger(L, (lua_Integer)d->dropped);
+    if (lua_toboolean(L, 2))
+        d->len = 0, d->dropped = 0;
+    return 2;
+}
+
+static int l_debugcon_close(lua_State *L)
+{
+    lv_kvm_debugcon_close(luaL_checkudata(L, 1, DEBUGCON_T));
+    return 0;
+}
+
+static int l_debugcon_tostring(lua_State *L)
+{
+    struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
+    if (d->closed)
+        lua_pushliteral(L, "vfio.debugcon (closed)");
+    else
+        lua_pushfstring(L, "vfio.debugcon (%d bytes)", (int)d->len);
+    return 1;
+}
+
+static int checkspace(lua_State *L, int arg)
+{
+    static const char *const names[] = {"pio", "mmio", NULL};
+    return luaL_checkoption(L, arg, NULL, names) == 0 ? LV_KVM_PIO : LV_KVM_MMIO;
+}
+
+/* Register obj's C handler for [base, base+size) and anchor obj under key -id. */
+static int add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t base,
+                         uint64_t size, int obj)
+{
+    obj = lua_absindex(L, obj);
+    if (lua_type(L, obj) != LUA_TUSERDATA ||
+        luaL_getmetafield(L, obj, LV_KVM_IO_FIELD) != LUA_TLIGHTUSERDATA)
+        return luaL_argerror(L, obj, "object with a C access handler (" LV_KVM_IO_FIELD ")");
+    const struct lv_kvm_io_ops *ops = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    int id = lv_kvm_add_range(&v->vm, space, base, size, ops, lua_touserdata(L, obj));
+    if (id < 0)
+        return lv_syserrorf(L, -id, "add handled range", "%s 0x%llx size 0x%llx",
+                            space == LV_KVM_PIO ? "port" : "gpa", (unsigned long long)base,
+                            (unsigned long long)size);
+    lua_getiuservalue(L, 1, 2);
+    lua_pushvalue(L, obj);
+    lua_rawseti(L, -2, -id);
+    lua_pop(L, 1);
+    lua_pushinteger(L, id);
+    return 1;
+}
+
+/* vm:add_range("pio"|"mmio", base, size, obj) -> id: accesses there are handled in C by
+ * obj (see LV_KVM_IO_FIELD in kvm.h) and never reach Lua. */
+static int l_vm_add_range(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    int space = checkspace(L, 2);
+    uint64_t base = checku64(L, 3), size = checku64(L, 4);
+    luaL_checkany(L, 5);
+    return add_range_obj(L, v, space, base, size, 5);
+}
+
+/* vm:add_debugcon(port [, debugcon]) -> id, debugcon. The first one is the VM's default,
+ * read by vm:debug_output(). */
 static int l_vm_add_debugcon(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     unsigned port = (unsigned)lv_checkrange(L, 2, 0, 0xffff);
-    return range_result(L, lv_kvm_add_debugcon(&v->vm, (uint16_t)port), "add debug console",
-                        port);
+    if (lua_isnoneornil(L, 3))
+        l_debugcon_new(L);
+    else
+        luaL_checkudata(L, 3, DEBUGCON_T), lua_pushvalue(L, 3);
+    int con = lua_gettop(L);
+    if (add_range_obj(L, v, LV_KVM_PIO, port, 1, con) != 1)
+        return 3;
+    lua_getiuservalue(L, 1, 2);
+    if (lua_getfield(L, -1, "debugcon") == LUA_TNIL) {
+        lua_pushvalue(L, con);
+        lua_setfield(L, -3, "debugcon");
+    }
+    lua_pop(L, 2);
+    lua_pushvalue(L, con);
+    return 2;
 }
 
 static int l_vm_add_exit_port(lua_State *L)
@@ -487,22 +578,27 @@ static int l_vm_remove_range(lua_State *L)
     int e = lv_kvm_remove_range(&v->vm, id);
     if (e < 0)
         return lv_syserrorf(L, -e, "remove handled range", "%d", id);
+    lua_getiuservalue(L, 1, 2);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, -id);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* vm:debug_output([clear]) -> bytes the guest wrote to debug console ports, dropped count */
+/* vm:debug_output([clear]) -> what the guest wrote to the default debug console, dropped */
 static int l_vm_debug_output(lua_State *L)
 {
-    struct lv_vm_ud *v = lv_checkvm(L, 1);
-    size_t len;
-    uint64_t dropped;
-    const char *s = lv_kvm_debugcon_output(&v->vm, &len, &dropped);
-    lua_pushlstring(L, s, len);
-    lua_pushinteger(L, (lua_Integer)dropped);
-    if (lua_toboolean(L, 2))
-        lv_kvm_debugcon_clear(&v->vm);
-    return 2;
+    luaL_checkudata(L, 1, LV_VM_T);
+    lua_settop(L, 2);
+    lua_getiuservalue(L, 1, 2);
+    if (lua_getfield(L, -1, "debugcon") == LUA_TNIL) {
+        lua_pushliteral(L, "");
+        lua_pushinteger(L, 0);
+        return 2;
+    }
+    lua_replace(L, 1);
+    lua_settop(L, 2);
+    return l_debugcon_output(L);
 }
 
 static int l_vm_fileno(lua_State *L)
@@ -779,6 +875,7 @@ void lv_open_kvm(lua_State *L)
         {"irqfd", l_vm_irqfd}, {"ioeventfd", l_vm_ioeventfd},
         {"vfio_device", l_vm_vfio_device}, {"vfio_group_add", l_vm_vfio_group_add},
         {"vfio_group_del", l_vm_vfio_group_del}, {"add_debugcon", l_vm_add_debugcon},
+        {"add_range", l_vm_add_range},
         {"add_exit_port", l_vm_add_exit_port}, {"remove_range", l_vm_remove_range},
         {"debug_output", l_vm_debug_output}, {"vcpu", lv_vm_vcpu}, {"fileno", l_vm_fileno},
         {"close", l_vm_close}, {NULL, NULL}};
@@ -802,6 +899,18 @@ void lv_open_kvm(lua_State *L)
     lv_newclass(L, LV_VM_T, vm_m, vm_mt);
     lv_newclass(L, IRQFD_T, irqfd_m, irqfd_mt);
     lv_newclass(L, IOEVENTFD_T, ioev_m, ioev_mt);
+    static const luaL_Reg con_m[] = {
+        {"output", l_debugcon_output}, {"close", l_debugcon_close}, {NULL, NULL}};
+    static const luaL_Reg con_mt[] = {
+        {"__gc", l_debugcon_close}, {"__close", l_debugcon_close},
+        {"__tostring", l_debugcon_tostring}, {NULL, NULL}};
+    lv_newclass(L, DEBUGCON_T, con_m, con_mt);
+    luaL_getmetatable(L, DEBUGCON_T);
+    lua_pushlightuserdata(L, (void *)&lv_kvm_debugcon_ops);
+    lua_setfield(L, -2, LV_KVM_IO_FIELD);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_debugcon_new);
+    lua_setfield(L, -2, "debugcon");
     lua_pushcfunction(L, l_kvm_open);
     lua_setfield(L, -2, "kvm_open");
     lua_newtable(L);

@@ -7,12 +7,16 @@
  *   RESULT PASS|FAIL|NODEV
  * and the result is written to the exit port 0xf4 (QEMU's isa-debug-exit; a VMM traps
  * it): 0 pass, 1 fail, 2 device not found, 3 unexpected exception.
- * Command line (multiboot): "dev=VVVV:DDDD" selects another device to look for. */
+ * Command line (multiboot): "dev=VVVV:DDDD" selects another device to look for;
+ * "irqtest=N" tests a VMM's interrupt wiring instead: with the LAPIC and PIC set up it
+ * writes 1 to SYNC_PORT, expects MSI vector 0x40 (fixed, APIC 0), writes 2, expects PIC
+ * line N, and reports TEST msi_route / TEST intx_route. */
 #include <stddef.h>
 #include <stdint.h>
 
 #define DEBUG_PORT 0xe9
 #define EXIT_PORT 0xf4
+#define SYNC_PORT 0x510
 #define EXIT_PASS 0
 #define EXIT_FAIL 1
 #define EXIT_NODEV 2
@@ -254,15 +258,19 @@ void isr_dispatch(uint32_t vec)
         finish(EXIT_EXCEPTION);
     }
     if (vec == MSI_VECTOR) {
-        uint32_t st = mmio_rd(edu_bar + 0x24);
-        irq_status_seen = st;
-        mmio_wr(edu_bar + 0x64, st);
+        if (edu_bar) {
+            uint32_t st = mmio_rd(edu_bar + 0x24);
+            irq_status_seen = st;
+            mmio_wr(edu_bar + 0x64, st);
+        }
         msi_count++;
         lapic_wr(0xb0, 0);
     } else if (pic_line >= 0 && vec == (uint32_t)(PIC_BASE + pic_line)) {
-        uint32_t st = mmio_rd(edu_bar + 0x24);
-        irq_status_seen = st;
-        mmio_wr(edu_bar + 0x64, st); /* deasserts the level before the EOI */
+        if (edu_bar) {
+            uint32_t st = mmio_rd(edu_bar + 0x24);
+            irq_status_seen = st;
+            mmio_wr(edu_bar + 0x64, st); /* deasserts the level before the EOI */
+        }
         intx_count++;
         pic_eoi(pic_line);
     } else if (vec >= PIC_BASE && vec < PIC_BASE + 16) {
@@ -375,6 +383,8 @@ static void bench(struct pcidev *p, int msi_cap)
     }
 }
 
+static void unmask_pic(int line);
+
 static void test_edu(struct pcidev *p)
 {
     if (p->bar_io[0] || p->bar_size[0] < 0x1000) {
@@ -442,10 +452,7 @@ static void test_edu(struct pcidev *p)
     uint8_t pin = cfg_rd8(p->bus, p->dev, p->fn, 0x3d);
     if (pin && line < 16 && line != 2) {
         pic_line = line;
-        if (line >= 8)
-            outb(0xa1, (uint8_t)~(1u << (line - 8))), outb(0x21, 0xfb); /* + cascade */
-        else
-            outb(0x21, (uint8_t)~(1u << line));
+        unmask_pic(line);
         irq_status_seen = 0;
         mmio_wr(edu_bar + EDU_RAISE, 0xa5);
         int got = wait_flag(&intx_count, 20000);
@@ -508,9 +515,55 @@ static int hexval(const char *s, int n, uint16_t *out)
     return 1;
 }
 
+static int irqtest_line = -1;
+
+static void unmask_pic(int line)
+{
+    if (line >= 8)
+        outb(0xa1, (uint8_t)~(1u << (line - 8))), outb(0x21, 0xfb); /* + cascade */
+    else
+        outb(0x21, (uint8_t)~(1u << line));
+}
+
+/* The VMM injects the interrupts itself (irqfd) when it sees our sync writes. */
+static void irqtest(int line)
+{
+    setup_interrupts();
+    pic_line = line;
+    unmask_pic(line);
+    outb(SYNC_PORT, 1);
+    int got = wait_flag(&msi_count, 20000);
+    test("msi_route", got && msi_count == 1);
+    puts_(" count ");
+    putdec(msi_count);
+    puts_("\n");
+    outb(SYNC_PORT, 2);
+    got = wait_flag(&intx_count, 20000);
+    test("intx_route", got && intx_count == 1);
+    puts_(" line ");
+    putdec((uint32_t)line);
+    puts_(" count ");
+    putdec(intx_count);
+    puts_("\n");
+    test("spurious", spurious == 0);
+    puts_(" ");
+    putdec(spurious);
+    puts_("\n");
+    finish(failures ? EXIT_FAIL : EXIT_PASS);
+}
+
 static void parse_cmdline(const char *s)
 {
     for (int i = 0; s[i] && i < 4096; i++) {
+        if (s[i] == 'i' && s[i + 1] == 'r' && s[i + 2] == 'q' && s[i + 3] == 't' &&
+            s[i + 4] == 'e' && s[i + 5] == 's' && s[i + 6] == 't' && s[i + 7] == '=' &&
+            s[i + 8] >= '0' && s[i + 8] <= '9') {
+            int n = s[i + 8] - '0';
+            if (s[i + 9] >= '0' && s[i + 9] <= '9')
+                n = n * 10 + s[i + 9] - '0';
+            if (n < 16 && n != 2)
+                irqtest_line = n;
+        }
         if (s[i] == 'd' && s[i + 1] == 'e' && s[i + 2] == 'v' && s[i + 3] == '=') {
             const char *v = s + i + 4;
             uint16_t vid, did;
@@ -519,7 +572,6 @@ static void parse_cmdline(const char *s)
                 n++;
             if (n >= 9 && v[4] == ':' && hexval(v, 4, &vid) && hexval(v + 5, 4, &did))
                 want_vendor = vid, want_device = did;
-            return;
         }
     }
 }
@@ -546,6 +598,8 @@ void guest_main(uint32_t magic, uint32_t mbi)
             }
         }
     }
+    if (irqtest_line >= 0)
+        irqtest(irqtest_line);
     struct pcidev p = {0};
     if (!find_on_bus(0, &p, 0)) {
         puts_("device ");

@@ -4,6 +4,7 @@
 local core = require "vfio.core"
 local machine = require "vfio.vm"
 local pcihost = require "vfio.pcihost"
+local irq = require "vfio.irq"
 local lab = require "support.lab"
 local fcntl = require "posix.fcntl"
 local unistd = require "posix.unistd"
@@ -110,6 +111,38 @@ describe("KVM in the lab", function()
       assert.are.equal(0xf4, e.port)
       assert.are.equal(7, e.value)
       assert.are.equal("A", (vm:debug_output()))
+      vm:close()
+   end)
+
+   it("plugs C handler objects into ranges and removes them", function()
+      local _, vm = new_vm(0x10000)
+      local id, main = assert(vm:add_debugcon(0xe9))
+      local other = core.debugcon()
+      local id2 = assert(vm:add_range("pio", 0x402, 2, other))
+      assert.is_true(id2 > id)
+      local dup, msg, errno = vm:add_range("pio", 0x403, 1, core.debugcon())
+      assert.is_nil(dup)
+      assert.are.equal("add handled range port 0x403 size 0x1: File exists", msg)
+      assert.are.equal(17, errno)
+      assert.has_error(function() vm:add_range("pio", 0x500, 1, {}) end)
+      vm:write(0x1000, bytes {
+         0xB0, 0x61, 0xE6, 0xE9, 0xB0, 0x62, 0xBA, 0x02, 0x04, 0xEE, -- 'a'->e9, 'b'->0x402
+         0xB0, 0x63, 0x42, 0xEE, 0xE6, 0x10,                         -- 'c'->0x403; out 0x10
+         0xB0, 0x64, 0x4A, 0xEE, 0xF4,                               -- 'd'->0x402; hlt
+      })
+      local cpu = assert(vm:vcpu(0))
+      assert(cpu:setup_real(0, 0x1000))
+      local e = assert(cpu:run { timeout = 10 })
+      assert.are.equal(0x10, e.port)
+      assert.are.equal("a", (main:output()))
+      assert.are.equal("bc", (other:output(true)))
+      assert(vm:remove_range(id2))
+      assert.is_nil(vm:remove_range(id2))
+      e = assert(cpu:run { timeout = 10 })
+      assert.are.equal("io", e.reason) -- 0x402 is Lua's again
+      assert.are.equal(0x402, e.port)
+      assert.are.equal(0x64, e.value)
+      assert.are.equal("", (other:output()))
       vm:close()
    end)
 
@@ -299,6 +332,42 @@ describe("examples/guest in a KVM VM with our loader", function()
       assert.are.equal("pass", r.result, r.output)
       assert.matches("FOUND 00:00%.0 1b36:0008\nRESULT PASS\n$", r.output)
       assert.are.same({}, unhandled)
+   end)
+
+   it("takes MSI and INTx wired by vfio.irq (GSI route + irqfd, resample on EOI)", function()
+      local m <close> = assert(machine.create { mem_mib = 16 })
+      local router <close> = irq.new(m.vm)
+      local msi = assert(router:msi(0xfee00000, 0x41))
+      assert.are.equal(24, msi.gsi)
+      assert(msi:update(0xfee00000, 0x40)) -- the guest's vector
+      local spare = assert(router:msi(0xfee00000, 0x50))
+      assert.are.equal(25, spare.gsi)
+      spare:close()
+      local line = assert(router:intx(5))
+      local gsis = {}
+      for _, v in ipairs(router:vectors()) do gsis[#gsis + 1] = v.kind .. v.gsi end
+      assert.are.same({ "intx5", "msi24" }, gsis)
+      local syncs = {}
+      local r = assert(m:boot("build/guest/guest.elf", {
+         cmdline = "irqtest=5",
+         timeout = 60,
+         handler = function(x)
+            if x.space == "pio" and x.port == 0x510 and x.write then
+               syncs[#syncs + 1] = x.value
+               assert((x.value == 1 and msi or line).irqfd:trigger())
+               return
+            end
+            return false
+         end,
+      }))
+      assert.are.equal("pass", r.result, r.output)
+      assert.matches("TEST msi_route PASS count 1\n", r.output)
+      assert.matches("TEST intx_route PASS line 5 count 1\n", r.output)
+      assert.are.same({ 1, 2 }, syncs)
+      assert.are.equal(1, line.irqfd:resampled(1000))
+      router:close()
+      assert.are.equal(40, #m.vm:routes())
+      assert.are.same({}, router:vectors())
    end)
 
    it("refuses a file that is not bootable, naming it", function()
