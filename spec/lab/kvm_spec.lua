@@ -146,6 +146,60 @@ describe("KVM in the lab", function()
       vm:close()
    end)
 
+   it("maps host memory into the guest, read-only writes exit as MMIO, unmap removes it", function()
+      local _, vm = new_vm(0x10000)
+      assert(vm:add_debugcon(0xe9))
+      local ram = vm:memory()[1]
+      assert.are.same({ 0, 0x10000, true, false }, { ram.gpa, ram.size, ram.ram, ram.readonly })
+      vm:write(0x3000, "Q")
+      -- Alias RAM page 0x3000 at guest-physical 0x80000, read-only.
+      local slot = assert(vm:map(0x80000, 0x1000, ram.host + 0x3000, true))
+      assert.are.equal(2, #vm:memory())
+      local bad, msg = vm:map(0x90000, 0x1000, ram.host + 1)
+      assert.is_nil(bad)
+      assert.matches("^KVM_SET_USER_MEMORY_REGION gpa 0x90000 size 0x1000: Invalid argument", msg)
+      vm:write(0x1000, bytes {
+         0xB8, 0x00, 0x80, 0x8E, 0xD8,   -- mov ax,0x8000; mov ds,ax
+         0xA0, 0x00, 0x00, 0xE6, 0xE9,   -- mov al,[0]; out 0xe9,al  ('Q' through the alias)
+         0xC6, 0x06, 0x00, 0x00, 0x55,   -- mov byte [0],0x55: read-only -> MMIO write exit
+         0xA0, 0x00, 0x00,               -- mov al,[0] (after unmap: MMIO read exit)
+         0xE6, 0xE9, 0xF4,
+      })
+      local cpu = assert(vm:vcpu(0))
+      assert(cpu:setup_real(0, 0x1000))
+      local e = assert(cpu:run { timeout = 10 })
+      assert.are.same({ "mmio", 0x80000, true, 0x55 }, { e.reason, e.addr, e.write, e.value })
+      assert.are.equal("Q", vm:read(0x3000, 1)) -- the write did not land
+      assert(vm:unmap(slot))
+      assert.is_nil(vm:unmap(slot))
+      e = assert(cpu:run { timeout = 10 })
+      assert.are.same({ "mmio", 0x80000, false }, { e.reason, e.addr, e.write })
+      cpu:complete(0x21)
+      e = assert(cpu:run { timeout = 10 })
+      assert.are.equal("hlt", e.reason)
+      assert.are.equal("Q!", (vm:debug_output()))
+      assert.has_error(function() vm:read(0xffff, 2) end)
+      assert.has_error(function() vm:write(0x80000, "x") end)
+      vm:close()
+   end)
+
+   it("returns from run on a signal so Lua can act on it", function()
+      local psignal = require "posix.signal"
+      local got = 0
+      psignal.signal(psignal.SIGUSR1, function() got = got + 1 end)
+      local _, vm = new_vm(0x10000)
+      vm:write(0x1000, bytes { 0xEB, 0xFE }) -- jmp $
+      local cpu = assert(vm:vcpu(0))
+      assert(cpu:setup_real(0, 0x1000))
+      os.execute(("(sleep 0.5; kill -USR1 %d) &"):format(unistd.getpid()))
+      local e = assert(cpu:run { timeout = 20 })
+      assert.are.equal("intr", e.reason)
+      for _ = 1, 1000 do if got > 0 then break end end -- the Lua-level handler runs at a hook
+      assert.are.equal(1, got)
+      psignal.signal(psignal.SIGUSR1, psignal.SIG_DFL)
+      vm:close()
+   end)
+
    it("ends a run at the timeout and on a handler error keeps the vcpu usable", function()
       local _, vm = new_vm(0x10000)
       vm:write(0x1000, bytes { 0xEB, 0xFE }) -- jmp $
