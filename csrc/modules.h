@@ -3,4 +3,5 @@
 #define LV_MODULES(X) \
     X(util) \
     X(kvm) \
-    X(vcpu)
+    X(vcpu) \
+    X(pcihost)

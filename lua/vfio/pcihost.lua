@@ -5,6 +5,8 @@
 -- (size 1, 2 or 4; offset aligned to size, below 256 through CF8 and below 4096
 -- through ECAM). Absent functions read as all ones and ignore writes, as on hardware.
 -- Exits come from vcpu:run as tables (see csrc/l_vcpu.c); host:access(exit) answers one.
+local core = require "vfio.core"
+
 local M = {}
 local Host = {}
 Host.__index = Host
@@ -119,50 +121,43 @@ function Host:handler(fallback)
    end
 end
 
--- An emulated configuration space: bytes plus a writable-bit mask. Enough for a host
--- bridge (and for specs); a passed-through device uses the trap core instead.
+-- An emulated configuration space (vfio.core.cfgspace: bytes plus a guest-writable
+-- mask, config access in C so it also attaches to the C host bridge).
 -- M.config_space{vendor=, device=, class=0xCCSSPP, revision=, header_type=,
---                subsystem_vendor=, subsystem=, writable = {[off] = mask byte}}
-local Space = {}
-Space.__index = Space
-
+--                subsystem_vendor=, subsystem=, size = 256|4096}
 function M.config_space(spec)
-   local b, w = {}, {}
-   for i = 0, 255 do b[i], w[i] = 0, 0 end
-   local function put(off, size, v)
-      for i = 0, size - 1 do b[off + i] = (v >> (8 * i)) & 0xff end
-   end
-   put(0, 2, assert(spec.vendor, "vendor required"))
-   put(2, 2, assert(spec.device, "device required"))
-   put(8, 1, spec.revision or 0)
-   put(9, 3, spec.class or 0)
-   put(0x0e, 1, spec.header_type or 0)
-   put(0x2c, 2, spec.subsystem_vendor or 0)
-   put(0x2e, 2, spec.subsystem or 0)
-   w[4], w[5] = 0x46, 0x05 -- command: memory, bus master, parity, SERR, INTx disable
-   for off, mask in pairs(spec.writable or {}) do w[off] = mask end
-   return setmetatable({ bytes = b, mask = w }, Space)
-end
-
-function Space:cfg_read(off, size)
-   local v = 0
-   for i = size - 1, 0, -1 do v = v << 8 | (self.bytes[off + i] or 0xff) end
-   return v
-end
-
-function Space:cfg_write(off, size, value)
-   for i = 0, size - 1 do
-      local m = self.mask[off + i]
-      if m and m ~= 0 then
-         local byte = (value >> (8 * i)) & 0xff
-         self.bytes[off + i] = (self.bytes[off + i] & ~m) | (byte & m)
-      end
-   end
+   local c = core.cfgspace(spec.size or 256)
+   c:set(0, 2, (assert(spec.vendor, "vendor required")))
+   c:set(2, 2, (assert(spec.device, "device required")))
+   c:set(4, 2, 0, 0x0546) -- command: memory, bus master, parity, SERR, INTx disable
+   c:set(8, 4, (spec.class or 0) << 8 | (spec.revision or 0))
+   c:set(0x0c, 4, (spec.header_type or 0) << 16)
+   c:set(0x2c, 4, (spec.subsystem or 0) << 16 | (spec.subsystem_vendor or 0))
+   return c
 end
 
 -- The host bridge function most guests expect at 00:00.0.
 function M.host_bridge()
    return M.config_space { vendor = 0x1b36, device = 0x0008, class = 0x060000 }
+end
+
+-- The same host bridge decoding in C (vfio.core.pcihost): config accesses are answered
+-- inside the vCPU run loop and never reach Lua. Functions must be C-backed (cfgspace,
+-- or a trap-core function exposing __pci_cfg).
+M.new_c = core.pcihost
+
+-- M.install(vm, c_host) -> range ids: CF8-CFF and the ECAM window go to the C host.
+function M.install(vm, host)
+   local ids = {}
+   for _, r in ipairs(host:ranges()) do
+      local id, err, errno = vm:add_range(r[1], r[2], r[3], host)
+      if not id then
+         for _, done in ipairs(ids) do vm:remove_range(done) end
+         return nil, err, errno
+      end
+      ids[#ids + 1] = id
+   end
+   return ids
 end
 
 return M

@@ -115,3 +115,77 @@ describe("vfio.pcihost", function()
       assert.are.same({ true, 0xffffffff }, { host:access(mmio(0xb0000100, 4, false)) })
    end)
 end)
+
+-- The same decoding, in Lua (vfio.pcihost.new) and in C (vfio.core.pcihost), against
+-- C-backed configuration spaces that both accept.
+for _, impl in ipairs { "lua", "c" } do
+   describe("host bridge decoding (" .. impl .. ")", function()
+      local host, f
+      before_each(function()
+         local opts = { ecam_base = 0xb0000000, ecam_buses = 2 }
+         host = impl == "lua" and pcihost.new(opts) or pcihost.new_c(opts)
+         f = require("vfio.core").cfgspace(4096)
+         f:set(0, 4, 0x11e81234)
+         f:set(0x3c, 4, 0x44332211, 0x0000ff00) -- only byte 0x3d is guest-writable
+         f:set(0x100, 4, 0x00010001)
+         f:set(0x10, 4, 0x89abcdef)
+         f:set(0x14, 4, 0x01234567)
+         host:attach(0, 3, 0, f)
+      end)
+
+      it("latches CF8 and routes CFC-CFF by lane", function()
+         assert.are.same({ true }, { host:access(pio(0xcf8, 4, true, cf8(0, 3, 0, 0x3c))) })
+         assert.are.same({ true, cf8(0, 3, 0, 0x3c) }, { host:access(pio(0xcf8, 4, false)) })
+         assert.are.same({ true, 0x44332211 }, { host:access(pio(0xcfc, 4, false)) })
+         assert.are.same({ true, 0x33 }, { host:access(pio(0xcfe, 1, false)) })
+         assert.are.same({ true, 0x4433 }, { host:access(pio(0xcfe, 2, false)) })
+         host:access(pio(0xcfd, 1, true, 0xab))
+         host:access(pio(0xcfc, 1, true, 0x99)) -- read-only byte
+         assert.are.same({ true, 0x4433ab11 }, { host:access(pio(0xcfc, 4, false)) })
+      end)
+
+      it("reads all ones where nothing answers", function()
+         host:access(pio(0xcf8, 4, true, cf8(0, 4, 0, 0)))
+         assert.are.same({ true, 0xffffffff }, { host:access(pio(0xcfc, 4, false)) })
+         host:access(pio(0xcf8, 4, true, cf8(0, 3, 0, 0) & 0x7fffffff))
+         assert.are.same({ true, 0xffff }, { host:access(pio(0xcfc, 2, false)) })
+         host:access(pio(0xcf8, 4, true, cf8(0, 3, 0, 0)))
+         assert.are.same({ true, 0xffffffff }, { host:access(pio(0xcfe, 4, false)) })
+         assert.are.same({ true, 0xffff }, { host:access(mmio(0xb0018001, 2, false)) })
+         assert.are.same({ true, 0xffffffff }, { host:access(mmio(0xb0100000, 4, false)) })
+         assert.is_false((host:access(mmio(0xb0200000, 4, false))))
+         assert.is_false((host:access(pio(0x80, 1, false))))
+      end)
+
+      it("decodes ECAM, extended registers and 8-byte accesses", function()
+         local base = 0xb0000000 | 3 << 15
+         assert.are.same({ true, 0x11e81234 }, { host:access(mmio(base, 4, false)) })
+         assert.are.same({ true, 0x00010001 }, { host:access(mmio(base + 0x100, 4, false)) })
+         assert.are.same({ true, 0x0123456789abcdef }, { host:access(mmio(base + 0x10, 8, false)) })
+         assert.are.same({ true }, { host:access(mmio(base + 0x3d, 1, true, 0x5a)) })
+         assert.are.same({ true, 0x5a }, { host:access(mmio(base + 0x3d, 1, false)) })
+      end)
+
+      it("detaches functions", function()
+         host:detach(0, 3, 0)
+         assert.are.same({ true, 0xffffffff }, { host:access(mmio(0xb0018000, 4, false)) })
+      end)
+   end)
+end
+
+describe("vfio.core.pcihost", function()
+   it("accepts only C-backed functions and reports slot conflicts", function()
+      local host = pcihost.new_c()
+      assert.has_error(function() host:attach(0, 1, 0, {}) end)
+      local f = pcihost.host_bridge()
+      assert(host:attach(0, 0, 0, f))
+      local ok, msg, errno = host:attach(0, 0, 0, f)
+      assert.is_nil(ok)
+      assert.are.equal("attach 00:00.0: File exists", msg)
+      assert.are.equal(17, errno)
+      assert.are.same({ { "pio", 0xcf8, 8 } }, host:ranges())
+      assert.are.same({ { "pio", 0xcf8, 8 }, { "mmio", 0xe0000000, 4 << 20 } },
+                      pcihost.new_c { ecam_base = 0xe0000000, ecam_buses = 4 }:ranges())
+      assert.has_error(function() pcihost.new_c { ecam_base = 0xe0001000 } end)
+   end)
+end)

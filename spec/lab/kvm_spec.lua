@@ -388,6 +388,23 @@ describe("examples/guest in a KVM VM with our loader", function()
       assert.are.same({}, unhandled)
    end)
 
+   it("finds a function behind the C host bridge without any exit reaching Lua", function()
+      local m <close> = assert(machine.create { mem_mib = 16 })
+      local host = pcihost.new_c { ecam_base = 0xe0000000 }
+      assert(host:attach(0, 0, 0, pcihost.host_bridge()))
+      assert(host:attach(0, 5, 0, pcihost.config_space { vendor = 0x1234, device = 0x5678, class = 0xff0000 }))
+      local ids = assert(pcihost.install(m.vm, host))
+      assert.are.equal(2, #ids)
+      local lua_exits = 0
+      local r = assert(m:boot("build/guest/guest.elf", {
+         cmdline = "dev=1234:5678", timeout = 60,
+         handler = function() lua_exits = lua_exits + 1 end,
+      }))
+      assert.are.equal("pass", r.result, r.output)
+      assert.matches("FOUND 00:05%.0 1234:5678\nRESULT PASS\n$", r.output)
+      assert.are.equal(0, lua_exits)
+   end)
+
    it("takes MSI and INTx wired by vfio.irq (GSI route + irqfd, resample on EOI)", function()
       local m <close> = assert(machine.create { mem_mib = 16 })
       local router <close> = irq.new(m.vm)
