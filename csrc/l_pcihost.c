@@ -67,12 +67,25 @@ static int l_cfgspace_read(lua_State *L)
     return 1;
 }
 
+/* cfg_write returns true when the write touched a notify byte (see cfgspace:notify). */
 static int l_cfgspace_write(lua_State *L)
 {
     struct lv_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
     uint32_t off, len;
     checkaccess(L, &off, &len);
-    lv_cfgspace_ops.write(c, off, len, (uint32_t)luaL_checkinteger(L, 4));
+    int ev = lv_cfgspace_ops.write(c, off, len, (uint32_t)luaL_checkinteger(L, 4));
+    lua_pushboolean(L, ev == LV_PCI_CFG_EVENT);
+    return 1;
+}
+
+/* cfgspace:notify(off, len [, on=true]): guest writes to these bytes end the run loop
+ * with a "stop" exit so Lua can react (as a trap core does for BARs and MSI). */
+static int l_cfgspace_notify(lua_State *L)
+{
+    struct lv_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
+    uint32_t off = (uint32_t)lv_checkrange(L, 2, 0, c->size - 1);
+    uint32_t len = (uint32_t)lv_checkrange(L, 3, 1, c->size - off);
+    memset(c->notify + off, lua_isnone(L, 4) || lua_toboolean(L, 4), len);
     return 0;
 }
 
@@ -154,8 +167,9 @@ static int l_pcihost_detach(lua_State *L)
     return 1;
 }
 
-/* host:access(exit) -> handled, read value: the same decode the run loop uses, for an
- * exit table {space=, port=|addr=, size=, write=, value=}. */
+/* host:access(exit) -> handled, read value (nil for writes), event: the same decode the
+ * run loop uses, for an exit table {space=, port=|addr=, size=, write=, value=}; event
+ * is true when a written function asked for the VM layer's attention. */
 static int l_pcihost_access(lua_State *L)
 {
     struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
@@ -175,13 +189,17 @@ static int l_pcihost_access(lua_State *L)
     uint8_t data[8];
     for (int i = 0; i < 8; i++)
         data[i] = (uint8_t)(value >> (8 * i));
-    if (!lv_pcihost_access(h, space, addr, data, (unsigned)size, is_write)) {
+    int r = lv_pcihost_access(h, space, addr, data, (unsigned)size, is_write);
+    if (r == 0) {
         lua_pushboolean(L, 0);
         return 1;
     }
     lua_pushboolean(L, 1);
-    if (is_write)
-        return 1;
+    if (is_write) {
+        lua_pushnil(L);
+        lua_pushboolean(L, r == 2); /* a function asked for attention */
+        return 3;
+    }
     uint64_t v = 0;
     for (int i = (int)size; i-- > 0;)
         v = v << 8 | data[i];
@@ -226,7 +244,8 @@ void lv_open_pcihost(lua_State *L)
 {
     static const luaL_Reg cs_m[] = {
         {"set", l_cfgspace_set}, {"cfg_read", l_cfgspace_read},
-        {"cfg_write", l_cfgspace_write}, {"close", l_noop}, {NULL, NULL}};
+        {"cfg_write", l_cfgspace_write}, {"notify", l_cfgspace_notify}, {"close", l_noop},
+        {NULL, NULL}};
     static const luaL_Reg cs_mt[] = {
         {"__gc", l_noop}, {"__close", l_noop}, {"__tostring", l_cfgspace_tostring},
         {NULL, NULL}};

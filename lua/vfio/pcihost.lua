@@ -57,11 +57,12 @@ end
 function Host:config(bus, dev, fn, off, size, write, value)
    local f = self.functions[key(bus, dev, fn)]
    if not f or off % size ~= 0 or (size ~= 1 and size ~= 2 and size ~= 4) then
+      if write then return nil, false end
       return ones(size)
    end
    if write then
-      f:cfg_write(off, size, value & ones(size))
-      return nil
+      -- A true result asks the VM layer to look at the function (see host:access).
+      return nil, f:cfg_write(off, size, value & ones(size)) == true
    end
    return f:cfg_read(off, size) & ones(size)
 end
@@ -69,20 +70,18 @@ end
 local function pio(self, x)
    local port, size = x.port, x.size
    if port == CF8 and size == 4 then
-      if x.write then self.address = x.value & 0xffffffff return true end
+      if x.write then self.address = x.value & 0xffffffff return true, nil, false end
       return true, self.address
    end
    if port < CFC or port > CFC + 3 then return false end
    local a = self.address
    local off = (a & 0xfc) + (port - CFC)
-   if a & 0x80000000 == 0 or (port - CFC) + size > 4 then
-      return true, (not x.write) and ones(size) or nil
-   end
-   local bus, dev, fn = (a >> 16) & 0xff, (a >> 11) & 0x1f, (a >> 8) & 7
-   if x.count and x.count > 1 then -- string I/O on config data: answer each element alike
-      if x.write then return true end
+   if a & 0x80000000 == 0 or (port - CFC) + size > 4 or (x.count and x.count > 1) then
+      -- Disabled, crossing the data dword, or string I/O: nothing answers.
+      if x.write then return true, nil, false end
       return true, ones(size)
    end
+   local bus, dev, fn = (a >> 16) & 0xff, (a >> 11) & 0x1f, (a >> 8) & 7
    return true, self:config(bus, dev, fn, off, size, x.write, x.value)
 end
 
@@ -93,9 +92,9 @@ local function mmio(self, x)
    local bus, dev, fn, reg = off >> 20, (off >> 15) & 0x1f, (off >> 12) & 7, off & 0xfff
    if x.size == 8 and reg % 8 == 0 then -- two dwords, low first
       if x.write then
-         self:config(bus, dev, fn, reg, 4, true, x.value & 0xffffffff)
-         self:config(bus, dev, fn, reg + 4, 4, true, (x.value >> 32) & 0xffffffff)
-         return true
+         local _, ev1 = self:config(bus, dev, fn, reg, 4, true, x.value & 0xffffffff)
+         local _, ev2 = self:config(bus, dev, fn, reg + 4, 4, true, (x.value >> 32) & 0xffffffff)
+         return true, nil, ev1 or ev2
       end
       local lo = self:config(bus, dev, fn, reg, 4, false)
       local hi = self:config(bus, dev, fn, reg + 4, 4, false)
@@ -104,19 +103,24 @@ local function mmio(self, x)
    return true, self:config(bus, dev, fn, reg, x.size, x.write, x.value)
 end
 
--- host:access(exit) -> handled, read_value
+-- host:access(exit) -> handled, read value (nil for writes), event: event is true when
+-- a written function returned true from cfg_write (it wants the VM layer to look).
 function Host:access(x)
    if x.space == "pio" then return pio(self, x) end
    if x.space == "mmio" then return mmio(self, x) end
    return false
 end
 
--- host:handler([fallback]) -> a function for vcpu:run: answers configuration accesses
--- and passes everything else to fallback (whose result is returned as is).
-function Host:handler(fallback)
+-- host:handler([fallback [, on_event]]) -> a function for vcpu:run: answers
+-- configuration accesses, calls on_event(exit) after a write that raised an event, and
+-- passes everything else to fallback (whose result is returned as is).
+function Host:handler(fallback, on_event)
    return function(x)
-      local handled, v = self:access(x)
-      if handled then return v end
+      local handled, v, ev = self:access(x)
+      if handled then
+         if ev and on_event then on_event(x) end
+         return v
+      end
       if fallback then return fallback(x) end
    end
 end

@@ -35,7 +35,7 @@ describe("vfio.pcihost", function()
    end)
 
    it("latches the CF8 address and reads it back", function()
-      assert.are.same({ true }, { host:access(pio(0xcf8, 4, true, cf8(0, 3, 0, 0x10))) })
+      assert.are.same({ true, nil, false }, { host:access(pio(0xcf8, 4, true, cf8(0, 3, 0, 0x10))) })
       assert.are.same({ true, cf8(0, 3, 0, 0x10) }, { host:access(pio(0xcf8, 4, false)) })
       -- Byte accesses to CF8 are not configuration cycles: not ours.
       assert.is_false((host:access(pio(0xcf8, 1, true, 0))))
@@ -47,7 +47,7 @@ describe("vfio.pcihost", function()
       assert.are.same({ true, 0x44332211 }, { host:access(pio(0xcfc, 4, false)) })
       assert.are.same({ true, 0x33 }, { host:access(pio(0xcfe, 1, false)) })
       assert.are.same({ true, 0x4433 }, { host:access(pio(0xcfe, 2, false)) })
-      assert.are.same({ true }, { host:access(pio(0xcfd, 1, true, 0x1ab)) })
+      assert.are.same({ true, nil, false }, { host:access(pio(0xcfd, 1, true, 0x1ab)) })
       assert.are.same({ "r 3c 4", "r 3e 1", "r 3e 2", "w 3d 1 ab" }, f.log)
    end)
 
@@ -60,16 +60,16 @@ describe("vfio.pcihost", function()
       assert.are.same({ true, 0xffffffff }, { host:access(pio(0xcfc, 4, false)) })
       host:access(pio(0xcf8, 4, true, cf8(0, 3, 0, 0)))
       assert.are.same({ true, 0xffffffff }, { host:access(pio(0xcfd, 4, false)) })
-      assert.are.same({ true }, { host:access(pio(0xcfe, 4, true, 1)) })
+      assert.are.same({ true, nil, false }, { host:access(pio(0xcfe, 4, true, 1)) })
       assert.are.same({}, f.log)
    end)
 
    it("decodes ECAM addresses, including extended registers and 8-byte accesses", function()
       local base = 0xb0000000 | 3 << 15
       assert.are.same({ true, 0x2211 }, { host:access(mmio(base + 0x100, 2, false)) })
-      assert.are.same({ true }, { host:access(mmio(base + 0x804, 4, true, 0xdeadbeef)) })
+      assert.are.same({ true, nil, false }, { host:access(mmio(base + 0x804, 4, true, 0xdeadbeef)) })
       assert.are.same({ true, 0x4433221144332211 }, { host:access(mmio(base + 0x10, 8, false)) })
-      assert.are.same({ true }, { host:access(mmio(base + 0x18, 8, true, 0x1111222233334444)) })
+      assert.are.same({ true, nil, false }, { host:access(mmio(base + 0x18, 8, true, 0x1111222233334444)) })
       assert.are.same({ "r 100 2", "w 804 4 deadbeef", "r 10 4", "r 14 4", "w 18 4 33334444",
                         "w 1c 4 11112222" }, f.log)
       -- Misaligned: all ones, never reaches the function.
@@ -78,6 +78,19 @@ describe("vfio.pcihost", function()
       assert.are.same({ true, 0xffffffff }, { host:access(mmio(0xb0100000, 4, false)) })
       assert.is_false((host:access(mmio(0xb0200000, 4, false))))
       assert.are.equal(6, #f.log) -- the misaligned and absent accesses never reached f
+   end)
+
+   it("calls on_event after a write that raised one", function()
+      local cs = pcihost.config_space { vendor = 1, device = 2 }
+      cs:notify(0x10, 4)
+      host:attach(0, 4, 0, cs)
+      local events = {}
+      local h = host:handler(nil, function(x) events[#events + 1] = x.value end)
+      h(pio(0xcf8, 4, true, cf8(0, 4, 0, 0x10)))
+      h(pio(0xcfc, 4, true, 0xfe000000))
+      h(pio(0xcf8, 4, true, cf8(0, 4, 0, 0x14)))
+      h(pio(0xcfc, 4, true, 0xfd000000))
+      assert.are.same({ 0xfe000000 }, events)
    end)
 
    it("chains a fallback handler for everything else", function()
@@ -134,7 +147,7 @@ for _, impl in ipairs { "lua", "c" } do
       end)
 
       it("latches CF8 and routes CFC-CFF by lane", function()
-         assert.are.same({ true }, { host:access(pio(0xcf8, 4, true, cf8(0, 3, 0, 0x3c))) })
+         assert.are.same({ true, nil, false }, { host:access(pio(0xcf8, 4, true, cf8(0, 3, 0, 0x3c))) })
          assert.are.same({ true, cf8(0, 3, 0, 0x3c) }, { host:access(pio(0xcf8, 4, false)) })
          assert.are.same({ true, 0x44332211 }, { host:access(pio(0xcfc, 4, false)) })
          assert.are.same({ true, 0x33 }, { host:access(pio(0xcfe, 1, false)) })
@@ -162,8 +175,20 @@ for _, impl in ipairs { "lua", "c" } do
          assert.are.same({ true, 0x11e81234 }, { host:access(mmio(base, 4, false)) })
          assert.are.same({ true, 0x00010001 }, { host:access(mmio(base + 0x100, 4, false)) })
          assert.are.same({ true, 0x0123456789abcdef }, { host:access(mmio(base + 0x10, 8, false)) })
-         assert.are.same({ true }, { host:access(mmio(base + 0x3d, 1, true, 0x5a)) })
+         assert.are.same({ true, nil, false }, { host:access(mmio(base + 0x3d, 1, true, 0x5a)) })
          assert.are.same({ true, 0x5a }, { host:access(mmio(base + 0x3d, 1, false)) })
+      end)
+
+      it("reports writes to notify bytes as events", function()
+         f:notify(0x04, 2)
+         f:set(0x04, 2, 0, 0x0006)
+         host:access(pio(0xcf8, 4, true, cf8(0, 3, 0, 0x04)))
+         assert.are.same({ true, nil, true }, { host:access(pio(0xcfc, 2, true, 0x0006)) })
+         assert.are.same({ true, nil, false }, { host:access(pio(0xcfe, 2, true, 0)) })
+         assert.are.same({ true, 0x0006 }, { host:access(pio(0xcfc, 2, false)) })
+         assert.are.same({ true, nil, true }, { host:access(mmio(0xb0018000, 8, true, 0x0000000200000000)) })
+         f:notify(0x04, 2, false)
+         assert.are.same({ true, nil, false }, { host:access(mmio(0xb0018004, 1, true, 0)) })
       end)
 
       it("detaches functions", function()

@@ -405,6 +405,27 @@ describe("examples/guest in a KVM VM with our loader", function()
       assert.are.equal(0, lua_exits)
    end)
 
+   it("returns to Lua when a function asks for attention, then resumes the guest", function()
+      local m <close> = assert(machine.create { mem_mib = 16 })
+      local host = pcihost.new_c()
+      local fn = pcihost.config_space { vendor = 0x1234, device = 0x5678 }
+      fn:notify(0x04, 2) -- the command register: decoding changes
+      assert(host:attach(0, 5, 0, fn))
+      assert(pcihost.install(m.vm, host))
+      local commands = {}
+      local r = assert(m:boot("build/guest/guest.elf", {
+         cmdline = "dev=1234:5678", timeout = 60,
+         on_stop = function(x)
+            assert.are.same({ "pio", 0xcfc, 2 }, { x.space, x.port, x.size })
+            commands[#commands + 1] = x.value
+         end,
+      }))
+      assert.are.equal("pass", r.result, r.output)
+      -- read_bars turns decoding off for sizing, then on with bus mastering.
+      assert.are.same({ 0x0000, 0x0007 }, commands)
+      assert.are.equal(0x0006, fn:cfg_read(4, 2)) -- only memory + bus master are writable
+   end)
+
    it("takes MSI and INTx wired by vfio.irq (GSI route + irqfd, resample on EOI)", function()
       local m <close> = assert(machine.create { mem_mib = 16 })
       local router <close> = irq.new(m.vm)
