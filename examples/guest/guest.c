@@ -8,6 +8,7 @@
  * and the result is written to the exit port 0xf4 (QEMU's isa-debug-exit; a VMM traps
  * it): 0 pass, 1 fail, 2 device not found, 3 unexpected exception.
  * Command line (multiboot): "dev=VVVV:DDDD" selects another device to look for;
+ * "ecam=XXXXXXXX" (8 hex digits) uses ECAM at that address instead of CF8/CFC;
  * "irqtest=N" tests a VMM's interrupt wiring instead: with the LAPIC and PIC set up it
  * writes 1 to SYNC_PORT, expects MSI vector 0x40 (fixed, APIC 0), writes 2, expects PIC
  * line N, and reports TEST msi_route / TEST intx_route. */
@@ -119,11 +120,54 @@ static uint32_t cfg_addr(int bus, int dev, int fn, int off)
     return 0x80000000u | (uint32_t)bus << 16 | (uint32_t)dev << 11 | (uint32_t)fn << 8 |
            (uint32_t)(off & 0xfc);
 }
-static uint32_t cfg_rd32(int b, int d, int f, int off) { outl(0xcf8, cfg_addr(b, d, f, off)); return inl(0xcfc); }
-static uint16_t cfg_rd16(int b, int d, int f, int off) { outl(0xcf8, cfg_addr(b, d, f, off)); return inw(0xcfc + (off & 2)); }
-static uint8_t cfg_rd8(int b, int d, int f, int off) { outl(0xcf8, cfg_addr(b, d, f, off)); return inb(0xcfc + (off & 3)); }
-static void cfg_wr32(int b, int d, int f, int off, uint32_t v) { outl(0xcf8, cfg_addr(b, d, f, off)); outl(0xcfc, v); }
-static void cfg_wr16(int b, int d, int f, int off, uint16_t v) { outl(0xcf8, cfg_addr(b, d, f, off)); outw(0xcfc + (off & 2), v); }
+/* With "ecam=HEX" on the command line, configuration goes through ECAM (memory) at
+ * that base instead of CF8/CFC; paging is off, so the address is used as is. */
+static uint32_t ecam_base;
+
+static volatile void *ecam(int b, int d, int f, int off)
+{
+    return (volatile void *)(uintptr_t)(ecam_base + ((uint32_t)b << 20 | (uint32_t)d << 15 |
+                                                     (uint32_t)f << 12 | (uint32_t)off));
+}
+static uint32_t cfg_rd32(int b, int d, int f, int off)
+{
+    if (ecam_base)
+        return *(volatile uint32_t *)ecam(b, d, f, off);
+    outl(0xcf8, cfg_addr(b, d, f, off));
+    return inl(0xcfc);
+}
+static uint16_t cfg_rd16(int b, int d, int f, int off)
+{
+    if (ecam_base)
+        return *(volatile uint16_t *)ecam(b, d, f, off);
+    outl(0xcf8, cfg_addr(b, d, f, off));
+    return inw(0xcfc + (off & 2));
+}
+static uint8_t cfg_rd8(int b, int d, int f, int off)
+{
+    if (ecam_base)
+        return *(volatile uint8_t *)ecam(b, d, f, off);
+    outl(0xcf8, cfg_addr(b, d, f, off));
+    return inb(0xcfc + (off & 3));
+}
+static void cfg_wr32(int b, int d, int f, int off, uint32_t v)
+{
+    if (ecam_base) {
+        *(volatile uint32_t *)ecam(b, d, f, off) = v;
+        return;
+    }
+    outl(0xcf8, cfg_addr(b, d, f, off));
+    outl(0xcfc, v);
+}
+static void cfg_wr16(int b, int d, int f, int off, uint16_t v)
+{
+    if (ecam_base) {
+        *(volatile uint16_t *)ecam(b, d, f, off) = v;
+        return;
+    }
+    outl(0xcf8, cfg_addr(b, d, f, off));
+    outw(0xcfc + (off & 2), v);
+}
 
 struct pcidev {
     int bus, dev, fn;
@@ -555,6 +599,13 @@ static void irqtest(int line)
 static void parse_cmdline(const char *s)
 {
     for (int i = 0; s[i] && i < 4096; i++) {
+        if (s[i] == 'e' && s[i + 1] == 'c' && s[i + 2] == 'a' && s[i + 3] == 'm' &&
+            s[i + 4] == '=') {
+            uint16_t hi, lo;
+            if (hexval(s + i + 5, 4, &hi) && hexval(s + i + 9, 4, &lo) &&
+                ((uint32_t)hi << 16 | lo) % (1u << 20) == 0)
+                ecam_base = (uint32_t)hi << 16 | lo; /* exactly 8 hex digits, 1 MiB aligned */
+        }
         if (s[i] == 'i' && s[i + 1] == 'r' && s[i + 2] == 'q' && s[i + 3] == 't' &&
             s[i + 4] == 'e' && s[i + 5] == 's' && s[i + 6] == 't' && s[i + 7] == '=' &&
             s[i + 8] >= '0' && s[i + 8] <= '9') {
@@ -595,6 +646,11 @@ void guest_main(uint32_t magic, uint32_t mbi)
                 puts_(cmd);
                 puts_("\n");
                 parse_cmdline(cmd);
+                if (ecam_base) {
+                    puts_("config via ECAM at ");
+                    puthex(ecam_base, 8);
+                    puts_("\n");
+                }
             }
         }
     }

@@ -59,6 +59,17 @@ describe("examples/guest under QEMU", function()
       assert.are.equal(1, code)
    end)
 
+   it("configures through ECAM when given its base (q35 MMCONFIG)", function()
+      local out, code = boot("-device pcie-root-port,id=rp,chassis=1 -device edu,bus=rp -append ecam=b0000000")
+      assert.matches("config via ECAM at 0xb0000000\n", out)
+      assert.matches("FOUND 01:00%.0 1234:11e8", out)
+      for _, name in ipairs { "id", "msi", "intx", "dma" } do
+         assert.matches("TEST " .. name .. " PASS", out)
+      end
+      assert.matches("RESULT PASS", out)
+      assert.are.equal(1, code)
+   end)
+
    it("reports a missing device cleanly", function()
       local out, code = boot("-device edu -append dev=dead:beef")
       assert.matches("cmdline .*dev=dead:beef", out)

@@ -388,22 +388,25 @@ describe("examples/guest in a KVM VM with our loader", function()
       assert.are.same({}, unhandled)
    end)
 
-   it("finds a function behind the C host bridge without any exit reaching Lua", function()
-      local m <close> = assert(machine.create { mem_mib = 16 })
-      local host = pcihost.new_c { ecam_base = 0xe0000000 }
-      assert(host:attach(0, 0, 0, pcihost.host_bridge()))
-      assert(host:attach(0, 5, 0, pcihost.config_space { vendor = 0x1234, device = 0x5678, class = 0xff0000 }))
-      local ids = assert(pcihost.install(m.vm, host))
-      assert.are.equal(2, #ids)
-      local lua_exits = 0
-      local r = assert(m:boot("build/guest/guest.elf", {
-         cmdline = "dev=1234:5678", timeout = 60,
-         handler = function() lua_exits = lua_exits + 1 end,
-      }))
-      assert.are.equal("pass", r.result, r.output)
-      assert.matches("FOUND 00:05%.0 1234:5678\nRESULT PASS\n$", r.output)
-      assert.are.equal(0, lua_exits)
-   end)
+   for _, via in ipairs { "cf8", "ecam" } do
+      it("finds a function behind the C host bridge (" .. via .. ") without any exit reaching Lua", function()
+         local m <close> = assert(machine.create { mem_mib = 16 })
+         local host = pcihost.new_c { ecam_base = 0xe0000000 }
+         assert(host:attach(0, 0, 0, pcihost.host_bridge()))
+         assert(host:attach(0, 5, 0, pcihost.config_space { vendor = 0x1234, device = 0x5678, class = 0xff0000 }))
+         local ids = assert(pcihost.install(m.vm, host))
+         assert.are.equal(2, #ids)
+         local lua_exits = 0
+         local r = assert(m:boot("build/guest/guest.elf", {
+            cmdline = "dev=1234:5678" .. (via == "ecam" and " ecam=e0000000" or ""), timeout = 60,
+            handler = function() lua_exits = lua_exits + 1 end,
+         }))
+         assert.are.equal("pass", r.result, r.output)
+         if via == "ecam" then assert.matches("config via ECAM at 0xe0000000\n", r.output) end
+         assert.matches("FOUND 00:05%.0 1234:5678\nRESULT PASS\n$", r.output)
+         assert.are.equal(0, lua_exits)
+      end)
+   end
 
    it("returns to Lua when a function asks for attention, then resumes the guest", function()
       local m <close> = assert(machine.create { mem_mib = 16 })
