@@ -30,10 +30,11 @@ function M.create(opts)
       if errno == 2 then msg = msg .. " (no KVM here: load kvm-intel or kvm-amd, or run in the lab)" end
       return fail("KVM unavailable", msg, errno)
    end
-   local api = kvm:api_version()
+   local api, amsg, aerr = kvm:api_version()
    if api ~= 12 then
       kvm:close()
-      return nil, ("KVM API version %s, expected 12"):format(tostring(api))
+      if not api then return fail("KVM unavailable", amsg, aerr) end
+      return nil, ("KVM unavailable: %s has API version %d, expected 12"):format(path, api)
    end
    local vm, vmsg, verr = kvm:create_vm()
    if not vm then kvm:close(); return nil, vmsg, verr end
