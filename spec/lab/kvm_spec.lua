@@ -384,7 +384,7 @@ describe("examples/guest in a KVM VM with our loader", function()
          handler = host:handler(function(x) unhandled[#unhandled + 1] = x end),
       }))
       assert.are.equal("pass", r.result, r.output)
-      assert.matches("FOUND 00:00%.0 1b36:0008\nRESULT PASS\n$", r.output)
+      assert.matches("FOUND 00:00%.0 1b36:0008\nBENCH cfg_read %d+\nRESULT PASS\n$", r.output)
       assert.are.same({}, unhandled)
    end)
 
@@ -403,7 +403,7 @@ describe("examples/guest in a KVM VM with our loader", function()
          }))
          assert.are.equal("pass", r.result, r.output)
          if via == "ecam" then assert.matches("config via ECAM at 0xe0000000\n", r.output) end
-         assert.matches("FOUND 00:05%.0 1234:5678\nRESULT PASS\n$", r.output)
+         assert.matches("FOUND 00:05%.0 1234:5678\nBENCH cfg_read %d+\nRESULT PASS\n$", r.output)
          assert.are.equal(0, lua_exits)
       end)
    end
