@@ -138,6 +138,27 @@ describe("vfio.multiboot", function()
       assert.matches("inconsistent", select(2, multiboot.parse(bad)))
    end)
 
+   it("never fails or writes outside RAM on corrupted images", function()
+      math.randomseed(5)
+      local header_area = 0x1100 -- ELF header, program headers and the multiboot header
+      for _ = 1, 300 do
+         local bad = image
+         for _ = 1, math.random(1, 8) do
+            local off = math.random(0, header_area - 1)
+            bad = patch(bad, off, string.char(math.random(0, 255)))
+         end
+         local ok, entry, err = pcall(multiboot.load, memory(4 << 20), bad, { ram_size = 4 << 20 })
+         assert.is_true(ok, entry) -- the memory stand-in raises on writes outside RAM
+         if not entry then assert.is_string(err) else assert.is_true(entry < 4 << 20) end
+      end
+      -- Truncations at every length of the headers.
+      for n = 0, header_area, 7 do
+         local img, err = multiboot.parse(image:sub(1, n))
+         assert.is_nil(img)
+         assert.is_string(err)
+      end
+   end)
+
    it("rejects command lines that cannot be passed", function()
       local e, err = multiboot.load(memory(8 << 20), image, { ram_size = 8 << 20, cmdline = "a\0b" })
       assert.is_nil(e)
