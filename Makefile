@@ -8,7 +8,7 @@ all: build
 
 build:
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(BUILD) --parallel
+	@MAKEFLAGS= cmake --build $(BUILD) --parallel
 
 setup:
 	@lab/setup
@@ -22,6 +22,10 @@ check-host: build
 
 check-lab: build
 	@spec/run lab
+
+demo: setup
+	@$(MAKE) --no-print-directory build
+	@lab/run -- lua5.4 examples/edu_tour.lua
 
 lab-shell: setup build
 	@lab/run --interactive
