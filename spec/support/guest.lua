@@ -17,14 +17,13 @@ function M.parse(out)
    return r
 end
 
--- The guest under QEMU's own vfio-pci (nested KVM in the lab): the reference VMM.
--- Returns output, QEMU's exit status.
+-- The guest under QEMU's own vfio-pci (lab/oracle --kernel, nested KVM in the lab): the
+-- reference VMM. Returns the guest's debug output and its exit code (0 pass, 1 fail,
+-- 2 no device; 124/125 from lab/oracle when QEMU or the guest did not finish).
 function M.qemu_vfio(bdf, opts)
    opts = opts or {}
-   local cmd = ("timeout %d qemu-system-x86_64 -M q35 -accel kvm -cpu host -m 64 -nodefaults"
-      .. " -display none -serial none -monitor none -no-reboot -debugcon stdio"
-      .. " -device isa-debug-exit,iobase=0xf4,iosize=4 -device vfio-pci,host=%s -kernel %s%s 2>/dev/null")
-      :format(opts.timeout or 120, bdf, M.ELF, opts.cmdline and (" -append '" .. opts.cmdline .. "'") or "")
+   local cmd = ("lab/oracle --kernel %s --timeout %d%s %s 2>&1"):format(M.ELF, opts.timeout or 120,
+      opts.cmdline and (" --append '" .. opts.cmdline .. "'") or "", bdf)
    local p = assert(io.popen(cmd))
    local out = p:read("a")
    local _, _, code = p:close()
