@@ -601,6 +601,18 @@ static int l_vm_debug_output(lua_State *L)
     return l_debugcon_output(L);
 }
 
+/* vm:check_extension(cap): VM-scoped capabilities (e.g. device_ctrl) answer here. */
+static int l_vm_check_extension(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    int cap = checkcap(L, 2);
+    int r = ioctl(v->vm.fd, KVM_CHECK_EXTENSION, cap);
+    if (r < 0)
+        return lv_syserrorf(L, errno, "KVM_CHECK_EXTENSION", "vm cap %d", cap);
+    lua_pushinteger(L, r);
+    return 1;
+}
+
 static int l_vm_fileno(lua_State *L)
 {
     struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
@@ -875,7 +887,7 @@ void lv_open_kvm(lua_State *L)
         {"irqfd", l_vm_irqfd}, {"ioeventfd", l_vm_ioeventfd},
         {"vfio_device", l_vm_vfio_device}, {"vfio_group_add", l_vm_vfio_group_add},
         {"vfio_group_del", l_vm_vfio_group_del}, {"add_debugcon", l_vm_add_debugcon},
-        {"add_range", l_vm_add_range},
+        {"add_range", l_vm_add_range}, {"check_extension", l_vm_check_extension},
         {"add_exit_port", l_vm_add_exit_port}, {"remove_range", l_vm_remove_range},
         {"debug_output", l_vm_debug_output}, {"vcpu", lv_vm_vcpu}, {"fileno", l_vm_fileno},
         {"close", l_vm_close}, {NULL, NULL}};

@@ -32,6 +32,11 @@ describe("KVM in the lab", function()
          assert.is_true(kvm:check_extension(cap) > 0, cap)
       end
       assert.is_true(kvm:vcpu_mmap_size() >= 4096)
+      -- VM-scoped answers: enough memory slots for our table (x86 does not advertise
+      -- device_ctrl, yet KVM_CREATE_DEVICE works: see the VFIO device spec below).
+      local vm <close> = assert(kvm:create_vm())
+      assert.is_true(vm:check_extension("nr_memslots") >= 64)
+      assert.are.equal(0, vm:check_extension("device_ctrl"))
    end)
 
    it("runs real-mode code: C-handled debug port, unhandled PIO and MMIO in Lua, hlt", function()
@@ -202,16 +207,19 @@ describe("KVM in the lab", function()
 
    it("ends a run at the timeout and on a handler error keeps the vcpu usable", function()
       local _, vm = new_vm(0x10000)
-      vm:write(0x1000, bytes { 0xEB, 0xFE }) -- jmp $
+      vm:write(0x1000, bytes { 0xE6, 0x10, 0xEB, 0xFE }) -- out 0x10,al; jmp $
       local cpu = assert(vm:vcpu(0))
       assert(cpu:setup_real(0, 0x1000))
+      local ok, err = pcall(cpu.run, cpu, function() error("handler failed") end)
+      assert.is_false(ok)
+      assert.matches("handler failed", err)
       local t0 = os.time()
       local e = assert(cpu:run { timeout = 0.3 })
       assert.are.equal("timeout", e.reason)
       assert.is_true(os.time() - t0 < 5)
       e = assert(cpu:run(nil, { timeout = 0.2 }))
       assert.are.equal("timeout", e.reason)
-      assert.are.equal(0x1000, cpu:get_regs().rip)
+      assert.are.equal(0x1002, cpu:get_regs().rip)
       vm:close()
    end)
 
