@@ -7,4 +7,7 @@
     X(device)         \
     X(region)         \
     X(eventfd)        \
-    X(dmabuf)
+    X(dmabuf)         \
+    X(kvm)            \
+    X(vcpu)           \
+    X(pcihost)
