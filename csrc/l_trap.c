@@ -474,6 +474,37 @@ static int t_mmio_write(lua_State *L) { return addr_rw(L, false, true); }
 static int t_io_read(lua_State *L) { return addr_rw(L, true, false); }
 static int t_io_write(lua_State *L) { return addr_rw(L, true, true); }
 
+/* trap:device_read(bar, off, size) / device_write(bar, off, size, v): the device's region
+ * itself, bypassing MSI-X and windows, for quirk handlers that forward to the device. */
+static int device_rw(lua_State *L, bool write)
+{
+    struct l_trap *t = checktrap(L, 1);
+    unsigned idx = (unsigned)lv_checkrange(L, 2, 0, LV_REGION_ROM);
+    uint64_t off = (uint64_t)luaL_checkinteger(L, 3);
+    uint32_t len = checksize(L, 4, 1);
+    uint64_t v = write ? (uint64_t)luaL_checkinteger(L, 5) : 0;
+    uint8_t buf[8];
+    for (uint32_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(v >> (8 * i));
+    const struct lv_backend_ops *ops = t->fn.be->ops;
+    int rc = write ? ops->region_write(t->fn.be->ctx, idx, off, buf, len)
+                   : ops->region_read(t->fn.be->ctx, idx, off, buf, len);
+    if (rc < 0)
+        return lv_syserrorf(L, -rc, write ? "region write" : "region read", "%s[%u]+%#llx",
+                            t->fn.be->name, idx, (unsigned long long)off);
+    if (write) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    v = 0;
+    for (uint32_t i = 0; i < len; i++)
+        v |= (uint64_t)buf[i] << (8 * i);
+    lua_pushinteger(L, (lua_Integer)v);
+    return 1;
+}
+static int t_device_read(lua_State *L) { return device_rw(L, false); }
+static int t_device_write(lua_State *L) { return device_rw(L, true); }
+
 static int t_events(lua_State *L)
 {
     struct l_trap *t = checktrap(L, 1);
@@ -766,6 +797,7 @@ void lv_open_trap(lua_State *L)
         {"bar_read", t_bar_read}, {"bar_write", t_bar_write},
         {"mmio_read", t_mmio_read}, {"mmio_write", t_mmio_write},
         {"io_read", t_io_read}, {"io_write", t_io_write},
+        {"device_read", t_device_read}, {"device_write", t_device_write},
         {"events", t_events}, {"on_event", t_on_event},
         {"bars", t_bars}, {"caps", t_caps}, {"info", t_info}, {"msi", t_msi}, {"msix", t_msix},
         {"msix_entry", t_msix_entry},
