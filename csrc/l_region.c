@@ -1,10 +1,10 @@
 /* vfio.region: typed and bulk access to a device region, through a mapping when one
  * covers the access (a plain volatile load or store) and through pread/pwrite otherwise.
  *
- * Each region gets its own metatable holding its fields (size, offset, flags...), whose
- * own metatable is the shared class "vfio.region" with the methods: `r.size` and
- * `r:read32(o)` then resolve inside the VM without calling a C __index function, which
- * keeps the mapped read as cheap as a bare C call. Methods verify `self` by comparing the
+ * Each region gets its own metatable holding its fields (size, offset, flags...) and a
+ * copy of the methods; its own metatable is the shared class "vfio.region". `r.size` and
+ * `r:read32(o)` then resolve with one table lookup inside the VM, without a C __index
+ * function, which keeps the mapped read close to a bare C call. Methods verify `self` by comparing the
  * class (cached in an upvalue) instead of luaL_checkudata's registry lookup. */
 #include "l_objects.h"
 
@@ -221,8 +221,8 @@ static uint64_t next_piece(const lv_region *r, uint32_t n, uint64_t off, uint64_
     return stop - off;
 }
 
-/* r:read(off, n) -> string | nil, msg, errno. A range inside one mapping is one memcpy
- * into the new string (bulk reads, like memcpy_fromio); other parts use pread. */
+/* r:read(off, n) -> string | nil, msg, errno. Mapped parts are copied with device-safe
+ * word accesses (vfio_copy_from_io); other parts use pread. */
 static int r_read(lua_State *L)
 {
     lv_region *r = region_self(L);
@@ -235,18 +235,16 @@ static int r_read(lua_State *L)
         return region_error(L, r, "read");
     uint64_t pos = (uint64_t)off, end = pos + (uint64_t)n;
     uint8_t *p;
-    if (n == 0 || next_piece(r, r->nrd, pos, end, &p) == (uint64_t)n) {
-        if (n == 0 || p) {
-            lua_pushlstring(L, n ? (const char *)p : "", (size_t)n);
-            return 1;
-        }
+    if (n == 0) {
+        lua_pushliteral(L, "");
+        return 1;
     }
     luaL_Buffer b;
     char *out = luaL_buffinitsize(L, &b, (size_t)n);
     while (pos < end) {
         uint64_t len = next_piece(r, r->nrd, pos, end, &p);
         if (p) {
-            memcpy(out, p, len);
+            vfio_copy_from_io(out, p, len);
         } else {
             int e = vfio_pread_all(r->dev->fd, out, len, r->offset + pos);
             if (e < 0)
@@ -275,7 +273,7 @@ static int r_write(lua_State *L)
         uint8_t *p;
         uint64_t len = next_piece(r, r->nwr, pos, end, &p);
         if (p) {
-            memcpy(p, s, len);
+            vfio_copy_to_io(p, s, len);
         } else {
             int e = vfio_pwrite_all(r->dev->fd, s, len, r->offset + pos);
             if (e < 0)
@@ -287,6 +285,72 @@ static int r_write(lua_State *L)
     }
     lua_pushboolean(L, 1);
     return 1;
+}
+
+/* Copy [off, off + n) of the region to/from memory `mem`, piece by piece. */
+static int copy_pieces(lua_State *L, lv_region *r, uint64_t off, uint8_t *mem, uint64_t n,
+                       int write)
+{
+    uint64_t pos = off, end = off + n;
+    while (pos < end) {
+        uint8_t *p;
+        uint64_t len = next_piece(r, write ? r->nwr : r->nrd, pos, end, &p);
+        int e = 0;
+        if (p && write)
+            vfio_copy_to_io(p, mem, len);
+        else if (p)
+            vfio_copy_from_io(mem, p, len);
+        else if (write)
+            e = vfio_pwrite_all(r->dev->fd, mem, len, r->offset + pos);
+        else
+            e = vfio_pread_all(r->dev->fd, mem, len, r->offset + pos);
+        if (e < 0)
+            return lv_syserrorf(L, -e, write ? "write" : "read", "region %u of %s at 0x%llx",
+                                r->index, r->dev->name, (unsigned long long)pos);
+        mem += len;
+        pos += len;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static lv_dmabuf *buf_range(lua_State *L, int arg, lua_Integer boff, lua_Integer n)
+{
+    lv_dmabuf *b = lv_checkdmabuf(L, arg);
+    if (boff < 0 || (uint64_t)boff > b->rounded || b->rounded - (uint64_t)boff < (uint64_t)n)
+        luaL_argerror(L, arg + 1, "range outside the DMA buffer");
+    return b;
+}
+
+/* r:read_into(off, n, buf, buf_off) -> true | nil, msg, errno: region to DMA buffer
+ * without building a Lua string. */
+static int r_read_into(lua_State *L)
+{
+    lv_region *r = region_self(L);
+    lua_Integer off = luaL_checkinteger(L, 2), n = luaL_checkinteger(L, 3);
+    lua_Integer boff = luaL_optinteger(L, 5, 0);
+    if (n < 0)
+        luaL_argerror(L, 3, "negative length");
+    lv_dmabuf *b = buf_range(L, 4, boff, n);
+    check_access(L, r, off, (uint64_t)n, 0);
+    if (r->err)
+        return region_error(L, r, "read");
+    return copy_pieces(L, r, (uint64_t)off, b->ptr + boff, (uint64_t)n, 0);
+}
+
+/* r:write_from(off, n, buf, buf_off) -> true | nil, msg, errno */
+static int r_write_from(lua_State *L)
+{
+    lv_region *r = region_self(L);
+    lua_Integer off = luaL_checkinteger(L, 2), n = luaL_checkinteger(L, 3);
+    lua_Integer boff = luaL_optinteger(L, 5, 0);
+    if (n < 0)
+        luaL_argerror(L, 3, "negative length");
+    lv_dmabuf *b = buf_range(L, 4, boff, n);
+    check_access(L, r, off, (uint64_t)n, 1);
+    if (r->err)
+        return region_error(L, r, "write");
+    return copy_pieces(L, r, (uint64_t)off, b->ptr + boff, (uint64_t)n, 1);
 }
 
 /* r:map() -> true, number of mapped areas | nil, msg, errno. Maps only what the kernel
@@ -446,6 +510,15 @@ void lv_pushregion(lua_State *L, int devidx, struct vfio_region_desc *d, int err
         lua_getfield(L, -1, keys[i][0]);
         lua_setfield(L, -3, keys[i][1]);
     }
+    /* Methods are copied in too, so `r:read32` is one table lookup, not a chain. */
+    lua_getfield(L, -1, "__index");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -6);
+    }
+    lua_pop(L, 1);
     lua_setmetatable(L, -2); /* class becomes the metatable of the per-region table */
     lua_pushvalue(L, -1);
     lua_setfield(L, -2, "__index");
@@ -538,7 +611,8 @@ void lv_open_region(lua_State *L)
         {"read8", r_read8},   {"read16", r_read16},   {"read32", r_read32},
         {"read64", r_read64}, {"write8", r_write8},   {"write16", r_write16},
         {"write32", r_write32}, {"write64", r_write64}, {"read", r_read},
-        {"write", r_write},   {"map", r_map},         {"unmap", r_unmap},
+        {"write", r_write},   {"read_into", r_read_into}, {"write_from", r_write_from},
+        {"map", r_map},         {"unmap", r_unmap},
         {"mapped", r_mapped}, {"device", r_device},   {"close", r_close},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {
