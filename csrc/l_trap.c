@@ -9,8 +9,12 @@
 #include "trap.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define BACKEND_T "vfio.backend"
 #define TRAP_T "vfio.trap"
@@ -768,6 +772,82 @@ static int t_msix_entry(lua_State *L)
     return 3;
 }
 
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* trap:bench(kind, n [, a, b, size]) -> ns per operation, measured in C for bench/trap.lua:
+ *   "cfg"    n config reads of `size` bytes at offset a
+ *   "bar"    n BAR reads of `size` bytes at BAR a, offset b
+ *   "pread"  n preads of `size` bytes from a temporary file (the syscall floor)
+ *   "memcpy" n copies of `size` bytes (the memory floor) */
+static int t_bench(lua_State *L)
+{
+    struct l_trap *t = checktrap(L, 1);
+    static const char *const kinds[] = {"cfg", "bar", "pread", "memcpy", NULL};
+    int kind = luaL_checkoption(L, 2, NULL, kinds);
+    lua_Integer n = lv_checkrange(L, 3, 1, 1000000000);
+    lua_Integer a = luaL_optinteger(L, 4, 0), b = luaL_optinteger(L, 5, 0);
+    uint32_t size = (uint32_t)lv_checkrange(L, 6, 1, 8);
+    volatile uint64_t sink = 0;
+    double t0 = 0, t1 = 0;
+    if (kind == 0 || kind == 1) {
+        t0 = now_ns();
+        for (lua_Integer i = 0; i < n; i++) {
+            uint32_t v32;
+            uint64_t v64;
+            int rc = kind == 0 ? trap_cfg_read(&t->fn, (uint32_t)a, size, &v32)
+                               : trap_bar_access(&t->fn, (unsigned)a, (uint64_t)b, size, false, &v64);
+            if (rc < 0)
+                return lv_syserror(L, -rc, "bench", t->fn.be->name);
+            sink += kind == 0 ? v32 : v64;
+        }
+        t1 = now_ns();
+    } else if (kind == 2) {
+        char path[] = "/tmp/luavfio-bench-XXXXXX";
+        int fd = mkstemp(path);
+        if (fd < 0)
+            return lv_syserror(L, errno, "mkstemp", path);
+        unlink(path);
+        uint8_t page[4096] = {1};
+        if (write(fd, page, sizeof page) != (ssize_t)sizeof page) {
+            int e = errno;
+            close(fd);
+            return lv_syserror(L, e, "write", path);
+        }
+        uint8_t buf[8];
+        t0 = now_ns();
+        for (lua_Integer i = 0; i < n; i++) {
+            if (pread(fd, buf, size, (off_t)(i & 1023) * 4) < 0) {
+                int e = errno;
+                close(fd);
+                return lv_syserror(L, e, "pread", path);
+            }
+            sink += buf[0];
+        }
+        t1 = now_ns();
+        close(fd);
+    } else {
+        static uint8_t src[4096];
+        uint8_t dst[8];
+        t0 = now_ns();
+        for (lua_Integer i = 0; i < n; i++) {
+            const uint8_t *p = src + (i & 1023) * 4;
+            __asm__ volatile("" : "+r"(p));   /* keep the copy from being folded away */
+            memcpy(dst, p, size);
+            __asm__ volatile("" : : "r"(dst) : "memory");
+            sink += dst[0];
+        }
+        t1 = now_ns();
+    }
+    (void)sink;
+    lua_pushnumber(L, (t1 - t0) / (double)n);
+    return 1;
+}
+
 static int t_close(lua_State *L)
 {
     struct l_trap *t = luaL_checkudata(L, 1, TRAP_T);
@@ -805,7 +885,7 @@ void lv_open_trap(lua_State *L)
         {"set_perm", t_set_perm}, {"hide_rom", t_hide_rom}, {"set_bar_size", t_set_bar_size},
         {"add_window", t_add_window}, {"mirror_config", t_mirror_config},
         {"relocate_msix", t_relocate_msix}, {"set_pending", t_set_pending},
-        {"close", t_close}, {NULL, NULL}};
+        {"bench", t_bench}, {"close", t_close}, {NULL, NULL}};
     static const luaL_Reg tmeta[] = {
         {"__gc", t_close}, {"__close", t_close}, {"__tostring", t_tostring}, {NULL, NULL}};
     lv_newclass(L, BACKEND_T, bmethods, bmeta);
