@@ -1,7 +1,8 @@
 /* libFuzzer target: config and BAR dispatch of the trap core on devices recorded in
  * the lab. Each input picks a recorded device and runs a sequence of guest accesses
  * (config reads/writes at any offset and size, BAR and address accesses) mixed with
- * the quirk operations a policy may apply. Invariants checked beyond ASan/UBSan:
+ * the quirk operations a policy may apply, optionally on a recording whose config bytes
+ * the input corrupts first. Invariants checked beyond ASan/UBSan:
  * emulated header registers never reach the device, and no access size or offset
  * makes the core touch memory outside its tables (ASan).
  * Fixtures: files made by fuzz/export_fixtures.lua in $TRAP_FUZZ_FIXTURES. */
@@ -124,6 +125,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct lv_backend *be = &backends[take(&in, 1) % nfx];
     unsigned mode = (unsigned)take(&in, 1);
     lv_replay_reset(be);
+    /* mode bit 1: a buggy or hostile device: patch recorded config bytes first (broken
+     * capability chains, MSI with per-vector masking, odd BAR types...) */
+    if (mode & 2) {
+        unsigned k = (unsigned)take(&in, 1) % 16;
+        for (unsigned i = 0; i < k; i++) {
+            uint32_t off = (uint32_t)take(&in, 2) % 4096;
+            uint8_t b = (uint8_t)take(&in, 1);
+            be->ops->cfg_write(be->ctx, off, &b, 1);   /* fails harmlessly past 256 B */
+        }
+    }
     if (trap_init(&fn, be, mode & 1) < 0) {
         trap_free(&fn);
         return 0;
