@@ -10,4 +10,5 @@
     X(dmabuf)         \
     X(kvm)            \
     X(vcpu)           \
-    X(pcihost)
+    X(pcihost)         \
+    X(trap)
