@@ -955,9 +955,9 @@ function Info:text()
    return table.concat(o, "\n") .. "\n"
 end
 
+-- Printing a decode shows it the way lspci -vvv would.
 function Info:__tostring()
-   return fmt("pci %s %04x:%04x %s", self.slot or "?", self.vendor, self.device,
-      pciids.device_label(self.vendor, self.device))
+   return self:text()
 end
 
 -- bytes: config space as a string (64, 256 or 4096 bytes).
