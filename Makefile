@@ -8,7 +8,7 @@ all: build
 
 build:
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(BUILD) --parallel
+	@MAKEFLAGS= cmake --build $(BUILD) --parallel
 
 setup:
 	@lab/setup

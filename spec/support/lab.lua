@@ -1,0 +1,52 @@
+-- Which lab devices this run has: lab/run publishes them in $LUAVFIO_LAB_DEVICES, one line
+-- per device bound to vfio-pci: "BDF VENDOR:DEVICE CLASS GROUP NAME". Specs pick devices
+-- by what they are (lab.device "edu"), never by slot.
+local lab = {}
+
+lab.inside = os.getenv("LUAVFIO_LAB") == "1"
+
+local function parse(path)
+   local list = {}
+   local f = path and io.open(path)
+   if not f then return list end
+   for line in f:lines() do
+      local bdf, ven, dev, class, group, name =
+         line:match("^(%S+) (%x+):(%x+) (%x+) (%d+) (%S+)$")
+      if bdf then
+         list[#list + 1] = {
+            bdf = bdf, vendor = tonumber(ven, 16), device = tonumber(dev, 16),
+            class = tonumber(class, 16), group = tonumber(group), name = name,
+            id = ven .. ":" .. dev,
+         }
+      end
+   end
+   f:close()
+   return list
+end
+
+local cached
+function lab.devices()
+   cached = cached or parse(os.getenv("LUAVFIO_LAB_DEVICES"))
+   return cached
+end
+
+-- The first bound device whose QEMU name (or vendor:device) is `what`, or nil.
+function lab.device(what)
+   for _, d in ipairs(lab.devices()) do
+      if d.name == what or d.id == what then return d end
+   end
+   return nil
+end
+
+-- For specs: the device, or an error that says the lab lacks it (a missing device is a
+-- failure, never a silent skip).
+function lab.need(what)
+   local d = lab.device(what)
+   if not d then
+      error(("lab device %s is not bound in this run (%s)"):format(what,
+         os.getenv("LUAVFIO_LAB_DEVICES") or "not inside lab/run"), 2)
+   end
+   return d
+end
+
+return lab
