@@ -166,11 +166,26 @@ local function cap_vendor(cfg, cap, where, w, info)
    cap.title = fmt("Vendor Specific Information: Len=%02x <?>", len)
 end
 
-local function cap_ssvid(cfg, cap, where)
+local function cap_ssvid(cfg, cap, where, _, info)
    local sv, sd = cfg:w(where + 4), cfg:w(where + 6)
    if not (sv and sd) then cap.title = "Subsystem"; return end
    cap.subsystem_vendor, cap.subsystem_id = sv, sd
-   cap.title = "Subsystem: " .. pciids.subsystem_label(0, 0, sv, sd)
+   cap.title = "Subsystem: " .. pciids.subsystem_label(info.vendor, info.device, sv, sd)
+end
+
+local function cap_sata(cfg, cap, where, w)
+   cap.title = fmt("SATA HBA v%d.%d", (w >> 4) & 0xf, w & 0xf)
+   local bars = cfg:l(where + 4)
+   if not bars then return end
+   local bar = bars & 0xf
+   if bar >= 4 and bar <= 9 then
+      cap.bar, cap.bar_offset = bar - 4, (bars >> 4) & 0xfffff
+      cap.title = cap.title .. fmt(" BAR%d Offset=%08x", bar - 4, cap.bar_offset)
+   elseif bar == 15 then
+      cap.title = cap.title .. " InCfgSpace"
+   else
+      cap.title = cap.title .. fmt(" BAR??%d", bar)
+   end
 end
 
 -- PCI Express capability --------------------------------------------------------------
@@ -506,7 +521,7 @@ end
 
 local std_decoders = {
    [0x01] = cap_pm, [0x05] = cap_msi, [0x09] = cap_vendor, [0x0d] = cap_ssvid,
-   [0x10] = cap_express, [0x11] = cap_msix,
+   [0x10] = cap_express, [0x11] = cap_msix, [0x12] = cap_sata,
 }
 
 ---------------------------------------------------------------- extended capabilities
@@ -719,8 +734,13 @@ function M.parse_resource(text)
    local res, i = {}, 0
    for a, b, f in text:gmatch("0x(%x+) 0x(%x+) 0x(%x+)") do
       local s, e = tonumber(a, 16), tonumber(b, 16)
-      res[i] = { start = s, size = (e ~= 0 or s ~= 0) and e - s + 1 or 0, flags = tonumber(f, 16) }
+      res[i] = { start = s, size = e > s and e - s + 1 or 0, flags = tonumber(f, 16) }
       i = i + 1
+   end
+   -- Bridge windows follow the ROM line: right after it, or after six SR-IOV lines.
+   if i == 11 or i == 17 then
+      res.bridge = {}
+      for w = 0, 3 do res.bridge[w] = res[i - 4 + w] end
    end
    return res
 end
@@ -817,6 +837,99 @@ local function decode_rom(cfg, info, reg, res)
    elseif not virtual and info.command & 2 == 0 then s = s .. " [disabled by cmd]" end
    r.text = s .. size_string(len)
    return r
+end
+
+-- Type 1 (bridge) header: bus numbers, forwarding windows, secondary status, bridge control.
+-- Windows come from sysfs when given (as lspci does), else from the config registers.
+local function range_line(prefix, base, limit, bits, disabled)
+   local digits = (bits + 3) // 4
+   local s = fmt("%s: %0" .. digits .. "x-%0" .. digits .. "x", prefix, base, limit)
+   if not disabled and base <= limit then s = s .. size_string(limit - base + 1)
+   else s = s .. " [disabled]" end
+   if bits ~= 0 then s = s .. fmt(" [%d-bit]", bits) end
+   return s
+end
+
+local function decode_bridge(cfg, info, res)
+   local pre, post = {}, {}
+   local b = { primary = cfg:b(0x18), secondary = cfg:b(0x19), subordinate = cfg:b(0x1a),
+      sec_latency = cfg:b(0x1b) }
+   info.bus = b
+   pre[#pre + 1] = fmt("Bus: primary=%02x, secondary=%02x, subordinate=%02x, sec-latency=%d",
+      b.primary, b.secondary, b.subordinate, b.sec_latency)
+   local win = res and res.bridge
+   local io_dis = win and win[0].size == 0
+   local mem_dis = win and win[1].size == 0
+   local pref_dis = win and win[2].size == 0
+   local io_base, io_limit = cfg:b(0x1c), cfg:b(0x1d)
+   local io_type = io_base & 0xf
+   info.windows = {}
+   if win and not io_dis then
+      local base = win[0].start & ~0xf
+      local bits = (win[0].start & 0xf) == 1 and 32 or 16
+      info.windows.io = { base = base, limit = base + win[0].size - 1 }
+      pre[#pre + 1] = range_line("I/O behind bridge", base, base + win[0].size - 1, bits, io_dis)
+   elseif io_type ~= (io_limit & 0xf) or (io_type ~= 0 and io_type ~= 1) then
+      pre[#pre + 1] = fmt("!!! Unknown I/O range types %x/%x", io_base, io_limit)
+   else
+      local base, limit = (io_base & 0xf0) << 8, (io_limit & 0xf0) << 8
+      if io_type == 1 then
+         base = base | cfg:w(0x30) << 16
+         limit = limit | cfg:w(0x32) << 16
+      end
+      if not (base == 0 and limit == 0 and io_dis) then
+         info.windows.io = { base = base, limit = limit + 0xfff }
+         pre[#pre + 1] = range_line("I/O behind bridge", base, limit + 0xfff, io_type == 1 and 32 or 16, io_dis)
+      end
+   end
+   local mem_base, mem_limit = cfg:w(0x20), cfg:w(0x22)
+   if win and not mem_dis then
+      local base = win[1].start & ~0xf
+      info.windows.memory = { base = base, limit = base + win[1].size - 1 }
+      pre[#pre + 1] = range_line("Memory behind bridge", base, base + win[1].size - 1, 32, mem_dis)
+   elseif (mem_base & 0xf) ~= (mem_limit & 0xf) or mem_base & 0xf ~= 0 then
+      pre[#pre + 1] = fmt("!!! Unknown memory range types %x/%x", mem_base, mem_limit)
+   else
+      local base, limit = (mem_base & 0xfff0) << 16, (mem_limit & 0xfff0) << 16
+      info.windows.memory = { base = base, limit = limit + 0xfffff }
+      pre[#pre + 1] = range_line("Memory behind bridge", base, limit + 0xfffff, 32, mem_dis)
+   end
+   local pbase, plimit = cfg:w(0x24), cfg:w(0x26)
+   local ptype = pbase & 0xf
+   if win and not pref_dis then
+      local base = win[2].start & ~0xf
+      local bits = (win[2].start & 0xf) == 1 and 64 or 32
+      info.windows.prefetchable = { base = base, limit = base + win[2].size - 1 }
+      pre[#pre + 1] = range_line("Prefetchable memory behind bridge", base, base + win[2].size - 1, bits, pref_dis)
+   elseif ptype ~= (plimit & 0xf) or (ptype ~= 0 and ptype ~= 1) then
+      pre[#pre + 1] = fmt("!!! Unknown prefetchable memory range types %x/%x", pbase, plimit)
+   else
+      local base, limit = (pbase & 0xfff0) << 16, (plimit & 0xfff0) << 16
+      if ptype == 1 then
+         base = base | cfg:l(0x28) << 32
+         limit = limit | cfg:l(0x2c) << 32
+      end
+      if not (base == 0 and limit == 0 and pref_dis) then
+         info.windows.prefetchable = { base = base, limit = limit + 0xfffff }
+         pre[#pre + 1] = range_line("Prefetchable memory behind bridge", base, limit + 0xfffff,
+            ptype == 1 and 64 or 32, pref_dis)
+      end
+   end
+   local ss = cfg:w(0x1e)
+   local sg = {}
+   info.secondary_status = sg
+   sg.DEVSEL = ({ [0] = "fast", [0x200] = "medium", [0x400] = "slow" })[ss & 0x600] or "??"
+   pre[#pre + 1] = "Secondary status: " .. flags(sg, ss, { { "66MHz", 0x20 }, { "FastB2B", 0x80 },
+      { "ParErr", 0x100 } }) .. " DEVSEL=" .. sg.DEVSEL .. " " .. flags(sg, ss, { { ">TAbort", 0x800 },
+      { "<TAbort", 0x1000 }, { "<MAbort", 0x2000 }, { "<SERR", 0x4000 }, { "<PERR", 0x8000 } })
+   local bc = cfg:w(0x3e)
+   local g = {}
+   info.bridge_control = g
+   post[1] = "BridgeCtl: " .. flags(g, bc, { { "Parity", 1 }, { "SERR", 2 }, { "NoISA", 4 },
+      { "VGA", 8 }, { "VGA16", 0x10 }, { "MAbort", 0x20 }, { ">Reset", 0x40 }, { "FastB2B", 0x80 } })
+   post[2] = "\t" .. flags(g, bc, { { "PriDiscTmr", 0x100 }, { "SecDiscTmr", 0x200 },
+      { "DiscTmrStat", 0x400 }, { "DiscTmrSERREn", 0x800 } })
+   info.bridge_pre, info.bridge_post = pre, post
 end
 
 ---------------------------------------------------------------- capability walks
@@ -946,7 +1059,9 @@ function Info:text()
       add(self.bist & 0x40 ~= 0 and "\tBIST is running" or fmt("\tBIST result: %02x", self.bist & 0xf))
    end
    for _, b in ipairs(self.bars) do add("\t" .. b.text) end
+   for _, l in ipairs(self.bridge_pre or {}) do add("\t" .. l) end
    if self.rom then add("\t" .. self.rom.text) end
+   for _, l in ipairs(self.bridge_post or {}) do add("\t" .. l) end
    for _, c in ipairs(self.caps) do
       add("\t" .. cap_header(c))
       for _, l in ipairs(c.lines) do add("\t\t" .. l) end
@@ -1008,7 +1123,7 @@ function M.config(bytes, opts)
       info.rom = decode_rom(cfg, info, 0x30, res and res[6])
    elseif info.header_type == 1 then
       info.bars = decode_bars(cfg, info, 2, res)
-      info.bus = { primary = cfg:b(0x18), secondary = cfg:b(0x19), subordinate = cfg:b(0x1a) }
+      decode_bridge(cfg, info, res)
       info.rom = decode_rom(cfg, info, 0x38, res and res[6])
    else
       info.bars = {}
@@ -1021,6 +1136,11 @@ function M.config(bytes, opts)
    if info.can_have_ext_caps and cfg.n > 0x100 then walk_ext_caps(cfg, info, info.caps) end
    for _, c in ipairs(info.caps) do
       if c.key and info.caps[c.key] == nil then info.caps[c.key] = c end
+   end
+   -- Bridges carry their subsystem IDs in the SSVID capability (the kernel reports those).
+   if info.header_type == 1 and info.caps.ssvid and info.caps.ssvid.subsystem_vendor then
+      info.subsystem_vendor = info.caps.ssvid.subsystem_vendor
+      info.subsystem_id = info.caps.ssvid.subsystem_id
    end
    return info
 end

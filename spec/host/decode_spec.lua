@@ -67,7 +67,9 @@ describe("decode of recorded config spaces", function()
             if b:byte(7) & 0x10 ~= 0 and ptr >= 0x40 then
                local looped = b:sub(1, ptr + 1) .. string.char(ptr) .. b:sub(ptr + 3)
                local li = decode.config(looped)
-               assert.are.equal("<chain looped>", li.caps[#li.caps].title)
+               local last
+               for _, c in ipairs(li.caps) do if not c.ext then last = c end end
+               assert.are.equal("<chain looped>", last.title)
             end
             -- every byte flipped at random positions, many times
             math.randomseed(#b)

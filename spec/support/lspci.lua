@@ -25,7 +25,9 @@ function M.parse(text)
    return t
 end
 
-local SIMPLE = { "^Subsystem: ", "^Control: ", "^Status: ", "^Latency: " }
+local SIMPLE = { "^Subsystem: ", "^Control: ", "^Status: ", "^Latency: ", "^Bus: ",
+   "^I/O behind bridge", "^Memory behind bridge", "^Prefetchable memory behind bridge",
+   "^Secondary status: ", "^BridgeCtl: ", "^\tPriDiscTmr" }
 
 -- Returns a list of differences (empty when the decode matches) and counts of what was compared.
 function M.compare(info, lspci_text)
