@@ -1,4 +1,10 @@
 /* One line per concern: X(name) calls lv_open_<name>(L) with the vfio.core table on top.
  * Keep this list in sync with the csrc/l_*.c binding files. */
 #define LV_MODULES(X) \
-    X(util)
+    X(util)           \
+    X(container)      \
+    X(group)          \
+    X(device)         \
+    X(region)         \
+    X(eventfd)        \
+    X(dmabuf)

@@ -1,9 +1,460 @@
--- luavfio: Linux VFIO device passthrough from Lua. The C half is vfio.core.
+-- luavfio: Linux VFIO device passthrough from Lua. The C half is vfio.core; this module
+-- adds the policy users want: open a device by its PCI address, share containers and
+-- groups, explain the errors people actually hit, and bind devices to vfio-pci.
 local core = require "vfio.core"
 
 local vfio = {
    core = core,
    _VERSION = core._VERSION,
+   REGION = core.REGION,
+   IRQ = core.IRQ,
+   FEATURE = core.FEATURE,
+   PAGE_SIZE = core.PAGE_SIZE,
+   eventfd = core.eventfd,
+   dmabuf = core.dmabuf,
+   container = core.container,
+   group = core.group,
+   -- Where sysfs and the VFIO group nodes live; specs point these at fake trees.
+   sysfs = "/sys",
+   devdir = "/dev/vfio",
 }
+
+local ENOENT, EACCES, EPERM, ENODEV, EBUSY, EINVAL = 2, 13, 1, 19, 16, 22
+
+-- luaposix is needed only for sysfs work (readlink, directory listing, raw writes).
+local posix
+local function px()
+   if not posix then
+      local ok, p = pcall(require, "posix")
+      if not ok then
+         error("vfio: luaposix for Lua 5.4 is required for sysfs access (lab/setup --host)", 3)
+      end
+      posix = {
+         readlink = require("posix.unistd").readlink,
+         access = require("posix.unistd").access,
+         write = require("posix.unistd").write,
+         close = require("posix.unistd").close,
+         open = require("posix.fcntl").open,
+         O_WRONLY = require("posix.fcntl").O_WRONLY,
+         dir = require("posix.dirent").dir,
+         realpath = require("posix.stdlib").realpath,
+         stat = require("posix.sys.stat").stat,
+      }
+      assert(p)
+   end
+   return posix
+end
+
+local function basename(p) return p and p:match("([^/]+)/*$") end
+
+local BDF = "^%x%x%x%x:%x%x:%x%x%.[0-7]$"
+
+-- "0000:00:03.0", "00:03.0" or a sysfs path of the device -> canonical BDF. Raises on
+-- anything else: a malformed address is a programming error, not a system failure.
+local function resolve(x, level)
+   if type(x) ~= "string" then
+      error(("bad argument #1 (PCI address or sysfs path expected, got %s)"):format(type(x)),
+         level or 3)
+   end
+   local s = x:lower()
+   if s:match(BDF) then return s end
+   if s:match("^%x%x:%x%x%.[0-7]$") then return "0000:" .. s end
+   if x:sub(1, 1) == "/" then
+      local real = px().realpath(x) or x
+      local b = basename(real)
+      if b and b:lower():match(BDF) then return b:lower() end
+   end
+   error(("bad argument #1 ('%s' is neither a PCI address like 0000:00:03.0 nor a "
+      .. "device's sysfs path)"):format(x), level or 3)
+end
+
+local function devpath(bdf) return vfio.sysfs .. "/bus/pci/devices/" .. bdf end
+
+local function exists(path) return px().stat(path) ~= nil end
+
+local function link_base(path)
+   local l = px().readlink(path)
+   return l and basename(l)
+end
+
+local function driver_of(bdf) return link_base(devpath(bdf) .. "/driver") end
+
+local function group_of(bdf)
+   local g = link_base(devpath(bdf) .. "/iommu_group")
+   return g and tonumber(g)
+end
+
+-- vfio-pci and its variant drivers (mlx5_vfio_pci...) all hand the device to VFIO.
+local function is_vfio_driver(d) return d ~= nil and d:find("vfio", 1, true) ~= nil end
+
+local function read_sysfs(path)
+   local f = io.open(path)
+   if not f then return nil end
+   local s = f:read("a")
+   f:close()
+   return s and s:gsub("%s+$", "")
+end
+
+-- A write to sysfs is one write(2): the kernel acts on it and reports errors there.
+local function write_sysfs(path, s)
+   local p = px()
+   local fd, err, errno = p.open(path, p.O_WRONLY)
+   if not fd then return nil, ("open %s: %s"):format(path, core.strerror(errno)), errno end
+   local n
+   n, err, errno = p.write(fd, s)
+   p.close(fd)
+   if not n then return nil, ("write %s: %s"):format(path, core.strerror(errno)), errno end
+   return true
+end
+
+local function fail(errno, fmt, ...) return nil, fmt:format(...), errno end
+
+-- Devices of an IOMMU group held by a host driver: why the group is not viable.
+local function group_blockers(n)
+   local dir = ("%s/kernel/iommu_groups/%d/devices"):format(vfio.sysfs, n)
+   local list = {}
+   local ok, iter = pcall(px().dir, dir)
+   if not ok then return list end
+   for _, name in ipairs(iter) do
+      if name ~= "." and name ~= ".." then
+         local drv = link_base(dir .. "/" .. name .. "/driver")
+         -- Bridges stay with pcieport; the kernel accepts that driver in a group.
+         if drv and not is_vfio_driver(drv) and drv ~= "pcieport" and drv ~= "pci-stub" then
+            list[#list + 1] = ("%s (%s)"):format(name, drv)
+         end
+      end
+   end
+   table.sort(list)
+   return list
+end
+vfio._group_blockers = group_blockers
+
+-- Per-process sharing: one group object per group number, one container for all groups
+-- that can join it. Weak, so closing the last device releases them.
+local groups = setmetatable({}, { __mode = "v" })
+local containers = setmetatable({}, { __mode = "v" })
+local iommu_type = setmetatable({}, { __mode = "k" })
+
+local function open_group(bdf, n)
+   local g = groups[n]
+   if g and not g:closed() then return g end
+   local path = ("%s/%d"):format(vfio.devdir, n)
+   local err, errno
+   g, err, errno = core.group(path)
+   if not g then
+      if errno == EACCES or errno == EPERM then
+         return fail(errno, "open %s: no permission on %s: run as root or give your user "
+            .. "access to it (chown, or a udev rule for the vfio group)", bdf, path)
+      elseif errno == ENOENT then
+         return fail(errno, "open %s: %s does not exist: is the vfio-pci module loaded and "
+            .. "the device bound to it (vfio.bind)?", bdf, path)
+      end
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   local st
+   st, err, errno = g:status()
+   if not st then
+      g:close()
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   if not st.viable then
+      g:close()
+      local who = group_blockers(n)
+      if #who > 0 then
+         return fail(EBUSY, "open %s: IOMMU group %d is not viable: other devices in the "
+            .. "group are bound to host drivers: %s; bind them to vfio-pci (vfio.bind) or "
+            .. "unbind them", bdf, n, table.concat(who, ", "))
+      end
+      return fail(EBUSY, "open %s: IOMMU group %d is not viable: every device of %s/kernel/"
+         .. "iommu_groups/%d/devices must be bound to vfio-pci or to no driver", bdf, n,
+         vfio.sysfs, n)
+   end
+   groups[n] = g
+   return g
+end
+
+-- Attach a group to the shared container, or to a new one when it cannot join (a group
+-- behind a different IOMMU). The IOMMU type is set once the first group is in.
+local function new_container(bdf)
+   local c, err, errno = core.container(vfio.devdir .. "/vfio")
+   if not c then
+      if errno == EACCES or errno == EPERM then
+         return fail(errno, "open %s: no permission on %s/vfio: run as root", bdf, vfio.devdir)
+      end
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   local v = c:api_version()
+   if v ~= core.API_VERSION then
+      c:close()
+      return fail(EINVAL, "open %s: VFIO API version %s, expected %d", bdf, tostring(v),
+         core.API_VERSION)
+   end
+   return c
+end
+
+local function attach(bdf, g)
+   local c = g:container()
+   if c then return c end
+   local shared = containers[1]
+   if shared and not shared:closed() and g:set_container(shared) then return shared end
+   local err, errno
+   c, err, errno = new_container(bdf)
+   if not c then return nil, err, errno end
+   local ok, t
+   ok, err, errno = g:set_container(c)
+   if not ok then
+      c:close()
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   t, err, errno = c:set_iommu()
+   if not t then
+      g:unset_container()
+      c:close()
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   iommu_type[c] = t
+   if not shared or shared:closed() then containers[1] = c end
+   return c
+end
+
+---------------------------------------------------------------------------------------
+-- Device: the friendly object returned by vfio.open.
+
+local Device = { __name = "vfio.Device" }
+Device.__index = Device
+
+local function checkdev(self)
+   if getmetatable(self) ~= Device then
+      error("bad argument #1 (vfio.Device expected)", 3)
+   end
+   if self.closed then error(("device %s is closed"):format(self.bdf), 3) end
+   return self
+end
+
+-- dev:region(i): the region object (cached), for 0 <= i < num_regions. A region whose
+-- info failed carries .error; the device stays usable.
+function Device:region(i)
+   checkdev(self)
+   if math.type(i) ~= "integer" or i < 0 or i >= self.num_regions then
+      error(("bad argument #1 to 'region' (index in [0, %d) expected, got %s)"):format(
+         self.num_regions, tostring(i)), 2)
+   end
+   local r = self._regions[i]
+   if not r then
+      r = self.handle:region(i)
+      self._regions[i] = r
+   end
+   return r
+end
+
+function Device:regions()
+   checkdev(self)
+   local list = {}
+   for i = 0, self.num_regions - 1 do list[i + 1] = self:region(i) end
+   return list
+end
+
+function Device:irq_info(i)
+   checkdev(self)
+   if math.type(i) ~= "integer" or i < 0 then
+      error(("bad argument #1 to 'irq_info' (irq index expected, got %s)"):format(
+         tostring(i)), 2)
+   end
+   return self.handle:irq_info(i)
+end
+
+function Device:set_irqs(...) return checkdev(self).handle:set_irqs(...) end
+
+-- dev:enable_irq(index, eventfds): route `#eventfds` vectors from 0 to the eventfds.
+function Device:enable_irq(index, efds)
+   checkdev(self)
+   if type(efds) ~= "table" then efds = { efds } end
+   return self.handle:set_irqs(index, "trigger", 0, #efds, efds)
+end
+
+-- dev:disable_irq(index): tear down every vector of the index.
+function Device:disable_irq(index)
+   return checkdev(self).handle:set_irqs(index, "trigger", 0, 0)
+end
+
+function Device:reset()
+   checkdev(self)
+   local ok, err, errno = self.handle:reset()
+   if not ok and not self.info.reset then
+      err = err .. " (the device reports no reset method: no FLR, PM or bus reset)"
+   end
+   return ok, err, errno
+end
+
+function Device:hot_reset_info() return checkdev(self).handle:hot_reset_info() end
+
+-- dev:hot_reset([groups]): a bus reset. Without a list, use the groups this process has
+-- open for every device the reset affects.
+function Device:hot_reset(list)
+   checkdev(self)
+   if list == nil then
+      local info, err, errno = self.handle:hot_reset_info()
+      if not info then return nil, err, errno end
+      list = {}
+      local seen = {}
+      for _, d in ipairs(info.devices) do
+         if not seen[d.group] then
+            seen[d.group] = true
+            local g = groups[d.group]
+            if not g or g:closed() then
+               return fail(EPERM, "hot reset %s: it also resets %s in IOMMU group %d, which "
+                  .. "this process has not opened", self.bdf, d.bdf, d.group)
+            end
+            list[#list + 1] = g
+         end
+      end
+   end
+   return self.handle:hot_reset(list)
+end
+
+function Device:probe_feature(...) return checkdev(self).handle:probe_feature(...) end
+function Device:fileno() return checkdev(self).handle:fileno() end
+
+-- Idempotent. Regions are unmapped; the group and container go when nothing else uses
+-- them (they are shared through weak caches).
+function Device:close()
+   if rawget(self, "closed") then return end
+   self.closed = true
+   for _, r in pairs(self._regions) do r:close() end
+   self._regions = {}
+   self.config = nil
+   self.handle:close()
+end
+Device.__close = Device.close
+Device.__gc = Device.close
+
+function Device:__tostring()
+   return ("vfio.Device (%s%s)"):format(self.bdf, self.closed and ", closed" or "")
+end
+
+-- vfio.open(bdf_or_sysfs_path) -> device | nil, message, errno
+function vfio.open(x)
+   local bdf = resolve(x)
+   local dp = devpath(bdf)
+   if not exists(dp) then
+      return fail(ENOENT, "open %s: no such PCI device (%s does not exist)", bdf, dp)
+   end
+   local n = group_of(bdf)
+   if not n then
+      return fail(ENODEV, "open %s: no IOMMU group (%s/iommu_group is missing): enable the "
+         .. "IOMMU (intel_iommu=on or amd_iommu=on on the kernel command line)", bdf, dp)
+   end
+   local drv = driver_of(bdf)
+   if not is_vfio_driver(drv) then
+      return fail(ENODEV, "open %s: device is %s, not to vfio-pci: call vfio.bind(\"%s\") "
+         .. "first", bdf, drv and ("bound to " .. drv) or "not bound to any driver", bdf)
+   end
+   local g, err, errno = open_group(bdf, n)
+   if not g then return nil, err, errno end
+   local c
+   c, err, errno = attach(bdf, g)
+   if not c then return nil, err, errno end
+   local h
+   h, err, errno = g:device(bdf)
+   if not h then return nil, ("open %s: %s"):format(bdf, err), errno end
+   local info
+   info, err, errno = h:info()
+   if not info then
+      h:close()
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   local dev = setmetatable({
+      bdf = bdf, handle = h, group = g, container = c, info = info,
+      num_regions = info.num_regions, num_irqs = info.num_irqs, _regions = {},
+      iommu_type = iommu_type[c],
+   }, Device)
+   if info.pci and info.num_regions > core.REGION.CONFIG then
+      dev.config = dev:region(core.REGION.CONFIG)
+   end
+   return dev
+end
+
+---------------------------------------------------------------------------------------
+-- sysfs: listing and binding.
+
+local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end
+
+-- vfio.devices() -> list of {bdf, vendor, device, id, class, driver, group}, by address.
+function vfio.devices()
+   local dir = vfio.sysfs .. "/bus/pci/devices"
+   local ok, names = pcall(px().dir, dir)
+   if not ok then return fail(ENOENT, "list %s: %s", dir, tostring(names)) end
+   local list = {}
+   for _, bdf in ipairs(names) do
+      if bdf:match(BDF) then
+         local p = dir .. "/" .. bdf
+         local v, d = hexnum(read_sysfs(p .. "/vendor")), hexnum(read_sysfs(p .. "/device"))
+         list[#list + 1] = {
+            bdf = bdf, vendor = v, device = d,
+            id = v and d and ("%04x:%04x"):format(v, d),
+            class = hexnum(read_sysfs(p .. "/class")),
+            driver = driver_of(bdf), group = group_of(bdf),
+         }
+      end
+   end
+   table.sort(list, function(a, b) return a.bdf < b.bdf end)
+   return list
+end
+
+-- vfio.bind(bdf): hand the device to vfio-pci (driver_override, unbind, reprobe).
+function vfio.bind(x)
+   local bdf = resolve(x)
+   local dp = devpath(bdf)
+   if not exists(dp) then
+      return fail(ENOENT, "bind %s: no such PCI device (%s does not exist)", bdf, dp)
+   end
+   local drv = driver_of(bdf)
+   if drv == "vfio-pci" then return true end
+   if not exists(vfio.sysfs .. "/bus/pci/drivers/vfio-pci") then
+      return fail(ENODEV, "bind %s: the vfio-pci driver is not loaded (modprobe vfio-pci)",
+         bdf)
+   end
+   local ok, err, errno = write_sysfs(dp .. "/driver_override", "vfio-pci")
+   if not ok then return nil, "bind " .. bdf .. ": " .. err, errno end
+   if drv then
+      ok, err, errno = write_sysfs(dp .. "/driver/unbind", bdf)
+      if not ok then return nil, "bind " .. bdf .. ": " .. err, errno end
+   end
+   ok, err, errno = write_sysfs(vfio.sysfs .. "/bus/pci/drivers_probe", bdf)
+   if not ok then return nil, "bind " .. bdf .. ": " .. err, errno end
+   drv = driver_of(bdf)
+   if drv ~= "vfio-pci" then
+      return fail(ENODEV, "bind %s: the device is %s after probing (see dmesg)", bdf,
+         drv and ("bound to " .. drv) or "unbound")
+   end
+   return true
+end
+
+-- vfio.unbind(bdf [, {probe = false}]): take the device from vfio-pci, clear the
+-- override and (unless probe = false) let the host driver claim it again.
+function vfio.unbind(x, opts)
+   local bdf = resolve(x)
+   local dp = devpath(bdf)
+   if not exists(dp) then
+      return fail(ENOENT, "unbind %s: no such PCI device (%s does not exist)", bdf, dp)
+   end
+   local ok, err, errno
+   if driver_of(bdf) then
+      ok, err, errno = write_sysfs(dp .. "/driver/unbind", bdf)
+      if not ok then return nil, "unbind " .. bdf .. ": " .. err, errno end
+   end
+   ok, err, errno = write_sysfs(dp .. "/driver_override", "\n")
+   if not ok then return nil, "unbind " .. bdf .. ": " .. err, errno end
+   if not (opts and opts.probe == false) then
+      ok, err, errno = write_sysfs(vfio.sysfs .. "/bus/pci/drivers_probe", bdf)
+      if not ok then return nil, "unbind " .. bdf .. ": " .. err, errno end
+   end
+   return true
+end
+
+-- For tools: the pieces vfio.open uses.
+vfio.resolve = function(x) return resolve(x, 3) end
+vfio.driver_of = function(x) return driver_of(resolve(x, 3)) end
+vfio.group_of = function(x) return group_of(resolve(x, 3)) end
 
 return vfio

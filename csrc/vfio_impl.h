@@ -1,0 +1,149 @@
+/* VFIO uAPI logic shared by the vfio.core bindings: plain C, no Lua.
+ * Every function returns 0 (or a non-negative result) on success and -errno on failure,
+ * so the binding layer can name the operation and the subject in its error message. */
+#ifndef LUAVFIO_VFIO_IMPL_H
+#define LUAVFIO_VFIO_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- capability chains (vfio_cap.c) ---------------------------------------------- */
+
+/* Called for each capability header found in an INFO buffer; `avail` is how many bytes of
+ * the capability lie inside the buffer (at least the 8-byte header). Return non-zero to
+ * stop the walk. */
+typedef int (*vfio_cap_fn)(const void *cap, size_t avail, uint16_t id, uint16_t version,
+                           void *ctx);
+
+/* Walk the chain starting at `first` (an offset from the start of `buf`). Guards against
+ * offsets outside the buffer, misaligned or backwards links (loops) and overlong chains.
+ * Returns the number of capabilities visited, or -EPROTO if the chain was malformed
+ * (capabilities visited before the fault were still reported). */
+int vfio_cap_walk(const void *buf, size_t bufsz, uint32_t first, vfio_cap_fn fn, void *ctx);
+
+/* Issue an INFO ioctl whose struct starts with argsz and grows when the kernel reports a
+ * larger argsz (capability chains). `*bufp` is malloc'ed (caller frees); `minsz` is the
+ * fixed struct size, `init` fills the request fields after argsz (may be NULL).
+ * Returns the size of the buffer (walk capabilities only within it) or -errno. */
+int vfio_info_ioctl(int fd, unsigned long req, size_t minsz, void **bufp,
+                    void (*init)(void *buf, void *ctx), void *ctx);
+
+/* ---- container (vfio_container.c) ------------------------------------------------- */
+
+struct vfio_iova_span {
+    uint64_t start, end; /* inclusive end, as the kernel reports it */
+};
+
+struct vfio_iommu_desc {
+    uint32_t flags;
+    uint64_t pgsizes;
+    int have_pgsizes;
+    int have_dma_avail;
+    uint32_t dma_avail;
+    int have_migration;
+    uint64_t mig_pgsizes, mig_max_bitmap;
+    uint32_t nranges;
+    struct vfio_iova_span *ranges; /* malloc'ed, nranges entries */
+    int chain_error;               /* -EPROTO when the capability chain was malformed */
+};
+
+int vfio_container_open(const char *path);
+int vfio_container_api_version(int fd);
+int vfio_container_check_extension(int fd, unsigned ext);
+int vfio_container_set_iommu(int fd, unsigned type);
+int vfio_container_iommu_info(int fd, struct vfio_iommu_desc *out);
+void vfio_iommu_desc_free(struct vfio_iommu_desc *d);
+int vfio_container_map_dma(int fd, uint64_t vaddr, uint64_t iova, uint64_t size,
+                           uint32_t flags);
+int vfio_container_unmap_dma(int fd, uint64_t iova, uint64_t size, uint32_t flags,
+                             uint64_t *unmapped);
+
+/* ---- group (vfio_group.c) --------------------------------------------------------- */
+
+int vfio_group_open(const char *path);
+int vfio_group_status(int fd, uint32_t *flags);
+int vfio_group_set_container(int fd, int container_fd);
+int vfio_group_unset_container(int fd);
+int vfio_group_device_fd(int fd, const char *name);
+
+/* ---- device (vfio_device.c) ------------------------------------------------------- */
+
+struct vfio_dev_desc {
+    uint32_t flags, num_regions, num_irqs;
+};
+
+struct vfio_sparse_area {
+    uint64_t offset, size;
+};
+
+struct vfio_region_desc {
+    uint32_t index, flags;
+    uint64_t size, offset;
+    int have_type;
+    uint32_t type, subtype;
+    int msix_mappable;
+    int have_sparse;
+    uint32_t nsparse;
+    struct vfio_sparse_area *sparse; /* malloc'ed */
+    int chain_error;
+};
+
+struct vfio_irq_desc {
+    uint32_t index, flags, count;
+};
+
+struct vfio_dependent {
+    uint32_t group_id;
+    uint16_t segment;
+    uint8_t bus, devfn;
+};
+
+int vfio_device_info(int fd, struct vfio_dev_desc *out);
+int vfio_device_region_info(int fd, uint32_t index, struct vfio_region_desc *out);
+void vfio_region_desc_free(struct vfio_region_desc *d);
+int vfio_device_irq_info(int fd, uint32_t index, struct vfio_irq_desc *out);
+int vfio_device_reset(int fd);
+/* On success *out is malloc'ed with *count entries and *flags holds the info flags. */
+int vfio_device_hot_reset_info(int fd, struct vfio_dependent **out, uint32_t *count,
+                               uint32_t *flags);
+int vfio_device_hot_reset(int fd, const int32_t *group_fds, uint32_t count);
+int vfio_device_feature(int fd, uint32_t flags, void *data, size_t datasz);
+
+/* ---- interrupts (vfio_irq.c) ------------------------------------------------------ */
+
+/* data_type is VFIO_IRQ_SET_DATA_{NONE,BOOL,EVENTFD}; `data` holds count bytes (BOOL) or
+ * count int32 (EVENTFD, -1 de-assigns) and is ignored for NONE. */
+int vfio_device_set_irqs(int fd, uint32_t index, uint32_t action, uint32_t data_type,
+                         uint32_t start, uint32_t count, const void *data);
+int vfio_eventfd_create(unsigned initval, int semaphore);
+/* Returns 0 and the count, -EAGAIN when nothing is pending. */
+int vfio_eventfd_read(int fd, uint64_t *count);
+int vfio_eventfd_write(int fd, uint64_t value);
+/* 1 when readable, 0 on timeout (timeout_ms < 0 waits forever). */
+int vfio_fd_wait(int fd, int timeout_ms);
+
+/* ---- regions (vfio_region.c) ------------------------------------------------------ */
+
+struct vfio_map_area {
+    uint64_t off, size; /* within the region */
+    uint8_t *ptr;       /* mapping of [off, off + size) */
+};
+
+/* Exact-size positional I/O that retries EINTR and continues partial transfers;
+ * returns 0 or -errno (-EIO when the file ended early). */
+int vfio_pread_all(int fd, void *buf, size_t n, uint64_t off);
+int vfio_pwrite_all(int fd, const void *buf, size_t n, uint64_t off);
+/* Map [off, off+size) of the fd region starting at file offset `base`. */
+int vfio_map_area(int fd, uint64_t base, struct vfio_map_area *a, int prot);
+void vfio_unmap_area(struct vfio_map_area *a);
+
+/* ---- DMA buffers (vfio_dma.c) ----------------------------------------------------- */
+
+size_t vfio_page_size(void);
+/* Page-aligned, zeroed anonymous memory rounded up to whole pages; returns NULL and sets
+ * errno on failure. */
+void *vfio_dma_alloc(size_t size, size_t *rounded);
+void vfio_dma_free(void *p, size_t rounded);
+
+#endif
