@@ -17,10 +17,14 @@ return {
    { "irq_status", 0x24, access = "RO", doc = "pending interrupt bits (0x1 factorial, 0x100 DMA)" },
    { "irq_raise", 0x60, access = "WO", doc = "write a value: sets those irq_status bits and raises the irq" },
    { "irq_ack", 0x64, access = "WO", doc = "write irq_status bits to clear them and lower the irq" },
-   { "dma_src", 0x80, width = 8, access = "RW", doc = "DMA source address (IOVA or 0x40000 + offset)" },
-   { "dma_dst", 0x88, width = 8, access = "RW", doc = "DMA destination address" },
-   { "dma_count", 0x90, width = 8, access = "RW", doc = "DMA transfer length in bytes" },
-   { "dma_cmd", 0x98, width = 8, access = "RW",
+   -- The DMA registers are 64 bits wide in edu, but an 8-byte access through VFIO's
+   -- pread/pwrite path reaches the device as two 4-byte ones, and edu answers the upper half
+   -- with all ones. A 4-byte write sets the whole register (zero-extended), so they are
+   -- described as their low 32 bits: DMA addresses below 4 GiB.
+   { "dma_src", 0x80, access = "RW", doc = "DMA source address (IOVA or 0x40000 + offset)" },
+   { "dma_dst", 0x88, access = "RW", doc = "DMA destination address" },
+   { "dma_count", 0x90, access = "RW", doc = "DMA transfer length in bytes" },
+   { "dma_cmd", 0x98, access = "RW",
      fields = { start = 0, to_ram = { 1, 1, doc = "0: RAM -> device, 1: device -> RAM" },
                 raise_irq = { 2, 2, doc = "raise an interrupt when the transfer is done" } } },
    { "buffer", 0x40000, width = 4, count = 1024, access = "RW", doc = "4 KiB DMA buffer" },

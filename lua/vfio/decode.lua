@@ -1051,8 +1051,10 @@ function Info:text()
       add(s)
    end
    if self.interrupt_pin ~= 0 or self.irq then
-      add(fmt("\tInterrupt: pin %s routed to IRQ %d",
-         self.interrupt_pin ~= 0 and string.char((64 + self.interrupt_pin) & 0xff) or "?", self.irq or 0))
+      local pin = self.interrupt_pin ~= 0 and string.char((64 + self.interrupt_pin) & 0xff) or "?"
+      -- The host IRQ number comes from the kernel, not config space: shown only when given.
+      add(self.irq and fmt("\tInterrupt: pin %s routed to IRQ %d", pin, self.irq)
+         or fmt("\tInterrupt: pin %s", pin))
    end
    if self.iommu_group then add("\tIOMMU group: " .. self.iommu_group) end
    if self.bist & 0x80 ~= 0 then

@@ -232,16 +232,6 @@ local function readfile(path)
    return s
 end
 
-local function writefile(path, s)
-   local f, err = io.open(path, "w")
-   if not f then return nil, "open " .. path .. ": " .. tostring(err) end
-   local ok, werr = f:write(s)
-   local cok, cerr = f:close()
-   if not ok then return nil, "write " .. path .. ": " .. tostring(werr) end
-   if not cok then return nil, "write " .. path .. ": " .. tostring(cerr) end
-   return true
-end
-
 local function link_name(path)
    local ok, lfs = pcall(require, "lfs")
    if ok and lfs.symlinkattributes then
@@ -297,36 +287,9 @@ function M.devices()
    return list
 end
 
--- Bind a function to vfio-pci (driver_override, unbind from its driver, reprobe).
-function M.bind(bdf, driver)
-   bdf = M.bdf(bdf)
-   driver = driver or "vfio-pci"
-   local dir = M.sysfs .. "/devices/" .. bdf
-   local ok, err = writefile(dir .. "/driver_override", driver)
-   if not ok then return nil, err end
-   local cur = link_name(dir .. "/driver")
-   if cur == driver then return true end
-   if cur then
-      ok, err = writefile(dir .. "/driver/unbind", bdf)
-      if not ok then return nil, err end
-   end
-   ok, err = writefile(M.sysfs .. "/drivers_probe", bdf)
-   if not ok then return nil, err end
-   cur = link_name(dir .. "/driver")
-   if cur ~= driver then return nil, fmt("bind %s: driver is %s after probe", bdf, tostring(cur)) end
-   return true
-end
-
--- Unbind from the current driver and clear the override, so the kernel can pick again.
-function M.unbind(bdf)
-   bdf = M.bdf(bdf)
-   local dir = M.sysfs .. "/devices/" .. bdf
-   if link_name(dir .. "/driver") then
-      local ok, err = writefile(dir .. "/driver/unbind", bdf)
-      if not ok then return nil, err end
-   end
-   return writefile(dir .. "/driver_override", "\n")
-end
+-- Binding is vfio's (sysfs driver_override, unbind, reprobe); here for the REPL's sake.
+function M.bind(bdf) return M.vfio().bind(M.bdf(bdf)) end
+function M.unbind(bdf, opts) return M.vfio().unbind(M.bdf(bdf), opts) end
 
 -- lspci -vvv style decode of a function from sysfs (no VFIO needed).
 function M.lspci(bdf)
@@ -380,8 +343,9 @@ function Dev:bar(i)
    self._bars = self._bars or {}
    local r = self._bars[i]
    if r == nil then
-      r = self.dev:region(i)
-      self._bars[i] = r or false
+      local ok, reg = pcall(self.dev.region, self.dev, i)
+      r = ok and reg and not reg.error and reg or false
+      self._bars[i] = r
    end
    return r or nil
 end
