@@ -820,7 +820,7 @@ end
 local function decode_rom(cfg, info, reg, res)
    local flg = cfg:l(reg) or 0
    local rom = res and res.start or (flg & 0xfffff800)
-   local len = res and res.size or 0
+   local len = res and res.size or info.rom_size or 0
    if rom == 0 and flg == 0 and len == 0 then return nil end
    local r = { address = rom & 0xfffff800, size = len, enabled = flg & 1 == 1 }
    local virtual = false
@@ -1078,7 +1078,8 @@ function Info:__tostring()
 end
 
 -- bytes: config space as a string (64, 256 or 4096 bytes).
--- opts.resources: parse_resource() result (sysfs), or opts.bar_sizes {[i]=size} (VFIO regions)
+-- opts.resources: parse_resource() result (sysfs), or opts.bar_sizes {[i]=size} and
+-- opts.rom_size (VFIO regions 0-5 and 6)
 -- opts.slot ("00:03.0"), opts.irq, opts.iommu_group, opts.driver: shown like lspci.
 function M.config(bytes, opts)
    opts = opts or {}
@@ -1087,7 +1088,7 @@ function M.config(bytes, opts)
    local cfg = new_cfg(bytes)
    local info = setmetatable({
       slot = opts.slot, irq = opts.irq, iommu_group = opts.iommu_group, driver = opts.driver,
-      bar_sizes = opts.bar_sizes, size = #bytes,
+      bar_sizes = opts.bar_sizes, rom_size = opts.rom_size, size = #bytes,
    }, Info)
    info.vendor, info.device = cfg:w(0), cfg:w(2)
    info.command, info.status = cfg:w(4), cfg:w(6)

@@ -328,7 +328,9 @@ function Dev:decode()
       local r = self:bar(i)
       sizes[i] = r and r.size or 0
    end
-   return decode.config(bytes, { bar_sizes = sizes, slot = self.bdf:sub(6) })
+   local rom = self:bar(6)
+   return decode.config(bytes, { bar_sizes = sizes, rom_size = rom and rom.size or 0,
+      slot = self.bdf:sub(6) })
 end
 
 -- lspci -vvv style text of what VFIO shows.
