@@ -405,7 +405,10 @@ function Dev:irq(kind, vector)
       local cmd = self.config:read16(4)
       if cmd & 4 == 0 then self.config:write16(4, cmd | 4) end
    end
-   return setmetatable({ efd = efd, dev = self, index = index, kind = kind, vector = vector }, IrqMT)
+   local irq = setmetatable({ efd = efd, dev = self, index = index, kind = kind, vector = vector }, IrqMT)
+   self._irqs = self._irqs or {}
+   self._irqs[#self._irqs + 1] = irq
+   return irq
 end
 
 -- Wait up to timeout seconds (default 1) for the interrupt: returns the eventfd count.
@@ -416,9 +419,15 @@ function Irq:wait(timeout)
    return n, err, errno
 end
 
+-- Tear the interrupt index down entirely (count 0), so another kind can be enabled next:
+-- vfio-pci allows one of INTx, MSI, MSI-X at a time.
 function Irq:close()
-   self.dev.dev:set_irqs(self.index, "trigger", self.vector, 1, -1)
-   return self.efd:close()
+   if self.closed then return true end
+   self.closed = true
+   if self.dev.dev.closed then return self.efd:close() end
+   local ok, err, errno = self.dev.dev:set_irqs(self.index, "trigger", 0, 0)
+   self.efd:close()
+   return ok, err, errno
 end
 
 IrqMT.__tostring = function(i)
