@@ -89,6 +89,28 @@ describe("decode of recorded config spaces", function()
    end
 end)
 
+describe("decode of arbitrary bytes", function()
+   it("never raises on random config spaces of every size and header type", function()
+      math.randomseed(12345)
+      for round = 1, 300 do
+         local n = ({ 64, 256, 4096 })[round % 3 + 1]
+         local t = {}
+         for i = 1, n do t[i] = math.random(0, 255) end
+         -- steer some rounds into capability lists and known header types
+         t[7] = t[7] | 0x10
+         t[15] = round % 4
+         t[0x35] = 0x40 + (math.random(0, 0x2f) * 4)
+         if n > 256 and round % 2 == 0 then
+            t[0x101], t[0x102] = math.random(1, 0x2e), 0x10
+         end
+         local bytes = string.char(table.unpack(t, 1, math.min(n, 200)))
+            .. (n > 200 and string.char(table.unpack(t, 201, n)) or "")
+         local ok, err = pcall(function() return decode.config(bytes):text() end)
+         assert.is_true(ok, err)
+      end
+   end)
+end)
+
 describe("decode helpers", function()
    it("parses lspci -xxxx text and rejects holes", function()
       assert.are.equal("\1\2", decode.parse_hex("00:00.0 x\n00: 01 02\n"))
