@@ -370,6 +370,9 @@ static int d_close(lua_State *L)
         lv_device_unmap_regions(d);
         close(d->fd);
         d->fd = -1;
+        /* Let the group (and through it the container) go once unused. */
+        lua_pushnil(L);
+        lua_setiuservalue(L, 1, 1);
     }
     return 0;
 }

@@ -45,7 +45,8 @@ static int e_read(lua_State *L)
 {
     lv_eventfd *e = lv_checkeventfd(L, 1);
     uint64_t v = 0;
-    return push_count(L, e, vfio_eventfd_read(e->fd, &v), v);
+    int r = vfio_eventfd_read(e->fd, &v); /* before reading v: argument order is unspecified */
+    return push_count(L, e, r, v);
 }
 
 static int e_write(lua_State *L)

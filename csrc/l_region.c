@@ -221,8 +221,8 @@ static uint64_t next_piece(const lv_region *r, uint32_t n, uint64_t off, uint64_
     return stop - off;
 }
 
-/* r:read(off, n) -> string | nil, msg, errno. A range inside one mapping is one memcpy
- * into the new string (bulk reads, like memcpy_fromio); other parts use pread. */
+/* r:read(off, n) -> string | nil, msg, errno. Mapped parts are copied with device-safe
+ * word accesses (vfio_copy_from_io); other parts use pread. */
 static int r_read(lua_State *L)
 {
     lv_region *r = region_self(L);
@@ -235,18 +235,16 @@ static int r_read(lua_State *L)
         return region_error(L, r, "read");
     uint64_t pos = (uint64_t)off, end = pos + (uint64_t)n;
     uint8_t *p;
-    if (n == 0 || next_piece(r, r->nrd, pos, end, &p) == (uint64_t)n) {
-        if (n == 0 || p) {
-            lua_pushlstring(L, n ? (const char *)p : "", (size_t)n);
-            return 1;
-        }
+    if (n == 0) {
+        lua_pushliteral(L, "");
+        return 1;
     }
     luaL_Buffer b;
     char *out = luaL_buffinitsize(L, &b, (size_t)n);
     while (pos < end) {
         uint64_t len = next_piece(r, r->nrd, pos, end, &p);
         if (p) {
-            memcpy(out, p, len);
+            vfio_copy_from_io(out, p, len);
         } else {
             int e = vfio_pread_all(r->dev->fd, out, len, r->offset + pos);
             if (e < 0)
@@ -275,7 +273,7 @@ static int r_write(lua_State *L)
         uint8_t *p;
         uint64_t len = next_piece(r, r->nwr, pos, end, &p);
         if (p) {
-            memcpy(p, s, len);
+            vfio_copy_to_io(p, s, len);
         } else {
             int e = vfio_pwrite_all(r->dev->fd, s, len, r->offset + pos);
             if (e < 0)
@@ -299,9 +297,9 @@ static int copy_pieces(lua_State *L, lv_region *r, uint64_t off, uint8_t *mem, u
         uint64_t len = next_piece(r, write ? r->nwr : r->nrd, pos, end, &p);
         int e = 0;
         if (p && write)
-            memcpy(p, mem, len);
+            vfio_copy_to_io(p, mem, len);
         else if (p)
-            memcpy(mem, p, len);
+            vfio_copy_from_io(mem, p, len);
         else if (write)
             e = vfio_pwrite_all(r->dev->fd, mem, len, r->offset + pos);
         else
@@ -384,13 +382,12 @@ static int r_map(lua_State *L)
         areas[i].size = r->have_sparse ? r->sparse[i].size : r->size;
         int e = areas[i].size ? vfio_map_area(r->dev->fd, r->offset, &areas[i], prot) : 0;
         if (e < 0) {
+            unsigned long long at = r->offset + areas[i].off, sz = areas[i].size;
             for (uint32_t j = 0; j < i; j++)
                 vfio_unmap_area(&areas[j]);
             free(areas);
             return lv_syserrorf(L, -e, "mmap", "region %u of %s (offset 0x%llx size 0x%llx)",
-                                r->index, r->dev->name,
-                                (unsigned long long)(r->offset + areas[i].off),
-                                (unsigned long long)areas[i].size);
+                                r->index, r->dev->name, at, sz);
         }
     }
     r->areas = areas;

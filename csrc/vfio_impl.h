@@ -137,6 +137,9 @@ int vfio_pwrite_all(int fd, const void *buf, size_t n, uint64_t off);
 /* Map [off, off+size) of the fd region starting at file offset `base`. */
 int vfio_map_area(int fd, uint64_t base, struct vfio_map_area *a, int prot);
 void vfio_unmap_area(struct vfio_map_area *a);
+/* Bulk copies out of / into a device mapping with device-safe access sizes. */
+void vfio_copy_from_io(void *dst, const volatile uint8_t *src, size_t n);
+void vfio_copy_to_io(volatile uint8_t *dst, const void *src, size_t n);
 
 /* ---- DMA buffers (vfio_dma.c) ----------------------------------------------------- */
 

@@ -36,6 +36,7 @@ local function px()
          close = require("posix.unistd").close,
          open = require("posix.fcntl").open,
          O_WRONLY = require("posix.fcntl").O_WRONLY,
+         O_TRUNC = require("posix.fcntl").O_TRUNC,
          dir = require("posix.dirent").dir,
          realpath = require("posix.stdlib").realpath,
          stat = require("posix.sys.stat").stat,
@@ -98,7 +99,8 @@ end
 -- A write to sysfs is one write(2): the kernel acts on it and reports errors there.
 local function write_sysfs(path, s)
    local p = px()
-   local fd, err, errno = p.open(path, p.O_WRONLY)
+   -- O_TRUNC is a no-op on sysfs attributes and keeps plain files (fake trees) exact.
+   local fd, err, errno = p.open(path, p.O_WRONLY | p.O_TRUNC)
    if not fd then return nil, ("open %s: %s"):format(path, core.strerror(errno)), errno end
    local n
    n, err, errno = p.write(fd, s)
@@ -134,6 +136,28 @@ vfio._group_blockers = group_blockers
 local groups = setmetatable({}, { __mode = "v" })
 local containers = setmetatable({}, { __mode = "v" })
 local iommu_type = setmetatable({}, { __mode = "k" })
+-- Open devices per group and attached groups per container, so the last close releases
+-- the group and container fds at once instead of at some later garbage collection.
+local group_users = setmetatable({}, { __mode = "k" })
+local container_users = setmetatable({}, { __mode = "k" })
+
+local function release(g, c)
+   if g and (group_users[g] or 0) == 0 and not g:closed() then
+      for n, cached in pairs(groups) do
+         if cached == g then groups[n] = nil end
+      end
+      local attached = g:container()
+      g:close()
+      if attached then
+         container_users[attached] = (container_users[attached] or 1) - 1
+         c = attached
+      end
+   end
+   if c and (container_users[c] or 0) <= 0 and not c:closed() then
+      if containers[1] == c then containers[1] = nil end
+      c:close()
+   end
+end
 
 local function open_group(bdf, n)
    local g = groups[n]
@@ -196,7 +220,10 @@ local function attach(bdf, g)
    local c = g:container()
    if c then return c end
    local shared = containers[1]
-   if shared and not shared:closed() and g:set_container(shared) then return shared end
+   if shared and not shared:closed() and g:set_container(shared) then
+      container_users[shared] = (container_users[shared] or 0) + 1
+      return shared
+   end
    local err, errno
    c, err, errno = new_container(bdf)
    if not c then return nil, err, errno end
@@ -213,6 +240,7 @@ local function attach(bdf, g)
       return nil, ("open %s: %s"):format(bdf, err), errno
    end
    iommu_type[c] = t
+   container_users[c] = 1
    if not shared or shared:closed() then containers[1] = c end
    return c
 end
@@ -324,6 +352,9 @@ function Device:close()
    self._regions = {}
    self.config = nil
    self.handle:close()
+   local g = self.group
+   group_users[g] = (group_users[g] or 1) - 1
+   release(g, self.container)
 end
 Device.__close = Device.close
 Device.__gc = Device.close
@@ -353,16 +384,24 @@ function vfio.open(x)
    if not g then return nil, err, errno end
    local c
    c, err, errno = attach(bdf, g)
-   if not c then return nil, err, errno end
+   if not c then
+      release(g)
+      return nil, err, errno
+   end
    local h
    h, err, errno = g:device(bdf)
-   if not h then return nil, ("open %s: %s"):format(bdf, err), errno end
+   if not h then
+      release(g, c)
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
    local info
    info, err, errno = h:info()
    if not info then
       h:close()
+      release(g, c)
       return nil, ("open %s: %s"):format(bdf, err), errno
    end
+   group_users[g] = (group_users[g] or 0) + 1
    local dev = setmetatable({
       bdf = bdf, handle = h, group = g, container = c, info = info,
       num_regions = info.num_regions, num_irqs = info.num_irqs, _regions = {},
