@@ -23,6 +23,10 @@ check-host: build
 check-lab: build
 	@spec/run lab
 
+demo: setup
+	@$(MAKE) --no-print-directory build
+	@lab/run -- lua5.4 examples/edu_tour.lua
+
 lab-shell: setup build
 	@lab/run --interactive
 

@@ -42,6 +42,16 @@ describe("lab/run #noasan", function()
       assert.matches(here, out, 1, true)
    end)
 
+   it("adds devices with --device, --port-device and raw --qemu arguments, and publishes them", function()
+      local code, out = run("lab/run --no-defaults --device ivshmem-plain,memdev=labmem " ..
+         "--qemu '-object memory-backend-ram,id=labmem,size=64M' --port-device rtl8139 " ..
+         "-- sh -c 'cat $LUAVFIO_LAB_DEVICES'")
+      assert.are.equal(0, code, out)
+      assert.matches("0000:00:02%.0 1af4:1110 050000 %d+ ivshmem%-plain\n", out)
+      -- rtl8139 sits behind its root port (slot 3), so on a secondary bus
+      assert.matches("0000:0[1-9]:00%.0 10ec:8139 020000 %d+ rtl8139\n", out)
+   end)
+
    it("reports a guest kernel panic with a non-zero exit", function()
       local code, out = run("lab/run --no-defaults --timeout 120 -- sh -c 'echo c > /proc/sysrq-trigger'")
       assert.are.equal(125, code)
