@@ -501,7 +501,8 @@ luavfio poke: explore PCI devices. Tab completes names and methods.
     r.id()  r.x(v)  r.x:set(m)  r.x:clear(m)  r.x.field  r.x:wait(v, {timeout=1})
     i = d:irq("msi")        route MSI to an eventfd; i:wait(1) -> count
   hexdump(s), decode, regs, pci, pciids, vfio   modules
-Printing and completing only read; writes happen only when you call a write.]]
+Printing and completing only read; writes happen only when you call a write.
+Ctrl-C stops a running evaluation; Ctrl-U clears the line; Ctrl-D quits.]]
 
 function M.help() print(HELP) end
 
@@ -529,6 +530,7 @@ end
 local function pack(...) return { n = select("#", ...), ... } end
 
 local function short_trace(msg)
+   if type(msg) == "string" and msg:match("interrupted$") then return msg end
    local tb = debug.traceback(msg, 2)
    -- Drop frames of the REPL itself: they say nothing about the user's code.
    local keep = {}
@@ -559,7 +561,21 @@ function Session:feed(line)
       return "error"
    end
    self.pending = nil
-   local res = pack(xpcall(fn, short_trace))
+   local res
+   if self.signal then
+      -- Ctrl-C stops the evaluation (like lua.c's REPL); at the prompt it ends the session.
+      -- luaposix runs signal handlers protected, so the handler arms a count hook that
+      -- raises in the evaluated code itself.
+      local sig = self.signal
+      sig.signal(sig.SIGINT, function()
+         debug.sethook(function() debug.sethook(); error("interrupted", 2) end, "", 1)
+      end)
+      res = pack(xpcall(fn, short_trace))
+      sig.signal(sig.SIGINT, self.prompt_sigint or sig.SIG_DFL)
+      debug.sethook()
+   else
+      res = pack(xpcall(fn, short_trace))
+   end
    if not res[1] then
       self.out(tostring(res[2]) .. "\n")
       return "error"
@@ -584,6 +600,13 @@ function M.repl(opts)
    local env = opts.env or M.env()
    local s = M.session(env)
    local tty = isatty()
+   local okp, sig = pcall(require, "posix.signal")
+   if okp and tty then
+      s.signal = sig
+      -- At the prompt readline handles Ctrl-C (the line is dropped); the process stays.
+      s.prompt_sigint = function() end
+      sig.signal(sig.SIGINT, s.prompt_sigint)
+   end
    local RL
    if tty then
       local ok, rl = pcall(require, "readline")
