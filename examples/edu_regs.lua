@@ -27,5 +27,6 @@ return {
    { "dma_cmd", 0x98, access = "RW",
      fields = { start = 0, to_ram = { 1, 1, doc = "0: RAM -> device, 1: device -> RAM" },
                 raise_irq = { 2, 2, doc = "raise an interrupt when the transfer is done" } } },
-   { "buffer", 0x40000, width = 4, count = 1024, access = "RW", doc = "4 KiB DMA buffer" },
 }
+-- edu's 4 KiB DMA buffer sits at 0x40000 of edu's DMA address space: dma_src/dma_dst take
+-- 0x40000 + offset for it. It is not reachable through BAR0 (reads there return all ones).

@@ -41,6 +41,19 @@ show("irq_status:", edu.irq_status())
 edu.irq_ack(0x42)
 show("irq_status after ack:", edu.irq_status())
 
+-- DMA: our memory -> edu's buffer -> our memory (Bus Master is already on, from d:irq).
+local buf = assert(d:dma(4096))
+buf:write(0, "poked through the IOMMU")
+local function dma(src, dst, to_ram)
+   edu.dma_src(src); edu.dma_dst(dst); edu.dma_count(23)
+   edu.dma_cmd(to_ram and 3 or 1)               -- start, direction
+   assert(edu.dma_cmd:wait({ start = 0 }, { timeout = 5 }))
+end
+dma(buf.iova, 0x40000, false)
+dma(0x40000, buf.iova + 64, true)
+show("dma round trip:", buf:read(64, 23))
+print(buf:hexdump(0, 96))
+
 print(d:hexdump(0, 0, 32))                       -- BAR0 from offset 0
 print(d:hexdump("config", 0, 64))
 irq:close()

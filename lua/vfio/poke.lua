@@ -415,8 +415,9 @@ end
 -- INTx is masked by the kernel when it fires; it is unmasked again here.
 function Irq:wait(timeout)
    local n, err, errno = self.efd:wait(math.floor((timeout or 1) * 1000))
-   if n and self.kind == "intx" then self.dev.dev:set_irqs(0, "unmask", 0, 1) end
-   return n, err, errno
+   if not n then return nil, err, errno end
+   if self.kind == "intx" then self.dev.dev:set_irqs(0, "unmask", 0, 1) end
+   return n
 end
 
 -- Tear the interrupt index down entirely (count 0), so another kind can be enabled next:
@@ -434,7 +435,65 @@ IrqMT.__tostring = function(i)
    return fmt("irq %s vector %d of %s -> %s", i.kind, i.vector, i.dev.bdf, tostring(i.efd))
 end
 
+local Dma = {}
+local DmaMT = { __name = "vfio.poke.dma" }
+
+-- A DMA buffer the device can reach: `size` bytes of our memory mapped at `iova` (default
+-- 1 MiB, inside the 28 bits edu can address) in the device's IOMMU container.
+function Dev:dma(size, iova)
+   local vfio = M.vfio()
+   local mk = vfio.dmabuf or vfio.core.dmabuf
+   local buf, err, errno = mk(size or 4096)
+   if not buf then return nil, err, errno end
+   iova = iova or 0x100000
+   local ok, merr, merrno = self.dev.container:map_dma(buf, iova, { read = true, write = true })
+   if not ok then buf:close(); return nil, merr, merrno end
+   local d = setmetatable({ buf = buf, iova = iova, size = buf:size(), dev = self }, DmaMT)
+   self._dmas = self._dmas or {}
+   self._dmas[#self._dmas + 1] = d
+   return d
+end
+
+function Dma:hexdump(off, len, opts)
+   return M.text(hexdump(function(o, n) return self.buf:read(o, n) end, off or 0,
+      len or math.min(self.size, 256), opts))
+end
+
+function Dma:close()
+   if self.closed then return true end
+   self.closed = true
+   local ok, err, errno = true, nil, nil
+   if not self.dev.dev.closed then
+      ok, err, errno = self.dev.dev.container:unmap_dma(self.iova, self.size)
+   end
+   self.buf:close()
+   return ok, err, errno
+end
+
+DmaMT.__index = function(d, k)
+   local m = Dma[k]
+   if m ~= nil then return m end
+   local v = d.buf[k]
+   if type(v) == "function" then
+      return function(self, ...)
+         if self == d then return v(d.buf, ...) end
+         return v(self, ...)
+      end
+   end
+   return v
+end
+DmaMT.__tostring = function(d)
+   return fmt("dma buffer of %d bytes at iova 0x%x for %s", d.size, d.iova, d.dev.bdf)
+end
+DmaMT.__complete = function(d)
+   local t = {}
+   for k in pairs(Dma) do t[#t + 1] = k end
+   for k in pairs(members(d.buf)) do t[#t + 1] = k end
+   return t
+end
+
 function Dev:close()
+   if self._dmas then for _, b in ipairs(self._dmas) do pcall(Dma.close, b) end end
    if self._irqs then for _, i in ipairs(self._irqs) do pcall(Irq.close, i) end end
    return self.dev:close()
 end
@@ -500,6 +559,8 @@ luavfio poke: explore PCI devices. Tab completes names and methods.
     r = d:regs(desc, 0)     registers described by desc (see examples/edu_regs.lua)
     r.id()  r.x(v)  r.x:set(m)  r.x:clear(m)  r.x.field  r.x:wait(v, {timeout=1})
     i = d:irq("msi")        route MSI to an eventfd; i:wait(1) -> count
+    b = d:dma(4096)         DMA buffer mapped at b.iova; b:read/b:write/b:hexdump
+    d:cfg().command:set(4)  config header registers by name (here: Bus Master on)
   hexdump(s), decode, regs, pci, pciids, vfio   modules
 Printing and completing only read; writes happen only when you call a write.
 Ctrl-C stops a running evaluation; Ctrl-U clears the line; Ctrl-D quits.]]
