@@ -225,8 +225,8 @@ end
 M.sysfs = "/sys/bus/pci"
 
 local function readfile(path)
-   local f = io.open(path, "rb")
-   if not f then return nil end
+   local f, err = io.open(path, "rb")
+   if not f then return nil, err end
    local s = f:read("a")
    f:close()
    return s
@@ -295,8 +295,8 @@ function M.unbind(bdf, opts) return M.vfio().unbind(M.bdf(bdf), opts) end
 function M.lspci(bdf)
    bdf = M.bdf(bdf)
    local dir = M.sysfs .. "/devices/" .. bdf
-   local bytes = readfile(dir .. "/config")
-   if not bytes then return nil, "read " .. dir .. "/config: cannot open" end
+   local bytes, err = readfile(dir .. "/config")
+   if not bytes then return nil, "lspci " .. bdf .. ": " .. tostring(err) end
    local res = readfile(dir .. "/resource")
    local irq = tonumber(readfile(dir .. "/irq") or "")
    return decode.config(bytes, {
