@@ -129,13 +129,9 @@ static int c_set_iommu(lua_State *L)
                         "%s (neither type1v2 nor type1 usable; is a group attached?)", c->path);
 }
 
-static int c_iommu_info(lua_State *L)
+static void push_iommu_desc(lua_State *L, struct vfio_iommu_desc *dp)
 {
-    lv_container *c = lv_checkcontainer(L, 1);
-    struct vfio_iommu_desc d;
-    int r = vfio_container_iommu_info(c->fd, &d);
-    if (r < 0)
-        return lv_syserror(L, -r, "VFIO_IOMMU_GET_INFO", c->path);
+    struct vfio_iommu_desc d = *dp;
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, d.flags);
     lua_setfield(L, -2, "flags");
@@ -172,6 +168,29 @@ static int c_iommu_info(lua_State *L)
         lua_pushstring(L, "malformed capability chain (ignored from the fault on)");
         lua_setfield(L, -2, "chain_error");
     }
+}
+
+static int c_iommu_info(lua_State *L)
+{
+    lv_container *c = lv_checkcontainer(L, 1);
+    struct vfio_iommu_desc d;
+    int r = vfio_container_iommu_info(c->fd, &d);
+    if (r < 0)
+        return lv_syserror(L, -r, "VFIO_IOMMU_GET_INFO", c->path);
+    push_iommu_desc(L, &d);
+    vfio_iommu_desc_free(&d);
+    return 1;
+}
+
+/* core.parse_iommu_info(bytes) -> table: the IOMMU_GET_INFO parser on a raw buffer. */
+static int l_parse_iommu_info(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    struct vfio_iommu_desc d;
+    if (vfio_iommu_parse(s, n, &d) < 0)
+        luaL_argerror(L, 1, "shorter than struct vfio_iommu_type1_info");
+    push_iommu_desc(L, &d);
     vfio_iommu_desc_free(&d);
     return 1;
 }
@@ -341,6 +360,8 @@ void lv_open_container(lua_State *L)
     lv_newclass(L, LV_CONTAINER, methods, meta);
     lua_pushcfunction(L, l_container_open);
     lua_setfield(L, -2, "container");
+    lua_pushcfunction(L, l_parse_iommu_info);
+    lua_setfield(L, -2, "parse_iommu_info");
     lua_createtable(L, 0, 10);
     for (int i = 0; extensions[i].name; i++) {
         lua_pushinteger(L, extensions[i].value);

@@ -122,6 +122,21 @@ static uint32_t check_index(lua_State *L, int arg)
 }
 
 /* d:region_info(i) -> table | nil, msg, errno */
+/* core.parse_region_info(bytes) -> table: the REGION_INFO parser on a raw buffer, for
+ * tools that record ioctl results and for testing malformed capability chains. */
+static int l_parse_region_info(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    struct vfio_region_desc rd;
+    if (vfio_region_parse(s, n, &rd) < 0)
+        luaL_argerror(L, 1, "shorter than struct vfio_region_info");
+    lua_newtable(L);
+    lv_region_fields(L, &rd);
+    vfio_region_desc_free(&rd);
+    return 1;
+}
+
 static int d_region_info(lua_State *L)
 {
     lv_device *d = lv_checkdevice(L, 1);
@@ -410,6 +425,8 @@ void lv_open_device(lua_State *L)
     lv_newclass(L, LV_DEVICE, methods, meta);
     lua_pushcfunction(L, l_device_adopt);
     lua_setfield(L, -2, "device_adopt");
+    lua_pushcfunction(L, l_parse_region_info);
+    lua_setfield(L, -2, "parse_region_info");
     lua_pushcfunction(L, l_device_file);
     lua_setfield(L, -2, "device_file");
 

@@ -23,12 +23,11 @@ static int region_typeerror(lua_State *L)
 static inline lv_region *region_self(lua_State *L)
 {
     lv_region *r = lua_touserdata(L, 1);
-    if (r && lua_getmetatable(L, 1)) {
-        if (lua_getmetatable(L, -1) && lua_rawequal(L, -1, lua_upvalueindex(1))) {
-            lua_pop(L, 2);
-            return r;
-        }
-    }
+    /* The two metatables pushed here are left on the stack: callers use absolute
+     * argument indexes and return only what they push last, so popping would be work. */
+    if (r && lua_getmetatable(L, 1) && lua_getmetatable(L, -1) &&
+        lua_rawequal(L, -1, lua_upvalueindex(1)))
+        return r;
     region_typeerror(L);
     return NULL;
 }

@@ -24,16 +24,16 @@ int vfio_cap_walk(const void *buf, size_t bufsz, uint32_t first, vfio_cap_fn fn,
             bufsz - off < sizeof h)
             return -EPROTO;
         memcpy(&h, b + off, sizeof h);
+        /* A capability ends where the next begins (or at the buffer's end); a bad link
+         * still leaves this capability readable, so report it before stopping. */
         size_t end = bufsz;
-        if (h.next != 0) {
-            if (h.next <= off)
-                return -EPROTO;
-            if ((size_t)h.next < end)
-                end = h.next;
-        }
+        if (h.next > off && (size_t)h.next < end)
+            end = h.next;
         n++;
         if (fn(b + off, end - off, h.id, h.version, ctx))
             break;
+        if (h.next != 0 && h.next <= off)
+            return -EPROTO;
         off = h.next;
     }
     return n;

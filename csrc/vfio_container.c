@@ -77,16 +77,12 @@ static int iommu_cap(const void *cap, size_t avail, uint16_t id, uint16_t versio
     return 0;
 }
 
-int vfio_container_iommu_info(int fd, struct vfio_iommu_desc *out)
+int vfio_iommu_parse(const void *buf, size_t bufsz, struct vfio_iommu_desc *out)
 {
-    void *buf;
-    memset(out, 0, sizeof *out);
-    int r = vfio_info_ioctl(fd, VFIO_IOMMU_GET_INFO, sizeof(struct vfio_iommu_type1_info),
-                            &buf, NULL, NULL);
-    if (r < 0)
-        return r;
-    size_t bufsz = (size_t)r;
     struct vfio_iommu_type1_info info;
+    memset(out, 0, sizeof *out);
+    if (bufsz < sizeof info)
+        return -EPROTO;
     memcpy(&info, buf, sizeof info);
     out->flags = info.flags;
     if (info.flags & VFIO_IOMMU_INFO_PGSIZES) {
@@ -98,8 +94,20 @@ int vfio_container_iommu_info(int fd, struct vfio_iommu_desc *out)
         if (w < 0)
             out->chain_error = w;
     }
-    free(buf);
     return 0;
+}
+
+int vfio_container_iommu_info(int fd, struct vfio_iommu_desc *out)
+{
+    void *buf;
+    memset(out, 0, sizeof *out);
+    int r = vfio_info_ioctl(fd, VFIO_IOMMU_GET_INFO, sizeof(struct vfio_iommu_type1_info),
+                            &buf, NULL, NULL);
+    if (r < 0)
+        return r;
+    r = vfio_iommu_parse(buf, (size_t)r, out);
+    free(buf);
+    return r;
 }
 
 void vfio_iommu_desc_free(struct vfio_iommu_desc *d)

@@ -70,6 +70,25 @@ static int region_cap(const void *cap, size_t avail, uint16_t id, uint16_t versi
     return 0;
 }
 
+int vfio_region_parse(const void *buf, size_t bufsz, struct vfio_region_desc *out)
+{
+    struct vfio_region_info ri;
+    memset(out, 0, sizeof *out);
+    if (bufsz < sizeof ri)
+        return -EPROTO;
+    memcpy(&ri, buf, sizeof ri);
+    out->index = ri.index;
+    out->flags = ri.flags;
+    out->size = ri.size;
+    out->offset = ri.offset;
+    if ((ri.flags & VFIO_REGION_INFO_FLAG_CAPS) && ri.cap_offset) {
+        int w = vfio_cap_walk(buf, bufsz, ri.cap_offset, region_cap, out);
+        if (w < 0)
+            out->chain_error = w;
+    }
+    return 0;
+}
+
 int vfio_device_region_info(int fd, uint32_t index, struct vfio_region_desc *out)
 {
     void *buf;
@@ -79,19 +98,9 @@ int vfio_device_region_info(int fd, uint32_t index, struct vfio_region_desc *out
                             &buf, region_init, &index);
     if (r < 0)
         return r;
-    size_t bufsz = (size_t)r;
-    struct vfio_region_info ri;
-    memcpy(&ri, buf, sizeof ri);
-    out->flags = ri.flags;
-    out->size = ri.size;
-    out->offset = ri.offset;
-    if ((ri.flags & VFIO_REGION_INFO_FLAG_CAPS) && ri.cap_offset) {
-        int w = vfio_cap_walk(buf, bufsz, ri.cap_offset, region_cap, out);
-        if (w < 0)
-            out->chain_error = w;
-    }
+    r = vfio_region_parse(buf, (size_t)r, out);
     free(buf);
-    return 0;
+    return r;
 }
 
 void vfio_region_desc_free(struct vfio_region_desc *d)

@@ -53,6 +53,8 @@ int vfio_container_api_version(int fd);
 int vfio_container_check_extension(int fd, unsigned ext);
 int vfio_container_set_iommu(int fd, unsigned type);
 int vfio_container_iommu_info(int fd, struct vfio_iommu_desc *out);
+/* Parse a VFIO_IOMMU_GET_INFO result of bufsz bytes (bounded capability walk). */
+int vfio_iommu_parse(const void *buf, size_t bufsz, struct vfio_iommu_desc *out);
 void vfio_iommu_desc_free(struct vfio_iommu_desc *d);
 int vfio_container_map_dma(int fd, uint64_t vaddr, uint64_t iova, uint64_t size,
                            uint32_t flags);
@@ -101,6 +103,8 @@ struct vfio_dependent {
 
 int vfio_device_info(int fd, struct vfio_dev_desc *out);
 int vfio_device_region_info(int fd, uint32_t index, struct vfio_region_desc *out);
+/* Parse a VFIO_DEVICE_GET_REGION_INFO result of bufsz bytes (bounded capability walk). */
+int vfio_region_parse(const void *buf, size_t bufsz, struct vfio_region_desc *out);
 void vfio_region_desc_free(struct vfio_region_desc *d);
 int vfio_device_irq_info(int fd, uint32_t index, struct vfio_irq_desc *out);
 int vfio_device_reset(int fd);

@@ -147,6 +147,21 @@ describe("vfio.open", function()
       assert.has_error(function() vfio.open(42) end)
    end)
 
+   it("says what to do without permission on the group node", function()
+      local d = lab.need("edu")
+      local cmd = ("setpriv --reuid=65534 --regid=65534 --clear-groups lua5.4 -e %q 2>&1")
+         :format(([[package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+            package.cpath = "build/?.so;" .. package.cpath
+            local d, err, errno = require("vfio").open(%q)
+            io.write(tostring(errno), " ", err)]]):format(d.bdf))
+      local p = assert(io.popen(cmd))
+      local out = p:read("a")
+      p:close()
+      assert.are.equal(("13 open %s: no permission on /dev/vfio/%d: run as root or give "
+         .. "your user access to it (chown, or a udev rule for the vfio group)"):format(
+            d.bdf, d.group), out)
+   end)
+
    it("lists PCI devices with ids, class, driver and group", function()
       local list = assert(vfio.devices())
       local by = {}
