@@ -10,6 +10,7 @@
 --         policy=fn       window policy for a fresh allocator (see vfio.layout)
 --         enable=true     set COMMAND memory/I/O decode after programming BARs
 --         on_event=fn     event callback (else drain with vf:events())
+--         mmap=false      reach mappable BARs with pread/pwrite instead of a mapping
 local core = require "vfio.core"
 local layout = require "vfio.layout"
 local quirks = require "vfio.quirks"
@@ -23,11 +24,13 @@ VF.__name = "vfio.passthrough"
 
 -- Backend over a vfio.open device: regions by their fd offsets; areas the device
 -- object has mapped are passed along when it exposes their address.
-local function vfio_backend(dev)
+local function vfio_backend(dev, opts)
    local regions, irqs = {}, {}
    for i = 0, math.min(dev.num_regions or 0, 9) - 1 do
       local r = dev:region(i)
       local e = { offset = r.offset or 0, size = r.size or 0, flags = r.flags or 0 }
+      -- the backend maps mappable BARs itself (falling back to pread/pwrite)
+      e.mmap = opts.mmap ~= false and i < 7 and (e.flags & 4) ~= 0
       local areas = r.mapped and r:mapped()
       local a = areas and areas[1]
       if a and (a.ptr or a.address) then
@@ -42,19 +45,19 @@ local function vfio_backend(dev)
    return core.vfio_backend(dev:fileno(), regions, irqs, dev.bdf)
 end
 
-local function backend_of(dev)
+local function backend_of(dev, opts)
    local ty = type(dev)
    if ty == "userdata" and tostring(dev):find("^vfio%.backend") then return dev end
    if ty == "string" or (ty == "table" and dev.config and type(dev.config) == "string") then
       return record.backend(dev)
    end
-   if ty == "table" and dev.fileno then return vfio_backend(dev) end
+   if ty == "table" and dev.fileno then return vfio_backend(dev, opts) end
    error("vfio.passthrough: expected a VFIO device, a backend or a recorded fixture", 3)
 end
 
 function passthrough.new(dev, opts)
    opts = opts or {}
-   local be, err, errno = backend_of(dev)
+   local be, err, errno = backend_of(dev, opts)
    if not be then return nil, err, errno end
    local trap
    trap, err, errno = core.trap(be, { pcie = opts.pcie ~= false })
