@@ -62,7 +62,8 @@ function passthrough.new(dev, opts)
    local trap
    trap, err, errno = core.trap(be, { pcie = opts.pcie ~= false })
    if not trap then return nil, err, errno end
-   local vf = setmetatable({ trap = trap, backend = be, device = dev, quirks = {} }, VF)
+   local vf = setmetatable({ trap = trap, backend = be, device = dev, quirks = {},
+                             own_backend = be ~= dev }, VF)
    if opts.quirks ~= false then
       vf.quirks, vf.quirk_states = quirks.apply_matching(trap, opts.quirks or nil)
    end
@@ -100,9 +101,12 @@ function VF:on_event(fn) return self.trap:on_event(fn) end
 function VF:bars() return self.trap:bars() end
 function VF:caps() return self.trap:caps() end
 
+-- Closing unmaps the BARs the backend mapped: a mapping keeps the device file, and
+-- with it the VFIO group, open (the group could not be opened again until the GC ran).
 function VF:close()
    if self.trap then self.trap:close() end
-   self.trap = nil
+   if self.own_backend and self.backend then self.backend:close() end
+   self.trap, self.backend = nil, nil
 end
 VF.__close = VF.close
 
