@@ -319,8 +319,21 @@ static int lua_window(struct trap_fn *fn, void *ctx, int id, bool write, uint64_
         t->handler_err = 1;
         return -EIO;
     }
-    if (!write)
-        *val = (uint64_t)luaL_optinteger(L, -1, 0);
+    if (!write) {
+        /* never raise from here (we are inside the core's dispatch): a bad result
+         * becomes the handler's error, raised once the core has returned */
+        int isint = 0;
+        lua_Integer r = lua_isnil(L, -1) ? 0 : lua_tointegerx(L, -1, &isint);
+        if (!lua_isnil(L, -1) && !isint) {
+            lua_pushfstring(L, "BAR window handler %d: read returned %s, not an integer", id,
+                            luaL_typename(L, -1));
+            lua_replace(L, -4);
+            lua_pop(L, 2);
+            t->handler_err = 1;
+            return -EIO;
+        }
+        *val = (uint64_t)r;
+    }
     lua_pop(L, 3);
     return 0;
 }

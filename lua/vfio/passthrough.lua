@@ -72,7 +72,7 @@ function passthrough.new(dev, opts)
       local alloc = opts.layout or layout.new { policy = opts.policy, windows = opts.windows }
       local placed
       placed, err = alloc:place(trap:bars())
-      if not placed then trap:close(); return nil, err end
+      if not placed then vf:close(); return nil, err end
       layout.program(trap, placed)
       vf.placement = placed
       if opts.enable then
