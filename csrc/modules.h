@@ -7,4 +7,8 @@
     X(device)         \
     X(region)         \
     X(eventfd)        \
-    X(dmabuf)
+    X(dmabuf)         \
+    X(kvm)            \
+    X(vcpu)           \
+    X(pcihost)         \
+    X(trap)

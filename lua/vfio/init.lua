@@ -501,6 +501,11 @@ function vfio.unbind(x, opts)
    return true
 end
 
+-- The virtual function over a device (trap core + layout + quirks) and the recorder that
+-- captures a device into a fixture for the replay backend. Loaded on first use.
+function vfio.passthrough(dev, opts) return require("vfio.passthrough")(dev, opts) end
+function vfio.record(dev, path, opts) return require("vfio.record").record(dev, path, opts) end
+
 -- For tools: the pieces vfio.open uses.
 vfio.resolve = function(x) return resolve(x, 3) end
 vfio.driver_of = function(x) return driver_of(resolve(x, 3)) end

@@ -1,0 +1,118 @@
+-- vfio.passthrough(dev, opts): a virtual PCI function for a VM layer, built from the
+-- trap core (vfio.core), device quirks (vfio.quirks) and the BAR layout (vfio.layout).
+--   dev   a device from vfio.open (kernel VFIO), a vfio.backend, a fixture table or a
+--         fixture path/name (recorded device)
+--   opts  pcie=false      the guest sees a conventional PCI device (256 B config)
+--         quirks=list     quirk tables to consider (default: the built-in ones);
+--                         quirks=false applies none
+--         layout=alloc    a vfio.layout allocator shared by the VM's devices
+--                         (default: a fresh one); layout=false leaves BARs unassigned
+--         policy=fn       window policy for a fresh allocator (see vfio.layout)
+--         enable=true     set COMMAND memory/I/O decode after programming BARs
+--         on_event=fn     event callback (else drain with vf:events())
+--         mmap=false      reach mappable BARs with pread/pwrite instead of a mapping
+local core = require "vfio.core"
+local layout = require "vfio.layout"
+local quirks = require "vfio.quirks"
+local record = require "vfio.record"
+
+local passthrough = {}
+
+local VF = {}
+VF.__index = VF
+VF.__name = "vfio.passthrough"
+
+-- Backend over a vfio.open device: regions by their fd offsets; areas the device
+-- object has mapped are passed along when it exposes their address.
+local function vfio_backend(dev, opts)
+   local regions, irqs = {}, {}
+   for i = 0, math.min(dev.num_regions or 0, 9) - 1 do
+      local r = dev:region(i)
+      local e = { offset = r.offset or 0, size = r.size or 0, flags = r.flags or 0 }
+      -- the backend maps mappable BARs itself (falling back to pread/pwrite)
+      e.mmap = opts.mmap ~= false and i < 7 and (e.flags & 4) ~= 0
+      local areas = r.mapped and r:mapped()
+      local a = areas and areas[1]
+      if a and (a.ptr or a.address) then
+         e.map, e.map_offset, e.map_len = a.ptr or a.address, a.offset, a.size
+      end
+      regions[i] = e
+   end
+   for i = 0, math.min(dev.num_irqs or 0, 5) - 1 do
+      local q = dev:irq_info(i)
+      if q then irqs[i] = { count = q.count, flags = q.flags } end
+   end
+   return core.vfio_backend(dev:fileno(), regions, irqs, dev.bdf)
+end
+
+local function backend_of(dev, opts)
+   local ty = type(dev)
+   if ty == "userdata" and tostring(dev):find("^vfio%.backend") then return dev end
+   if ty == "string" or (ty == "table" and dev.config and type(dev.config) == "string") then
+      return record.backend(dev)
+   end
+   if ty == "table" and dev.fileno then return vfio_backend(dev, opts) end
+   error("vfio.passthrough: expected a VFIO device, a backend or a recorded fixture", 3)
+end
+
+function passthrough.new(dev, opts)
+   opts = opts or {}
+   local be, err, errno = backend_of(dev, opts)
+   if not be then return nil, err, errno end
+   local trap
+   trap, err, errno = core.trap(be, { pcie = opts.pcie ~= false })
+   if not trap then return nil, err, errno end
+   local vf = setmetatable({ trap = trap, backend = be, device = dev, quirks = {},
+                             own_backend = be ~= dev }, VF)
+   if opts.quirks ~= false then
+      vf.quirks, vf.quirk_states = quirks.apply_matching(trap, opts.quirks or nil)
+   end
+   if opts.on_event then trap:on_event(opts.on_event) end
+   if opts.layout ~= false then
+      local alloc = opts.layout or layout.new { policy = opts.policy, windows = opts.windows }
+      local placed
+      placed, err = alloc:place(trap:bars())
+      if not placed then vf:close(); return nil, err end
+      layout.program(trap, placed)
+      vf.placement = placed
+      if opts.enable then
+         local io, mem = false, false
+         for i, _ in pairs(placed) do
+            if trap:bars()[i].io then io = true else mem = true end
+         end
+         local cmd = trap:cfg_read(4, 2)
+         trap:cfg_write(4, 2, cmd | (mem and 2 or 0) | (io and 1 or 0))
+      end
+   end
+   return vf
+end
+
+-- Entry points for a VM layer or a spec; all return what the trap core returns.
+function VF:cfg_read(off, size) return self.trap:cfg_read(off, size) end
+function VF:cfg_write(off, size, v) return self.trap:cfg_write(off, size, v) end
+function VF:bar_read(bar, off, size) return self.trap:bar_read(bar, off, size) end
+function VF:bar_write(bar, off, size, v) return self.trap:bar_write(bar, off, size, v) end
+function VF:mmio_read(addr, size) return self.trap:mmio_read(addr, size) end
+function VF:mmio_write(addr, size, v) return self.trap:mmio_write(addr, size, v) end
+function VF:io_read(port, size) return self.trap:io_read(port, size) end
+function VF:io_write(port, size, v) return self.trap:io_write(port, size, v) end
+function VF:events() return self.trap:events() end
+function VF:on_event(fn) return self.trap:on_event(fn) end
+function VF:bars() return self.trap:bars() end
+function VF:caps() return self.trap:caps() end
+
+-- Closing unmaps the BARs the backend mapped: a mapping keeps the device file, and
+-- with it the VFIO group, open (the group could not be opened again until the GC ran).
+function VF:close()
+   if self.trap then self.trap:close() end
+   if self.own_backend and self.backend then self.backend:close() end
+   self.trap, self.backend = nil, nil
+end
+VF.__close = VF.close
+
+function VF:__tostring()
+   return ("vfio.passthrough(%s)"):format(self.trap and self.trap:info().name or "closed")
+end
+
+setmetatable(passthrough, { __call = function(_, dev, opts) return passthrough.new(dev, opts) end })
+return passthrough
