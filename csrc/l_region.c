@@ -25,8 +25,10 @@ static inline lv_region *region_self(lua_State *L)
     lv_region *r = lua_touserdata(L, 1);
     /* The two metatables pushed here are left on the stack: callers use absolute
      * argument indexes and return only what they push last, so popping would be work. */
+    /* Pointer identity of the class table: the same test as lua_rawequal on two tables,
+     * measurably cheaper on this hot path. */
     if (r && lua_getmetatable(L, 1) && lua_getmetatable(L, -1) &&
-        lua_rawequal(L, -1, lua_upvalueindex(1)))
+        lua_topointer(L, -1) == lua_topointer(L, lua_upvalueindex(1)))
         return r;
     region_typeerror(L);
     return NULL;
