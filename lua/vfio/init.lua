@@ -173,6 +173,9 @@ local function open_group(bdf, n)
       if errno == EACCES or errno == EPERM then
          return fail(errno, "open %s: no permission on %s: run as root or give your user "
             .. "access to it (chown, or a udev rule for the vfio group)", bdf, path)
+      elseif errno == EBUSY then
+         return fail(errno, "open %s: %s is busy: another process (a VM?) or another part "
+            .. "of this one holds the group open", bdf, path)
       elseif errno == ENOENT then
          return fail(errno, "open %s: %s does not exist: is the vfio-pci module loaded and "
             .. "the device bound to it (vfio.bind)?", bdf, path)
