@@ -8,7 +8,7 @@ all: build
 
 build:
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
-	@MAKEFLAGS= cmake --build $(BUILD) --parallel
+	@env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL cmake --build $(BUILD) --parallel
 
 setup:
 	@lab/setup
