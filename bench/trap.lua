@@ -38,6 +38,26 @@ rows[#rows + 1] = { "config read from shadow (Lua)", lua_ns(function() return t:
 rows[#rows + 1] = { "config read forwarded (Lua)", lua_ns(function() return t:cfg_read(FORWARD, 2) end) }
 rows[#rows + 1] = { "BAR dispatch to region (Lua)", lua_ns(function() return t:bar_read(bar, bar_off, 4) end) }
 
+-- In the lab (LUAVFIO_LAB=1): the same trap over the kernel's VFIO edu device, BAR0
+-- through its mmap and through pread, and a config read forwarded to VFIO.
+if os.getenv("LUAVFIO_LAB") == "1" then
+   local lab = require "support.lab"
+   local passthrough = require "vfio.passthrough"
+   local vfio = require "vfio"
+   local d = lab.device("edu")
+   if d then
+      local ln = n // 10
+      local dev = assert(vfio.open(d.bdf))
+      local vm = assert(passthrough(dev, { layout = false }))
+      local vp = assert(passthrough(dev, { layout = false, mmap = false }))
+      rows[#rows + 1] = { "VFIO edu BAR0 read via mmap (C)", vm.trap:bench("bar", ln, 0, 0, 4) }
+      rows[#rows + 1] = { "VFIO edu BAR0 read via pread (C)", vp.trap:bench("bar", ln, 0, 0, 4) }
+      rows[#rows + 1] = { "VFIO config read forwarded (C)", vp.trap:bench("cfg", ln, FORWARD, 0, 2) }
+      rows[#rows + 1] = { "VFIO config read from shadow (C)", vp.trap:bench("cfg", ln, SHADOW, 0, 4) }
+      vm:close(); vp:close(); dev:close()
+   end
+end
+
 local memcpy_ns, pread_ns = rows[1][2], rows[2][2]
 print(("trap bench on %s recording, %d iterations"):format(name, n))
 print(("%-36s %10s %12s %12s"):format("operation", "ns/op", "x memcpy", "x pread"))

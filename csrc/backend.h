@@ -57,7 +57,14 @@ struct lv_vfio_region {
     uint32_t flags;
     void *map;           /* mmap of [map_offset, map_offset + map_len) of the region, or NULL */
     uint64_t map_offset, map_len;
+    int want_mmap;       /* no map given: the backend maps the whole region itself when the
+                            region is mappable, and falls back to pread/pwrite if it can't */
+    int mmap_errno;      /* out: why that mmap failed (0 if it worked or was not asked) */
+    int owned;           /* internal: the backend unmaps it */
 };
+/* Which regions the backend reaches through a mapping (bit i = region i), and the
+ * errno of failed mmap attempts by region. */
+uint32_t lv_backend_vfio_mapped(const struct lv_backend *be, int *errnos);
 int lv_backend_vfio_init(struct lv_backend *be, int fd, const struct lv_vfio_region *regions,
                          unsigned nregions, const struct lv_irq_info *irqs, unsigned nirqs);
 

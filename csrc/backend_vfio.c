@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -149,7 +150,28 @@ static int v_irq_info(void *ctx, unsigned idx, struct lv_irq_info *ii)
 
 static void v_destroy(void *ctx)
 {
+    struct vfio_be *v = ctx;
+    for (unsigned i = 0; v && i < LV_REGION_MAX; i++)
+        if (v->regions[i].owned)
+            munmap(v->regions[i].map, (size_t)v->regions[i].map_len);
     free(ctx);
+}
+
+static const struct lv_backend_ops vfio_ops;
+
+uint32_t lv_backend_vfio_mapped(const struct lv_backend *be, int *errnos)
+{
+    if (be->ops != &vfio_ops)
+        return 0;
+    const struct vfio_be *v = be->ctx;
+    uint32_t bits = 0;
+    for (unsigned i = 0; i < LV_REGION_MAX; i++) {
+        if (v->regions[i].map)
+            bits |= 1u << i;
+        if (errnos)
+            errnos[i] = v->regions[i].mmap_errno;
+    }
+    return bits;
 }
 
 static const struct lv_backend_ops vfio_ops = {
@@ -172,8 +194,29 @@ int lv_backend_vfio_init(struct lv_backend *be, int fd, const struct lv_vfio_reg
     if (!v)
         return -ENOMEM;
     v->fd = fd;
-    for (unsigned i = 0; i < nregions && i < LV_REGION_MAX; i++)
-        v->regions[i] = regions[i];
+    for (unsigned i = 0; i < nregions && i < LV_REGION_MAX; i++) {
+        struct lv_vfio_region *r = &v->regions[i];
+        *r = regions[i];
+        r->owned = 0;
+        r->mmap_errno = 0;
+        if (r->map || !r->want_mmap || !r->size || i == LV_REGION_CONFIG)
+            continue;
+        if (!(r->flags & LV_REGION_MMAP) || r->size > SIZE_MAX) {
+            r->mmap_errno = EINVAL;
+            continue;
+        }
+        int prot = ((r->flags & LV_REGION_READ) ? PROT_READ : 0) |
+                   ((r->flags & LV_REGION_WRITE) ? PROT_WRITE : 0);
+        void *p = mmap(NULL, (size_t)r->size, prot, MAP_SHARED, fd, (off_t)r->offset);
+        if (p == MAP_FAILED) {
+            r->mmap_errno = errno;   /* pread/pwrite it is */
+            continue;
+        }
+        r->map = p;
+        r->map_offset = 0;
+        r->map_len = r->size;
+        r->owned = 1;
+    }
     for (unsigned i = 0; i < nirqs && i < LV_IRQ_MAX; i++)
         v->irqs[i] = irqs[i];
     be->ops = &vfio_ops;

@@ -140,8 +140,9 @@ static int l_replay(lua_State *L)
 }
 
 /* core.vfio_backend(fd, regions, irqs [, name]): regions[i] = {offset=, size=, flags=,
- * map=<lightuserdata or address>, map_offset=, map_len=} for i = 0..8. The fd and maps
- * are borrowed from the device object, which must outlive the backend. */
+ * map=<lightuserdata or address>, map_offset=, map_len=, mmap=bool} for i = 0..8. The fd
+ * and given maps are borrowed from the device object, which must outlive the backend;
+ * with mmap=true the backend maps a mappable region itself (and unmaps it on close). */
 static int l_vfio_backend(lua_State *L)
 {
     int fd = (int)lv_checkrange(L, 1, 0, 0x7fffffff);
@@ -165,6 +166,9 @@ static int l_vfio_backend(lua_State *L)
             lua_pop(L, 1);
             regions[i].map_offset = field_u64(L, r, "map_offset");
             regions[i].map_len = regions[i].map ? field_u64(L, r, "map_len") : 0;
+            lua_getfield(L, r, "mmap");
+            regions[i].want_mmap = lua_toboolean(L, -1);
+            lua_pop(L, 1);
         }
         lua_pop(L, 1);
     }
@@ -212,6 +216,28 @@ static int b_stats(lua_State *L)
     lua_pushinteger(L, (lua_Integer)s->region_writes); lua_setfield(L, -2, "region_writes");
     lua_pushinteger(L, s->last_cfg_write_off); lua_setfield(L, -2, "last_cfg_write_off");
     lua_pushinteger(L, s->last_cfg_write_len); lua_setfield(L, -2, "last_cfg_write_len");
+    return 1;
+}
+
+/* backend:mapped() -> {[region] = true | errno}: regions served through a mapping, or
+ * why mapping them failed (vfio backends; empty for recordings). */
+static int b_mapped(lua_State *L)
+{
+    struct l_backend *b = checkbackend(L, 1);
+    int errnos[LV_REGION_MAX];
+    uint32_t bits = lv_backend_vfio_mapped(&b->be, errnos);
+    lua_newtable(L);
+    if (strcmp(b->be.ops->kind, "vfio"))
+        return 1;
+    for (int i = 0; i < LV_REGION_MAX; i++) {
+        if (bits & (1u << i)) {
+            lua_pushboolean(L, 1);
+            lua_rawseti(L, -2, i);
+        } else if (errnos[i]) {
+            lua_pushinteger(L, errnos[i]);
+            lua_rawseti(L, -2, i);
+        }
+    }
     return 1;
 }
 
@@ -293,8 +319,21 @@ static int lua_window(struct trap_fn *fn, void *ctx, int id, bool write, uint64_
         t->handler_err = 1;
         return -EIO;
     }
-    if (!write)
-        *val = (uint64_t)luaL_optinteger(L, -1, 0);
+    if (!write) {
+        /* never raise from here (we are inside the core's dispatch): a bad result
+         * becomes the handler's error, raised once the core has returned */
+        int isint = 0;
+        lua_Integer r = lua_isnil(L, -1) ? 0 : lua_tointegerx(L, -1, &isint);
+        if (!lua_isnil(L, -1) && !isint) {
+            lua_pushfstring(L, "BAR window handler %d: read returned %s, not an integer", id,
+                            luaL_typename(L, -1));
+            lua_replace(L, -4);
+            lua_pop(L, 2);
+            t->handler_err = 1;
+            return -EIO;
+        }
+        *val = (uint64_t)r;
+    }
     lua_pop(L, 3);
     return 0;
 }
@@ -868,7 +907,7 @@ static int t_tostring(lua_State *L)
 void lv_open_trap(lua_State *L)
 {
     static const luaL_Reg bmethods[] = {
-        {"close", b_close}, {"stats", b_stats}, {"reset", b_reset},
+        {"close", b_close}, {"stats", b_stats}, {"reset", b_reset}, {"mapped", b_mapped},
         {"config_read", b_config_read}, {"region_read", b_region_read}, {NULL, NULL}};
     static const luaL_Reg bmeta[] = {
         {"__gc", b_close}, {"__close", b_close}, {"__tostring", b_tostring}, {NULL, NULL}};

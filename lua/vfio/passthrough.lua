@@ -10,6 +10,7 @@
 --         policy=fn       window policy for a fresh allocator (see vfio.layout)
 --         enable=true     set COMMAND memory/I/O decode after programming BARs
 --         on_event=fn     event callback (else drain with vf:events())
+--         mmap=false      reach mappable BARs with pread/pwrite instead of a mapping
 local core = require "vfio.core"
 local layout = require "vfio.layout"
 local quirks = require "vfio.quirks"
@@ -23,11 +24,13 @@ VF.__name = "vfio.passthrough"
 
 -- Backend over a vfio.open device: regions by their fd offsets; areas the device
 -- object has mapped are passed along when it exposes their address.
-local function vfio_backend(dev)
+local function vfio_backend(dev, opts)
    local regions, irqs = {}, {}
    for i = 0, math.min(dev.num_regions or 0, 9) - 1 do
       local r = dev:region(i)
       local e = { offset = r.offset or 0, size = r.size or 0, flags = r.flags or 0 }
+      -- the backend maps mappable BARs itself (falling back to pread/pwrite)
+      e.mmap = opts.mmap ~= false and i < 7 and (e.flags & 4) ~= 0
       local areas = r.mapped and r:mapped()
       local a = areas and areas[1]
       if a and (a.ptr or a.address) then
@@ -42,24 +45,25 @@ local function vfio_backend(dev)
    return core.vfio_backend(dev:fileno(), regions, irqs, dev.bdf)
 end
 
-local function backend_of(dev)
+local function backend_of(dev, opts)
    local ty = type(dev)
    if ty == "userdata" and tostring(dev):find("^vfio%.backend") then return dev end
    if ty == "string" or (ty == "table" and dev.config and type(dev.config) == "string") then
       return record.backend(dev)
    end
-   if ty == "table" and dev.fileno then return vfio_backend(dev) end
+   if ty == "table" and dev.fileno then return vfio_backend(dev, opts) end
    error("vfio.passthrough: expected a VFIO device, a backend or a recorded fixture", 3)
 end
 
 function passthrough.new(dev, opts)
    opts = opts or {}
-   local be, err, errno = backend_of(dev)
+   local be, err, errno = backend_of(dev, opts)
    if not be then return nil, err, errno end
    local trap
    trap, err, errno = core.trap(be, { pcie = opts.pcie ~= false })
    if not trap then return nil, err, errno end
-   local vf = setmetatable({ trap = trap, backend = be, device = dev, quirks = {} }, VF)
+   local vf = setmetatable({ trap = trap, backend = be, device = dev, quirks = {},
+                             own_backend = be ~= dev }, VF)
    if opts.quirks ~= false then
       vf.quirks, vf.quirk_states = quirks.apply_matching(trap, opts.quirks or nil)
    end
@@ -68,7 +72,7 @@ function passthrough.new(dev, opts)
       local alloc = opts.layout or layout.new { policy = opts.policy, windows = opts.windows }
       local placed
       placed, err = alloc:place(trap:bars())
-      if not placed then trap:close(); return nil, err end
+      if not placed then vf:close(); return nil, err end
       layout.program(trap, placed)
       vf.placement = placed
       if opts.enable then
@@ -97,9 +101,12 @@ function VF:on_event(fn) return self.trap:on_event(fn) end
 function VF:bars() return self.trap:bars() end
 function VF:caps() return self.trap:caps() end
 
+-- Closing unmaps the BARs the backend mapped: a mapping keeps the device file, and
+-- with it the VFIO group, open (the group could not be opened again until the GC ran).
 function VF:close()
    if self.trap then self.trap:close() end
-   self.trap = nil
+   if self.own_backend and self.backend then self.backend:close() end
+   self.trap, self.backend = nil, nil
 end
 VF.__close = VF.close
 

@@ -71,6 +71,27 @@ describe("VFIO backend (pread/pwrite at region offsets)", function()
       unistd.close(fd)
    end)
 
+   it("maps mappable regions itself and falls back to pread where it cannot", function()
+      local fx = fixture.load("edu")
+      local fd, regions, irqs = device_file(fx)
+      regions[0].flags = regions[0].flags | 4                -- mappable
+      regions[0].mmap = true
+      regions[6] = { offset = 6 * STRIDE, size = 0x1000, flags = 1, mmap = true } -- not mappable
+      local be = assert(core.vfio_backend(fd, regions, irqs, "edu (file)"))
+      local m = be:mapped()
+      assert.is_true(m[0])
+      assert.are.equal(22, m[6])                             -- EINVAL: stays on pread
+      local t = assert(core.trap(be))
+      assert.are.equal(0x010000ed, t:bar_read(0, 0, 4))
+      t:bar_write(0, 0x40008, 8, 0x0123456789abcdef)         -- one 8-byte store
+      assert(unistd.lseek(fd, 0x40008, unistd.SEEK_SET))
+      assert.are.equal(string.pack("<I8", 0x0123456789abcdef), unistd.read(fd, 8))
+      assert.are.equal(0x89abcdef, t:bar_read(0, 0x40008, 4))
+      assert.are.equal(0x2345, t:bar_read(0, 0x4000d, 2))    -- unaligned: through pread
+      t:close(); be:close()
+      unistd.close(fd)
+   end)
+
    it("reports a failing pread with the operation and the device", function()
       local fx = fixture.load("edu")
       local fd, regions, irqs = device_file(fx)

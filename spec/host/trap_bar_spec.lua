@@ -150,7 +150,11 @@ describe("trap BARs", function()
       assert.is_nil(t:add_window(0, 0x1080, 0x100, {}))         -- overlaps
       assert.is_nil(t:add_window(0, 0xfff00, 0x200, {}))        -- past the BAR
       t:add_window(0, 0x2000, 4, { read = function() error("boom") end })
-      assert.has_error(function() t:bar_read(0, 0x2000, 4) end, nil)
+      assert.has_error(function() t:bar_read(0, 0x2000, 4) end)
+      t:add_window(0, 0x3000, 4, { read = function() return "x" end })
+      local ok, err = pcall(t.bar_read, t, 0, 0x3000, 4)
+      assert.is_false(ok); assert.matches("not an integer", err)
+      assert.are.equal(0x010000ed, t:bar_read(0, 0, 4))      -- the trap still works
    end)
 
    it("mirrors config space into a BAR window through the trap", function()

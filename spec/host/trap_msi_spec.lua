@@ -151,3 +151,33 @@ describe("trap FLR", function()
       assert.are.equal(0, (d:byte(2) << 8) & 0x8000)
    end)
 end)
+
+describe("trap MSI per-vector masking", function()
+   -- No lab device has a maskable MSI capability, so this uses the edu recording with
+   -- only the per-vector-mask bit of its MSI flags set: a modified recording, not a device.
+   local record = require "vfio.record"
+   local function maskable_edu()
+      local fx = fixture.load("edu")
+      local flags = fixture.cfg(fx, 0x42, 2) | 0x100
+      return fixture.trap(record.patch(fx, 0x42, string.char(flags & 0xff, flags >> 8)))
+   end
+
+   it("emulates mask and pending bits for the vectors offered only", function()
+      local t, be = maskable_edu()
+      local m = assert(t:msi())
+      assert.is_true(m.maskable)
+      assert.are.equal(0x18, t:caps()[1].len)               -- 64-bit + mask/pending
+      t:cfg_write(0x50, 4, 0xffffffff)                      -- mask register (64-bit layout)
+      assert.are.equal(0x1, t:cfg_read(0x50, 4))            -- one vector: one bit
+      assert.are.same({ type = "msi_mask", vector = 0, masked = true, addr = 0, data = 0 },
+                      t:events()[1])
+      t:cfg_write(0x50, 4, 0)
+      assert.is_false(t:events()[1].masked)
+      assert.is_true(t:set_pending("msi", 0, true))
+      assert.are.equal(1, t:cfg_read(0x54, 4))
+      t:cfg_write(0x54, 4, 0)                               -- pending is read-only
+      assert.are.equal(1, t:cfg_read(0x54, 4))
+      assert.is_nil(t:set_pending("msi", 1, true))
+      assert.are.equal(0, be:stats().cfg_writes)
+   end)
+end)

@@ -17,6 +17,7 @@ describe("vfio.passthrough on lab devices", function()
       local dev = open("edu")
       local vf = assert(passthrough(dev, { layout = alloc, enable = true }))
       local base = vf.placement[0].addr
+      assert.is_true(vf.backend:mapped()[0])                     -- BAR0 through its mmap
       local id, claimed = vf:mmio_read(base, 4)
       assert.is_true(claimed)
       assert.are.equal(0x010000ed, id)
@@ -24,6 +25,16 @@ describe("vfio.passthrough on lab devices", function()
       assert.are.equal(0xedcba987, vf:mmio_read(base + 4, 4))   -- edu inverts
       vf:cfg_write(4, 2, 0)                                       -- decode off
       assert.is_false(select(2, vf:mmio_read(base, 4)))
+      vf:close(); dev:close()
+   end)
+
+   it("edu: the pread/pwrite path (mmap=false) sees the same device", function()
+      local dev = open("edu")
+      local vf = assert(passthrough(dev, { layout = false, mmap = false }))
+      assert.is_nil(vf.backend:mapped()[0])
+      assert.are.equal(0x010000ed, vf:bar_read(0, 0, 4))
+      vf:bar_write(0, 4, 4, 0x0f0f0f0f)
+      assert.are.equal(0xf0f0f0f0, vf:bar_read(0, 4, 4))
       vf:close(); dev:close()
    end)
 
