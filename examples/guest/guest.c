@@ -268,6 +268,49 @@ static int find_cap(struct pcidev *p, uint8_t id)
     return 0;
 }
 
+/* The function's identity and capability lists as this guest sees them:
+ *   ID vvvv:dddd class cccccc rev rr    CAP <id> <offset>    ECAP <id> <offset>
+ * (extended capabilities only through ECAM). Bounded walks: a looping list ends. */
+static void print_caps(struct pcidev *p)
+{
+    int b = p->bus, d = p->dev, f = p->fn;
+    uint32_t id = cfg_rd32(b, d, f, 0), cls = cfg_rd32(b, d, f, 8);
+    puts_("ID ");
+    puthexn(id & 0xffff, 4);
+    puts_(":");
+    puthexn(id >> 16, 4);
+    puts_(" class ");
+    puthexn(cls >> 8, 6);
+    puts_(" rev ");
+    puthexn(cls & 0xff, 2);
+    puts_("\n");
+    if (cfg_rd16(b, d, f, 6) & 0x10) {
+        int off = cfg_rd8(b, d, f, 0x34) & 0xfc;
+        for (int n = 0; off && n < 48; n++) {
+            puts_("CAP ");
+            puthexn(cfg_rd8(b, d, f, off), 2);
+            puts_(" ");
+            puthexn((uint32_t)off, 2);
+            puts_("\n");
+            off = cfg_rd8(b, d, f, off + 1) & 0xfc;
+        }
+    }
+    if (!ecam_base)
+        return;
+    int off = 0x100;
+    for (int n = 0; off >= 0x100 && n < 64; n++) {
+        uint32_t h = cfg_rd32(b, d, f, off);
+        if (h == 0 || h == 0xffffffffu)
+            break;
+        puts_("ECAP ");
+        puthexn(h & 0xffff, 4);
+        puts_(" ");
+        puthexn((uint32_t)off, 3);
+        puts_("\n");
+        off = (int)(h >> 20) & 0xffc;
+    }
+}
+
 /* ---- interrupts: IDT, local APIC, 8259 PICs ---- */
 
 struct idt_entry {
@@ -686,6 +729,7 @@ void guest_main(uint32_t magic, uint32_t mbi)
     puthexn(want_device, 4);
     puts_("\n");
     read_bars(&p);
+    print_caps(&p);
     bench_cfg(&p);
     if (want_vendor == 0x1234 && want_device == 0x11e8)
         test_edu(&p);
