@@ -4,7 +4,7 @@
 --   lua5.4 passthrough.lua --device BDF [--guest FILE] [--mem MIB] [--quirk NAME]...
 --                          [--cmdline ARGS] [--timeout S] [--trace] [--plan]
 --
--- --plan prints the layout (BARs with guest addresses, what is mapped and what is
+-- BDF may also be a lab device name (edu, nvme...) inside the lab. --plan prints the layout (BARs with guest addresses, what is mapped and what is
 -- trapped, interrupt wiring, quirks) without starting a VM; --device may then also be a
 -- recorded fixture file (spec/fixtures/*.lua). --trace logs every trapped access (config
 -- and BAR accesses then go through Lua). --quirk NAME applies only the named quirks
@@ -94,6 +94,14 @@ if not o.plan then
          .. "kvm-amd, or run inside the lab: lab/run -- lua5.4 passthrough.lua ...)")
    end
    kvm:close()
+end
+
+-- Inside the lab a device may be named (edu, nvme...): LUAVFIO_LAB_DEVICES lists them.
+if not o.device:find(":", 1, true) and not o.device:match("%.lua$") and os.getenv("LUAVFIO_LAB_DEVICES") then
+   for line in io.lines(os.getenv("LUAVFIO_LAB_DEVICES")) do
+      local bdf, name = line:match("^(%S+) %S+ %S+ %S+ (%S+)")
+      if name == o.device then o.device = bdf break end
+   end
 end
 
 local dev, err, errno
