@@ -2,12 +2,13 @@
 -- passthrough.lua: boot a multiboot guest in a KVM VM with one VFIO device passed through.
 --
 --   lua5.4 passthrough.lua --device BDF [--guest FILE] [--mem MIB] [--quirk NAME]...
---                          [--cmdline ARGS] [--timeout S] [--trace] [--plan]
+--                          [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]
 --
 -- BDF may also be a lab device name (edu, nvme...) inside the lab. --plan prints the layout (BARs with guest addresses, what is mapped and what is
 -- trapped, interrupt wiring, quirks) without starting a VM; --device may then also be a
 -- recorded fixture file (spec/fixtures/*.lua). --trace logs every trapped access (config
--- and BAR accesses then go through Lua). --quirk NAME applies only the named quirks
+-- and BAR accesses then go through Lua). --no-mmap traps every BAR access in C (no BAR
+-- memory slots), like QEMU's vfio-pci x-no-mmap=on. --quirk NAME applies only the named quirks
 -- (repeatable; "none" for none); by default every built-in quirk matching the device.
 -- The guest's debug console output goes to stdout. Exit status: the guest's result
 -- (0 pass, 1 fail, 2 device not found, 3 guest exception), 4 if the guest stopped some
@@ -27,7 +28,7 @@ end
 
 local function usage()
    die(EXIT.usage, "usage: lua5.4 passthrough.lua --device BDF [--guest FILE] [--mem MIB] "
-      .. "[--quirk NAME]... [--cmdline ARGS] [--timeout S] [--trace] [--plan]")
+      .. "[--quirk NAME]... [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]")
 end
 
 local o = { guest = here .. "/build/guest/guest.elf", mem = 64, quirks = {}, timeout = 120 }
@@ -48,6 +49,7 @@ do
       elseif a == "--timeout" then o.timeout = tonumber(value()) or usage()
       elseif a == "--trace" then o.trace = true
       elseif a == "--plan" then o.plan = true
+      elseif a == "--no-mmap" then o.no_mmap = true
       elseif a == "-h" or a == "--help" then usage()
       else die(EXIT.usage, "unknown argument %s (see --help)", a) end
       i = i + 1
@@ -117,7 +119,8 @@ end
 
 local function log(line) io.stderr:write("trace: ", line, "\n") end
 local m
-m, err = machine.new(dev, { quirks = quirk_list, mem_mib = o.mem, trace = o.trace and log or nil })
+m, err = machine.new(dev, { quirks = quirk_list, mem_mib = o.mem, no_mmap = o.no_mmap,
+                           trace = o.trace and log or nil })
 if not m then die(EXIT.setup, "device %s: %s", o.device, tostring(err)) end
 
 local function cleanup()

@@ -34,7 +34,10 @@ local function hex(v) return ("%#x"):format(v) end
 -- Split [0, size) of a BAR into pieces: "map" (mmap-able pages), "trap" (C handled) and
 -- "lua" (quirk windows whose handlers are Lua). Pure: specs check it without a device.
 --   bar = {size=, phys_size=, io=}, o = {mappable=bool, trapped={{off, len}...},
---   lua={{off, len}...}, trace=bool}
+--   lua={{off, len, ro=bool}...}, trace=bool}
+-- A trapped page whose only trapped spans are windows with ro (reads return the
+-- device's value) also gets a "romap" piece: a read-only slot, so reads go straight to
+-- the device and only writes exit (to the "trap"/"lua" pieces over the same bytes).
 function M.split_bar(bar, o)
    local size, page = bar.size, M.PAGE
    local phys = math.min(bar.phys_size or size, size)
@@ -51,18 +54,22 @@ function M.split_bar(bar, o)
    -- which pages must trap: those touching a trapped span, and anything past the
    -- device's region (it reads as zero, no mapping can give that)
    local npages = (size + page - 1) // page
-   local trapped = {}
+   local trapped, romap = {}, {}
    local can_map = o.mappable and not bar.io and size >= page and not o.trace
    for p = 0, npages - 1 do
       local lo, hi = p * page, math.min((p + 1) * page, size)
       local t = not can_map or hi > phys
+      local ro = not t
       for _, s in ipairs(o.trapped or {}) do
-         if s[1] < hi and s[1] + s[2] > lo then t = true end
+         if s[1] < hi and s[1] + s[2] > lo then t, ro = true, false end
       end
       for _, s in ipairs(o.lua or {}) do
-         if s[1] < hi and s[1] + s[2] > lo then t = true end
+         if s[1] < hi and s[1] + s[2] > lo then
+            t = true
+            if not s.ro then ro = false end
+         end
       end
-      trapped[p] = t
+      trapped[p], romap[p] = t, t and ro
    end
    -- walk byte spans: Lua windows first, then the trapped/mapped page kind
    local cuts = { 0, size }
@@ -81,6 +88,9 @@ function M.split_bar(bar, o)
          end
          if o.trace and not kind then kind = "lua" end
          kind = kind or (trapped[a // page] and "trap" or "map")
+         if a % page == 0 and romap[a // page] then
+            pieces[#pieces + 1] = { kind = "romap", off = a, len = math.min(page, size - a) }
+         end
          add(kind, a, b - a)
       end
    end
@@ -89,7 +99,7 @@ end
 
 -- The trapped byte spans of BAR i: MSI-X table and PBA, and quirk windows (mirrors in C,
 -- handlers in Lua).
-local function bar_spans(trap, i)
+local function bar_spans(trap, i, read_through)
    local trapped, lua = {}, {}
    local x = trap:msix()
    if x then
@@ -99,7 +109,7 @@ local function bar_spans(trap, i)
    for _, w in ipairs(core.trap_windows(trap)) do
       if w.bar == i then
          local list = w.lua and lua or trapped
-         list[#list + 1] = { w.off, w.len }
+         list[#list + 1] = { w.off, w.len, ro = read_through[("%d:%d:%d"):format(i, w.off, w.len)] }
       end
    end
    return trapped, lua
@@ -108,7 +118,8 @@ end
 -- M.new(dev, opts) -> machine (no VM yet), or nil, message, errno.
 --   dev      a vfio.open device (or a recorded fixture / backend: plan only)
 --   opts     quirks = list of quirk tables (nil: the built-in ones), trace = fn(line),
---            mem_mib = 64, intx_line = 10
+--            mem_mib = 64, intx_line = 10, no_mmap = true: trap every BAR access
+--            (no memory slots for BARs; QEMU's x-no-mmap)
 function M.new(dev, opts)
    opts = opts or {}
    local vf, err, errno = passthrough.new(dev, { quirks = opts.quirks, enable = true })
@@ -118,6 +129,17 @@ function M.new(dev, opts)
       mem_mib = opts.mem_mib or 64, intx_line = opts.intx_line or M.INTX_LINE,
       pieces = {}, maps = {}, irq = { kind = "none" }, dma = {}, stats = { events = 0, lua = 0 },
    }, Machine)
+   -- quirk windows whose reads are the device's own: their pages can be mapped read-only
+   m.read_through = {}
+   local applied = {}
+   for _, n in ipairs(vf.quirks or {}) do applied[n] = true end
+   for _, q in ipairs(opts.quirks or require("vfio.quirks").load_builtin()) do
+      for _, w in ipairs(applied[q.name] and q.windows or {}) do
+         if w.reads == "device" then
+            m.read_through[("%d:%d:%d"):format(w.bar, w.off, w.len)] = true
+         end
+      end
+   end
    -- what firmware would do: the interrupt line the guest reads names our INTx pin
    if m:intx_pin() ~= 0 then m.trap:cfg_write(0x3c, 1, m.intx_line) end
    m.trap:events() -- programming done by us, not the guest: the VM starts from the state
@@ -151,8 +173,9 @@ function Machine:layout()
       local b = bars[i]
       if b and b.size > 0 and not b.upper then
          local flags = self:region_flags(i)
-         local mappable = flags and (flags & REGION_MMAP) ~= 0 and i < 6 or false
-         local trapped, lua = bar_spans(self.trap, i)
+         local mappable = not self.opts.no_mmap and flags and (flags & REGION_MMAP) ~= 0
+            and i < 6 or false
+         local trapped, lua = bar_spans(self.trap, i, self.read_through)
          local pieces = M.split_bar(b, { mappable = mappable, trapped = trapped, lua = lua,
                                           trace = self.trace ~= nil })
          for _, p in ipairs(pieces) do
@@ -185,9 +208,10 @@ function Machine:plan()
       if e then
          local b = e.bar
          p("BAR%d %s %s size %s at %s%s", i, i == 6 and "rom" or b.io and "io" or (b.is64 and "mem64" or "mem32"),
-           b.prefetch and "prefetch" or "", hex(b.size), hex(b.addr), e.mappable and "" or " (not mmap-able)")
+           b.prefetch and "prefetch" or "", hex(b.size), hex(b.addr), e.mappable and "" or self.opts.no_mmap and " (mmap off)" or " (not mmap-able)")
          for _, piece in ipairs(e.pieces) do
             local what = piece.kind == "map" and "mapped (KVM memory slot)"
+               or piece.kind == "romap" and "mapped read-only (reads direct, writes trapped)"
                or piece.kind == "trap" and "trapped (C dispatch)" or "trapped (Lua handler)"
             p("  +%s..+%s %s", hex(piece.off), hex(piece.off + piece.len - 1), what)
          end
@@ -413,12 +437,15 @@ end
 
 function Machine:add_piece(p)
    local vm = self.vm
-   if p.kind == "map" then
+   if p.kind == "map" or p.kind == "romap" then
       local mp = self:region_map(p.bar)
       if not mp then
+         -- no mapping: a plain piece becomes trapped; a read-only one is covered by
+         -- the trap pieces over the same bytes
+         if p.kind == "romap" then return {} end
          p = setmetatable({ kind = "trap" }, { __index = p })
       else
-         local slot, err = vm:map(p.gpa, p.len, mp:address() + p.off, false, mp)
+         local slot, err = vm:map(p.gpa, p.len, mp:address() + p.off, p.kind == "romap", mp)
          if not slot then return nil, err end
          self:log("map  BAR%d +%#x %#x bytes at %#x (slot %d)", p.bar, p.off, p.len, p.gpa, slot)
          return { slot = slot }

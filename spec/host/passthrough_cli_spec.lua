@@ -30,6 +30,15 @@ describe("vfio.machine.split_bar", function()
       assert.are.same({ "map 0+2000", "trap 2000+2000" }, kinds(p))
    end)
 
+   it("maps a page read-only when its only trapped spans are read-through windows", function()
+      local p = machine.split_bar({ size = 0x2000, phys_size = 0x2000 },
+         { mappable = true, lua = { { 0x80, 0x20, ro = true } } })
+      assert.are.same({ "romap 0+1000", "trap 0+80", "lua 80+20", "trap a0+f60", "map 1000+1000" }, kinds(p))
+      p = machine.split_bar({ size = 0x2000, phys_size = 0x2000 },
+         { mappable = true, lua = { { 0x80, 0x20, ro = true } }, trapped = { { 0x800, 16 } } })
+      assert.are.same({ "trap 0+80", "lua 80+20", "trap a0+f60", "map 1000+1000" }, kinds(p))
+   end)
+
    it("traps what cannot be mapped: I/O BARs, sub-page BARs, bytes past the region", function()
       assert.are.same({ "trap 0+20" }, kinds(machine.split_bar({ size = 0x20, io = true }, { mappable = true })))
       assert.are.same({ "trap 0+800" }, kinds(machine.split_bar({ size = 0x800 }, { mappable = true })))
@@ -55,7 +64,8 @@ describe("passthrough.lua before a VM exists", function()
       assert.are.equal(0, code, out)
       assert.matches("1234:11e8 class 00ff00 %-> guest 00:04%.0", out)
       assert.matches("BAR0 mem32%s+size 0x100000 at 0xc0000000\n", out)
-      assert.matches("  %+0%.%.%+0x7f trapped %(C dispatch%)\n  %+0x80%.%.%+0x9f trapped %(Lua handler%)", out)
+      assert.matches("  %+0%.%.%+0xfff mapped read%-only %(reads direct, writes trapped%)\n"
+         .. "  %+0%.%.%+0x7f trapped %(C dispatch%)\n  %+0x80%.%.%+0x9f trapped %(Lua handler%)", out)
       assert.matches("%+0x1000%.%.%+0xfffff mapped %(KVM memory slot%)", out)
       assert.matches("irq INTx pin A %-> line 10 %(GSI 10%)", out)
       assert.matches("quirks edu%-dma%-guard", out)
