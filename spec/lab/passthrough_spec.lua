@@ -104,7 +104,7 @@ describe("passthrough.lua in the lab", function()
       it("shows the guest " .. name .. "'s IDs, BARs and capabilities as the device has them", function()
          local d = assert(lab.device(name), "lab has no " .. name)
          local want = device_view(d.bdf)
-         local out, code = guest.ours(d.bdf, ("--cmdline 'dev=%s ecam=b0000000'"):format(
+         local out, code = guest.ours(d.bdf, ("--cmdline 'dev=%s ecam=b0000000 caps'"):format(
             want.id))
          assert.are.equal(0, code, out)
          local got = guest_view(out)
