@@ -143,7 +143,8 @@ if okp then
    signal.signal(signal.SIGTERM, on_signal)
 end
 
-local ok, r, why = pcall(m.boot, m, o.guest, { cmdline = o.cmdline, timeout = o.timeout })
+local ok, r, why = pcall(m.boot, m, o.guest, { cmdline = o.cmdline, timeout = o.timeout,
+                                               should_stop = function() return interrupted end })
 local out = m.machine and m.machine:output() or ""
 cleanup()
 io.write(out)

@@ -493,10 +493,12 @@ function Machine:apply_layout()
 end
 
 -- Exits the C side leaves to Lua: Lua quirk windows, everything in --trace mode.
-function Machine:handler()
+function Machine:handler(should_stop)
    local t, me = self.trap, self
-   local host = self.trace and self.host:handler(nil, function() end)
+   local host = self.trace
    return function(x)
+      -- a signal that arrived while Lua ran did not interrupt KVM_RUN: end the run here
+      if should_stop and should_stop() then return false end
       if host then
          local handled, v = me.host:access(x)
          if handled then
@@ -528,7 +530,8 @@ function Machine:after_access()
    if not ok then self:log("event handling failed: %s", tostring(err)) end
 end
 
--- m:boot(path, {cmdline=, timeout=}) -> result table (see vfio.vm boot), or nil, message.
+-- m:boot(path, {cmdline=, timeout=, should_stop=fn}) -> result table (see vfio.vm boot),
+-- or nil, message. should_stop() true ends the run at the next exit that reaches Lua.
 function Machine:boot(path, opts)
    opts = opts or {}
    if not self.vm then
@@ -538,7 +541,7 @@ function Machine:boot(path, opts)
    local me = self
    return self.machine:boot(path, {
       cmdline = opts.cmdline, timeout = opts.timeout,
-      handler = self:handler(),
+      handler = self:handler(opts.should_stop),
       on_stop = function() me:after_access() end,
    })
 end
