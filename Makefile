@@ -2,7 +2,7 @@
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all build setup check check-host check-lab demo lab-shell clean
+.PHONY: all build setup check check-host check-lab demo lab-shell fuzz clean
 
 all: build
 
@@ -29,6 +29,11 @@ demo: setup
 
 lab-shell: setup build
 	@lab/run --interactive
+
+# FUZZ_SECONDS of libFuzzer over the trap core on the recorded lab devices
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	@fuzz/run $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) build-*

@@ -25,8 +25,10 @@ static inline lv_region *region_self(lua_State *L)
     lv_region *r = lua_touserdata(L, 1);
     /* The two metatables pushed here are left on the stack: callers use absolute
      * argument indexes and return only what they push last, so popping would be work. */
+    /* Pointer identity of the class table: the same test as lua_rawequal on two tables,
+     * measurably cheaper on this hot path. */
     if (r && lua_getmetatable(L, 1) && lua_getmetatable(L, -1) &&
-        lua_rawequal(L, -1, lua_upvalueindex(1)))
+        lua_topointer(L, -1) == lua_topointer(L, lua_upvalueindex(1)))
         return r;
     region_typeerror(L);
     return NULL;
@@ -75,7 +77,9 @@ static const char *region_devname(const lv_region *r)
 /* Raises unless [off, off + n) lies inside the region and the access is allowed. */
 static void check_access(lua_State *L, lv_region *r, lua_Integer off, uint64_t n, int write)
 {
-    if (!r->dev || r->dev->fd < 0)
+    if (!r->dev)
+        luaL_error(L, "region %d is closed", (int)r->index);
+    if (r->dev->fd < 0)
         luaL_error(L, "region %d of %s: device is closed", (int)r->index, region_devname(r));
     if (r->err)
         return; /* reported as a system error by the caller */
@@ -358,7 +362,9 @@ static int r_write_from(lua_State *L)
 static int r_map(lua_State *L)
 {
     lv_region *r = region_self(L);
-    if (!r->dev || r->dev->fd < 0)
+    if (!r->dev)
+        luaL_error(L, "region %d is closed", (int)r->index);
+    if (r->dev->fd < 0)
         luaL_error(L, "region %d of %s: device is closed", (int)r->index, region_devname(r));
     if (r->err)
         return region_error(L, r, "map");
@@ -424,6 +430,14 @@ static int r_device(lua_State *L)
 {
     region_self(L);
     lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+/* r:closed() -> true once the region was closed (its device closing does not count:
+ * then accesses say the device is closed). */
+static int r_closed(lua_State *L)
+{
+    lua_pushboolean(L, region_self(L)->dev == NULL);
     return 1;
 }
 
@@ -611,7 +625,7 @@ void lv_open_region(lua_State *L)
         {"write32", r_write32}, {"write64", r_write64}, {"read", r_read},
         {"write", r_write},   {"read_into", r_read_into}, {"write_from", r_write_from},
         {"map", r_map},         {"unmap", r_unmap},
-        {"mapped", r_mapped}, {"device", r_device},   {"close", r_close},
+        {"mapped", r_mapped}, {"device", r_device},   {"closed", r_closed},   {"close", r_close},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"gc_", r_close}, {"__close", r_close}, {"__tostring", r_tostring}, {NULL, NULL}};

@@ -25,23 +25,22 @@ local ENOENT, EACCES, EPERM, ENODEV, EBUSY, EINVAL = 2, 13, 1, 19, 16, 22
 local posix
 local function px()
    if not posix then
-      local ok, p = pcall(require, "posix")
+      local ok, unistd = pcall(require, "posix.unistd")
       if not ok then
          error("vfio: luaposix for Lua 5.4 is required for sysfs access (lab/setup --host)", 3)
       end
+      local fcntl = require "posix.fcntl"
       posix = {
-         readlink = require("posix.unistd").readlink,
-         access = require("posix.unistd").access,
-         write = require("posix.unistd").write,
-         close = require("posix.unistd").close,
-         open = require("posix.fcntl").open,
-         O_WRONLY = require("posix.fcntl").O_WRONLY,
-         O_TRUNC = require("posix.fcntl").O_TRUNC,
+         readlink = unistd.readlink,
+         write = unistd.write,
+         close = unistd.close,
+         open = fcntl.open,
+         O_WRONLY = fcntl.O_WRONLY,
+         O_TRUNC = fcntl.O_TRUNC,
          dir = require("posix.dirent").dir,
          realpath = require("posix.stdlib").realpath,
          stat = require("posix.sys.stat").stat,
       }
-      assert(p)
    end
    return posix
 end
@@ -116,7 +115,7 @@ local function group_blockers(n)
    local dir = ("%s/kernel/iommu_groups/%d/devices"):format(vfio.sysfs, n)
    local list = {}
    local ok, iter = pcall(px().dir, dir)
-   if not ok then return list end
+   if not ok or type(iter) ~= "table" then return list end
    for _, name in ipairs(iter) do
       if name ~= "." and name ~= ".." then
          local drv = link_base(dir .. "/" .. name .. "/driver")
@@ -154,7 +153,9 @@ local function release(g, c)
       end
    end
    if c and (container_users[c] or 0) <= 0 and not c:closed() then
-      if containers[1] == c then containers[1] = nil end
+      for k, cached in pairs(containers) do
+         if cached == c then containers[k] = nil end
+      end
       c:close()
    end
 end
@@ -163,12 +164,18 @@ local function open_group(bdf, n)
    local g = groups[n]
    if g and not g:closed() then return g end
    local path = ("%s/%d"):format(vfio.devdir, n)
+   -- vfio's no-IOMMU mode (enable_unsafe_noiommu_mode) names the node noiommu-N.
+   local unsafe = ("%s/noiommu-%d"):format(vfio.devdir, n)
+   if not px().stat(path) and px().stat(unsafe) then path = unsafe end
    local err, errno
    g, err, errno = core.group(path)
    if not g then
       if errno == EACCES or errno == EPERM then
          return fail(errno, "open %s: no permission on %s: run as root or give your user "
             .. "access to it (chown, or a udev rule for the vfio group)", bdf, path)
+      elseif errno == EBUSY then
+         return fail(errno, "open %s: %s is busy: another process (a VM?) or another part "
+            .. "of this one holds the group open", bdf, path)
       elseif errno == ENOENT then
          return fail(errno, "open %s: %s does not exist: is the vfio-pci module loaded and "
             .. "the device bound to it (vfio.bind)?", bdf, path)
@@ -219,7 +226,11 @@ end
 local function attach(bdf, g)
    local c = g:container()
    if c then return c end
-   local shared = containers[1]
+   -- No-IOMMU groups get the noiommu "IOMMU" and cannot share a container with
+   -- translated groups: they use their own shared container, under key 2.
+   local slot, kind = 1, nil
+   if g:path():match("/noiommu%-%d+$") then slot, kind = 2, "noiommu" end
+   local shared = containers[slot]
    if shared and not shared:closed() and g:set_container(shared) then
       container_users[shared] = (container_users[shared] or 0) + 1
       return shared
@@ -233,7 +244,7 @@ local function attach(bdf, g)
       c:close()
       return nil, ("open %s: %s"):format(bdf, err), errno
    end
-   t, err, errno = c:set_iommu()
+   t, err, errno = c:set_iommu(kind)
    if not t then
       g:unset_container()
       c:close()
@@ -241,7 +252,7 @@ local function attach(bdf, g)
    end
    iommu_type[c] = t
    container_users[c] = 1
-   if not shared or shared:closed() then containers[1] = c end
+   if not shared or shared:closed() then containers[slot] = c end
    return c
 end
 
@@ -268,7 +279,7 @@ function Device:region(i)
          self.num_regions, tostring(i)), 2)
    end
    local r = self._regions[i]
-   if not r then
+   if not r or r:closed() then -- the user may close (or <close>) a region we handed out
       r = self.handle:region(i)
       self._regions[i] = r
    end
@@ -422,7 +433,9 @@ local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end
 function vfio.devices()
    local dir = vfio.sysfs .. "/bus/pci/devices"
    local ok, names = pcall(px().dir, dir)
-   if not ok then return fail(ENOENT, "list %s: %s", dir, tostring(names)) end
+   if not ok or type(names) ~= "table" then
+      return fail(ENOENT, "list %s: %s", dir, tostring(names))
+   end
    local list = {}
    for _, bdf in ipairs(names) do
       if bdf:match(BDF) then
@@ -490,6 +503,11 @@ function vfio.unbind(x, opts)
    end
    return true
 end
+
+-- The virtual function over a device (trap core + layout + quirks) and the recorder that
+-- captures a device into a fixture for the replay backend. Loaded on first use.
+function vfio.passthrough(dev, opts) return require("vfio.passthrough")(dev, opts) end
+function vfio.record(dev, path, opts) return require("vfio.record").record(dev, path, opts) end
 
 -- For tools: the pieces vfio.open uses.
 vfio.resolve = function(x) return resolve(x, 3) end

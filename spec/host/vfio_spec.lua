@@ -156,6 +156,16 @@ describe("vfio.open errors", function()
          .. "give your user access to it", out)
    end)
 
+   it("uses the no-IOMMU group node when that is the one present", function()
+      build { driver = "vfio-pci" }
+      writefile(root .. "/dev/vfio/noiommu-7", "")
+      -- a plain file is no group: the status ioctl fails, naming the node it used
+      local d, err, errno = vfio.open("0000:00:03.0")
+      assert.is_nil(d)
+      assert.matches("^open 0000:00:03.0: VFIO_GROUP_GET_STATUS .*/dev/vfio/noiommu%-7: ", err)
+      assert.are.equal(25, errno)
+   end)
+
    it("names the devices that make a group not viable", function()
       build { driver = "vfio-pci" }
       assert.are.same({ "0000:00:03.1 (snd_hda_intel)" }, vfio._group_blockers(7))
@@ -177,6 +187,15 @@ describe("vfio.devices, vfio.bind, vfio.unbind", function()
          { bdf = "0000:00:03.1", vendor = 0x8086, device = 0x293e, id = "8086:293e",
             class = 0x040300, driver = "snd_hda_intel", group = 7 },
       }, vfio.devices())
+   end)
+
+   it("reports a missing PCI bus directory", function()
+      build()
+      vfio.sysfs = root .. "/nonexistent"
+      local list, err, errno = vfio.devices()
+      assert.is_nil(list)
+      assert.matches("^list .*/nonexistent/bus/pci/devices: ", err)
+      assert.are.equal(2, errno)
    end)
 
    it("binds through driver_override, unbind and drivers_probe", function()

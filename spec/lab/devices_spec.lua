@@ -185,11 +185,21 @@ describe("virtio-net behind its root port", function()
       ok, err, errno = dev.handle:hot_reset({ dev.group, dev.group })
       assert.is_nil(ok)
       assert.are.equal(22, errno)
-      -- With its own group the secondary bus reset runs. QEMU 7.2's pcie-root-port never
-      -- reports Data Link Layer Link Active under TCG, so the kernel's wait for the link
-      -- after the reset fails and it returns ENOTTY; on hardware this returns true.
+      -- With its own group the secondary bus reset runs. After it, Linux waits for Data
+      -- Link Layer Link Active on ports faster than 5 GT/s, which QEMU 7.2's
+      -- pcie-root-port never reports for a cold-plugged device: the kernel then returns
+      -- ENOTTY although the reset happened. With the port at 5 GT/s
+      -- (LUAVFIO_LAB_ARGS="--qemu '-global pcie-root-port.x-speed=5'") it must succeed.
+      local real = require("posix.stdlib").realpath("/sys/bus/pci/devices/" .. dev.bdf)
+      local port = real:match("([^/]+)/[^/]+$")
+      local f = assert(io.open("/sys/bus/pci/devices/" .. port .. "/max_link_speed"))
+      local gts = tonumber(f:read("l"):match("^([%d.]+)"))
+      f:close()
       ok, err, errno = dev:hot_reset()
-      if not ok then
+      if gts <= 5 then
+         assert.is_true(ok, err)
+      else
+         assert.is_nil(ok)
          assert.are.equal(25, errno)
          assert.matches("VFIO_DEVICE_PCI_HOT_RESET " .. dev.bdf, err)
       end

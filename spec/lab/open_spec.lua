@@ -47,6 +47,10 @@ describe("vfio.open", function()
       assert.is_true(bar.readable and bar.writable and bar.mappable)
       assert.is_truthy(dev:region(vfio.REGION.VGA).error)
       assert.are.equal(9, #dev:regions())
+      do
+         local r <close> = dev:region(0)
+      end
+      assert.are.equal(0x010000ed, dev:region(0):read32(0)) -- a fresh one replaces it
       assert.are.equal(1, dev:irq_info(vfio.IRQ.MSI).count)
       assert.are.equal("type1v2", dev.iommu_type)
       assert.is_truthy(dev.container:iommu_info())
@@ -143,6 +147,15 @@ describe("vfio.open", function()
       assert.is_nil(g)
       assert.matches("open group /dev/vfio/" .. d.group, gerr)
       assert.are.equal(16, gerrno)
+      held:close()
+      -- and the other way round: vfio.open explains a group held through the raw API
+      local raw <close> = assert(vfio.core.group(d.group))
+      local dev2, berr, berrno = vfio.open(d.bdf)
+      assert.is_nil(dev2)
+      assert.are.equal(("open %s: /dev/vfio/%d is busy: another process (a VM?) or another "
+         .. "part of this one holds the group open"):format(d.bdf, d.group), berr)
+      assert.are.equal(16, berrno)
+      raw:close()
       assert.has_error(function() vfio.open("not-a-device") end)
       assert.has_error(function() vfio.open(42) end)
    end)

@@ -1,0 +1,50 @@
+local hexdump = require "vfio.hexdump"
+
+local function run(cmd, input)
+   local tmp = os.tmpname()
+   local f = assert(io.open(tmp, "wb")); f:write(input); f:close()
+   local p = io.popen(cmd .. " " .. tmp)
+   local out = p:read("a")
+   p:close()
+   os.remove(tmp)
+   return out
+end
+
+describe("hexdump", function()
+   local bytes = {}
+   for i = 0, 299 do bytes[#bytes + 1] = string.char((i * 37 + 11) % 256) end
+   bytes = table.concat(bytes)
+
+   it("formats like hexdump -C", function()
+      if not io.open("/usr/bin/hexdump") then pending("hexdump(1) is not installed") return end
+      local want = run("hexdump -C", bytes)
+      -- hexdump -C ends with the total length on its own line; we do not print it.
+      want = want:gsub("\n%x+\n$", "")
+      assert.are.equal(want, hexdump(bytes))
+   end)
+
+   it("reads ranges through read(off, n) objects and functions, in chunks", function()
+      local calls = {}
+      local src = { size = #bytes, read = function(_, off, n)
+         calls[#calls + 1] = { off, n }
+         return bytes:sub(off + 1, off + n)
+      end }
+      local text = hexdump(src, 16, 40, { chunk = 16 })
+      assert.are.equal(hexdump.format(bytes:sub(17, 56), 16), text)
+      assert.are.same({ { 16, 16 }, { 32, 16 }, { 48, 8 } }, calls)
+      assert.are.equal(text, hexdump(function(off, n) return bytes:sub(off + 1, off + n) end, 16, 40))
+   end)
+
+   it("shows little-endian words when grouped", function()
+      local line = hexdump("\x78\x56\x34\x12\xef\xbe\xad\xde", 0, nil, { group = 4 })
+      assert.matches("^00000000  12345678 deadbeef", line)
+   end)
+
+   it("reports read failures with where they happened", function()
+      local src = { read = function(_, off) if off >= 32 then return nil, "pread BAR0: Bad address" end
+         return string.rep("\0", 16) end }
+      local v, err = hexdump(src, 0, 64, { chunk = 16 })
+      assert.is_nil(v)
+      assert.matches("Bad address", err)
+   end)
+end)

@@ -1,0 +1,151 @@
+local poke = require "vfio.poke"
+local regs = require "vfio.regs"
+
+local function fake_region()
+   local mem = { [0] = 0x010000ed }
+   local log = {}
+   return {
+      mem = mem, log = log, size = 1 << 20,
+      read32 = function(_, o) log[#log + 1] = { "r", o }; return mem[o] or 0 end,
+      write32 = function(_, o, v) log[#log + 1] = { "w", o, v }; mem[o] = v; return true end,
+      read64 = function(_, o) return mem[o] or 0 end,
+      write64 = function(_, o, v) log[#log + 1] = { "w", o, v }; mem[o] = v; return true end,
+   }
+end
+
+describe("poke.pp", function()
+   it("prints integers in hex and decimal", function()
+      assert.are.equal("0x1f (31)", poke.pp(31))
+      assert.are.equal("-1 (0xffffffffffffffff)", poke.pp(-1))
+      assert.are.equal("1.5", poke.pp(1.5))
+   end)
+
+   it("pretty-prints nested tables with sorted keys and survives cycles", function()
+      local t = { 10, b = { c = true }, a = "x" }
+      t.self = t
+      local s = poke.pp(t)
+      assert.are.equal(table.concat({
+         "{", "  0xa (10),", '  a = "x",', "  b = {", "    c = true,", "  },", "  self = <cycle>,", "}" }, "\n"), s)
+   end)
+
+   it("uses __tostring for objects and hexdumps binary strings", function()
+      local obj = setmetatable({}, { __tostring = function() return "<thing>" end })
+      assert.are.equal("<thing>", poke.pp(obj))
+      assert.are.equal("<3 bytes: 01 02 ff>", poke.pp("\1\2\255"))
+      assert.matches("^<20 bytes>\n00000000  00 01", poke.pp(string.char(table.unpack({ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19 }))))
+   end)
+end)
+
+describe("poke.complete", function()
+   local env, dev
+   before_each(function()
+      dev = fake_region()
+      env = poke.env { edu = regs.bind(dofile("examples/edu_regs.lua"), dev) }
+   end)
+
+   it("completes globals and helpers", function()
+      assert.are.same({ "hexdump" }, poke.complete("hexd", env))
+      assert.are.same({ "print(lspci" }, poke.complete("print(lsp", env))
+   end)
+
+   it("completes module functions and methods through __index chains", function()
+      assert.are.same({ "x = pciids.device", "x = pciids.device_label" }, poke.complete("x = pciids.devi", env))
+      assert.are.same({ "edu.status:wait", "edu.status:write" }, poke.complete("edu.status:w", env))
+      -- a class-style object: methods live in the metatable's __index table's metatable
+      local Base = { hello = function() end }
+      local Mid = setmetatable({ mid = function() end }, { __index = Base })
+      env.o = setmetatable({}, { __index = Mid })
+      assert.are.same({ "o:hello" }, poke.complete("o:he", env))
+      assert.are.same({ "o:mid" }, poke.complete("o:m", env))
+   end)
+
+   it("completes register fields without reading the device", function()
+      local before = #dev.log
+      local c = poke.complete("edu.status.r", env)
+      assert.are.same({ "edu.status.raise_irq", "edu.status.read" }, c)
+      assert.are.equal(before, #dev.log)
+   end)
+end)
+
+describe("poke sessions", function()
+   local out, s, dev
+   before_each(function()
+      out = {}
+      dev = fake_region()
+      s = poke.session(poke.env { edu = regs.bind(dofile("examples/edu_regs.lua"), dev) },
+         function(x) out[#out + 1] = x end)
+   end)
+
+   it("evaluates expressions and statements, keeping state", function()
+      assert.are.equal("ok", s:feed("x = 40"))
+      assert.are.equal("ok", s:feed("x + 2"))
+      assert.are.equal("0x2a (42)\n", out[#out])
+      assert.are.equal("ok", s:feed("=x"))
+      assert.are.equal("0x28 (40)\n", out[#out])
+   end)
+
+   it("continues incomplete chunks", function()
+      assert.are.equal("more", s:feed("function f(a)"))
+      assert.are.equal("more", s:feed("  return a * 2"))
+      assert.are.equal("ok", s:feed("end"))
+      s:feed("f(21)")
+      assert.are.equal("0x2a (42)\n", out[#out])
+   end)
+
+   it("reports errors and carries on", function()
+      assert.are.equal("error", s:feed("error('boom')"))
+      assert.matches("boom", out[#out])
+      assert.are.equal("error", s:feed("1 +* 2"))
+      assert.are.equal("ok", s:feed("1"))
+   end)
+
+   it("reads registers by calling them and writes only on a write call", function()
+      s:feed("edu.id()")
+      assert.are.equal("0x10000ed (16777453)\n", out[#out])
+      s:feed("edu.status")
+      s:feed("edu")
+      s:feed("edu:dump()")
+      for _, e in ipairs(dev.log) do assert.are_not.equal("w", e[1]) end
+      s:feed("edu.liveness(0x12345678)")
+      assert.are.same({ "w", 4, 0x12345678 }, dev.log[#dev.log])
+   end)
+end)
+
+describe("poke discovery", function()
+   it("normalizes PCI addresses", function()
+      assert.are.equal("0000:00:03.0", poke.bdf("00:03.0"))
+      assert.are.equal("0000:00:1f.7", poke.bdf("0000:00:1F.7"))
+      assert.has_error(function() poke.bdf("3.0") end)
+   end)
+
+   it("lists the same functions and ids as lspci -n", function()
+      local p = io.popen("lspci -n -D 2>/dev/null")
+      local want = {}
+      for line in p:lines() do
+         local bdf, class, ids = line:match("^(%S+) (%x+): (%x+:%x+)")
+         if bdf then want[#want + 1] = { bdf, ids, class } end
+      end
+      p:close()
+      if #want == 0 then pending("lspci lists nothing here") return end
+      local got = {}
+      for _, d in ipairs(poke.devices()) do
+         got[#got + 1] = { d.bdf, string.format("%04x:%04x", d.vendor, d.device),
+            string.format("%04x", d.class >> 8) }
+      end
+      assert.are.same(want, got)
+   end)
+
+   it("decodes a function from sysfs like lspci -vvv", function()
+      local list = poke.devices()
+      if #list == 0 then pending("no PCI devices") return end
+      local lspci = require "support.lspci"
+      for _, d in ipairs(list) do
+         local info = assert(poke.lspci(d.bdf))
+         local p = io.popen("lspci -vvv -s " .. d.bdf .. " 2>/dev/null")
+         local text = p:read("a")
+         p:close()
+         local diffs = lspci.compare(info, text)
+         assert.are.same({}, diffs)
+      end
+   end)
+end)
