@@ -25,7 +25,7 @@ check-lab: build
 
 demo: setup
 	@$(MAKE) --no-print-directory build
-	@lab/run -- lua5.4 examples/edu_tour.lua
+	@lab/run -- sh -c 'lua5.4 passthrough.lua --device edu --plan && echo && lua5.4 passthrough.lua --device edu && echo && lua5.4 examples/edu_tour.lua'
 
 lab-shell: setup build
 	@lab/run --interactive

@@ -11,4 +11,5 @@
     X(kvm)            \
     X(vcpu)           \
     X(pcihost)         \
-    X(trap)
+    X(trap)           \
+    X(trap_kvm)

@@ -9,6 +9,7 @@
  * it): 0 pass, 1 fail, 2 device not found, 3 unexpected exception.
  * Command line (multiboot): "dev=VVVV:DDDD" selects another device to look for;
  * "ecam=XXXXXXXX" (8 hex digits) uses ECAM at that address instead of CF8/CFC;
+ * "caps" prints the function's ID and capability lists (ID, CAP, ECAP lines);
  * "irqtest=N" tests a VMM's interrupt wiring instead: with the LAPIC and PIC set up it
  * writes 1 to SYNC_PORT, expects MSI vector 0x40 (fixed, APIC 0), writes 2, expects PIC
  * line N, and reports TEST msi_route / TEST intx_route. */
@@ -266,6 +267,49 @@ static int find_cap(struct pcidev *p, uint8_t id)
         off = cfg_rd8(p->bus, p->dev, p->fn, off + 1) & 0xfc;
     }
     return 0;
+}
+
+/* With "caps": the function's identity and capability lists as this guest sees them:
+ *   ID vvvv:dddd class cccccc rev rr    CAP <id> <offset>    ECAP <id> <offset>
+ * (extended capabilities only through ECAM). Bounded walks: a looping list ends. */
+static void print_caps(struct pcidev *p)
+{
+    int b = p->bus, d = p->dev, f = p->fn;
+    uint32_t id = cfg_rd32(b, d, f, 0), cls = cfg_rd32(b, d, f, 8);
+    puts_("ID ");
+    puthexn(id & 0xffff, 4);
+    puts_(":");
+    puthexn(id >> 16, 4);
+    puts_(" class ");
+    puthexn(cls >> 8, 6);
+    puts_(" rev ");
+    puthexn(cls & 0xff, 2);
+    puts_("\n");
+    if (cfg_rd16(b, d, f, 6) & 0x10) {
+        int off = cfg_rd8(b, d, f, 0x34) & 0xfc;
+        for (int n = 0; off && n < 48; n++) {
+            puts_("CAP ");
+            puthexn(cfg_rd8(b, d, f, off), 2);
+            puts_(" ");
+            puthexn((uint32_t)off, 2);
+            puts_("\n");
+            off = cfg_rd8(b, d, f, off + 1) & 0xfc;
+        }
+    }
+    if (!ecam_base)
+        return;
+    int off = 0x100;
+    for (int n = 0; off >= 0x100 && n < 64; n++) {
+        uint32_t h = cfg_rd32(b, d, f, off);
+        if (h == 0 || h == 0xffffffffu)
+            break;
+        puts_("ECAP ");
+        puthexn(h & 0xffff, 4);
+        puts_(" ");
+        puthexn((uint32_t)off, 3);
+        puts_("\n");
+        off = (int)(h >> 20) & 0xffc;
+    }
 }
 
 /* ---- interrupts: IDT, local APIC, 8259 PICs ---- */
@@ -605,9 +649,14 @@ static void irqtest(int line)
     finish(failures ? EXIT_FAIL : EXIT_PASS);
 }
 
+static int show_caps;
+
 static void parse_cmdline(const char *s)
 {
     for (int i = 0; s[i] && i < 4096; i++) {
+        if ((i == 0 || s[i - 1] == ' ') && s[i] == 'c' && s[i + 1] == 'a' && s[i + 2] == 'p' &&
+            s[i + 3] == 's' && (s[i + 4] == 0 || s[i + 4] == ' '))
+            show_caps = 1;
         if (s[i] == 'e' && s[i + 1] == 'c' && s[i + 2] == 'a' && s[i + 3] == 'm' &&
             s[i + 4] == '=') {
             uint16_t hi, lo;
@@ -686,6 +735,8 @@ void guest_main(uint32_t magic, uint32_t mbi)
     puthexn(want_device, 4);
     puts_("\n");
     read_bars(&p);
+    if (show_caps)
+        print_caps(&p);
     bench_cfg(&p);
     if (want_vendor == 0x1234 && want_device == 0x11e8)
         test_edu(&p);

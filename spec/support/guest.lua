@@ -17,13 +17,25 @@ function M.parse(out)
    return r
 end
 
+-- The guest under passthrough.lua (this tree's): output (debug console, then the
+-- script's stderr) and exit status. args: extra command line arguments (a string).
+function M.ours(bdf, args)
+   local p = assert(io.popen(("lua5.4 passthrough.lua --device %s --guest %s %s 2>&1"):format(
+      bdf, M.ELF, args or "")))
+   local out = p:read("a")
+   local _, _, code = p:close()
+   return out, code
+end
+
 -- The guest under QEMU's own vfio-pci (lab/oracle --kernel, nested KVM in the lab): the
 -- reference VMM. Returns the guest's debug output and its exit code (0 pass, 1 fail,
 -- 2 no device; 124/125 from lab/oracle when QEMU or the guest did not finish).
+-- opts: cmdline = guest command line, vfio_opts = extra vfio-pci properties, timeout.
 function M.qemu_vfio(bdf, opts)
    opts = opts or {}
-   local cmd = ("lab/oracle --kernel %s --timeout %d%s %s 2>&1"):format(M.ELF, opts.timeout or 120,
-      opts.cmdline and (" --append '" .. opts.cmdline .. "'") or "", bdf)
+   local cmd = ("lab/oracle --kernel %s --timeout %d%s%s %s 2>&1"):format(M.ELF, opts.timeout or 120,
+      opts.cmdline and (" --append '" .. opts.cmdline .. "'") or "",
+      opts.vfio_opts and (" --vfio-opts '" .. opts.vfio_opts .. "'") or "", bdf)
    local p = assert(io.popen(cmd))
    local out = p:read("a")
    local _, _, code = p:close()

@@ -24,7 +24,7 @@ return {
    description = "drop edu DMA commands outside the device buffer (edu would abort QEMU)",
    match = { vendor = 0x1234, device = 0x11e8 },
    windows = { {
-      bar = 0, off = 0x80, len = 0x20,
+      bar = 0, off = 0x80, len = 0x20, reads = "device",
       read = function(q, off, size) return q.trap:device_read(0, 0x80 + off, size) end,
       write = function(q, off, size, v)
          local r = regs(q)

@@ -11,7 +11,9 @@
 --   bar_size = {[bar] = size}
 --   relocate_msix = {bar = "unused" | n}
 --   windows = {{bar=, off=, len=, read=fn(q, off, size), write=fn(q, off, size, v)}}
---           q = {trap=, state={}, quirk=}; handlers run per access
+--           q = {trap=, state={}, quirk=}; handlers run per access;
+--           reads = "device" says reads return the device's own value (a VMM may
+--           then let guest reads reach the BAR directly and trap only writes)
 --   mirror = {{bar=, off=, len=, cfg_off=}}
 -- Actions are applied in the order above so later ones see earlier results.
 local quirks = {}

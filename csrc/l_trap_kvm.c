@@ -1,0 +1,194 @@
+/* Glue between the trap core (vfio.trap) and the KVM run loop, so a guest's config and
+ * trapped BAR accesses are answered in C without reaching Lua:
+ *   - the "vfio.trap" metatable gets __pci_cfg (C host bridge functions, pcihost.h) and
+ *     __kvm_io (handled ranges, kvm.h); the opaque pointer is the trap's userdata block,
+ *     whose first member is its struct trap_fn;
+ *   - core.trap_windows(trap): the BAR windows quirks installed, so the VM layer can leave
+ *     Lua-handled ones out of the C ranges (their handlers need a Lua call frame);
+ *   - core.mmap(fd, offset, size, writable) -> vfio.mmap: a shared mapping of a device
+ *     region whose address can back a KVM memory slot (vm:map). */
+#include "lv.h"
+#include "kvm.h"
+#include "pcihost.h"
+#include "trap.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+#define TRAP_T "vfio.trap"
+#define MMAP_T "vfio.mmap"
+
+/* A closed backend has no ops: the function then answers like an absent one. */
+static struct trap_fn *live_fn(void *opaque)
+{
+    struct trap_fn *fn = opaque;
+    return fn && fn->be && fn->be->ops ? fn : NULL;
+}
+
+static int cfg_read(void *opaque, uint32_t off, uint32_t len, uint32_t *val)
+{
+    struct trap_fn *fn = live_fn(opaque);
+    if (!fn)
+        return -ENODEV;
+    return trap_cfg_read(fn, off, len, val);
+}
+
+static int cfg_write(void *opaque, uint32_t off, uint32_t len, uint32_t val)
+{
+    struct trap_fn *fn = live_fn(opaque);
+    if (!fn)
+        return -ENODEV;
+    int rc = trap_cfg_write(fn, off, len, val);
+    if (rc < 0)
+        return rc;
+    return fn->ev_count ? LV_PCI_CFG_EVENT : 0;
+}
+
+static const struct lv_pci_cfg_ops trap_cfg_ops = {.read = cfg_read, .write = cfg_write};
+
+/* True if [addr, addr+len) touches a Lua-handled window of the BAR decoding it. Those
+ * handlers run on the trap method's Lua frame, which the run loop does not have. */
+static bool hits_lua_window(const struct trap_fn *fn, bool io, uint64_t addr, uint32_t len)
+{
+    for (unsigned i = 0; i < TRAP_NBARS; i++) {
+        const struct trap_bar *b = &fn->bars[i];
+        if (!b->size || b->upper || b->mapped == TRAP_UNMAPPED || b->io != io ||
+            addr < b->mapped || addr - b->mapped >= b->size)
+            continue;
+        uint64_t off = addr - b->mapped;
+        for (unsigned w = 0; w < fn->nwindows; w++) {
+            const struct trap_window *win = &fn->windows[w];
+            if (win->bar == i && win->kind == WIN_HANDLER && off < win->off + win->len &&
+                off + len > win->off)
+                return true;
+        }
+        return false;
+    }
+    return false;
+}
+
+static int io_access(void *opaque, int space, uint64_t addr, uint8_t *data, unsigned size,
+                     int is_write)
+{
+    struct trap_fn *fn = live_fn(opaque);
+    bool io = space == LV_KVM_PIO;
+    if (!fn || !(size == 1 || size == 2 || size == 4 || size == 8) ||
+        hits_lua_window(fn, io, addr, size))
+        return LV_KVM_IO_DONE;   /* reads stay all ones, writes are dropped */
+    uint64_t v = 0;
+    for (unsigned i = 0; is_write && i < size; i++)
+        v |= (uint64_t)data[i] << (8 * i);
+    int rc = trap_addr_access(fn, io, addr, size, is_write, &v);
+    if (!is_write && rc >= 0)
+        for (unsigned i = 0; i < size; i++)
+            data[i] = (uint8_t)(v >> (8 * i));
+    return fn->ev_count ? LV_KVM_IO_STOP : LV_KVM_IO_DONE;
+}
+
+static const struct lv_kvm_io_ops trap_io_ops = {.access = io_access, .release = NULL};
+
+/* core.trap_windows(trap) -> list of {bar=, off=, len=, lua=bool} */
+static int l_trap_windows(lua_State *L)
+{
+    struct trap_fn *fn = luaL_checkudata(L, 1, TRAP_T);
+    lua_createtable(L, (int)fn->nwindows, 0);
+    for (unsigned i = 0; i < fn->nwindows && i < TRAP_WINDOWS_MAX; i++) {
+        const struct trap_window *w = &fn->windows[i];
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, w->bar);
+        lua_setfield(L, -2, "bar");
+        lua_pushinteger(L, (lua_Integer)w->off);
+        lua_setfield(L, -2, "off");
+        lua_pushinteger(L, (lua_Integer)w->len);
+        lua_setfield(L, -2, "len");
+        lua_pushboolean(L, w->kind == WIN_HANDLER);
+        lua_setfield(L, -2, "lua");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* ---- vfio.mmap ---- */
+
+struct l_mmap {
+    void *p;
+    size_t len;
+};
+
+/* core.mmap(fd, offset, size [, writable]) -> vfio.mmap | nil, message, errno */
+static int l_mmap_new(lua_State *L)
+{
+    int fd = (int)lv_checkrange(L, 1, 0, 0x7fffffff);
+    lua_Integer off = lv_checkrange(L, 2, 0, INT64_MAX);
+    lua_Integer len = lv_checkrange(L, 3, 1, (lua_Integer)1 << 40);
+    int prot = PROT_READ | (lua_isnoneornil(L, 4) || lua_toboolean(L, 4) ? PROT_WRITE : 0);
+    struct l_mmap *m = lv_newobject(L, sizeof *m, MMAP_T, 0);
+    void *p = mmap(NULL, (size_t)len, prot, MAP_SHARED, fd, (off_t)off);
+    if (p == MAP_FAILED)
+        return lv_syserrorf(L, errno, "mmap", "fd %d offset 0x%llx size 0x%llx", fd,
+                            (unsigned long long)off, (unsigned long long)len);
+    m->p = p;
+    m->len = (size_t)len;
+    return 1;
+}
+
+static struct l_mmap *checkmmap(lua_State *L)
+{
+    struct l_mmap *m = luaL_checkudata(L, 1, MMAP_T);
+    if (!m->p)
+        luaL_error(L, "vfio.mmap is closed");
+    return m;
+}
+
+static int l_mmap_address(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)(uintptr_t)checkmmap(L)->p);
+    return 1;
+}
+
+static int l_mmap_size(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)checkmmap(L)->len);
+    return 1;
+}
+
+/* Only after the KVM slot using it is gone (vm:map keeps this object alive until then). */
+static int l_mmap_close(lua_State *L)
+{
+    struct l_mmap *m = luaL_checkudata(L, 1, MMAP_T);
+    if (m->p)
+        munmap(m->p, m->len);
+    m->p = NULL;
+    return 0;
+}
+
+static int l_mmap_tostring(lua_State *L)
+{
+    struct l_mmap *m = luaL_checkudata(L, 1, MMAP_T);
+    if (m->p)
+        lua_pushfstring(L, "vfio.mmap (%p, %I bytes)", m->p, (lua_Integer)m->len);
+    else
+        lua_pushliteral(L, "vfio.mmap (closed)");
+    return 1;
+}
+
+void lv_open_trap_kvm(lua_State *L)
+{
+    if (luaL_getmetatable(L, TRAP_T) == LUA_TTABLE) {
+        lua_pushlightuserdata(L, (void *)&trap_cfg_ops);
+        lua_setfield(L, -2, LV_PCI_CFG_FIELD);
+        lua_pushlightuserdata(L, (void *)&trap_io_ops);
+        lua_setfield(L, -2, LV_KVM_IO_FIELD);
+    }
+    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {{"address", l_mmap_address}, {"size", l_mmap_size},
+                                       {"close", l_mmap_close}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", l_mmap_close}, {"__close", l_mmap_close},
+                                    {"__tostring", l_mmap_tostring}, {NULL, NULL}};
+    lv_newclass(L, MMAP_T, methods, meta);
+    lua_pushcfunction(L, l_trap_windows);
+    lua_setfield(L, -2, "trap_windows");
+    lua_pushcfunction(L, l_mmap_new);
+    lua_setfield(L, -2, "mmap");
+}
