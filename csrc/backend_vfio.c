@@ -4,6 +4,7 @@
  * the device sees the same width the guest used. The fd and mappings are borrowed: the
  * device object from vfio.core owns and closes them. */
 #include "backend.h"
+#include "vfio_impl.h" /* vfio_pread_all, vfio_pwrite_all */
 
 #include <errno.h>
 #include <stdlib.h>
@@ -16,38 +17,6 @@ struct vfio_be {
     struct lv_vfio_region regions[LV_REGION_MAX];
     struct lv_irq_info irqs[LV_IRQ_MAX];
 };
-
-static int full_pread(int fd, void *buf, size_t len, uint64_t off)
-{
-    while (len) {
-        ssize_t n = pread(fd, buf, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO;
-        buf = (uint8_t *)buf + n, len -= (size_t)n, off += (uint64_t)n;
-    }
-    return 0;
-}
-
-static int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
-{
-    while (len) {
-        ssize_t n = pwrite(fd, buf, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO;
-        buf = (const uint8_t *)buf + n, len -= (size_t)n, off += (uint64_t)n;
-    }
-    return 0;
-}
 
 /* Device memory wants one access of the guest's width, not a byte-wise memcpy. */
 static void mmio_load(volatile void *p, void *buf, uint32_t len)
@@ -102,7 +71,7 @@ static int v_region_read(void *ctx, unsigned idx, uint64_t off, void *buf, uint3
         mmio_load(p, buf, len);
         return 0;
     }
-    return full_pread(v->fd, buf, len, v->regions[idx].offset + off);
+    return vfio_pread_all(v->fd, buf, len, v->regions[idx].offset + off);
 }
 
 static int v_region_write(void *ctx, unsigned idx, uint64_t off, const void *buf, uint32_t len)
@@ -116,7 +85,7 @@ static int v_region_write(void *ctx, unsigned idx, uint64_t off, const void *buf
         mmio_store(p, buf, len);
         return 0;
     }
-    return full_pwrite(v->fd, buf, len, v->regions[idx].offset + off);
+    return vfio_pwrite_all(v->fd, buf, len, v->regions[idx].offset + off);
 }
 
 static int v_cfg_read(void *ctx, uint32_t off, void *buf, uint32_t len)
