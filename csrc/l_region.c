@@ -325,9 +325,8 @@ static lv_dmabuf *buf_range(lua_State *L, int arg, lua_Integer boff, lua_Integer
     return b;
 }
 
-/* r:read_into(off, n, buf, buf_off) -> true | nil, msg, errno: region to DMA buffer
- * without building a Lua string. */
-static int r_read_into(lua_State *L)
+/* Region <-> DMA buffer without building a Lua string; `write` picks the direction. */
+static int transfer_dmabuf(lua_State *L, int write)
 {
     lv_region *r = region_self(L);
     lua_Integer off = luaL_checkinteger(L, 2), n = luaL_checkinteger(L, 3);
@@ -335,26 +334,17 @@ static int r_read_into(lua_State *L)
     if (n < 0)
         luaL_argerror(L, 3, "negative length");
     lv_dmabuf *b = buf_range(L, 4, boff, n);
-    check_access(L, r, off, (uint64_t)n, 0);
+    check_access(L, r, off, (uint64_t)n, write);
     if (r->err)
-        return region_error(L, r, "read");
-    return copy_pieces(L, r, (uint64_t)off, b->ptr + boff, (uint64_t)n, 0);
+        return region_error(L, r, write ? "write" : "read");
+    return copy_pieces(L, r, (uint64_t)off, b->ptr + boff, (uint64_t)n, write);
 }
 
-/* r:write_from(off, n, buf, buf_off) -> true | nil, msg, errno */
-static int r_write_from(lua_State *L)
-{
-    lv_region *r = region_self(L);
-    lua_Integer off = luaL_checkinteger(L, 2), n = luaL_checkinteger(L, 3);
-    lua_Integer boff = luaL_optinteger(L, 5, 0);
-    if (n < 0)
-        luaL_argerror(L, 3, "negative length");
-    lv_dmabuf *b = buf_range(L, 4, boff, n);
-    check_access(L, r, off, (uint64_t)n, 1);
-    if (r->err)
-        return region_error(L, r, "write");
-    return copy_pieces(L, r, (uint64_t)off, b->ptr + boff, (uint64_t)n, 1);
-}
+/* r:read_into(off, n, buf, buf_off) -> true | nil, msg, errno: region to DMA buffer. */
+static int r_read_into(lua_State *L) { return transfer_dmabuf(L, 0); }
+
+/* r:write_from(off, n, buf, buf_off) -> true | nil, msg, errno: DMA buffer to region. */
+static int r_write_from(lua_State *L) { return transfer_dmabuf(L, 1); }
 
 /* r:map() -> true, number of mapped areas | nil, msg, errno. Maps only what the kernel
  * allows: the sparse areas when the region has them, else the whole region. Accesses
