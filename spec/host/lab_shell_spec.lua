@@ -25,11 +25,12 @@ describe("lab/run --interactive #noasan", function()
       local status = os.tmpname()
       os.execute(("tmux new-session -d -s %s -x 120 -y 30 'lab/run --interactive --no-defaults " ..
          "--device edu --timeout 120; echo $? > %s; sleep 60'"):format(session, status))
-      wait_for(session, "root@lab:" .. root:gsub("%p", "%%%0") .. "#", 90)
+      wait_for(session, "root@lab:[^\n]*# ", 90)
       os.execute("tmux send-keys -t " .. session ..
-         " 'echo answer=$((6*7)); cut -d\" \" -f5 $LUAVFIO_LAB_DEVICES; tty' Enter")
+         " 'echo answer=$((6*7)); echo at=$(pwd); cut -d\" \" -f5 $LUAVFIO_LAB_DEVICES; tty' Enter")
       local screen = wait_for(session, "/dev/ttyS0", 30)
       assert.matches("answer=42", screen)
+      assert.matches("at=" .. root:gsub("%p", "%%%0") .. "\n", screen)
       assert.matches("\nedu\n", screen)
       os.execute("tmux send-keys -t " .. session .. " 'exit 3' Enter")
       for _ = 1, 60 do
