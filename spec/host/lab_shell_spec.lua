@@ -25,7 +25,7 @@ describe("lab/run --interactive #noasan", function()
       local status = os.tmpname()
       os.execute(("tmux new-session -d -s %s -x 120 -y 30 'lab/run --interactive --no-defaults " ..
          "--device edu --timeout 120; echo $? > %s; sleep 60'"):format(session, status))
-      wait_for(session, "root@lab:[^\n]*# ", 90)
+      wait_for(session, "root@lab:[^\n]*#", 90) -- capture-pane trims the trailing space
       os.execute("tmux send-keys -t " .. session ..
          " 'echo answer=$((6*7)); echo at=$(pwd); cut -d\" \" -f5 $LUAVFIO_LAB_DEVICES; tty' Enter")
       local screen = wait_for(session, "/dev/ttyS0", 30)
