@@ -70,7 +70,10 @@ local function trap_bars(vf)
    return out
 end
 
-describe("lab/oracle (QEMU vfio-pci nested under KVM)", function()
+-- #nested: spec/run gives this file a lab boot of its own. Run after the other lab specs in
+-- one boot, the nested Linux guest sometimes froze the whole lab guest (about 1 run in 3;
+-- cause not found yet); in a fresh boot it has not.
+describe("lab/oracle (QEMU vfio-pci nested under KVM) #nested", function()
    local seen
    setup(function()
       assert.is_true(lab.inside, "run me with lab/run")
