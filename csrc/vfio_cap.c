@@ -73,3 +73,9 @@ int vfio_info_ioctl(int fd, unsigned long req, size_t minsz, void **bufp,
     }
     return -EPROTO;
 }
+
+uint32_t vfio_cap_entries(size_t avail, size_t fixed, size_t elem, uint32_t declared)
+{
+    size_t fit = (avail - fixed) / elem;
+    return declared < fit ? declared : (uint32_t)fit;
+}

@@ -41,9 +41,7 @@ static int iommu_cap(const void *cap, size_t avail, uint16_t id, uint16_t versio
         if (avail < sizeof c)
             return 0;
         memcpy(&c, cap, sizeof c);
-        /* Trust nr_iovas only as far as the bytes present. */
-        size_t fit = (avail - sizeof c) / sizeof(struct vfio_iova_range);
-        uint32_t n = c.nr_iovas < fit ? c.nr_iovas : (uint32_t)fit;
+        uint32_t n = vfio_cap_entries(avail, sizeof c, sizeof(struct vfio_iova_range), c.nr_iovas);
         free(d->ranges);
         d->ranges = calloc(n ? n : 1, sizeof *d->ranges);
         if (!d->ranges) {

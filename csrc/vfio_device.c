@@ -33,8 +33,8 @@ static int region_cap(const void *cap, size_t avail, uint16_t id, uint16_t versi
         if (avail < sizeof c)
             return 0;
         memcpy(&c, cap, sizeof c);
-        size_t fit = (avail - sizeof c) / sizeof(struct vfio_region_sparse_mmap_area);
-        uint32_t n = c.nr_areas < fit ? c.nr_areas : (uint32_t)fit;
+        uint32_t n = vfio_cap_entries(avail, sizeof c, sizeof(struct vfio_region_sparse_mmap_area),
+                                      c.nr_areas);
         free(d->sparse);
         d->sparse = calloc(n ? n : 1, sizeof *d->sparse);
         if (!d->sparse) {

@@ -22,6 +22,11 @@ typedef int (*vfio_cap_fn)(const void *cap, size_t avail, uint16_t id, uint16_t 
  * (capabilities visited before the fault were still reported). */
 int vfio_cap_walk(const void *buf, size_t bufsz, uint32_t first, vfio_cap_fn fn, void *ctx);
 
+/* A capability with a fixed part of `fixed` bytes followed by `declared` entries of `elem`
+ * bytes: how many entries lie inside the `avail` bytes present (avail >= fixed). The
+ * declared count is trusted only as far as the buffer holds. */
+uint32_t vfio_cap_entries(size_t avail, size_t fixed, size_t elem, uint32_t declared);
+
 /* Issue an INFO ioctl whose struct starts with argsz and grows when the kernel reports a
  * larger argsz (capability chains). `*bufp` is malloc'ed (caller frees); `minsz` is the
  * fixed struct size, `init` fills the request fields after argsz (may be NULL).
