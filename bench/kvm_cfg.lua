@@ -30,6 +30,7 @@ end
 
 local c = run("c-cf8")
 local results = { { "C host, CF8/CFC", c }, { "C host, ECAM", run("c-ecam") }, { "Lua host, CF8/CFC", run("lua") } }
+if os.getenv("LUAVFIO_LAB_KERNEL") then print("lab kernel " .. os.getenv("LUAVFIO_LAB_KERNEL")) end
 print(("%-20s %12s %8s"):format("config read via", "cycles", "vs C/CF8"))
 for _, r in ipairs(results) do
    print(("%-20s %12d %8.2f"):format(r[1], r[2], r[2] / c))

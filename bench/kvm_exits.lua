@@ -48,6 +48,7 @@ assert(n == N)
 local r = measure(0x80, function() end, function(cpu)
    repeat local e = cpu:run() until e.reason == "hlt"
 end)
+if os.getenv("LUAVFIO_LAB_KERNEL") then print("lab kernel " .. os.getenv("LUAVFIO_LAB_KERNEL")) end
 print(("exits: %d per case"):format(N))
 print(("C range:        %8.2f us/exit"):format(c / N * 1e6))
 print(("Lua handler:    %8.2f us/exit  (%.2fx C)"):format(h / N * 1e6, h / c))

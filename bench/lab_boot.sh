@@ -10,5 +10,6 @@ measure() {
   printf '%-14s boot to COMMAND %5.2f s   whole run %5.2f s\n' "$label" \
     "$(echo "($t1 - $t0) / 1000000000" | bc -l)" "$(echo "($t2 - $t0) / 1000000000" | bc -l)"
 }
+echo "lab kernel $(cat "$(. lab/cache.sh; echo "$cache")/lab/kernel/version")"
 for i in 1 2 3; do label="defaults"; measure; done
 for i in 1 2 3; do label="no-defaults"; measure --no-defaults; done

@@ -85,6 +85,7 @@ local t_bulk, t_into, t_str, t_memcpy =
    t.bulk / bulk_n, t.into / bulk_n, t.str / bulk_n, t.memcpy / bulk_n
 
 local function ns(t, n) return t / n * 1e9 end
+if os.getenv("LUAVFIO_LAB_KERNEL") then print("lab kernel " .. os.getenv("LUAVFIO_LAB_KERNEL")) end
 print(("region access benchmark, %s, %d iterations"):format(where, N))
 print(("  empty Lua->C call floor   %8.1f ns"):format(ns(t_floor, N)))
 print(("  mapped read32 (local fn)  %8.1f ns   %.2fx floor"):format(ns(t_mfun, N),

@@ -62,6 +62,7 @@ local function ratio(a, b, m)
    return ("%.2f"):format(a[m] / b[m])
 end
 
+if os.getenv("LUAVFIO_LAB_KERNEL") then print("lab kernel " .. os.getenv("LUAVFIO_LAB_KERNEL")) end
 print(("edu %s, guest %s, median of %d run(s); TSC cycles per operation"):format(edu.bdf, guest.ELF, runs))
 print(("%-14s %9s %9s %9s %9s %9s | %7s %7s %7s"):format("", "QEMU", "QEMU-trap", "ours",
    "ours-trap", "ours-map", "trapped", "mapped", "default"))

@@ -7,6 +7,11 @@ local function run(cmd)
    return code, out
 end
 
+-- One word for /bin/sh, whatever it holds.
+local function quote(word)
+   return "'" .. word:gsub("'", "'\\''") .. "'"
+end
+
 describe("lab/run #noasan", function()
    it("rejects an unknown device model before booting", function()
       local code, out = run("lab/run --device no-such-model -- true")
@@ -64,5 +69,100 @@ describe("lab/run #noasan", function()
       assert.are.equal(124, code)
       assert.matches("timed out after 4s", out)
       assert.is_true(os.time() - t0 < 30)
+   end)
+
+   it("passes every argument of COMMAND unchanged", function()
+      local words = { "plain", "two words", "new\nline", "", "'single'", '"double"', "$HOME",
+         "a;b", "*", "back\\slash", "tab\there", "-n", "\u{e9}t\u{e9}", "" }
+      -- the guest prints each argument it got in hex, one per line: <hex>
+      local cmd = { "lab/run --no-defaults -- bash -c", quote([[
+         for a in "$@"; do printf '<%s>\n' "$(printf %s "$a" | od -An -tx1 -v | tr -d ' \n')"; done]]),
+         "argv0" }
+      for _, w in ipairs(words) do cmd[#cmd + 1] = quote(w) end
+      local code, out = run(table.concat(cmd, " "))
+      assert.are.equal(0, code, out)
+      local got = {}
+      for hex in out:gmatch("<(%x*)>") do
+         got[#got + 1] = hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+      end
+      assert.are.same(words, got)
+   end)
+
+   it("shows the host's /tmp inside, and keeps the guest's writes there", function()
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w")); f:write("made on the host\n"); f:close()
+      local code, out = run("lab/run --no-defaults -- sh -c " ..
+         quote("cat " .. path .. " && echo guest > " .. path .. ".guest && cat " .. path .. ".guest"))
+      assert.are.equal(0, code, out)
+      assert.matches("made on the host\nguest\n", out)
+      assert.is_nil(io.open(path .. ".guest"), "a guest write reached the host's /tmp")
+      os.remove(path)
+   end)
+
+   it("says which kernel and QEMU it boots, and tells COMMAND the kernel", function()
+      local code, out = run("lab/run --no-defaults -- sh -c 'echo \"kernel=$LUAVFIO_LAB_KERNEL\"; uname -r'")
+      assert.are.equal(0, code, out)
+      local kver = out:match("lab: kernel (%S+) %(Debian [^)]+%), QEMU emulator version")
+      assert.is_not_nil(kver, out)
+      assert.matches("kernel=" .. kver:gsub("%p", "%%%0") .. "\n" .. kver:gsub("%p", "%%%0") .. "\n", out)
+   end)
+
+   it("fails the lab (125) within a minute when the guest stops making progress", function()
+      -- Freeze the lab VM for real from its QEMU monitor once COMMAND runs: the vCPU
+      -- stops, so the guest's heartbeat does.
+      local sock = os.tmpname()
+      os.remove(sock)
+      local t0 = os.time()
+      local p = assert(io.popen("lab/run --no-defaults --stall 15 --monitor " .. sock ..
+         " -- sh -c 'echo guest-up; sleep 600' 2>&1; echo \"exit=$?\""))
+      local out = {}
+      for line in p:lines() do
+         out[#out + 1] = line
+         if line == "guest-up" then
+            local m = assert(io.popen("{ echo stop; sleep 1; } | socat - UNIX-CONNECT:" .. sock))
+            m:read("a"); m:close()
+         end
+      end
+      p:close()
+      local text = table.concat(out, "\n")
+      assert.matches("exit=125", text)
+      assert.matches("the lab guest stopped making progress: no heartbeat for %d+ s", text)
+      assert.matches("RIP=%x+", text)           -- the vCPU state, from the monitor
+      assert.matches("lab failure: the guest froze", text)
+      assert.is_true(os.time() - t0 < 90, "took " .. (os.time() - t0) .. " s")
+   end)
+end)
+
+describe("lab/setup's kernel cache", function()
+   -- A per-user cache with two kernels, as lab/setup lays it out; nothing is downloaded.
+   local cache
+   before_each(function()
+      cache = os.tmpname()
+      os.remove(cache)
+      for _, v in ipairs({ "6.1.0-1-amd64", "6.1.0-2-amd64" }) do
+         assert(os.execute(("mkdir -p %s/lab/kernels/%s && echo %s > %s/lab/kernels/%s/version && touch %s/lab/kernels/%s/.complete")
+            :format(cache, v, v, cache, v, cache, v)))
+      end
+      assert(os.execute(("ln -s kernels/6.1.0-1-amd64 %s/lab/kernel && date -u +%%F > %s/lab/kernels/6.1.0-1-amd64/good")
+         :format(cache, cache)))
+   end)
+   after_each(function() os.execute("rm -rf " .. cache) end)
+
+   it("lists the cached kernels, the booted one and the good ones", function()
+      local code, out = run("LUAVFIO_CACHE=" .. cache .. " lab/setup --kernels")
+      assert.are.equal(0, code, out)
+      assert.matches("%* 6%.1%.0%-1%-amd64  good since %d+%-%d+%-%d+\n  6%.1%.0%-2%-amd64\n", out)
+   end)
+
+   it("keeps the kernel a clone finds in the cache, and switches only when told", function()
+      local code, out = run("LUAVFIO_CACHE=" .. cache .. " lab/setup")
+      assert.are.equal(0, code, out)
+      assert.are.equal("kernels/6.1.0-1-amd64", io.popen("readlink " .. cache .. "/lab/kernel"):read("l"))
+      code, out = run("LUAVFIO_CACHE=" .. cache .. " lab/setup --use-kernel 6.1.0-2-amd64")
+      assert.are.equal(0, code, out)
+      assert.are.equal("kernels/6.1.0-2-amd64", io.popen("readlink " .. cache .. "/lab/kernel"):read("l"))
+      code, out = run("LUAVFIO_CACHE=" .. cache .. " lab/setup --use-kernel 9.9")
+      assert.are.equal(1, code)
+      assert.matches("kernel 9%.9 is not in", out)
    end)
 end)
