@@ -57,9 +57,9 @@ do
 end
 if not o.device then usage() end
 
-local machine = require "vfio.machine"
-local quirks = require "vfio.quirks"
-local multiboot = require "vfio.multiboot"
+local machine = require "vfio.vmm.machine"
+local quirks = require "vfio.vmm.quirks"
+local multiboot = require "vfio.vmm.multiboot"
 
 -- Quirk selection by name (a quirk's name or its module name).
 local quirk_list

@@ -6,7 +6,7 @@
  * emulated header registers never reach the device, and no access size or offset
  * makes the core touch memory outside its tables (ASan).
  * Fixtures: files made by fuzz/export_fixtures.lua in $TRAP_FUZZ_FIXTURES. */
-#include "../csrc/trap.h"
+#include "trap/trap.h" /* -Icsrc */
 
 #include <dirent.h>
 #include <stdio.h>

@@ -504,9 +504,9 @@ function vfio.unbind(x, opts)
    return true
 end
 
--- The virtual function over a device (trap core + layout + quirks) and the recorder that
--- captures a device into a fixture for the replay backend. Loaded on first use.
-function vfio.passthrough(dev, opts) return require("vfio.passthrough")(dev, opts) end
+-- The recorder that captures a device into a fixture for the replay backend, loaded on
+-- first use. The virtual function over a device (trap core + layout + quirks) is the VMM
+-- layer's: require "vfio.vmm.passthrough" (the library does not reach up into it).
 function vfio.record(dev, path, opts) return require("vfio.record").record(dev, path, opts) end
 
 -- For tools: the pieces vfio.open uses.

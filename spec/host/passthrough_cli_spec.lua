@@ -1,6 +1,6 @@
--- passthrough.lua and vfio.machine without a device or KVM: the BAR split policy, --plan
+-- passthrough.lua and vfio.vmm.machine without a device or KVM: the BAR split policy, --plan
 -- on recorded devices, and the errors a user meets before any VM exists.
-local machine = require "vfio.machine"
+local machine = require "vfio.vmm.machine"
 
 local function sh(cmd)
    local p = assert(io.popen(cmd .. " 2>&1"))
@@ -15,7 +15,7 @@ local function kinds(pieces)
    return out
 end
 
-describe("vfio.machine.split_bar", function()
+describe("vfio.vmm.machine.split_bar", function()
    it("maps a plain mmap-able BAR whole", function()
       assert.are.same({ "map 0+100000" },
          kinds(machine.split_bar({ size = 0x100000, phys_size = 0x100000 }, { mappable = true })))

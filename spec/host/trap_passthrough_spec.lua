@@ -1,9 +1,9 @@
--- vfio.passthrough on recorded lab devices: layout + quirks + trap in one object.
+-- vfio.vmm.passthrough on recorded lab devices: layout + quirks + trap in one object.
 local fixture = require "support.fixture"
-local passthrough = require "vfio.passthrough"
-local layout = require "vfio.layout"
+local passthrough = require "vfio.vmm.passthrough"
+local layout = require "vfio.vmm.layout"
 
-describe("vfio.passthrough", function()
+describe("vfio.vmm.passthrough", function()
    it("builds a function with placed BARs, matching quirks and decode enabled", function()
       local vf = assert(passthrough(fixture.load("edu"), { enable = true }))
       assert.are.same({ "edu-dma-guard" }, vf.quirks)

@@ -1,6 +1,6 @@
 -- Quirks as data, on devices recorded in the lab.
 local fixture = require "support.fixture"
-local quirks = require "vfio.quirks"
+local quirks = require "vfio.vmm.quirks"
 local record = require "vfio.record"
 
 local function le(v, n)

@@ -2,9 +2,9 @@
 -- ports, unhandled exits in Lua, irqchip + GSI routing + irqfd (edge and resample),
 -- ioeventfd, the KVM VFIO device, and booting examples/guest with our loader.
 local core = require "vfio.core"
-local machine = require "vfio.vm"
-local pcihost = require "vfio.pcihost"
-local irq = require "vfio.irq"
+local machine = require "vfio.vmm.vm"
+local pcihost = require "vfio.vmm.pcihost"
+local irq = require "vfio.vmm.irq"
 local lab = require "support.lab"
 local fcntl = require "posix.fcntl"
 local unistd = require "posix.unistd"
@@ -437,7 +437,7 @@ describe("examples/guest in a KVM VM with our loader", function()
       assert.are.equal(0x0006, fn:cfg_read(4, 2)) -- only memory + bus master are writable
    end)
 
-   it("takes MSI and INTx wired by vfio.irq (GSI route + irqfd, resample on EOI)", function()
+   it("takes MSI and INTx wired by vfio.vmm.irq (GSI route + irqfd, resample on EOI)", function()
       local m <close> = assert(machine.create { mem_mib = 16 })
       local router <close> = irq.new(m.vm)
       local msi = assert(router:msi(0xfee00000, 0x41))

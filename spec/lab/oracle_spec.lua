@@ -8,7 +8,7 @@
 -- without other functions); no lab device has any of them.
 local lab = require "support.lab"
 local oracle = require "support.oracle"
-local passthrough = require "vfio.passthrough"
+local passthrough = require "vfio.vmm.passthrough"
 
 local PCIE = { ["e1000e"] = true, ["nvme"] = true, ["virtio-net-pci"] = true, ["qemu-xhci"] = true }
 local NAMES = { "edu", "e1000e", "nvme", "virtio-net-pci", "qemu-xhci", "pci-testdev" }

@@ -1,15 +1,15 @@
--- vfio.passthrough over the kernel's VFIO devices in the lab: guest-style accesses
+-- vfio.vmm.passthrough over the kernel's VFIO devices in the lab: guest-style accesses
 -- through the trap core reach (or deliberately do not reach) the real devices.
 local lab = require "support.lab"
-local passthrough = require "vfio.passthrough"
-local layout = require "vfio.layout"
+local passthrough = require "vfio.vmm.passthrough"
+local layout = require "vfio.vmm.layout"
 
 local function open(name)
    local vfio = require "vfio"
    return assert(vfio.open(lab.need(name).bdf))
 end
 
-describe("vfio.passthrough on lab devices", function()
+describe("vfio.vmm.passthrough on lab devices", function()
    assert.is_true(lab.inside, "run me with lab/run")
    local alloc = layout.new()
 

@@ -8,9 +8,9 @@
  *   - core.mmap(fd, offset, size, writable) -> vfio.mmap: a shared mapping of a device
  *     region whose address can back a KVM memory slot (vm:map). */
 #include "lv.h"
-#include "kvm.h"
-#include "pcihost.h"
-#include "trap.h"
+#include "kvm/kvm.h"
+#include "kvm/pcihost.h"
+#include "trap/trap.h"
 
 #include <errno.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* vfio.dmabuf: page-aligned anonymous memory for device DMA (csrc/vfio_dma.c). */
+/* vfio.dmabuf: page-aligned anonymous memory for device DMA (csrc/vfio/vfio_dma.c). */
 #include "l_objects.h"
 
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* luavfio internal helpers shared by every C file of vfio.core.
  *
- * Conventions (see README "Lua C API"):
+ * Conventions (csrc/lua/README.md):
  *  - argument errors raise (luaL_argerror / luaL_error);
  *  - system errors return nil, message, errno: lv_syserror() builds the message
  *    "<operation> <subject>: <strerror>" so a caller always learns what failed, on what;

@@ -1,19 +1,19 @@
--- vfio.passthrough(dev, opts): a virtual PCI function for a VM layer, built from the
--- trap core (vfio.core), device quirks (vfio.quirks) and the BAR layout (vfio.layout).
+-- vfio.vmm.passthrough(dev, opts): a virtual PCI function for a VM layer, built from the
+-- trap core (vfio.core), device quirks (vfio.vmm.quirks) and the BAR layout (vfio.vmm.layout).
 --   dev   a device from vfio.open (kernel VFIO), a vfio.backend, a fixture table or a
 --         fixture path/name (recorded device)
 --   opts  pcie=false      the guest sees a conventional PCI device (256 B config)
 --         quirks=list     quirk tables to consider (default: the built-in ones);
 --                         quirks=false applies none
---         layout=alloc    a vfio.layout allocator shared by the VM's devices
+--         layout=alloc    a vfio.vmm.layout allocator shared by the VM's devices
 --                         (default: a fresh one); layout=false leaves BARs unassigned
---         policy=fn       window policy for a fresh allocator (see vfio.layout)
+--         policy=fn       window policy for a fresh allocator (see vfio.vmm.layout)
 --         enable=true     set COMMAND memory/I/O decode after programming BARs
 --         on_event=fn     event callback (else drain with vf:events())
 --         mmap=false      reach mappable BARs with pread/pwrite instead of a mapping
 local core = require "vfio.core"
-local layout = require "vfio.layout"
-local quirks = require "vfio.quirks"
+local layout = require "vfio.vmm.layout"
+local quirks = require "vfio.vmm.quirks"
 local record = require "vfio.record"
 
 local passthrough = {}
@@ -52,7 +52,7 @@ local function backend_of(dev, opts)
       return record.backend(dev)
    end
    if ty == "table" and dev.fileno then return vfio_backend(dev, opts) end
-   error("vfio.passthrough: expected a VFIO device, a backend or a recorded fixture", 3)
+   error("vfio.vmm.passthrough: expected a VFIO device, a backend or a recorded fixture", 3)
 end
 
 function passthrough.new(dev, opts)

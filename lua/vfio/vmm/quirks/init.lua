@@ -18,7 +18,7 @@
 -- Actions are applied in the order above so later ones see earlier results.
 local quirks = {}
 
--- The shipped quirks, by module name under vfio.quirks.
+-- The shipped quirks, by module name under vfio.vmm.quirks.
 quirks.builtin = {
    "bcm57810_rom", "intel_82599_vf_pcie", "edu_dma_guard", "e1000e_io_window",
    "xhci_msix_relocate",
@@ -26,7 +26,7 @@ quirks.builtin = {
 
 function quirks.load_builtin()
    local list = {}
-   for _, n in ipairs(quirks.builtin) do list[#list + 1] = require("vfio.quirks." .. n) end
+   for _, n in ipairs(quirks.builtin) do list[#list + 1] = require("vfio.vmm.quirks." .. n) end
    return list
 end
 

@@ -2,7 +2,7 @@
 -- debug console and an exit port handled in C, and a multiboot loader. Passthrough
 -- wiring (PCI host bridge, BARs, interrupts) builds on top of this.
 local core = require "vfio.core"
-local multiboot = require "vfio.multiboot"
+local multiboot = require "vfio.vmm.multiboot"
 
 local M = {}
 local Machine = {}

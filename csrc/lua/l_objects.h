@@ -3,7 +3,7 @@
 #define LUAVFIO_L_OBJECTS_H
 
 #include "lv.h"
-#include "vfio_impl.h"
+#include "vfio/vfio_impl.h"
 
 #define LV_CONTAINER "vfio.container"
 #define LV_GROUP "vfio.group"

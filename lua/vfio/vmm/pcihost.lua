@@ -4,7 +4,7 @@
 --     fn:cfg_read(offset, size) -> value       fn:cfg_write(offset, size, value)
 -- (size 1, 2 or 4; offset aligned to size, below 256 through CF8 and below 4096
 -- through ECAM). Absent functions read as all ones and ignore writes, as on hardware.
--- Exits come from vcpu:run as tables (see csrc/l_vcpu.c); host:access(exit) answers one.
+-- Exits come from vcpu:run as tables (see csrc/lua/l_vcpu.c); host:access(exit) answers one.
 local core = require "vfio.core"
 
 local M = {}

@@ -596,7 +596,7 @@ local function short_trace(msg)
    -- Drop frames of the REPL itself: they say nothing about the user's code.
    local keep = {}
    for line in tb:gmatch("[^\n]+") do
-      if line:find("vfio/poke.lua", 1, true) or line:find("[C]: in function 'xpcall'", 1, true) then
+      if line:find("vfio/poke/", 1, true) or line:find("[C]: in function 'xpcall'", 1, true) then
          break
       end
       keep[#keep + 1] = line

@@ -1,5 +1,5 @@
-/* vfio.eventfd: the kernel's interrupt carrier (csrc/vfio_irq.c). Non-blocking, so read()
- * never hangs; wait() polls with a timeout. fileno() works with luaposix's poll. */
+/* vfio.eventfd: the kernel's interrupt carrier (csrc/vfio/vfio_irq.c). Non-blocking, so
+ * read() never hangs; wait() polls with a timeout. fileno() works with luaposix's poll. */
 #include "l_objects.h"
 
 #include <errno.h>

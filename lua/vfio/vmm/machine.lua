@@ -12,10 +12,10 @@
 -- trapped from the trap's state and applies the difference, so slots and ranges always
 -- follow what the guest programmed.
 local core = require "vfio.core"
-local vmm = require "vfio.vm"
-local pcihost = require "vfio.pcihost"
-local passthrough = require "vfio.passthrough"
-local irq = require "vfio.irq"
+local vmm = require "vfio.vmm.vm"
+local pcihost = require "vfio.vmm.pcihost"
+local passthrough = require "vfio.vmm.passthrough"
+local irq = require "vfio.vmm.irq"
 
 local M = {}
 local Machine = {}
@@ -133,7 +133,7 @@ function M.new(dev, opts)
    m.read_through = {}
    local applied = {}
    for _, n in ipairs(vf.quirks or {}) do applied[n] = true end
-   for _, q in ipairs(opts.quirks or require("vfio.quirks").load_builtin()) do
+   for _, q in ipairs(opts.quirks or require("vfio.vmm.quirks").load_builtin()) do
       for _, w in ipairs(applied[q.name] and q.windows or {}) do
          if w.reads == "device" then
             m.read_through[("%d:%d:%d"):format(w.bar, w.off, w.len)] = true
@@ -530,7 +530,7 @@ function Machine:after_access()
    if not ok then self:log("event handling failed: %s", tostring(err)) end
 end
 
--- m:boot(path, {cmdline=, timeout=, should_stop=fn}) -> result table (see vfio.vm boot),
+-- m:boot(path, {cmdline=, timeout=, should_stop=fn}) -> result table (see vfio.vmm.vm boot),
 -- or nil, message. should_stop() true ends the run at the next exit that reaches Lua.
 function Machine:boot(path, opts)
    opts = opts or {}

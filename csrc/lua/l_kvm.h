@@ -3,7 +3,7 @@
 #ifndef LUAVFIO_L_KVM_H
 #define LUAVFIO_L_KVM_H
 
-#include "kvm.h"
+#include "kvm/kvm.h"
 #include "lv.h"
 
 #define LV_VM_T "vfio.vm"

@@ -1,5 +1,5 @@
 /* One line per concern: X(name) calls lv_open_<name>(L) with the vfio.core table on top.
- * Keep this list in sync with the csrc/l_*.c binding files. */
+ * Keep this list in sync with the csrc/lua/l_*.c binding files. */
 #define LV_MODULES(X) \
     X(util)           \
     X(container)      \

@@ -1,4 +1,4 @@
-/* vfio.group: binding of csrc/vfio_group.c. */
+/* vfio.group: binding of csrc/vfio/vfio_group.c. */
 #include "l_objects.h"
 
 #include <ctype.h>

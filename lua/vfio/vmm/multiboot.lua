@@ -1,6 +1,6 @@
 -- Multiboot v1 loading: parse an ELF32 (or a.out-kludge) multiboot image, copy it into
 -- guest memory and build the multiboot information structure. Guest memory is anything
--- with write(gpa, bytes) and fill(gpa, len, byte) (a vfio.vm, or a table in specs).
+-- with write(gpa, bytes) and fill(gpa, len, byte) (a vfio.vmm.vm, or a table in specs).
 -- Every offset and address comes from an untrusted file: each is checked before use.
 local M = {}
 

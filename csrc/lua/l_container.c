@@ -1,4 +1,4 @@
-/* vfio.container: binding of csrc/vfio_container.c. */
+/* vfio.container: binding of csrc/vfio/vfio_container.c. */
 #include "l_objects.h"
 
 #include <errno.h>

@@ -4,7 +4,7 @@
  * the device sees the same width the guest used. The fd and mappings are borrowed: the
  * device object from vfio.core owns and closes them. */
 #include "backend.h"
-#include "vfio_impl.h" /* vfio_pread_all, vfio_pwrite_all */
+#include "vfio/vfio_impl.h" /* vfio_pread_all, vfio_pwrite_all */
 
 #include <errno.h>
 #include <stdlib.h>

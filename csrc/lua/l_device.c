@@ -1,4 +1,4 @@
-/* vfio.device: binding of csrc/vfio_device.c and the SET_IRQS part of csrc/vfio_irq.c. */
+/* vfio.device: binding of csrc/vfio/vfio_device.c and the SET_IRQS part of csrc/vfio/vfio_irq.c. */
 #include "l_objects.h"
 
 #include <errno.h>

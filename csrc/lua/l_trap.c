@@ -6,7 +6,7 @@
  * range config reads float high; backend failures return nil, message, errno. Only
  * API misuse (an access size other than 1/2/4[/8]) raises. */
 #include "lv.h"
-#include "trap.h"
+#include "trap/trap.h"
 
 #include <errno.h>
 #include <fcntl.h>

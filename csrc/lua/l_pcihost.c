@@ -1,7 +1,7 @@
 /* Lua binding: vfio.core.pcihost (C host bridge) and vfio.core.cfgspace (emulated
  * configuration space). */
 #include "lv.h"
-#include "pcihost.h"
+#include "kvm/pcihost.h"
 
 #include <errno.h>
 #include <string.h>
