@@ -4,8 +4,9 @@
 --   lua5.4 passthrough.lua --device BDF [--guest FILE] [--mem MIB] [--quirk NAME]...
 --                          [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]
 --
--- BDF may also be a lab device name (edu, nvme...) inside the lab. --plan prints the layout (BARs with guest addresses, what is mapped and what is
--- trapped, interrupt wiring, quirks) without starting a VM; --device may then also be a
+-- BDF may also be a lab device name (edu, nvme...) inside the lab. --plan prints the
+-- layout (BARs with guest addresses, what is mapped and what is trapped, interrupt wiring,
+-- quirks) without starting a VM; --device may then also be a
 -- recorded fixture file (spec/fixtures/*.lua). --trace logs every trapped access (config
 -- and BAR accesses then go through Lua). --no-mmap traps every BAR access in C (no BAR
 -- memory slots), like QEMU's vfio-pci x-no-mmap=on. --quirk NAME applies only the named quirks

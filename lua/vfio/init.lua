@@ -99,10 +99,10 @@ end
 local function write_sysfs(path, s)
    local p = px()
    -- O_TRUNC is a no-op on sysfs attributes and keeps plain files (fake trees) exact.
-   local fd, err, errno = p.open(path, p.O_WRONLY | p.O_TRUNC)
+   local fd, _, errno = p.open(path, p.O_WRONLY | p.O_TRUNC)
    if not fd then return nil, ("open %s: %s"):format(path, core.strerror(errno)), errno end
    local n
-   n, err, errno = p.write(fd, s)
+   n, _, errno = p.write(fd, s)
    p.close(fd)
    if not n then return nil, ("write %s: %s"):format(path, core.strerror(errno)), errno end
    return true

@@ -15,10 +15,6 @@ local function with_ids(name, vendor, device)
    return record.patch(fixture.load(name), 0, le(vendor, 2) .. le(device, 2))
 end
 
-local function find(list, name)
-   for _, q in ipairs(list) do if q.name == name then return q end end
-end
-
 describe("quirk matching", function()
    it("matches by vendor, device list and class mask", function()
       local ids = { vendor = 0x8086, device = 0x1515, class = 0x020000 }
@@ -142,7 +138,7 @@ describe("lab device quirks", function()
          hide_caps = { 0x05, { id = 0x0003, ext = true } },
          mirror = { { bar = 0, off = 0x18000, len = 0x100, cfg_off = 0 } },
          windows = { { bar = 1, off = 0, len = 0x10,
-                       read = function(q, off, size) calls = calls + 1; q.state.last = off; return 7 end } },
+                       read = function(q, off) calls = calls + 1; q.state.last = off; return 7 end } },
       })
       assert.are.equal(0xbeef1af4, t:cfg_read(0x2c, 4))
       assert.are.equal(0xbeef1af4, t:bar_read(0, 0x1802c, 4))   -- mirror sees the override

@@ -283,11 +283,11 @@ describe("KVM in the lab", function()
       vm:close()
    end)
 
-   -- Real-mode guest: program the PIC for vectors 0x20-0x2f with only `irq` unmasked,
+   -- Real-mode guest: program the PIC for vectors 0x20-0x2f with only `line` unmasked,
    -- `out 0x10` to say it is ready, then hlt; the handler prints 'I', EOIs and writes
    -- the exit port.
-   local function irq_guest(vm, irq)
-      local mask = 0xff & ~(1 << irq)
+   local function irq_guest(vm, line)
+      local mask = 0xff & ~(1 << line)
       vm:write(0x1000, bytes {
          0xFA,
          0xB0, 0x11, 0xE6, 0x20, 0xB0, 0x20, 0xE6, 0x21, -- ICW1, ICW2 (base 0x20)
@@ -297,7 +297,7 @@ describe("KVM in the lab", function()
          0xF4, 0xEB, 0xFD,                               -- hlt; jmp hlt
       })
       vm:write(0x800, bytes { 0xB0, 0x49, 0xE6, 0xE9, 0xB0, 0x20, 0xE6, 0x20, 0xE6, 0xF4, 0xCF })
-      vm:write((0x20 + irq) * 4, string.pack("<I2I2", 0x800, 0))
+      vm:write((0x20 + line) * 4, string.pack("<I2I2", 0x800, 0))
    end
 
    local function run_irq(vm, cpu, fire)

@@ -249,10 +249,8 @@ local function hexnum(s) return s and tonumber(s:match("0x(%x+)"), 16) end
 -- Normalize "3.0", "00:03.0" or "0000:00:03.0" to the full domain form.
 function M.bdf(s)
    if type(s) ~= "string" then error("BDF must be a string such as 0000:00:03.0", 3) end
-   local d, b, dev, f = s:match("^(%x%x%x%x):(%x%x):(%x%x)%.(%x)$")
-   if d then return s:lower() end
-   b, dev, f = s:match("^(%x%x):(%x%x)%.(%x)$")
-   if b then return ("0000:" .. s):lower() end
+   if s:match("^%x%x%x%x:%x%x:%x%x%.%x$") then return s:lower() end
+   if s:match("^%x%x:%x%x%.%x$") then return ("0000:" .. s):lower() end
    error("not a PCI address (want 0000:00:03.0 or 00:03.0): " .. s, 3)
 end
 

@@ -207,8 +207,10 @@ function Machine:plan()
       local e = self:layout()[i]
       if e then
          local b = e.bar
-         p("BAR%d %s %s size %s at %s%s", i, i == 6 and "rom" or b.io and "io" or (b.is64 and "mem64" or "mem32"),
-           b.prefetch and "prefetch" or "", hex(b.size), hex(b.addr), e.mappable and "" or self.opts.no_mmap and " (mmap off)" or " (not mmap-able)")
+         local kind = i == 6 and "rom" or b.io and "io" or (b.is64 and "mem64" or "mem32")
+         local why = e.mappable and "" or self.opts.no_mmap and " (mmap off)" or " (not mmap-able)"
+         p("BAR%d %s %s size %s at %s%s", i, kind, b.prefetch and "prefetch" or "", hex(b.size),
+           hex(b.addr), why)
          for _, piece in ipairs(e.pieces) do
             local what = piece.kind == "map" and "mapped (KVM memory slot)"
                or piece.kind == "romap" and "mapped read-only (reads direct, writes trapped)"
@@ -233,9 +235,14 @@ function Machine:plan()
       p("irq INTx none")
    end
    local msi, msix = t:msi(), t:msix()
-   if msi then p("irq MSI %d vector(s) -> GSI routes from %d with irqfds, when the guest enables it", msi.vectors, irq.IRQCHIP_GSIS) end
-   if msix then p("irq MSI-X %d vector(s), table BAR%d+%s, PBA BAR%d+%s -> GSI routes with irqfds", msix.n,
-                  msix.table_bar, hex(msix.table_off), msix.pba_bar, hex(msix.pba_off)) end
+   if msi then
+      p("irq MSI %d vector(s) -> GSI routes from %d with irqfds, when the guest enables it",
+        msi.vectors, irq.IRQCHIP_GSIS)
+   end
+   if msix then
+      p("irq MSI-X %d vector(s), table BAR%d+%s, PBA BAR%d+%s -> GSI routes with irqfds", msix.n,
+        msix.table_bar, hex(msix.table_off), msix.pba_bar, hex(msix.pba_off))
+   end
    p("quirks %s", #self.vf.quirks > 0 and table.concat(self.vf.quirks, ", ") or "none")
    return table.concat(out, "\n") .. "\n"
 end
@@ -510,7 +517,7 @@ function Machine:handler(should_stop)
       local io = x.space == "pio"
       local addr = io and x.port or x.addr
       me.stats.lua = me.stats.lua + 1
-      local v, hit
+      local v, hit, _
       if x.write then
          _, hit = (io and t.io_write or t.mmio_write)(t, addr, x.size, x.value)
       else
