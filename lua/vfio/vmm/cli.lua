@@ -1,26 +1,35 @@
 -- The passthrough command: boot a multiboot guest in a KVM VM with one VFIO device passed
 -- through. bin/passthrough (installed) and passthrough.lua (a checkout) are thin wrappers
--- that find the modules and the default guest, then call cli.main.
---
---   passthrough --device BDF [--guest FILE] [--mem MIB] [--quirk NAME]...
---               [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]
---
--- BDF may also be a lab device name (edu, nvme...) inside the lab. --plan prints the
--- layout (BARs with guest addresses, what is mapped and what is trapped, interrupt wiring,
--- quirks) without starting a VM; --device may then also be a recorded fixture file
--- (spec/fixtures/*.lua). --trace logs every trapped access (config and BAR accesses then
--- go through Lua). --no-mmap traps every BAR access in C (no BAR memory slots), like
--- QEMU's vfio-pci x-no-mmap=on. --quirk NAME applies only the named quirks (repeatable;
--- "none" for none); by default every built-in quirk matching the device.
--- The guest's debug console output goes to stdout. Exit status: the guest's result
--- (0 pass, 1 fail, 2 device not found, 3 guest exception), 4 if the guest stopped some
--- other way (timeout, hlt, shutdown), 64 for usage errors, 125 if the VM could not be
--- set up, 130 on SIGINT.
+-- that find the modules and the default guest, then call cli.main; the options and exit
+-- statuses are in HELP below (what --help prints).
 local cli = {}
 
 local EXIT = { pass = 0, fail = 1, nodev = 2, exception = 3, other = 4, usage = 64,
                setup = 125, interrupted = 130 }
 cli.EXIT = EXIT
+
+-- What --help prints after the synopsis (%s: the default guest).
+local HELP = [[
+Boot a multiboot guest in a KVM VM with one VFIO device passed through.
+
+  --device BDF    the device (0000:00:03.0, 00:03.0, a lab device name such as edu,
+                  or with --plan a recorded fixture file spec/fixtures/NAME.lua)
+  --guest FILE    the multiboot guest (default %s)
+  --mem MIB       guest RAM (default 64)
+  --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
+                  every built-in quirk matching the device
+  --cmdline ARGS  the guest's multiboot command line
+  --timeout S     end the run after S seconds (default 120)
+  --no-mmap       trap every BAR access in C, no BAR memory slots (QEMU's x-no-mmap)
+  --trace         log every trapped access on stderr (config and BARs go through Lua)
+  --plan          print the layout (BARs, mapped and trapped parts, interrupts, quirks)
+                  without starting a VM
+  -h, --help      this text
+
+The guest's debug console goes to stdout. Exit status: 0 pass, 1 fail, 2 device not
+found, 3 guest exception (the guest's result), 4 the guest stopped some other way, 64
+usage error, 125 the VM could not be set up, 130 interrupted.
+]]
 
 -- cli.main(argv, {prog = name in messages, usage = how to run it, guest = default guest
 -- image}): runs the command and exits the process with its status.
@@ -31,10 +40,9 @@ function cli.main(argv, how)
       os.exit(code)
    end
 
-   local function usage()
-      die(EXIT.usage, "usage: %s --device BDF [--guest FILE] [--mem MIB] [--quirk NAME]... "
-         .. "[--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]", how.usage)
-   end
+   local synopsis = ("usage: %s --device BDF [--guest FILE] [--mem MIB] [--quirk NAME]... "
+      .. "[--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]"):format(how.usage)
+   local function usage() die(EXIT.usage, "%s", synopsis) end
 
    local o = { guest = how.guest, mem = 64, quirks = {}, timeout = 120 }
    do
@@ -55,7 +63,9 @@ function cli.main(argv, how)
          elseif a == "--trace" then o.trace = true
          elseif a == "--plan" then o.plan = true
          elseif a == "--no-mmap" then o.no_mmap = true
-         elseif a == "-h" or a == "--help" then usage()
+         elseif a == "-h" or a == "--help" then
+            io.stdout:write(synopsis, "\n\n", HELP:format(how.guest))
+            os.exit(0)
          else die(EXIT.usage, "unknown argument %s (see --help)", a) end
          i = i + 1
       end
