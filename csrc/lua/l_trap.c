@@ -1,288 +1,18 @@
-/* Lua binding of the trap core and its backends:
- *   core.replay(fixture)            recorded device (fixture tables from vfio.record)
- *   core.vfio_backend(fd, regions, irqs [, name])   kernel VFIO device fd
+/* vfio.trap: the Lua binding of the trap core (the backends it runs over: l_backend.c).
  *   core.trap(backend [, {pcie=bool}]) -> vfio.trap
  * Guest-facing accesses never raise for guest-controlled values (offsets, data): out of
  * range config reads float high; backend failures return nil, message, errno. Only
  * API misuse (an access size other than 1/2/4[/8]) raises. */
-#include "lv.h"
-#include "trap/trap.h"
+#include "l_trap.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-#define BACKEND_T "vfio.backend"
-#define TRAP_T "vfio.trap"
 
 enum { UV_BACKEND = 1, UV_WINDOWS, UV_CALLBACK, UV_COUNT = 3 };
 
-struct l_backend {
-    struct lv_backend be;
-};
-
-struct l_trap {
-    struct trap_fn fn;
-    lua_State *L;          /* the state of the current access, for window handlers */
-    int handler_err;       /* a Lua window handler raised: its message is on the stack */
-    int open;
-};
-
-/* ---- backends ---- */
-
-static struct l_backend *checkbackend(lua_State *L, int i)
+struct lv_trap_ud *lv_checktrap(lua_State *L, int i)
 {
-    struct l_backend *b = luaL_checkudata(L, i, BACKEND_T);
-    if (!b->be.ops)
-        luaL_error(L, "backend %s is closed", b->be.name);
-    return b;
-}
-
-static int fixture_int(lua_State *L, int t, const char *k, lua_Integer dflt)
-{
-    lua_getfield(L, t, k);
-    lua_Integer v = lua_isnil(L, -1) ? dflt : luaL_checkinteger(L, -1);
-    lua_pop(L, 1);
-    return (int)v;
-}
-
-static uint64_t field_u64(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    uint64_t v = lua_isnil(L, -1) ? 0 : (uint64_t)luaL_checkinteger(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-static void set_name(lua_State *L, struct lv_backend *be, int t, const char *dflt)
-{
-    const char *n = dflt;
-    if (lua_type(L, t) == LUA_TTABLE) {
-        lua_getfield(L, t, "name");
-        if (lua_isstring(L, -1))
-            n = lua_tostring(L, -1);
-        lua_pop(L, 1);
-    } else if (lua_isstring(L, t)) {
-        n = lua_tostring(L, t);
-    }
-    snprintf(be->name, sizeof be->name, "%s", n);
-}
-
-/* core.replay{config=<256|4096 bytes>, regions={[0]={size=,flags=,data={{off=,bytes=}}}},
- *             irqs={[0]={count=,flags=}}, name=} */
-static int l_replay(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "config");
-    size_t clen;
-    const char *cfg = luaL_checklstring(L, -1, &clen);
-    if (clen != 256 && clen != 4096)
-        return luaL_argerror(L, 1, "config must be 256 or 4096 bytes");
-    struct l_backend *b = lv_newobject(L, sizeof *b, BACKEND_T, 0);
-    int bi = lua_gettop(L);
-    int rc = lv_backend_replay_init(&b->be, (const uint8_t *)cfg, clen);
-    set_name(L, &b->be, 1, "replay");
-    if (rc < 0)
-        return lv_syserror(L, -rc, "create replay backend", b->be.name);
-    lua_getfield(L, 1, "regions");
-    if (lua_istable(L, -1)) {
-        int rt = lua_gettop(L);
-        for (int i = 0; i < LV_REGION_MAX; i++) {
-            if (i == LV_REGION_CONFIG || lua_rawgeti(L, rt, i) != LUA_TTABLE) {
-                lua_pop(L, i == LV_REGION_CONFIG ? 0 : 1);
-                continue;
-            }
-            int r = lua_gettop(L);
-            rc = lv_replay_set_region(&b->be, (unsigned)i, field_u64(L, r, "size"),
-                                      (uint32_t)fixture_int(L, r, "flags", 0));
-            if (rc < 0)
-                return lv_syserrorf(L, -rc, "replay region", "%s[%d]", b->be.name, i);
-            lua_getfield(L, r, "data");
-            if (lua_istable(L, -1)) {
-                int d = lua_gettop(L);
-                for (lua_Integer k = 1; lua_rawgeti(L, d, k) == LUA_TTABLE; k++) {
-                    int c = lua_gettop(L);
-                    uint64_t off = field_u64(L, c, "off");
-                    lua_getfield(L, c, "bytes");
-                    size_t n;
-                    const char *bytes = luaL_checklstring(L, -1, &n);
-                    rc = lv_replay_fill(&b->be, (unsigned)i, off, bytes, n);
-                    if (rc < 0)
-                        return lv_syserrorf(L, -rc, "replay fill", "%s[%d]+%#llx", b->be.name, i,
-                                            (unsigned long long)off);
-                    lua_pop(L, 2);
-                }
-                lua_pop(L, 1);
-            }
-            lua_pop(L, 2);
-        }
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "irqs");
-    if (lua_istable(L, -1)) {
-        int it = lua_gettop(L);
-        for (int i = 0; i < LV_IRQ_MAX; i++) {
-            if (lua_rawgeti(L, it, i) == LUA_TTABLE) {
-                int r = lua_gettop(L);
-                lv_replay_set_irq(&b->be, (unsigned)i, (uint32_t)fixture_int(L, r, "count", 0),
-                                  (uint32_t)fixture_int(L, r, "flags", 0));
-            }
-            lua_pop(L, 1);
-        }
-    }
-    lua_pop(L, 1);
-    lua_pushvalue(L, bi);
-    return 1;
-}
-
-/* core.vfio_backend(fd, regions, irqs [, name]): regions[i] = {offset=, size=, flags=,
- * map=<lightuserdata or address>, map_offset=, map_len=, mmap=bool} for i = 0..8. The fd
- * and given maps are borrowed from the device object, which must outlive the backend;
- * with mmap=true the backend maps a mappable region itself (and unmaps it on close). */
-static int l_vfio_backend(lua_State *L)
-{
-    int fd = (int)lv_checkrange(L, 1, 0, 0x7fffffff);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    struct lv_vfio_region regions[LV_REGION_MAX];
-    struct lv_irq_info irqs[LV_IRQ_MAX];
-    memset(regions, 0, sizeof regions);
-    memset(irqs, 0, sizeof irqs);
-    for (int i = 0; i < LV_REGION_MAX; i++) {
-        if (lua_rawgeti(L, 2, i) == LUA_TTABLE) {
-            int r = lua_gettop(L);
-            regions[i].offset = field_u64(L, r, "offset");
-            regions[i].size = field_u64(L, r, "size");
-            regions[i].flags = (uint32_t)field_u64(L, r, "flags");
-            lua_getfield(L, r, "map");
-            if (lua_islightuserdata(L, -1))
-                regions[i].map = lua_touserdata(L, -1);
-            else if (lua_isinteger(L, -1))
-                regions[i].map = (void *)(uintptr_t)lua_tointeger(L, -1);
-            lua_pop(L, 1);
-            regions[i].map_offset = field_u64(L, r, "map_offset");
-            regions[i].map_len = regions[i].map ? field_u64(L, r, "map_len") : 0;
-            lua_getfield(L, r, "mmap");
-            regions[i].want_mmap = lua_toboolean(L, -1);
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-    }
-    for (int i = 0; i < LV_IRQ_MAX; i++) {
-        if (lua_rawgeti(L, 3, i) == LUA_TTABLE) {
-            irqs[i].count = (uint32_t)field_u64(L, -1, "count");
-            irqs[i].flags = (uint32_t)field_u64(L, -1, "flags");
-        }
-        lua_pop(L, 1);
-    }
-    struct l_backend *b = lv_newobject(L, sizeof *b, BACKEND_T, 0);
-    set_name(L, &b->be, 4, "vfio device");
-    int rc = lv_backend_vfio_init(&b->be, fd, regions, LV_REGION_MAX, irqs, LV_IRQ_MAX);
-    if (rc < 0)
-        return lv_syserror(L, -rc, "create vfio backend", b->be.name);
-    return 1;
-}
-
-static int b_close(lua_State *L)
-{
-    struct l_backend *b = luaL_checkudata(L, 1, BACKEND_T);
-    lv_backend_destroy(&b->be);
-    return 0;
-}
-
-static int b_tostring(lua_State *L)
-{
-    struct l_backend *b = luaL_checkudata(L, 1, BACKEND_T);
-    lua_pushfstring(L, "vfio.backend(%s %s)%s", b->be.ops ? b->be.ops->kind : "closed",
-                    b->be.name, "");
-    return 1;
-}
-
-/* backend:stats() (replay only): accesses that reached the recorded device. */
-static int b_stats(lua_State *L)
-{
-    struct l_backend *b = checkbackend(L, 1);
-    const struct lv_replay_stats *s = lv_replay_stats(&b->be);
-    if (!s)
-        return luaL_error(L, "stats: %s is not a recorded device", b->be.name);
-    lua_createtable(L, 0, 6);
-    lua_pushinteger(L, (lua_Integer)s->cfg_reads); lua_setfield(L, -2, "cfg_reads");
-    lua_pushinteger(L, (lua_Integer)s->cfg_writes); lua_setfield(L, -2, "cfg_writes");
-    lua_pushinteger(L, (lua_Integer)s->region_reads); lua_setfield(L, -2, "region_reads");
-    lua_pushinteger(L, (lua_Integer)s->region_writes); lua_setfield(L, -2, "region_writes");
-    lua_pushinteger(L, s->last_cfg_write_off); lua_setfield(L, -2, "last_cfg_write_off");
-    lua_pushinteger(L, s->last_cfg_write_len); lua_setfield(L, -2, "last_cfg_write_len");
-    return 1;
-}
-
-/* backend:mapped() -> {[region] = true | errno}: regions served through a mapping, or
- * why mapping them failed (vfio backends; empty for recordings). */
-static int b_mapped(lua_State *L)
-{
-    struct l_backend *b = checkbackend(L, 1);
-    int errnos[LV_REGION_MAX];
-    uint32_t bits = lv_backend_vfio_mapped(&b->be, errnos);
-    lua_newtable(L);
-    if (strcmp(b->be.ops->kind, "vfio"))
-        return 1;
-    for (int i = 0; i < LV_REGION_MAX; i++) {
-        if (bits & (1u << i)) {
-            lua_pushboolean(L, 1);
-            lua_rawseti(L, -2, i);
-        } else if (errnos[i]) {
-            lua_pushinteger(L, errnos[i]);
-            lua_rawseti(L, -2, i);
-        }
-    }
-    return 1;
-}
-
-static int b_reset(lua_State *L)
-{
-    lv_replay_reset(&checkbackend(L, 1)->be);
-    return 0;
-}
-
-/* backend:config_read(off, n) / region_read(idx, off, n): raw device view. */
-static int b_config_read(lua_State *L)
-{
-    struct l_backend *b = checkbackend(L, 1);
-    uint32_t off = (uint32_t)lv_checkrange(L, 2, 0, 4095);
-    uint32_t n = (uint32_t)lv_checkrange(L, 3, 1, 4096);
-    char buf[4096];
-    int rc = b->be.ops->cfg_read(b->be.ctx, off, buf, n);
-    if (rc < 0)
-        return lv_syserror(L, -rc, "config read", b->be.name);
-    lua_pushlstring(L, buf, n);
-    return 1;
-}
-
-static int b_region_read(lua_State *L)
-{
-    struct l_backend *b = checkbackend(L, 1);
-    unsigned idx = (unsigned)lv_checkrange(L, 2, 0, LV_REGION_MAX - 1);
-    uint64_t off = (uint64_t)luaL_checkinteger(L, 3);
-    uint32_t n = (uint32_t)lv_checkrange(L, 4, 1, 8);
-    uint8_t buf[8];
-    int rc = b->be.ops->region_read(b->be.ctx, idx, off, buf, n);
-    if (rc < 0)
-        return lv_syserrorf(L, -rc, "region read", "%s[%u]", b->be.name, idx);
-    uint64_t v = 0;
-    for (uint32_t i = 0; i < n; i++)
-        v |= (uint64_t)buf[i] << (8 * i);
-    lua_pushinteger(L, (lua_Integer)v);
-    return 1;
-}
-
-/* ---- trap ---- */
-
-static struct l_trap *checktrap(lua_State *L, int i)
-{
-    struct l_trap *t = luaL_checkudata(L, i, TRAP_T);
+    struct lv_trap_ud *t = luaL_checkudata(L, i, LV_TRAP_T);
     if (!t->open)
         luaL_error(L, "vfio.trap is closed");
     if (!t->fn.be->ops)
@@ -296,7 +26,7 @@ static struct l_trap *checktrap(lua_State *L, int i)
 static int lua_window(struct trap_fn *fn, void *ctx, int id, bool write, uint64_t off,
                       uint32_t len, uint64_t *val)
 {
-    struct l_trap *t = ctx;
+    struct lv_trap_ud *t = ctx;
     lua_State *L = t->L;
     if (t->handler_err)
         return -EIO;
@@ -389,7 +119,7 @@ static void push_event(lua_State *L, const struct trap_event *e)
 
 /* After a guest write: raise a handler's error, then feed queued events to the
  * callback if one is registered (otherwise they wait for trap:events()). */
-static void after_access(lua_State *L, struct l_trap *t)
+static void after_access(lua_State *L, struct lv_trap_ud *t)
 {
     if (t->handler_err)
         lua_error(L);
@@ -425,7 +155,7 @@ static uint32_t cfg_offset(lua_State *L, int i)
 
 static int l_trap_new(lua_State *L)
 {
-    struct l_backend *b = checkbackend(L, 1);
+    struct lv_backend_ud *b = lv_checkbackend(L, 1);
     bool pcie = true;
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "pcie");
@@ -433,7 +163,7 @@ static int l_trap_new(lua_State *L)
             pcie = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
-    struct l_trap *t = lv_newobject(L, sizeof *t, TRAP_T, UV_COUNT);
+    struct lv_trap_ud *t = lv_newobject(L, sizeof *t, LV_TRAP_T, UV_COUNT);
     int rc = trap_init(&t->fn, &b->be, pcie);
     if (rc < 0) {
         trap_free(&t->fn);
@@ -450,7 +180,7 @@ static int l_trap_new(lua_State *L)
 
 static int t_cfg_read(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     uint32_t off = cfg_offset(L, 2), len = checksize(L, 3, 0), v;
     int rc = trap_cfg_read(&t->fn, off, len, &v);
     if (rc < 0)
@@ -461,7 +191,7 @@ static int t_cfg_read(lua_State *L)
 
 static int t_cfg_write(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     uint32_t off = cfg_offset(L, 2), len = checksize(L, 3, 0);
     uint32_t v = (uint32_t)luaL_checkinteger(L, 4);
     int rc = trap_cfg_write(&t->fn, off, len, v);
@@ -474,7 +204,7 @@ static int t_cfg_write(lua_State *L)
 
 static int bar_rw(lua_State *L, bool write)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     unsigned bar = (unsigned)lv_checkrange(L, 2, 0, TRAP_NBARS - 1);
     uint64_t off = (uint64_t)luaL_checkinteger(L, 3);
     uint32_t len = checksize(L, 4, 1);
@@ -496,7 +226,7 @@ static int t_bar_write(lua_State *L) { return bar_rw(L, true); }
 /* Guest physical address / port dispatch: returns value (or true), claimed. */
 static int addr_rw(lua_State *L, bool io, bool write)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     uint64_t addr = (uint64_t)luaL_checkinteger(L, 2);
     uint32_t len = checksize(L, 3, 1);
     uint64_t v = write ? (uint64_t)luaL_checkinteger(L, 4) : 0;
@@ -521,7 +251,7 @@ static int t_io_write(lua_State *L) { return addr_rw(L, true, true); }
  * itself, bypassing MSI-X and windows, for quirk handlers that forward to the device. */
 static int device_rw(lua_State *L, bool write)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     unsigned idx = (unsigned)lv_checkrange(L, 2, 0, LV_REGION_ROM);
     uint64_t off = (uint64_t)luaL_checkinteger(L, 3);
     uint32_t len = checksize(L, 4, 1);
@@ -550,7 +280,7 @@ static int t_device_write(lua_State *L) { return device_rw(L, true); }
 
 static int t_events(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     lua_createtable(L, (int)t->fn.ev_count, 0);
     struct trap_event e;
     for (lua_Integer i = 1; trap_event_pop(&t->fn, &e); i++) {
@@ -562,7 +292,7 @@ static int t_events(lua_State *L)
 
 static int t_on_event(lua_State *L)
 {
-    checktrap(L, 1);
+    lv_checktrap(L, 1);
     if (!lua_isnoneornil(L, 2))
         luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
@@ -575,7 +305,7 @@ static void setbool(lua_State *L, const char *k, int v) { lua_pushboolean(L, v);
 
 static int t_bars(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     lua_createtable(L, TRAP_NBARS, 1);
     for (int i = 0; i < TRAP_NBARS; i++) {
         const struct trap_bar *b = &t->fn.bars[i];
@@ -597,7 +327,7 @@ static int t_bars(lua_State *L)
 
 static int t_caps(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     lua_createtable(L, (int)t->fn.ncaps, 0);
     for (unsigned i = 0; i < t->fn.ncaps; i++) {
         const struct trap_cap *c = &t->fn.caps[i];
@@ -615,7 +345,7 @@ static int t_caps(lua_State *L)
 
 static int t_info(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     lua_createtable(L, 0, 6);
     setint(L, "cfg_size", t->fn.cfg_size);
     setint(L, "dev_cfg_size", t->fn.dev_cfg_size);
@@ -630,7 +360,7 @@ static int t_info(lua_State *L)
 
 static int t_msi(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     if (!t->fn.msi.off)
         return 0;
     lua_createtable(L, 0, 9);
@@ -648,7 +378,7 @@ static int t_msi(lua_State *L)
 
 static int t_msix(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     if (!t->fn.msix.off)
         return 0;
     lua_createtable(L, 0, 9);
@@ -663,7 +393,7 @@ static int t_msix(lua_State *L)
     return 1;
 }
 
-static int rc_result(lua_State *L, struct l_trap *t, int rc, const char *op)
+static int rc_result(lua_State *L, struct lv_trap_ud *t, int rc, const char *op)
 {
     if (rc < 0)
         return lv_syserror(L, -rc, op, t->fn.be->name);
@@ -673,7 +403,7 @@ static int rc_result(lua_State *L, struct l_trap *t, int rc, const char *op)
 
 static int t_hide_cap(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     uint16_t id = (uint16_t)lv_checkrange(L, 2, 0, 0xffff);
     return rc_result(L, t, trap_hide_cap(&t->fn, id, lua_toboolean(L, 3)), "hide capability of");
 }
@@ -692,7 +422,7 @@ static const uint8_t *opt_mask(lua_State *L, int i, size_t n)
 
 static int t_add_cap(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     uint16_t off = (uint16_t)lv_checkrange(L, 2, 0, 4095);
     size_t n;
     const uint8_t *bytes = (const uint8_t *)luaL_checklstring(L, 3, &n);
@@ -704,7 +434,7 @@ static int t_add_cap(lua_State *L)
 
 static int t_set_config(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     uint32_t off = (uint32_t)lv_checkrange(L, 2, 0, 4095);
     size_t n;
     const uint8_t *bytes = (const uint8_t *)luaL_checklstring(L, 3, &n);
@@ -717,7 +447,7 @@ static int t_set_config(lua_State *L)
 
 static int t_set_perm(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     uint32_t off = (uint32_t)lv_checkrange(L, 2, 0, 4095);
     uint32_t len = checksize(L, 3, 0);
     uint32_t emul = (uint32_t)luaL_checkinteger(L, 4), wm = (uint32_t)luaL_checkinteger(L, 5),
@@ -727,13 +457,13 @@ static int t_set_perm(lua_State *L)
 
 static int t_hide_rom(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     return rc_result(L, t, trap_hide_rom(&t->fn), "hide ROM of");
 }
 
 static int t_set_bar_size(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     unsigned bar = (unsigned)lv_checkrange(L, 2, 0, 5);
     uint64_t size = (uint64_t)luaL_checkinteger(L, 3);
     return rc_result(L, t, trap_set_bar_size(&t->fn, bar, size), "resize BAR of");
@@ -742,7 +472,7 @@ static int t_set_bar_size(lua_State *L)
 /* trap:add_window(bar, off, len, {read=function(off, size), write=function(off, size, v)}) */
 static int t_add_window(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     struct trap_window w = {0};
     w.bar = (uint8_t)lv_checkrange(L, 2, 0, 5);
     w.off = (uint64_t)luaL_checkinteger(L, 3);
@@ -765,7 +495,7 @@ static int t_add_window(lua_State *L)
 /* trap:mirror_config(bar, off, len, cfg_off): the window reads/writes config space. */
 static int t_mirror_config(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     struct trap_window w = {0};
     w.bar = (uint8_t)lv_checkrange(L, 2, 0, 5);
     w.off = (uint64_t)luaL_checkinteger(L, 3);
@@ -777,7 +507,7 @@ static int t_mirror_config(lua_State *L)
 
 static int t_relocate_msix(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     unsigned bar = (unsigned)lv_checkrange(L, 2, 0, 5);
     uint64_t to = (uint64_t)luaL_checkinteger(L, 3), po = (uint64_t)luaL_checkinteger(L, 4);
     return rc_result(L, t, trap_msix_relocate(&t->fn, bar, to, po), "relocate MSI-X of");
@@ -785,7 +515,7 @@ static int t_relocate_msix(lua_State *L)
 
 static int t_set_pending(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     static const char *const kinds[] = {"msi", "msix", NULL};
     int k = luaL_checkoption(L, 2, NULL, kinds);
     unsigned v = (unsigned)lv_checkrange(L, 3, 0, TRAP_MSIX_MAX - 1);
@@ -796,7 +526,7 @@ static int t_set_pending(lua_State *L)
 
 static int t_msix_entry(lua_State *L)
 {
-    struct l_trap *t = checktrap(L, 1);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     lua_Integer v = luaL_checkinteger(L, 2);
     if (!t->fn.msix.off || v < 0 || v >= t->fn.msix.n)
         return 0;
@@ -811,85 +541,9 @@ static int t_msix_entry(lua_State *L)
     return 3;
 }
 
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-/* trap:bench(kind, n [, a, b, size]) -> ns per operation, measured in C for bench/trap.lua:
- *   "cfg"    n config reads of `size` bytes at offset a
- *   "bar"    n BAR reads of `size` bytes at BAR a, offset b
- *   "pread"  n preads of `size` bytes from a temporary file (the syscall floor)
- *   "memcpy" n copies of `size` bytes (the memory floor) */
-static int t_bench(lua_State *L)
-{
-    struct l_trap *t = checktrap(L, 1);
-    static const char *const kinds[] = {"cfg", "bar", "pread", "memcpy", NULL};
-    int kind = luaL_checkoption(L, 2, NULL, kinds);
-    lua_Integer n = lv_checkrange(L, 3, 1, 1000000000);
-    lua_Integer a = luaL_optinteger(L, 4, 0), b = luaL_optinteger(L, 5, 0);
-    uint32_t size = (uint32_t)lv_checkrange(L, 6, 1, 8);
-    volatile uint64_t sink = 0;
-    double t0 = 0, t1 = 0;
-    if (kind == 0 || kind == 1) {
-        t0 = now_ns();
-        for (lua_Integer i = 0; i < n; i++) {
-            uint32_t v32;
-            uint64_t v64;
-            int rc = kind == 0 ? trap_cfg_read(&t->fn, (uint32_t)a, size, &v32)
-                               : trap_bar_access(&t->fn, (unsigned)a, (uint64_t)b, size, false, &v64);
-            if (rc < 0)
-                return lv_syserror(L, -rc, "bench", t->fn.be->name);
-            sink += kind == 0 ? v32 : v64;
-        }
-        t1 = now_ns();
-    } else if (kind == 2) {
-        char path[] = "/tmp/luavfio-bench-XXXXXX";
-        int fd = mkstemp(path);
-        if (fd < 0)
-            return lv_syserror(L, errno, "mkstemp", path);
-        unlink(path);
-        uint8_t page[4096] = {1};
-        if (write(fd, page, sizeof page) != (ssize_t)sizeof page) {
-            int e = errno;
-            close(fd);
-            return lv_syserror(L, e, "write", path);
-        }
-        uint8_t buf[8];
-        t0 = now_ns();
-        for (lua_Integer i = 0; i < n; i++) {
-            if (pread(fd, buf, size, (off_t)(i & 1023) * 4) < 0) {
-                int e = errno;
-                close(fd);
-                return lv_syserror(L, e, "pread", path);
-            }
-            sink += buf[0];
-        }
-        t1 = now_ns();
-        close(fd);
-    } else {
-        static uint8_t src[4096];
-        uint8_t dst[8];
-        t0 = now_ns();
-        for (lua_Integer i = 0; i < n; i++) {
-            const uint8_t *p = src + (i & 1023) * 4;
-            __asm__ volatile("" : "+r"(p));   /* keep the copy from being folded away */
-            memcpy(dst, p, size);
-            __asm__ volatile("" : : "r"(dst) : "memory");
-            sink += dst[0];
-        }
-        t1 = now_ns();
-    }
-    (void)sink;
-    lua_pushnumber(L, (t1 - t0) / (double)n);
-    return 1;
-}
-
 static int t_close(lua_State *L)
 {
-    struct l_trap *t = luaL_checkudata(L, 1, TRAP_T);
+    struct lv_trap_ud *t = luaL_checkudata(L, 1, LV_TRAP_T);
     if (t->open) {
         trap_free(&t->fn);
         t->open = 0;
@@ -899,18 +553,13 @@ static int t_close(lua_State *L)
 
 static int t_tostring(lua_State *L)
 {
-    struct l_trap *t = luaL_checkudata(L, 1, TRAP_T);
+    struct lv_trap_ud *t = luaL_checkudata(L, 1, LV_TRAP_T);
     lua_pushfstring(L, "vfio.trap(%s)%s", t->fn.be ? t->fn.be->name : "?", t->open ? "" : " closed");
     return 1;
 }
 
 void lv_open_trap(lua_State *L)
 {
-    static const luaL_Reg bmethods[] = {
-        {"close", b_close}, {"stats", b_stats}, {"reset", b_reset}, {"mapped", b_mapped},
-        {"config_read", b_config_read}, {"region_read", b_region_read}, {NULL, NULL}};
-    static const luaL_Reg bmeta[] = {
-        {"__gc", b_close}, {"__close", b_close}, {"__tostring", b_tostring}, {NULL, NULL}};
     static const luaL_Reg tmethods[] = {
         {"cfg_read", t_cfg_read}, {"cfg_write", t_cfg_write},
         {"bar_read", t_bar_read}, {"bar_write", t_bar_write},
@@ -924,12 +573,10 @@ void lv_open_trap(lua_State *L)
         {"set_perm", t_set_perm}, {"hide_rom", t_hide_rom}, {"set_bar_size", t_set_bar_size},
         {"add_window", t_add_window}, {"mirror_config", t_mirror_config},
         {"relocate_msix", t_relocate_msix}, {"set_pending", t_set_pending},
-        {"bench", t_bench}, {"close", t_close}, {NULL, NULL}};
+        {"close", t_close}, {NULL, NULL}};
     static const luaL_Reg tmeta[] = {
         {"__gc", t_close}, {"__close", t_close}, {"__tostring", t_tostring}, {NULL, NULL}};
-    lv_newclass(L, BACKEND_T, bmethods, bmeta);
-    lv_newclass(L, TRAP_T, tmethods, tmeta);
-    static const luaL_Reg fns[] = {
-        {"replay", l_replay}, {"vfio_backend", l_vfio_backend}, {"trap", l_trap_new}, {NULL, NULL}};
+    lv_newclass(L, LV_TRAP_T, tmethods, tmeta);
+    static const luaL_Reg fns[] = {{"trap", l_trap_new}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }

@@ -38,6 +38,10 @@ void *lv_newobject(lua_State *L, size_t size, const char *tname, int nuv);
 void lv_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
                  const luaL_Reg *meta);
 
+/* Add `methods` to the class `tname` registered earlier, so one object type can keep a
+ * concern of its own in a file of its own (trap:bench). */
+void lv_addmethods(lua_State *L, const char *tname, const luaL_Reg *methods);
+
 /* Store the value at `parent` as user value `slot` of the userdata at `child`, so a child
  * object keeps its parent alive for as long as it lives. */
 void lv_set_parent(lua_State *L, int child, int parent, int slot);

@@ -10,6 +10,9 @@
     X(dmabuf)         \
     X(kvm)            \
     X(vcpu)           \
-    X(pcihost)         \
+    X(pcihost)        \
+    X(mmap)           \
+    X(backend)        \
     X(trap)           \
+    X(trap_bench)     \
     X(trap_kvm)
