@@ -1,7 +1,9 @@
 /* vfio.backend: the devices the trap core reaches (backend.h):
- *   core.replay(fixture)            a recorded device (fixture tables from vfio.record)
- *   core.vfio_backend(fd, regions, irqs [, name])   a kernel VFIO device fd
+ *   core.replay(fixture)                          a recorded device (vfio.record's tables)
+ *   core.vfio_backend(device [, {mmap=, name=}])  a kernel VFIO device (vfio.device)
+ *   core.vfio_backend(fd, regions, irqs [, name]) any fd described by hand (specs over files)
  * and their raw views (config_read, region_read, stats, mapped) for specs. */
+#include "l_objects.h"
 #include "l_trap.h"
 
 #include <stdio.h>
@@ -112,12 +114,66 @@ static int l_replay(lua_State *L)
     return 1;
 }
 
+/* core.vfio_backend(device [, {mmap = true, name = device name}]): the region and IRQ
+ * info come from the device itself, so nothing crosses into Lua and back. A region whose
+ * info fails stays empty (size 0), as the device object shows it. With mmap (the default)
+ * the backend maps each mappable BAR and the ROM itself and unmaps them on close. The
+ * backend keeps the device object alive; its fd is borrowed. */
+static int vfio_backend_of_device(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    int mmap = 1;
+    const char *name = d->name;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        if (lua_getfield(L, 2, "mmap") != LUA_TNIL)
+            mmap = lua_toboolean(L, -1);
+        if (lua_getfield(L, 2, "name") != LUA_TNIL)
+            name = luaL_checkstring(L, -1);
+        lua_pop(L, 2);   /* name stays referenced by the table until we return */
+    }
+    struct vfio_dev_desc info;
+    int rc = vfio_device_info(d->fd, &info);
+    if (rc < 0)
+        return lv_syserror(L, -rc, "VFIO_DEVICE_GET_INFO", d->name);
+    struct lv_vfio_region regions[LV_REGION_MAX];
+    struct lv_irq_info irqs[LV_IRQ_MAX];
+    memset(regions, 0, sizeof regions);
+    memset(irqs, 0, sizeof irqs);
+    for (uint32_t i = 0; i < info.num_regions && i < LV_REGION_MAX; i++) {
+        struct vfio_region_desc r;
+        if (vfio_device_region_info(d->fd, i, &r) < 0)
+            continue;
+        regions[i].offset = r.offset;
+        regions[i].size = r.size;
+        regions[i].flags = r.flags;
+        regions[i].want_mmap = mmap && i <= LV_REGION_ROM && (r.flags & LV_REGION_MMAP);
+        vfio_region_desc_free(&r);
+    }
+    for (uint32_t i = 0; i < info.num_irqs && i < LV_IRQ_MAX; i++) {
+        struct vfio_irq_desc q;
+        if (vfio_device_irq_info(d->fd, i, &q) == 0) {
+            irqs[i].count = q.count;
+            irqs[i].flags = q.flags;
+        }
+    }
+    struct lv_backend_ud *b = lv_newobject(L, sizeof *b, LV_BACKEND_T, 1);
+    snprintf(b->be.name, sizeof b->be.name, "%.*s", (int)sizeof b->be.name - 1, name);
+    rc = lv_backend_vfio_init(&b->be, d->fd, regions, LV_REGION_MAX, irqs, LV_IRQ_MAX);
+    if (rc < 0)
+        return lv_syserror(L, -rc, "create vfio backend", b->be.name);
+    lv_set_parent(L, -1, 1, 1);
+    return 1;
+}
+
 /* core.vfio_backend(fd, regions, irqs [, name]): regions[i] = {offset=, size=, flags=,
  * map=<lightuserdata or address>, map_offset=, map_len=, mmap=bool} for i = 0..8. The fd
- * and given maps are borrowed from the device object, which must outlive the backend;
- * with mmap=true the backend maps a mappable region itself (and unmaps it on close). */
+ * and given maps are borrowed, and must outlive the backend; with mmap=true the backend
+ * maps a mappable region itself (and unmaps it on close). */
 static int l_vfio_backend(lua_State *L)
 {
+    if (luaL_testudata(L, 1, LV_DEVICE))
+        return vfio_backend_of_device(L);
     int fd = (int)lv_checkrange(L, 1, 0, 0x7fffffff);
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);

@@ -104,4 +104,35 @@ describe("VFIO backend (pread/pwrite at region offsets)", function()
       assert.are.equal(9, errno)
       t:close(); be:close()
    end)
+
+   it("is built from a vfio.device in C, which asks the device itself for its regions", function()
+      -- A file is no VFIO device: the info ioctl fails, and the error names it and it.
+      local path = os.tmpname()
+      local dev <close> = assert(core.device_file(path, "0000:00:09.0"))
+      local be, err, errno = core.vfio_backend(dev)
+      assert.is_nil(be)
+      assert.are.equal("VFIO_DEVICE_GET_INFO 0000:00:09.0: Inappropriate ioctl for device", err)
+      assert.are.equal(25, errno)
+      assert.has_error(function() core.vfio_backend(dev, 5) end)
+      os.remove(path)
+   end)
+end)
+
+describe("vfio.vmm.passthrough", function()
+   local passthrough = require "vfio.vmm.passthrough"
+
+   it("recognises devices and backends by type, not by how they print", function()
+      local path = os.tmpname()
+      local dev <close> = assert(core.device_file(path, "0000:00:09.0"))
+      -- a vfio.core device and a vfio.open device (its C device is .handle) alike
+      for _, d in ipairs { dev, { handle = dev, bdf = "0000:00:09.0" } } do
+         local vf, err = passthrough.new(d)
+         assert.is_nil(vf)
+         assert.matches("^VFIO_DEVICE_GET_INFO 0000:00:09.0: ", err)
+      end
+      local impostor = setmetatable({}, { __tostring = function() return "vfio.backend(x)" end })
+      assert.has_error(function() passthrough.new(impostor) end,
+         "vfio.vmm.passthrough: expected a VFIO device, a backend or a recorded fixture")
+      os.remove(path)
+   end)
 end)

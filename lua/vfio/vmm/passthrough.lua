@@ -22,36 +22,26 @@ local VF = {}
 VF.__index = VF
 VF.__name = "vfio.passthrough"
 
--- Backend over a vfio.open device: regions by their fd offsets; areas the device
--- object has mapped are passed along when it exposes their address.
-local function vfio_backend(dev, opts)
-   local regions, irqs = {}, {}
-   for i = 0, math.min(dev.num_regions or 0, 9) - 1 do
-      local r = dev:region(i)
-      local e = { offset = r.offset or 0, size = r.size or 0, flags = r.flags or 0 }
-      -- the backend maps mappable BARs itself (falling back to pread/pwrite)
-      e.mmap = opts.mmap ~= false and i < 7 and (e.flags & 4) ~= 0
-      local areas = r.mapped and r:mapped()
-      local a = areas and areas[1]
-      if a and (a.ptr or a.address) then
-         e.map, e.map_offset, e.map_len = a.ptr or a.address, a.offset, a.size
-      end
-      regions[i] = e
-   end
-   for i = 0, math.min(dev.num_irqs or 0, 5) - 1 do
-      local q = dev:irq_info(i)
-      if q then irqs[i] = { count = q.count, flags = q.flags } end
-   end
-   return core.vfio_backend(dev:fileno(), regions, irqs, dev.bdf)
+-- The object's type, by its metatable's name (vfio.core's types all have one).
+local function type_name(x)
+   local mt = type(x) == "userdata" and getmetatable(x)
+   return type(mt) == "table" and rawget(mt, "__name") or nil
 end
 
+-- A backend as given, one built in C from a VFIO device (a vfio.open device or a
+-- vfio.core one), or the replay of a recorded fixture. The VFIO backend maps mappable
+-- BARs itself (falling back to pread/pwrite) unless mmap = false.
 local function backend_of(dev, opts)
-   local ty = type(dev)
-   if ty == "userdata" and tostring(dev):find("^vfio%.backend") then return dev end
+   local ty, name = type(dev), type_name(dev)
+   if name == "vfio.backend" then return dev end
+   local mmap = opts.mmap ~= false
+   if name == "vfio.device" then return core.vfio_backend(dev, { mmap = mmap }) end
    if ty == "string" or (ty == "table" and dev.config and type(dev.config) == "string") then
       return record.backend(dev)
    end
-   if ty == "table" and dev.fileno then return vfio_backend(dev, opts) end
+   if ty == "table" and type_name(dev.handle) == "vfio.device" then
+      return core.vfio_backend(dev.handle, { mmap = mmap, name = dev.bdf })
+   end
    error("vfio.vmm.passthrough: expected a VFIO device, a backend or a recorded fixture", 3)
 end
 
