@@ -393,6 +393,24 @@ static int t_msix(lua_State *L)
     return 1;
 }
 
+/* trap:windows() -> list of {bar=, off=, len=, lua=bool}: the BAR windows quirks
+ * installed; lua = a Lua handler (the others are config mirrors, served in C). */
+static int t_windows(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    lua_createtable(L, (int)t->fn.nwindows, 0);
+    for (unsigned i = 0; i < t->fn.nwindows && i < TRAP_WINDOWS_MAX; i++) {
+        const struct trap_window *w = &t->fn.windows[i];
+        lua_createtable(L, 0, 4);
+        setint(L, "bar", w->bar);
+        setint(L, "off", (lua_Integer)w->off);
+        setint(L, "len", (lua_Integer)w->len);
+        setbool(L, "lua", w->kind == WIN_HANDLER);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
 static int rc_result(lua_State *L, struct lv_trap_ud *t, int rc, const char *op)
 {
     if (rc < 0)
@@ -479,7 +497,7 @@ static int t_add_window(lua_State *L)
     w.len = (uint64_t)luaL_checkinteger(L, 4);
     luaL_checktype(L, 5, LUA_TTABLE);
     w.kind = WIN_HANDLER;
-    w.fn = lua_window;
+    w.handler = lua_window;
     w.ctx = t;
     w.id = (int)t->fn.nwindows + 1;
     int rc = trap_add_window(&t->fn, &w);
@@ -568,7 +586,7 @@ void lv_open_trap(lua_State *L)
         {"device_read", t_device_read}, {"device_write", t_device_write},
         {"events", t_events}, {"on_event", t_on_event},
         {"bars", t_bars}, {"caps", t_caps}, {"info", t_info}, {"msi", t_msi}, {"msix", t_msix},
-        {"msix_entry", t_msix_entry},
+        {"msix_entry", t_msix_entry}, {"windows", t_windows},
         {"hide_cap", t_hide_cap}, {"add_cap", t_add_cap}, {"set_config", t_set_config},
         {"set_perm", t_set_perm}, {"hide_rom", t_hide_rom}, {"set_bar_size", t_set_bar_size},
         {"add_window", t_add_window}, {"mirror_config", t_mirror_config},

@@ -2,9 +2,9 @@
  * trapped BAR accesses are answered in C without reaching Lua:
  *   - the "vfio.trap" metatable gets __pci_cfg (C host bridge functions, pcihost.h) and
  *     __kvm_io (handled ranges, kvm.h); the opaque pointer is the trap's userdata block,
- *     whose first member is its struct trap_fn;
- *   - core.trap_windows(trap): the BAR windows quirks installed, so the VM layer can leave
- *     Lua-handled ones out of the C ranges (their handlers need a Lua call frame). */
+ *     whose first member is its struct trap_fn. Accesses that touch a Lua-handled window
+ *     are left alone here: those handlers need a Lua call frame (trap:windows() tells the
+ *     VM layer which ones to keep out of the C ranges). */
 #include "l_trap.h"
 #include "kvm/kvm.h"
 #include "kvm/pcihost.h"
@@ -81,27 +81,6 @@ static int io_access(void *opaque, int space, uint64_t addr, uint8_t *data, unsi
 
 static const struct lv_kvm_io_ops trap_io_ops = {.access = io_access, .release = NULL};
 
-/* core.trap_windows(trap) -> list of {bar=, off=, len=, lua=bool} */
-static int l_trap_windows(lua_State *L)
-{
-    struct trap_fn *fn = luaL_checkudata(L, 1, LV_TRAP_T);
-    lua_createtable(L, (int)fn->nwindows, 0);
-    for (unsigned i = 0; i < fn->nwindows && i < TRAP_WINDOWS_MAX; i++) {
-        const struct trap_window *w = &fn->windows[i];
-        lua_createtable(L, 0, 4);
-        lua_pushinteger(L, w->bar);
-        lua_setfield(L, -2, "bar");
-        lua_pushinteger(L, (lua_Integer)w->off);
-        lua_setfield(L, -2, "off");
-        lua_pushinteger(L, (lua_Integer)w->len);
-        lua_setfield(L, -2, "len");
-        lua_pushboolean(L, w->kind == WIN_HANDLER);
-        lua_setfield(L, -2, "lua");
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    return 1;
-}
-
 void lv_open_trap_kvm(lua_State *L)
 {
     if (luaL_getmetatable(L, LV_TRAP_T) == LUA_TTABLE) {
@@ -111,6 +90,4 @@ void lv_open_trap_kvm(lua_State *L)
         lua_setfield(L, -2, LV_KVM_IO_FIELD);
     }
     lua_pop(L, 1);
-    lua_pushcfunction(L, l_trap_windows);
-    lua_setfield(L, -2, "trap_windows");
 }

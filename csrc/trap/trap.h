@@ -81,8 +81,8 @@ struct trap_cap {
 
 struct trap_fn;
 /* A quirk handler for a BAR window; returns 0 or -errno. `off` is relative to the window. */
-typedef int (*trap_window_fn)(struct trap_fn *fn, void *ctx, int id, bool write, uint64_t off,
-                              uint32_t len, uint64_t *val);
+typedef int (*trap_window_handler)(struct trap_fn *fn, void *ctx, int id, bool write,
+                                   uint64_t off, uint32_t len, uint64_t *val);
 
 enum trap_window_kind { WIN_HANDLER, WIN_MIRROR };
 
@@ -90,7 +90,7 @@ struct trap_window {
     uint8_t bar, kind;
     uint64_t off, len;
     uint32_t cfg_off;     /* WIN_MIRROR: config offset the window starts at */
-    trap_window_fn fn;
+    trap_window_handler handler;  /* WIN_HANDLER: called for each access */
     void *ctx;
     int id;
 };

@@ -183,7 +183,7 @@ static int window_access(struct trap_fn *fn, const struct trap_window *w, uint64
                          uint32_t len, bool write, uint64_t *val)
 {
     if (w->kind == WIN_HANDLER)
-        return w->fn(fn, w->ctx, w->id, write, rel, len, val);
+        return w->handler(fn, w->ctx, w->id, write, rel, len, val);
     /* config mirror: through the trap, so emulated registers stay emulated; 8-byte
      * accesses are two dword accesses */
     uint32_t step = len == 8 ? 4 : len, n = len == 8 ? 2 : 1;
@@ -317,7 +317,7 @@ int trap_add_window(struct trap_fn *fn, const struct trap_window *w)
         return -ERANGE;
     if (w->kind == WIN_MIRROR && (w->cfg_off >= TRAP_CFG_MAX || w->len > TRAP_CFG_MAX - w->cfg_off))
         return -ERANGE;
-    if (w->kind == WIN_HANDLER && !w->fn)
+    if (w->kind == WIN_HANDLER && !w->handler)
         return -EINVAL;
     for (unsigned i = 0; i < fn->nwindows; i++) {
         const struct trap_window *o = &fn->windows[i];

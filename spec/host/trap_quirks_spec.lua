@@ -147,5 +147,8 @@ describe("lab device quirks", function()
       assert.are.equal(7, t:bar_read(1, 8, 4))
       assert.are.equal(1, calls)
       assert.are.equal(0, be:stats().cfg_writes)
+      -- the VM layer learns which windows need Lua (the mirror is served in C)
+      assert.are.same({ { bar = 1, off = 0, len = 0x10, lua = true },
+                        { bar = 0, off = 0x18000, len = 0x100, lua = false } }, t:windows())
    end)
 end)

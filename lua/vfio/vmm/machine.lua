@@ -106,7 +106,7 @@ local function bar_spans(trap, i, read_through)
       if x.table_bar == i then trapped[#trapped + 1] = { x.table_off, x.n * 16 } end
       if x.pba_bar == i then trapped[#trapped + 1] = { x.pba_off, ((x.n + 63) // 64) * 8 } end
    end
-   for _, w in ipairs(core.trap_windows(trap)) do
+   for _, w in ipairs(trap:windows()) do
       if w.bar == i then
          local list = w.lua and lua or trapped
          list[#list + 1] = { w.off, w.len, ro = read_through[("%d:%d:%d"):format(i, w.off, w.len)] }
