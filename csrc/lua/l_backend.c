@@ -270,6 +270,24 @@ static int b_mapped(lua_State *L)
     return 1;
 }
 
+/* backend:mapping(region) -> address, offset, length: region offset `offset` is mapped
+ * at `address` for `length` bytes (vfio backends), or nil, message, errno. The VM layer
+ * borrows it for memory slots instead of mapping the BAR again. */
+static int b_mapping(lua_State *L)
+{
+    struct lv_backend_ud *b = lv_checkbackend(L, 1);
+    unsigned idx = (unsigned)lv_checkrange(L, 2, 0, LV_REGION_MAX - 1);
+    void *p;
+    uint64_t off, len;
+    int rc = lv_backend_vfio_mapping(&b->be, idx, &p, &off, &len);
+    if (rc < 0)
+        return lv_syserrorf(L, -rc, "mapping", "%s[%u]", b->be.name, idx);
+    lua_pushinteger(L, (lua_Integer)(uintptr_t)p);
+    lua_pushinteger(L, (lua_Integer)off);
+    lua_pushinteger(L, (lua_Integer)len);
+    return 3;
+}
+
 static int b_reset(lua_State *L)
 {
     lv_replay_reset(&lv_checkbackend(L, 1)->be);
@@ -311,6 +329,7 @@ void lv_open_backend(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"close", b_close}, {"stats", b_stats}, {"reset", b_reset}, {"mapped", b_mapped},
+        {"mapping", b_mapping},
         {"config_read", b_config_read}, {"region_read", b_region_read}, {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", b_close}, {"__close", b_close}, {"__tostring", b_tostring}, {NULL, NULL}};

@@ -11,7 +11,6 @@
     X(kvm)            \
     X(vcpu)           \
     X(pcihost)        \
-    X(mmap)           \
     X(backend)        \
     X(trap)           \
     X(trap_bench)     \

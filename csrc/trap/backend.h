@@ -65,6 +65,11 @@ struct lv_vfio_region {
 /* Which regions the backend reaches through a mapping (bit i = region i), and the
  * errno of failed mmap attempts by region. */
 uint32_t lv_backend_vfio_mapped(const struct lv_backend *be, int *errnos);
+/* The mapping of region idx: region offset *off is at *addr, for *len bytes. The VM layer
+ * borrows it for memory slots, so a BAR is mapped once per device. Returns 0, or -errno:
+ * why there is none (the failed mmap's errno; -ENOENT if none was made or asked). */
+int lv_backend_vfio_mapping(const struct lv_backend *be, unsigned idx, void **addr,
+                            uint64_t *off, uint64_t *len);
 int lv_backend_vfio_init(struct lv_backend *be, int fd, const struct lv_vfio_region *regions,
                          unsigned nregions, const struct lv_irq_info *irqs, unsigned nirqs);
 

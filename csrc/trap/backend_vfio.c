@@ -1,8 +1,9 @@
 /* The kernel VFIO device as a trap-core backend: config space and BARs are read and
  * written with pread/pwrite at each region's offset in the device fd; accesses inside a
- * mapping the caller passed (a BAR's mmap) are plain loads/stores of the access size, so
- * the device sees the same width the guest used. The fd and mappings are borrowed: the
- * device object from vfio.core owns and closes them. */
+ * mapping (one the caller passed, or the backend's own mmap of a mappable BAR) are plain
+ * loads/stores of the access size, so the device sees the same width the guest used. The
+ * fd and given mappings are borrowed: the device object from vfio.core owns and closes
+ * them; the backend's own mappings are unmapped when it is destroyed. */
 #include "backend.h"
 #include "vfio/vfio_impl.h" /* vfio_pread_all, vfio_pwrite_all */
 
@@ -141,6 +142,20 @@ uint32_t lv_backend_vfio_mapped(const struct lv_backend *be, int *errnos)
             errnos[i] = v->regions[i].mmap_errno;
     }
     return bits;
+}
+
+int lv_backend_vfio_mapping(const struct lv_backend *be, unsigned idx, void **addr,
+                            uint64_t *off, uint64_t *len)
+{
+    if (be->ops != &vfio_ops || idx >= LV_REGION_MAX)
+        return -ENOENT;
+    const struct lv_vfio_region *r = &((const struct vfio_be *)be->ctx)->regions[idx];
+    if (!r->map)
+        return r->mmap_errno ? -r->mmap_errno : -ENOENT;
+    *addr = r->map;
+    *off = r->map_offset;
+    *len = r->map_len;
+    return 0;
 }
 
 static const struct lv_backend_ops vfio_ops = {

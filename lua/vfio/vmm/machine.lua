@@ -11,7 +11,6 @@
 -- from the trap core as events; the machine then recomputes what must be mapped and
 -- trapped from the trap's state and applies the difference, so slots and ranges always
 -- follow what the guest programmed.
-local core = require "vfio.core"
 local vmm = require "vfio.vmm.vm"
 local pcihost = require "vfio.vmm.pcihost"
 local passthrough = require "vfio.vmm.passthrough"
@@ -430,13 +429,17 @@ local function piece_key(p)
    return ("%s %d %x %x %s"):format(p.kind, p.bar, p.gpa, p.len, p.io and "io" or "mem")
 end
 
+-- The host mapping of a BAR: the one the trap's backend made, so each BAR is mapped
+-- once per device (the slots borrow it, and keep the backend alive while they exist).
 function Machine:region_map(bar)
    local mp = self.maps[bar]
    if mp == nil then
-      local r = self.dev:region(bar)
-      local err
-      mp, err = core.mmap(self.dev:fileno(), r.offset, r.size, (r.flags & 2) ~= 0)
-      if not mp then self:log("mmap BAR%d failed (%s): trapping it", bar, err) end
+      local addr, off, len = self.vf.backend:mapping(bar)
+      if addr then
+         mp = { address = addr, offset = off, size = len }
+      else
+         self:log("mmap BAR%d failed (%s): trapping it", bar, off)
+      end
       self.maps[bar] = mp or false
    end
    return mp or nil
@@ -446,13 +449,15 @@ function Machine:add_piece(p)
    local vm = self.vm
    if p.kind == "map" or p.kind == "romap" then
       local mp = self:region_map(p.bar)
+      if mp and (p.off < mp.offset or p.off + p.len > mp.offset + mp.size) then mp = nil end
       if not mp then
          -- no mapping: a plain piece becomes trapped; a read-only one is covered by
          -- the trap pieces over the same bytes
          if p.kind == "romap" then return {} end
          p = setmetatable({ kind = "trap" }, { __index = p })
       else
-         local slot, err = vm:map(p.gpa, p.len, mp:address() + p.off, p.kind == "romap", mp)
+         local slot, err = vm:map(p.gpa, p.len, mp.address + (p.off - mp.offset),
+                                  p.kind == "romap", self.vf.backend)
          if not slot then return nil, err end
          self:log("map  BAR%d +%#x %#x bytes at %#x (slot %d)", p.bar, p.off, p.len, p.gpa, slot)
          return { slot = slot }
@@ -554,7 +559,8 @@ function Machine:boot(path, opts)
 end
 
 -- Teardown, reverse of start: device interrupts off, vectors and irqfds, DMA mappings,
--- the KVM VFIO group, BAR slots and ranges, the VM, BAR mappings, the trap. Idempotent;
+-- the KVM VFIO group, BAR slots and ranges, the VM, then the trap and its backend (which
+-- holds the BAR mappings the slots borrowed). Idempotent;
 -- errors on the way do not stop the rest.
 function Machine:close()
    if self.closed then return end
@@ -570,7 +576,6 @@ function Machine:close()
       for _, id in ipairs(self.host_ranges or {}) do pcall(self.vm.remove_range, self.vm, id) end
    end
    if self.machine then self.machine:close() end
-   for _, mp in pairs(self.maps) do if mp then mp:close() end end
    self.maps = {}
    if self.vf then self.vf:close() end
 end
