@@ -22,6 +22,24 @@ int lv_kvm_open(const char *path)
     return fd < 0 ? neg_errno() : fd;
 }
 
+int lv_kvm_api_version(int kvm_fd)
+{
+    int v = ioctl(kvm_fd, KVM_GET_API_VERSION, 0);
+    return v < 0 ? neg_errno() : v;
+}
+
+int lv_kvm_check_extension(int fd, int cap)
+{
+    int v = ioctl(fd, KVM_CHECK_EXTENSION, cap);
+    return v < 0 ? neg_errno() : v;
+}
+
+int lv_kvm_vcpu_mmap_size(int kvm_fd)
+{
+    int v = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    return v < 0 ? neg_errno() : v;
+}
+
 static int load_cpuid(struct lv_kvm_vm *vm, int kvm_fd)
 {
     for (unsigned n = 64; n <= 4096; n *= 2) {
@@ -524,6 +542,21 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint64_t base, uint32_t lim
     *s = (struct kvm_segment){.base = base, .limit = limit, .selector = sel, .type = type,
                               .present = 1, .dpl = 0, .db = (uint8_t)db, .s = (uint8_t)code_or_data,
                               .l = 0, .g = (uint8_t)g};
+}
+
+int lv_kvm_vcpu_get_regs(struct lv_kvm_vcpu *c, struct kvm_regs *r)
+{
+    return ioctl(c->fd, KVM_GET_REGS, r) < 0 ? neg_errno() : 0;
+}
+
+int lv_kvm_vcpu_set_regs(struct lv_kvm_vcpu *c, const struct kvm_regs *r)
+{
+    return ioctl(c->fd, KVM_SET_REGS, r) < 0 ? neg_errno() : 0;
+}
+
+int lv_kvm_vcpu_get_sregs(struct lv_kvm_vcpu *c, struct kvm_sregs *s)
+{
+    return ioctl(c->fd, KVM_GET_SREGS, s) < 0 ? neg_errno() : 0;
 }
 
 int lv_kvm_vcpu_setup_real(struct lv_kvm_vcpu *c, uint16_t cs, uint16_t ip)

@@ -90,6 +90,11 @@ struct lv_kvm_exit {
 };
 
 int lv_kvm_open(const char *path);   /* returns fd or -errno */
+/* System-fd queries; check_extension also answers on a VM fd (VM-scoped capabilities).
+ * Each returns the kernel's answer (>= 0) or -errno. */
+int lv_kvm_api_version(int kvm_fd);
+int lv_kvm_check_extension(int fd, int cap);
+int lv_kvm_vcpu_mmap_size(int kvm_fd);
 int lv_kvm_vm_create(struct lv_kvm_vm *vm, int kvm_fd);
 void lv_kvm_vm_close(struct lv_kvm_vm *vm);
 
@@ -136,6 +141,10 @@ void lv_kvm_vcpu_close(struct lv_kvm_vcpu *c);
 int lv_kvm_vcpu_setup_real(struct lv_kvm_vcpu *c, uint16_t cs, uint16_t ip);
 int lv_kvm_vcpu_setup_flat32(struct lv_kvm_vcpu *c, uint32_t eip, uint32_t eax,
                              uint32_t ebx);
+/* Register access (KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS): 0 or -errno. */
+int lv_kvm_vcpu_get_regs(struct lv_kvm_vcpu *c, struct kvm_regs *r);
+int lv_kvm_vcpu_set_regs(struct lv_kvm_vcpu *c, const struct kvm_regs *r);
+int lv_kvm_vcpu_get_sregs(struct lv_kvm_vcpu *c, struct kvm_sregs *s);
 /* Run until an exit the C side does not handle. timeout_ns <= 0: no timeout. */
 int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out);
 

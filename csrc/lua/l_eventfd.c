@@ -32,6 +32,21 @@ static int l_eventfd_new(lua_State *L)
     return 1;
 }
 
+int lv_push_eventfd_count(lua_State *L, int fd, int ms, const char *what)
+{
+    int r = vfio_fd_wait(fd, ms);
+    if (r < 0)
+        return lv_syserror(L, -r, "poll", what);
+    uint64_t v = 0;
+    if (r > 0 && (r = vfio_eventfd_read(fd, &v)) < 0) {
+        if (r != -EAGAIN)
+            return lv_syserror(L, -r, "read", what);
+        v = 0;   /* drained by someone else since the poll */
+    }
+    lua_pushinteger(L, (lua_Integer)v);
+    return 1;
+}
+
 static int push_count(lua_State *L, lv_eventfd *e, int r, uint64_t v)
 {
     if (r < 0)

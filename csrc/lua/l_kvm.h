@@ -1,5 +1,5 @@
-/* Shared between the KVM binding files (l_kvm.c: system, VM, irqfd, ioeventfd;
- * l_vcpu.c: vCPU). */
+/* Shared between the KVM binding files: l_kvm.c (system, VM), l_vcpu.c (vCPU),
+ * l_irqfd.c, l_ioeventfd.c and l_debugcon.c (objects a VM creates, with their vm methods). */
 #ifndef LUAVFIO_L_KVM_H
 #define LUAVFIO_L_KVM_H
 
@@ -20,5 +20,9 @@ struct lv_vm_ud *lv_checkvm(lua_State *L, int arg);  /* raises if closed */
 int lv_vm_vcpu(lua_State *L);
 /* An fd argument: an integer, or an object whose fileno() method returns one. */
 int lv_checkfd(lua_State *L, int arg);
+/* Register the C handler of the object at `obj` for [base, base+size) of `space` in the VM
+ * at index 1 and keep the object alive with it; pushes the range id (or nil, msg, errno). */
+int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t base,
+                        uint64_t size, int obj);
 
 #endif

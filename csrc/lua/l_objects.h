@@ -65,6 +65,11 @@ lv_device *lv_checkdevice(lua_State *L, int idx);
 lv_eventfd *lv_checkeventfd(lua_State *L, int idx);
 lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx);
 
+/* The counter of an eventfd that is no vfio.eventfd object (an irqfd's resample fd, an
+ * ioeventfd): wait up to ms (0: not at all, < 0: forever) until it is readable, then push
+ * what it holds, 0 when nothing was signalled; or nil, message, errno naming `what`. */
+int lv_push_eventfd_count(lua_State *L, int fd, int ms, const char *what);
+
 /* Push a new device object owning fd; the value at `parent` (0: none) is kept alive. */
 lv_device *lv_pushdevice(lua_State *L, int fd, const char *name, int parent);
 /* Push a region object for `d` (device at stack index devidx). Takes ownership of

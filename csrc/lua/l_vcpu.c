@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <time.h>
 
 struct vcpu_ud {
@@ -73,8 +72,9 @@ static int l_vcpu_get_regs(lua_State *L)
 {
     struct vcpu_ud *v = checkvcpu(L, 1);
     struct kvm_regs r;
-    if (ioctl(v->c.fd, KVM_GET_REGS, &r) < 0)
-        return lv_syserrorf(L, errno, "KVM_GET_REGS", "vcpu %d", v->c.id);
+    int e = lv_kvm_vcpu_get_regs(&v->c, &r);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_GET_REGS", "vcpu %d", v->c.id);
     lua_createtable(L, 0, 18);
 #define PUSH(n) lua_pushinteger(L, (lua_Integer)r.n); lua_setfield(L, -2, #n);
     REGS(PUSH)
@@ -88,14 +88,15 @@ static int l_vcpu_set_regs(lua_State *L)
     struct vcpu_ud *v = checkvcpu(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     struct kvm_regs r;
-    if (ioctl(v->c.fd, KVM_GET_REGS, &r) < 0)
-        return lv_syserrorf(L, errno, "KVM_GET_REGS", "vcpu %d", v->c.id);
+    int e = lv_kvm_vcpu_get_regs(&v->c, &r);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_GET_REGS", "vcpu %d", v->c.id);
 #define GET(n) if (lua_getfield(L, 2, #n) != LUA_TNIL) r.n = (__u64)luaL_checkinteger(L, -1); \
     lua_pop(L, 1);
     REGS(GET)
 #undef GET
-    if (ioctl(v->c.fd, KVM_SET_REGS, &r) < 0)
-        return lv_syserrorf(L, errno, "KVM_SET_REGS", "vcpu %d", v->c.id);
+    if ((e = lv_kvm_vcpu_set_regs(&v->c, &r)) < 0)
+        return lv_syserrorf(L, -e, "KVM_SET_REGS", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -104,8 +105,9 @@ static int l_vcpu_get_sregs(lua_State *L)
 {
     struct vcpu_ud *v = checkvcpu(L, 1);
     struct kvm_sregs s;
-    if (ioctl(v->c.fd, KVM_GET_SREGS, &s) < 0)
-        return lv_syserrorf(L, errno, "KVM_GET_SREGS", "vcpu %d", v->c.id);
+    int e = lv_kvm_vcpu_get_sregs(&v->c, &s);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_GET_SREGS", "vcpu %d", v->c.id);
     lua_createtable(L, 0, 8);
 #define PUSH(k, val) lua_pushinteger(L, (lua_Integer)(val)); lua_setfield(L, -2, k);
     PUSH("cr0", s.cr0) PUSH("cr2", s.cr2) PUSH("cr3", s.cr3) PUSH("cr4", s.cr4)

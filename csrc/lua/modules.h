@@ -10,6 +10,9 @@
     X(dmabuf)         \
     X(kvm)            \
     X(vcpu)           \
+    X(irqfd)          \
+    X(ioeventfd)      \
+    X(debugcon)       \
     X(pcihost)        \
     X(backend)        \
     X(trap)           \
