@@ -257,14 +257,16 @@ local function attach(bdf, g)
 end
 
 ---------------------------------------------------------------------------------------
--- Device: the friendly object returned by vfio.open.
+-- PciDevice: the friendly object returned by vfio.open, a PCI function opened through
+-- VFIO with its group and container (vfio.pci_device; its .handle is vfio.core's
+-- vfio.device, the VFIO device fd alone).
 
-local Device = { __name = "vfio.Device" }
-Device.__index = Device
+local PciDevice = { __name = "vfio.pci_device" }
+PciDevice.__index = PciDevice
 
 local function checkdev(self)
-   if getmetatable(self) ~= Device then
-      error("bad argument #1 (vfio.Device expected)", 3)
+   if getmetatable(self) ~= PciDevice then
+      error("bad argument #1 (vfio.pci_device expected)", 3)
    end
    if self.closed then error(("device %s is closed"):format(self.bdf), 3) end
    return self
@@ -272,7 +274,7 @@ end
 
 -- dev:region(i): the region object (cached), for 0 <= i < num_regions. A region whose
 -- info failed carries .error; the device stays usable.
-function Device:region(i)
+function PciDevice:region(i)
    checkdev(self)
    if math.type(i) ~= "integer" or i < 0 or i >= self.num_regions then
       error(("bad argument #1 to 'region' (index in [0, %d) expected, got %s)"):format(
@@ -286,14 +288,14 @@ function Device:region(i)
    return r
 end
 
-function Device:regions()
+function PciDevice:regions()
    checkdev(self)
    local list = {}
    for i = 0, self.num_regions - 1 do list[i + 1] = self:region(i) end
    return list
 end
 
-function Device:irq_info(i)
+function PciDevice:irq_info(i)
    checkdev(self)
    if math.type(i) ~= "integer" or i < 0 then
       error(("bad argument #1 to 'irq_info' (irq index expected, got %s)"):format(
@@ -302,21 +304,21 @@ function Device:irq_info(i)
    return self.handle:irq_info(i)
 end
 
-function Device:set_irqs(...) return checkdev(self).handle:set_irqs(...) end
+function PciDevice:set_irqs(...) return checkdev(self).handle:set_irqs(...) end
 
 -- dev:enable_irq(index, eventfds): route `#eventfds` vectors from 0 to the eventfds.
-function Device:enable_irq(index, efds)
+function PciDevice:enable_irq(index, efds)
    checkdev(self)
    if type(efds) ~= "table" then efds = { efds } end
    return self.handle:set_irqs(index, "trigger", 0, #efds, efds)
 end
 
 -- dev:disable_irq(index): tear down every vector of the index.
-function Device:disable_irq(index)
+function PciDevice:disable_irq(index)
    return checkdev(self).handle:set_irqs(index, "trigger", 0, 0)
 end
 
-function Device:reset()
+function PciDevice:reset()
    checkdev(self)
    local ok, err, errno = self.handle:reset()
    if not ok and not self.info.reset then
@@ -325,11 +327,11 @@ function Device:reset()
    return ok, err, errno
 end
 
-function Device:hot_reset_info() return checkdev(self).handle:hot_reset_info() end
+function PciDevice:hot_reset_info() return checkdev(self).handle:hot_reset_info() end
 
 -- dev:hot_reset([groups]): a bus reset. Without a list, use the groups this process has
 -- open for every device the reset affects.
-function Device:hot_reset(list)
+function PciDevice:hot_reset(list)
    checkdev(self)
    if list == nil then
       local info, err, errno = self.handle:hot_reset_info()
@@ -351,12 +353,12 @@ function Device:hot_reset(list)
    return self.handle:hot_reset(list)
 end
 
-function Device:probe_feature(...) return checkdev(self).handle:probe_feature(...) end
-function Device:fileno() return checkdev(self).handle:fileno() end
+function PciDevice:probe_feature(...) return checkdev(self).handle:probe_feature(...) end
+function PciDevice:fileno() return checkdev(self).handle:fileno() end
 
 -- Idempotent. Regions are unmapped; the group and container go when nothing else uses
 -- them (they are shared through weak caches).
-function Device:close()
+function PciDevice:close()
    if rawget(self, "closed") then return end
    self.closed = true
    for _, r in pairs(self._regions) do r:close() end
@@ -367,11 +369,11 @@ function Device:close()
    group_users[g] = (group_users[g] or 1) - 1
    release(g, self.container)
 end
-Device.__close = Device.close
-Device.__gc = Device.close
+PciDevice.__close = PciDevice.close
+PciDevice.__gc = PciDevice.close
 
-function Device:__tostring()
-   return ("vfio.Device (%s%s)"):format(self.bdf, self.closed and ", closed" or "")
+function PciDevice:__tostring()
+   return ("vfio.pci_device (%s%s)"):format(self.bdf, self.closed and ", closed" or "")
 end
 
 -- vfio.open(bdf_or_sysfs_path) -> device | nil, message, errno
@@ -417,7 +419,7 @@ function vfio.open(x)
       bdf = bdf, handle = h, group = g, container = c, info = info,
       num_regions = info.num_regions, num_irqs = info.num_irqs, _regions = {},
       iommu_type = iommu_type[c],
-   }, Device)
+   }, PciDevice)
    if info.pci and info.num_regions > core.REGION.CONFIG then
       dev.config = dev:region(core.REGION.CONFIG)
    end

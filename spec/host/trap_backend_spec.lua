@@ -139,8 +139,8 @@ describe("vfio.vmm.passthrough", function()
       local dev <close> = assert(core.device_file(path, "0000:00:09.0"))
       -- a vfio.core device and a vfio.open device (its C device is .handle) alike
       for _, d in ipairs { dev, { handle = dev, bdf = "0000:00:09.0" } } do
-         local vf, err = passthrough.new(d)
-         assert.is_nil(vf)
+         local pt, err = passthrough.new(d)
+         assert.is_nil(pt)
          assert.matches("^VFIO_DEVICE_GET_INFO 0000:00:09.0: ", err)
       end
       local impostor = setmetatable({}, { __tostring = function() return "vfio.backend(x)" end })

@@ -11,7 +11,7 @@
 -- from the trap core as events; the machine then recomputes what must be mapped and
 -- trapped from the trap's state and applies the difference, so slots and ranges always
 -- follow what the guest programmed.
-local vmm = require "vfio.vmm.vm"
+local vmlib = require "vfio.vmm.vm"
 local pcihost = require "vfio.vmm.pcihost"
 local passthrough = require "vfio.vmm.passthrough"
 local irq = require "vfio.vmm.irq"
@@ -121,17 +121,17 @@ end
 --            (no memory slots for BARs; QEMU's x-no-mmap)
 function M.new(dev, opts)
    opts = opts or {}
-   local vf, err, errno = passthrough.new(dev, { quirks = opts.quirks, enable = true })
-   if not vf then return nil, err, errno end
+   local pt, err, errno = passthrough.new(dev, { quirks = opts.quirks, enable = true })
+   if not pt then return nil, err, errno end
    local m = setmetatable({
-      dev = dev, vf = vf, trap = vf.trap, opts = opts, trace = opts.trace,
+      dev = dev, pt = pt, trap = pt.trap, opts = opts, trace = opts.trace,
       mem_mib = opts.mem_mib or 64, intx_line = opts.intx_line or M.INTX_LINE,
       pieces = {}, maps = {}, irq = { kind = "none" }, dma = {}, stats = { events = 0, lua = 0 },
    }, Machine)
    -- quirk windows whose reads are the device's own: their pages can be mapped read-only
    m.read_through = {}
    local applied = {}
-   for _, n in ipairs(vf.quirks or {}) do applied[n] = true end
+   for _, n in ipairs(pt.quirks or {}) do applied[n] = true end
    for _, q in ipairs(opts.quirks or require("vfio.vmm.quirks").load_builtin()) do
       for _, w in ipairs(applied[q.name] and q.windows or {}) do
          if w.reads == "device" then
@@ -242,7 +242,7 @@ function Machine:plan()
       p("irq MSI-X %d vector(s), table BAR%d+%s, PBA BAR%d+%s -> GSI routes with irqfds", msix.n,
         msix.table_bar, hex(msix.table_off), msix.pba_bar, hex(msix.pba_off))
    end
-   p("quirks %s", #self.vf.quirks > 0 and table.concat(self.vf.quirks, ", ") or "none")
+   p("quirks %s", #self.pt.quirks > 0 and table.concat(self.pt.quirks, ", ") or "none")
    return table.concat(out, "\n") .. "\n"
 end
 
@@ -260,7 +260,7 @@ end
 -- Build the VM: RAM, irqchip, host bridge, device, DMA, interrupts. Returns self or nil,
 -- message, errno (everything built so far torn down).
 function Machine:start()
-   local m, err, errno = vmm.create { mem_mib = self.mem_mib }
+   local m, err, errno = vmlib.create { mem_mib = self.mem_mib }
    if not m then return fail(self, err, errno) end
    self.machine, self.vm = m, m.vm
    local vm = self.vm
@@ -434,7 +434,7 @@ end
 function Machine:region_map(bar)
    local mp = self.maps[bar]
    if mp == nil then
-      local addr, off, len = self.vf.backend:mapping(bar)
+      local addr, off, len = self.pt.backend:mapping(bar)
       if addr then
          mp = { address = addr, offset = off, size = len }
       else
@@ -457,7 +457,7 @@ function Machine:add_piece(p)
          p = setmetatable({ kind = "trap" }, { __index = p })
       else
          local slot, err = vm:map(p.gpa, p.len, mp.address + (p.off - mp.offset),
-                                  p.kind == "romap", self.vf.backend)
+                                  p.kind == "romap", self.pt.backend)
          if not slot then return nil, err end
          self:log("map  BAR%d +%#x %#x bytes at %#x (slot %d)", p.bar, p.off, p.len, p.gpa, slot)
          return { slot = slot }
@@ -577,7 +577,7 @@ function Machine:close()
    end
    if self.machine then self.machine:close() end
    self.maps = {}
-   if self.vf then self.vf:close() end
+   if self.pt then self.pt:close() end
 end
 Machine.__close = Machine.close
 Machine.__gc = Machine.close

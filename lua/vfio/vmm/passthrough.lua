@@ -9,7 +9,7 @@
 --                         (default: a fresh one); layout=false leaves BARs unassigned
 --         policy=fn       window policy for a fresh allocator (see vfio.vmm.layout)
 --         enable=true     set COMMAND memory/I/O decode after programming BARs
---         on_event=fn     event callback (else drain with vf:events())
+--         on_event=fn     event callback (else drain with pt:events())
 --         mmap=false      reach mappable BARs with pread/pwrite instead of a mapping
 local core = require "vfio.core"
 local layout = require "vfio.vmm.layout"
@@ -18,9 +18,11 @@ local record = require "vfio.record"
 
 local passthrough = {}
 
-local VF = {}
-VF.__index = VF
-VF.__name = "vfio.passthrough"
+-- A passthrough function: the virtual PCI function a guest sees over one device (called
+-- pt; "VF" would say an SR-IOV virtual function, which it is not).
+local Passthrough = {}
+Passthrough.__index = Passthrough
+Passthrough.__name = "vfio.passthrough"
 
 -- The object's type, by its metatable's name (vfio.core's types all have one).
 local function type_name(x)
@@ -52,19 +54,19 @@ function passthrough.new(dev, opts)
    local trap
    trap, err, errno = core.trap(be, { pcie = opts.pcie ~= false })
    if not trap then return nil, err, errno end
-   local vf = setmetatable({ trap = trap, backend = be, device = dev, quirks = {},
-                             own_backend = be ~= dev }, VF)
+   local pt = setmetatable({ trap = trap, backend = be, device = dev, quirks = {},
+                             own_backend = be ~= dev }, Passthrough)
    if opts.quirks ~= false then
-      vf.quirks, vf.quirk_states = quirks.apply_matching(trap, opts.quirks or nil)
+      pt.quirks, pt.quirk_states = quirks.apply_matching(trap, opts.quirks or nil)
    end
    if opts.on_event then trap:on_event(opts.on_event) end
    if opts.layout ~= false then
       local alloc = opts.layout or layout.new { policy = opts.policy, windows = opts.windows }
       local placed
       placed, err = alloc:place(trap:bars())
-      if not placed then vf:close(); return nil, err end
+      if not placed then pt:close(); return nil, err end
       layout.program(trap, placed)
-      vf.placement = placed
+      pt.placement = placed
       if opts.enable then
          local io, mem = false, false
          for i, _ in pairs(placed) do
@@ -74,33 +76,33 @@ function passthrough.new(dev, opts)
          trap:cfg_write(4, 2, cmd | (mem and 2 or 0) | (io and 1 or 0))
       end
    end
-   return vf
+   return pt
 end
 
 -- Entry points for a VM layer or a spec; all return what the trap core returns.
-function VF:cfg_read(off, size) return self.trap:cfg_read(off, size) end
-function VF:cfg_write(off, size, v) return self.trap:cfg_write(off, size, v) end
-function VF:bar_read(bar, off, size) return self.trap:bar_read(bar, off, size) end
-function VF:bar_write(bar, off, size, v) return self.trap:bar_write(bar, off, size, v) end
-function VF:mmio_read(addr, size) return self.trap:mmio_read(addr, size) end
-function VF:mmio_write(addr, size, v) return self.trap:mmio_write(addr, size, v) end
-function VF:io_read(port, size) return self.trap:io_read(port, size) end
-function VF:io_write(port, size, v) return self.trap:io_write(port, size, v) end
-function VF:events() return self.trap:events() end
-function VF:on_event(fn) return self.trap:on_event(fn) end
-function VF:bars() return self.trap:bars() end
-function VF:caps() return self.trap:caps() end
+function Passthrough:cfg_read(off, size) return self.trap:cfg_read(off, size) end
+function Passthrough:cfg_write(off, size, v) return self.trap:cfg_write(off, size, v) end
+function Passthrough:bar_read(bar, off, size) return self.trap:bar_read(bar, off, size) end
+function Passthrough:bar_write(bar, off, size, v) return self.trap:bar_write(bar, off, size, v) end
+function Passthrough:mmio_read(addr, size) return self.trap:mmio_read(addr, size) end
+function Passthrough:mmio_write(addr, size, v) return self.trap:mmio_write(addr, size, v) end
+function Passthrough:io_read(port, size) return self.trap:io_read(port, size) end
+function Passthrough:io_write(port, size, v) return self.trap:io_write(port, size, v) end
+function Passthrough:events() return self.trap:events() end
+function Passthrough:on_event(fn) return self.trap:on_event(fn) end
+function Passthrough:bars() return self.trap:bars() end
+function Passthrough:caps() return self.trap:caps() end
 
 -- Closing unmaps the BARs the backend mapped: a mapping keeps the device file, and
 -- with it the VFIO group, open (the group could not be opened again until the GC ran).
-function VF:close()
+function Passthrough:close()
    if self.trap then self.trap:close() end
    if self.own_backend and self.backend then self.backend:close() end
    self.trap, self.backend = nil, nil
 end
-VF.__close = VF.close
+Passthrough.__close = Passthrough.close
 
-function VF:__tostring()
+function Passthrough:__tostring()
    return ("vfio.passthrough(%s)"):format(self.trap and self.trap:info().name or "closed")
 end
 

@@ -1,12 +1,12 @@
--- A small KVM machine: RAM at guest-physical 0, the in-kernel irqchip, one vCPU, a
+-- A small KVM VM: RAM at guest-physical 0, the in-kernel irqchip, one vCPU, a
 -- debug console and an exit port handled in C, and a multiboot loader. Passthrough
 -- wiring (PCI host bridge, BARs, interrupts) builds on top of this.
 local core = require "vfio.core"
 local multiboot = require "vfio.vmm.multiboot"
 
 local M = {}
-local Machine = {}
-Machine.__index = Machine
+local VM = {}
+VM.__index = VM
 
 M.DEBUG_PORT = 0xe9
 M.EXIT_PORT = 0xf4
@@ -17,7 +17,7 @@ local function fail(what, msg, errno)
 end
 
 -- M.create{mem_mib = 64, kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9,
---          exit_port = 0xf4} -> machine, or nil, message, errno.
+--          exit_port = 0xf4} -> vm, or nil, message, errno.
 function M.create(opts)
    opts = opts or {}
    local mib = opts.mem_mib or 64
@@ -38,7 +38,7 @@ function M.create(opts)
    end
    local vm, vmsg, verr = kvm:create_vm()
    if not vm then kvm:close(); return nil, vmsg, verr end
-   local m = setmetatable({ kvm = kvm, vm = vm, ram_size = mib << 20 }, Machine)
+   local m = setmetatable({ kvm = kvm, vm = vm, ram_size = mib << 20 }, VM)
    local ok, err, e = vm:add_ram(0, m.ram_size)
    if ok and opts.irqchip ~= false then ok, err, e = vm:create_irqchip() end
    if ok then ok, err, e = vm:add_debugcon(opts.debug_port or M.DEBUG_PORT) end
@@ -51,9 +51,9 @@ function M.create(opts)
    return m
 end
 
--- machine:load_multiboot(image, cmdline) -> entry, or nil, message. `image` is the file's
+-- vm:load_multiboot(image, cmdline) -> entry, or nil, message. `image` is the file's
 -- bytes; the vCPU is left at the multiboot entry state.
-function Machine:load_multiboot(image, cmdline)
+function VM:load_multiboot(image, cmdline)
    local entry, info = multiboot.load(self.vm, image, { ram_size = self.ram_size, cmdline = cmdline })
    if not entry then return nil, "not bootable: " .. info end
    local ok, err, e = self.vcpu:setup_flat32(entry, multiboot.BOOT_MAGIC, info)
@@ -61,8 +61,8 @@ function Machine:load_multiboot(image, cmdline)
    return entry
 end
 
--- machine:load_file(path, cmdline): load_multiboot on a file, with the path in errors.
-function Machine:load_file(path, cmdline)
+-- vm:load_file(path, cmdline): load_multiboot on a file, with the path in errors.
+function VM:load_file(path, cmdline)
    local f, err, e = io.open(path, "rb")
    if not f then return nil, err, e end
    local image = f:read("a")
@@ -72,25 +72,25 @@ function Machine:load_file(path, cmdline)
    return entry
 end
 
--- machine:run([handler], [{timeout = s}]) -> exit table (see vcpu:run).
-function Machine:run(handler, opts)
+-- vm:run([handler], [{timeout = s}]) -> exit table (see vcpu:run).
+function VM:run(handler, opts)
    return self.vcpu:run(handler, opts)
 end
 
--- machine:output() -> what the guest wrote to the debug console so far.
-function Machine:output()
+-- vm:output() -> what the guest wrote to the debug console so far.
+function VM:output()
    return (self.vm:debug_output())
 end
 
 -- Result codes the guest writes to the exit port (examples/guest).
 M.RESULT = { [0] = "pass", [1] = "fail", [2] = "nodev", [3] = "exception" }
 
--- machine:boot(path, {cmdline=, timeout=, handler=, on_stop=})
+-- vm:boot(path, {cmdline=, timeout=, handler=, on_stop=})
 --   -> {result=, code=, output=, exit=}
 -- Runs until the guest writes the exit port or something else ends the run. A "stop"
 -- from any other C handler (a function asking for attention) calls on_stop(exit) and
 -- the guest resumes.
-function Machine:boot(path, opts)
+function VM:boot(path, opts)
    opts = opts or {}
    local entry, err, e = self:load_file(path, opts.cmdline)
    if not entry then return nil, err, e end
@@ -117,12 +117,12 @@ function Machine:boot(path, opts)
 end
 
 -- Teardown: vCPU first, then the VM (and its RAM), then /dev/kvm. Idempotent.
-function Machine:close()
+function VM:close()
    if self.vcpu then self.vcpu:close() end
    if self.vm then self.vm:close() end
    if self.kvm then self.kvm:close() end
 end
-Machine.__close = Machine.close
-Machine.__gc = Machine.close
+VM.__close = VM.close
+VM.__gc = VM.close
 
 return M
