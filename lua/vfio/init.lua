@@ -2,6 +2,7 @@
 -- adds the policy users want: open a device by its PCI address, share containers and
 -- groups, explain the errors people actually hit, and bind devices to vfio-pci.
 local core = require "vfio.core"
+local pcibus = require "vfio.pcibus"
 
 local vfio = {
    core = core,
@@ -21,33 +22,12 @@ local vfio = {
 
 local ENOENT, EACCES, EPERM, ENODEV, EBUSY, EINVAL = 2, 13, 1, 19, 16, 22
 
--- luaposix is needed only for sysfs work (readlink, directory listing, raw writes).
-local posix
-local function px()
-   if not posix then
-      local ok, unistd = pcall(require, "posix.unistd")
-      if not ok then
-         error("vfio: luaposix for Lua 5.4 is required for sysfs access (lab/setup --host)", 3)
-      end
-      local fcntl = require "posix.fcntl"
-      posix = {
-         readlink = unistd.readlink,
-         write = unistd.write,
-         close = unistd.close,
-         open = fcntl.open,
-         O_WRONLY = fcntl.O_WRONLY,
-         O_TRUNC = fcntl.O_TRUNC,
-         dir = require("posix.dirent").dir,
-         realpath = require("posix.stdlib").realpath,
-         stat = require("posix.sys.stat").stat,
-      }
-   end
-   return posix
-end
+-- sysfs work (the device list, drivers, groups, readlink, raw writes) needs luaposix,
+-- which pcibus loads on first use.
+local px = pcibus.posix
+local basename = pcibus.basename
 
-local function basename(p) return p and p:match("([^/]+)/*$") end
-
-local BDF = "^%x%x%x%x:%x%x:%x%x%.[0-7]$"
+local BDF = pcibus.BDF
 
 -- "0000:00:03.0", "00:03.0" or a sysfs path of the device -> canonical BDF. Raises on
 -- anything else: a malformed address is a programming error, not a system failure.
@@ -68,32 +48,16 @@ local function resolve(x, level)
       .. "device's sysfs path)"):format(x), level or 3)
 end
 
-local function devpath(bdf) return vfio.sysfs .. "/bus/pci/devices/" .. bdf end
+local function devpath(bdf) return pcibus.devpath(vfio.sysfs, bdf) end
 
 local function exists(path) return px().stat(path) ~= nil end
 
-local function link_base(path)
-   local l = px().readlink(path)
-   return l and basename(l)
-end
-
-local function driver_of(bdf) return link_base(devpath(bdf) .. "/driver") end
-
-local function group_of(bdf)
-   local g = link_base(devpath(bdf) .. "/iommu_group")
-   return g and tonumber(g)
-end
+local link_base = pcibus.link_base
+local function driver_of(bdf) return pcibus.driver(vfio.sysfs, bdf) end
+local function group_of(bdf) return pcibus.group(vfio.sysfs, bdf) end
 
 -- vfio-pci and its variant drivers (mlx5_vfio_pci...) all hand the device to VFIO.
 local function is_vfio_driver(d) return d ~= nil and d:find("vfio", 1, true) ~= nil end
-
-local function read_sysfs(path)
-   local f = io.open(path)
-   if not f then return nil end
-   local s = f:read("a")
-   f:close()
-   return s and s:gsub("%s+$", "")
-end
 
 -- A write to sysfs is one write(2): the kernel acts on it and reports errors there.
 local function write_sysfs(path, s)
@@ -429,31 +393,8 @@ end
 ---------------------------------------------------------------------------------------
 -- sysfs: listing and binding.
 
-local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end
-
 -- vfio.devices() -> list of {bdf, vendor, device, id, class, driver, group}, by address.
-function vfio.devices()
-   local dir = vfio.sysfs .. "/bus/pci/devices"
-   local ok, names = pcall(px().dir, dir)
-   if not ok or type(names) ~= "table" then
-      return fail(ENOENT, "list %s: %s", dir, tostring(names))
-   end
-   local list = {}
-   for _, bdf in ipairs(names) do
-      if bdf:match(BDF) then
-         local p = dir .. "/" .. bdf
-         local v, d = hexnum(read_sysfs(p .. "/vendor")), hexnum(read_sysfs(p .. "/device"))
-         list[#list + 1] = {
-            bdf = bdf, vendor = v, device = d,
-            id = v and d and ("%04x:%04x"):format(v, d),
-            class = hexnum(read_sysfs(p .. "/class")),
-            driver = driver_of(bdf), group = group_of(bdf),
-         }
-      end
-   end
-   table.sort(list, function(a, b) return a.bdf < b.bdf end)
-   return list
-end
+function vfio.devices() return pcibus.devices(vfio.sysfs) end
 
 -- vfio.bind(bdf): hand the device to vfio-pci (driver_override, unbind, reprobe).
 function vfio.bind(x)

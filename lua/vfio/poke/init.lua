@@ -11,6 +11,7 @@
 local decode = require "vfio.decode"
 local hexdump = require "vfio.hexdump"
 local pci = require "vfio.pci"
+local pcibus = require "vfio.pcibus"
 local pciids = require "vfio.pciids"
 local regs = require "vfio.regs"
 
@@ -222,7 +223,8 @@ end
 
 ---------------------------------------------------------------- discovery (sysfs)
 
-M.sysfs = "/sys/bus/pci"
+-- The sysfs root (vfio.pcibus reads the PCI bus under it).
+M.sysfs = "/sys"
 
 local function readfile(path)
    local f, err = io.open(path, "rb")
@@ -231,20 +233,6 @@ local function readfile(path)
    f:close()
    return s
 end
-
-local function link_name(path)
-   local ok, lfs = pcall(require, "lfs")
-   if ok and lfs.symlinkattributes then
-      local target = lfs.symlinkattributes(path, "target")
-      return target and target:match("([^/]+)$") or nil
-   end
-   local p = io.popen("readlink " .. ("%q"):format(path) .. " 2>/dev/null")
-   local s = p:read("l")
-   p:close()
-   return s and s:match("([^/]+)$") or nil
-end
-
-local function hexnum(s) return s and tonumber(s:match("0x(%x+)"), 16) end
 
 -- Normalize "3.0", "00:03.0" or "0000:00:03.0" to the full domain form.
 function M.bdf(s)
@@ -264,24 +252,20 @@ DevListMT.__tostring = function(list)
    return table.concat(out, "\n")
 end
 
--- Every PCI function the kernel knows: bdf, ids, class, names, driver, IOMMU group.
+-- Every PCI function the kernel knows (vfio.pcibus's list) with its pci.ids names: bdf,
+-- ids, class, names, driver, IOMMU group (as text, the way sysfs names it).
 function M.devices()
-   local root = M.sysfs .. "/devices"
-   local p = io.popen("ls " .. root .. " 2>/dev/null")
    local list = setmetatable({}, DevListMT)
-   for bdf in p:lines() do
-      local dir = root .. "/" .. bdf
-      local v, d = hexnum(readfile(dir .. "/vendor")), hexnum(readfile(dir .. "/device"))
-      local c = hexnum(readfile(dir .. "/class"))
+   for _, f in ipairs(pcibus.devices(M.sysfs) or {}) do
+      local v, d, c = f.vendor, f.device, f.class
       if v and d and c then
          list[#list + 1] = {
-            bdf = bdf, vendor = v, device = d, class = c,
+            bdf = f.bdf, vendor = v, device = d, class = c,
             name = pciids.device_label(v, d), class_name = pciids.class_label(c >> 8),
-            driver = link_name(dir .. "/driver"), group = link_name(dir .. "/iommu_group"),
+            driver = f.driver, group = f.group and tostring(f.group),
          }
       end
    end
-   p:close()
    return list
 end
 
@@ -292,15 +276,15 @@ function M.unbind(bdf, opts) return M.vfio().unbind(M.bdf(bdf), opts) end
 -- lspci -vvv style decode of a function from sysfs (no VFIO needed).
 function M.lspci(bdf)
    bdf = M.bdf(bdf)
-   local dir = M.sysfs .. "/devices/" .. bdf
+   local dir = pcibus.devpath(M.sysfs, bdf)
    local bytes, err = readfile(dir .. "/config")
    if not bytes then return nil, "lspci " .. bdf .. ": " .. tostring(err) end
    local res = readfile(dir .. "/resource")
    local irq = tonumber(readfile(dir .. "/irq") or "")
    return decode.config(bytes, {
       slot = bdf:sub(6), resources = res and decode.parse_resource(res),
-      irq = irq ~= 0 and irq or nil, iommu_group = link_name(dir .. "/iommu_group"),
-      driver = link_name(dir .. "/driver"),
+      irq = irq ~= 0 and irq or nil, iommu_group = pcibus.link_base(dir .. "/iommu_group"),
+      driver = pcibus.driver(M.sysfs, bdf),
    })
 end
 
