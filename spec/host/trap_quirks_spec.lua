@@ -3,16 +3,10 @@ local fixture = require "support.fixture"
 local quirks = require "vfio.vmm.quirks"
 local record = require "vfio.record"
 
-local function le(v, n)
-   local s = {}
-   for i = 0, n - 1 do s[#s + 1] = string.char((v >> (8 * i)) & 0xff) end
-   return table.concat(s)
-end
-
 -- A lab recording with only its vendor/device IDs replaced: the device stays the
 -- recorded one, the IDs are those of the real-world part the quirk is for.
 local function with_ids(name, vendor, device)
-   return record.patch(fixture.load(name), 0, le(vendor, 2) .. le(device, 2))
+   return record.patch(fixture.load(name), 0, string.pack("<I2I2", vendor, device))
 end
 
 describe("quirk matching", function()
@@ -59,7 +53,7 @@ describe("real-world quirks (lab recordings with substituted IDs)", function()
       assert.are.equal(before, t:cfg_read(0x82, 2))
       -- with the version nibble at 0 (the erratum) it becomes 1 and the rest is kept
       local t0 = fixture.trap(with_ids("nvme", 0x8086, 0x10ed))
-      t0:set_config(0x82, le(before & ~0xf, 2))
+      t0:set_config(0x82, string.pack("<I2", before & ~0xf))
       quirks.apply_matching(t0)
       assert.are.equal((before & ~0xf) | 1, t0:cfg_read(0x82, 2))
       assert.are.equal(4096, t0:info().cfg_size)            -- extended space stays

@@ -15,6 +15,7 @@ local vmlib = require "vfio.vmm.vm"
 local pcihost = require "vfio.vmm.pcihost"
 local passthrough = require "vfio.vmm.passthrough"
 local irq = require "vfio.vmm.irq"
+local pci = require "vfio.pci"
 
 local M = {}
 local Machine = {}
@@ -190,9 +191,6 @@ end
 
 -- ---- plan ----
 
-local CAPS = { [0x01] = "PM", [0x05] = "MSI", [0x10] = "PCIe", [0x11] = "MSI-X", [0x09] = "vendor",
-               [0x12] = "SATA", [0x13] = "AF" }
-
 function Machine:plan()
    local out = {}
    local function p(fmt, ...) out[#out + 1] = fmt:format(...) end
@@ -222,7 +220,7 @@ function Machine:plan()
    for _, c in ipairs(t:caps()) do
       if not c.hidden then
          caps[#caps + 1] = ("%s%s@%s"):format(c.ext and "ext:" or "",
-            c.ext and hex(c.id) or (CAPS[c.id] or hex(c.id)), hex(c.off))
+            c.ext and hex(c.id) or (pci.cap_short[c.id] or hex(c.id)), hex(c.off))
       end
    end
    p("capabilities %s", #caps > 0 and table.concat(caps, " ") or "none")

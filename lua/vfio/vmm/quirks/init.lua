@@ -62,10 +62,11 @@ function quirks.ids(trap)
    }
 end
 
+-- v as n little-endian bytes (string.pack's), cut to those bytes as the register is:
+-- quirk values and masks are plain integers.
 local function le(v, n)
-   local t = {}
-   for i = 0, n - 1 do t[#t + 1] = string.char((v >> (8 * i)) & 0xff) end
-   return table.concat(t)
+   if n > 8 then return string.pack("<I8", v) .. ("\0"):rep(n - 8) end
+   return string.pack("<I" .. n, v & ((1 << (8 * n)) - 1)) -- n == 8: the mask is all ones
 end
 
 local function find_cap(trap, id, ext)
