@@ -58,7 +58,7 @@ end
 describe("vfio.vmm.machine interrupt wiring", function()
    it("starts with INTx, switches to MSI and back, and reprograms vectors in place", function()
       local m, log = fake_machine()
-      assert.is_true(m:enable_intx())
+      assert.is_true(m:start_irqs())
       assert.are.same({ "irqfd 10 resample", "set_irqs 0 trigger 0 1 110",
                         "set_irqs 0 unmask 0 1 210" }, take(log))
       assert.is_true(m:event { type = "msi_enable", enabled = true, count = 2,
@@ -78,7 +78,7 @@ describe("vfio.vmm.machine interrupt wiring", function()
 
    it("takes MSI-X vectors from the table, updates one on a mask or route change", function()
       local m, log = fake_machine()
-      assert.is_true(m:enable_intx())
+      assert.is_true(m:start_irqs())
       take(log)
       assert.is_true(m:event { type = "msix_enable", enabled = true, count = 2 })
       assert.are.same({ "set_irqs 0 trigger 0 0 nil",
@@ -100,7 +100,7 @@ describe("vfio.vmm.machine interrupt wiring", function()
 
    it("leaves the device without interrupts when VFIO refuses the vectors", function()
       local m, log = fake_machine { fail = function(index, _, count) return index == 1 and count > 0 end }
-      assert.is_true(m:enable_intx())
+      assert.is_true(m:start_irqs())
       take(log)
       local ok, err, errno = m:event { type = "msi_enable", enabled = true, count = 1,
                                        addr = 0xfee00000, data = 0x41 }
@@ -115,5 +115,32 @@ describe("vfio.vmm.machine interrupt wiring", function()
       assert.is_true(m:event { type = "msix_enable", enabled = true, count = 1 })
       assert.are.same({ "route 24 fee00000 50", "irqfd 24", "set_irqs 2 trigger 0 1 {124}" },
                       take(log))
+   end)
+end)
+
+describe("vfio.vmm.irq.mode", function()
+   it("turns trap events into actions and tracks the mode", function()
+      local mode = irq.mode { intx = true }
+      assert.are.same({ { "intx" } }, mode:start())
+      local entries = { { addr = 0xfee00000, data = 0x40 }, { addr = 0xfee00000, data = 0x41 } }
+      assert.are.same({ { "off", "intx" }, { "vectors", "msi", entries } },
+         mode:event { type = "msi_enable", enabled = true, count = 2, addr = 0xfee00000, data = 0x41 })
+      assert.are.same({ "msi", 2 }, { mode.kind, mode.n })
+      assert.are.same({ { "update", 1, 1, 0x62 }, { "update", 2, 1, 0x63 } },
+         mode:event { type = "msi_route", addr = 1, data = 0x62 })
+      assert.are.same({ { "reset" } }, mode:event { type = "flr" })
+      assert.are.same({ { "off", "msi" } }, mode:off())
+      assert.are.same({}, mode:off())
+   end)
+
+   it("without INTx leaves the device with none between MSI and MSI-X", function()
+      local mode = irq.mode()
+      assert.are.same({}, mode:start())
+      local read = function(i) return { addr = i, data = i } end
+      assert.are.same({ { "vectors", "msix", { { addr = 0, data = 0 } } } },
+         mode:event({ type = "msix_enable", enabled = true, count = 1 }, read))
+      mode:failed()
+      assert.are.equal("none", mode.kind)
+      assert.are.same({}, mode:event { type = "msix_enable", enabled = false })
    end)
 end)

@@ -1,5 +1,6 @@
 -- Interrupt wiring for a VM: MSI/MSI-X vectors become GSI routes with irqfds, INTx lines
--- become resampling irqfds on irqchip GSIs. The irqfd's eventfd is what the VFIO side
+-- become resampling irqfds on irqchip GSIs (a router); and the device's interrupt mode
+-- as the guest switches it (a mode, at the end). The irqfd's eventfd is what the VFIO side
 -- hands to VFIO_DEVICE_SET_IRQS, so device interrupts reach the guest without an exit;
 -- for INTx the resample eventfd is VFIO's unmask eventfd.
 local M = {}
@@ -101,5 +102,99 @@ function Router:close()
    for v in pairs(self.live) do v:close() end
 end
 Router.__close = Router.close
+
+---------------------------------------------------------------------------------------
+-- The device's interrupt mode as the guest programs it: INTx, MSI or MSI-X, one at a
+-- time as VFIO takes them. It holds no resources: mode:event(e) takes a trap event and
+-- returns what the VM layer must do, in order, as actions:
+--   {"off", kind}                 disable that VFIO index and drop its vectors
+--   {"intx"}                      route INTx (its irqfd and resample eventfd)
+--   {"vectors", kind, entries}    route entries {addr=, data=} as "msi"/"msix" vectors
+--   {"update", i, addr, data}     reprogram vector i (1-based) in place
+--   {"reset"}                     a function level reset
+-- The mode assumes they succeed; when "intx" or "vectors" fails the caller says so with
+-- mode:failed() (the device is then left with none).
+
+local Mode = {}
+Mode.__index = Mode
+
+-- M.mode{intx = bool} -> mode ("none" until started); intx: the device has a usable
+-- INTx pin.
+function M.mode(opts)
+   return setmetatable({ kind = "none", n = 0, intx = opts and opts.intx or false }, Mode)
+end
+
+local function turn_off(self, out)
+   if self.kind ~= "none" then out[#out + 1] = { "off", self.kind } end
+   self.kind, self.n = "none", 0
+end
+
+local function to_intx(self, out)
+   if self.intx then
+      out[#out + 1] = { "intx" }
+      self.kind = "intx"
+   end
+end
+
+local function to_vectors(self, out, kind, entries)
+   turn_off(self, out)
+   out[#out + 1] = { "vectors", kind, entries }
+   self.kind, self.n = kind, #entries
+end
+
+-- mode:start() -> actions: INTx, what the device has before the guest enables MSI.
+function Mode:start()
+   local out = {}
+   to_intx(self, out)
+   return out
+end
+
+-- mode:event(e, msix_entry) -> actions. msix_entry(i) -> {addr=, data=} reads entry i
+-- (0-based) of the guest's MSI-X table.
+function Mode:event(e, msix_entry)
+   local out, ty = {}, e.type
+   if ty == "msi_enable" then
+      if e.enabled then
+         -- multiple-message MSI: vector i carries data with its low bits set to i
+         local n = math.max(1, e.count or 1)
+         local entries = {}
+         for i = 1, n do entries[i] = { addr = e.addr, data = (e.data & ~(n - 1)) | (i - 1) } end
+         to_vectors(self, out, "msi", entries)
+      elseif self.kind == "msi" then
+         turn_off(self, out)
+         to_intx(self, out)
+      end
+   elseif ty == "msi_route" and self.kind == "msi" then
+      local n = self.n
+      for i = 1, n do out[#out + 1] = { "update", i, e.addr, (e.data & ~(n - 1)) | (i - 1) } end
+   elseif ty == "msix_enable" then
+      if e.enabled then
+         local entries = {}
+         for i = 1, e.count or 0 do entries[i] = msix_entry(i - 1) end
+         to_vectors(self, out, "msix", entries)
+      elseif self.kind == "msix" then
+         turn_off(self, out)
+         to_intx(self, out)
+      end
+   elseif (ty == "msix_route" or ty == "msix_mask") and self.kind == "msix" then
+      local i = (e.vector or 0) + 1
+      if i <= self.n and e.addr then out[#out + 1] = { "update", i, e.addr, e.data or 0 } end
+   elseif ty == "flr" then
+      out[#out + 1] = { "reset" }
+   end
+   return out
+end
+
+-- mode:off() -> actions: everything off (teardown).
+function Mode:off()
+   local out = {}
+   turn_off(self, out)
+   return out
+end
+
+-- mode:failed(): an "intx" or "vectors" action failed; the device has no interrupts.
+function Mode:failed()
+   self.kind, self.n = "none", 0
+end
 
 return M

@@ -8,14 +8,17 @@
 --   m:plan() -> text   m:boot(guest_path, {cmdline=, timeout=}) -> result   m:close()
 --
 -- Guest-driven changes (a BAR moved, decoding toggled, MSI enabled or reprogrammed) come
--- from the trap core as events; the machine then recomputes what must be mapped and
--- trapped from the trap's state and applies the difference, so slots and ranges always
--- follow what the guest programmed.
+-- from the trap core as events. The machine composes the parts that decide what to do
+-- with them: the interrupt mode (vfio.vmm.irq) turns events into interrupt actions, and
+-- the BAR layout (vfio.vmm.layout) recomputes what must be mapped and trapped from the
+-- trap's state; the machine carries both out on the VM and the device, so slots, ranges
+-- and vectors always follow what the guest programmed.
 local vmlib = require "vfio.vmm.vm"
 local pcihost = require "vfio.vmm.pcihost"
 local passthrough = require "vfio.vmm.passthrough"
 local irq = require "vfio.vmm.irq"
 local pci = require "vfio.pci"
+local layout = require "vfio.vmm.layout"
 
 local M = {}
 local Machine = {}
@@ -24,96 +27,10 @@ Machine.__index = Machine
 M.ECAM_BASE = 0xb0000000 -- below the 32-bit BAR window, above guest RAM
 M.SLOT = 4               -- the device's slot on bus 0 (00:04.0); 00:00.0 is a host bridge
 M.INTX_LINE = 10         -- the legacy interrupt line (PIC/IOAPIC pin) given to INTx
-M.PAGE = 4096
 
 local INTX, MSI, MSIX = 0, 1, 2
-local REGION_MMAP = 4
 
 local function hex(v) return ("%#x"):format(v) end
-
--- Split [0, size) of a BAR into pieces: "map" (mmap-able pages), "trap" (C handled) and
--- "lua" (quirk windows whose handlers are Lua). Pure: specs check it without a device.
---   bar = {size=, phys_size=, io=}, o = {mappable=bool, trapped={{off, len}...},
---   lua={{off, len, ro=bool}...}, trace=bool}
--- A trapped page whose only trapped spans are windows with ro (reads return the
--- device's value) also gets a "romap" piece: a read-only slot, so reads go straight to
--- the device and only writes exit (to the "trap"/"lua" pieces over the same bytes).
-function M.split_bar(bar, o)
-   local size, page = bar.size, M.PAGE
-   local phys = math.min(bar.phys_size or size, size)
-   local pieces = {}
-   local function add(kind, off, len)
-      if len <= 0 then return end
-      local last = pieces[#pieces]
-      if last and last.kind == kind and last.off + last.len == off then
-         last.len = last.len + len
-      else
-         pieces[#pieces + 1] = { kind = kind, off = off, len = len }
-      end
-   end
-   -- which pages must trap: those touching a trapped span, and anything past the
-   -- device's region (it reads as zero, no mapping can give that)
-   local npages = (size + page - 1) // page
-   local trapped, romap = {}, {}
-   local can_map = o.mappable and not bar.io and size >= page and not o.trace
-   for p = 0, npages - 1 do
-      local lo, hi = p * page, math.min((p + 1) * page, size)
-      local t = not can_map or hi > phys
-      local ro = not t
-      for _, s in ipairs(o.trapped or {}) do
-         if s[1] < hi and s[1] + s[2] > lo then t, ro = true, false end
-      end
-      for _, s in ipairs(o.lua or {}) do
-         if s[1] < hi and s[1] + s[2] > lo then
-            t = true
-            if not s.ro then ro = false end
-         end
-      end
-      trapped[p], romap[p] = t, t and ro
-   end
-   -- walk byte spans: Lua windows first, then the trapped/mapped page kind
-   local cuts = { 0, size }
-   for _, s in ipairs(o.lua or {}) do
-      cuts[#cuts + 1] = math.max(0, math.min(size, s[1]))
-      cuts[#cuts + 1] = math.max(0, math.min(size, s[1] + s[2]))
-   end
-   for p = 1, npages - 1 do cuts[#cuts + 1] = p * page end
-   table.sort(cuts)
-   for i = 1, #cuts - 1 do
-      local a, b = cuts[i], cuts[i + 1]
-      if b > a then
-         local kind
-         for _, s in ipairs(o.lua or {}) do
-            if a >= s[1] and b <= s[1] + s[2] then kind = "lua" end
-         end
-         if o.trace and not kind then kind = "lua" end
-         kind = kind or (trapped[a // page] and "trap" or "map")
-         if a % page == 0 and romap[a // page] then
-            pieces[#pieces + 1] = { kind = "romap", off = a, len = math.min(page, size - a) }
-         end
-         add(kind, a, b - a)
-      end
-   end
-   return pieces
-end
-
--- The trapped byte spans of BAR i: MSI-X table and PBA, and quirk windows (mirrors in C,
--- handlers in Lua).
-local function bar_spans(trap, i, read_through)
-   local trapped, lua = {}, {}
-   local x = trap:msix()
-   if x then
-      if x.table_bar == i then trapped[#trapped + 1] = { x.table_off, x.n * 16 } end
-      if x.pba_bar == i then trapped[#trapped + 1] = { x.pba_off, ((x.n + 63) // 64) * 8 } end
-   end
-   for _, w in ipairs(trap:windows()) do
-      if w.bar == i then
-         local list = w.lua and lua or trapped
-         list[#list + 1] = { w.off, w.len, ro = read_through[("%d:%d:%d"):format(i, w.off, w.len)] }
-      end
-   end
-   return trapped, lua
-end
 
 -- M.new(dev, opts) -> machine (no VM yet), or nil, message, errno.
 --   dev      a vfio.open device (or a recorded fixture / backend: plan only)
@@ -127,7 +44,7 @@ function M.new(dev, opts)
    local m = setmetatable({
       dev = dev, pt = pt, trap = pt.trap, opts = opts, trace = opts.trace,
       mem_mib = opts.mem_mib or 64, intx_line = opts.intx_line or M.INTX_LINE,
-      pieces = {}, maps = {}, irq = { kind = "none" }, dma = {}, stats = { events = 0, lua = 0 },
+      pieces = {}, maps = {}, dma = {}, stats = { events = 0, lua = 0 },
    }, Machine)
    -- quirk windows whose reads are the device's own: their pages can be mapped read-only
    m.read_through = {}
@@ -165,28 +82,10 @@ function Machine:region_flags(i)
    return r and r.flags
 end
 
--- Desired pieces of every decoding BAR, from the trap's state.
+-- Desired pieces of every decoding BAR, from the trap's state (vfio.vmm.layout).
 function Machine:layout()
-   local list = {}
-   local bars = self.trap:bars()
-   for i = 0, 6 do
-      local b = bars[i]
-      if b and b.size > 0 and not b.upper then
-         local flags = self:region_flags(i)
-         local mappable = not self.opts.no_mmap and flags and (flags & REGION_MMAP) ~= 0
-            and i < 6 or false
-         local trapped, lua = bar_spans(self.trap, i, self.read_through)
-         local pieces = M.split_bar(b, { mappable = mappable, trapped = trapped, lua = lua,
-                                          trace = self.trace ~= nil })
-         for _, p in ipairs(pieces) do
-            p.bar, p.io = i, b.io
-            p.gpa = b.addr + p.off
-            p.live = b.mapped
-         end
-         list[i] = { bar = b, pieces = pieces, mappable = mappable }
-      end
-   end
-   return list
+   return layout.bar_pieces(self.trap, function(i) return self:region_flags(i) end,
+      { no_mmap = self.opts.no_mmap, read_through = self.read_through, trace = self.trace ~= nil })
 end
 
 -- ---- plan ----
@@ -292,7 +191,7 @@ function Machine:start()
       end
    end
    local ok
-   ok, err, errno = self:enable_intx()
+   ok, err, errno = self:start_irqs()
    if not ok then return fail(self, err, errno) end
    ok, err, errno = self:sync()
    if not ok then return fail(self, err, errno) end
@@ -316,10 +215,26 @@ function Machine:traced_function()
    }
 end
 
-function Machine:enable_intx()
-   if self:intx_pin() == 0 or not self.dev.set_irqs then return true end
+-- INTx is usable: the function has a pin and the device an INTx line.
+function Machine:has_intx()
+   if self:intx_pin() == 0 or not self.dev.set_irqs then return false end
    local info = self.dev:irq_info(INTX)
-   if not info or (info.count or 0) < 1 then return true end
+   return info ~= nil and (info.count or 0) >= 1
+end
+
+local INDEX = { intx = INTX, msi = MSI, msix = MSIX }
+
+-- What the interrupt mode's actions (vfio.vmm.irq) do to the device and the VM.
+local IRQ_ACTIONS = {}
+
+function IRQ_ACTIONS.off(self, kind)
+   self.dev:set_irqs(INDEX[kind], "trigger", 0, 0)
+   for _, v in ipairs(self.vectors or {}) do v:close() end
+   self.vectors = nil
+   return true
+end
+
+function IRQ_ACTIONS.intx(self)
    local line, err, errno = self.intx
    if not line then
       line, err, errno = self.router:intx(self.intx_line)
@@ -334,22 +249,10 @@ function Machine:enable_intx()
       self.dev:set_irqs(INTX, "trigger", 0, 0)
       return nil, err, errno
    end
-   self.irq = { kind = "intx" }
    return true
 end
 
--- Switch the device's interrupt mode: VFIO takes one index at a time.
-function Machine:irq_off()
-   local k = self.irq.kind
-   if k == "none" then return end
-   local index = k == "intx" and INTX or k == "msi" and MSI or MSIX
-   self.dev:set_irqs(index, "trigger", 0, 0)
-   for _, v in ipairs(self.irq.vectors or {}) do v:close() end
-   self.irq = { kind = "none" }
-end
-
-function Machine:enable_vectors(kind, entries)
-   self:irq_off()
+function IRQ_ACTIONS.vectors(self, kind, entries)
    local vecs, fds = {}, {}
    for i, e in ipairs(entries) do
       local v, err, errno = self.router:msi(e.addr, e.data)
@@ -359,14 +262,39 @@ function Machine:enable_vectors(kind, entries)
       end
       vecs[i], fds[i] = v, v.irqfd:fileno()
    end
-   local ok, err, errno = self.dev:set_irqs(kind == "msi" and MSI or MSIX, "trigger", 0, #fds, fds)
+   local ok, err, errno = self.dev:set_irqs(INDEX[kind], "trigger", 0, #fds, fds)
    if not ok then
       for _, w in ipairs(vecs) do w:close() end
       return nil, err, errno
    end
-   self.irq = { kind = kind, vectors = vecs }
+   self.vectors = vecs
    self:log("irq  %s on, %d vector(s), GSI %d..", kind, #vecs, vecs[1] and vecs[1].gsi or -1)
    return true
+end
+
+function IRQ_ACTIONS.update(self, i, addr, data) return self.vectors[i]:update(addr, data) end
+
+function IRQ_ACTIONS.reset(self)
+   if self.dev.reset then self.dev:reset() end
+   return true
+end
+
+-- Carry out the interrupt mode's actions in order; the first failure ends them.
+function Machine:irq_actions(actions)
+   for _, a in ipairs(actions) do
+      local ok, err, errno = IRQ_ACTIONS[a[1]](self, table.unpack(a, 2))
+      if not ok then
+         if a[1] == "intx" or a[1] == "vectors" then self.irqmode:failed() end
+         return nil, err, errno
+      end
+   end
+   return true
+end
+
+-- The device's interrupts as they are before the guest enables MSI: INTx, if it has it.
+function Machine:start_irqs()
+   self.irqmode = self.irqmode or irq.mode { intx = self:has_intx() }
+   return self:irq_actions(self.irqmode:start())
 end
 
 local function msix_entry(trap, i)
@@ -374,43 +302,13 @@ local function msix_entry(trap, i)
    return { addr = addr or 0, data = data or 0 }
 end
 
--- One trap event; interrupt state follows the guest.
+-- One trap event; interrupt state follows the guest (vfio.vmm.irq's mode decides).
 function Machine:event(e)
    self.stats.events = self.stats.events + 1
    self:log("event %s", e.type)
-   local ty = e.type
-   if ty == "msi_enable" then
-      if e.enabled then
-         local n = math.max(1, e.count or 1)
-         local entries = {}
-         for i = 1, n do entries[i] = { addr = e.addr, data = (e.data & ~(n - 1)) | (i - 1) } end
-         return self:enable_vectors("msi", entries)
-      elseif self.irq.kind == "msi" then
-         self:irq_off()
-         return self:enable_intx()
-      end
-   elseif ty == "msi_route" and self.irq.kind == "msi" then
-      local n = #self.irq.vectors
-      for i, v in ipairs(self.irq.vectors) do
-         local ok, err, errno = v:update(e.addr, (e.data & ~(n - 1)) | (i - 1))
-         if not ok then return nil, err, errno end
-      end
-   elseif ty == "msix_enable" then
-      if e.enabled then
-         local entries = {}
-         for i = 1, e.count or 0 do entries[i] = msix_entry(self.trap, i - 1) end
-         return self:enable_vectors("msix", entries)
-      elseif self.irq.kind == "msix" then
-         self:irq_off()
-         return self:enable_intx()
-      end
-   elseif (ty == "msix_route" or ty == "msix_mask") and self.irq.kind == "msix" then
-      local v = self.irq.vectors[(e.vector or 0) + 1]
-      if v and e.addr then return v:update(e.addr, e.data or 0) end
-   elseif ty == "flr" and self.dev.reset then
-      self.dev:reset()
-   end
-   return true
+   local trap = self.trap
+   self.irqmode = self.irqmode or irq.mode { intx = self:has_intx() }
+   return self:irq_actions(self.irqmode:event(e, function(i) return msix_entry(trap, i) end))
 end
 
 -- Drain the trap's events, then make slots and ranges match the BARs.
@@ -421,10 +319,6 @@ function Machine:sync()
       if not ok then return nil, err, errno end
    end
    return self:apply_layout()
-end
-
-local function piece_key(p)
-   return ("%s %d %x %x %s"):format(p.kind, p.bar, p.gpa, p.len, p.io and "io" or "mem")
 end
 
 -- The host mapping of a BAR: the one the trap's backend made, so each BAR is mapped
@@ -474,31 +368,14 @@ function Machine:remove_piece(h)
    if h.range then self.vm:remove_range(h.range) end
 end
 
+-- Make slots and ranges match the BARs as the guest has them now.
 function Machine:apply_layout()
-   local want = {}
-   for _, e in pairs(self:layout()) do
-      if e.bar.mapped then
-         for _, p in ipairs(e.pieces) do want[piece_key(p)] = p end
-      end
-   end
-   for k, h in pairs(self.pieces) do
-      if not want[k] then
-         self:remove_piece(h)
-         self.pieces[k] = nil
-      end
-   end
-   for k, p in pairs(want) do
-      if not self.pieces[k] then
-         local h, err = self:add_piece(p)
-         if h then
-            self.pieces[k] = h
-         else
-            -- e.g. the guest put a BAR over RAM: it stays unreachable, as on a real bus
-            -- where the address decodes elsewhere first
-            self:log("BAR%d at %#x not placed: %s", p.bar, p.gpa, tostring(err))
-         end
-      end
-   end
+   local me = self
+   layout.apply(self.pieces, self:layout(), function(p) return me:add_piece(p) end,
+      function(h) me:remove_piece(h) end,
+      -- e.g. the guest put a BAR over RAM: it stays unreachable, as on a real bus where
+      -- the address decodes elsewhere first
+      function(p, err) me:log("BAR%d at %#x not placed: %s", p.bar, p.gpa, tostring(err)) end)
    return true
 end
 
@@ -563,7 +440,7 @@ end
 function Machine:close()
    if self.closed then return end
    self.closed = true
-   if self.dev and self.irq and self.dev.set_irqs then pcall(self.irq_off, self) end
+   if self.irqmode and self.dev.set_irqs then pcall(self.irq_actions, self, self.irqmode:off()) end
    if self.intx then pcall(self.intx.close, self.intx) end
    if self.router then pcall(self.router.close, self.router) end
    for _, s in ipairs(self.dma or {}) do pcall(self.dev.container.unmap_dma, self.dev.container, s.gpa, s.size) end
