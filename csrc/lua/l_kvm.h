@@ -1,4 +1,4 @@
-/* Shared between the KVM binding files: l_kvm.c (system, VM), l_vcpu.c (vCPU),
+/* Shared between the KVM binding files: l_kvm.c (system), l_vm.c (VM), l_vcpu.c (vCPU),
  * l_irqfd.c, l_ioeventfd.c and l_debugcon.c (objects a VM creates, with their vm methods). */
 #ifndef LUAVFIO_L_KVM_H
 #define LUAVFIO_L_KVM_H
@@ -16,8 +16,10 @@ struct lv_vm_ud {
 };
 
 struct lv_vm_ud *lv_checkvm(lua_State *L, int arg);  /* raises if closed */
-/* vm:vcpu(id): defined in l_vcpu.c, registered by l_kvm.c. */
+/* vm:vcpu(id): defined in l_vcpu.c, registered by l_vm.c. */
 int lv_vm_vcpu(lua_State *L);
+/* A KVM capability argument: a name from core.KVM_CAP or a number (l_kvm.c). */
+int lv_kvm_checkcap(lua_State *L, int arg);
 /* An fd argument: an integer, or an object whose fileno() method returns one. */
 int lv_checkfd(lua_State *L, int arg);
 /* Register the C handler of the object at `obj` for [base, base+size) of `space` in the VM

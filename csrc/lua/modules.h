@@ -9,10 +9,12 @@
     X(eventfd)        \
     X(dmabuf)         \
     X(kvm)            \
+    X(vm)             \
     X(vcpu)           \
     X(irqfd)          \
     X(ioeventfd)      \
     X(debugcon)       \
+    X(cfgspace)       \
     X(pcihost)        \
     X(backend)        \
     X(trap)           \
