@@ -5,6 +5,7 @@
 #include "kvm/pcihost.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #define CFGSPACE_T "vfio.cfgspace"
@@ -90,8 +91,10 @@ static int l_cfgspace_notify(lua_State *L)
 static int l_cfgspace_tostring(lua_State *L)
 {
     struct lv_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
-    lua_pushfstring(L, "vfio.cfgspace (%d bytes, %04x:%04x)", (int)c->size,
-                    c->bytes[0] | c->bytes[1] << 8, c->bytes[2] | c->bytes[3] << 8);
+    char s[64];   /* lua_pushfstring has no %x */
+    snprintf(s, sizeof s, "vfio.cfgspace (%u bytes, %04x:%04x)", (unsigned)c->size,
+             c->bytes[0] | c->bytes[1] << 8, c->bytes[2] | c->bytes[3] << 8);
+    lua_pushstring(L, s);
     return 1;
 }
 

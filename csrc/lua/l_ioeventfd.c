@@ -4,6 +4,7 @@
 #include "l_objects.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #define IOEVENTFD_T "vfio.ioeventfd"
@@ -96,9 +97,12 @@ static int l_ioev_tostring(lua_State *L)
     struct ioeventfd_ud *q = luaL_checkudata(L, 1, IOEVENTFD_T);
     if (q->fd < 0)
         lua_pushliteral(L, "vfio.ioeventfd (closed)");
-    else
-        lua_pushfstring(L, "vfio.ioeventfd (%s 0x%I, fd %d)",
-                        q->space == LV_KVM_PIO ? "port" : "gpa", (lua_Integer)q->addr, q->fd);
+    else {
+        char s[80];   /* lua_pushfstring has no %x */
+        snprintf(s, sizeof s, "vfio.ioeventfd (%s 0x%llx, fd %d)",
+                 q->space == LV_KVM_PIO ? "port" : "gpa", (unsigned long long)q->addr, q->fd);
+        lua_pushstring(L, s);
+    }
     return 1;
 }
 

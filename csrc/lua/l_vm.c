@@ -5,6 +5,7 @@
 #include "l_kvm.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 static int push_result(lua_State *L, int e, const char *op, const char *subject)
@@ -80,9 +81,12 @@ static int l_vm_unmap(lua_State *L)
 static void *checkram(lua_State *L, struct lv_vm_ud *v, uint64_t gpa, uint64_t len)
 {
     void *p = lv_kvm_ram_ptr(&v->vm, gpa, len);
-    if (!p)
-        luaL_error(L, "guest RAM 0x%I+0x%I is not inside one RAM slot", (lua_Integer)gpa,
-                   (lua_Integer)len);
+    if (!p) {
+        char s[80];   /* lua_pushfstring has no %x */
+        snprintf(s, sizeof s, "guest RAM 0x%llx+0x%llx is not inside one RAM slot",
+                 (unsigned long long)gpa, (unsigned long long)len);
+        luaL_error(L, "%s", s);
+    }
     return p;
 }
 

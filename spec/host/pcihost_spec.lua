@@ -82,6 +82,7 @@ describe("vfio.vmm.pcihost", function()
 
    it("calls on_event after a write that raised one", function()
       local cs = pcihost.config_space { vendor = 1, device = 2 }
+      assert.are.equal("vfio.cfgspace (256 bytes, 0001:0002)", tostring(cs))
       cs:notify(0x10, 4)
       host:attach(0, 4, 0, cs)
       local events = {}
