@@ -1,5 +1,6 @@
 /* PCI host bridge decoding (CF8/CFC, ECAM) and an emulated configuration space. */
 #include "pcihost.h"
+#include "base/le.h"
 
 #include <errno.h>
 #include <string.h>
@@ -35,20 +36,6 @@ int lv_pcihost_detach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned
     return -ENOENT;
 }
 
-static void put_le(uint8_t *d, unsigned n, uint64_t v)
-{
-    for (unsigned i = 0; i < n; i++)
-        d[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *d, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = n; i-- > 0;)
-        v = v << 8 | d[i];
-    return v;
-}
-
 /* A configuration access of 1/2/4 bytes that does not cross its own alignment; anything
  * else, or an absent function, reads all ones and is dropped. */
 static int config(struct lv_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *data,
@@ -61,11 +48,11 @@ static int config(struct lv_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *dat
             break;
         if (is_write)
             return h->fn[i].ops->write(h->fn[i].opaque, off, size,
-                                       (uint32_t)get_le(data, size)) == LV_PCI_CFG_EVENT;
+                                       (uint32_t)lv_le_get(data, size)) == LV_PCI_CFG_EVENT;
         uint32_t v;
         if (h->fn[i].ops->read(h->fn[i].opaque, off, size, &v) < 0)
             break;
-        put_le(data, size, v);
+        lv_le_put(data, v, size);
         return 0;
     }
     if (!is_write)
@@ -79,9 +66,9 @@ int lv_pcihost_access(struct lv_pcihost *h, int space, uint64_t addr, uint8_t *d
     if (space == LV_KVM_PIO) {
         if (addr == 0xcf8 && size == 4) {
             if (is_write)
-                h->addr = (uint32_t)get_le(data, 4);
+                h->addr = (uint32_t)lv_le_get(data, 4);
             else
-                put_le(data, 4, h->addr);
+                lv_le_put(data, h->addr, 4);
             return 1;
         }
         if (addr < 0xcfc || addr > 0xcff)
@@ -127,7 +114,7 @@ static int cfg_read(void *opaque, uint32_t off, uint32_t len, uint32_t *val)
         *val = 0xffffffffu;
         return 0;
     }
-    *val = (uint32_t)get_le(c->bytes + off, len);
+    *val = (uint32_t)lv_le_get(c->bytes + off, len);
     return 0;
 }
 

@@ -5,6 +5,7 @@
  * and their raw views (config_read, region_read, stats, mapped) for specs. */
 #include "l_objects.h"
 #include "l_trap.h"
+#include "base/le.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -318,10 +319,7 @@ static int b_region_read(lua_State *L)
     int rc = b->be.ops->region_read(b->be.ctx, idx, off, buf, n);
     if (rc < 0)
         return lv_syserrorf(L, -rc, "region read", "%s[%u]", b->be.name, idx);
-    uint64_t v = 0;
-    for (uint32_t i = 0; i < n; i++)
-        v |= (uint64_t)buf[i] << (8 * i);
-    lua_pushinteger(L, (lua_Integer)v);
+    lua_pushinteger(L, (lua_Integer)lv_le_get(buf, n));
     return 1;
 }
 

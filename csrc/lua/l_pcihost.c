@@ -2,6 +2,7 @@
  * serves are C-backed: a trap (l_trap_kvm.c) or an emulated config space (l_cfgspace.c). */
 #include "lv.h"
 #include "kvm/pcihost.h"
+#include "base/le.h"
 
 #include <errno.h>
 #include <string.h>
@@ -98,8 +99,7 @@ static int l_pcihost_access(lua_State *L)
     if (size != 1 && size != 2 && size != 4 && size != 8)
         return luaL_argerror(L, 2, "size must be 1, 2, 4 or 8");
     uint8_t data[8];
-    for (int i = 0; i < 8; i++)
-        data[i] = (uint8_t)(value >> (8 * i));
+    lv_le_put(data, value, 8);
     int r = lv_pcihost_access(h, space, addr, data, (unsigned)size, is_write);
     if (r == 0) {
         lua_pushboolean(L, 0);
@@ -111,10 +111,7 @@ static int l_pcihost_access(lua_State *L)
         lua_pushboolean(L, r == 2); /* a function asked for attention */
         return 3;
     }
-    uint64_t v = 0;
-    for (int i = (int)size; i-- > 0;)
-        v = v << 8 | data[i];
-    lua_pushinteger(L, (lua_Integer)v);
+    lua_pushinteger(L, (lua_Integer)lv_le_get(data, (unsigned)size));
     return 2;
 }
 

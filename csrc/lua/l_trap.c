@@ -4,6 +4,7 @@
  * range config reads float high; backend failures return nil, message, errno. Only
  * API misuse (an access size other than 1/2/4[/8]) raises. */
 #include "l_trap.h"
+#include "base/le.h"
 
 #include <errno.h>
 #include <string.h>
@@ -257,8 +258,7 @@ static int device_rw(lua_State *L, bool write)
     uint32_t len = checksize(L, 4, 1);
     uint64_t v = write ? (uint64_t)luaL_checkinteger(L, 5) : 0;
     uint8_t buf[8];
-    for (uint32_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(v >> (8 * i));
+    lv_le_put(buf, v, len);
     const struct lv_backend_ops *ops = t->fn.be->ops;
     int rc = write ? ops->region_write(t->fn.be->ctx, idx, off, buf, len)
                    : ops->region_read(t->fn.be->ctx, idx, off, buf, len);
@@ -269,10 +269,7 @@ static int device_rw(lua_State *L, bool write)
         lua_pushboolean(L, 1);
         return 1;
     }
-    v = 0;
-    for (uint32_t i = 0; i < len; i++)
-        v |= (uint64_t)buf[i] << (8 * i);
-    lua_pushinteger(L, (lua_Integer)v);
+    lua_pushinteger(L, (lua_Integer)lv_le_get(buf, len));
     return 1;
 }
 static int t_device_read(lua_State *L) { return device_rw(L, false); }
@@ -549,12 +546,8 @@ static int t_msix_entry(lua_State *L)
     if (!t->fn.msix.off || v < 0 || v >= t->fn.msix.n)
         return 0;
     const uint8_t *b = t->fn.msix.table[v].b;
-    uint64_t a = 0;
-    for (int i = 7; i >= 0; i--)
-        a = a << 8 | b[i];
-    lua_pushinteger(L, (lua_Integer)a);
-    lua_pushinteger(L, (lua_Integer)((uint32_t)b[8] | (uint32_t)b[9] << 8 | (uint32_t)b[10] << 16 |
-                                     (uint32_t)b[11] << 24));
+    lua_pushinteger(L, (lua_Integer)lv_le_get(b, 8));       /* address */
+    lua_pushinteger(L, (lua_Integer)lv_le_get(b + 8, 4));   /* data */
     lua_pushboolean(L, b[12] & 1);
     return 3;
 }

@@ -6,6 +6,7 @@
  *     are left alone here: those handlers need a Lua call frame (trap:windows() tells the
  *     VM layer which ones to keep out of the C ranges). */
 #include "l_trap.h"
+#include "base/le.h"
 #include "kvm/kvm.h"
 #include "kvm/pcihost.h"
 
@@ -69,13 +70,10 @@ static int io_access(void *opaque, int space, uint64_t addr, uint8_t *data, unsi
     if (!fn || !(size == 1 || size == 2 || size == 4 || size == 8) ||
         hits_lua_window(fn, io, addr, size))
         return LV_KVM_IO_DONE;   /* reads stay all ones, writes are dropped */
-    uint64_t v = 0;
-    for (unsigned i = 0; is_write && i < size; i++)
-        v |= (uint64_t)data[i] << (8 * i);
+    uint64_t v = is_write ? lv_le_get(data, size) : 0;
     int rc = trap_addr_access(fn, io, addr, size, is_write, &v);
     if (!is_write && rc >= 0)
-        for (unsigned i = 0; i < size; i++)
-            data[i] = (uint8_t)(v >> (8 * i));
+        lv_le_put(data, v, size);
     return fn->ev_count ? LV_KVM_IO_STOP : LV_KVM_IO_DONE;
 }
 

@@ -4,6 +4,7 @@
  * the BAR's space and the address is valid. Dispatch goes MSI-X table/PBA, then quirk
  * windows, then the device region. */
 #include "trap.h"
+#include "base/le.h"
 
 #include <errno.h>
 #include <string.h>
@@ -160,20 +161,6 @@ void trap_hook_command(struct trap_fn *fn)
     trap_hook_bars(fn);
 }
 
-static void put_le(uint8_t *b, uint64_t v, uint32_t len)
-{
-    for (uint32_t i = 0; i < len; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *b, uint32_t len)
-{
-    uint64_t v = 0;
-    for (uint32_t i = 0; i < len; i++)
-        v |= (uint64_t)b[i] << (8 * i);
-    return v;
-}
-
 static uint64_t ones(uint32_t len)
 {
     return len >= 8 ? UINT64_MAX : (1ull << (8 * len)) - 1;
@@ -242,7 +229,7 @@ int trap_bar_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len
     const struct lv_backend_ops *ops = fn->be->ops;
     unsigned region = bar;
     if (write) {
-        put_le(buf, *val, len);
+        lv_le_put(buf, *val, len);
         return ops->region_write(fn->be->ctx, region, off, buf, len);
     }
     int rc = ops->region_read(fn->be->ctx, region, off, buf, len);
@@ -250,7 +237,7 @@ int trap_bar_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len
         *val = ones(len);
         return rc;
     }
-    *val = get_le(buf, len);
+    *val = lv_le_get(buf, len);
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* MSI and MSI-X, fully emulated: the device's own MSI/MSI-X registers are never
  * written by the guest (the VM layer programs VFIO_DEVICE_SET_IRQS from the events). */
 #include "trap.h"
+#include "base/le.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -204,18 +205,11 @@ int trap_msix_set_pending(struct trap_fn *fn, unsigned vector, bool on)
 static const uint8_t entry_wmask[16] = {0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                                         0xff, 0xff, 0xff, 0xff, 0x01, 0x00, 0x00, 0x00};
 
-static uint64_t entry_addr(const struct trap_msix_entry *e)
-{
-    uint64_t a = 0;
-    for (int i = 7; i >= 0; i--)
-        a = a << 8 | e->b[i];
-    return a;
-}
+static uint64_t entry_addr(const struct trap_msix_entry *e) { return lv_le_get(e->b, 8); }
 
 static uint32_t entry_data(const struct trap_msix_entry *e)
 {
-    return (uint32_t)e->b[8] | (uint32_t)e->b[9] << 8 | (uint32_t)e->b[10] << 16 |
-           (uint32_t)e->b[11] << 24;
+    return (uint32_t)lv_le_get(e->b + 8, 4);
 }
 
 static void entry_events(struct trap_fn *fn, unsigned v, const struct trap_msix_entry *old)
