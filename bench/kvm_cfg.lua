@@ -4,8 +4,8 @@
 -- case, measured in this one run. Needs /dev/kvm: lab/run -- lua5.4 bench/kvm_cfg.lua
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
-local machine = require "vfio.vm"
-local pcihost = require "vfio.pcihost"
+local machine = require "vfio.vmm.vm"
+local pcihost = require "vfio.vmm.pcihost"
 local guest = require "support.guest"
 
 local function fn() return pcihost.config_space { vendor = 0x1234, device = 0x5678 } end

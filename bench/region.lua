@@ -84,7 +84,7 @@ local t_floor, t_floorm, t_mfun, t_meth, t_pread = t.floor, t.floorm, t.mfun, t.
 local t_bulk, t_into, t_str, t_memcpy =
    t.bulk / bulk_n, t.into / bulk_n, t.str / bulk_n, t.memcpy / bulk_n
 
-local function ns(t, n) return t / n * 1e9 end
+local function ns(secs, n) return secs / n * 1e9 end
 if os.getenv("LUAVFIO_LAB_KERNEL") then print("lab kernel " .. os.getenv("LUAVFIO_LAB_KERNEL")) end
 print(("region access benchmark, %s, %d iterations"):format(where, N))
 print(("  empty Lua->C call floor   %8.1f ns"):format(ns(t_floor, N)))

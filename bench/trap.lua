@@ -42,7 +42,7 @@ rows[#rows + 1] = { "BAR dispatch to region (Lua)", lua_ns(function() return t:b
 -- through its mmap and through pread, and a config read forwarded to VFIO.
 if os.getenv("LUAVFIO_LAB") == "1" then
    local lab = require "support.lab"
-   local passthrough = require "vfio.passthrough"
+   local passthrough = require "vfio.vmm.passthrough"
    local vfio = require "vfio"
    local d = lab.device("edu")
    if d then

@@ -6,7 +6,7 @@
  * emulated header registers never reach the device, and no access size or offset
  * makes the core touch memory outside its tables (ASan).
  * Fixtures: files made by fuzz/export_fixtures.lua in $TRAP_FUZZ_FIXTURES. */
-#include "../csrc/trap.h"
+#include "trap/trap.h" /* -Icsrc */
 
 #include <dirent.h>
 #include <stdio.h>
@@ -209,7 +209,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             w.len = take(&in, 2);
             w.kind = take(&in, 1) & 1 ? WIN_MIRROR : WIN_HANDLER;
             w.cfg_off = (uint32_t)take(&in, 2);
-            w.fn = echo_window;
+            w.handler = echo_window;
             trap_add_window(&fn, &w);
             break;
         }

@@ -693,16 +693,13 @@ local function ecap_dvsec(cfg, cap, where)
    cap.partial = cap.dvsec.vendor == 0x1e98 -- CXL bodies are not decoded here
 end
 
--- Extended capabilities decoded by title only: lspci prints more for these, this library
--- marks them partial so comparisons know the body is not reproduced.
+-- Extended capabilities decoded by title only (pci.ext_cap_ids' name, then what lspci
+-- appends): lspci prints more for these, this library marks them partial so comparisons
+-- know the body is not reproduced.
 local title_only = {
-   [0x02] = "Virtual Channel", [0x09] = "Virtual Channel", [0x13] = "Page Request Interface (PRI)",
-   [0x15] = "Physical Resizable BAR", [0x17] = "Transaction Processing Hints",
-   [0x19] = "Secondary PCI Express", [0x1b] = "Process Address Space ID (PASID)",
-   [0x1d] = "Downstream Port Containment", [0x1e] = "L1 PM Substates",
-   [0x1f] = "Precision Time Measurement", [0x24] = "VF Resizable BAR",
-   [0x05] = "Root Complex Link", [0x07] = "Root Complex Event Collector <?>",
-   [0x12] = "Multicast", [0x2e] = "Data Object Exchange",
+   [0x02] = "", [0x09] = "", [0x13] = "", [0x15] = "", [0x17] = "", [0x19] = "", [0x1b] = "",
+   [0x1d] = "", [0x1e] = "", [0x1f] = "", [0x24] = "", [0x05] = "", [0x07] = " <?>",
+   [0x12] = "", [0x2e] = "",
 }
 
 local ext_decoders = {
@@ -983,7 +980,7 @@ local function walk_ext_caps(cfg, info, caps)
       if dec then
          dec(cfg, cap, where, info)
       elseif title_only[id] then
-         cap.title, cap.partial = title_only[id], true
+         cap.title, cap.partial = pci.ext_cap_ids[id] .. title_only[id], true
       elseif id == 0 then
          cap.title = "Null"
       elseif pci.ext_cap_ids[id] then

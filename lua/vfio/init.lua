@@ -2,6 +2,7 @@
 -- adds the policy users want: open a device by its PCI address, share containers and
 -- groups, explain the errors people actually hit, and bind devices to vfio-pci.
 local core = require "vfio.core"
+local pcibus = require "vfio.pcibus"
 
 local vfio = {
    core = core,
@@ -21,33 +22,12 @@ local vfio = {
 
 local ENOENT, EACCES, EPERM, ENODEV, EBUSY, EINVAL = 2, 13, 1, 19, 16, 22
 
--- luaposix is needed only for sysfs work (readlink, directory listing, raw writes).
-local posix
-local function px()
-   if not posix then
-      local ok, unistd = pcall(require, "posix.unistd")
-      if not ok then
-         error("vfio: luaposix for Lua 5.4 is required for sysfs access (lab/setup --host)", 3)
-      end
-      local fcntl = require "posix.fcntl"
-      posix = {
-         readlink = unistd.readlink,
-         write = unistd.write,
-         close = unistd.close,
-         open = fcntl.open,
-         O_WRONLY = fcntl.O_WRONLY,
-         O_TRUNC = fcntl.O_TRUNC,
-         dir = require("posix.dirent").dir,
-         realpath = require("posix.stdlib").realpath,
-         stat = require("posix.sys.stat").stat,
-      }
-   end
-   return posix
-end
+-- sysfs work (the device list, drivers, groups, readlink, raw writes) needs luaposix,
+-- which pcibus loads on first use.
+local px = pcibus.posix
+local basename = pcibus.basename
 
-local function basename(p) return p and p:match("([^/]+)/*$") end
-
-local BDF = "^%x%x%x%x:%x%x:%x%x%.[0-7]$"
+local BDF = pcibus.BDF
 
 -- "0000:00:03.0", "00:03.0" or a sysfs path of the device -> canonical BDF. Raises on
 -- anything else: a malformed address is a programming error, not a system failure.
@@ -68,41 +48,25 @@ local function resolve(x, level)
       .. "device's sysfs path)"):format(x), level or 3)
 end
 
-local function devpath(bdf) return vfio.sysfs .. "/bus/pci/devices/" .. bdf end
+local function devpath(bdf) return pcibus.devpath(vfio.sysfs, bdf) end
 
 local function exists(path) return px().stat(path) ~= nil end
 
-local function link_base(path)
-   local l = px().readlink(path)
-   return l and basename(l)
-end
-
-local function driver_of(bdf) return link_base(devpath(bdf) .. "/driver") end
-
-local function group_of(bdf)
-   local g = link_base(devpath(bdf) .. "/iommu_group")
-   return g and tonumber(g)
-end
+local link_base = pcibus.link_base
+local function driver_of(bdf) return pcibus.driver(vfio.sysfs, bdf) end
+local function group_of(bdf) return pcibus.group(vfio.sysfs, bdf) end
 
 -- vfio-pci and its variant drivers (mlx5_vfio_pci...) all hand the device to VFIO.
 local function is_vfio_driver(d) return d ~= nil and d:find("vfio", 1, true) ~= nil end
-
-local function read_sysfs(path)
-   local f = io.open(path)
-   if not f then return nil end
-   local s = f:read("a")
-   f:close()
-   return s and s:gsub("%s+$", "")
-end
 
 -- A write to sysfs is one write(2): the kernel acts on it and reports errors there.
 local function write_sysfs(path, s)
    local p = px()
    -- O_TRUNC is a no-op on sysfs attributes and keeps plain files (fake trees) exact.
-   local fd, err, errno = p.open(path, p.O_WRONLY | p.O_TRUNC)
+   local fd, _, errno = p.open(path, p.O_WRONLY | p.O_TRUNC)
    if not fd then return nil, ("open %s: %s"):format(path, core.strerror(errno)), errno end
    local n
-   n, err, errno = p.write(fd, s)
+   n, _, errno = p.write(fd, s)
    p.close(fd)
    if not n then return nil, ("write %s: %s"):format(path, core.strerror(errno)), errno end
    return true
@@ -257,14 +221,16 @@ local function attach(bdf, g)
 end
 
 ---------------------------------------------------------------------------------------
--- Device: the friendly object returned by vfio.open.
+-- PciDevice: the friendly object returned by vfio.open, a PCI function opened through
+-- VFIO with its group and container (vfio.pci_device; its .handle is vfio.core's
+-- vfio.device, the VFIO device fd alone).
 
-local Device = { __name = "vfio.Device" }
-Device.__index = Device
+local PciDevice = { __name = "vfio.pci_device" }
+PciDevice.__index = PciDevice
 
 local function checkdev(self)
-   if getmetatable(self) ~= Device then
-      error("bad argument #1 (vfio.Device expected)", 3)
+   if getmetatable(self) ~= PciDevice then
+      error("bad argument #1 (vfio.pci_device expected)", 3)
    end
    if self.closed then error(("device %s is closed"):format(self.bdf), 3) end
    return self
@@ -272,7 +238,7 @@ end
 
 -- dev:region(i): the region object (cached), for 0 <= i < num_regions. A region whose
 -- info failed carries .error; the device stays usable.
-function Device:region(i)
+function PciDevice:region(i)
    checkdev(self)
    if math.type(i) ~= "integer" or i < 0 or i >= self.num_regions then
       error(("bad argument #1 to 'region' (index in [0, %d) expected, got %s)"):format(
@@ -286,14 +252,14 @@ function Device:region(i)
    return r
 end
 
-function Device:regions()
+function PciDevice:regions()
    checkdev(self)
    local list = {}
    for i = 0, self.num_regions - 1 do list[i + 1] = self:region(i) end
    return list
 end
 
-function Device:irq_info(i)
+function PciDevice:irq_info(i)
    checkdev(self)
    if math.type(i) ~= "integer" or i < 0 then
       error(("bad argument #1 to 'irq_info' (irq index expected, got %s)"):format(
@@ -302,21 +268,21 @@ function Device:irq_info(i)
    return self.handle:irq_info(i)
 end
 
-function Device:set_irqs(...) return checkdev(self).handle:set_irqs(...) end
+function PciDevice:set_irqs(...) return checkdev(self).handle:set_irqs(...) end
 
 -- dev:enable_irq(index, eventfds): route `#eventfds` vectors from 0 to the eventfds.
-function Device:enable_irq(index, efds)
+function PciDevice:enable_irq(index, efds)
    checkdev(self)
    if type(efds) ~= "table" then efds = { efds } end
    return self.handle:set_irqs(index, "trigger", 0, #efds, efds)
 end
 
 -- dev:disable_irq(index): tear down every vector of the index.
-function Device:disable_irq(index)
+function PciDevice:disable_irq(index)
    return checkdev(self).handle:set_irqs(index, "trigger", 0, 0)
 end
 
-function Device:reset()
+function PciDevice:reset()
    checkdev(self)
    local ok, err, errno = self.handle:reset()
    if not ok and not self.info.reset then
@@ -325,11 +291,11 @@ function Device:reset()
    return ok, err, errno
 end
 
-function Device:hot_reset_info() return checkdev(self).handle:hot_reset_info() end
+function PciDevice:hot_reset_info() return checkdev(self).handle:hot_reset_info() end
 
 -- dev:hot_reset([groups]): a bus reset. Without a list, use the groups this process has
 -- open for every device the reset affects.
-function Device:hot_reset(list)
+function PciDevice:hot_reset(list)
    checkdev(self)
    if list == nil then
       local info, err, errno = self.handle:hot_reset_info()
@@ -351,12 +317,12 @@ function Device:hot_reset(list)
    return self.handle:hot_reset(list)
 end
 
-function Device:probe_feature(...) return checkdev(self).handle:probe_feature(...) end
-function Device:fileno() return checkdev(self).handle:fileno() end
+function PciDevice:probe_feature(...) return checkdev(self).handle:probe_feature(...) end
+function PciDevice:fileno() return checkdev(self).handle:fileno() end
 
 -- Idempotent. Regions are unmapped; the group and container go when nothing else uses
 -- them (they are shared through weak caches).
-function Device:close()
+function PciDevice:close()
    if rawget(self, "closed") then return end
    self.closed = true
    for _, r in pairs(self._regions) do r:close() end
@@ -367,11 +333,11 @@ function Device:close()
    group_users[g] = (group_users[g] or 1) - 1
    release(g, self.container)
 end
-Device.__close = Device.close
-Device.__gc = Device.close
+PciDevice.__close = PciDevice.close
+PciDevice.__gc = PciDevice.close
 
-function Device:__tostring()
-   return ("vfio.Device (%s%s)"):format(self.bdf, self.closed and ", closed" or "")
+function PciDevice:__tostring()
+   return ("vfio.pci_device (%s%s)"):format(self.bdf, self.closed and ", closed" or "")
 end
 
 -- vfio.open(bdf_or_sysfs_path) -> device | nil, message, errno
@@ -417,7 +383,7 @@ function vfio.open(x)
       bdf = bdf, handle = h, group = g, container = c, info = info,
       num_regions = info.num_regions, num_irqs = info.num_irqs, _regions = {},
       iommu_type = iommu_type[c],
-   }, Device)
+   }, PciDevice)
    if info.pci and info.num_regions > core.REGION.CONFIG then
       dev.config = dev:region(core.REGION.CONFIG)
    end
@@ -427,31 +393,8 @@ end
 ---------------------------------------------------------------------------------------
 -- sysfs: listing and binding.
 
-local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end
-
 -- vfio.devices() -> list of {bdf, vendor, device, id, class, driver, group}, by address.
-function vfio.devices()
-   local dir = vfio.sysfs .. "/bus/pci/devices"
-   local ok, names = pcall(px().dir, dir)
-   if not ok or type(names) ~= "table" then
-      return fail(ENOENT, "list %s: %s", dir, tostring(names))
-   end
-   local list = {}
-   for _, bdf in ipairs(names) do
-      if bdf:match(BDF) then
-         local p = dir .. "/" .. bdf
-         local v, d = hexnum(read_sysfs(p .. "/vendor")), hexnum(read_sysfs(p .. "/device"))
-         list[#list + 1] = {
-            bdf = bdf, vendor = v, device = d,
-            id = v and d and ("%04x:%04x"):format(v, d),
-            class = hexnum(read_sysfs(p .. "/class")),
-            driver = driver_of(bdf), group = group_of(bdf),
-         }
-      end
-   end
-   table.sort(list, function(a, b) return a.bdf < b.bdf end)
-   return list
-end
+function vfio.devices() return pcibus.devices(vfio.sysfs) end
 
 -- vfio.bind(bdf): hand the device to vfio-pci (driver_override, unbind, reprobe).
 function vfio.bind(x)
@@ -504,9 +447,9 @@ function vfio.unbind(x, opts)
    return true
 end
 
--- The virtual function over a device (trap core + layout + quirks) and the recorder that
--- captures a device into a fixture for the replay backend. Loaded on first use.
-function vfio.passthrough(dev, opts) return require("vfio.passthrough")(dev, opts) end
+-- The recorder that captures a device into a fixture for the replay backend, loaded on
+-- first use. The virtual function over a device (trap core + layout + quirks) is the VMM
+-- layer's: require "vfio.vmm.passthrough" (the library does not reach up into it).
 function vfio.record(dev, path, opts) return require("vfio.record").record(dev, path, opts) end
 
 -- For tools: the pieces vfio.open uses.

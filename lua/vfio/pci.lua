@@ -122,6 +122,12 @@ M.cap_keys = {
    [0x14] = "ea",
 }
 
+-- Short names for one-line summaries (passthrough's plan).
+M.cap_short = {
+   [0x01] = "PM", [0x05] = "MSI", [0x09] = "vendor", [0x10] = "PCIe", [0x11] = "MSI-X",
+   [0x12] = "SATA", [0x13] = "AF",
+}
+
 M.ext_cap_ids = {
    [0x00] = "Null",
    [0x01] = "Advanced Error Reporting",

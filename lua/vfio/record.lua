@@ -50,9 +50,9 @@ function record.capture(dev, opts)
    if not image then return nil, err, errno end
    local fx = {
       name = opts.name or dev.bdf, bdf = dev.bdf,
-      vendor = image:byte(1) | image:byte(2) << 8,
-      device = image:byte(3) | image:byte(4) << 8,
-      class = image:byte(10) | image:byte(11) << 8 | image:byte(12) << 16,
+      vendor = (string.unpack("<I2", image, 1)),
+      device = (string.unpack("<I2", image, 3)),
+      class = (string.unpack("<I3", image, 10)),
       num_regions = dev.num_regions, num_irqs = dev.num_irqs,
       config = image, regions = {}, irqs = {},
    }

@@ -2,7 +2,7 @@
 -- operation and the subject), argument validation (raises), eventfds and DMA buffers.
 local core = require "vfio.core"
 
-local ENOENT, ENOTTY, EAGAIN, ETIMEDOUT = 2, 25, 11, 110
+local ENOENT, ENOTTY, EAGAIN, ETIMEDOUT, EBADF = 2, 25, 11, 110, 9
 
 describe("vfio.core", function()
    it("exposes region, IRQ, feature and extension constants", function()
@@ -128,14 +128,19 @@ describe("vfio.core device", function()
       assert.are.equal("VFIO_DEVICE_GET_INFO 0000:00:09.0: Inappropriate ioctl for device", err)
       assert.are.equal(ENOTTY, errno)
       v, err = d:region_info(2)
+      assert.is_nil(v)
       assert.matches("VFIO_DEVICE_GET_REGION_INFO region 2 of 0000:00:09.0", err)
       v, err = d:irq_info(1)
+      assert.is_nil(v)
       assert.matches("VFIO_DEVICE_GET_IRQ_INFO irq 1 of 0000:00:09.0", err)
       v, err = d:reset()
+      assert.is_nil(v)
       assert.matches("VFIO_DEVICE_RESET 0000:00:09.0", err)
       v, err = d:hot_reset_info()
+      assert.is_nil(v)
       assert.matches("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO 0000:00:09.0", err)
       v, err = d:hot_reset({})
+      assert.is_nil(v)
       assert.matches("VFIO_DEVICE_PCI_HOT_RESET 0000:00:09.0", err)
       -- feature probing: ENOTTY means "not supported" -> false, with the reason
       v, err, errno = d:probe_feature(core.FEATURE.MIGRATION, "get")
@@ -194,6 +199,7 @@ describe("vfio.core device", function()
       v, err, errno = core.device_adopt(999999 // 1, "nope")
       assert.is_nil(v)
       assert.matches("adopt fd 999999 as nope", err)
+      assert.are.equal(EBADF, errno)
       assert.has_error(function() core.device_adopt(-1, "x") end)
    end)
 end)
@@ -243,7 +249,8 @@ describe("vfio.core eventfd", function()
 
    it("closes idempotently through close, __close and __gc", function()
       local e = core.eventfd()
-      local fd = e:fileno()
+      assert.is_number(e:fileno())
+      local fd
       e:close(); e:close()
       assert.is_true(e:closed())
       assert.has_error(function() e:read() end)
@@ -252,7 +259,8 @@ describe("vfio.core eventfd", function()
       do local e2 <close> = core.eventfd(); fd = e2:fileno() end
       local e3 = core.eventfd()
       assert.are.equal(fd, e3:fileno()) -- the <close> one gave its fd back
-      e3 = nil
+      -- Dropping the only reference is the point: the collection below must close it.
+      e3 = nil -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
       local e4 <close> = core.eventfd()
       assert.are.equal(fd, e4:fileno()) -- and so did the collected one

@@ -1,5 +1,5 @@
 -- The multiboot loader against the real guest image and against broken images.
-local multiboot = require "vfio.multiboot"
+local multiboot = require "vfio.vmm.multiboot"
 
 local GUEST = "build/guest/guest.elf"
 
@@ -43,7 +43,7 @@ end
 
 local function patch(s, off, bytes) return s:sub(1, off) .. bytes .. s:sub(off + #bytes + 1) end
 
-describe("vfio.multiboot", function()
+describe("vfio.vmm.multiboot", function()
    local image = read(GUEST)
 
    it("parses the guest ELF as binutils sees it", function()

@@ -1,6 +1,6 @@
--- passthrough.lua and vfio.machine without a device or KVM: the BAR split policy, --plan
+-- passthrough.lua and the VMM without a device or KVM: the BAR split policy, --plan
 -- on recorded devices, and the errors a user meets before any VM exists.
-local machine = require "vfio.machine"
+local layout = require "vfio.vmm.layout"
 
 local function sh(cmd)
    local p = assert(io.popen(cmd .. " 2>&1"))
@@ -15,46 +15,46 @@ local function kinds(pieces)
    return out
 end
 
-describe("vfio.machine.split_bar", function()
+describe("vfio.vmm.layout.split_bar", function()
    it("maps a plain mmap-able BAR whole", function()
       assert.are.same({ "map 0+100000" },
-         kinds(machine.split_bar({ size = 0x100000, phys_size = 0x100000 }, { mappable = true })))
+         kinds(layout.split_bar({ size = 0x100000, phys_size = 0x100000 }, { mappable = true })))
    end)
 
    it("traps the pages of trapped spans, and leaves Lua windows to Lua", function()
-      local p = machine.split_bar({ size = 0x100000, phys_size = 0x100000 },
+      local p = layout.split_bar({ size = 0x100000, phys_size = 0x100000 },
          { mappable = true, lua = { { 0x80, 0x20 } } })
       assert.are.same({ "trap 0+80", "lua 80+20", "trap a0+f60", "map 1000+ff000" }, kinds(p))
-      p = machine.split_bar({ size = 0x4000, phys_size = 0x4000 },
+      p = layout.split_bar({ size = 0x4000, phys_size = 0x4000 },
          { mappable = true, trapped = { { 0x2000, 65 * 16 }, { 0x3000, 16 } } })
       assert.are.same({ "map 0+2000", "trap 2000+2000" }, kinds(p))
    end)
 
    it("maps a page read-only when its only trapped spans are read-through windows", function()
-      local p = machine.split_bar({ size = 0x2000, phys_size = 0x2000 },
+      local p = layout.split_bar({ size = 0x2000, phys_size = 0x2000 },
          { mappable = true, lua = { { 0x80, 0x20, ro = true } } })
       assert.are.same({ "romap 0+1000", "trap 0+80", "lua 80+20", "trap a0+f60", "map 1000+1000" }, kinds(p))
-      p = machine.split_bar({ size = 0x2000, phys_size = 0x2000 },
+      p = layout.split_bar({ size = 0x2000, phys_size = 0x2000 },
          { mappable = true, lua = { { 0x80, 0x20, ro = true } }, trapped = { { 0x800, 16 } } })
       assert.are.same({ "trap 0+80", "lua 80+20", "trap a0+f60", "map 1000+1000" }, kinds(p))
    end)
 
    it("traps what cannot be mapped: I/O BARs, sub-page BARs, bytes past the region", function()
-      assert.are.same({ "trap 0+20" }, kinds(machine.split_bar({ size = 0x20, io = true }, { mappable = true })))
-      assert.are.same({ "trap 0+800" }, kinds(machine.split_bar({ size = 0x800 }, { mappable = true })))
+      assert.are.same({ "trap 0+20" }, kinds(layout.split_bar({ size = 0x20, io = true }, { mappable = true })))
+      assert.are.same({ "trap 0+800" }, kinds(layout.split_bar({ size = 0x800 }, { mappable = true })))
       assert.are.same({ "map 0+1000", "trap 1000+3000" },
-         kinds(machine.split_bar({ size = 0x4000, phys_size = 0x1000 }, { mappable = true })))
-      assert.are.same({ "trap 0+4000" }, kinds(machine.split_bar({ size = 0x4000 }, { mappable = false })))
+         kinds(layout.split_bar({ size = 0x4000, phys_size = 0x1000 }, { mappable = true })))
+      assert.are.same({ "trap 0+4000" }, kinds(layout.split_bar({ size = 0x4000 }, { mappable = false })))
    end)
 
    it("sends everything to Lua when tracing", function()
       assert.are.same({ "lua 0+2000" },
-         kinds(machine.split_bar({ size = 0x2000 }, { mappable = true, trace = true })))
+         kinds(layout.split_bar({ size = 0x2000 }, { mappable = true, trace = true })))
    end)
 
    it("ignores windows that lie outside the BAR", function()
       assert.are.same({ "map 0+1000" },
-         kinds(machine.split_bar({ size = 0x1000 }, { mappable = true, lua = { { 0x5000, 8 } } })))
+         kinds(layout.split_bar({ size = 0x1000 }, { mappable = true, lua = { { 0x5000, 8 } } })))
    end)
 end)
 
@@ -74,7 +74,8 @@ describe("passthrough.lua before a VM exists", function()
    it("--plan shows nvme's MSI-X table and PBA trapped, the rest of BAR0 mapped", function()
       local out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/nvme.lua")
       assert.are.equal(0, code, out)
-      assert.matches("BAR0 mem64%s+size 0x4000 at 0xc0000000\n  %+0%.%.%+0x1fff mapped[^\n]*\n  %+0x2000%.%.%+0x3fff trapped", out)
+      assert.matches("BAR0 mem64%s+size 0x4000 at 0xc0000000\n  %+0%.%.%+0x1fff mapped[^\n]*\n"
+         .. "  %+0x2000%.%.%+0x3fff trapped", out)
       assert.matches("irq MSI%-X 65 vector%(s%), table BAR0%+0x2000, PBA BAR0%+0x3000", out)
       assert.matches("quirks none", out)
    end)

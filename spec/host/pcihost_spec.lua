@@ -1,6 +1,6 @@
 -- The PCI host bridge's decoding of CF8/CFC and ECAM accesses, fed with exit tables
 -- shaped like vcpu:run's.
-local pcihost = require "vfio.pcihost"
+local pcihost = require "vfio.vmm.pcihost"
 
 local function pio(port, size, write, value)
    return { reason = "io", space = "pio", port = port, size = size, count = 1, write = write, value = value }
@@ -26,7 +26,7 @@ local function cf8(bus, dev, fn, reg)
    return 0x80000000 | bus << 16 | dev << 11 | fn << 8 | reg
 end
 
-describe("vfio.pcihost", function()
+describe("vfio.vmm.pcihost", function()
    local host, f
    before_each(function()
       host = pcihost.new { ecam_base = 0xb0000000, ecam_buses = 2 }
@@ -82,6 +82,7 @@ describe("vfio.pcihost", function()
 
    it("calls on_event after a write that raised one", function()
       local cs = pcihost.config_space { vendor = 1, device = 2 }
+      assert.are.equal("vfio.cfgspace (256 bytes, 0001:0002)", tostring(cs))
       cs:notify(0x10, 4)
       host:attach(0, 4, 0, cs)
       local events = {}
@@ -129,7 +130,7 @@ describe("vfio.pcihost", function()
    end)
 end)
 
--- The same decoding, in Lua (vfio.pcihost.new) and in C (vfio.core.pcihost), against
+-- The same decoding, in Lua (vfio.vmm.pcihost.new) and in C (vfio.core.pcihost), against
 -- C-backed configuration spaces that both accept.
 for _, impl in ipairs { "lua", "c" } do
    describe("host bridge decoding (" .. impl .. ")", function()

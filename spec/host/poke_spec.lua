@@ -32,7 +32,9 @@ describe("poke.pp", function()
       local obj = setmetatable({}, { __tostring = function() return "<thing>" end })
       assert.are.equal("<thing>", poke.pp(obj))
       assert.are.equal("<3 bytes: 01 02 ff>", poke.pp("\1\2\255"))
-      assert.matches("^<20 bytes>\n00000000  00 01", poke.pp(string.char(table.unpack({ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19 }))))
+      local bytes = {}
+      for i = 0, 19 do bytes[#bytes + 1] = string.char(i) end
+      assert.matches("^<20 bytes>\n00000000  00 01", poke.pp(table.concat(bytes)))
    end)
 end)
 

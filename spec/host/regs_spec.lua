@@ -123,7 +123,7 @@ describe("register objects", function()
 
    it("waits for a value, a field table or a predicate, and times out", function()
       local n = 0
-      dev.read32 = function(_, off)
+      dev.read32 = function()
          n = n + 1
          return n >= 3 and 0 or 1 -- "computing" for two polls
       end

@@ -88,6 +88,19 @@ describe("VFIO backend (pread/pwrite at region offsets)", function()
       assert.are.equal(string.pack("<I8", 0x0123456789abcdef), unistd.read(fd, 8))
       assert.are.equal(0x89abcdef, t:bar_read(0, 0x40008, 4))
       assert.are.equal(0x2345, t:bar_read(0, 0x4000d, 2))    -- unaligned: through pread
+      -- the VM layer borrows the mapping for its memory slots instead of mapping again
+      local addr, off, len = be:mapping(0)
+      assert.is_true(math.type(addr) == "integer" and addr ~= 0)
+      assert.are.same({ 0, regions[0].size }, { off, len })
+      local none, err, errno = be:mapping(6)
+      assert.is_nil(none)
+      assert.are.equal("mapping edu (file)[6]: Invalid argument", err)
+      assert.are.equal(22, errno)
+      none, err = be:mapping(1)
+      assert.is_nil(none)
+      assert.matches("No such file or directory", err)
+      local _, replay = fixture.trap("edu")
+      assert.is_nil(replay:mapping(0))                       -- a recording has no mapping
       t:close(); be:close()
       unistd.close(fd)
    end)
@@ -103,5 +116,36 @@ describe("VFIO backend (pread/pwrite at region offsets)", function()
       assert.matches("config read edu %(file%)%+0x6: Bad file descriptor", err)
       assert.are.equal(9, errno)
       t:close(); be:close()
+   end)
+
+   it("is built from a vfio.device in C, which asks the device itself for its regions", function()
+      -- A file is no VFIO device: the info ioctl fails, and the error names it and it.
+      local path = os.tmpname()
+      local dev <close> = assert(core.device_file(path, "0000:00:09.0"))
+      local be, err, errno = core.vfio_backend(dev)
+      assert.is_nil(be)
+      assert.are.equal("VFIO_DEVICE_GET_INFO 0000:00:09.0: Inappropriate ioctl for device", err)
+      assert.are.equal(25, errno)
+      assert.has_error(function() core.vfio_backend(dev, 5) end)
+      os.remove(path)
+   end)
+end)
+
+describe("vfio.vmm.passthrough", function()
+   local passthrough = require "vfio.vmm.passthrough"
+
+   it("recognises devices and backends by type, not by how they print", function()
+      local path = os.tmpname()
+      local dev <close> = assert(core.device_file(path, "0000:00:09.0"))
+      -- a vfio.core device and a vfio.open device (its C device is .handle) alike
+      for _, d in ipairs { dev, { handle = dev, bdf = "0000:00:09.0" } } do
+         local pt, err = passthrough.new(d)
+         assert.is_nil(pt)
+         assert.matches("^VFIO_DEVICE_GET_INFO 0000:00:09.0: ", err)
+      end
+      local impostor = setmetatable({}, { __tostring = function() return "vfio.backend(x)" end })
+      assert.has_error(function() passthrough.new(impostor) end,
+         "vfio.vmm.passthrough: expected a VFIO device, a backend or a recorded fixture")
+      os.remove(path)
    end)
 end)

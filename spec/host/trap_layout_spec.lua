@@ -1,8 +1,8 @@
 -- BAR layout policy over devices recorded in the lab.
 local fixture = require "support.fixture"
-local layout = require "vfio.layout"
+local layout = require "vfio.vmm.layout"
 
-describe("vfio.layout", function()
+describe("vfio.vmm.layout", function()
    it("places every lab device's BARs naturally aligned and without overlap", function()
       local alloc = layout.new()
       local taken = {}

@@ -1,19 +1,19 @@
--- vfio.passthrough on recorded lab devices: layout + quirks + trap in one object.
+-- vfio.vmm.passthrough on recorded lab devices: layout + quirks + trap in one object.
 local fixture = require "support.fixture"
-local passthrough = require "vfio.passthrough"
-local layout = require "vfio.layout"
+local passthrough = require "vfio.vmm.passthrough"
+local layout = require "vfio.vmm.layout"
 
-describe("vfio.passthrough", function()
+describe("vfio.vmm.passthrough", function()
    it("builds a function with placed BARs, matching quirks and decode enabled", function()
-      local vf = assert(passthrough(fixture.load("edu"), { enable = true }))
-      assert.are.same({ "edu-dma-guard" }, vf.quirks)
-      local addr = vf.placement[0].addr
-      local evs = vf:events()
+      local pt = assert(passthrough(fixture.load("edu"), { enable = true }))
+      assert.are.same({ "edu-dma-guard" }, pt.quirks)
+      local addr = pt.placement[0].addr
+      local evs = pt:events()
       assert.is_true(#evs >= 2)
-      local v, claimed = vf:mmio_read(addr, 4)
+      local v, claimed = pt:mmio_read(addr, 4)
       assert.is_true(claimed)
       assert.are.equal(0x010000ed, v)
-      vf:close()
+      pt:close()
    end)
 
    it("shares one allocator across the VM's functions", function()
@@ -25,19 +25,19 @@ describe("vfio.passthrough", function()
    end)
 
    it("can leave quirks and layout out, and take a conventional PCI view", function()
-      local vf = assert(passthrough("e1000e", { quirks = false, layout = false, pcie = false }))
-      assert.are.same({}, vf.quirks)
-      assert.is_nil(vf.placement)
-      assert.are.equal(0, vf:bars()[0].addr)
-      assert.are.equal(0xffffffff, vf:cfg_read(0x100, 4))
+      local pt = assert(passthrough("e1000e", { quirks = false, layout = false, pcie = false }))
+      assert.are.same({}, pt.quirks)
+      assert.is_nil(pt.placement)
+      assert.are.equal(0, pt:bars()[0].addr)
+      assert.are.equal(0xffffffff, pt:cfg_read(0x100, 4))
    end)
 
    it("reports a layout that does not fit instead of half-building", function()
       local small = layout.new { windows = { mmio32 = { base = 0xe0000000, limit = 0xe0000fff },
                                              mmio64 = { base = 1 << 40, limit = (1 << 40) + 0xfff },
                                              io = { base = 0x1000, limit = 0x10ff } } }
-      local vf, err = passthrough("edu", { layout = small })
-      assert.is_nil(vf)
+      local pt, err = passthrough("edu", { layout = small })
+      assert.is_nil(pt)
       assert.matches("BAR0", err)
    end)
 end)

@@ -123,6 +123,7 @@ describe("vfio.open errors", function()
       assert.are.equal(19, errno)
       build { }
       d, err = vfio.open("0000:00:03.0")
+      assert.is_nil(d)
       assert.matches("device is not bound to any driver, not to vfio%-pci", err)
    end)
 
@@ -220,6 +221,7 @@ describe("vfio.devices, vfio.bind, vfio.unbind", function()
       assert.is_nil(ok)
       assert.matches("vfio%-pci driver is not loaded %(modprobe vfio%-pci%)", err)
       ok, err = vfio.bind("0000:00:09.0")
+      assert.is_nil(ok)
       assert.matches("no such PCI device", err)
    end)
 

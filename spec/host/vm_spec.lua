@@ -1,7 +1,7 @@
--- vfio.vm's errors where there is no usable KVM (the lab spec covers the rest).
-local machine = require "vfio.vm"
+-- vfio.vmm.vm's errors where there is no usable KVM (the lab spec covers the rest).
+local machine = require "vfio.vmm.vm"
 
-describe("vfio.vm.create", function()
+describe("vfio.vmm.vm.create", function()
    it("explains a missing /dev/kvm", function()
       local m, msg, errno = machine.create { kvm = "/nonexistent/kvm" }
       assert.is_nil(m)

@@ -181,9 +181,11 @@ describe("virtio-net behind its root port", function()
       -- refused with EINVAL.
       local ok, err, errno = dev.handle:hot_reset({})
       assert.is_nil(ok)
+      assert.matches("^VFIO_DEVICE_PCI_HOT_RESET ", err)
       assert.are.equal(22, errno)
       ok, err, errno = dev.handle:hot_reset({ dev.group, dev.group })
       assert.is_nil(ok)
+      assert.matches("^VFIO_DEVICE_PCI_HOT_RESET ", err)
       assert.are.equal(22, errno)
       -- With its own group the secondary bus reset runs. After it, Linux waits for Data
       -- Link Layer Link Active on ports faster than 5 GT/s, which QEMU 7.2's

@@ -2,9 +2,9 @@
 -- ports, unhandled exits in Lua, irqchip + GSI routing + irqfd (edge and resample),
 -- ioeventfd, the KVM VFIO device, and booting examples/guest with our loader.
 local core = require "vfio.core"
-local machine = require "vfio.vm"
-local pcihost = require "vfio.pcihost"
-local irq = require "vfio.irq"
+local machine = require "vfio.vmm.vm"
+local pcihost = require "vfio.vmm.pcihost"
+local irq = require "vfio.vmm.irq"
 local lab = require "support.lab"
 local fcntl = require "posix.fcntl"
 local unistd = require "posix.unistd"
@@ -283,11 +283,11 @@ describe("KVM in the lab", function()
       vm:close()
    end)
 
-   -- Real-mode guest: program the PIC for vectors 0x20-0x2f with only `irq` unmasked,
+   -- Real-mode guest: program the PIC for vectors 0x20-0x2f with only `line` unmasked,
    -- `out 0x10` to say it is ready, then hlt; the handler prints 'I', EOIs and writes
    -- the exit port.
-   local function irq_guest(vm, irq)
-      local mask = 0xff & ~(1 << irq)
+   local function irq_guest(vm, line)
+      local mask = 0xff & ~(1 << line)
       vm:write(0x1000, bytes {
          0xFA,
          0xB0, 0x11, 0xE6, 0x20, 0xB0, 0x20, 0xE6, 0x21, -- ICW1, ICW2 (base 0x20)
@@ -297,7 +297,7 @@ describe("KVM in the lab", function()
          0xF4, 0xEB, 0xFD,                               -- hlt; jmp hlt
       })
       vm:write(0x800, bytes { 0xB0, 0x49, 0xE6, 0xE9, 0xB0, 0x20, 0xE6, 0x20, 0xE6, 0xF4, 0xCF })
-      vm:write((0x20 + irq) * 4, string.pack("<I2I2", 0x800, 0))
+      vm:write((0x20 + line) * 4, string.pack("<I2I2", 0x800, 0))
    end
 
    local function run_irq(vm, cpu, fire)
@@ -437,7 +437,7 @@ describe("examples/guest in a KVM VM with our loader", function()
       assert.are.equal(0x0006, fn:cfg_read(4, 2)) -- only memory + bus master are writable
    end)
 
-   it("takes MSI and INTx wired by vfio.irq (GSI route + irqfd, resample on EOI)", function()
+   it("takes MSI and INTx wired by vfio.vmm.irq (GSI route + irqfd, resample on EOI)", function()
       local m <close> = assert(machine.create { mem_mib = 16 })
       local router <close> = irq.new(m.vm)
       local msi = assert(router:msi(0xfee00000, 0x41))

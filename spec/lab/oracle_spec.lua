@@ -8,7 +8,7 @@
 -- without other functions); no lab device has any of them.
 local lab = require "support.lab"
 local oracle = require "support.oracle"
-local passthrough = require "vfio.passthrough"
+local passthrough = require "vfio.vmm.passthrough"
 
 local PCIE = { ["e1000e"] = true, ["nvme"] = true, ["virtio-net-pci"] = true, ["qemu-xhci"] = true }
 local NAMES = { "edu", "e1000e", "nvme", "virtio-net-pci", "qemu-xhci", "pci-testdev" }
@@ -59,10 +59,10 @@ local function res_bars(res)
    return out
 end
 
-local function trap_bars(vf)
+local function trap_bars(pt)
    local out = {}
    for i = 0, 6 do
-      local b = vf:bars()[i]
+      local b = pt:bars()[i]
       if b.size > 0 and not b.upper then
          out[i] = { size = b.size, io = b.io, prefetch = b.prefetch, is64 = b.is64 }
       end
@@ -107,12 +107,12 @@ describe("lab/oracle (QEMU vfio-pci nested under KVM) #nested", function()
          local q = assert(seen[d.bdf], name .. " not seen by the nested guest")
          local vfio = require "vfio"
          local dev <close> = assert(vfio.open(d.bdf))
-         local vf <close> = assert(passthrough(dev, { quirks = false, layout = false, pcie = PCIE[name] }))
-         local tv = view(function(o, n) return vf:cfg_read(o, n) end, vf.trap:info().cfg_size)
+         local pt <close> = assert(passthrough(dev, { quirks = false, layout = false, pcie = PCIE[name] }))
+         local tv = view(function(o, n) return pt:cfg_read(o, n) end, pt.trap:info().cfg_size)
          local qv = view(function(o, n) return rd(q.config, o, n) end, #q.config)
          for _, k in ipairs(deliberate[name] or {}) do tv[k], qv[k] = nil, nil end
          assert.are.same(qv, tv)
-         assert.are.same(res_bars(q.resources), trap_bars(vf))
+         assert.are.same(res_bars(q.resources), trap_bars(pt))
       end)
    end
 end)

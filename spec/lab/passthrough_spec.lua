@@ -158,7 +158,8 @@ describe("passthrough.lua in the lab", function()
 
    it("tears the VM down on SIGINT, and the device is usable again afterwards", function()
       -- irqtest waits for interrupts nobody sends: the guest is still running at the signal
-      local out, code = sh(("timeout --preserve-status -s INT 3 lua5.4 passthrough.lua --device %s --cmdline irqtest=5"):format(edu.bdf))
+      local out, code = sh(("timeout --preserve-status -s INT 3 lua5.4 passthrough.lua --device %s "
+         .. "--cmdline irqtest=5"):format(edu.bdf))
       assert.are.equal(130, code, out)
       assert.matches("interrupted by signal 2; VM torn down", out)
       local again, code2 = guest.ours(edu.bdf)

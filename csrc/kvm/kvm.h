@@ -1,0 +1,151 @@
+/* KVM: system, VM and vCPU plumbing without Lua (the binding is l_kvm.c / l_vcpu.c).
+ *
+ * The run loop decodes exits in C. A PIO or MMIO exit whose address falls in a range
+ * registered with lv_kvm_add_range() is handled by that range's ops and the guest resumes
+ * at once; only the remaining exits go back to the caller (and from there to Lua). The
+ * trap core plugs in through struct lv_kvm_io_ops. Single-threaded: all calls on one VM
+ * must come from one thread. Functions return 0 or -errno. */
+#ifndef LUAVFIO_KVM_H
+#define LUAVFIO_KVM_H
+
+#include <linux/kvm.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum { LV_KVM_PIO = 0, LV_KVM_MMIO = 1 };
+
+/* Return values of the access callbacks. */
+enum { LV_KVM_IO_DONE = 0, /* resume the guest */
+       LV_KVM_IO_STOP = 1  /* handled, but end the run loop with LV_KVM_EXIT_STOP */ };
+
+/* Access callbacks of a handled range. `data` holds `size` bytes, little-endian as the
+ * guest sees them; a read fills them (they arrive filled with 0xff). `addr` is absolute
+ * (port number or guest-physical address). Called on the vCPU thread, inside run. */
+struct lv_kvm_io_ops {
+    int (*access)(void *opaque, int space, uint64_t addr, uint8_t *data, unsigned size,
+                  int is_write);
+    /* Called once when the range is removed or the VM closes; may be NULL. */
+    void (*release)(void *opaque);
+};
+
+/* Lua objects plug C handlers into a VM through this metatable field: a light userdata
+ * pointing at their static struct lv_kvm_io_ops; the opaque pointer handed to the ops is
+ * the object's userdata block. vm:add_range(space, base, size, obj) keeps obj alive until
+ * the range is removed; an object closed meanwhile must still answer (e.g. drop). */
+#define LV_KVM_IO_FIELD "__kvm_io"
+
+struct lv_kvm_range {
+    int id, space;
+    uint64_t base, size;
+    const struct lv_kvm_io_ops *ops;
+    void *opaque;
+};
+
+struct lv_kvm_slot {
+    int used, owned, readonly;   /* owned: anonymous RAM mmap'd by us, unmapped on close */
+    uint64_t gpa, size;
+    void *host;
+};
+
+#define LV_KVM_MAX_SLOTS 64
+
+struct lv_kvm_vm {
+    int fd;                      /* -1 once closed */
+    int run_size;                /* KVM_GET_VCPU_MMAP_SIZE */
+    int irqchip;
+    int vfio_fd;                 /* KVM VFIO pseudo device, -1 if not created */
+    struct lv_kvm_slot slots[LV_KVM_MAX_SLOTS];
+    struct lv_kvm_range *ranges;
+    unsigned nranges, cap_ranges;
+    int next_range_id;
+    struct kvm_irq_routing_entry *routes;
+    unsigned nroutes, cap_routes;
+    struct kvm_cpuid2 *cpuid;    /* supported CPUID, given to every vCPU */
+};
+
+struct lv_kvm_vcpu {
+    int fd, id;
+    struct kvm_run *run;
+    size_t run_size;
+    struct lv_kvm_vm *vm;
+    int pending_read;            /* an IO/MMIO read was returned to the caller */
+};
+
+/* What the run loop reports for an exit it did not handle. */
+enum lv_kvm_exit_kind {
+    LV_KVM_EXIT_IO, LV_KVM_EXIT_MMIO, LV_KVM_EXIT_HLT, LV_KVM_EXIT_SHUTDOWN,
+    LV_KVM_EXIT_STOP, LV_KVM_EXIT_INTR, LV_KVM_EXIT_TIMEOUT, LV_KVM_EXIT_FAIL_ENTRY,
+    LV_KVM_EXIT_INTERNAL_ERROR, LV_KVM_EXIT_SYSTEM_EVENT, LV_KVM_EXIT_OTHER
+};
+
+struct lv_kvm_exit {
+    enum lv_kvm_exit_kind kind;
+    uint32_t reason;             /* raw KVM_EXIT_* */
+    int space;                   /* IO, MMIO, STOP: LV_KVM_PIO or LV_KVM_MMIO */
+    uint64_t addr;
+    unsigned size, count;        /* count > 1 only for string PIO */
+    int is_write;
+    uint8_t *data;               /* inside kvm_run; valid until the next run */
+    uint64_t code;               /* FAIL_ENTRY reason, INTERNAL_ERROR suberror, event type */
+};
+
+int lv_kvm_open(const char *path);   /* returns fd or -errno */
+/* System-fd queries; check_extension also answers on a VM fd (VM-scoped capabilities).
+ * Each returns the kernel's answer (>= 0) or -errno. */
+int lv_kvm_api_version(int kvm_fd);
+int lv_kvm_check_extension(int fd, int cap);
+int lv_kvm_vcpu_mmap_size(int kvm_fd);
+int lv_kvm_vm_create(struct lv_kvm_vm *vm, int kvm_fd);
+void lv_kvm_vm_close(struct lv_kvm_vm *vm);
+
+/* Map `size` bytes of fresh anonymous memory at guest-physical `gpa`; returns slot or
+ * -errno. lv_kvm_map_host maps caller-owned memory (e.g. a BAR mmap). */
+int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size);
+int lv_kvm_map_host(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, void *host,
+                    int readonly);
+int lv_kvm_unmap(struct lv_kvm_vm *vm, int slot);
+/* Host pointer of guest RAM [gpa, gpa+len) if it lies within one owned RAM slot. */
+void *lv_kvm_ram_ptr(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len);
+
+int lv_kvm_create_irqchip(struct lv_kvm_vm *vm);
+int lv_kvm_set_msi_route(struct lv_kvm_vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
+int lv_kvm_remove_route(struct lv_kvm_vm *vm, uint32_t gsi);
+int lv_kvm_irqfd(struct lv_kvm_vm *vm, uint32_t gsi, int fd, int resample_fd, int deassign);
+int lv_kvm_ioeventfd(struct lv_kvm_vm *vm, int space, uint64_t addr, unsigned len, int fd,
+                     int has_datamatch, uint64_t datamatch, int deassign);
+int lv_kvm_irq_line(struct lv_kvm_vm *vm, uint32_t gsi, int level);
+int lv_kvm_signal_msi(struct lv_kvm_vm *vm, uint64_t addr, uint32_t data);
+int lv_kvm_vfio_group(struct lv_kvm_vm *vm, int group_fd, int add);
+
+/* Returns the range id (> 0) or -errno (-EEXIST if it overlaps a handled range). */
+int lv_kvm_add_range(struct lv_kvm_vm *vm, int space, uint64_t base, uint64_t size,
+                     const struct lv_kvm_io_ops *ops, void *opaque);
+int lv_kvm_remove_range(struct lv_kvm_vm *vm, int id);
+
+/* Built-in devices. A debug console appends the low byte of every write to a buffer
+ * (capped: bytes beyond the cap are counted, not stored; reads return 0xe9 like QEMU's);
+ * the guest's output never goes through Lua. An exit port ends the run loop on writes. */
+struct lv_kvm_debugcon {
+    char *buf;
+    size_t len, cap;
+    uint64_t dropped;
+    int closed;
+};
+extern const struct lv_kvm_io_ops lv_kvm_debugcon_ops; /* opaque: struct lv_kvm_debugcon */
+void lv_kvm_debugcon_close(struct lv_kvm_debugcon *d);
+int lv_kvm_add_exit_port(struct lv_kvm_vm *vm, uint16_t port);
+
+int lv_kvm_vcpu_create(struct lv_kvm_vcpu *c, struct lv_kvm_vm *vm, int id);
+void lv_kvm_vcpu_close(struct lv_kvm_vcpu *c);
+/* Register presets: real mode at cs:ip; 32-bit flat protected mode (multiboot entry). */
+int lv_kvm_vcpu_setup_real(struct lv_kvm_vcpu *c, uint16_t cs, uint16_t ip);
+int lv_kvm_vcpu_setup_flat32(struct lv_kvm_vcpu *c, uint32_t eip, uint32_t eax,
+                             uint32_t ebx);
+/* Register access (KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS): 0 or -errno. */
+int lv_kvm_vcpu_get_regs(struct lv_kvm_vcpu *c, struct kvm_regs *r);
+int lv_kvm_vcpu_set_regs(struct lv_kvm_vcpu *c, const struct kvm_regs *r);
+int lv_kvm_vcpu_get_sregs(struct lv_kvm_vcpu *c, struct kvm_sregs *s);
+/* Run until an exit the C side does not handle. timeout_ns <= 0: no timeout. */
+int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out);
+
+#endif

@@ -1,0 +1,135 @@
+/* PCI host bridge decoding (CF8/CFC, ECAM) and an emulated configuration space. */
+#include "pcihost.h"
+#include "base/le.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define BDF(b, d, f) ((uint16_t)((b) << 8 | (d) << 3 | (f)))
+
+int lv_pcihost_attach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned fn,
+                      const struct lv_pci_cfg_ops *ops, void *opaque)
+{
+    if (bus > 255 || dev > 31 || fn > 7 || !ops || !ops->read || !ops->write)
+        return -EINVAL;
+    uint16_t bdf = BDF(bus, dev, fn);
+    for (unsigned i = 0; i < h->nfn; i++)
+        if (h->fn[i].bdf == bdf)
+            return -EEXIST;
+    if (h->nfn == LV_PCIHOST_MAX_FN)
+        return -ENOSPC;
+    h->fn[h->nfn].bdf = bdf;
+    h->fn[h->nfn].ops = ops;
+    h->fn[h->nfn].opaque = opaque;
+    h->nfn++;
+    return 0;
+}
+
+int lv_pcihost_detach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned fn)
+{
+    uint16_t bdf = BDF(bus & 0xff, dev & 0x1f, fn & 7);
+    for (unsigned i = 0; i < h->nfn; i++)
+        if (h->fn[i].bdf == bdf) {
+            h->fn[i] = h->fn[--h->nfn];
+            return 0;
+        }
+    return -ENOENT;
+}
+
+/* A configuration access of 1/2/4 bytes that does not cross its own alignment; anything
+ * else, or an absent function, reads all ones and is dropped. */
+static int config(struct lv_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *data,
+                  unsigned size, int is_write)
+{
+    for (unsigned i = 0; i < h->nfn; i++) {
+        if (h->fn[i].bdf != bdf)
+            continue;
+        if ((size != 1 && size != 2 && size != 4) || off % size || off >= 4096)
+            break;
+        if (is_write)
+            return h->fn[i].ops->write(h->fn[i].opaque, off, size,
+                                       (uint32_t)lv_le_get(data, size)) == LV_PCI_CFG_EVENT;
+        uint32_t v;
+        if (h->fn[i].ops->read(h->fn[i].opaque, off, size, &v) < 0)
+            break;
+        lv_le_put(data, v, size);
+        return 0;
+    }
+    if (!is_write)
+        memset(data, 0xff, size);
+    return 0;
+}
+
+int lv_pcihost_access(struct lv_pcihost *h, int space, uint64_t addr, uint8_t *data,
+                      unsigned size, int is_write)
+{
+    if (space == LV_KVM_PIO) {
+        if (addr == 0xcf8 && size == 4) {
+            if (is_write)
+                h->addr = (uint32_t)lv_le_get(data, 4);
+            else
+                lv_le_put(data, h->addr, 4);
+            return 1;
+        }
+        if (addr < 0xcfc || addr > 0xcff)
+            return 0;
+        unsigned lane = (unsigned)(addr - 0xcfc);
+        if (!(h->addr & 0x80000000u) || lane + size > 4) {
+            if (!is_write)
+                memset(data, 0xff, size);
+            return 1;
+        }
+        return 1 + config(h, (uint16_t)((h->addr >> 8) & 0xffff), (h->addr & 0xfc) + lane,
+                          data, size, is_write);
+    }
+    if (!h->ecam_size || addr < h->ecam_base || addr - h->ecam_base >= h->ecam_size)
+        return 0;
+    uint64_t off = addr - h->ecam_base;
+    uint16_t bdf = (uint16_t)(off >> 12);
+    uint32_t reg = (uint32_t)(off & 0xfff);
+    if (size == 8 && reg % 8 == 0) { /* two dwords, low first */
+        int ev = config(h, bdf, reg, data, 4, is_write);
+        ev |= config(h, bdf, reg + 4, data + 4, 4, is_write);
+        return 1 + ev;
+    }
+    return 1 + config(h, bdf, reg, data, size, is_write);
+}
+
+static int host_io(void *opaque, int space, uint64_t addr, uint8_t *data, unsigned size,
+                   int is_write)
+{
+    int r = lv_pcihost_access(opaque, space, addr, data, size, is_write);
+    /* Inside our ranges but not ours (e.g. a byte write to CF9): absent. */
+    if (r == 0 && !is_write)
+        memset(data, 0xff, size);
+    return r == 2 ? LV_KVM_IO_STOP : LV_KVM_IO_DONE;
+}
+
+const struct lv_kvm_io_ops lv_pcihost_io_ops = {.access = host_io};
+
+static int cfg_read(void *opaque, uint32_t off, uint32_t len, uint32_t *val)
+{
+    struct lv_cfgspace *c = opaque;
+    if (off + len > c->size) {
+        *val = 0xffffffffu;
+        return 0;
+    }
+    *val = (uint32_t)lv_le_get(c->bytes + off, len);
+    return 0;
+}
+
+static int cfg_write(void *opaque, uint32_t off, uint32_t len, uint32_t val)
+{
+    struct lv_cfgspace *c = opaque;
+    int ev = 0;
+    if (off + len > c->size)
+        return 0;
+    for (uint32_t i = 0; i < len; i++) {
+        uint8_t m = c->wmask[off + i], b = (uint8_t)(val >> (8 * i));
+        c->bytes[off + i] = (uint8_t)((c->bytes[off + i] & ~m) | (b & m));
+        ev |= c->notify[off + i] != 0;
+    }
+    return ev ? LV_PCI_CFG_EVENT : 0;
+}
+
+const struct lv_pci_cfg_ops lv_cfgspace_ops = {.read = cfg_read, .write = cfg_write};

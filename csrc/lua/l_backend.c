@@ -1,0 +1,338 @@
+/* vfio.backend: the devices the trap core reaches (backend.h):
+ *   core.replay(fixture)                          a recorded device (vfio.record's tables)
+ *   core.vfio_backend(device [, {mmap=, name=}])  a kernel VFIO device (vfio.device)
+ *   core.vfio_backend(fd, regions, irqs [, name]) any fd described by hand (specs over files)
+ * and their raw views (config_read, region_read, stats, mapped) for specs. */
+#include "l_objects.h"
+#include "l_trap.h"
+#include "base/le.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct lv_backend_ud *lv_checkbackend(lua_State *L, int i)
+{
+    struct lv_backend_ud *b = luaL_checkudata(L, i, LV_BACKEND_T);
+    if (!b->be.ops)
+        luaL_error(L, "backend %s is closed", b->be.name);
+    return b;
+}
+
+static int fixture_int(lua_State *L, int t, const char *k, lua_Integer dflt)
+{
+    lua_getfield(L, t, k);
+    lua_Integer v = lua_isnil(L, -1) ? dflt : luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    return (int)v;
+}
+
+static uint64_t field_u64(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    uint64_t v = lua_isnil(L, -1) ? 0 : (uint64_t)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void set_name(lua_State *L, struct lv_backend *be, int t, const char *dflt)
+{
+    const char *n = dflt;
+    if (lua_type(L, t) == LUA_TTABLE) {
+        lua_getfield(L, t, "name");
+        if (lua_isstring(L, -1))
+            n = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    } else if (lua_isstring(L, t)) {
+        n = lua_tostring(L, t);
+    }
+    snprintf(be->name, sizeof be->name, "%s", n);
+}
+
+/* core.replay{config=<256|4096 bytes>, regions={[0]={size=,flags=,data={{off=,bytes=}}}},
+ *             irqs={[0]={count=,flags=}}, name=} */
+static int l_replay(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "config");
+    size_t clen;
+    const char *cfg = luaL_checklstring(L, -1, &clen);
+    if (clen != 256 && clen != 4096)
+        return luaL_argerror(L, 1, "config must be 256 or 4096 bytes");
+    struct lv_backend_ud *b = lv_newobject(L, sizeof *b, LV_BACKEND_T, 0);
+    int bi = lua_gettop(L);
+    int rc = lv_backend_replay_init(&b->be, (const uint8_t *)cfg, clen);
+    set_name(L, &b->be, 1, "replay");
+    if (rc < 0)
+        return lv_syserror(L, -rc, "create replay backend", b->be.name);
+    lua_getfield(L, 1, "regions");
+    if (lua_istable(L, -1)) {
+        int rt = lua_gettop(L);
+        for (int i = 0; i < LV_REGION_MAX; i++) {
+            if (i == LV_REGION_CONFIG || lua_rawgeti(L, rt, i) != LUA_TTABLE) {
+                lua_pop(L, i == LV_REGION_CONFIG ? 0 : 1);
+                continue;
+            }
+            int r = lua_gettop(L);
+            rc = lv_replay_set_region(&b->be, (unsigned)i, field_u64(L, r, "size"),
+                                      (uint32_t)fixture_int(L, r, "flags", 0));
+            if (rc < 0)
+                return lv_syserrorf(L, -rc, "replay region", "%s[%d]", b->be.name, i);
+            lua_getfield(L, r, "data");
+            if (lua_istable(L, -1)) {
+                int d = lua_gettop(L);
+                for (lua_Integer k = 1; lua_rawgeti(L, d, k) == LUA_TTABLE; k++) {
+                    int c = lua_gettop(L);
+                    uint64_t off = field_u64(L, c, "off");
+                    lua_getfield(L, c, "bytes");
+                    size_t n;
+                    const char *bytes = luaL_checklstring(L, -1, &n);
+                    rc = lv_replay_fill(&b->be, (unsigned)i, off, bytes, n);
+                    if (rc < 0)
+                        return lv_syserrorf(L, -rc, "replay fill", "%s[%d]+%#llx", b->be.name, i,
+                                            (unsigned long long)off);
+                    lua_pop(L, 2);
+                }
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 2);
+        }
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "irqs");
+    if (lua_istable(L, -1)) {
+        int it = lua_gettop(L);
+        for (int i = 0; i < LV_IRQ_MAX; i++) {
+            if (lua_rawgeti(L, it, i) == LUA_TTABLE) {
+                int r = lua_gettop(L);
+                lv_replay_set_irq(&b->be, (unsigned)i, (uint32_t)fixture_int(L, r, "count", 0),
+                                  (uint32_t)fixture_int(L, r, "flags", 0));
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, bi);
+    return 1;
+}
+
+/* core.vfio_backend(device [, {mmap = true, name = device name}]): the region and IRQ
+ * info come from the device itself, so nothing crosses into Lua and back. A region whose
+ * info fails stays empty (size 0), as the device object shows it. With mmap (the default)
+ * the backend maps each mappable BAR and the ROM itself and unmaps them on close. The
+ * backend keeps the device object alive; its fd is borrowed. */
+static int vfio_backend_of_device(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    int mmap = 1;
+    const char *name = d->name;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        if (lua_getfield(L, 2, "mmap") != LUA_TNIL)
+            mmap = lua_toboolean(L, -1);
+        if (lua_getfield(L, 2, "name") != LUA_TNIL)
+            name = luaL_checkstring(L, -1);
+        lua_pop(L, 2);   /* name stays referenced by the table until we return */
+    }
+    struct vfio_dev_desc info;
+    int rc = vfio_device_info(d->fd, &info);
+    if (rc < 0)
+        return lv_syserror(L, -rc, "VFIO_DEVICE_GET_INFO", d->name);
+    struct lv_vfio_region regions[LV_REGION_MAX];
+    struct lv_irq_info irqs[LV_IRQ_MAX];
+    memset(regions, 0, sizeof regions);
+    memset(irqs, 0, sizeof irqs);
+    for (uint32_t i = 0; i < info.num_regions && i < LV_REGION_MAX; i++) {
+        struct vfio_region_desc r;
+        if (vfio_device_region_info(d->fd, i, &r) < 0)
+            continue;
+        regions[i].offset = r.offset;
+        regions[i].size = r.size;
+        regions[i].flags = r.flags;
+        regions[i].want_mmap = mmap && i <= LV_REGION_ROM && (r.flags & LV_REGION_MMAP);
+        vfio_region_desc_free(&r);
+    }
+    for (uint32_t i = 0; i < info.num_irqs && i < LV_IRQ_MAX; i++) {
+        struct vfio_irq_desc q;
+        if (vfio_device_irq_info(d->fd, i, &q) == 0) {
+            irqs[i].count = q.count;
+            irqs[i].flags = q.flags;
+        }
+    }
+    struct lv_backend_ud *b = lv_newobject(L, sizeof *b, LV_BACKEND_T, 1);
+    snprintf(b->be.name, sizeof b->be.name, "%.*s", (int)sizeof b->be.name - 1, name);
+    rc = lv_backend_vfio_init(&b->be, d->fd, regions, LV_REGION_MAX, irqs, LV_IRQ_MAX);
+    if (rc < 0)
+        return lv_syserror(L, -rc, "create vfio backend", b->be.name);
+    lv_set_parent(L, -1, 1, 1);
+    return 1;
+}
+
+/* core.vfio_backend(fd, regions, irqs [, name]): regions[i] = {offset=, size=, flags=,
+ * map=<lightuserdata or address>, map_offset=, map_len=, mmap=bool} for i = 0..8. The fd
+ * and given maps are borrowed, and must outlive the backend; with mmap=true the backend
+ * maps a mappable region itself (and unmaps it on close). */
+static int l_vfio_backend(lua_State *L)
+{
+    if (luaL_testudata(L, 1, LV_DEVICE))
+        return vfio_backend_of_device(L);
+    int fd = (int)lv_checkrange(L, 1, 0, 0x7fffffff);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    struct lv_vfio_region regions[LV_REGION_MAX];
+    struct lv_irq_info irqs[LV_IRQ_MAX];
+    memset(regions, 0, sizeof regions);
+    memset(irqs, 0, sizeof irqs);
+    for (int i = 0; i < LV_REGION_MAX; i++) {
+        if (lua_rawgeti(L, 2, i) == LUA_TTABLE) {
+            int r = lua_gettop(L);
+            regions[i].offset = field_u64(L, r, "offset");
+            regions[i].size = field_u64(L, r, "size");
+            regions[i].flags = (uint32_t)field_u64(L, r, "flags");
+            lua_getfield(L, r, "map");
+            if (lua_islightuserdata(L, -1))
+                regions[i].map = lua_touserdata(L, -1);
+            else if (lua_isinteger(L, -1))
+                regions[i].map = (void *)(uintptr_t)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+            regions[i].map_offset = field_u64(L, r, "map_offset");
+            regions[i].map_len = regions[i].map ? field_u64(L, r, "map_len") : 0;
+            lua_getfield(L, r, "mmap");
+            regions[i].want_mmap = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    for (int i = 0; i < LV_IRQ_MAX; i++) {
+        if (lua_rawgeti(L, 3, i) == LUA_TTABLE) {
+            irqs[i].count = (uint32_t)field_u64(L, -1, "count");
+            irqs[i].flags = (uint32_t)field_u64(L, -1, "flags");
+        }
+        lua_pop(L, 1);
+    }
+    struct lv_backend_ud *b = lv_newobject(L, sizeof *b, LV_BACKEND_T, 0);
+    set_name(L, &b->be, 4, "vfio device");
+    int rc = lv_backend_vfio_init(&b->be, fd, regions, LV_REGION_MAX, irqs, LV_IRQ_MAX);
+    if (rc < 0)
+        return lv_syserror(L, -rc, "create vfio backend", b->be.name);
+    return 1;
+}
+
+static int b_close(lua_State *L)
+{
+    struct lv_backend_ud *b = luaL_checkudata(L, 1, LV_BACKEND_T);
+    lv_backend_destroy(&b->be);
+    return 0;
+}
+
+static int b_tostring(lua_State *L)
+{
+    struct lv_backend_ud *b = luaL_checkudata(L, 1, LV_BACKEND_T);
+    lua_pushfstring(L, "vfio.backend(%s %s)%s", b->be.ops ? b->be.ops->kind : "closed",
+                    b->be.name, "");
+    return 1;
+}
+
+/* backend:stats() (replay only): accesses that reached the recorded device. */
+static int b_stats(lua_State *L)
+{
+    struct lv_backend_ud *b = lv_checkbackend(L, 1);
+    const struct lv_replay_stats *s = lv_replay_stats(&b->be);
+    if (!s)
+        return luaL_error(L, "stats: %s is not a recorded device", b->be.name);
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, (lua_Integer)s->cfg_reads); lua_setfield(L, -2, "cfg_reads");
+    lua_pushinteger(L, (lua_Integer)s->cfg_writes); lua_setfield(L, -2, "cfg_writes");
+    lua_pushinteger(L, (lua_Integer)s->region_reads); lua_setfield(L, -2, "region_reads");
+    lua_pushinteger(L, (lua_Integer)s->region_writes); lua_setfield(L, -2, "region_writes");
+    lua_pushinteger(L, s->last_cfg_write_off); lua_setfield(L, -2, "last_cfg_write_off");
+    lua_pushinteger(L, s->last_cfg_write_len); lua_setfield(L, -2, "last_cfg_write_len");
+    return 1;
+}
+
+/* backend:mapped() -> {[region] = true | errno}: regions served through a mapping, or
+ * why mapping them failed (vfio backends; empty for recordings). */
+static int b_mapped(lua_State *L)
+{
+    struct lv_backend_ud *b = lv_checkbackend(L, 1);
+    int errnos[LV_REGION_MAX];
+    uint32_t bits = lv_backend_vfio_mapped(&b->be, errnos);
+    lua_newtable(L);
+    if (strcmp(b->be.ops->kind, "vfio"))
+        return 1;
+    for (int i = 0; i < LV_REGION_MAX; i++) {
+        if (bits & (1u << i)) {
+            lua_pushboolean(L, 1);
+            lua_rawseti(L, -2, i);
+        } else if (errnos[i]) {
+            lua_pushinteger(L, errnos[i]);
+            lua_rawseti(L, -2, i);
+        }
+    }
+    return 1;
+}
+
+/* backend:mapping(region) -> address, offset, length: region offset `offset` is mapped
+ * at `address` for `length` bytes (vfio backends), or nil, message, errno. The VM layer
+ * borrows it for memory slots instead of mapping the BAR again. */
+static int b_mapping(lua_State *L)
+{
+    struct lv_backend_ud *b = lv_checkbackend(L, 1);
+    unsigned idx = (unsigned)lv_checkrange(L, 2, 0, LV_REGION_MAX - 1);
+    void *p;
+    uint64_t off, len;
+    int rc = lv_backend_vfio_mapping(&b->be, idx, &p, &off, &len);
+    if (rc < 0)
+        return lv_syserrorf(L, -rc, "mapping", "%s[%u]", b->be.name, idx);
+    lua_pushinteger(L, (lua_Integer)(uintptr_t)p);
+    lua_pushinteger(L, (lua_Integer)off);
+    lua_pushinteger(L, (lua_Integer)len);
+    return 3;
+}
+
+static int b_reset(lua_State *L)
+{
+    lv_replay_reset(&lv_checkbackend(L, 1)->be);
+    return 0;
+}
+
+/* backend:config_read(off, n) / region_read(idx, off, n): raw device view. */
+static int b_config_read(lua_State *L)
+{
+    struct lv_backend_ud *b = lv_checkbackend(L, 1);
+    uint32_t off = (uint32_t)lv_checkrange(L, 2, 0, 4095);
+    uint32_t n = (uint32_t)lv_checkrange(L, 3, 1, 4096);
+    char buf[4096];
+    int rc = b->be.ops->cfg_read(b->be.ctx, off, buf, n);
+    if (rc < 0)
+        return lv_syserror(L, -rc, "config read", b->be.name);
+    lua_pushlstring(L, buf, n);
+    return 1;
+}
+
+static int b_region_read(lua_State *L)
+{
+    struct lv_backend_ud *b = lv_checkbackend(L, 1);
+    unsigned idx = (unsigned)lv_checkrange(L, 2, 0, LV_REGION_MAX - 1);
+    uint64_t off = (uint64_t)luaL_checkinteger(L, 3);
+    uint32_t n = (uint32_t)lv_checkrange(L, 4, 1, 8);
+    uint8_t buf[8];
+    int rc = b->be.ops->region_read(b->be.ctx, idx, off, buf, n);
+    if (rc < 0)
+        return lv_syserrorf(L, -rc, "region read", "%s[%u]", b->be.name, idx);
+    lua_pushinteger(L, (lua_Integer)lv_le_get(buf, n));
+    return 1;
+}
+
+void lv_open_backend(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"close", b_close}, {"stats", b_stats}, {"reset", b_reset}, {"mapped", b_mapped},
+        {"mapping", b_mapping},
+        {"config_read", b_config_read}, {"region_read", b_region_read}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", b_close}, {"__close", b_close}, {"__tostring", b_tostring}, {NULL, NULL}};
+    lv_newclass(L, LV_BACKEND_T, methods, meta);
+    static const luaL_Reg fns[] = {
+        {"replay", l_replay}, {"vfio_backend", l_vfio_backend}, {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
+}

@@ -1,0 +1,373 @@
+/* vfio.container: binding of csrc/vfio/vfio_container.c. */
+#include "l_objects.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <linux/vfio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const struct {
+    const char *name;
+    unsigned value;
+} extensions[] = {
+    {"type1", VFIO_TYPE1_IOMMU},
+    {"spapr_tce", VFIO_SPAPR_TCE_IOMMU},
+    {"type1v2", VFIO_TYPE1v2_IOMMU},
+    {"dma_cc_iommu", VFIO_DMA_CC_IOMMU},
+    {"eeh", VFIO_EEH},
+    {"type1_nesting", VFIO_TYPE1_NESTING_IOMMU},
+    {"spapr_tce_v2", VFIO_SPAPR_TCE_v2_IOMMU},
+    {"noiommu", VFIO_NOIOMMU_IOMMU},
+    {"unmap_all", VFIO_UNMAP_ALL},
+    {"update_vaddr", VFIO_UPDATE_VADDR},
+    {NULL, 0},
+};
+
+static unsigned check_ext(lua_State *L, int arg)
+{
+    if (lua_type(L, arg) == LUA_TSTRING) {
+        const char *s = lua_tostring(L, arg);
+        for (int i = 0; extensions[i].name; i++)
+            if (strcmp(s, extensions[i].name) == 0)
+                return extensions[i].value;
+        luaL_argerror(L, arg, lua_pushfstring(L, "unknown extension '%s'", s));
+    }
+    return (unsigned)lv_checkrange(L, arg, 0, 0xffffffff);
+}
+
+static const char *ext_name(unsigned v)
+{
+    for (int i = 0; extensions[i].name; i++)
+        if (extensions[i].value == v)
+            return extensions[i].name;
+    return NULL;
+}
+
+lv_container *lv_checkcontainer(lua_State *L, int idx)
+{
+    lv_container *c = luaL_checkudata(L, idx, LV_CONTAINER);
+    if (c->fd < 0)
+        luaL_argerror(L, idx, "container is closed");
+    return c;
+}
+
+/* core.container([path]) -> container | nil, msg, errno */
+static int l_container_open(lua_State *L)
+{
+    const char *path = luaL_optstring(L, 1, "/dev/vfio/vfio");
+    int fd = vfio_container_open(path);
+    if (fd < 0)
+        return lv_syserror(L, -fd, "open container", path);
+    lv_container *c = lv_newobject(L, sizeof *c, LV_CONTAINER, 1);
+    c->fd = fd;
+    snprintf(c->path, sizeof c->path, "%s", path);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+static int c_api_version(lua_State *L)
+{
+    lv_container *c = lv_checkcontainer(L, 1);
+    int r = vfio_container_api_version(c->fd);
+    if (r < 0)
+        return lv_syserror(L, -r, "VFIO_GET_API_VERSION", c->path);
+    lua_pushinteger(L, r);
+    return 1;
+}
+
+static int c_check_extension(lua_State *L)
+{
+    lv_container *c = lv_checkcontainer(L, 1);
+    unsigned ext = check_ext(L, 2);
+    int r = vfio_container_check_extension(c->fd, ext);
+    if (r < 0)
+        return lv_syserror(L, -r, "VFIO_CHECK_EXTENSION", c->path);
+    lua_pushboolean(L, r > 0);
+    return 1;
+}
+
+static void push_ext(lua_State *L, unsigned t)
+{
+    const char *n = ext_name(t);
+    if (n)
+        lua_pushstring(L, n);
+    else
+        lua_pushinteger(L, t);
+}
+
+/* c:set_iommu([type]) -> type chosen. Without a type, prefer type1v2 (unmap semantics
+ * that do not split mappings) and fall back to type1. */
+static int c_set_iommu(lua_State *L)
+{
+    lv_container *c = lv_checkcontainer(L, 1);
+    if (!lua_isnoneornil(L, 2)) {
+        unsigned t = check_ext(L, 2);
+        int r = vfio_container_set_iommu(c->fd, t);
+        if (r < 0)
+            return lv_syserrorf(L, -r, "VFIO_SET_IOMMU", "%s (type %u)", c->path, t);
+        push_ext(L, t);
+        return 1;
+    }
+    unsigned order[] = {VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_IOMMU};
+    int last = ENODEV;
+    for (int i = 0; i < 2; i++) {
+        int ok = vfio_container_check_extension(c->fd, order[i]);
+        if (ok < 0)
+            return lv_syserror(L, -ok, "VFIO_CHECK_EXTENSION", c->path);
+        if (ok == 0)
+            continue;
+        int r = vfio_container_set_iommu(c->fd, order[i]);
+        if (r == 0) {
+            push_ext(L, order[i]);
+            return 1;
+        }
+        last = -r;
+    }
+    return lv_syserrorf(L, last, "VFIO_SET_IOMMU",
+                        "%s (neither type1v2 nor type1 usable; is a group attached?)", c->path);
+}
+
+static void push_iommu_desc(lua_State *L, struct vfio_iommu_desc *dp)
+{
+    struct vfio_iommu_desc d = *dp;
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, d.flags);
+    lua_setfield(L, -2, "flags");
+    if (d.have_pgsizes) {
+        lua_pushinteger(L, (lua_Integer)d.pgsizes);
+        lua_setfield(L, -2, "pgsizes");
+        /* The smallest supported page size is what map_dma alignment must honour. */
+        lua_pushinteger(L, d.pgsizes ? (lua_Integer)(d.pgsizes & -d.pgsizes) : 0);
+        lua_setfield(L, -2, "min_pgsize");
+    }
+    lua_createtable(L, (int)d.nranges, 0);
+    for (uint32_t i = 0; i < d.nranges; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, (lua_Integer)d.ranges[i].start);
+        lua_setfield(L, -2, "start");
+        lua_pushinteger(L, (lua_Integer)d.ranges[i].end);
+        lua_setfield(L, -2, "last");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "iova_ranges");
+    if (d.have_dma_avail) {
+        lua_pushinteger(L, d.dma_avail);
+        lua_setfield(L, -2, "dma_avail");
+    }
+    if (d.have_migration) {
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, (lua_Integer)d.mig_pgsizes);
+        lua_setfield(L, -2, "pgsizes");
+        lua_pushinteger(L, (lua_Integer)d.mig_max_bitmap);
+        lua_setfield(L, -2, "max_dirty_bitmap_size");
+        lua_setfield(L, -2, "migration");
+    }
+    if (d.chain_error) {
+        lua_pushstring(L, "malformed capability chain (ignored from the fault on)");
+        lua_setfield(L, -2, "chain_error");
+    }
+}
+
+static int c_iommu_info(lua_State *L)
+{
+    lv_container *c = lv_checkcontainer(L, 1);
+    struct vfio_iommu_desc d;
+    int r = vfio_container_iommu_info(c->fd, &d);
+    if (r < 0)
+        return lv_syserror(L, -r, "VFIO_IOMMU_GET_INFO", c->path);
+    push_iommu_desc(L, &d);
+    vfio_iommu_desc_free(&d);
+    return 1;
+}
+
+/* core.parse_iommu_info(bytes) -> table: the IOMMU_GET_INFO parser on a raw buffer. */
+static int l_parse_iommu_info(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    struct vfio_iommu_desc d;
+    if (vfio_iommu_parse(s, n, &d) < 0)
+        luaL_argerror(L, 1, "shorter than struct vfio_iommu_type1_info");
+    push_iommu_desc(L, &d);
+    vfio_iommu_desc_free(&d);
+    return 1;
+}
+
+static uint32_t dma_flags(lua_State *L, int arg)
+{
+    if (lua_isnoneornil(L, arg))
+        return VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+    luaL_checktype(L, arg, LUA_TTABLE);
+    uint32_t f = 0;
+    lua_getfield(L, arg, "read");
+    if (lua_toboolean(L, -1))
+        f |= VFIO_DMA_MAP_FLAG_READ;
+    lua_getfield(L, arg, "write");
+    if (lua_toboolean(L, -1))
+        f |= VFIO_DMA_MAP_FLAG_WRITE;
+    lua_pop(L, 2);
+    if (!f)
+        luaL_argerror(L, arg, "at least one of read, write must be set");
+    return f;
+}
+
+static uint64_t check_u64(lua_State *L, int arg)
+{
+    lua_Integer v = luaL_checkinteger(L, arg);
+    return (uint64_t)v;
+}
+
+/* c:map_dma(buf, iova [, {read=, write=}]) or c:map_dma(vaddr, size, iova [, flags]) */
+static int c_map_dma(lua_State *L)
+{
+    lv_container *c = lv_checkcontainer(L, 1);
+    uint64_t vaddr, size, iova;
+    uint32_t flags;
+    int is_buf = luaL_testudata(L, 2, LV_DMABUF) != NULL;
+    if (is_buf) {
+        lv_dmabuf *b = lv_checkdmabuf(L, 2);
+        vaddr = (uintptr_t)b->ptr;
+        size = b->rounded;
+        iova = check_u64(L, 3);
+        flags = dma_flags(L, 4);
+    } else {
+        vaddr = check_u64(L, 2);
+        size = check_u64(L, 3);
+        iova = check_u64(L, 4);
+        flags = dma_flags(L, 5);
+        if (size == 0)
+            luaL_argerror(L, 3, "size must be positive");
+    }
+    if (iova + size < iova)
+        luaL_argerror(L, is_buf ? 3 : 4, "iova + size overflows");
+    int r = vfio_container_map_dma(c->fd, vaddr, iova, size, flags);
+    if (r < 0)
+        return lv_syserrorf(L, -r, "VFIO_IOMMU_MAP_DMA",
+                            "%s (iova 0x%llx size 0x%llx)", c->path,
+                            (unsigned long long)iova, (unsigned long long)size);
+    if (is_buf) {
+        /* Keep the buffer referenced while the IOMMU maps it. */
+        lua_getiuservalue(L, 1, 1);
+        lua_pushvalue(L, 2);
+        lua_rawseti(L, -2, (lua_Integer)iova);
+        lua_pop(L, 1);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Forget buffer references whose IOVA lies in [iova, iova + size). */
+static void drop_refs(lua_State *L, uint64_t iova, uint64_t size, int all)
+{
+    lua_getiuservalue(L, 1, 1);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        uint64_t k = (uint64_t)lua_tointeger(L, -1);
+        if (all || (k >= iova && k - iova < size)) {
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, -4); /* clearing an existing field during lua_next is allowed */
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* c:unmap_dma(iova, size) -> bytes unmapped */
+static int c_unmap_dma(lua_State *L)
+{
+    lv_container *c = lv_checkcontainer(L, 1);
+    uint64_t iova = check_u64(L, 2), size = check_u64(L, 3), done = 0;
+    if (size == 0)
+        luaL_argerror(L, 3, "size must be positive");
+    int r = vfio_container_unmap_dma(c->fd, iova, size, 0, &done);
+    if (r < 0)
+        return lv_syserrorf(L, -r, "VFIO_IOMMU_UNMAP_DMA",
+                            "%s (iova 0x%llx size 0x%llx)", c->path,
+                            (unsigned long long)iova, (unsigned long long)size);
+    drop_refs(L, iova, done, 0);
+    lua_pushinteger(L, (lua_Integer)done);
+    return 1;
+}
+
+/* c:unmap_all() -> bytes unmapped (needs the unmap_all extension) */
+static int c_unmap_all(lua_State *L)
+{
+    lv_container *c = lv_checkcontainer(L, 1);
+    uint64_t done = 0;
+    int r = vfio_container_unmap_dma(c->fd, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL, &done);
+    if (r < 0)
+        return lv_syserrorf(L, -r, "VFIO_IOMMU_UNMAP_DMA", "%s (all)", c->path);
+    drop_refs(L, 0, 0, 1);
+    lua_pushinteger(L, (lua_Integer)done);
+    return 1;
+}
+
+static int c_fileno(lua_State *L)
+{
+    lua_pushinteger(L, lv_checkcontainer(L, 1)->fd);
+    return 1;
+}
+
+static int c_path(lua_State *L)
+{
+    lua_pushstring(L, lv_checkcontainer(L, 1)->path);
+    return 1;
+}
+
+static int c_closed(lua_State *L)
+{
+    lv_container *c = luaL_checkudata(L, 1, LV_CONTAINER);
+    lua_pushboolean(L, c->fd < 0);
+    return 1;
+}
+
+static int c_close(lua_State *L)
+{
+    lv_container *c = luaL_checkudata(L, 1, LV_CONTAINER);
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+        lua_pushnil(L);
+        lua_setiuservalue(L, 1, 1);
+    }
+    return 0;
+}
+
+static int c_tostring(lua_State *L)
+{
+    lv_container *c = luaL_checkudata(L, 1, LV_CONTAINER);
+    if (c->fd < 0)
+        lua_pushfstring(L, "vfio.container (%s, closed)", c->path);
+    else
+        lua_pushfstring(L, "vfio.container (%s, fd %d)", c->path, c->fd);
+    return 1;
+}
+
+void lv_open_container(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"api_version", c_api_version}, {"check_extension", c_check_extension},
+        {"set_iommu", c_set_iommu},     {"iommu_info", c_iommu_info},
+        {"map_dma", c_map_dma},         {"unmap_dma", c_unmap_dma},
+        {"unmap_all", c_unmap_all},     {"fileno", c_fileno},
+        {"path", c_path},               {"closed", c_closed},
+        {"close", c_close},             {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", c_close}, {"__close", c_close}, {"__tostring", c_tostring}, {NULL, NULL}};
+    lv_newclass(L, LV_CONTAINER, methods, meta);
+    lua_pushcfunction(L, l_container_open);
+    lua_setfield(L, -2, "container");
+    lua_pushcfunction(L, l_parse_iommu_info);
+    lua_setfield(L, -2, "parse_iommu_info");
+    lua_createtable(L, 0, 10);
+    for (int i = 0; extensions[i].name; i++) {
+        lua_pushinteger(L, extensions[i].value);
+        lua_setfield(L, -2, extensions[i].name);
+    }
+    lua_setfield(L, -2, "EXTENSIONS");
+    lua_pushinteger(L, VFIO_API_VERSION);
+    lua_setfield(L, -2, "API_VERSION");
+}

@@ -1,0 +1,96 @@
+/* vfio.debugcon: a C-side buffer for a guest's debug port output (kvm.h's debug console,
+ * answered in the run loop), with vm:add_debugcon and vm:debug_output. */
+#include "l_kvm.h"
+
+#define DEBUGCON_T "vfio.debugcon"
+
+static int l_debugcon_new(lua_State *L)
+{
+    lv_newobject(L, sizeof(struct lv_kvm_debugcon), DEBUGCON_T, 0);
+    return 1;
+}
+
+/* debugcon:output([clear]) -> bytes written so far, bytes dropped (beyond the cap) */
+static int l_debugcon_output(lua_State *L)
+{
+    struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
+    lua_pushlstring(L, d->buf ? d->buf : "", d->len);
+    lua_pushinteger(L, (lua_Integer)d->dropped);
+    if (lua_toboolean(L, 2))
+        d->len = 0, d->dropped = 0;
+    return 2;
+}
+
+static int l_debugcon_close(lua_State *L)
+{
+    lv_kvm_debugcon_close(luaL_checkudata(L, 1, DEBUGCON_T));
+    return 0;
+}
+
+static int l_debugcon_tostring(lua_State *L)
+{
+    struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
+    if (d->closed)
+        lua_pushliteral(L, "vfio.debugcon (closed)");
+    else
+        lua_pushfstring(L, "vfio.debugcon (%d bytes)", (int)d->len);
+    return 1;
+}
+
+/* vm:add_debugcon(port [, debugcon]) -> id, debugcon. The first one is the VM's default,
+ * read by vm:debug_output(). */
+static int l_vm_add_debugcon(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    unsigned port = (unsigned)lv_checkrange(L, 2, 0, 0xffff);
+    if (lua_isnoneornil(L, 3))
+        l_debugcon_new(L);
+    else
+        luaL_checkudata(L, 3, DEBUGCON_T), lua_pushvalue(L, 3);
+    int con = lua_gettop(L);
+    if (lv_vm_add_range_obj(L, v, LV_KVM_PIO, port, 1, con) != 1)
+        return 3;
+    lua_getiuservalue(L, 1, 2);
+    if (lua_getfield(L, -1, "debugcon") == LUA_TNIL) {
+        lua_pushvalue(L, con);
+        lua_setfield(L, -3, "debugcon");
+    }
+    lua_pop(L, 2);
+    lua_pushvalue(L, con);
+    return 2;
+}
+
+/* vm:debug_output([clear]) -> what the guest wrote to the default debug console, dropped */
+static int l_vm_debug_output(lua_State *L)
+{
+    luaL_checkudata(L, 1, LV_VM_T);
+    lua_settop(L, 2);
+    lua_getiuservalue(L, 1, 2);
+    if (lua_getfield(L, -1, "debugcon") == LUA_TNIL) {
+        lua_pushliteral(L, "");
+        lua_pushinteger(L, 0);
+        return 2;
+    }
+    lua_replace(L, 1);
+    lua_settop(L, 2);
+    return l_debugcon_output(L);
+}
+
+void lv_open_debugcon(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"output", l_debugcon_output}, {"close", l_debugcon_close}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", l_debugcon_close}, {"__close", l_debugcon_close},
+        {"__tostring", l_debugcon_tostring}, {NULL, NULL}};
+    lv_newclass(L, DEBUGCON_T, methods, meta);
+    luaL_getmetatable(L, DEBUGCON_T);
+    lua_pushlightuserdata(L, (void *)&lv_kvm_debugcon_ops);
+    lua_setfield(L, -2, LV_KVM_IO_FIELD);
+    lua_pop(L, 1);
+    static const luaL_Reg vm_methods[] = {
+        {"add_debugcon", l_vm_add_debugcon}, {"debug_output", l_vm_debug_output}, {NULL, NULL}};
+    lv_addmethods(L, LV_VM_T, vm_methods);
+    lua_pushcfunction(L, l_debugcon_new);
+    lua_setfield(L, -2, "debugcon");
+}

@@ -1,0 +1,463 @@
+/* vfio.device: binding of csrc/vfio/vfio_device.c and the SET_IRQS part of csrc/vfio/vfio_irq.c. */
+#include "l_objects.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/vfio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+lv_device *lv_checkdevice(lua_State *L, int idx)
+{
+    lv_device *d = luaL_checkudata(L, idx, LV_DEVICE);
+    if (d->fd < 0)
+        luaL_argerror(L, idx, "device is closed");
+    return d;
+}
+
+lv_device *lv_pushdevice(lua_State *L, int fd, const char *name, int parent)
+{
+    parent = parent ? lua_absindex(L, parent) : 0;
+    lv_device *d = lv_newobject(L, sizeof *d, LV_DEVICE, 1);
+    d->fd = fd;
+    snprintf(d->name, sizeof d->name, "%s", name);
+    if (parent)
+        lv_set_parent(L, -1, parent, 1);
+    return d;
+}
+
+/* core.device_adopt(fd, name) -> device owning a duplicate of fd. For device fds received
+ * from elsewhere (a privileged helper over a unix socket) and for regions backed by
+ * ordinary files (memfd) on hosts without VFIO. */
+static int l_device_adopt(lua_State *L)
+{
+    int fd = (int)lv_checkrange(L, 1, 0, 0x7fffffff);
+    const char *name = luaL_checkstring(L, 2);
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (nfd < 0)
+        return lv_syserrorf(L, errno, "adopt", "fd %d as %s", fd, name);
+    lv_pushdevice(L, nfd, name, 0);
+    return 1;
+}
+
+/* core.device_file(path [, name]) -> device on a file opened read-write: a VFIO device
+ * cdev, or any file whose regions are described with core.region (host tests). */
+static int l_device_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const char *name = luaL_optstring(L, 2, path);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return lv_syserror(L, errno, "open", path);
+    lv_pushdevice(L, fd, name, 0);
+    return 1;
+}
+
+static void setbool(lua_State *L, const char *k, int v)
+{
+    lua_pushboolean(L, v != 0);
+    lua_setfield(L, -2, k);
+}
+
+static void setint(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static int d_info(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    struct vfio_dev_desc info;
+    int r = vfio_device_info(d->fd, &info);
+    if (r < 0)
+        return lv_syserror(L, -r, "VFIO_DEVICE_GET_INFO", d->name);
+    lua_createtable(L, 0, 8);
+    setint(L, "flags", info.flags);
+    setint(L, "num_regions", info.num_regions);
+    setint(L, "num_irqs", info.num_irqs);
+    setbool(L, "reset", info.flags & VFIO_DEVICE_FLAGS_RESET);
+    setbool(L, "pci", info.flags & VFIO_DEVICE_FLAGS_PCI);
+    setbool(L, "platform", info.flags & VFIO_DEVICE_FLAGS_PLATFORM);
+    setbool(L, "caps", info.flags & VFIO_DEVICE_FLAGS_CAPS);
+    return 1;
+}
+
+void lv_region_fields(lua_State *L, const struct vfio_region_desc *d)
+{
+    setint(L, "index", d->index);
+    setint(L, "flags", d->flags);
+    setint(L, "size", (lua_Integer)d->size);
+    setint(L, "offset", (lua_Integer)d->offset);
+    setbool(L, "readable", d->flags & VFIO_REGION_INFO_FLAG_READ);
+    setbool(L, "writable", d->flags & VFIO_REGION_INFO_FLAG_WRITE);
+    setbool(L, "mappable", d->flags & VFIO_REGION_INFO_FLAG_MMAP);
+    setbool(L, "caps", d->flags & VFIO_REGION_INFO_FLAG_CAPS);
+    setbool(L, "msix_mappable", d->msix_mappable);
+    if (d->have_type) {
+        setint(L, "type", d->type);
+        setint(L, "subtype", d->subtype);
+    }
+    if (d->have_sparse) {
+        lua_createtable(L, (int)d->nsparse, 0);
+        for (uint32_t i = 0; i < d->nsparse; i++) {
+            lua_createtable(L, 0, 2);
+            setint(L, "offset", (lua_Integer)d->sparse[i].offset);
+            setint(L, "size", (lua_Integer)d->sparse[i].size);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_setfield(L, -2, "sparse");
+    }
+    if (d->chain_error) {
+        lua_pushstring(L, "malformed capability chain (ignored from the fault on)");
+        lua_setfield(L, -2, "chain_error");
+    }
+}
+
+static uint32_t check_index(lua_State *L, int arg)
+{
+    return (uint32_t)lv_checkrange(L, arg, 0, 0xffffffff);
+}
+
+/* d:region_info(i) -> table | nil, msg, errno */
+/* core.parse_region_info(bytes) -> table: the REGION_INFO parser on a raw buffer, for
+ * tools that record ioctl results and for testing malformed capability chains. */
+static int l_parse_region_info(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    struct vfio_region_desc rd;
+    if (vfio_region_parse(s, n, &rd) < 0)
+        luaL_argerror(L, 1, "shorter than struct vfio_region_info");
+    lua_newtable(L);
+    lv_region_fields(L, &rd);
+    vfio_region_desc_free(&rd);
+    return 1;
+}
+
+static int d_region_info(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    uint32_t idx = check_index(L, 2);
+    struct vfio_region_desc rd;
+    int r = vfio_device_region_info(d->fd, idx, &rd);
+    if (r < 0)
+        return lv_syserrorf(L, -r, "VFIO_DEVICE_GET_REGION_INFO", "region %u of %s", idx,
+                            d->name);
+    lua_newtable(L);
+    lv_region_fields(L, &rd);
+    vfio_region_desc_free(&rd);
+    return 1;
+}
+
+/* d:region(i) -> region. A region whose info fails is still returned, with .error and
+ * .errno set, so one bad index (VGA on most devices) never fails the whole device. */
+static int d_region(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    uint32_t idx = check_index(L, 2);
+    struct vfio_region_desc rd;
+    int r = vfio_device_region_info(d->fd, idx, &rd);
+    lv_pushregion(L, 1, &rd, r < 0 ? -r : 0);
+    return 1;
+}
+
+static int d_irq_info(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    uint32_t idx = check_index(L, 2);
+    struct vfio_irq_desc ii;
+    int r = vfio_device_irq_info(d->fd, idx, &ii);
+    if (r < 0)
+        return lv_syserrorf(L, -r, "VFIO_DEVICE_GET_IRQ_INFO", "irq %u of %s", idx, d->name);
+    lua_createtable(L, 0, 7);
+    setint(L, "index", ii.index);
+    setint(L, "count", ii.count);
+    setint(L, "flags", ii.flags);
+    setbool(L, "eventfd", ii.flags & VFIO_IRQ_INFO_EVENTFD);
+    setbool(L, "maskable", ii.flags & VFIO_IRQ_INFO_MASKABLE);
+    setbool(L, "automasked", ii.flags & VFIO_IRQ_INFO_AUTOMASKED);
+    setbool(L, "noresize", ii.flags & VFIO_IRQ_INFO_NORESIZE);
+    return 1;
+}
+
+/* The kernel caps vectors far below this; it only bounds our allocation. */
+#define IRQ_COUNT_MAX 65536
+
+static int fd_of(lua_State *L, int idx, int arg)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        lua_Integer v = lua_tointeger(L, idx);
+        if (v < -1 || v > 0x7fffffff || !lua_isinteger(L, idx))
+            luaL_argerror(L, arg, "eventfd must be an eventfd object, an fd or -1");
+        return (int)v;
+    }
+    lv_eventfd *e = luaL_testudata(L, idx, LV_EVENTFD);
+    if (!e)
+        luaL_argerror(L, arg, "eventfd must be an eventfd object, an fd or -1");
+    if (e->fd < 0)
+        luaL_argerror(L, arg, "eventfd is closed");
+    return e->fd;
+}
+
+/* d:set_irqs(index, action, start, count [, data])
+ * action: "mask" | "unmask" | "trigger". data: nil (DATA_NONE), a boolean or a list of
+ * booleans (DATA_BOOL), an eventfd/fd/-1 or a list of them (DATA_EVENTFD; -1 de-assigns).
+ * A list must hold exactly `count` entries. */
+static int d_set_irqs(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    uint32_t index = check_index(L, 2);
+    static const char *const actions[] = {"mask", "unmask", "trigger", NULL};
+    static const uint32_t action_bits[] = {VFIO_IRQ_SET_ACTION_MASK,
+                                           VFIO_IRQ_SET_ACTION_UNMASK,
+                                           VFIO_IRQ_SET_ACTION_TRIGGER};
+    uint32_t action = action_bits[luaL_checkoption(L, 3, NULL, actions)];
+    uint32_t start = (uint32_t)lv_checkrange(L, 4, 0, 0xffffffff);
+    uint32_t count = (uint32_t)lv_checkrange(L, 5, 0, IRQ_COUNT_MAX);
+    uint32_t type = VFIO_IRQ_SET_DATA_NONE;
+    void *data = NULL;
+    int t = lua_type(L, 6);
+    if (t == LUA_TNONE || t == LUA_TNIL) {
+        type = VFIO_IRQ_SET_DATA_NONE;
+    } else {
+        int is_list = t == LUA_TTABLE;
+        lua_Integer n = is_list ? (lua_Integer)lua_rawlen(L, 6) : 1;
+        if (n != (lua_Integer)count)
+            luaL_argerror(L, 6, lua_pushfstring(L, "%I data entries for count %I", n,
+                                                (lua_Integer)count));
+        if (is_list && n > 0)
+            lua_rawgeti(L, 6, 1);
+        else
+            lua_pushvalue(L, 6);
+        int first = lua_type(L, -1);
+        lua_pop(L, 1);
+        type = first == LUA_TBOOLEAN ? VFIO_IRQ_SET_DATA_BOOL : VFIO_IRQ_SET_DATA_EVENTFD;
+        if (is_list && n == 0)
+            luaL_argerror(L, 6, "empty data list: pass nil for DATA_NONE");
+        size_t esz = type == VFIO_IRQ_SET_DATA_BOOL ? 1 : sizeof(int32_t);
+        /* A userdata buffer so a raised argument error cannot leak it. */
+        data = lua_newuserdatauv(L, esz * n, 0);
+        for (lua_Integer i = 0; i < n; i++) {
+            if (is_list)
+                lua_rawgeti(L, 6, i + 1);
+            else
+                lua_pushvalue(L, 6);
+            if (type == VFIO_IRQ_SET_DATA_BOOL) {
+                if (lua_type(L, -1) != LUA_TBOOLEAN)
+                    luaL_argerror(L, 6, "mixed data: all booleans or all eventfds");
+                ((uint8_t *)data)[i] = (uint8_t)lua_toboolean(L, -1);
+            } else {
+                ((int32_t *)data)[i] = fd_of(L, -1, 6);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    int r = vfio_device_set_irqs(d->fd, index, action, type, start, count, data);
+    if (r < 0)
+        return lv_syserrorf(L, -r, "VFIO_DEVICE_SET_IRQS",
+                            "irq %u of %s (%s start %u count %u)", index, d->name,
+                            lua_tostring(L, 3), start, count);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int d_reset(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    int r = vfio_device_reset(d->fd);
+    if (r < 0)
+        return lv_syserror(L, -r, "VFIO_DEVICE_RESET", d->name);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int d_hot_reset_info(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    struct vfio_dependent *deps;
+    uint32_t n, flags;
+    int r = vfio_device_hot_reset_info(d->fd, &deps, &n, &flags);
+    if (r < 0)
+        return lv_syserror(L, -r, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", d->name);
+    lua_createtable(L, 0, 2);
+    setint(L, "flags", flags);
+    lua_createtable(L, (int)n, 0);
+    for (uint32_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 5);
+        setint(L, "group", deps[i].group_id);
+        setint(L, "segment", deps[i].segment);
+        setint(L, "bus", deps[i].bus);
+        setint(L, "devfn", deps[i].devfn);
+        char bdf[16];
+        snprintf(bdf, sizeof bdf, "%04x:%02x:%02x.%u", deps[i].segment, deps[i].bus,
+                 (unsigned)(deps[i].devfn >> 3), (unsigned)(deps[i].devfn & 7));
+        lua_pushstring(L, bdf);
+        lua_setfield(L, -2, "bdf");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "devices");
+    free(deps);
+    return 1;
+}
+
+/* d:hot_reset(groups) where groups lists group objects or group fds: every group the
+ * hot-reset info names must be present, proving ownership of all affected devices. */
+static int d_hot_reset(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+    if (n > 4096)
+        luaL_argerror(L, 2, "too many groups");
+    int32_t *fds = lua_newuserdatauv(L, sizeof(int32_t) * (size_t)(n ? n : 1), 0);
+    for (lua_Integer i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        if (lua_type(L, -1) == LUA_TNUMBER)
+            fds[i] = (int32_t)lv_checkrange(L, -1, 0, 0x7fffffff);
+        else
+            fds[i] = lv_checkgroup(L, lua_gettop(L))->fd;
+        lua_pop(L, 1);
+    }
+    int r = vfio_device_hot_reset(d->fd, fds, (uint32_t)n);
+    if (r < 0)
+        return lv_syserror(L, -r, "VFIO_DEVICE_PCI_HOT_RESET", d->name);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* d:probe_feature(feature [, "get"|"set"|"getset"]) -> true | false, msg, errno.
+ * false means the kernel or device lacks the feature (ENOTTY, EINVAL, EOPNOTSUPP);
+ * other failures return nil, msg, errno. */
+static int d_probe_feature(lua_State *L)
+{
+    lv_device *d = lv_checkdevice(L, 1);
+    uint32_t feature = (uint32_t)lv_checkrange(L, 2, 0, VFIO_DEVICE_FEATURE_MASK);
+    static const char *const ops[] = {"none", "get", "set", "getset", NULL};
+    static const uint32_t bits[] = {0, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_SET,
+                                    VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET};
+    uint32_t op = bits[luaL_checkoption(L, 3, "none", ops)];
+    int r = vfio_device_feature(d->fd, feature | op | VFIO_DEVICE_FEATURE_PROBE, NULL, 0);
+    if (r == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lv_syserrorf(L, -r, "VFIO_DEVICE_FEATURE", "probe %u on %s", feature, d->name);
+    if (r == -ENOTTY || r == -EINVAL || r == -EOPNOTSUPP) {
+        lua_pushboolean(L, 0);
+        lua_replace(L, -4);
+    }
+    return 3;
+}
+
+static int d_fileno(lua_State *L)
+{
+    lua_pushinteger(L, lv_checkdevice(L, 1)->fd);
+    return 1;
+}
+
+static int d_name(lua_State *L)
+{
+    lua_pushstring(L, ((lv_device *)luaL_checkudata(L, 1, LV_DEVICE))->name);
+    return 1;
+}
+
+static int d_group(lua_State *L)
+{
+    luaL_checkudata(L, 1, LV_DEVICE);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+static int d_closed(lua_State *L)
+{
+    lua_pushboolean(L, ((lv_device *)luaL_checkudata(L, 1, LV_DEVICE))->fd < 0);
+    return 1;
+}
+
+static int d_close(lua_State *L)
+{
+    lv_device *d = luaL_checkudata(L, 1, LV_DEVICE);
+    if (d->fd >= 0) {
+        /* Mappings pin the device file: drop them so closing really releases it. */
+        lv_device_unmap_regions(d);
+        close(d->fd);
+        d->fd = -1;
+        /* Let the group (and through it the container) go once unused. */
+        lua_pushnil(L);
+        lua_setiuservalue(L, 1, 1);
+    }
+    return 0;
+}
+
+static int d_tostring(lua_State *L)
+{
+    lv_device *d = luaL_checkudata(L, 1, LV_DEVICE);
+    if (d->fd < 0)
+        lua_pushfstring(L, "vfio.device (%s, closed)", d->name);
+    else
+        lua_pushfstring(L, "vfio.device (%s, fd %d)", d->name, d->fd);
+    return 1;
+}
+
+void lv_open_device(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"info", d_info},
+        {"region_info", d_region_info},
+        {"region", d_region},
+        {"irq_info", d_irq_info},
+        {"set_irqs", d_set_irqs},
+        {"reset", d_reset},
+        {"hot_reset_info", d_hot_reset_info},
+        {"hot_reset", d_hot_reset},
+        {"probe_feature", d_probe_feature},
+        {"fileno", d_fileno},
+        {"name", d_name},
+        {"group", d_group},
+        {"closed", d_closed},
+        {"close", d_close},
+        {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", d_close}, {"__close", d_close}, {"__tostring", d_tostring}, {NULL, NULL}};
+    lv_newclass(L, LV_DEVICE, methods, meta);
+    lua_pushcfunction(L, l_device_adopt);
+    lua_setfield(L, -2, "device_adopt");
+    lua_pushcfunction(L, l_parse_region_info);
+    lua_setfield(L, -2, "parse_region_info");
+    lua_pushcfunction(L, l_device_file);
+    lua_setfield(L, -2, "device_file");
+
+    lua_createtable(L, 0, 10);
+    static const struct {
+        const char *k;
+        int v;
+    } regions[] = {{"BAR0", VFIO_PCI_BAR0_REGION_INDEX}, {"BAR1", VFIO_PCI_BAR1_REGION_INDEX},
+                   {"BAR2", VFIO_PCI_BAR2_REGION_INDEX}, {"BAR3", VFIO_PCI_BAR3_REGION_INDEX},
+                   {"BAR4", VFIO_PCI_BAR4_REGION_INDEX}, {"BAR5", VFIO_PCI_BAR5_REGION_INDEX},
+                   {"ROM", VFIO_PCI_ROM_REGION_INDEX},   {"CONFIG", VFIO_PCI_CONFIG_REGION_INDEX},
+                   {"VGA", VFIO_PCI_VGA_REGION_INDEX},   {"NUM", VFIO_PCI_NUM_REGIONS}};
+    for (size_t i = 0; i < sizeof regions / sizeof *regions; i++)
+        setint(L, regions[i].k, regions[i].v);
+    lua_setfield(L, -2, "REGION");
+    lua_createtable(L, 0, 6);
+    setint(L, "INTX", VFIO_PCI_INTX_IRQ_INDEX);
+    setint(L, "MSI", VFIO_PCI_MSI_IRQ_INDEX);
+    setint(L, "MSIX", VFIO_PCI_MSIX_IRQ_INDEX);
+    setint(L, "ERR", VFIO_PCI_ERR_IRQ_INDEX);
+    setint(L, "REQ", VFIO_PCI_REQ_IRQ_INDEX);
+    setint(L, "NUM", VFIO_PCI_NUM_IRQS);
+    lua_setfield(L, -2, "IRQ");
+    lua_createtable(L, 0, 8);
+    setint(L, "PCI_VF_TOKEN", VFIO_DEVICE_FEATURE_PCI_VF_TOKEN);
+    setint(L, "MIGRATION", VFIO_DEVICE_FEATURE_MIGRATION);
+    setint(L, "MIG_DEVICE_STATE", VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE);
+    setint(L, "LOW_POWER_ENTRY", VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY);
+    setint(L, "LOW_POWER_ENTRY_WITH_WAKEUP", VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP);
+    setint(L, "LOW_POWER_EXIT", VFIO_DEVICE_FEATURE_LOW_POWER_EXIT);
+    setint(L, "DMA_LOGGING_START", VFIO_DEVICE_FEATURE_DMA_LOGGING_START);
+    setint(L, "DMA_LOGGING_STOP", VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP);
+    lua_setfield(L, -2, "FEATURE");
+}

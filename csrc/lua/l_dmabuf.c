@@ -1,0 +1,177 @@
+/* vfio.dmabuf: page-aligned anonymous memory for device DMA (csrc/vfio/vfio_dma.c). */
+#include "l_objects.h"
+
+#include <errno.h>
+#include <string.h>
+
+lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx)
+{
+    lv_dmabuf *b = luaL_checkudata(L, idx, LV_DMABUF);
+    if (!b->ptr)
+        luaL_argerror(L, idx, "DMA buffer is closed");
+    return b;
+}
+
+/* core.dmabuf(size) -> buffer of size rounded up to whole pages, zeroed */
+static int l_dmabuf_new(lua_State *L)
+{
+    lua_Integer size = luaL_checkinteger(L, 1);
+    if (size <= 0)
+        luaL_argerror(L, 1, "size must be positive");
+    lv_dmabuf *b = lv_newobject(L, sizeof *b, LV_DMABUF, 0);
+    size_t rounded;
+    void *p = vfio_dma_alloc((size_t)size, &rounded);
+    if (!p)
+        return lv_syserrorf(L, errno, "mmap", "DMA buffer of %lld bytes", (long long)size);
+    b->ptr = p;
+    b->size = (size_t)size;
+    b->rounded = rounded;
+    return 1;
+}
+
+static void check_range(lua_State *L, lv_dmabuf *b, lua_Integer off, size_t n)
+{
+    if (off < 0 || (uint64_t)off > b->rounded || b->rounded - (size_t)off < n)
+        luaL_error(L, "DMA buffer: access of %I bytes at offset %I is outside the buffer "
+                      "(size %I)",
+                   (lua_Integer)n, off, (lua_Integer)b->rounded);
+}
+
+static int b_read(lua_State *L)
+{
+    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    lua_Integer off = luaL_checkinteger(L, 2);
+    lua_Integer n = luaL_checkinteger(L, 3);
+    if (n < 0)
+        luaL_argerror(L, 3, "negative length");
+    check_range(L, b, off, (size_t)n);
+    lua_pushlstring(L, (const char *)b->ptr + off, (size_t)n);
+    return 1;
+}
+
+static int b_write(lua_State *L)
+{
+    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    lua_Integer off = luaL_checkinteger(L, 2);
+    size_t n;
+    const char *s = luaL_checklstring(L, 3, &n);
+    check_range(L, b, off, n);
+    memcpy(b->ptr + off, s, n);
+    return 0;
+}
+
+/* b:fill(byte [, off [, n]]) */
+static int b_fill(lua_State *L)
+{
+    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    int byte = (int)lv_checkrange(L, 2, 0, 255);
+    lua_Integer off = luaL_optinteger(L, 3, 0);
+    lua_Integer n = luaL_optinteger(L, 4, (lua_Integer)b->rounded - off);
+    if (n < 0)
+        luaL_argerror(L, 4, "negative length");
+    check_range(L, b, off, (size_t)n);
+    memset(b->ptr + off, byte, (size_t)n);
+    return 0;
+}
+
+/* b:copy(dst_off, src, src_off, n): memcpy between DMA buffers (src may be b). */
+static int b_copy(lua_State *L)
+{
+    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    lua_Integer doff = luaL_checkinteger(L, 2);
+    lv_dmabuf *s = lv_checkdmabuf(L, 3);
+    lua_Integer soff = luaL_checkinteger(L, 4);
+    lua_Integer n = luaL_checkinteger(L, 5);
+    if (n < 0)
+        luaL_argerror(L, 5, "negative length");
+    check_range(L, b, doff, (size_t)n);
+    check_range(L, s, soff, (size_t)n);
+    memmove(b->ptr + doff, s->ptr + soff, (size_t)n);
+    return 0;
+}
+
+#define DEF_RW(bits)                                                                   \
+    static int b_read##bits(lua_State *L)                                              \
+    {                                                                                  \
+        lv_dmabuf *b = lv_checkdmabuf(L, 1);                                           \
+        lua_Integer off = luaL_checkinteger(L, 2);                                     \
+        uint##bits##_t v;                                                              \
+        check_range(L, b, off, sizeof v);                                              \
+        memcpy(&v, b->ptr + off, sizeof v);                                            \
+        lua_pushinteger(L, (lua_Integer)v);                                            \
+        return 1;                                                                      \
+    }                                                                                  \
+    static int b_write##bits(lua_State *L)                                             \
+    {                                                                                  \
+        lv_dmabuf *b = lv_checkdmabuf(L, 1);                                           \
+        lua_Integer off = luaL_checkinteger(L, 2);                                     \
+        lua_Integer val = luaL_checkinteger(L, 3);                                     \
+        uint##bits##_t v = (uint##bits##_t)val;                                        \
+        if (bits < 64 && (val < -((lua_Integer)1 << (bits - 1)) ||                     \
+                          val > (lua_Integer)((UINT64_C(1) << (bits % 64)) - 1)))      \
+            luaL_argerror(L, 3, "value does not fit");                                 \
+        check_range(L, b, off, sizeof v);                                              \
+        memcpy(b->ptr + off, &v, sizeof v);                                            \
+        return 0;                                                                      \
+    }
+DEF_RW(8)
+DEF_RW(16)
+DEF_RW(32)
+DEF_RW(64)
+
+static int b_address(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)(uintptr_t)lv_checkdmabuf(L, 1)->ptr);
+    return 1;
+}
+
+static int b_size(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)lv_checkdmabuf(L, 1)->rounded);
+    return 1;
+}
+
+static int b_closed(lua_State *L)
+{
+    lua_pushboolean(L, ((lv_dmabuf *)luaL_checkudata(L, 1, LV_DMABUF))->ptr == NULL);
+    return 1;
+}
+
+static int b_close(lua_State *L)
+{
+    lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
+    /* Pages still mapped in an IOMMU stay pinned by the kernel until unmapped, so the
+     * device can never reach memory this process reuses. */
+    vfio_dma_free(b->ptr, b->rounded);
+    b->ptr = NULL;
+    return 0;
+}
+
+static int b_tostring(lua_State *L)
+{
+    lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
+    if (!b->ptr)
+        lua_pushliteral(L, "vfio.dmabuf (closed)");
+    else
+        lua_pushfstring(L, "vfio.dmabuf (%p, %I bytes)", (void *)b->ptr,
+                        (lua_Integer)b->rounded);
+    return 1;
+}
+
+void lv_open_dmabuf(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"read", b_read},       {"write", b_write},     {"fill", b_fill},
+        {"copy", b_copy},       {"read8", b_read8},     {"read16", b_read16},
+        {"read32", b_read32},   {"read64", b_read64},   {"write8", b_write8},
+        {"write16", b_write16}, {"write32", b_write32}, {"write64", b_write64},
+        {"address", b_address}, {"size", b_size},       {"closed", b_closed},
+        {"close", b_close},     {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", b_close}, {"__close", b_close}, {"__tostring", b_tostring}, {NULL, NULL}};
+    lv_newclass(L, LV_DMABUF, methods, meta);
+    lua_pushcfunction(L, l_dmabuf_new);
+    lua_setfield(L, -2, "dmabuf");
+    lua_pushinteger(L, (lua_Integer)vfio_page_size());
+    lua_setfield(L, -2, "PAGE_SIZE");
+}

@@ -1,0 +1,156 @@
+/* vfio.irqfd: an eventfd wired to a GSI of a VM (and its resample eventfd), made with
+ * vm:irqfd(gsi [, opts]). The eventfds are the VFIO layer's (vfio_eventfd_*). */
+#include "l_kvm.h"
+#include "l_objects.h"
+
+#include <stdint.h>
+#include <unistd.h>
+
+#define IRQFD_T "vfio.irqfd"
+
+struct irqfd_ud {
+    int fd, resample_fd, own_fd, own_resample, assigned;
+    uint32_t gsi;
+};
+
+static struct irqfd_ud *checkirqfd(lua_State *L, int arg)
+{
+    struct irqfd_ud *q = luaL_checkudata(L, arg, IRQFD_T);
+    if (q->fd < 0)
+        luaL_error(L, "attempt to use a closed irqfd");
+    return q;
+}
+
+/* vm:irqfd(gsi [, {fd=, resample=true|fd}]) -> irqfd. Without fd an eventfd is created
+ * (and owned); resample=true creates the resample eventfd for level-triggered INTx. */
+static int l_vm_irqfd(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
+    int fd = -1, rfd = -1, want_resample = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "fd") != LUA_TNIL)
+            fd = lv_checkfd(L, lua_gettop(L));
+        lua_pop(L, 1);
+        int t = lua_getfield(L, 3, "resample");
+        if (t == LUA_TBOOLEAN)
+            want_resample = lua_toboolean(L, -1);
+        else if (t != LUA_TNIL)
+            rfd = lv_checkfd(L, lua_gettop(L)), want_resample = 1;
+        lua_pop(L, 1);
+    }
+    struct irqfd_ud *q = lv_newobject(L, sizeof *q, IRQFD_T, 1);
+    q->fd = q->resample_fd = -1;
+    q->gsi = gsi;
+    if (fd < 0) {
+        if ((fd = vfio_eventfd_create(0, 0)) < 0)
+            return lv_syserrorf(L, -fd, "eventfd", "irqfd gsi %u", gsi);
+        q->own_fd = 1;
+    }
+    q->fd = fd;
+    if (want_resample && rfd < 0) {
+        if ((rfd = vfio_eventfd_create(0, 0)) < 0)
+            return lv_syserrorf(L, -rfd, "eventfd", "resample gsi %u", gsi);
+        q->own_resample = 1;
+    }
+    q->resample_fd = rfd;
+    int e = lv_kvm_irqfd(&v->vm, gsi, fd, rfd, 0);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_IRQFD", "gsi %u%s", gsi, rfd >= 0 ? " resample" : "");
+    q->assigned = 1;
+    lv_set_parent(L, -1, 1, 1);
+    return 1;
+}
+
+static void irqfd_release(lua_State *L, struct irqfd_ud *q, int idx)
+{
+    if (q->assigned) {
+        lua_getiuservalue(L, idx, 1);
+        struct lv_vm_ud *v = luaL_testudata(L, -1, LV_VM_T);
+        if (v && v->vm.fd >= 0)
+            lv_kvm_irqfd(&v->vm, q->gsi, q->fd, -1, 1);
+        lua_pop(L, 1);
+        q->assigned = 0;
+    }
+    if (q->own_fd && q->fd >= 0)
+        close(q->fd);
+    if (q->own_resample && q->resample_fd >= 0)
+        close(q->resample_fd);
+    q->fd = q->resample_fd = -1;
+}
+
+static int l_irqfd_close(lua_State *L)
+{
+    struct irqfd_ud *q = luaL_checkudata(L, 1, IRQFD_T);
+    irqfd_release(L, q, 1);
+    return 0;
+}
+
+static int l_irqfd_fileno(lua_State *L)
+{
+    lua_pushinteger(L, checkirqfd(L, 1)->fd);
+    return 1;
+}
+
+static int l_irqfd_resample_fileno(lua_State *L)
+{
+    struct irqfd_ud *q = checkirqfd(L, 1);
+    if (q->resample_fd < 0)
+        return 0;
+    lua_pushinteger(L, q->resample_fd);
+    return 1;
+}
+
+static int l_irqfd_gsi(lua_State *L)
+{
+    lua_pushinteger(L, checkirqfd(L, 1)->gsi);
+    return 1;
+}
+
+/* irqfd:trigger([n]): what a device's interrupt does to the eventfd. */
+static int l_irqfd_trigger(lua_State *L)
+{
+    struct irqfd_ud *q = checkirqfd(L, 1);
+    uint64_t n = lua_isnoneornil(L, 2) ? 1 : (uint64_t)lv_checkrange(L, 2, 1, INT32_MAX);
+    int e = vfio_eventfd_write(q->fd, n);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "write", "irqfd gsi %u", q->gsi);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* irqfd:resampled([timeout_ms]) -> how many times the guest EOI'd the level interrupt. */
+static int l_irqfd_resampled(lua_State *L)
+{
+    struct irqfd_ud *q = checkirqfd(L, 1);
+    int ms = (int)luaL_optinteger(L, 2, 0);
+    if (q->resample_fd < 0)
+        return luaL_error(L, "irqfd gsi %u has no resample fd", q->gsi);
+    return lv_push_eventfd_count(L, q->resample_fd, ms, "resample eventfd");
+}
+
+static int l_irqfd_tostring(lua_State *L)
+{
+    struct irqfd_ud *q = luaL_checkudata(L, 1, IRQFD_T);
+    if (q->fd < 0)
+        lua_pushliteral(L, "vfio.irqfd (closed)");
+    else
+        lua_pushfstring(L, "vfio.irqfd (gsi %d, fd %d%s)", (int)q->gsi, q->fd,
+                        q->resample_fd >= 0 ? ", resample" : "");
+    return 1;
+}
+
+void lv_open_irqfd(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"fileno", l_irqfd_fileno}, {"resample_fileno", l_irqfd_resample_fileno},
+        {"gsi", l_irqfd_gsi}, {"trigger", l_irqfd_trigger}, {"resampled", l_irqfd_resampled},
+        {"close", l_irqfd_close}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", l_irqfd_close}, {"__close", l_irqfd_close}, {"__tostring", l_irqfd_tostring},
+        {NULL, NULL}};
+    lv_newclass(L, IRQFD_T, methods, meta);
+    static const luaL_Reg vm_methods[] = {{"irqfd", l_vm_irqfd}, {NULL, NULL}};
+    lv_addmethods(L, LV_VM_T, vm_methods);
+}

@@ -1,0 +1,30 @@
+/* Shared between the KVM binding files: l_kvm.c (system), l_vm.c (VM), l_vcpu.c (vCPU),
+ * l_irqfd.c, l_ioeventfd.c and l_debugcon.c (objects a VM creates, with their vm methods). */
+#ifndef LUAVFIO_L_KVM_H
+#define LUAVFIO_L_KVM_H
+
+#include "kvm/kvm.h"
+#include "lv.h"
+
+#define LV_VM_T "vfio.vm"
+#define LV_VCPU_T "vfio.vcpu"
+
+/* The VM userdata; its address is stable for as long as any vCPU (which keeps the VM
+ * userdata alive through its user value) can reach it. */
+struct lv_vm_ud {
+    struct lv_kvm_vm vm;
+};
+
+struct lv_vm_ud *lv_checkvm(lua_State *L, int arg);  /* raises if closed */
+/* vm:vcpu(id): defined in l_vcpu.c, registered by l_vm.c. */
+int lv_vm_vcpu(lua_State *L);
+/* A KVM capability argument: a name from core.KVM_CAP or a number (l_kvm.c). */
+int lv_kvm_checkcap(lua_State *L, int arg);
+/* An fd argument: an integer, or an object whose fileno() method returns one. */
+int lv_checkfd(lua_State *L, int arg);
+/* Register the C handler of the object at `obj` for [base, base+size) of `space` in the VM
+ * at index 1 and keep the object alive with it; pushes the range id (or nil, msg, errno). */
+int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t base,
+                        uint64_t size, int obj);
+
+#endif

@@ -1,0 +1,83 @@
+/* The userdata structs of vfio.core, shared by the binding files. */
+#ifndef LUAVFIO_L_OBJECTS_H
+#define LUAVFIO_L_OBJECTS_H
+
+#include "lv.h"
+#include "vfio/vfio_impl.h"
+
+#define LV_CONTAINER "vfio.container"
+#define LV_GROUP "vfio.group"
+#define LV_DEVICE "vfio.device"
+#define LV_REGION "vfio.region"
+#define LV_EVENTFD "vfio.eventfd"
+#define LV_DMABUF "vfio.dmabuf"
+
+/* uv1: table iova -> DMA buffer, so mapped buffers outlive their Lua references. */
+typedef struct {
+    int fd;
+    char path[128];
+} lv_container;
+
+/* uv1: the container it is attached to. */
+typedef struct {
+    int fd;
+    int number; /* -1 when opened by a path without a number */
+    char path[128];
+} lv_group;
+
+struct lv_region;
+
+/* uv1: the group (or nothing, for adopted fds). */
+typedef struct lv_device {
+    int fd;
+    char name[128];
+    struct lv_region *regions; /* live regions, unmapped when the device closes */
+} lv_device;
+
+/* uv1: the device. */
+typedef struct lv_region {
+    lv_device *dev;
+    struct lv_region *next, **pprev;
+    uint64_t size, offset;
+    uint32_t index, flags;
+    int err;                  /* errno of a failed REGION_INFO, else 0 */
+    uint32_t nareas;          /* mapped areas; 0 when not mapped */
+    uint32_t nrd, nwr;        /* areas usable for loads / stores (0 unless allowed) */
+    struct vfio_map_area *areas;
+    int have_sparse;
+    uint32_t nsparse;
+    struct vfio_sparse_area *sparse;
+} lv_region;
+
+typedef struct {
+    int fd;
+} lv_eventfd;
+
+typedef struct {
+    uint8_t *ptr;
+    size_t size, rounded;
+} lv_dmabuf;
+
+/* Check arguments, raising when closed. */
+lv_container *lv_checkcontainer(lua_State *L, int idx);
+lv_group *lv_checkgroup(lua_State *L, int idx);
+lv_device *lv_checkdevice(lua_State *L, int idx);
+lv_eventfd *lv_checkeventfd(lua_State *L, int idx);
+lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx);
+
+/* The counter of an eventfd that is no vfio.eventfd object (an irqfd's resample fd, an
+ * ioeventfd): wait up to ms (0: not at all, < 0: forever) until it is readable, then push
+ * what it holds, 0 when nothing was signalled; or nil, message, errno naming `what`. */
+int lv_push_eventfd_count(lua_State *L, int fd, int ms, const char *what);
+
+/* Push a new device object owning fd; the value at `parent` (0: none) is kept alive. */
+lv_device *lv_pushdevice(lua_State *L, int fd, const char *name, int parent);
+/* Push a region object for `d` (device at stack index devidx). Takes ownership of
+ * d->sparse. `err` is the errno of a failed REGION_INFO (0 if d is valid). */
+void lv_pushregion(lua_State *L, int devidx, struct vfio_region_desc *d, int err);
+/* Unmap every region of a device (the device is closing). */
+void lv_device_unmap_regions(lv_device *dev);
+/* Fill the table on top with the fields describing a region. */
+void lv_region_fields(lua_State *L, const struct vfio_region_desc *d);
+
+#endif

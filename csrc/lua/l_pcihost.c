@@ -1,0 +1,167 @@
+/* Lua binding: vfio.core.pcihost, the C host bridge (kvm/pcihost.h). The functions it
+ * serves are C-backed: a trap (l_trap_kvm.c) or an emulated config space (l_cfgspace.c). */
+#include "lv.h"
+#include "kvm/pcihost.h"
+#include "base/le.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define PCIHOST_T "vfio.pcihost"
+
+static int l_noop(lua_State *L) { (void)L; return 0; }
+
+/* ---- vfio.pcihost ---- */
+
+static int l_pcihost_new(lua_State *L)
+{
+    uint64_t base = 0, buses = 0;
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        if (lua_getfield(L, 1, "ecam_base") != LUA_TNIL) {
+            base = (uint64_t)luaL_checkinteger(L, -1);
+            buses = 1;
+        }
+        if (lua_getfield(L, 1, "ecam_buses") != LUA_TNIL)
+            buses = (uint64_t)luaL_checkinteger(L, -1);
+        lua_pop(L, 2);
+        if (base && ((base & 0xfffff) || buses < 1 || buses > 256))
+            return luaL_argerror(L, 1, "ecam_base must be 1 MiB aligned, ecam_buses in [1, 256]");
+    }
+    struct lv_pcihost *h = lv_newobject(L, sizeof *h, PCIHOST_T, 1);
+    h->ecam_base = base;
+    h->ecam_size = base ? buses << 20 : 0;
+    lua_newtable(L); /* attached objects, kept alive by bdf */
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+static void checkbdf(lua_State *L, unsigned *b, unsigned *d, unsigned *f)
+{
+    *b = (unsigned)lv_checkrange(L, 2, 0, 255);
+    *d = (unsigned)lv_checkrange(L, 3, 0, 31);
+    *f = (unsigned)lv_checkrange(L, 4, 0, 7);
+}
+
+/* host:attach(bus, dev, fn, obj): obj implements config access in C (__pci_cfg). */
+static int l_pcihost_attach(lua_State *L)
+{
+    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    unsigned b, d, f;
+    checkbdf(L, &b, &d, &f);
+    if (lua_type(L, 5) != LUA_TUSERDATA ||
+        luaL_getmetafield(L, 5, LV_PCI_CFG_FIELD) != LUA_TLIGHTUSERDATA)
+        return luaL_argerror(L, 5, "object with C config access (" LV_PCI_CFG_FIELD ")");
+    const struct lv_pci_cfg_ops *ops = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    int e = lv_pcihost_attach(h, b, d, f, ops, lua_touserdata(L, 5));
+    if (e < 0)
+        return lv_syserrorf(L, -e, "attach", "%02x:%02x.%u", b, d, f);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushvalue(L, 5);
+    lua_rawseti(L, -2, b << 8 | d << 3 | f);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_pcihost_detach(lua_State *L)
+{
+    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    unsigned b, d, f;
+    checkbdf(L, &b, &d, &f);
+    int e = lv_pcihost_detach(h, b, d, f);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "detach", "%02x:%02x.%u", b, d, f);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, b << 8 | d << 3 | f);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* host:access(exit) -> handled, read value (nil for writes), event: the same decode the
+ * run loop uses, for an exit table {space=, port=|addr=, size=, write=, value=}; event
+ * is true when a written function asked for the VM layer's attention. */
+static int l_pcihost_access(lua_State *L)
+{
+    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "space");
+    int space = strcmp(luaL_optstring(L, -1, ""), "pio") == 0 ? LV_KVM_PIO : LV_KVM_MMIO;
+    lua_getfield(L, 2, space == LV_KVM_PIO ? "port" : "addr");
+    uint64_t addr = (uint64_t)luaL_checkinteger(L, -1);
+    lua_getfield(L, 2, "size");
+    lua_Integer size = luaL_checkinteger(L, -1);
+    lua_getfield(L, 2, "write");
+    int is_write = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "value");
+    uint64_t value = (uint64_t)luaL_optinteger(L, -1, 0);
+    if (size != 1 && size != 2 && size != 4 && size != 8)
+        return luaL_argerror(L, 2, "size must be 1, 2, 4 or 8");
+    uint8_t data[8];
+    lv_le_put(data, value, 8);
+    int r = lv_pcihost_access(h, space, addr, data, (unsigned)size, is_write);
+    if (r == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_pushboolean(L, 1);
+    if (is_write) {
+        lua_pushnil(L);
+        lua_pushboolean(L, r == 2); /* a function asked for attention */
+        return 3;
+    }
+    lua_pushinteger(L, (lua_Integer)lv_le_get(data, (unsigned)size));
+    return 2;
+}
+
+/* host:ranges() -> {{space, base, size}...} to register with vm:add_range. */
+static int l_pcihost_ranges(lua_State *L)
+{
+    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    lua_newtable(L);
+    lua_createtable(L, 3, 0);
+    lua_pushliteral(L, "pio");
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, 0xcf8);
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, 8);
+    lua_rawseti(L, -2, 3);
+    lua_rawseti(L, -2, 1);
+    if (h->ecam_size) {
+        lua_createtable(L, 3, 0);
+        lua_pushliteral(L, "mmio");
+        lua_rawseti(L, -2, 1);
+        lua_pushinteger(L, (lua_Integer)h->ecam_base);
+        lua_rawseti(L, -2, 2);
+        lua_pushinteger(L, (lua_Integer)h->ecam_size);
+        lua_rawseti(L, -2, 3);
+        lua_rawseti(L, -2, 2);
+    }
+    return 1;
+}
+
+static int l_pcihost_tostring(lua_State *L)
+{
+    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    lua_pushfstring(L, "vfio.pcihost (%d functions)", (int)h->nfn);
+    return 1;
+}
+
+void lv_open_pcihost(lua_State *L)
+{
+    static const luaL_Reg h_m[] = {
+        {"attach", l_pcihost_attach}, {"detach", l_pcihost_detach},
+        {"access", l_pcihost_access}, {"ranges", l_pcihost_ranges}, {"close", l_noop},
+        {NULL, NULL}};
+    static const luaL_Reg h_mt[] = {
+        {"__gc", l_noop}, {"__close", l_noop}, {"__tostring", l_pcihost_tostring},
+        {NULL, NULL}};
+    lv_newclass(L, PCIHOST_T, h_m, h_mt);
+    luaL_getmetatable(L, PCIHOST_T);
+    lua_pushlightuserdata(L, (void *)&lv_pcihost_io_ops);
+    lua_setfield(L, -2, LV_KVM_IO_FIELD);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_pcihost_new);
+    lua_setfield(L, -2, "pcihost");
+}

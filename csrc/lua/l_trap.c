@@ -1,0 +1,593 @@
+/* vfio.trap: the Lua binding of the trap core (the backends it runs over: l_backend.c).
+ *   core.trap(backend [, {pcie=bool}]) -> vfio.trap
+ * Guest-facing accesses never raise for guest-controlled values (offsets, data): out of
+ * range config reads float high; backend failures return nil, message, errno. Only
+ * API misuse (an access size other than 1/2/4[/8]) raises. */
+#include "l_trap.h"
+#include "base/le.h"
+
+#include <errno.h>
+#include <string.h>
+
+enum { UV_BACKEND = 1, UV_WINDOWS, UV_CALLBACK, UV_COUNT = 3 };
+
+struct lv_trap_ud *lv_checktrap(lua_State *L, int i)
+{
+    struct lv_trap_ud *t = luaL_checkudata(L, i, LV_TRAP_T);
+    if (!t->open)
+        luaL_error(L, "vfio.trap is closed");
+    if (!t->fn.be->ops)
+        luaL_error(L, "vfio.trap: its backend %s is closed", t->fn.be->name);
+    t->L = L;
+    t->handler_err = 0;
+    return t;
+}
+
+/* Windows registered from Lua: handler tables live in user value UV_WINDOWS, by id. */
+static int lua_window(struct trap_fn *fn, void *ctx, int id, bool write, uint64_t off,
+                      uint32_t len, uint64_t *val)
+{
+    struct lv_trap_ud *t = ctx;
+    lua_State *L = t->L;
+    if (t->handler_err)
+        return -EIO;
+    lua_getiuservalue(L, 1, UV_WINDOWS);
+    lua_rawgeti(L, -1, id);
+    lua_getfield(L, -1, write ? "write" : "read");
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 3);
+        if (!write)
+            *val = 0;
+        return 0;
+    }
+    lua_pushinteger(L, (lua_Integer)off);
+    lua_pushinteger(L, len);
+    if (write)
+        lua_pushinteger(L, (lua_Integer)*val);
+    if (lua_pcall(L, write ? 3 : 2, 1, 0) != LUA_OK) {
+        lua_replace(L, -3);   /* keep the message, drop the tables */
+        lua_pop(L, 1);
+        t->handler_err = 1;
+        return -EIO;
+    }
+    if (!write) {
+        /* never raise from here (we are inside the core's dispatch): a bad result
+         * becomes the handler's error, raised once the core has returned */
+        int isint = 0;
+        lua_Integer r = lua_isnil(L, -1) ? 0 : lua_tointegerx(L, -1, &isint);
+        if (!lua_isnil(L, -1) && !isint) {
+            lua_pushfstring(L, "BAR window handler %d: read returned %s, not an integer", id,
+                            luaL_typename(L, -1));
+            lua_replace(L, -4);
+            lua_pop(L, 2);
+            t->handler_err = 1;
+            return -EIO;
+        }
+        *val = (uint64_t)r;
+    }
+    lua_pop(L, 3);
+    return 0;
+}
+
+static void push_event(lua_State *L, const struct trap_event *e)
+{
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, trap_event_name(e->type));
+    lua_setfield(L, -2, "type");
+    switch (e->type) {
+    case TRAP_EV_BAR_MAP:
+        lua_pushinteger(L, e->bar); lua_setfield(L, -2, "bar");
+        lua_pushboolean(L, e->addr != TRAP_UNMAPPED); lua_setfield(L, -2, "mapped");
+        if (e->addr != TRAP_UNMAPPED) { lua_pushinteger(L, (lua_Integer)e->addr); lua_setfield(L, -2, "addr"); }
+        if (e->old != TRAP_UNMAPPED) { lua_pushinteger(L, (lua_Integer)e->old); lua_setfield(L, -2, "old"); }
+        lua_pushboolean(L, e->flags & 2); lua_setfield(L, -2, "io");
+        break;
+    case TRAP_EV_DECODE:
+        lua_pushboolean(L, e->flags & 1); lua_setfield(L, -2, "memory");
+        lua_pushboolean(L, e->flags & 2); lua_setfield(L, -2, "io");
+        lua_pushinteger(L, e->data); lua_setfield(L, -2, "command");
+        break;
+    case TRAP_EV_MSI_ENABLE:
+    case TRAP_EV_MSIX_ENABLE:
+        lua_pushboolean(L, e->flags & 1); lua_setfield(L, -2, "enabled");
+        lua_pushinteger(L, e->count); lua_setfield(L, -2, "count");
+        if (e->type == TRAP_EV_MSIX_ENABLE) { lua_pushboolean(L, e->flags & 2); lua_setfield(L, -2, "fmask"); }
+        else { lua_pushinteger(L, (lua_Integer)e->addr); lua_setfield(L, -2, "addr");
+               lua_pushinteger(L, e->data); lua_setfield(L, -2, "data"); }
+        break;
+    case TRAP_EV_MSI_ROUTE:
+        lua_pushinteger(L, e->count); lua_setfield(L, -2, "count");
+        /* fallthrough */
+    case TRAP_EV_MSIX_ROUTE:
+        lua_pushinteger(L, e->vector); lua_setfield(L, -2, "vector");
+        lua_pushinteger(L, (lua_Integer)e->addr); lua_setfield(L, -2, "addr");
+        lua_pushinteger(L, e->data); lua_setfield(L, -2, "data");
+        break;
+    case TRAP_EV_MSI_MASK:
+    case TRAP_EV_MSIX_MASK:
+        lua_pushinteger(L, e->vector); lua_setfield(L, -2, "vector");
+        lua_pushboolean(L, e->flags & 1); lua_setfield(L, -2, "masked");
+        lua_pushinteger(L, (lua_Integer)e->addr); lua_setfield(L, -2, "addr");
+        lua_pushinteger(L, e->data); lua_setfield(L, -2, "data");
+        break;
+    case TRAP_EV_MSIX_FMASK:
+        lua_pushboolean(L, e->flags & 1); lua_setfield(L, -2, "masked");
+        break;
+    default:
+        break;
+    }
+}
+
+/* After a guest write: raise a handler's error, then feed queued events to the
+ * callback if one is registered (otherwise they wait for trap:events()). */
+static void after_access(lua_State *L, struct lv_trap_ud *t)
+{
+    if (t->handler_err)
+        lua_error(L);
+    if (!t->fn.ev_count || lua_getiuservalue(L, 1, UV_CALLBACK) != LUA_TFUNCTION) {
+        if (t->fn.ev_count)
+            lua_pop(L, 1);
+        return;
+    }
+    int cb = lua_gettop(L);
+    struct trap_event e;
+    while (trap_event_pop(&t->fn, &e)) {
+        lua_pushvalue(L, cb);
+        push_event(L, &e);
+        lua_call(L, 1, 0);
+    }
+    lua_pop(L, 1);
+}
+
+static uint32_t checksize(lua_State *L, int i, int allow8)
+{
+    lua_Integer n = luaL_checkinteger(L, i);
+    if (!(n == 1 || n == 2 || n == 4 || (allow8 && n == 8)))
+        luaL_argerror(L, i, allow8 ? "size must be 1, 2, 4 or 8" : "size must be 1, 2 or 4");
+    return (uint32_t)n;
+}
+
+/* Guest offsets: anything; values outside 32 bits can never be in range. */
+static uint32_t cfg_offset(lua_State *L, int i)
+{
+    lua_Integer o = luaL_checkinteger(L, i);
+    return o < 0 || o > 0xffffffffLL ? 0xffffffffu : (uint32_t)o;
+}
+
+static int l_trap_new(lua_State *L)
+{
+    struct lv_backend_ud *b = lv_checkbackend(L, 1);
+    bool pcie = true;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "pcie");
+        if (!lua_isnil(L, -1))
+            pcie = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    struct lv_trap_ud *t = lv_newobject(L, sizeof *t, LV_TRAP_T, UV_COUNT);
+    int rc = trap_init(&t->fn, &b->be, pcie);
+    if (rc < 0) {
+        trap_free(&t->fn);
+        return lv_syserror(L, -rc, "create trap for", b->be.name);
+    }
+    if (!pcie)
+        trap_hide_cap(&t->fn, 0x10, false);   /* conventional bus: no PCIe cap, 256 B */
+    t->open = 1;
+    lv_set_parent(L, -1, 1, UV_BACKEND);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, UV_WINDOWS);
+    return 1;
+}
+
+static int t_cfg_read(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    uint32_t off = cfg_offset(L, 2), len = checksize(L, 3, 0), v;
+    int rc = trap_cfg_read(&t->fn, off, len, &v);
+    if (rc < 0)
+        return lv_syserrorf(L, -rc, "config read", "%s+%#x", t->fn.be->name, off);
+    lua_pushinteger(L, v);
+    return 1;
+}
+
+static int t_cfg_write(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    uint32_t off = cfg_offset(L, 2), len = checksize(L, 3, 0);
+    uint32_t v = (uint32_t)luaL_checkinteger(L, 4);
+    int rc = trap_cfg_write(&t->fn, off, len, v);
+    after_access(L, t);
+    if (rc < 0)
+        return lv_syserrorf(L, -rc, "config write", "%s+%#x", t->fn.be->name, off);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int bar_rw(lua_State *L, bool write)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    unsigned bar = (unsigned)lv_checkrange(L, 2, 0, TRAP_NBARS - 1);
+    uint64_t off = (uint64_t)luaL_checkinteger(L, 3);
+    uint32_t len = checksize(L, 4, 1);
+    uint64_t v = write ? (uint64_t)luaL_checkinteger(L, 5) : 0;
+    int rc = trap_bar_access(&t->fn, bar, off, len, write, &v);
+    after_access(L, t);
+    if (rc < 0)
+        return lv_syserrorf(L, -rc, write ? "BAR write" : "BAR read", "%s BAR%u+%#llx",
+                            t->fn.be->name, bar, (unsigned long long)off);
+    if (write)
+        lua_pushboolean(L, 1);
+    else
+        lua_pushinteger(L, (lua_Integer)v);
+    return 1;
+}
+static int t_bar_read(lua_State *L) { return bar_rw(L, false); }
+static int t_bar_write(lua_State *L) { return bar_rw(L, true); }
+
+/* Guest physical address / port dispatch: returns value (or true), claimed. */
+static int addr_rw(lua_State *L, bool io, bool write)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    uint64_t addr = (uint64_t)luaL_checkinteger(L, 2);
+    uint32_t len = checksize(L, 3, 1);
+    uint64_t v = write ? (uint64_t)luaL_checkinteger(L, 4) : 0;
+    int rc = trap_addr_access(&t->fn, io, addr, len, write, &v);
+    after_access(L, t);
+    if (rc < 0 && rc != -ENXIO)
+        return lv_syserrorf(L, -rc, write ? "write" : "read", "%s %s %#llx", t->fn.be->name,
+                            io ? "port" : "address", (unsigned long long)addr);
+    if (write)
+        lua_pushboolean(L, 1);
+    else
+        lua_pushinteger(L, (lua_Integer)v);
+    lua_pushboolean(L, rc != -ENXIO);
+    return 2;
+}
+static int t_mmio_read(lua_State *L) { return addr_rw(L, false, false); }
+static int t_mmio_write(lua_State *L) { return addr_rw(L, false, true); }
+static int t_io_read(lua_State *L) { return addr_rw(L, true, false); }
+static int t_io_write(lua_State *L) { return addr_rw(L, true, true); }
+
+/* trap:device_read(bar, off, size) / device_write(bar, off, size, v): the device's region
+ * itself, bypassing MSI-X and windows, for quirk handlers that forward to the device. */
+static int device_rw(lua_State *L, bool write)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    unsigned idx = (unsigned)lv_checkrange(L, 2, 0, LV_REGION_ROM);
+    uint64_t off = (uint64_t)luaL_checkinteger(L, 3);
+    uint32_t len = checksize(L, 4, 1);
+    uint64_t v = write ? (uint64_t)luaL_checkinteger(L, 5) : 0;
+    uint8_t buf[8];
+    lv_le_put(buf, v, len);
+    const struct lv_backend_ops *ops = t->fn.be->ops;
+    int rc = write ? ops->region_write(t->fn.be->ctx, idx, off, buf, len)
+                   : ops->region_read(t->fn.be->ctx, idx, off, buf, len);
+    if (rc < 0)
+        return lv_syserrorf(L, -rc, write ? "region write" : "region read", "%s[%u]+%#llx",
+                            t->fn.be->name, idx, (unsigned long long)off);
+    if (write) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushinteger(L, (lua_Integer)lv_le_get(buf, len));
+    return 1;
+}
+static int t_device_read(lua_State *L) { return device_rw(L, false); }
+static int t_device_write(lua_State *L) { return device_rw(L, true); }
+
+static int t_events(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    lua_createtable(L, (int)t->fn.ev_count, 0);
+    struct trap_event e;
+    for (lua_Integer i = 1; trap_event_pop(&t->fn, &e); i++) {
+        push_event(L, &e);
+        lua_rawseti(L, -2, i);
+    }
+    return 1;
+}
+
+static int t_on_event(lua_State *L)
+{
+    lv_checktrap(L, 1);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    lua_setiuservalue(L, 1, UV_CALLBACK);
+    return 0;
+}
+
+static void setint(lua_State *L, const char *k, lua_Integer v) { lua_pushinteger(L, v); lua_setfield(L, -2, k); }
+static void setbool(lua_State *L, const char *k, int v) { lua_pushboolean(L, v); lua_setfield(L, -2, k); }
+
+static int t_bars(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    lua_createtable(L, TRAP_NBARS, 1);
+    for (int i = 0; i < TRAP_NBARS; i++) {
+        const struct trap_bar *b = &t->fn.bars[i];
+        lua_createtable(L, 0, 10);
+        setint(L, "index", i);
+        setint(L, "size", (lua_Integer)b->size);
+        setint(L, "phys_size", (lua_Integer)b->phys_size);
+        setbool(L, "io", b->io);
+        setbool(L, "is64", b->is64);
+        setbool(L, "prefetch", b->prefetch);
+        setbool(L, "upper", b->upper);
+        setbool(L, "rom", i == 6);
+        setint(L, "addr", (lua_Integer)b->addr);
+        setbool(L, "mapped", b->size && !b->upper && b->mapped != TRAP_UNMAPPED);
+        lua_rawseti(L, -2, i);
+    }
+    return 1;
+}
+
+static int t_caps(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    lua_createtable(L, (int)t->fn.ncaps, 0);
+    for (unsigned i = 0; i < t->fn.ncaps; i++) {
+        const struct trap_cap *c = &t->fn.caps[i];
+        lua_createtable(L, 0, 6);
+        setint(L, "id", c->id);
+        setint(L, "off", c->off);
+        setint(L, "len", c->len);
+        setbool(L, "ext", c->ext);
+        setbool(L, "hidden", c->hidden);
+        setbool(L, "added", c->added);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static int t_info(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    lua_createtable(L, 0, 6);
+    setint(L, "cfg_size", t->fn.cfg_size);
+    setint(L, "dev_cfg_size", t->fn.dev_cfg_size);
+    setint(L, "guard_hits", t->fn.cap_guard_hits);
+    setint(L, "events_lost", (lua_Integer)t->fn.ev_lost);
+    setint(L, "events_queued", t->fn.ev_count);
+    setint(L, "windows", t->fn.nwindows);
+    lua_pushstring(L, t->fn.be->name);
+    lua_setfield(L, -2, "name");
+    return 1;
+}
+
+static int t_msi(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    if (!t->fn.msi.off)
+        return 0;
+    lua_createtable(L, 0, 9);
+    setint(L, "off", t->fn.msi.off);
+    setint(L, "vectors", 1 << t->fn.msi.mmc);
+    setint(L, "enabled_vectors", 1 << t->fn.msi.mme);
+    setbool(L, "enabled", t->fn.msi.enabled);
+    setbool(L, "is64", t->fn.msi.is64);
+    setbool(L, "maskable", t->fn.msi.pvm);
+    setint(L, "addr", (lua_Integer)t->fn.msi.addr);
+    setint(L, "data", t->fn.msi.data);
+    setint(L, "mask", t->fn.msi.mask);
+    return 1;
+}
+
+static int t_msix(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    if (!t->fn.msix.off)
+        return 0;
+    lua_createtable(L, 0, 9);
+    setint(L, "off", t->fn.msix.off);
+    setint(L, "n", t->fn.msix.n);
+    setint(L, "table_bar", t->fn.msix.table_bar);
+    setint(L, "table_off", (lua_Integer)t->fn.msix.table_off);
+    setint(L, "pba_bar", t->fn.msix.pba_bar);
+    setint(L, "pba_off", (lua_Integer)t->fn.msix.pba_off);
+    setbool(L, "enabled", t->fn.msix.enabled);
+    setbool(L, "fmask", t->fn.msix.fmask);
+    return 1;
+}
+
+/* trap:windows() -> list of {bar=, off=, len=, lua=bool}: the BAR windows quirks
+ * installed; lua = a Lua handler (the others are config mirrors, served in C). */
+static int t_windows(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    lua_createtable(L, (int)t->fn.nwindows, 0);
+    for (unsigned i = 0; i < t->fn.nwindows && i < TRAP_WINDOWS_MAX; i++) {
+        const struct trap_window *w = &t->fn.windows[i];
+        lua_createtable(L, 0, 4);
+        setint(L, "bar", w->bar);
+        setint(L, "off", (lua_Integer)w->off);
+        setint(L, "len", (lua_Integer)w->len);
+        setbool(L, "lua", w->kind == WIN_HANDLER);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static int rc_result(lua_State *L, struct lv_trap_ud *t, int rc, const char *op)
+{
+    if (rc < 0)
+        return lv_syserror(L, -rc, op, t->fn.be->name);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int t_hide_cap(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    uint16_t id = (uint16_t)lv_checkrange(L, 2, 0, 0xffff);
+    return rc_result(L, t, trap_hide_cap(&t->fn, id, lua_toboolean(L, 3)), "hide capability of");
+}
+
+/* Optional mask string must match the bytes' length. */
+static const uint8_t *opt_mask(lua_State *L, int i, size_t n)
+{
+    if (lua_isnoneornil(L, i))
+        return NULL;
+    size_t m;
+    const char *s = luaL_checklstring(L, i, &m);
+    if (m != n)
+        luaL_argerror(L, i, "mask length differs from bytes");
+    return (const uint8_t *)s;
+}
+
+static int t_add_cap(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    uint16_t off = (uint16_t)lv_checkrange(L, 2, 0, 4095);
+    size_t n;
+    const uint8_t *bytes = (const uint8_t *)luaL_checklstring(L, 3, &n);
+    luaL_argcheck(L, n <= 4096, 3, "too long");
+    const uint8_t *wm = opt_mask(L, 4, n);
+    return rc_result(L, t, trap_add_cap(&t->fn, off, bytes, wm, (uint16_t)n, lua_toboolean(L, 5)),
+                     "add capability to");
+}
+
+static int t_set_config(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    uint32_t off = (uint32_t)lv_checkrange(L, 2, 0, 4095);
+    size_t n;
+    const uint8_t *bytes = (const uint8_t *)luaL_checklstring(L, 3, &n);
+    const uint8_t *wm = opt_mask(L, 4, n);
+    int rc = trap_set_config(&t->fn, off, (uint32_t)n, bytes, wm);
+    if (rc == 0)
+        trap_rechain(&t->fn);   /* an override of a next pointer is not kept: chains win */
+    return rc_result(L, t, rc, "override config of");
+}
+
+static int t_set_perm(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    uint32_t off = (uint32_t)lv_checkrange(L, 2, 0, 4095);
+    uint32_t len = checksize(L, 3, 0);
+    uint32_t emul = (uint32_t)luaL_checkinteger(L, 4), wm = (uint32_t)luaL_checkinteger(L, 5),
+             dwm = (uint32_t)luaL_checkinteger(L, 6);
+    return rc_result(L, t, trap_set_perm(&t->fn, off, len, emul, wm, dwm), "set permissions of");
+}
+
+static int t_hide_rom(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    return rc_result(L, t, trap_hide_rom(&t->fn), "hide ROM of");
+}
+
+static int t_set_bar_size(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    unsigned bar = (unsigned)lv_checkrange(L, 2, 0, 5);
+    uint64_t size = (uint64_t)luaL_checkinteger(L, 3);
+    return rc_result(L, t, trap_set_bar_size(&t->fn, bar, size), "resize BAR of");
+}
+
+/* trap:add_window(bar, off, len, {read=function(off, size), write=function(off, size, v)}) */
+static int t_add_window(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    struct trap_window w = {0};
+    w.bar = (uint8_t)lv_checkrange(L, 2, 0, 5);
+    w.off = (uint64_t)luaL_checkinteger(L, 3);
+    w.len = (uint64_t)luaL_checkinteger(L, 4);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    w.kind = WIN_HANDLER;
+    w.handler = lua_window;
+    w.ctx = t;
+    w.id = (int)t->fn.nwindows + 1;
+    int rc = trap_add_window(&t->fn, &w);
+    if (rc == 0) {
+        lua_getiuservalue(L, 1, UV_WINDOWS);
+        lua_pushvalue(L, 5);
+        lua_rawseti(L, -2, w.id);
+        lua_pop(L, 1);
+    }
+    return rc_result(L, t, rc, "add BAR window to");
+}
+
+/* trap:mirror_config(bar, off, len, cfg_off): the window reads/writes config space. */
+static int t_mirror_config(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    struct trap_window w = {0};
+    w.bar = (uint8_t)lv_checkrange(L, 2, 0, 5);
+    w.off = (uint64_t)luaL_checkinteger(L, 3);
+    w.len = (uint64_t)luaL_checkinteger(L, 4);
+    w.cfg_off = (uint32_t)lv_checkrange(L, 5, 0, 4095);
+    w.kind = WIN_MIRROR;
+    return rc_result(L, t, trap_add_window(&t->fn, &w), "add config mirror to");
+}
+
+static int t_relocate_msix(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    unsigned bar = (unsigned)lv_checkrange(L, 2, 0, 5);
+    uint64_t to = (uint64_t)luaL_checkinteger(L, 3), po = (uint64_t)luaL_checkinteger(L, 4);
+    return rc_result(L, t, trap_msix_relocate(&t->fn, bar, to, po), "relocate MSI-X of");
+}
+
+static int t_set_pending(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    static const char *const kinds[] = {"msi", "msix", NULL};
+    int k = luaL_checkoption(L, 2, NULL, kinds);
+    unsigned v = (unsigned)lv_checkrange(L, 3, 0, TRAP_MSIX_MAX - 1);
+    bool on = lua_toboolean(L, 4);
+    int rc = k == 0 ? trap_msi_set_pending(&t->fn, v, on) : trap_msix_set_pending(&t->fn, v, on);
+    return rc_result(L, t, rc, "set pending of");
+}
+
+static int t_msix_entry(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    lua_Integer v = luaL_checkinteger(L, 2);
+    if (!t->fn.msix.off || v < 0 || v >= t->fn.msix.n)
+        return 0;
+    const uint8_t *b = t->fn.msix.table[v].b;
+    lua_pushinteger(L, (lua_Integer)lv_le_get(b, 8));       /* address */
+    lua_pushinteger(L, (lua_Integer)lv_le_get(b + 8, 4));   /* data */
+    lua_pushboolean(L, b[12] & 1);
+    return 3;
+}
+
+static int t_close(lua_State *L)
+{
+    struct lv_trap_ud *t = luaL_checkudata(L, 1, LV_TRAP_T);
+    if (t->open) {
+        trap_free(&t->fn);
+        t->open = 0;
+    }
+    return 0;
+}
+
+static int t_tostring(lua_State *L)
+{
+    struct lv_trap_ud *t = luaL_checkudata(L, 1, LV_TRAP_T);
+    lua_pushfstring(L, "vfio.trap(%s)%s", t->fn.be ? t->fn.be->name : "?", t->open ? "" : " closed");
+    return 1;
+}
+
+void lv_open_trap(lua_State *L)
+{
+    static const luaL_Reg tmethods[] = {
+        {"cfg_read", t_cfg_read}, {"cfg_write", t_cfg_write},
+        {"bar_read", t_bar_read}, {"bar_write", t_bar_write},
+        {"mmio_read", t_mmio_read}, {"mmio_write", t_mmio_write},
+        {"io_read", t_io_read}, {"io_write", t_io_write},
+        {"device_read", t_device_read}, {"device_write", t_device_write},
+        {"events", t_events}, {"on_event", t_on_event},
+        {"bars", t_bars}, {"caps", t_caps}, {"info", t_info}, {"msi", t_msi}, {"msix", t_msix},
+        {"msix_entry", t_msix_entry}, {"windows", t_windows},
+        {"hide_cap", t_hide_cap}, {"add_cap", t_add_cap}, {"set_config", t_set_config},
+        {"set_perm", t_set_perm}, {"hide_rom", t_hide_rom}, {"set_bar_size", t_set_bar_size},
+        {"add_window", t_add_window}, {"mirror_config", t_mirror_config},
+        {"relocate_msix", t_relocate_msix}, {"set_pending", t_set_pending},
+        {"close", t_close}, {NULL, NULL}};
+    static const luaL_Reg tmeta[] = {
+        {"__gc", t_close}, {"__close", t_close}, {"__tostring", t_tostring}, {NULL, NULL}};
+    lv_newclass(L, LV_TRAP_T, tmethods, tmeta);
+    static const luaL_Reg fns[] = {{"trap", l_trap_new}, {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
+}

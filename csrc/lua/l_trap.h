@@ -1,0 +1,31 @@
+/* Shared by the trap binding files: l_backend.c (vfio.backend: the devices the trap core
+ * reaches), l_trap.c (vfio.trap), l_trap_bench.c (trap:bench) and l_trap_kvm.c (a trap in
+ * the KVM run loop and the C host bridge). */
+#ifndef LUAVFIO_L_TRAP_H
+#define LUAVFIO_L_TRAP_H
+
+#include "lv.h"
+#include "trap/trap.h"
+
+#define LV_BACKEND_T "vfio.backend"
+#define LV_TRAP_T "vfio.trap"
+
+struct lv_backend_ud {
+    struct lv_backend be;
+};
+
+/* The trap userdata. fn comes first: the KVM glue gets the userdata block as the opaque
+ * pointer of its ops and uses it as the struct trap_fn. */
+struct lv_trap_ud {
+    struct trap_fn fn;
+    lua_State *L;          /* the state of the current access, for window handlers */
+    int handler_err;       /* a Lua window handler raised: its message is on the stack */
+    int open;
+};
+
+/* Check arguments, raising when closed. lv_checktrap also readies the trap for an
+ * access from L (window handlers run on L). */
+struct lv_backend_ud *lv_checkbackend(lua_State *L, int i);
+struct lv_trap_ud *lv_checktrap(lua_State *L, int i);
+
+#endif

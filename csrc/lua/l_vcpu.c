@@ -1,0 +1,309 @@
+/* Lua binding: vfio.vcpu (created by vm:vcpu(id)); the run loop itself is in kvm.c. */
+#include "l_kvm.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+struct vcpu_ud {
+    struct lv_kvm_vcpu c;
+    struct lv_kvm_exit last; /* the exit last returned, for complete() */
+};
+
+static struct vcpu_ud *checkvcpu(lua_State *L, int arg)
+{
+    struct vcpu_ud *v = luaL_checkudata(L, arg, LV_VCPU_T);
+    if (v->c.fd < 0)
+        luaL_error(L, "attempt to use a closed vcpu");
+    if (v->c.vm->fd < 0)
+        luaL_error(L, "attempt to use a vcpu of a closed vm");
+    return v;
+}
+
+int lv_vm_vcpu(lua_State *L)
+{
+    struct lv_vm_ud *vm = lv_checkvm(L, 1);
+    int id = (int)lv_checkrange(L, 2, 0, 1023);
+    struct vcpu_ud *v = lv_newobject(L, sizeof *v, LV_VCPU_T, 1);
+    v->c.fd = -1;
+    int e = lv_kvm_vcpu_create(&v->c, &vm->vm, id);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_CREATE_VCPU", "vcpu %d", id);
+    lv_set_parent(L, -1, 1, 1); /* the vcpu keeps its vm (and the vm its kvm) alive */
+    return 1;
+}
+
+static int l_vcpu_close(lua_State *L)
+{
+    struct vcpu_ud *v = luaL_checkudata(L, 1, LV_VCPU_T);
+    lv_kvm_vcpu_close(&v->c);
+    return 0;
+}
+
+static int l_vcpu_tostring(lua_State *L)
+{
+    struct vcpu_ud *v = luaL_checkudata(L, 1, LV_VCPU_T);
+    if (v->c.fd < 0)
+        lua_pushliteral(L, "vfio.vcpu (closed)");
+    else
+        lua_pushfstring(L, "vfio.vcpu (id %d, fd %d)", v->c.id, v->c.fd);
+    return 1;
+}
+
+static int l_vcpu_id(lua_State *L)
+{
+    lua_pushinteger(L, checkvcpu(L, 1)->c.id);
+    return 1;
+}
+
+static int l_vcpu_fileno(lua_State *L)
+{
+    struct vcpu_ud *v = luaL_checkudata(L, 1, LV_VCPU_T);
+    lua_pushinteger(L, v->c.fd);
+    return 1;
+}
+
+/* ---- registers ---- */
+
+#define REGS(X) X(rax) X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) \
+    X(r10) X(r11) X(r12) X(r13) X(r14) X(r15) X(rip) X(rflags)
+
+static int l_vcpu_get_regs(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct kvm_regs r;
+    int e = lv_kvm_vcpu_get_regs(&v->c, &r);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_GET_REGS", "vcpu %d", v->c.id);
+    lua_createtable(L, 0, 18);
+#define PUSH(n) lua_pushinteger(L, (lua_Integer)r.n); lua_setfield(L, -2, #n);
+    REGS(PUSH)
+#undef PUSH
+    return 1;
+}
+
+/* vcpu:set_regs{rip=..., ...}: fields not given keep their value. */
+static int l_vcpu_set_regs(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    struct kvm_regs r;
+    int e = lv_kvm_vcpu_get_regs(&v->c, &r);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_GET_REGS", "vcpu %d", v->c.id);
+#define GET(n) if (lua_getfield(L, 2, #n) != LUA_TNIL) r.n = (__u64)luaL_checkinteger(L, -1); \
+    lua_pop(L, 1);
+    REGS(GET)
+#undef GET
+    if ((e = lv_kvm_vcpu_set_regs(&v->c, &r)) < 0)
+        return lv_syserrorf(L, -e, "KVM_SET_REGS", "vcpu %d", v->c.id);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_vcpu_get_sregs(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct kvm_sregs s;
+    int e = lv_kvm_vcpu_get_sregs(&v->c, &s);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_GET_SREGS", "vcpu %d", v->c.id);
+    lua_createtable(L, 0, 8);
+#define PUSH(k, val) lua_pushinteger(L, (lua_Integer)(val)); lua_setfield(L, -2, k);
+    PUSH("cr0", s.cr0) PUSH("cr2", s.cr2) PUSH("cr3", s.cr3) PUSH("cr4", s.cr4)
+    PUSH("efer", s.efer) PUSH("apic_base", s.apic_base) PUSH("cs", s.cs.selector)
+    PUSH("cs_base", s.cs.base)
+#undef PUSH
+    return 1;
+}
+
+static int l_vcpu_setup_real(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    uint16_t cs = (uint16_t)lv_checkrange(L, 2, 0, 0xffff);
+    uint16_t ip = (uint16_t)lv_checkrange(L, 3, 0, 0xffff);
+    int e = lv_kvm_vcpu_setup_real(&v->c, cs, ip);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "set real-mode registers", "vcpu %d", v->c.id);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* vcpu:setup_flat32(eip, eax, ebx): the multiboot entry state. */
+static int l_vcpu_setup_flat32(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    uint32_t eip = (uint32_t)lv_checkrange(L, 2, 0, UINT32_MAX);
+    uint32_t eax = (uint32_t)lv_checkrange(L, 3, 0, UINT32_MAX);
+    uint32_t ebx = (uint32_t)lv_checkrange(L, 4, 0, UINT32_MAX);
+    int e = lv_kvm_vcpu_setup_flat32(&v->c, eip, eax, ebx);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "set protected-mode registers", "vcpu %d", v->c.id);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- run ---- */
+
+static const char *const kind_names[] = {
+    [LV_KVM_EXIT_IO] = "io",         [LV_KVM_EXIT_MMIO] = "mmio",
+    [LV_KVM_EXIT_HLT] = "hlt",       [LV_KVM_EXIT_SHUTDOWN] = "shutdown",
+    [LV_KVM_EXIT_STOP] = "stop",     [LV_KVM_EXIT_INTR] = "intr",
+    [LV_KVM_EXIT_TIMEOUT] = "timeout", [LV_KVM_EXIT_FAIL_ENTRY] = "fail_entry",
+    [LV_KVM_EXIT_INTERNAL_ERROR] = "internal_error",
+    [LV_KVM_EXIT_SYSTEM_EVENT] = "system_event", [LV_KVM_EXIT_OTHER] = "other",
+};
+
+static lua_Integer le_value(const uint8_t *p, unsigned size)
+{
+    uint64_t v = 0;
+    for (unsigned i = size; i-- > 0;)
+        v = (v << 8) | p[i];
+    return (lua_Integer)v;
+}
+
+static void push_exit(lua_State *L, const struct lv_kvm_exit *x)
+{
+    lua_createtable(L, 0, 10);
+    lua_pushstring(L, kind_names[x->kind]);
+    lua_setfield(L, -2, "reason");
+    lua_pushinteger(L, x->reason);
+    lua_setfield(L, -2, "kvm_reason");
+    switch (x->kind) {
+    case LV_KVM_EXIT_IO:
+    case LV_KVM_EXIT_MMIO:
+    case LV_KVM_EXIT_STOP:
+        lua_pushstring(L, x->space == LV_KVM_PIO ? "pio" : "mmio");
+        lua_setfield(L, -2, "space");
+        lua_pushinteger(L, (lua_Integer)x->addr);
+        lua_setfield(L, -2, x->space == LV_KVM_PIO ? "port" : "addr");
+        lua_pushinteger(L, x->size);
+        lua_setfield(L, -2, "size");
+        lua_pushinteger(L, x->count);
+        lua_setfield(L, -2, "count");
+        lua_pushboolean(L, x->is_write);
+        lua_setfield(L, -2, "write");
+        if (x->is_write) {
+            lua_pushinteger(L, le_value(x->data, x->size));
+            lua_setfield(L, -2, "value");
+            lua_pushlstring(L, (const char *)x->data, (size_t)x->size * x->count);
+            lua_setfield(L, -2, "data");
+        }
+        break;
+    case LV_KVM_EXIT_FAIL_ENTRY:
+    case LV_KVM_EXIT_INTERNAL_ERROR:
+    case LV_KVM_EXIT_SYSTEM_EVENT:
+        lua_pushinteger(L, (lua_Integer)x->code);
+        lua_setfield(L, -2, "code");
+        break;
+    default:
+        break;
+    }
+}
+
+/* Fill the data of the pending read with value (integer, repeated per element) or a
+ * string of exactly size*count bytes. Returns 0 or raises through arg. */
+static void complete_read(lua_State *L, struct vcpu_ud *v, int arg)
+{
+    struct lv_kvm_exit *x = &v->last;
+    size_t total = (size_t)x->size * x->count;
+    if (lua_type(L, arg) == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, arg, &len);
+        if (len != total)
+            luaL_error(L, "read completion needs %d bytes, got %d", (int)total, (int)len);
+        memcpy(x->data, s, len);
+    } else {
+        uint64_t val = (uint64_t)luaL_checkinteger(L, arg);
+        for (unsigned i = 0; i < x->count; i++)
+            for (unsigned b = 0; b < x->size; b++)
+                x->data[i * x->size + b] = (uint8_t)(val >> (8 * b));
+    }
+}
+
+/* vcpu:complete(value): data for the read exit last returned by run(). */
+static int l_vcpu_complete(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    if (!v->c.pending_read)
+        return luaL_error(L, "no pending read to complete");
+    complete_read(L, v, 2);
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* vcpu:run([handler], [{timeout = seconds}]) -> exit table.
+ * Without a handler: returns at the first exit the C side does not handle; a read exit is
+ * answered with vcpu:complete(value) before the next run (else it reads all ones).
+ * With a handler: handler(exit) is called for every unhandled io/mmio exit; for reads
+ * its integer or string result is the data; returning false ends run() with that exit.
+ * Other exits (hlt, stop, timeout, intr, shutdown, ...) always end run(). */
+static int l_vcpu_run(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    int handler = 0, optarg = 2;
+    if (lua_isfunction(L, 2))
+        handler = 2, optarg = 3;
+    else if (lua_isnil(L, 2) && !lua_isnone(L, 3))
+        optarg = 3;
+    double timeout = 0;
+    if (!lua_isnoneornil(L, optarg)) {
+        luaL_checktype(L, optarg, LUA_TTABLE);
+        lua_getfield(L, optarg, "timeout");
+        timeout = luaL_optnumber(L, -1, 0);
+        lua_pop(L, 1);
+        if (timeout < 0)
+            return luaL_argerror(L, optarg, "negative timeout");
+    }
+    double deadline = timeout > 0 ? now_s() + timeout : 0;
+    for (;;) {
+        int64_t ns = 0;
+        if (deadline > 0) {
+            double left = deadline - now_s();
+            if (left <= 0) {
+                v->c.pending_read = 0;
+                push_exit(L, &(struct lv_kvm_exit){.kind = LV_KVM_EXIT_TIMEOUT});
+                return 1;
+            }
+            ns = (int64_t)(left * 1e9);
+            if (ns < 1)
+                ns = 1;
+        }
+        int e = lv_kvm_vcpu_run(&v->c, ns, &v->last);
+        if (e < 0)
+            return lv_syserrorf(L, -e, "KVM_RUN", "vcpu %d", v->c.id);
+        push_exit(L, &v->last);
+        int k = v->last.kind;
+        if (!handler || (k != LV_KVM_EXIT_IO && k != LV_KVM_EXIT_MMIO))
+            return 1;
+        lua_pushvalue(L, handler);
+        lua_pushvalue(L, -2);
+        lua_call(L, 1, 1);
+        if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+            lua_pop(L, 1);
+            return 1;
+        }
+        if (v->c.pending_read && !lua_isnil(L, -1))
+            complete_read(L, v, lua_gettop(L));
+        lua_pop(L, 2);
+    }
+}
+
+void lv_open_vcpu(lua_State *L)
+{
+    static const luaL_Reg m[] = {
+        {"run", l_vcpu_run}, {"complete", l_vcpu_complete}, {"get_regs", l_vcpu_get_regs},
+        {"set_regs", l_vcpu_set_regs}, {"get_sregs", l_vcpu_get_sregs},
+        {"setup_real", l_vcpu_setup_real}, {"setup_flat32", l_vcpu_setup_flat32},
+        {"id", l_vcpu_id}, {"fileno", l_vcpu_fileno}, {"close", l_vcpu_close}, {NULL, NULL}};
+    static const luaL_Reg mt[] = {
+        {"__gc", l_vcpu_close}, {"__close", l_vcpu_close}, {"__tostring", l_vcpu_tostring},
+        {NULL, NULL}};
+    lv_newclass(L, LV_VCPU_T, m, mt);
+}

@@ -1,0 +1,387 @@
+/* vfio.vm: a KVM VM (made by kvm:create_vm, l_kvm.c): memory slots, guest RAM access,
+ * the irqchip and GSI routes, the KVM VFIO device and the ranges answered in C. The
+ * objects a VM creates have files of their own (l_vcpu.c, l_irqfd.c, l_ioeventfd.c,
+ * l_debugcon.c), which add their vm methods to this class. */
+#include "l_kvm.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+static int push_result(lua_State *L, int e, const char *op, const char *subject)
+{
+    if (e < 0)
+        return lv_syserror(L, -e, op, subject);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+struct lv_vm_ud *lv_checkvm(lua_State *L, int arg)
+{
+    struct lv_vm_ud *v = luaL_checkudata(L, arg, LV_VM_T);
+    if (v->vm.fd < 0)
+        luaL_error(L, "attempt to use a closed vm");
+    return v;
+}
+
+static uint64_t checku64(lua_State *L, int arg)
+{
+    return (uint64_t)luaL_checkinteger(L, arg);
+}
+
+static int slot_result(lua_State *L, int r, const char *op, uint64_t gpa, uint64_t size)
+{
+    if (r < 0)
+        return lv_syserrorf(L, -r, op, "gpa 0x%llx size 0x%llx", (unsigned long long)gpa,
+                            (unsigned long long)size);
+    lua_pushinteger(L, r);
+    return 1;
+}
+
+static int l_vm_add_ram(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint64_t gpa = checku64(L, 2), size = checku64(L, 3);
+    return slot_result(L, lv_kvm_add_ram(&v->vm, gpa, size), "add guest RAM", gpa, size);
+}
+
+/* vm:map(gpa, size, host_address [, readonly [, owner]]): owner (e.g. a region mmap
+ * object) is kept alive until the slot is unmapped. */
+static int l_vm_map(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint64_t gpa = checku64(L, 2), size = checku64(L, 3);
+    uintptr_t host = (uintptr_t)luaL_checkinteger(L, 4);
+    int ro = lua_toboolean(L, 5);
+    int r = lv_kvm_map_host(&v->vm, gpa, size, (void *)host, ro);
+    if (r < 0)
+        return slot_result(L, r, "KVM_SET_USER_MEMORY_REGION", gpa, size);
+    lua_getiuservalue(L, 1, 2);
+    lua_pushvalue(L, 6);
+    lua_rawseti(L, -2, r);
+    lua_pop(L, 1);
+    lua_pushinteger(L, r);
+    return 1;
+}
+
+static int l_vm_unmap(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    int slot = (int)lv_checkrange(L, 2, 0, LV_KVM_MAX_SLOTS - 1);
+    int e = lv_kvm_unmap(&v->vm, slot);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "unmap", "memory slot %d", slot);
+    lua_getiuservalue(L, 1, 2);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, slot);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static void *checkram(lua_State *L, struct lv_vm_ud *v, uint64_t gpa, uint64_t len)
+{
+    void *p = lv_kvm_ram_ptr(&v->vm, gpa, len);
+    if (!p) {
+        char s[80];   /* lua_pushfstring has no %x */
+        snprintf(s, sizeof s, "guest RAM 0x%llx+0x%llx is not inside one RAM slot",
+                 (unsigned long long)gpa, (unsigned long long)len);
+        luaL_error(L, "%s", s);
+    }
+    return p;
+}
+
+static int l_vm_write(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint64_t gpa = checku64(L, 2);
+    size_t len;
+    const char *s = luaL_checklstring(L, 3, &len);
+    memcpy(checkram(L, v, gpa, len), s, len);
+    return 0;
+}
+
+static int l_vm_read(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint64_t gpa = checku64(L, 2);
+    lua_Integer len = lv_checkrange(L, 3, 0, 1 << 30);
+    lua_pushlstring(L, checkram(L, v, gpa, (uint64_t)len), (size_t)len);
+    return 1;
+}
+
+/* vm:fill(gpa, len [, byte]): zero (or fill) guest RAM, e.g. an ELF segment's bss. */
+static int l_vm_fill(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint64_t gpa = checku64(L, 2);
+    lua_Integer len = luaL_checkinteger(L, 3);
+    int byte = (int)lv_checkrange(L, 4, 0, 255);
+    if (len < 0)
+        return luaL_argerror(L, 3, "negative length");
+    memset(checkram(L, v, gpa, (uint64_t)len), byte, (size_t)len);
+    return 0;
+}
+
+/* vm:memory() -> list of {slot, gpa, size, host, ram, readonly}: host addresses let the
+ * VFIO side map guest RAM for DMA at IOVA == guest-physical. */
+static int l_vm_memory(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    lua_newtable(L);
+    int n = 0;
+    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
+        struct lv_kvm_slot *s = &v->vm.slots[i];
+        if (!s->used)
+            continue;
+        lua_createtable(L, 0, 6);
+        lua_pushinteger(L, i);
+        lua_setfield(L, -2, "slot");
+        lua_pushinteger(L, (lua_Integer)s->gpa);
+        lua_setfield(L, -2, "gpa");
+        lua_pushinteger(L, (lua_Integer)s->size);
+        lua_setfield(L, -2, "size");
+        lua_pushinteger(L, (lua_Integer)(uintptr_t)s->host);
+        lua_setfield(L, -2, "host");
+        lua_pushboolean(L, s->owned);
+        lua_setfield(L, -2, "ram");
+        lua_pushboolean(L, s->readonly);
+        lua_setfield(L, -2, "readonly");
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+static int l_vm_create_irqchip(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    return push_result(L, lv_kvm_create_irqchip(&v->vm), "KVM_CREATE_IRQCHIP", "vm");
+}
+
+static int l_vm_set_msi_route(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
+    uint64_t addr = checku64(L, 3);
+    uint32_t data = (uint32_t)lv_checkrange(L, 4, 0, UINT32_MAX);
+    int e = lv_kvm_set_msi_route(&v->vm, gsi, addr, data);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_SET_GSI_ROUTING", "MSI gsi %u", gsi);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_vm_remove_route(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
+    int e = lv_kvm_remove_route(&v->vm, gsi);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_SET_GSI_ROUTING", "remove gsi %u", gsi);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* vm:routes() -> list of {gsi, type="irqchip"|"msi", chip, pin | addr, data}. */
+static int l_vm_routes(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    lua_createtable(L, (int)v->vm.nroutes, 0);
+    for (unsigned i = 0; i < v->vm.nroutes; i++) {
+        struct kvm_irq_routing_entry *e = &v->vm.routes[i];
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, e->gsi);
+        lua_setfield(L, -2, "gsi");
+        if (e->type == KVM_IRQ_ROUTING_MSI) {
+            lua_pushliteral(L, "msi");
+            lua_setfield(L, -2, "type");
+            lua_pushinteger(L, (lua_Integer)(((uint64_t)e->u.msi.address_hi << 32) |
+                                             e->u.msi.address_lo));
+            lua_setfield(L, -2, "addr");
+            lua_pushinteger(L, e->u.msi.data);
+            lua_setfield(L, -2, "data");
+        } else {
+            lua_pushliteral(L, "irqchip");
+            lua_setfield(L, -2, "type");
+            static const char *const chips[] = {"pic_master", "pic_slave", "ioapic"};
+            lua_pushstring(L, e->u.irqchip.irqchip < 3 ? chips[e->u.irqchip.irqchip] : "?");
+            lua_setfield(L, -2, "chip");
+            lua_pushinteger(L, e->u.irqchip.pin);
+            lua_setfield(L, -2, "pin");
+        }
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static int l_vm_irq_line(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
+    int e = lv_kvm_irq_line(&v->vm, gsi, lua_toboolean(L, 3));
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_IRQ_LINE", "gsi %u", gsi);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_vm_signal_msi(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint64_t addr = checku64(L, 2);
+    uint32_t data = (uint32_t)lv_checkrange(L, 3, 0, UINT32_MAX);
+    int r = lv_kvm_signal_msi(&v->vm, addr, data);
+    if (r < 0)
+        return lv_syserrorf(L, -r, "KVM_SIGNAL_MSI", "addr 0x%llx data 0x%x",
+                            (unsigned long long)addr, data);
+    lua_pushboolean(L, r > 0); /* false: the guest blocked it (e.g. LAPIC disabled) */
+    return 1;
+}
+
+static int group_fd_op(lua_State *L, int add)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    int gfd = lv_checkfd(L, 2);
+    int e = lv_kvm_vfio_group(&v->vm, gfd, add);
+    if (e < 0)
+        return lv_syserrorf(L, -e, add ? "KVM_DEV_VFIO_GROUP_ADD" : "KVM_DEV_VFIO_GROUP_DEL",
+                            "group fd %d", gfd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_vm_vfio_device(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    int e = lv_kvm_vfio_group(&v->vm, -1, 1);
+    if (e < 0)
+        return lv_syserror(L, -e, "KVM_CREATE_DEVICE", "KVM_DEV_TYPE_VFIO");
+    lua_pushinteger(L, v->vm.vfio_fd);
+    return 1;
+}
+
+static int l_vm_vfio_group_add(lua_State *L) { return group_fd_op(L, 1); }
+static int l_vm_vfio_group_del(lua_State *L) { return group_fd_op(L, 0); }
+
+static int range_result(lua_State *L, int r, const char *what, unsigned port)
+{
+    if (r < 0)
+        return lv_syserrorf(L, -r, what, "port 0x%x", port);
+    lua_pushinteger(L, r);
+    return 1;
+}
+
+static int checkspace(lua_State *L, int arg)
+{
+    static const char *const names[] = {"pio", "mmio", NULL};
+    return luaL_checkoption(L, arg, NULL, names) == 0 ? LV_KVM_PIO : LV_KVM_MMIO;
+}
+
+int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t base,
+                        uint64_t size, int obj)
+{
+    obj = lua_absindex(L, obj);
+    if (lua_type(L, obj) != LUA_TUSERDATA ||
+        luaL_getmetafield(L, obj, LV_KVM_IO_FIELD) != LUA_TLIGHTUSERDATA)
+        return luaL_argerror(L, obj, "object with a C access handler (" LV_KVM_IO_FIELD ")");
+    const struct lv_kvm_io_ops *ops = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    int id = lv_kvm_add_range(&v->vm, space, base, size, ops, lua_touserdata(L, obj));
+    if (id < 0)
+        return lv_syserrorf(L, -id, "add handled range", "%s 0x%llx size 0x%llx",
+                            space == LV_KVM_PIO ? "port" : "gpa", (unsigned long long)base,
+                            (unsigned long long)size);
+    lua_getiuservalue(L, 1, 2);
+    lua_pushvalue(L, obj);
+    lua_rawseti(L, -2, -id);
+    lua_pop(L, 1);
+    lua_pushinteger(L, id);
+    return 1;
+}
+
+/* vm:add_range("pio"|"mmio", base, size, obj) -> id: accesses there are handled in C by
+ * obj (see LV_KVM_IO_FIELD in kvm.h) and never reach Lua. */
+static int l_vm_add_range(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    int space = checkspace(L, 2);
+    uint64_t base = checku64(L, 3), size = checku64(L, 4);
+    luaL_checkany(L, 5);
+    return lv_vm_add_range_obj(L, v, space, base, size, 5);
+}
+
+static int l_vm_add_exit_port(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    unsigned port = (unsigned)lv_checkrange(L, 2, 0, 0xffff);
+    return range_result(L, lv_kvm_add_exit_port(&v->vm, (uint16_t)port), "add exit port",
+                        port);
+}
+
+static int l_vm_remove_range(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    int id = (int)luaL_checkinteger(L, 2);
+    int e = lv_kvm_remove_range(&v->vm, id);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "remove handled range", "%d", id);
+    lua_getiuservalue(L, 1, 2);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, -id);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* vm:check_extension(cap): VM-scoped capabilities (e.g. device_ctrl) answer here. */
+static int l_vm_check_extension(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    int cap = lv_kvm_checkcap(L, 2);
+    int r = lv_kvm_check_extension(v->vm.fd, cap);
+    if (r < 0)
+        return lv_syserrorf(L, -r, "KVM_CHECK_EXTENSION", "vm cap %d", cap);
+    lua_pushinteger(L, r);
+    return 1;
+}
+
+static int l_vm_fileno(lua_State *L)
+{
+    struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
+    lua_pushinteger(L, v->vm.fd);
+    return 1;
+}
+
+static int l_vm_close(lua_State *L)
+{
+    struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
+    lv_kvm_vm_close(&v->vm);
+    return 0;
+}
+
+static int l_vm_tostring(lua_State *L)
+{
+    struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
+    if (v->vm.fd < 0)
+        lua_pushliteral(L, "vfio.vm (closed)");
+    else
+        lua_pushfstring(L, "vfio.vm (fd %d)", v->vm.fd);
+    return 1;
+}
+
+void lv_open_vm(lua_State *L)
+{
+    static const luaL_Reg vm_m[] = {
+        {"add_ram", l_vm_add_ram}, {"map", l_vm_map}, {"unmap", l_vm_unmap},
+        {"write", l_vm_write}, {"read", l_vm_read}, {"fill", l_vm_fill},
+        {"memory", l_vm_memory}, {"create_irqchip", l_vm_create_irqchip},
+        {"set_msi_route", l_vm_set_msi_route}, {"remove_route", l_vm_remove_route},
+        {"routes", l_vm_routes}, {"irq_line", l_vm_irq_line}, {"signal_msi", l_vm_signal_msi},
+        {"vfio_device", l_vm_vfio_device}, {"vfio_group_add", l_vm_vfio_group_add},
+        {"vfio_group_del", l_vm_vfio_group_del}, {"add_range", l_vm_add_range},
+        {"check_extension", l_vm_check_extension}, {"add_exit_port", l_vm_add_exit_port},
+        {"remove_range", l_vm_remove_range}, {"vcpu", lv_vm_vcpu}, {"fileno", l_vm_fileno},
+        {"close", l_vm_close}, {NULL, NULL}};
+    static const luaL_Reg vm_mt[] = {
+        {"__gc", l_vm_close}, {"__close", l_vm_close}, {"__tostring", l_vm_tostring},
+        {NULL, NULL}};
+    lv_newclass(L, LV_VM_T, vm_m, vm_mt);
+}

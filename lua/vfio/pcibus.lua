@@ -1,0 +1,85 @@
+-- The PCI bus as sysfs shows it: the functions with their IDs, class, driver and IOMMU
+-- group. One owner for vfio (open, bind) and the REPL's ls(). Every function takes the
+-- sysfs root ("/sys", or a fake tree in specs). Needs luaposix, loaded on first use.
+local M = {}
+
+M.BDF = "^%x%x%x%x:%x%x:%x%x%.[0-7]$"
+
+local posix
+-- luaposix's functions this module and vfio use; raises when luaposix is missing.
+function M.posix()
+   if not posix then
+      local ok, unistd = pcall(require, "posix.unistd")
+      if not ok then
+         error("vfio: luaposix for Lua 5.4 is required for sysfs access (lab/setup --host)", 3)
+      end
+      local fcntl = require "posix.fcntl"
+      posix = {
+         readlink = unistd.readlink,
+         write = unistd.write,
+         close = unistd.close,
+         open = fcntl.open,
+         O_WRONLY = fcntl.O_WRONLY,
+         O_TRUNC = fcntl.O_TRUNC,
+         dir = require("posix.dirent").dir,
+         realpath = require("posix.stdlib").realpath,
+         stat = require("posix.sys.stat").stat,
+      }
+   end
+   return posix
+end
+
+function M.basename(p) return p and p:match("([^/]+)/*$") end
+
+function M.devpath(root, bdf) return root .. "/bus/pci/devices/" .. bdf end
+
+-- The last component of a symlink's target (a driver's or a group's name), or nil.
+function M.link_base(path)
+   local l = M.posix().readlink(path)
+   return l and M.basename(l)
+end
+
+function M.driver(root, bdf) return M.link_base(M.devpath(root, bdf) .. "/driver") end
+
+function M.group(root, bdf)
+   local g = M.link_base(M.devpath(root, bdf) .. "/iommu_group")
+   return g and tonumber(g)
+end
+
+-- An attribute's text without the trailing newline, or nil.
+function M.read(path)
+   local f = io.open(path)
+   if not f then return nil end
+   local s = f:read("a")
+   f:close()
+   return s and s:gsub("%s+$", "")
+end
+
+local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end
+
+-- M.devices(root) -> list of {bdf, vendor, device, id, class, driver, group}, by address,
+-- or nil, message, errno.
+function M.devices(root)
+   local dir = root .. "/bus/pci/devices"
+   local ok, names = pcall(M.posix().dir, dir)
+   if not ok or type(names) ~= "table" then
+      return nil, ("list %s: %s"):format(dir, tostring(names)), 2
+   end
+   local list = {}
+   for _, bdf in ipairs(names) do
+      if bdf:match(M.BDF) then
+         local p = dir .. "/" .. bdf
+         local v, d = hexnum(M.read(p .. "/vendor")), hexnum(M.read(p .. "/device"))
+         list[#list + 1] = {
+            bdf = bdf, vendor = v, device = d,
+            id = v and d and ("%04x:%04x"):format(v, d),
+            class = hexnum(M.read(p .. "/class")),
+            driver = M.driver(root, bdf), group = M.group(root, bdf),
+         }
+      end
+   end
+   table.sort(list, function(a, b) return a.bdf < b.bdf end)
+   return list
+end
+
+return M

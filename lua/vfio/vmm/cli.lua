@@ -1,0 +1,175 @@
+-- The passthrough command: boot a multiboot guest in a KVM VM with one VFIO device passed
+-- through. bin/passthrough (installed) and passthrough.lua (a checkout) are thin wrappers
+-- that find the modules and the default guest, then call cli.main; the options and exit
+-- statuses are in HELP below (what --help prints).
+local cli = {}
+
+local EXIT = { pass = 0, fail = 1, nodev = 2, exception = 3, other = 4, usage = 64,
+               setup = 125, interrupted = 130 }
+cli.EXIT = EXIT
+
+-- What --help prints after the synopsis (%s: the default guest).
+local HELP = [[
+Boot a multiboot guest in a KVM VM with one VFIO device passed through.
+
+  --device BDF    the device (0000:00:03.0, 00:03.0, a lab device name such as edu,
+                  or with --plan a recorded fixture file spec/fixtures/NAME.lua)
+  --guest FILE    the multiboot guest (default %s)
+  --mem MIB       guest RAM (default 64)
+  --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
+                  every built-in quirk matching the device
+  --cmdline ARGS  the guest's multiboot command line
+  --timeout S     end the run after S seconds (default 120)
+  --no-mmap       trap every BAR access in C, no BAR memory slots (QEMU's x-no-mmap)
+  --trace         log every trapped access on stderr (config and BARs go through Lua)
+  --plan          print the layout (BARs, mapped and trapped parts, interrupts, quirks)
+                  without starting a VM
+  -h, --help      this text
+
+The guest's debug console goes to stdout. Exit status: 0 pass, 1 fail, 2 device not
+found, 3 guest exception (the guest's result), 4 the guest stopped some other way, 64
+usage error, 125 the VM could not be set up, 130 interrupted.
+]]
+
+-- cli.main(argv, {prog = name in messages, usage = how to run it, guest = default guest
+-- image}): runs the command and exits the process with its status.
+function cli.main(argv, how)
+   local prog = how.prog
+   local function die(code, fmt, ...)
+      io.stderr:write(prog, ": ", fmt:format(...), "\n")
+      os.exit(code)
+   end
+
+   local synopsis = ("usage: %s --device BDF [--guest FILE] [--mem MIB] [--quirk NAME]... "
+      .. "[--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]"):format(how.usage)
+   local function usage() die(EXIT.usage, "%s", synopsis) end
+
+   local o = { guest = how.guest, mem = 64, quirks = {}, timeout = 120 }
+   do
+      local i = 1
+      local function value()
+         i = i + 1
+         if argv[i] == nil then usage() end
+         return argv[i]
+      end
+      while i <= #argv do
+         local a = argv[i]
+         if a == "--device" then o.device = value()
+         elseif a == "--guest" then o.guest = value()
+         elseif a == "--mem" then o.mem = math.tointeger(tonumber(value())) or usage()
+         elseif a == "--quirk" then o.quirks[#o.quirks + 1] = value()
+         elseif a == "--cmdline" then o.cmdline = value()
+         elseif a == "--timeout" then o.timeout = tonumber(value()) or usage()
+         elseif a == "--trace" then o.trace = true
+         elseif a == "--plan" then o.plan = true
+         elseif a == "--no-mmap" then o.no_mmap = true
+         elseif a == "-h" or a == "--help" then
+            io.stdout:write(synopsis, "\n\n", HELP:format(how.guest))
+            os.exit(0)
+         else die(EXIT.usage, "unknown argument %s (see --help)", a) end
+         i = i + 1
+      end
+   end
+   if not o.device then usage() end
+
+   local machine = require "vfio.vmm.machine"
+   local quirks = require "vfio.vmm.quirks"
+   local multiboot = require "vfio.vmm.multiboot"
+
+   -- Quirk selection by name (a quirk's name or its module name).
+   local quirk_list
+   if #o.quirks > 0 then
+      quirk_list = {}
+      local all, names = quirks.load_builtin(), {}
+      for i, q in ipairs(all) do names[#names + 1] = q.name .. " (" .. quirks.builtin[i] .. ")" end
+      for _, n in ipairs(o.quirks) do
+         if n ~= "none" then
+            local found
+            for i, q in ipairs(all) do
+               if q.name == n or quirks.builtin[i] == n then found = q end
+            end
+            if not found then
+               die(EXIT.usage, "unknown quirk %s; known: none, %s", n, table.concat(names, ", "))
+            end
+            quirk_list[#quirk_list + 1] = found
+         end
+      end
+   end
+
+   -- The guest file is checked before anything is opened.
+   if not o.plan then
+      local f, err = io.open(o.guest, "rb")
+      if not f then die(EXIT.setup, "guest %s", err) end
+      local image = f:read("a")
+      f:close()
+      local ok, why = multiboot.parse(image)
+      if not ok then die(EXIT.setup, "guest %s is not bootable: %s", o.guest, why) end
+      local kvm = io.open("/dev/kvm", "rb")
+      if not kvm then
+         die(EXIT.setup, "/dev/kvm is missing: this machine has no KVM (load kvm-intel or "
+            .. "kvm-amd, or run inside the lab: lab/run -- lua5.4 passthrough.lua ...)")
+      end
+      kvm:close()
+   end
+
+   -- Inside the lab a device may be named (edu, nvme...): LUAVFIO_LAB_DEVICES lists them.
+   if not o.device:find(":", 1, true) and not o.device:match("%.lua$")
+      and os.getenv("LUAVFIO_LAB_DEVICES") then
+      for line in io.lines(os.getenv("LUAVFIO_LAB_DEVICES")) do
+         local bdf, name = line:match("^(%S+) %S+ %S+ %S+ (%S+)")
+         if name == o.device then o.device = bdf break end
+      end
+   end
+
+   local dev, err, errno
+   if o.plan and o.device:match("%.lua$") then
+      dev = o.device -- a recorded fixture: layout only
+   else
+      local vfio = require "vfio"
+      local ok
+      ok, dev, err, errno = pcall(vfio.open, o.device)
+      if not ok then die(EXIT.usage, "%s", dev) end
+      if not dev then die(EXIT.setup, "%s (errno %s)", err, tostring(errno)) end
+   end
+
+   local function log(line) io.stderr:write("trace: ", line, "\n") end
+   local m
+   m, err = machine.new(dev, { quirks = quirk_list, mem_mib = o.mem, no_mmap = o.no_mmap,
+                              trace = o.trace and log or nil })
+   if not m then die(EXIT.setup, "device %s: %s", o.device, tostring(err)) end
+
+   local function cleanup()
+      m:close()
+      if type(dev) == "table" and dev.close then dev:close() end
+   end
+
+   if o.plan then
+      io.write(m:plan())
+      cleanup()
+      os.exit(0)
+   end
+
+   -- SIGINT/SIGTERM: KVM_RUN returns EINTR, the run loop ends, teardown runs below.
+   local interrupted
+   local okp, signal = pcall(require, "posix.signal")
+   if okp then
+      local function on_signal(sig) interrupted = sig end
+      signal.signal(signal.SIGINT, on_signal)
+      signal.signal(signal.SIGTERM, on_signal)
+   end
+
+   local ok, r, why = pcall(m.boot, m, o.guest, { cmdline = o.cmdline, timeout = o.timeout,
+                                                  should_stop = function() return interrupted end })
+   local out = m.machine and m.machine:output() or ""
+   cleanup()
+   io.write(out)
+   io.stdout:flush()
+   if interrupted then die(EXIT.interrupted, "interrupted by signal %d; VM torn down", interrupted) end
+   if not ok then die(EXIT.setup, "%s", tostring(r)) end
+   if not r then die(EXIT.setup, "%s", tostring(why)) end
+   io.stderr:write(("%s: guest %s%s\n"):format(prog, r.result,
+      r.code and (" (exit code " .. r.code .. ")") or ""))
+   os.exit(EXIT[r.result] or EXIT.other)
+end
+
+return cli

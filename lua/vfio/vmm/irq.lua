@@ -1,0 +1,200 @@
+-- Interrupt wiring for a VM: MSI/MSI-X vectors become GSI routes with irqfds, INTx lines
+-- become resampling irqfds on irqchip GSIs (a router); and the device's interrupt mode
+-- as the guest switches it (a mode, at the end). The irqfd's eventfd is what the VFIO side
+-- hands to VFIO_DEVICE_SET_IRQS, so device interrupts reach the guest without an exit;
+-- for INTx the resample eventfd is VFIO's unmask eventfd.
+local M = {}
+local Router = {}
+Router.__index = Router
+local Vector = {}
+Vector.__index = Vector
+
+M.IRQCHIP_GSIS = 24 -- GSI 0-23 are the PIC/IOAPIC pins of the in-kernel irqchip
+
+-- M.new(vm, {first_gsi = 24, last_gsi = 1023}) -> router. The VM needs an irqchip.
+function M.new(vm, opts)
+   opts = opts or {}
+   local first, last = opts.first_gsi or M.IRQCHIP_GSIS, opts.last_gsi or 1023
+   if first < M.IRQCHIP_GSIS or last < first then
+      error(("GSIs for MSI must lie in [%d, ...]"):format(M.IRQCHIP_GSIS), 2)
+   end
+   return setmetatable({ vm = vm, first = first, last = last, used = {}, live = {} }, Router)
+end
+
+function Router:alloc()
+   for gsi = self.first, self.last do
+      if not self.used[gsi] then
+         self.used[gsi] = true
+         return gsi
+      end
+   end
+   return nil, ("no free GSI in [%d, %d]"):format(self.first, self.last)
+end
+
+-- router:msi(addr, data [, {fd = eventfd}]) -> vector {gsi=, irqfd=, addr=, data=}, or
+-- nil, message, errno (nothing left behind on failure).
+function Router:msi(addr, data, opts)
+   local gsi, err = self:alloc()
+   if not gsi then return nil, err end
+   local ok, msg, errno = self.vm:set_msi_route(gsi, addr, data)
+   if not ok then
+      self.used[gsi] = nil
+      return nil, msg, errno
+   end
+   local fd, fmsg, ferr = self.vm:irqfd(gsi, { fd = opts and opts.fd })
+   if not fd then
+      self.vm:remove_route(gsi)
+      self.used[gsi] = nil
+      return nil, fmsg, ferr
+   end
+   local v = setmetatable({ router = self, gsi = gsi, irqfd = fd, addr = addr, data = data, kind = "msi" }, Vector)
+   self.live[v] = true
+   return v
+end
+
+-- vector:update(addr, data): the guest reprogrammed the vector; the irqfd stays.
+function Vector:update(addr, data)
+   if self.kind ~= "msi" then error("update applies to MSI vectors", 2) end
+   if addr == self.addr and data == self.data then return true end
+   local ok, msg, errno = self.router.vm:set_msi_route(self.gsi, addr, data)
+   if not ok then return nil, msg, errno end
+   self.addr, self.data = addr, data
+   return true
+end
+
+-- router:intx(gsi [, {fd = eventfd, resample = eventfd}]) -> line {gsi=, irqfd=}: a
+-- level-triggered irqfd on an irqchip pin, deasserted when the guest EOIs (the resample
+-- eventfd then fires).
+function Router:intx(gsi, opts)
+   if math.type(gsi) ~= "integer" or gsi < 0 or gsi >= M.IRQCHIP_GSIS then
+      error(("INTx GSI must be an irqchip pin in [0, %d]"):format(M.IRQCHIP_GSIS - 1), 2)
+   end
+   opts = opts or {}
+   local fd, msg, errno = self.vm:irqfd(gsi, { fd = opts.fd, resample = opts.resample or true })
+   if not fd then return nil, msg, errno end
+   local v = setmetatable({ router = self, gsi = gsi, irqfd = fd, kind = "intx" }, Vector)
+   self.live[v] = true
+   return v
+end
+
+-- vector:close(): irqfd deassigned, MSI route removed, GSI free again. Idempotent.
+function Vector:close()
+   if not self.irqfd then return end
+   self.irqfd:close()
+   self.irqfd = nil
+   if self.kind == "msi" then
+      self.router.vm:remove_route(self.gsi)
+      self.router.used[self.gsi] = nil
+   end
+   self.router.live[self] = nil
+end
+Vector.__close = Vector.close
+
+-- router:vectors() -> the live vectors and lines, by GSI.
+function Router:vectors()
+   local list = {}
+   for v in pairs(self.live) do list[#list + 1] = v end
+   table.sort(list, function(a, b) return a.gsi < b.gsi end)
+   return list
+end
+
+function Router:close()
+   for v in pairs(self.live) do v:close() end
+end
+Router.__close = Router.close
+
+---------------------------------------------------------------------------------------
+-- The device's interrupt mode as the guest programs it: INTx, MSI or MSI-X, one at a
+-- time as VFIO takes them. It holds no resources: mode:event(e) takes a trap event and
+-- returns what the VM layer must do, in order, as actions:
+--   {"off", kind}                 disable that VFIO index and drop its vectors
+--   {"intx"}                      route INTx (its irqfd and resample eventfd)
+--   {"vectors", kind, entries}    route entries {addr=, data=} as "msi"/"msix" vectors
+--   {"update", i, addr, data}     reprogram vector i (1-based) in place
+--   {"reset"}                     a function level reset
+-- The mode assumes they succeed; when "intx" or "vectors" fails the caller says so with
+-- mode:failed() (the device is then left with none).
+
+local Mode = {}
+Mode.__index = Mode
+
+-- M.mode{intx = bool} -> mode ("none" until started); intx: the device has a usable
+-- INTx pin.
+function M.mode(opts)
+   return setmetatable({ kind = "none", n = 0, intx = opts and opts.intx or false }, Mode)
+end
+
+local function turn_off(self, out)
+   if self.kind ~= "none" then out[#out + 1] = { "off", self.kind } end
+   self.kind, self.n = "none", 0
+end
+
+local function to_intx(self, out)
+   if self.intx then
+      out[#out + 1] = { "intx" }
+      self.kind = "intx"
+   end
+end
+
+local function to_vectors(self, out, kind, entries)
+   turn_off(self, out)
+   out[#out + 1] = { "vectors", kind, entries }
+   self.kind, self.n = kind, #entries
+end
+
+-- mode:start() -> actions: INTx, what the device has before the guest enables MSI.
+function Mode:start()
+   local out = {}
+   to_intx(self, out)
+   return out
+end
+
+-- mode:event(e, msix_entry) -> actions. msix_entry(i) -> {addr=, data=} reads entry i
+-- (0-based) of the guest's MSI-X table.
+function Mode:event(e, msix_entry)
+   local out, ty = {}, e.type
+   if ty == "msi_enable" then
+      if e.enabled then
+         -- multiple-message MSI: vector i carries data with its low bits set to i
+         local n = math.max(1, e.count or 1)
+         local entries = {}
+         for i = 1, n do entries[i] = { addr = e.addr, data = (e.data & ~(n - 1)) | (i - 1) } end
+         to_vectors(self, out, "msi", entries)
+      elseif self.kind == "msi" then
+         turn_off(self, out)
+         to_intx(self, out)
+      end
+   elseif ty == "msi_route" and self.kind == "msi" then
+      local n = self.n
+      for i = 1, n do out[#out + 1] = { "update", i, e.addr, (e.data & ~(n - 1)) | (i - 1) } end
+   elseif ty == "msix_enable" then
+      if e.enabled then
+         local entries = {}
+         for i = 1, e.count or 0 do entries[i] = msix_entry(i - 1) end
+         to_vectors(self, out, "msix", entries)
+      elseif self.kind == "msix" then
+         turn_off(self, out)
+         to_intx(self, out)
+      end
+   elseif (ty == "msix_route" or ty == "msix_mask") and self.kind == "msix" then
+      local i = (e.vector or 0) + 1
+      if i <= self.n and e.addr then out[#out + 1] = { "update", i, e.addr, e.data or 0 } end
+   elseif ty == "flr" then
+      out[#out + 1] = { "reset" }
+   end
+   return out
+end
+
+-- mode:off() -> actions: everything off (teardown).
+function Mode:off()
+   local out = {}
+   turn_off(self, out)
+   return out
+end
+
+-- mode:failed(): an "intx" or "vectors" action failed; the device has no interrupts.
+function Mode:failed()
+   self.kind, self.n = "none", 0
+end
+
+return M

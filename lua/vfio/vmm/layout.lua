@@ -1,0 +1,264 @@
+-- Guest address layout for BARs: windows for 32-bit MMIO, 64-bit MMIO and I/O ports,
+-- each allocated in order with every BAR aligned to its size (PCI requires natural
+-- alignment). The choice of window per BAR is a policy a caller can replace. Then what
+-- each placed BAR becomes in a VM (mapped, C-trapped and Lua-handled pieces) and the
+-- difference to apply when the guest changes them.
+local layout = {}
+
+-- Defaults fit a q35-like guest: 32-bit MMIO below the IOAPIC/LAPIC at 0xfec00000,
+-- 64-bit MMIO above 512 GiB, ports above the legacy range.
+layout.defaults = {
+   mmio32 = { base = 0xc0000000, limit = 0xfebfffff },
+   mmio64 = { base = 0x8000000000, limit = 0xffffffffff },
+   io = { base = 0xc000, limit = 0xffff },
+}
+
+-- 64-bit BARs at least this large go above 4 GiB even when not prefetchable.
+layout.large = 256 << 20
+
+-- The default policy: I/O BARs in the I/O window; 64-bit BARs that are prefetchable
+-- or large in the 64-bit window (they would crowd the 32-bit hole); everything else
+-- (and the ROM) below 4 GiB. A policy returns a list of windows to try in order.
+function layout.default_policy(bar)
+   if bar.io then return { "io" } end
+   if bar.is64 and (bar.prefetch or bar.size >= layout.large) then
+      return { "mmio64", "mmio32" }
+   end
+   if bar.is64 then return { "mmio32", "mmio64" } end
+   return { "mmio32" }
+end
+
+local Alloc = {}
+Alloc.__index = Alloc
+
+local function copy_windows(w)
+   local out = {}
+   for name, d in pairs(w) do
+      assert(d.base and d.limit and d.limit >= d.base, "layout: window " .. name .. " needs base <= limit")
+      out[name] = { base = d.base, limit = d.limit, next = d.base }
+   end
+   return out
+end
+
+-- layout.new{windows = {...}, policy = function(bar) -> {window names}} -> allocator.
+-- One allocator serves all devices of a VM so their BARs never overlap.
+function layout.new(opts)
+   opts = opts or {}
+   return setmetatable({
+      windows = copy_windows(opts.windows or layout.defaults),
+      policy = opts.policy or layout.default_policy,
+   }, Alloc)
+end
+
+local function align_up(v, a) return (v + a - 1) & ~(a - 1) end
+
+-- Reserve `size` bytes (a power of two) in window `name`; nil if it does not fit.
+function Alloc:reserve(name, size)
+   local w = self.windows[name]
+   if not w then return nil, "no window " .. name end
+   local a = align_up(w.next, size)
+   if a < w.next or a + size - 1 > w.limit or a + size - 1 < a then
+      return nil, ("window %s full (%#x bytes at %#x..%#x)"):format(name, size, w.next, w.limit)
+   end
+   w.next = a + size
+   return a
+end
+
+-- alloc:place(bars) -> {[index] = {addr=, window=}} for the implemented BARs of one
+-- function (trap:bars() form). Largest first, which packs naturally aligned BARs
+-- without holes; a BAR whose windows are all full is an error naming it.
+function Alloc:place(bars)
+   local list = {}
+   for i = 0, 6 do
+      local b = bars[i]
+      if b and b.size > 0 and not b.upper then list[#list + 1] = b end
+   end
+   table.sort(list, function(a, b)
+      if a.size ~= b.size then return a.size > b.size end
+      return a.index < b.index
+   end)
+   local out = {}
+   for _, b in ipairs(list) do
+      local tries = self.policy(b)
+      local addr, err
+      for _, name in ipairs(tries) do
+         if name == "mmio64" and not b.is64 then
+            err = "a 32-bit BAR cannot go above 4 GiB"
+         else
+            addr, err = self:reserve(name, b.size)
+            if addr then out[b.index] = { addr = addr, window = name }; break end
+         end
+      end
+      if not addr then
+         return nil, ("layout: BAR%d (%#x bytes): %s"):format(b.index, b.size, err or "no window")
+      end
+   end
+   return out
+end
+
+-- Program the addresses into the function through its config space, as firmware
+-- would (the trap sees ordinary guest writes).
+function layout.program(trap, placed)
+   for i, p in pairs(placed) do
+      local off = i == 6 and 0x30 or 0x10 + 4 * i
+      local lo = trap:cfg_read(off, 4)
+      if i == 6 then
+         trap:cfg_write(off, 4, (p.addr & 0xfffff800) | (lo & 1))
+      else
+         local b = trap:bars()[i]
+         local keep = b.io and 0x3 or 0xf
+         trap:cfg_write(off, 4, (p.addr & 0xffffffff & ~keep) | (lo & keep))
+         if b.is64 then trap:cfg_write(off + 4, 4, p.addr >> 32) end
+      end
+   end
+end
+
+---------------------------------------------------------------------------------------
+-- What each BAR becomes in the VM once placed: mapped pages, C-trapped and Lua-handled
+-- spans, and the difference to apply when the guest moves or toggles a BAR.
+
+layout.PAGE = 4096
+
+-- Split [0, size) of a BAR into pieces: "map" (mmap-able pages), "trap" (C handled) and
+-- "lua" (quirk windows whose handlers are Lua). Pure: specs check it without a device.
+--   bar = {size=, phys_size=, io=}, o = {mappable=bool, trapped={{off, len}...},
+--   lua={{off, len, ro=bool}...}, trace=bool}
+-- A trapped page whose only trapped spans are windows with ro (reads return the
+-- device's value) also gets a "romap" piece: a read-only slot, so reads go straight to
+-- the device and only writes exit (to the "trap"/"lua" pieces over the same bytes).
+function layout.split_bar(bar, o)
+   local size, page = bar.size, layout.PAGE
+   local phys = math.min(bar.phys_size or size, size)
+   local pieces = {}
+   local function add(kind, off, len)
+      if len <= 0 then return end
+      local last = pieces[#pieces]
+      if last and last.kind == kind and last.off + last.len == off then
+         last.len = last.len + len
+      else
+         pieces[#pieces + 1] = { kind = kind, off = off, len = len }
+      end
+   end
+   -- which pages must trap: those touching a trapped span, and anything past the
+   -- device's region (it reads as zero, no mapping can give that)
+   local npages = (size + page - 1) // page
+   local trapped, romap = {}, {}
+   local can_map = o.mappable and not bar.io and size >= page and not o.trace
+   for p = 0, npages - 1 do
+      local lo, hi = p * page, math.min((p + 1) * page, size)
+      local t = not can_map or hi > phys
+      local ro = not t
+      for _, s in ipairs(o.trapped or {}) do
+         if s[1] < hi and s[1] + s[2] > lo then t, ro = true, false end
+      end
+      for _, s in ipairs(o.lua or {}) do
+         if s[1] < hi and s[1] + s[2] > lo then
+            t = true
+            if not s.ro then ro = false end
+         end
+      end
+      trapped[p], romap[p] = t, t and ro
+   end
+   -- walk byte spans: Lua windows first, then the trapped/mapped page kind
+   local cuts = { 0, size }
+   for _, s in ipairs(o.lua or {}) do
+      cuts[#cuts + 1] = math.max(0, math.min(size, s[1]))
+      cuts[#cuts + 1] = math.max(0, math.min(size, s[1] + s[2]))
+   end
+   for p = 1, npages - 1 do cuts[#cuts + 1] = p * page end
+   table.sort(cuts)
+   for i = 1, #cuts - 1 do
+      local a, b = cuts[i], cuts[i + 1]
+      if b > a then
+         local kind
+         for _, s in ipairs(o.lua or {}) do
+            if a >= s[1] and b <= s[1] + s[2] then kind = "lua" end
+         end
+         if o.trace and not kind then kind = "lua" end
+         kind = kind or (trapped[a // page] and "trap" or "map")
+         if a % page == 0 and romap[a // page] then
+            pieces[#pieces + 1] = { kind = "romap", off = a, len = math.min(page, size - a) }
+         end
+         add(kind, a, b - a)
+      end
+   end
+   return pieces
+end
+
+-- The trapped byte spans of BAR i: MSI-X table and PBA, and quirk windows (mirrors in C,
+-- handlers in Lua).
+local function bar_spans(trap, i, read_through)
+   local trapped, lua = {}, {}
+   local x = trap:msix()
+   if x then
+      if x.table_bar == i then trapped[#trapped + 1] = { x.table_off, x.n * 16 } end
+      if x.pba_bar == i then trapped[#trapped + 1] = { x.pba_off, ((x.n + 63) // 64) * 8 } end
+   end
+   for _, w in ipairs(trap:windows()) do
+      if w.bar == i then
+         local list = w.lua and lua or trapped
+         list[#list + 1] = { w.off, w.len, ro = read_through[("%d:%d:%d"):format(i, w.off, w.len)] }
+      end
+   end
+   return trapped, lua
+end
+
+local REGION_MMAP = 4
+
+-- layout.bar_pieces(trap, flags_of, {no_mmap=, read_through=, trace=}) -> {[bar] =
+-- {bar=, pieces=, mappable=}} for every implemented BAR, each piece with its bar, io,
+-- gpa (from the address the guest programmed) and live (the BAR decodes). flags_of(i)
+-- gives the VFIO region flags of region i (nil: unknown, not mappable).
+function layout.bar_pieces(trap, flags_of, o)
+   local list = {}
+   local bars = trap:bars()
+   for i = 0, 6 do
+      local b = bars[i]
+      if b and b.size > 0 and not b.upper then
+         local flags = flags_of(i)
+         local mappable = not o.no_mmap and flags and (flags & REGION_MMAP) ~= 0
+            and i < 6 or false
+         local trapped, lua = bar_spans(trap, i, o.read_through or {})
+         local pieces = layout.split_bar(b, { mappable = mappable, trapped = trapped, lua = lua,
+                                              trace = o.trace })
+         for _, p in ipairs(pieces) do
+            p.bar, p.io = i, b.io
+            p.gpa = b.addr + p.off
+            p.live = b.mapped
+         end
+         list[i] = { bar = b, pieces = pieces, mappable = mappable }
+      end
+   end
+   return list
+end
+
+local function piece_key(p)
+   return ("%s %d %x %x %s"):format(p.kind, p.bar, p.gpa, p.len, p.io and "io" or "mem")
+end
+
+-- layout.apply(placed, bars, add, remove, on_fail): make `placed` (piece key -> what
+-- add returned) match the pieces of the decoding BARs in `bars` (bar_pieces' result):
+-- remove(handle) what is gone, add(piece) -> handle | nil, err what is new (on_fail(piece,
+-- err) when it cannot be placed; it is tried again next time).
+function layout.apply(placed, bars, add, remove, on_fail)
+   local want = {}
+   for _, e in pairs(bars) do
+      if e.bar.mapped then
+         for _, p in ipairs(e.pieces) do want[piece_key(p)] = p end
+      end
+   end
+   for k, h in pairs(placed) do
+      if not want[k] then
+         remove(h)
+         placed[k] = nil
+      end
+   end
+   for k, p in pairs(want) do
+      if not placed[k] then
+         local h, err = add(p)
+         if h then placed[k] = h else on_fail(p, err) end
+      end
+   end
+end
+
+return layout

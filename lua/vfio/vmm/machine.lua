@@ -1,0 +1,460 @@
+-- A KVM machine with one VFIO device passed through: the trap core's virtual function on
+-- a PCI host bridge (CF8/CFC and ECAM), its BARs as memory slots (mmap-able pages) and
+-- handled ranges (trapped pages: MSI-X table/PBA, quirk windows), its interrupts as
+-- irqfds (MSI/MSI-X vectors on GSI routes, INTx with a resample eventfd) and guest RAM
+-- mapped for the device's DMA at IOVA == guest-physical address.
+--
+--   local m = machine.new(dev, {mem_mib=, quirks=, trace=fn, log=fn})  -- dev: vfio.open
+--   m:plan() -> text   m:boot(guest_path, {cmdline=, timeout=}) -> result   m:close()
+--
+-- Guest-driven changes (a BAR moved, decoding toggled, MSI enabled or reprogrammed) come
+-- from the trap core as events. The machine composes the parts that decide what to do
+-- with them: the interrupt mode (vfio.vmm.irq) turns events into interrupt actions, and
+-- the BAR layout (vfio.vmm.layout) recomputes what must be mapped and trapped from the
+-- trap's state; the machine carries both out on the VM and the device, so slots, ranges
+-- and vectors always follow what the guest programmed.
+local vmlib = require "vfio.vmm.vm"
+local pcihost = require "vfio.vmm.pcihost"
+local passthrough = require "vfio.vmm.passthrough"
+local irq = require "vfio.vmm.irq"
+local pci = require "vfio.pci"
+local layout = require "vfio.vmm.layout"
+
+local M = {}
+local Machine = {}
+Machine.__index = Machine
+
+M.ECAM_BASE = 0xb0000000 -- below the 32-bit BAR window, above guest RAM
+M.SLOT = 4               -- the device's slot on bus 0 (00:04.0); 00:00.0 is a host bridge
+M.INTX_LINE = 10         -- the legacy interrupt line (PIC/IOAPIC pin) given to INTx
+
+local INTX, MSI, MSIX = 0, 1, 2
+
+local function hex(v) return ("%#x"):format(v) end
+
+-- M.new(dev, opts) -> machine (no VM yet), or nil, message, errno.
+--   dev      a vfio.open device (or a recorded fixture / backend: plan only)
+--   opts     quirks = list of quirk tables (nil: the built-in ones), trace = fn(line),
+--            mem_mib = 64, intx_line = 10, no_mmap = true: trap every BAR access
+--            (no memory slots for BARs; QEMU's x-no-mmap)
+function M.new(dev, opts)
+   opts = opts or {}
+   local pt, err, errno = passthrough.new(dev, { quirks = opts.quirks, enable = true })
+   if not pt then return nil, err, errno end
+   local m = setmetatable({
+      dev = dev, pt = pt, trap = pt.trap, opts = opts, trace = opts.trace,
+      mem_mib = opts.mem_mib or 64, intx_line = opts.intx_line or M.INTX_LINE,
+      pieces = {}, maps = {}, dma = {}, stats = { events = 0, lua = 0 },
+   }, Machine)
+   -- quirk windows whose reads are the device's own: their pages can be mapped read-only
+   m.read_through = {}
+   local applied = {}
+   for _, n in ipairs(pt.quirks or {}) do applied[n] = true end
+   for _, q in ipairs(opts.quirks or require("vfio.vmm.quirks").load_builtin()) do
+      for _, w in ipairs(applied[q.name] and q.windows or {}) do
+         if w.reads == "device" then
+            m.read_through[("%d:%d:%d"):format(w.bar, w.off, w.len)] = true
+         end
+      end
+   end
+   -- what firmware would do: the interrupt line the guest reads names our INTx pin
+   if m:intx_pin() ~= 0 then m.trap:cfg_write(0x3c, 1, m.intx_line) end
+   m.trap:events() -- programming done by us, not the guest: the VM starts from the state
+   return m
+end
+
+function Machine:intx_pin()
+   local pin = self.trap:cfg_read(0x3d, 1)
+   return pin or 0
+end
+
+-- VFIO region flags of region i: from the device, or from a recorded fixture (plan).
+function Machine:region_flags(i)
+   local d = self.dev
+   if type(d) == "table" and d.region and d.num_regions then
+      return i < d.num_regions and d:region(i).flags or nil
+   end
+   if not self.fixture then
+      local record = require "vfio.record"
+      self.fixture = type(d) == "table" and d or (type(d) == "string" and record.load(d)) or {}
+   end
+   local r = self.fixture.regions and self.fixture.regions[i]
+   return r and r.flags
+end
+
+-- Desired pieces of every decoding BAR, from the trap's state (vfio.vmm.layout).
+function Machine:layout()
+   return layout.bar_pieces(self.trap, function(i) return self:region_flags(i) end,
+      { no_mmap = self.opts.no_mmap, read_through = self.read_through, trace = self.trace ~= nil })
+end
+
+-- ---- plan ----
+
+function Machine:plan()
+   local out = {}
+   local function p(fmt, ...) out[#out + 1] = fmt:format(...) end
+   local t = self.trap
+   local id = t:cfg_read(0, 4)
+   p("device %s %04x:%04x class %06x -> guest 00:%02x.0", self.dev.bdf or tostring(self.dev),
+     id & 0xffff, id >> 16, t:cfg_read(8, 4) >> 8, M.SLOT)
+   p("host bridge 00:00.0, config: CF8/CFC and ECAM at %s", hex(M.ECAM_BASE))
+   p("guest RAM %d MiB at 0x0, mapped for device DMA at IOVA == GPA", self.mem_mib)
+   for i = 0, 6 do
+      local e = self:layout()[i]
+      if e then
+         local b = e.bar
+         local kind = i == 6 and "rom" or b.io and "io" or (b.is64 and "mem64" or "mem32")
+         local why = e.mappable and "" or self.opts.no_mmap and " (mmap off)" or " (not mmap-able)"
+         p("BAR%d %s %s size %s at %s%s", i, kind, b.prefetch and "prefetch" or "", hex(b.size),
+           hex(b.addr), why)
+         for _, piece in ipairs(e.pieces) do
+            local what = piece.kind == "map" and "mapped (KVM memory slot)"
+               or piece.kind == "romap" and "mapped read-only (reads direct, writes trapped)"
+               or piece.kind == "trap" and "trapped (C dispatch)" or "trapped (Lua handler)"
+            p("  +%s..+%s %s", hex(piece.off), hex(piece.off + piece.len - 1), what)
+         end
+      end
+   end
+   local caps = {}
+   for _, c in ipairs(t:caps()) do
+      if not c.hidden then
+         caps[#caps + 1] = ("%s%s@%s"):format(c.ext and "ext:" or "",
+            c.ext and hex(c.id) or (pci.cap_short[c.id] or hex(c.id)), hex(c.off))
+      end
+   end
+   p("capabilities %s", #caps > 0 and table.concat(caps, " ") or "none")
+   local pin = self:intx_pin()
+   if pin ~= 0 then
+      p("irq INTx pin %s -> line %d (GSI %d), irqfd + resample eventfd (VFIO unmask)",
+        string.char(64 + pin), self.intx_line, self.intx_line)
+   else
+      p("irq INTx none")
+   end
+   local msi, msix = t:msi(), t:msix()
+   if msi then
+      p("irq MSI %d vector(s) -> GSI routes from %d with irqfds, when the guest enables it",
+        msi.vectors, irq.IRQCHIP_GSIS)
+   end
+   if msix then
+      p("irq MSI-X %d vector(s), table BAR%d+%s, PBA BAR%d+%s -> GSI routes with irqfds", msix.n,
+        msix.table_bar, hex(msix.table_off), msix.pba_bar, hex(msix.pba_off))
+   end
+   p("quirks %s", #self.pt.quirks > 0 and table.concat(self.pt.quirks, ", ") or "none")
+   return table.concat(out, "\n") .. "\n"
+end
+
+-- ---- VM wiring ----
+
+local function fail(self, ...)
+   self:close()
+   return nil, ...
+end
+
+function Machine:log(fmt, ...)
+   if self.trace then self.trace(fmt:format(...)) end
+end
+
+-- Build the VM: RAM, irqchip, host bridge, device, DMA, interrupts. Returns self or nil,
+-- message, errno (everything built so far torn down).
+function Machine:start()
+   local m, err, errno = vmlib.create { mem_mib = self.mem_mib }
+   if not m then return fail(self, err, errno) end
+   self.machine, self.vm = m, m.vm
+   local vm = self.vm
+   self.router = irq.new(vm)
+   local bridge = pcihost.host_bridge()
+   if self.trace then
+      self.host = pcihost.new { ecam_base = M.ECAM_BASE }
+      self.host:attach(0, 0, 0, bridge)
+      self.host:attach(0, M.SLOT, 0, self:traced_function())
+   else
+      self.host = pcihost.new_c { ecam_base = M.ECAM_BASE }
+      self.host:attach(0, 0, 0, bridge)
+      self.host:attach(0, M.SLOT, 0, self.trap)
+      local ids
+      ids, err, errno = pcihost.install(vm, self.host)
+      if not ids then return fail(self, err, errno) end
+      self.host_ranges = ids
+   end
+   -- the KVM VFIO device tells KVM the group's DMA is not coherent-agnostic (cache
+   -- behaviour of non-coherent DMA, and the kernel's bookkeeping for the group)
+   if self.dev.group and vm:check_extension("device_ctrl") then
+      local ok = vm:vfio_device()
+      if ok and vm:vfio_group_add(self.dev.group:fileno()) then self.group_added = true end
+   end
+   for _, s in ipairs(vm:memory()) do
+      if s.ram then
+         local ok
+         ok, err, errno = self.dev.container:map_dma(s.host, s.size, s.gpa)
+         if not ok then return fail(self, "DMA map of guest RAM: " .. tostring(err), errno) end
+         self.dma[#self.dma + 1] = s
+      end
+   end
+   local ok
+   ok, err, errno = self:start_irqs()
+   if not ok then return fail(self, err, errno) end
+   ok, err, errno = self:sync()
+   if not ok then return fail(self, err, errno) end
+   return self
+end
+
+-- In --trace mode config goes through the Lua host bridge to this wrapper.
+function Machine:traced_function()
+   local t, me = self.trap, self
+   return {
+      cfg_read = function(_, off, size)
+         local v = t:cfg_read(off, size) or ((1 << (8 * size)) - 1)
+         me:log("cfg  read  %03x/%d -> %0" .. (2 * size) .. "x", off, size, v)
+         return v
+      end,
+      cfg_write = function(_, off, size, v)
+         me:log("cfg  write %03x/%d <- %0" .. (2 * size) .. "x", off, size, v)
+         t:cfg_write(off, size, v)
+         return true
+      end,
+   }
+end
+
+-- INTx is usable: the function has a pin and the device an INTx line.
+function Machine:has_intx()
+   if self:intx_pin() == 0 or not self.dev.set_irqs then return false end
+   local info = self.dev:irq_info(INTX)
+   return info ~= nil and (info.count or 0) >= 1
+end
+
+local INDEX = { intx = INTX, msi = MSI, msix = MSIX }
+
+-- What the interrupt mode's actions (vfio.vmm.irq) do to the device and the VM.
+local IRQ_ACTIONS = {}
+
+function IRQ_ACTIONS.off(self, kind)
+   self.dev:set_irqs(INDEX[kind], "trigger", 0, 0)
+   for _, v in ipairs(self.vectors or {}) do v:close() end
+   self.vectors = nil
+   return true
+end
+
+function IRQ_ACTIONS.intx(self)
+   local line, err, errno = self.intx
+   if not line then
+      line, err, errno = self.router:intx(self.intx_line)
+      if not line then return nil, "INTx irqfd: " .. tostring(err), errno end
+      self.intx = line
+   end
+   local ok
+   ok, err, errno = self.dev:set_irqs(INTX, "trigger", 0, 1, line.irqfd:fileno())
+   if not ok then return nil, err, errno end
+   ok, err, errno = self.dev:set_irqs(INTX, "unmask", 0, 1, line.irqfd:resample_fileno())
+   if not ok then
+      self.dev:set_irqs(INTX, "trigger", 0, 0)
+      return nil, err, errno
+   end
+   return true
+end
+
+function IRQ_ACTIONS.vectors(self, kind, entries)
+   local vecs, fds = {}, {}
+   for i, e in ipairs(entries) do
+      local v, err, errno = self.router:msi(e.addr, e.data)
+      if not v then
+         for _, w in ipairs(vecs) do w:close() end
+         return nil, err, errno
+      end
+      vecs[i], fds[i] = v, v.irqfd:fileno()
+   end
+   local ok, err, errno = self.dev:set_irqs(INDEX[kind], "trigger", 0, #fds, fds)
+   if not ok then
+      for _, w in ipairs(vecs) do w:close() end
+      return nil, err, errno
+   end
+   self.vectors = vecs
+   self:log("irq  %s on, %d vector(s), GSI %d..", kind, #vecs, vecs[1] and vecs[1].gsi or -1)
+   return true
+end
+
+function IRQ_ACTIONS.update(self, i, addr, data) return self.vectors[i]:update(addr, data) end
+
+function IRQ_ACTIONS.reset(self)
+   if self.dev.reset then self.dev:reset() end
+   return true
+end
+
+-- Carry out the interrupt mode's actions in order; the first failure ends them.
+function Machine:irq_actions(actions)
+   for _, a in ipairs(actions) do
+      local ok, err, errno = IRQ_ACTIONS[a[1]](self, table.unpack(a, 2))
+      if not ok then
+         if a[1] == "intx" or a[1] == "vectors" then self.irqmode:failed() end
+         return nil, err, errno
+      end
+   end
+   return true
+end
+
+-- The device's interrupts as they are before the guest enables MSI: INTx, if it has it.
+function Machine:start_irqs()
+   self.irqmode = self.irqmode or irq.mode { intx = self:has_intx() }
+   return self:irq_actions(self.irqmode:start())
+end
+
+local function msix_entry(trap, i)
+   local addr, data = trap:msix_entry(i)
+   return { addr = addr or 0, data = data or 0 }
+end
+
+-- One trap event; interrupt state follows the guest (vfio.vmm.irq's mode decides).
+function Machine:event(e)
+   self.stats.events = self.stats.events + 1
+   self:log("event %s", e.type)
+   local trap = self.trap
+   self.irqmode = self.irqmode or irq.mode { intx = self:has_intx() }
+   return self:irq_actions(self.irqmode:event(e, function(i) return msix_entry(trap, i) end))
+end
+
+-- Drain the trap's events, then make slots and ranges match the BARs.
+function Machine:sync()
+   local evs = self.trap:events() or {}
+   for _, e in ipairs(evs) do
+      local ok, err, errno = self:event(e)
+      if not ok then return nil, err, errno end
+   end
+   return self:apply_layout()
+end
+
+-- The host mapping of a BAR: the one the trap's backend made, so each BAR is mapped
+-- once per device (the slots borrow it, and keep the backend alive while they exist).
+function Machine:region_map(bar)
+   local mp = self.maps[bar]
+   if mp == nil then
+      local addr, off, len = self.pt.backend:mapping(bar)
+      if addr then
+         mp = { address = addr, offset = off, size = len }
+      else
+         self:log("mmap BAR%d failed (%s): trapping it", bar, off)
+      end
+      self.maps[bar] = mp or false
+   end
+   return mp or nil
+end
+
+function Machine:add_piece(p)
+   local vm = self.vm
+   if p.kind == "map" or p.kind == "romap" then
+      local mp = self:region_map(p.bar)
+      if mp and (p.off < mp.offset or p.off + p.len > mp.offset + mp.size) then mp = nil end
+      if not mp then
+         -- no mapping: a plain piece becomes trapped; a read-only one is covered by
+         -- the trap pieces over the same bytes
+         if p.kind == "romap" then return {} end
+         p = setmetatable({ kind = "trap" }, { __index = p })
+      else
+         local slot, err = vm:map(p.gpa, p.len, mp.address + (p.off - mp.offset),
+                                  p.kind == "romap", self.pt.backend)
+         if not slot then return nil, err end
+         self:log("map  BAR%d +%#x %#x bytes at %#x (slot %d)", p.bar, p.off, p.len, p.gpa, slot)
+         return { slot = slot }
+      end
+   end
+   if p.kind == "trap" then
+      local id, err = vm:add_range(p.io and "pio" or "mmio", p.gpa, p.len, self.trap)
+      if not id then return nil, err end
+      return { range = id }
+   end
+   return {} -- "lua": left unregistered, the exits reach the Lua handler
+end
+
+function Machine:remove_piece(h)
+   if h.slot then self.vm:unmap(h.slot) end
+   if h.range then self.vm:remove_range(h.range) end
+end
+
+-- Make slots and ranges match the BARs as the guest has them now.
+function Machine:apply_layout()
+   local me = self
+   layout.apply(self.pieces, self:layout(), function(p) return me:add_piece(p) end,
+      function(h) me:remove_piece(h) end,
+      -- e.g. the guest put a BAR over RAM: it stays unreachable, as on a real bus where
+      -- the address decodes elsewhere first
+      function(p, err) me:log("BAR%d at %#x not placed: %s", p.bar, p.gpa, tostring(err)) end)
+   return true
+end
+
+-- Exits the C side leaves to Lua: Lua quirk windows, everything in --trace mode.
+function Machine:handler(should_stop)
+   local t, me = self.trap, self
+   local host = self.trace
+   return function(x)
+      -- a signal that arrived while Lua ran did not interrupt KVM_RUN: end the run here
+      if should_stop and should_stop() then return false end
+      if host then
+         local handled, v = me.host:access(x)
+         if handled then
+            me:after_access()
+            return v
+         end
+      end
+      if x.count and x.count > 1 then return nil end
+      local io = x.space == "pio"
+      local addr = io and x.port or x.addr
+      me.stats.lua = me.stats.lua + 1
+      local v, hit, _
+      if x.write then
+         _, hit = (io and t.io_write or t.mmio_write)(t, addr, x.size, x.value)
+      else
+         v, hit = (io and t.io_read or t.mmio_read)(t, addr, x.size)
+      end
+      if hit then
+         me:log("%s %s %#x/%d %s %#x", io and "pio " or "mmio", x.write and "write" or "read ",
+                addr, x.size, x.write and "<-" or "->", x.write and x.value or v or 0)
+         me:after_access()
+      end
+      return v
+   end
+end
+
+function Machine:after_access()
+   local ok, err = self:sync()
+   if not ok then self:log("event handling failed: %s", tostring(err)) end
+end
+
+-- m:boot(path, {cmdline=, timeout=, should_stop=fn}) -> result table (see vfio.vmm.vm boot),
+-- or nil, message. should_stop() true ends the run at the next exit that reaches Lua.
+function Machine:boot(path, opts)
+   opts = opts or {}
+   if not self.vm then
+      local ok, err, errno = self:start()
+      if not ok then return nil, err, errno end
+   end
+   local me = self
+   return self.machine:boot(path, {
+      cmdline = opts.cmdline, timeout = opts.timeout,
+      handler = self:handler(opts.should_stop),
+      on_stop = function() me:after_access() end,
+   })
+end
+
+-- Teardown, reverse of start: device interrupts off, vectors and irqfds, DMA mappings,
+-- the KVM VFIO group, BAR slots and ranges, the VM, then the trap and its backend (which
+-- holds the BAR mappings the slots borrowed). Idempotent;
+-- errors on the way do not stop the rest.
+function Machine:close()
+   if self.closed then return end
+   self.closed = true
+   if self.irqmode and self.dev.set_irqs then pcall(self.irq_actions, self, self.irqmode:off()) end
+   if self.intx then pcall(self.intx.close, self.intx) end
+   if self.router then pcall(self.router.close, self.router) end
+   for _, s in ipairs(self.dma or {}) do pcall(self.dev.container.unmap_dma, self.dev.container, s.gpa, s.size) end
+   self.dma = {}
+   if self.group_added then pcall(self.vm.vfio_group_del, self.vm, self.dev.group:fileno()) end
+   if self.vm then
+      for k, h in pairs(self.pieces) do pcall(self.remove_piece, self, h); self.pieces[k] = nil end
+      for _, id in ipairs(self.host_ranges or {}) do pcall(self.vm.remove_range, self.vm, id) end
+   end
+   if self.machine then self.machine:close() end
+   self.maps = {}
+   if self.pt then self.pt:close() end
+end
+Machine.__close = Machine.close
+Machine.__gc = Machine.close
+
+return M

@@ -1,0 +1,128 @@
+-- A small KVM VM: RAM at guest-physical 0, the in-kernel irqchip, one vCPU, a
+-- debug console and an exit port handled in C, and a multiboot loader. Passthrough
+-- wiring (PCI host bridge, BARs, interrupts) builds on top of this.
+local core = require "vfio.core"
+local multiboot = require "vfio.vmm.multiboot"
+
+local M = {}
+local VM = {}
+VM.__index = VM
+
+M.DEBUG_PORT = 0xe9
+M.EXIT_PORT = 0xf4
+M.RAM_LIMIT = 0xc0000000 -- RAM stays below the 32-bit PCI hole (BARs, IOAPIC, LAPIC)
+
+local function fail(what, msg, errno)
+   return nil, what .. ": " .. tostring(msg), errno
+end
+
+-- M.create{mem_mib = 64, kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9,
+--          exit_port = 0xf4} -> vm, or nil, message, errno.
+function M.create(opts)
+   opts = opts or {}
+   local mib = opts.mem_mib or 64
+   if math.type(mib) ~= "integer" or mib < 2 or (mib << 20) > M.RAM_LIMIT then
+      error(("mem_mib must be an integer in [2, %d]"):format(M.RAM_LIMIT >> 20), 2)
+   end
+   local path = opts.kvm or "/dev/kvm"
+   local kvm, msg, errno = core.kvm_open(path)
+   if not kvm then
+      if errno == 2 then msg = msg .. " (no KVM here: load kvm-intel or kvm-amd, or run in the lab)" end
+      return fail("KVM unavailable", msg, errno)
+   end
+   local api, amsg, aerr = kvm:api_version()
+   if api ~= 12 then
+      kvm:close()
+      if not api then return fail("KVM unavailable", amsg, aerr) end
+      return nil, ("KVM unavailable: %s has API version %d, expected 12"):format(path, api)
+   end
+   local vm, vmsg, verr = kvm:create_vm()
+   if not vm then kvm:close(); return nil, vmsg, verr end
+   local m = setmetatable({ kvm = kvm, vm = vm, ram_size = mib << 20 }, VM)
+   local ok, err, e = vm:add_ram(0, m.ram_size)
+   if ok and opts.irqchip ~= false then ok, err, e = vm:create_irqchip() end
+   if ok then ok, err, e = vm:add_debugcon(opts.debug_port or M.DEBUG_PORT) end
+   if ok then ok, err, e = vm:add_exit_port(opts.exit_port or M.EXIT_PORT) end
+   if ok then
+      m.vcpu, err, e = vm:vcpu(0)
+      ok = m.vcpu
+   end
+   if not ok then m:close(); return nil, err, e end
+   return m
+end
+
+-- vm:load_multiboot(image, cmdline) -> entry, or nil, message. `image` is the file's
+-- bytes; the vCPU is left at the multiboot entry state.
+function VM:load_multiboot(image, cmdline)
+   local entry, info = multiboot.load(self.vm, image, { ram_size = self.ram_size, cmdline = cmdline })
+   if not entry then return nil, "not bootable: " .. info end
+   local ok, err, e = self.vcpu:setup_flat32(entry, multiboot.BOOT_MAGIC, info)
+   if not ok then return nil, err, e end
+   return entry
+end
+
+-- vm:load_file(path, cmdline): load_multiboot on a file, with the path in errors.
+function VM:load_file(path, cmdline)
+   local f, err, e = io.open(path, "rb")
+   if not f then return nil, err, e end
+   local image = f:read("a")
+   f:close()
+   local entry, msg, errno = self:load_multiboot(image, cmdline)
+   if not entry then return nil, path .. ": " .. msg, errno end
+   return entry
+end
+
+-- vm:run([handler], [{timeout = s}]) -> exit table (see vcpu:run).
+function VM:run(handler, opts)
+   return self.vcpu:run(handler, opts)
+end
+
+-- vm:output() -> what the guest wrote to the debug console so far.
+function VM:output()
+   return (self.vm:debug_output())
+end
+
+-- Result codes the guest writes to the exit port (examples/guest).
+M.RESULT = { [0] = "pass", [1] = "fail", [2] = "nodev", [3] = "exception" }
+
+-- vm:boot(path, {cmdline=, timeout=, handler=, on_stop=})
+--   -> {result=, code=, output=, exit=}
+-- Runs until the guest writes the exit port or something else ends the run. A "stop"
+-- from any other C handler (a function asking for attention) calls on_stop(exit) and
+-- the guest resumes.
+function VM:boot(path, opts)
+   opts = opts or {}
+   local entry, err, e = self:load_file(path, opts.cmdline)
+   if not entry then return nil, err, e end
+   local exit_port = opts.exit_port or M.EXIT_PORT
+   local clock = os.time()
+   local budget = opts.timeout or 60
+   local exit, rerr, rerrno
+   repeat
+      local left = budget - (os.time() - clock)
+      if left <= 0 then exit = { reason = "timeout" } break end
+      exit, rerr, rerrno = self:run(opts.handler, { timeout = left })
+      if not exit then return nil, rerr, rerrno end
+      local other_stop = exit.reason == "stop" and not (exit.space == "pio" and exit.port == exit_port)
+      if other_stop and opts.on_stop then opts.on_stop(exit) end
+   until not other_stop
+   local r = { exit = exit, output = self:output() }
+   if exit.reason == "stop" and exit.port == exit_port then
+      r.code = exit.value & 0xff
+      r.result = M.RESULT[r.code] or "unknown"
+   else
+      r.result = exit.reason
+   end
+   return r
+end
+
+-- Teardown: vCPU first, then the VM (and its RAM), then /dev/kvm. Idempotent.
+function VM:close()
+   if self.vcpu then self.vcpu:close() end
+   if self.vm then self.vm:close() end
+   if self.kvm then self.kvm:close() end
+end
+VM.__close = VM.close
+VM.__gc = VM.close
+
+return M
