@@ -110,8 +110,16 @@ void lv_kvm_vm_close(struct lv_kvm_vm *vm)
     if (vm->vfio_fd >= 0)
         close(vm->vfio_fd);
     vm->vfio_fd = -1;
-    /* Closing the VM fd drops KVM's use of the slots (vCPU fds still open keep the VM
-     * object, but it no longer touches memory we are about to unmap once they close). */
+    /* Delete every memory slot before closing: an open vCPU fd keeps KVM's VM object, and
+     * with it the slots, alive; a slot left behind would let a vCPU reach host memory
+     * unmapped below (and whatever is mapped there next). */
+    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
+        struct lv_kvm_slot *s = &vm->slots[i];
+        if (!s->used)
+            continue;
+        struct kvm_userspace_memory_region r = {.slot = (uint32_t)i, .guest_phys_addr = s->gpa};
+        ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r);
+    }
     close(vm->fd);
     vm->fd = -1;
     for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {

@@ -28,12 +28,6 @@ struct lv_kvm_io_ops {
     void (*release)(void *opaque);
 };
 
-/* Lua objects plug C handlers into a VM through this metatable field: a light userdata
- * pointing at their static struct lv_kvm_io_ops; the opaque pointer handed to the ops is
- * the object's userdata block. vm:add_range(space, base, size, obj) keeps obj alive until
- * the range is removed; an object closed meanwhile must still answer (e.g. drop). */
-#define LV_KVM_IO_FIELD "__kvm_io"
-
 struct lv_kvm_range {
     int id, space;
     uint64_t base, size;

@@ -1,16 +1,13 @@
 /* A PCI host bridge in C: configuration mechanism #1 (ports CF8-CFF) and ECAM, plugged
  * into the KVM run loop as a handled range (struct lv_kvm_io_ops), so a guest's config
- * accesses never leave C. Functions attach with struct lv_pci_cfg_ops; Lua objects
- * expose theirs through the LV_PCI_CFG_FIELD metatable field (a light userdata), the
- * opaque pointer being the object's userdata block. */
+ * accesses never leave C. Functions attach with struct lv_pci_cfg_ops and an opaque
+ * pointer handed back to the ops. */
 #ifndef LUAVFIO_PCIHOST_H
 #define LUAVFIO_PCIHOST_H
 
 #include "kvm.h"
 
 #include <stdint.h>
-
-#define LV_PCI_CFG_FIELD "__pci_cfg"
 
 /* A write may return LV_PCI_CFG_EVENT: the function's state changed in a way the VM layer
  * must act on (a BAR moved, decoding or MSI toggled); the run loop then returns a "stop"

@@ -1,6 +1,6 @@
 /* vfio.cfgspace: an emulated configuration space (bytes, a guest-writable mask, bytes
- * whose writes notify the VM layer) that attaches to the C host bridge through
- * __pci_cfg, made with core.cfgspace(size). */
+ * whose writes notify the VM layer) that attaches to the C host bridge (its class
+ * registers LV_CAP_PCI_CFG), made with core.cfgspace(size). */
 #include "lv.h"
 #include "kvm/pcihost.h"
 
@@ -111,10 +111,7 @@ void lv_open_cfgspace(lua_State *L)
         {"__gc", l_noop}, {"__close", l_noop}, {"__tostring", l_cfgspace_tostring},
         {NULL, NULL}};
     lv_newclass(L, CFGSPACE_T, methods, meta);
-    luaL_getmetatable(L, CFGSPACE_T);
-    lua_pushlightuserdata(L, (void *)&lv_cfgspace_ops);
-    lua_setfield(L, -2, LV_PCI_CFG_FIELD);
-    lua_pop(L, 1);
+    lv_setcap(L, CFGSPACE_T, LV_CAP_PCI_CFG, &lv_cfgspace_ops);
     lua_pushcfunction(L, l_cfgspace_new);
     lua_setfield(L, -2, "cfgspace");
 }

@@ -84,10 +84,7 @@ void lv_open_debugcon(lua_State *L)
         {"__gc", l_debugcon_close}, {"__close", l_debugcon_close},
         {"__tostring", l_debugcon_tostring}, {NULL, NULL}};
     lv_newclass(L, DEBUGCON_T, methods, meta);
-    luaL_getmetatable(L, DEBUGCON_T);
-    lua_pushlightuserdata(L, (void *)&lv_kvm_debugcon_ops);
-    lua_setfield(L, -2, LV_KVM_IO_FIELD);
-    lua_pop(L, 1);
+    lv_setcap(L, DEBUGCON_T, LV_CAP_KVM_IO, &lv_kvm_debugcon_ops);
     static const luaL_Reg vm_methods[] = {
         {"add_debugcon", l_vm_add_debugcon}, {"debug_output", l_vm_debug_output}, {NULL, NULL}};
     lv_addmethods(L, LV_VM_T, vm_methods);

@@ -13,7 +13,16 @@
  * userdata alive through its user value) can reach it. */
 struct lv_vm_ud {
     struct lv_kvm_vm vm;
+    /* Lifetime rule: guest RAM, the slots and ranges a vCPU can reach stay as they are
+     * while any vcpu:run of this VM is on the stack. vm:close() called from a run
+     * handler only marks the VM (close_pending); the run ends after that handler and the
+     * last run to leave closes it. */
+    int running;                /* vcpu:run calls in progress */
+    int close_pending;
 };
+
+/* Close the VM now (its runs have ended). */
+void lv_vm_close_now(struct lv_vm_ud *v);
 
 struct lv_vm_ud *lv_checkvm(lua_State *L, int arg);  /* raises if closed */
 /* vm:vcpu(id): defined in l_vcpu.c, registered by l_vm.c. */

@@ -43,17 +43,15 @@ static void checkbdf(lua_State *L, unsigned *b, unsigned *d, unsigned *f)
     *f = (unsigned)lv_checkrange(L, 4, 0, 7);
 }
 
-/* host:attach(bus, dev, fn, obj): obj implements config access in C (__pci_cfg). */
+/* host:attach(bus, dev, fn, obj): obj implements config access in C (LV_CAP_PCI_CFG). */
 static int l_pcihost_attach(lua_State *L)
 {
     struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
     unsigned b, d, f;
     checkbdf(L, &b, &d, &f);
-    if (lua_type(L, 5) != LUA_TUSERDATA ||
-        luaL_getmetafield(L, 5, LV_PCI_CFG_FIELD) != LUA_TLIGHTUSERDATA)
-        return luaL_argerror(L, 5, "object with C config access (" LV_PCI_CFG_FIELD ")");
-    const struct lv_pci_cfg_ops *ops = lua_touserdata(L, -1);
-    lua_pop(L, 1);
+    const struct lv_pci_cfg_ops *ops = lv_testcap(L, 5, LV_CAP_PCI_CFG);
+    if (!ops)
+        return luaL_argerror(L, 5, "a PCI function with config access in C (vfio.trap, vfio.cfgspace)");
     int e = lv_pcihost_attach(h, b, d, f, ops, lua_touserdata(L, 5));
     if (e < 0)
         return lv_syserrorf(L, -e, "attach", "%02x:%02x.%u", b, d, f);
@@ -158,10 +156,7 @@ void lv_open_pcihost(lua_State *L)
         {"__gc", l_noop}, {"__close", l_noop}, {"__tostring", l_pcihost_tostring},
         {NULL, NULL}};
     lv_newclass(L, PCIHOST_T, h_m, h_mt);
-    luaL_getmetatable(L, PCIHOST_T);
-    lua_pushlightuserdata(L, (void *)&lv_pcihost_io_ops);
-    lua_setfield(L, -2, LV_KVM_IO_FIELD);
-    lua_pop(L, 1);
+    lv_setcap(L, PCIHOST_T, LV_CAP_KVM_IO, &lv_pcihost_io_ops);
     lua_pushcfunction(L, l_pcihost_new);
     lua_setfield(L, -2, "pcihost");
 }

@@ -484,7 +484,11 @@ void lv_pushregion(lua_State *L, int devidx, struct vfio_region_desc *d, int err
     dev->regions = r;
     r->pprev = &dev->regions;
 
-    /* Per-region metatable: fields + metamethods; its metatable is the class. */
+    /* Per-region tables: F holds the fields and a copy of the methods (so `r.size` and
+     * `r:read32` are one lookup each); M, the region's metatable, has __index = F, the
+     * metamethods and __metatable, and the class as its own metatable (region_self's
+     * check). Neither is reachable from Lua: F is no value of any field and
+     * getmetatable(r) returns the class's description. */
     lua_createtable(L, 0, 20);
     if (!err) {
         struct vfio_region_desc view = *d;
@@ -503,28 +507,33 @@ void lv_pushregion(lua_State *L, int devidx, struct vfio_region_desc *d, int err
     }
     lua_pushstring(L, dev->name);
     lua_setfield(L, -2, "device_name");
+    int fields = lua_gettop(L);
     luaL_getmetatable(L, LV_REGION);
-    /* The class keeps the finalizer under another key: a __gc there would make every
-     * per-region table finalizable too. */
-    static const char *const keys[][2] = {{"gc_", "__gc"}, {"__close", "__close"},
-                                          {"__tostring", "__tostring"}, {"__name", "__name"}};
-    for (int i = 0; i < 4; i++) {
-        lua_getfield(L, -1, keys[i][0]);
-        lua_setfield(L, -3, keys[i][1]);
-    }
-    /* Methods are copied in too, so `r:read32` is one table lookup, not a chain. */
-    lua_getfield(L, -1, "__index");
+    int class = lua_gettop(L);
+    lua_getfield(L, class, "__index");
     lua_pushnil(L);
     while (lua_next(L, -2)) {
         lua_pushvalue(L, -2);
         lua_insert(L, -2);
-        lua_rawset(L, -6);
+        lua_rawset(L, fields);
     }
     lua_pop(L, 1);
-    lua_setmetatable(L, -2); /* class becomes the metatable of the per-region table */
-    lua_pushvalue(L, -1);
+    lua_createtable(L, 0, 6);
+    /* The class keeps the finalizer under another key: a __gc there would make every
+     * table whose metatable it is (each M) finalizable too. */
+    static const char *const keys[][2] = {{"gc_", "__gc"}, {"__close", "__close"},
+                                          {"__tostring", "__tostring"}, {"__name", "__name"},
+                                          {"__metatable", "__metatable"}};
+    for (int i = 0; i < 5; i++) {
+        lua_getfield(L, class, keys[i][0]);
+        lua_setfield(L, -2, keys[i][1]);
+    }
+    lua_pushvalue(L, fields);
     lua_setfield(L, -2, "__index");
-    lua_setmetatable(L, -2);
+    lua_pushvalue(L, class);
+    lua_setmetatable(L, -2);  /* M -> class */
+    lua_setmetatable(L, -4);  /* userdata -> M */
+    lua_pop(L, 2);            /* class, F */
 }
 
 static int to_u64_field(lua_State *L, int t, const char *k, uint64_t *out, int required)

@@ -5,17 +5,23 @@
 #include <string.h>
 #include <time.h>
 
+/* Lifetime rule: the kvm_run page and the vCPU fd stay while run() is on the stack, so
+ * vcpu:close() from a run handler only marks the vCPU; run() then returns after that
+ * handler (its exit table has closed = true) and closes it. The VM is kept alive by user
+ * value 1 and follows the same rule (struct lv_vm_ud). */
 struct vcpu_ud {
     struct lv_kvm_vcpu c;
     struct lv_kvm_exit last; /* the exit last returned, for complete() */
+    struct lv_vm_ud *vm;
+    int running, close_pending;
 };
 
 static struct vcpu_ud *checkvcpu(lua_State *L, int arg)
 {
     struct vcpu_ud *v = luaL_checkudata(L, arg, LV_VCPU_T);
-    if (v->c.fd < 0)
+    if (v->c.fd < 0 || v->close_pending)
         luaL_error(L, "attempt to use a closed vcpu");
-    if (v->c.vm->fd < 0)
+    if (v->c.vm->fd < 0 || v->vm->close_pending)
         luaL_error(L, "attempt to use a vcpu of a closed vm");
     return v;
 }
@@ -26,6 +32,7 @@ int lv_vm_vcpu(lua_State *L)
     int id = (int)lv_checkrange(L, 2, 0, 1023);
     struct vcpu_ud *v = lv_newobject(L, sizeof *v, LV_VCPU_T, 1);
     v->c.fd = -1;
+    v->vm = vm;
     int e = lv_kvm_vcpu_create(&v->c, &vm->vm, id);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_CREATE_VCPU", "vcpu %d", id);
@@ -36,7 +43,10 @@ int lv_vm_vcpu(lua_State *L)
 static int l_vcpu_close(lua_State *L)
 {
     struct vcpu_ud *v = luaL_checkudata(L, 1, LV_VCPU_T);
-    lv_kvm_vcpu_close(&v->c);
+    if (v->running)
+        v->close_pending = 1;   /* from a handler: run() ends, then closes the vCPU */
+    else
+        lv_kvm_vcpu_close(&v->c);
     return 0;
 }
 
@@ -244,24 +254,22 @@ static double now_s(void)
  * With a handler: handler(exit) is called for every unhandled io/mmio exit; for reads
  * its integer or string result is the data; returning false ends run() with that exit.
  * Other exits (hlt, stop, timeout, intr, shutdown, ...) always end run(). */
-static int l_vcpu_run(lua_State *L)
+/* Leave run(): the closes asked for by a handler happen now, when nothing of the run
+ * is on the stack any more. */
+static void end_run(struct vcpu_ud *v)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
-    int handler = 0, optarg = 2;
-    if (lua_isfunction(L, 2))
-        handler = 2, optarg = 3;
-    else if (lua_isnil(L, 2) && !lua_isnone(L, 3))
-        optarg = 3;
-    double timeout = 0;
-    if (!lua_isnoneornil(L, optarg)) {
-        luaL_checktype(L, optarg, LUA_TTABLE);
-        lua_getfield(L, optarg, "timeout");
-        timeout = luaL_optnumber(L, -1, 0);
-        lua_pop(L, 1);
-        if (timeout < 0)
-            return luaL_argerror(L, optarg, "negative timeout");
+    v->running = 0;
+    v->vm->running--;
+    if (v->close_pending) {
+        v->close_pending = 0;
+        lv_kvm_vcpu_close(&v->c);
     }
-    double deadline = timeout > 0 ? now_s() + timeout : 0;
+    if (v->vm->close_pending && !v->vm->running)
+        lv_vm_close_now(v->vm);
+}
+
+static int run_loop(lua_State *L, struct vcpu_ud *v, int handler, double deadline)
+{
     for (;;) {
         int64_t ns = 0;
         if (deadline > 0) {
@@ -285,6 +293,14 @@ static int l_vcpu_run(lua_State *L)
         lua_pushvalue(L, handler);
         lua_pushvalue(L, -2);
         lua_call(L, 1, 1);
+        if (v->close_pending || v->vm->close_pending) {
+            /* the handler closed the vCPU or the VM: no completion, no next entry */
+            v->c.pending_read = 0;
+            lua_pop(L, 1);
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "closed");
+            return 1;
+        }
         if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
             lua_pop(L, 1);
             return 1;
@@ -293,6 +309,52 @@ static int l_vcpu_run(lua_State *L)
             complete_read(L, v, lua_gettop(L));
         lua_pop(L, 2);
     }
+}
+
+static int run_protected(lua_State *L)
+{
+    struct vcpu_ud *v = lua_touserdata(L, 1);
+    return run_loop(L, v, (int)lua_tointeger(L, 2) ? 3 : 0, lua_tonumber(L, 4));
+}
+
+static int l_vcpu_run(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    if (v->running)
+        return luaL_error(L, "vcpu %d: run() called from inside its own run", v->c.id);
+    int handler = 0, optarg = 2;
+    if (lua_isfunction(L, 2))
+        handler = 2, optarg = 3;
+    else if (lua_isnil(L, 2) && !lua_isnone(L, 3))
+        optarg = 3;
+    double timeout = 0;
+    if (!lua_isnoneornil(L, optarg)) {
+        luaL_checktype(L, optarg, LUA_TTABLE);
+        lua_getfield(L, optarg, "timeout");
+        timeout = luaL_optnumber(L, -1, 0);
+        lua_pop(L, 1);
+        if (timeout < 0)
+            return luaL_argerror(L, optarg, "negative timeout");
+    }
+    double deadline = timeout > 0 ? now_s() + timeout : 0;
+    /* The loop runs under pcall so that a handler's error still ends the run properly
+     * (running cleared, pending closes done) before it propagates. */
+    int base = lua_gettop(L);
+    lua_pushcfunction(L, run_protected);
+    lua_pushlightuserdata(L, v);
+    lua_pushinteger(L, handler);
+    if (handler)
+        lua_pushvalue(L, handler);
+    else
+        lua_pushnil(L);
+    lua_pushnumber(L, deadline);
+    v->running = 1;
+    v->vm->running++;
+    int st = lua_pcall(L, 4, LUA_MULTRET, 0);
+    end_run(v);
+    if (st != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L) - base;
 }
 
 void lv_open_vcpu(lua_State *L)

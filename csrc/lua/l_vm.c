@@ -19,7 +19,7 @@ static int push_result(lua_State *L, int e, const char *op, const char *subject)
 struct lv_vm_ud *lv_checkvm(lua_State *L, int arg)
 {
     struct lv_vm_ud *v = luaL_checkudata(L, arg, LV_VM_T);
-    if (v->vm.fd < 0)
+    if (v->vm.fd < 0 || v->close_pending)
         luaL_error(L, "attempt to use a closed vm");
     return v;
 }
@@ -280,11 +280,9 @@ int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t ba
                         uint64_t size, int obj)
 {
     obj = lua_absindex(L, obj);
-    if (lua_type(L, obj) != LUA_TUSERDATA ||
-        luaL_getmetafield(L, obj, LV_KVM_IO_FIELD) != LUA_TLIGHTUSERDATA)
-        return luaL_argerror(L, obj, "object with a C access handler (" LV_KVM_IO_FIELD ")");
-    const struct lv_kvm_io_ops *ops = lua_touserdata(L, -1);
-    lua_pop(L, 1);
+    const struct lv_kvm_io_ops *ops = lv_testcap(L, obj, LV_CAP_KVM_IO);
+    if (!ops)
+        return luaL_argerror(L, obj, "an object with a C access handler (vfio.trap, vfio.pcihost, vfio.debugcon)");
     int id = lv_kvm_add_range(&v->vm, space, base, size, ops, lua_touserdata(L, obj));
     if (id < 0)
         return lv_syserrorf(L, -id, "add handled range", "%s 0x%llx size 0x%llx",
@@ -299,7 +297,7 @@ int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t ba
 }
 
 /* vm:add_range("pio"|"mmio", base, size, obj) -> id: accesses there are handled in C by
- * obj (see LV_KVM_IO_FIELD in kvm.h) and never reach Lua. */
+ * obj (one whose class registered LV_CAP_KVM_IO) and never reach Lua. */
 static int l_vm_add_range(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
@@ -350,10 +348,19 @@ static int l_vm_fileno(lua_State *L)
     return 1;
 }
 
+void lv_vm_close_now(struct lv_vm_ud *v)
+{
+    v->close_pending = 0;
+    lv_kvm_vm_close(&v->vm);
+}
+
 static int l_vm_close(lua_State *L)
 {
     struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
-    lv_kvm_vm_close(&v->vm);
+    if (v->running)
+        v->close_pending = 1;   /* inside a run handler: the run ends, then the VM closes */
+    else
+        lv_vm_close_now(v);
     return 0;
 }
 

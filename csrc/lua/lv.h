@@ -6,7 +6,12 @@
  *    "<operation> <subject>: <strerror>" so a caller always learns what failed, on what;
  *  - every object type has one metatable named "vfio.<type>" with __name, __index,
  *    __tostring, __gc and __close; close() is idempotent;
- *  - a child keeps its parent alive through user value 1 (lv_set_parent). */
+ *  - a child keeps its parent alive through user value 1 (lv_set_parent);
+ *  - types cannot be forged from Lua: every metatable carries __metatable, so Lua code
+ *    never reaches one (getmetatable returns a read-only description of the class), C
+ *    checks an object's type by its metatable's identity (luaL_checkudata), and what an
+ *    object implements in C (config access, handled ranges) is found by that identity in
+ *    a registry table (lv_setcap / lv_testcap), never in a field Lua could write. */
 #ifndef LUAVFIO_LV_H
 #define LUAVFIO_LV_H
 
@@ -41,6 +46,18 @@ void lv_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
 /* Add `methods` to the class `tname` registered earlier, so one object type can keep a
  * concern of its own in a file of its own (trap:bench). */
 void lv_addmethods(lua_State *L, const char *tname, const luaL_Reg *methods);
+
+/* Make every class registered so far unreachable from Lua: each gets __metatable, a
+ * description table ({__name, __index = a copy of its methods, __tostring}) that
+ * getmetatable returns instead. Called once the whole module is open. */
+void lv_protect_classes(lua_State *L);
+
+/* Record that objects of class `tname` implement `cap` with the C table `ops`, and find
+ * it again for the object at `idx` (NULL when the object is not of such a class). */
+#define LV_CAP_KVM_IO "kvm_io"   /* struct lv_kvm_io_ops: a handled range of a VM */
+#define LV_CAP_PCI_CFG "pci_cfg" /* struct lv_pci_cfg_ops: a function of the host bridge */
+void lv_setcap(lua_State *L, const char *tname, const char *cap, const void *ops);
+const void *lv_testcap(lua_State *L, int idx, const char *cap);
 
 /* Store the value at `parent` as user value `slot` of the userdata at `child`, so a child
  * object keeps its parent alive for as long as it lives. */

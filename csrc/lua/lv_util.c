@@ -56,6 +56,84 @@ void lv_addmethods(lua_State *L, const char *tname, const luaL_Reg *methods)
     lua_pop(L, 2);
 }
 
+/* Registry key of the capability table: metatable -> { cap name -> light userdata }. */
+static const char CAPS_KEY[] = "luavfio.caps";
+
+void lv_setcap(lua_State *L, const char *tname, const char *cap, const void *ops)
+{
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, CAPS_KEY);
+    luaL_getmetatable(L, tname);
+    if (lua_rawget(L, -2) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        luaL_getmetatable(L, tname);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_pushlightuserdata(L, (void *)ops);
+    lua_setfield(L, -2, cap);
+    lua_pop(L, 2);
+}
+
+const void *lv_testcap(lua_State *L, int idx, const char *cap)
+{
+    const void *ops = NULL;
+    int top = lua_gettop(L);
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+        return NULL;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CAPS_KEY) == LUA_TTABLE) {
+        lua_pushvalue(L, -2);
+        if (lua_rawget(L, -2) == LUA_TTABLE && lua_getfield(L, -1, cap) == LUA_TLIGHTUSERDATA)
+            ops = lua_touserdata(L, -1);
+    }
+    lua_settop(L, top);
+    return ops;
+}
+
+/* The table getmetatable() shows for objects of the class at `mt`: its name, a copy of
+ * its methods (so the REPL can complete them) and its __tostring. Writing to it changes
+ * nothing of the class. */
+static void push_description(lua_State *L, int mt)
+{
+    lua_createtable(L, 0, 3);
+    lua_getfield(L, mt, "__name");
+    lua_setfield(L, -2, "__name");
+    lua_getfield(L, mt, "__tostring");
+    lua_setfield(L, -2, "__tostring");
+    if (lua_getfield(L, mt, "__index") == LUA_TTABLE) {
+        lua_newtable(L);
+        lua_pushnil(L);
+        while (lua_next(L, -3)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);
+        }
+        lua_remove(L, -2);
+    }
+    lua_setfield(L, -2, "__index");
+}
+
+void lv_protect_classes(lua_State *L)
+{
+    lua_pushnil(L);
+    while (lua_next(L, LUA_REGISTRYINDEX)) {
+        /* classes are registry entries "vfio.<type>" whose __name is their own key */
+        if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1) &&
+            strncmp(lua_tostring(L, -2), "vfio.", 5) == 0) {
+            int mt = lua_gettop(L);
+            lua_getfield(L, mt, "__name");
+            int is_class = lua_rawequal(L, -1, mt - 1);
+            lua_pop(L, 1);
+            if (is_class) {
+                push_description(L, mt);
+                lua_setfield(L, mt, "__metatable");
+            }
+        }
+        lua_pop(L, 1);
+    }
+}
+
 void lv_set_parent(lua_State *L, int child, int parent, int slot)
 {
     child = lua_absindex(L, child);

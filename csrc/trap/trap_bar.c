@@ -196,6 +196,12 @@ int trap_bar_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len
     struct trap_bar *b = &fn->bars[bar];
     if (!b->size || b->upper || off >= b->size || len > b->size - off)
         return -ERANGE;
+    if (fn->closed) {
+        /* a closed function forwards nothing, not even where its MSI-X table was */
+        if (!write)
+            *val = ones(len);
+        return 0;
+    }
     if (!write)
         *val = 0;
     else
@@ -207,10 +213,8 @@ int trap_bar_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len
         int r = trap_msix_access(fn, bar, off, len, write, val);
         if (r)
             return r < 0 ? r : 0;
-        for (unsigned i = 0; i < fn->nwindows; i++) {
-            const struct trap_window *w = &fn->windows[i];
-            if (w->bar != bar || off >= w->off + w->len || off + len <= w->off)
-                continue;
+        const struct trap_window *w = trap_window_at(fn, bar, off, len);
+        if (w) {
             if (off < w->off || off + len > w->off + w->len) {
                 if (!write)
                     *val = ones(len);   /* straddles the window edge */
@@ -241,17 +245,51 @@ int trap_bar_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len
     return 0;
 }
 
-int trap_addr_access(struct trap_fn *fn, bool io, uint64_t addr, uint32_t len, bool write,
-                     uint64_t *val)
+int trap_decode(const struct trap_fn *fn, bool io, uint64_t addr, uint32_t len, uint64_t *off)
 {
     for (unsigned i = 0; i < TRAP_NBARS; i++) {
-        struct trap_bar *b = &fn->bars[i];
+        const struct trap_bar *b = &fn->bars[i];
         if (!b->size || b->upper || b->mapped == TRAP_UNMAPPED || b->io != io)
             continue;
         if (addr < b->mapped || addr - b->mapped >= b->size || len > b->size - (addr - b->mapped))
             continue;
-        return trap_bar_access(fn, i, addr - b->mapped, len, write, val);
+        *off = addr - b->mapped;
+        return (int)i;
     }
+    return -1;
+}
+
+const struct trap_window *trap_window_at(const struct trap_fn *fn, unsigned bar, uint64_t off,
+                                         uint32_t len)
+{
+    for (unsigned i = 0; i < fn->nwindows; i++) {
+        const struct trap_window *w = &fn->windows[i];
+        if (w->bar == bar && off < w->off + w->len && off + len > w->off)
+            return w;
+    }
+    return NULL;
+}
+
+bool trap_addr_needs_lua(const struct trap_fn *fn, bool io, uint64_t addr, uint32_t len)
+{
+    uint64_t off;
+    int bar = trap_decode(fn, io, addr, len, &off);
+    if (bar < 0 || bar == 6 || fn->closed)
+        return false;
+    /* trap_bar_access tries the MSI-X table and PBA first, the windows after them */
+    if (trap_msix_claims(fn, (unsigned)bar, off, len))
+        return false;
+    const struct trap_window *w = trap_window_at(fn, (unsigned)bar, off, len);
+    return w && w->kind == WIN_HANDLER && off >= w->off && off + len <= w->off + w->len;
+}
+
+int trap_addr_access(struct trap_fn *fn, bool io, uint64_t addr, uint32_t len, bool write,
+                     uint64_t *val)
+{
+    uint64_t off;
+    int bar = trap_decode(fn, io, addr, len, &off);
+    if (bar >= 0)
+        return trap_bar_access(fn, (unsigned)bar, off, len, write, val);
     if (!write)
         *val = ones(len);
     return -ENXIO;   /* nobody decodes it: reads float high */

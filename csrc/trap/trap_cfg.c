@@ -397,6 +397,10 @@ int trap_cfg_read(struct trap_fn *fn, uint32_t off, uint32_t len, uint32_t *val)
 {
     if (!valid_len(len))
         return -EINVAL;
+    if (fn->closed) {
+        *val = ones[len];   /* a closed function reads like an absent one */
+        return 0;
+    }
     if (off >= fn->cfg_size || len > fn->cfg_size - off) {
         *val = ones[len];     /* nothing decodes there */
         return 0;
@@ -460,6 +464,8 @@ int trap_cfg_write(struct trap_fn *fn, uint32_t off, uint32_t len, uint32_t val)
 {
     if (!valid_len(len))
         return -EINVAL;
+    if (fn->closed)
+        return 0;           /* dropped: nothing reaches the device after close */
     if (off >= fn->cfg_size || len > fn->cfg_size - off)
         return 0;
     unsigned kinds = 0;

@@ -33,6 +33,7 @@ int trap_init(struct trap_fn *fn, struct lv_backend *be, bool pcie_allowed)
 
 void trap_free(struct trap_fn *fn)
 {
+    fn->closed = true;
     free(fn->msix.table);
     fn->msix.table = NULL;
     fn->msix.off = 0;

@@ -227,6 +227,16 @@ static void entry_events(struct trap_fn *fn, unsigned v, const struct trap_msix_
     }
 }
 
+bool trap_msix_claims(const struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len)
+{
+    if (!fn->msix.off)
+        return false;
+    uint64_t tl = (uint64_t)fn->msix.n * 16, pl = pba_len(fn->msix.n);
+    return (bar == fn->msix.table_bar && off < fn->msix.table_off + tl &&
+            off + len > fn->msix.table_off) ||
+           (bar == fn->msix.pba_bar && off < fn->msix.pba_off + pl && off + len > fn->msix.pba_off);
+}
+
 int trap_msix_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len, bool write,
                      uint64_t *val)
 {

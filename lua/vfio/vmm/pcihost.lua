@@ -147,7 +147,7 @@ end
 
 -- The same host bridge decoding in C (vfio.core.pcihost): config accesses are answered
 -- inside the vCPU run loop and never reach Lua. Functions must be C-backed (cfgspace,
--- or a trap-core function exposing __pci_cfg).
+-- or a trap-core function: classes that register config access in C).
 M.new_c = core.pcihost
 
 -- M.install(vm, c_host) -> range ids: CF8-CFF and the ECAM window go to the C host.

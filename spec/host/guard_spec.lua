@@ -1,0 +1,183 @@
+-- The guest boundary and the Lua API as a security boundary: what a plain Lua script (no
+-- debug library) or a guest can do to the objects of vfio.core. Each case was a way to
+-- crash the process or reach memory, a file or a device register it was not given.
+local core = require "vfio.core"
+local fixture = require "support.fixture"
+
+local function shm_region(size)
+   local path = os.tmpname()
+   local f = assert(io.open(path, "wb"))
+   f:write(("\0"):rep(size))
+   f:close()
+   local dev = assert(core.device_file(path, "shm"))
+   os.remove(path)
+   local r = core.region(dev, { offset = 0, size = size, readable = true, writable = true,
+                                mappable = true })
+   return r, dev
+end
+
+describe("types Lua cannot forge", function()
+   it("keep every metatable out of Lua's reach: getmetatable gives a description", function()
+      local r = shm_region(4096)
+      local cfg = core.cfgspace(256)
+      for _, obj in ipairs { r, cfg, core.eventfd(), core.dmabuf(4096) } do
+         local mt = getmetatable(obj)
+         assert.is_table(mt)
+         local name = mt.__name
+         assert.matches("^vfio%.", name)
+         mt.__tostring, mt.__name, mt.__index = nil, nil, nil   -- a copy: the class is untouched
+         assert.are.equal(1, (tostring(obj):find(name, 1, true)))
+         assert.is_function(obj.close)
+      end
+   end)
+
+   it("a cfgspace given the region class is still no region", function()
+      local r = shm_region(4096)
+      local cfg = core.cfgspace(256)
+      local desc = getmetatable(cfg)
+      desc.__index = getmetatable(r).__index          -- what once re-classed it
+      setmetatable(desc, getmetatable(r))
+      assert.has_error(function() r.read32(cfg, 0) end, nil)
+      local ok, err = pcall(r.write32, cfg, 0, 0x41414141)
+      assert.is_false(ok)
+      assert.matches("vfio.region expected, got vfio.cfgspace", err)
+   end)
+
+   it("a region whose __gc a script removed is still finalized before its device", function()
+      local r, dev = shm_region(4096)
+      local desc = getmetatable(r)
+      desc.__gc, desc.__close = nil, nil
+      assert.is_nil(r.__gc)                            -- metamethods are no fields either
+      assert.is_nil(r.__index)
+      assert(r:map())
+      r = nil -- luacheck: ignore
+      collectgarbage(); collectgarbage()
+      dev:close()                                       -- walked a freed region before
+      dev:close()
+   end)
+
+   it("what an object implements in C cannot be copied onto another", function()
+      local cfg = core.cfgspace(256)
+      local t = fixture.trap("edu")
+      local desc = getmetatable(cfg)
+      for k, v in pairs(getmetatable(t)) do desc[k] = v end  -- a trap's "__kvm_io" and all
+      local host = core.pcihost()
+      -- a cfgspace is a PCI function, so the host bridge takes it ...
+      assert(host:attach(0, 1, 0, cfg))
+      -- ... but it handles no guest ranges: a VM refuses it (needs /dev/kvm)
+      local kvm = core.kvm_open()
+      local vm = kvm and kvm:create_vm()
+      if not vm then pending("no usable /dev/kvm here: the VM half is covered in the lab") return end
+      assert.has_error(function() vm:add_range("mmio", 0x100000, 0x1000, cfg) end)
+      assert(vm:add_range("mmio", 0x100000, 0x1000, t))
+      vm:close()
+   end)
+end)
+
+describe("a closed trap, as the guest reaches it", function()
+   it("answers config reads with all ones and drops config writes (C host bridge)", function()
+      local t, be = fixture.trap("nvme")
+      local host = core.pcihost()
+      assert(host:attach(0, 3, 0, t))
+      local cf8 = function(off) return 0x80000000 | 3 << 11 | off end
+      t:close()
+      local before = be:stats()
+      host:access { space = "pio", port = 0xcf8, size = 4, write = true, value = cf8(0) }
+      local _, v = host:access { space = "pio", port = 0xcfc, size = 4 }
+      assert.are.equal(0xffffffff, v)
+      host:access { space = "pio", port = 0xcf8, size = 4, write = true, value = cf8(4) }
+      host:access { space = "pio", port = 0xcfc, size = 2, write = true, value = 0x0006 }
+      assert.are.same(before, be:stats())
+   end)
+
+   it("forwards nothing to the device's MSI-X table from a guest store (host /dev/kvm)", function()
+      local t, be = fixture.trap("nvme")
+      local m = assert(t:msix())
+      local bar = assert(t:bars()[m.table_bar])
+      local base = 0x200000
+      t:cfg_write(0x10 + 4 * m.table_bar, 4, base)
+      if bar.is64 then t:cfg_write(0x14 + 4 * m.table_bar, 4, 0) end
+      t:cfg_write(4, 2, 0x0006)                           -- memory decode, bus master
+      local kvm = core.kvm_open()
+      local vm = kvm and kvm:create_vm()
+      if not vm then pending("no usable /dev/kvm here: the lab covers the guest path") return end
+      assert(vm:add_ram(0, 0x10000))
+      assert(vm:add_range("mmio", base, bar.size, t))
+      local entry = base + m.table_off
+      -- 32-bit flat code: mov dword [entry], 0xfee00000; mov dword [entry+12], 0; hlt
+      local code = string.pack("<BBI4I4BBI4I4B", 0xC7, 0x05, entry, 0xfee00000,
+                               0xC7, 0x05, entry + 12, 0, 0xF4)
+      vm:write(0x1000, code)
+      local cpu = assert(vm:vcpu(0))
+      assert(cpu:setup_flat32(0x1000, 0, 0))
+      t:close()                                           -- the range stays registered
+      local before = be:stats()
+      local e = assert(cpu:run(nil, { timeout = 5 }))
+      assert.are.equal("hlt", e.reason)
+      assert.are.same(before, be:stats())
+      vm:close()
+   end)
+end)
+
+-- Real-mode code for the vCPU cases: `out 0x10, al` twice, then hlt.
+local OUT_TWICE = string.char(0xB0, 0x01, 0xE6, 0x10, 0xB0, 0x02, 0xE6, 0x10, 0xF4)
+
+local function kvm_vm()
+   local kvm = core.kvm_open()
+   local vm = kvm and kvm:create_vm()
+   if not vm then return nil end
+   assert(vm:add_ram(0, 0x10000))
+   assert(vm:write(0x1000, OUT_TWICE) == nil)
+   local cpu = assert(vm:vcpu(0))
+   assert(cpu:setup_real(0, 0x1000))
+   return vm, cpu, kvm
+end
+
+describe("objects closed from inside vcpu:run (host /dev/kvm)", function()
+   it("a handler that closes its vCPU ends the run cleanly", function()
+      local vm, cpu = kvm_vm()
+      if not vm then pending("no usable /dev/kvm on this machine: the lab runs the same spec") return end
+      local calls = 0
+      local e = assert(cpu:run(function()
+         calls = calls + 1
+         cpu:close()
+         assert.has_error(function() cpu:get_regs() end, "attempt to use a closed vcpu")
+         return 0
+      end))
+      assert.are.equal(1, calls)
+      assert.is_true(e.closed)
+      assert.are.equal("vfio.vcpu (closed)", tostring(cpu))
+      assert.has_error(function() cpu:run() end, "attempt to use a closed vcpu")
+      vm:close()
+   end)
+
+   it("a handler that closes the VM ends the run; RAM goes only after the run", function()
+      local vm, cpu = kvm_vm()
+      if not vm then pending("no usable /dev/kvm on this machine: the lab runs the same spec") return end
+      local e = assert(cpu:run(function()
+         vm:close()
+         assert.has_error(function() vm:read(0x1000, 1) end, "attempt to use a closed vm")
+      end))
+      assert.is_true(e.closed)
+      assert.are.equal("vfio.vm (closed)", tostring(vm))
+      assert.has_error(function() cpu:run() end, "attempt to use a vcpu of a closed vm")
+      -- fresh allocations where guest RAM was stay ours: no vCPU can run on it
+      local junk = {}
+      for i = 1, 64 do junk[i] = core.dmabuf(0x10000) end
+      assert.has_error(function() cpu:run() end)
+   end)
+
+   it("a handler's error still ends the run, and the vCPU stays usable", function()
+      local vm, cpu = kvm_vm()
+      if not vm then pending("no usable /dev/kvm on this machine: the lab runs the same spec") return end
+      assert.has_error(function() cpu:run(function() error("handler failed") end) end, nil)
+      -- not stuck in "running": a nested-run check would refuse this
+      local e = assert(cpu:run(function() return nil end))
+      assert.are.equal("hlt", e.reason)
+      assert.has_error(function()
+         cpu:setup_real(0, 0x1000)
+         cpu:run(function() cpu:run() end)
+      end)
+      vm:close()
+   end)
+end)
