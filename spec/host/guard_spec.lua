@@ -164,6 +164,7 @@ describe("objects closed from inside vcpu:run (host /dev/kvm)", function()
       -- fresh allocations where guest RAM was stay ours: no vCPU can run on it
       local junk = {}
       for i = 1, 64 do junk[i] = core.dmabuf(0x10000) end
+      assert.are.equal(64, #junk)
       assert.has_error(function() cpu:run() end)
    end)
 

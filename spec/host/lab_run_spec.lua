@@ -140,11 +140,12 @@ describe("lab/setup's kernel cache", function()
       cache = os.tmpname()
       os.remove(cache)
       for _, v in ipairs({ "6.1.0-1-amd64", "6.1.0-2-amd64" }) do
-         assert(os.execute(("mkdir -p %s/lab/kernels/%s && echo %s > %s/lab/kernels/%s/version && touch %s/lab/kernels/%s/.complete")
-            :format(cache, v, v, cache, v, cache, v)))
+         local dir = cache .. "/lab/kernels/" .. v
+         assert(os.execute(("mkdir -p %s && echo %s > %s/version && touch %s/.complete")
+            :format(dir, v, dir, dir)))
       end
-      assert(os.execute(("ln -s kernels/6.1.0-1-amd64 %s/lab/kernel && date -u +%%F > %s/lab/kernels/6.1.0-1-amd64/good")
-         :format(cache, cache)))
+      assert(os.execute(("ln -s kernels/6.1.0-1-amd64 %s/lab/kernel && date -u +%%F > %s/good")
+         :format(cache, cache .. "/lab/kernels/6.1.0-1-amd64")))
    end)
    after_each(function() os.execute("rm -rf " .. cache) end)
 
