@@ -46,12 +46,20 @@ static int config(struct lv_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *dat
             continue;
         if ((size != 1 && size != 2 && size != 4) || off % size || off >= 4096)
             break;
-        if (is_write)
-            return h->fn[i].ops->write(h->fn[i].opaque, off, size,
-                                       (uint32_t)lv_le_get(data, size)) == LV_PCI_CFG_EVENT;
+        h->last.hit = 1;
+        h->last.bdf = bdf;
+        h->last.off = off;
+        h->last.size = size;
+        h->last.write = is_write;
+        if (is_write) {
+            h->last.value = (uint32_t)lv_le_get(data, size);
+            return h->fn[i].ops->write(h->fn[i].opaque, off, size, h->last.value) ==
+                   LV_PCI_CFG_EVENT;
+        }
         uint32_t v;
         if (h->fn[i].ops->read(h->fn[i].opaque, off, size, &v) < 0)
-            break;
+            v = 0xffffffff;
+        h->last.value = v & (uint32_t)((1ull << (8 * size)) - 1);
         lv_le_put(data, v, size);
         return 0;
     }
@@ -63,6 +71,7 @@ static int config(struct lv_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *dat
 int lv_pcihost_access(struct lv_pcihost *h, int space, uint64_t addr, uint8_t *data,
                       unsigned size, int is_write)
 {
+    h->last.hit = 0;
     if (space == LV_KVM_PIO) {
         if (addr == 0xcf8 && size == 4) {
             if (is_write)

@@ -25,6 +25,13 @@ struct lv_pci_cfg_ops {
 
 struct lv_pcihost {
     uint32_t addr;              /* the CF8 latch */
+    /* The function access the last lv_pcihost_access reached, if any (hit): what the
+     * decode made of it, for a tracing VMM. */
+    struct {
+        int hit, write;
+        uint16_t bdf;
+        uint32_t off, size, value;
+    } last;
     uint64_t ecam_base, ecam_size;
     unsigned nfn;
     struct {

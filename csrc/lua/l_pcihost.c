@@ -77,9 +77,11 @@ static int l_pcihost_detach(lua_State *L)
     return 1;
 }
 
-/* host:access(exit) -> handled, read value (nil for writes), event: the same decode the
- * run loop uses, for an exit table {space=, port=|addr=, size=, write=, value=}; event
- * is true when a written function asked for the VM layer's attention. */
+/* host:access(exit) -> handled, read value (nil for writes), event [, bdf, offset, size,
+ * value]: the same decode the run loop uses, for an exit table {space=, port=|addr=,
+ * size=, write=, value=}; event is true when a written function asked for the VM
+ * layer's attention; the last four say which function access the decode made of it
+ * (bdf = bus << 8 | dev << 3 | fn), when it reached one. */
 static int l_pcihost_access(lua_State *L)
 {
     struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
@@ -104,13 +106,19 @@ static int l_pcihost_access(lua_State *L)
         return 1;
     }
     lua_pushboolean(L, 1);
-    if (is_write) {
+    if (is_write)
         lua_pushnil(L);
-        lua_pushboolean(L, r == 2); /* a function asked for attention */
+    else
+        lua_pushinteger(L, (lua_Integer)lv_le_get(data, (unsigned)size));
+    lua_pushboolean(L, r == 2); /* a function asked for attention */
+    if (!h->last.hit)
         return 3;
-    }
-    lua_pushinteger(L, (lua_Integer)lv_le_get(data, (unsigned)size));
-    return 2;
+    /* what the decode reached: function (bus << 8 | dev << 3 | fn), offset, size, value */
+    lua_pushinteger(L, h->last.bdf);
+    lua_pushinteger(L, h->last.off);
+    lua_pushinteger(L, h->last.size);
+    lua_pushinteger(L, h->last.value);
+    return 7;
 }
 
 /* host:ranges() -> {{space, base, size}...} to register with vm:add_range. */

@@ -381,15 +381,15 @@ describe("examples/guest in a KVM VM with our loader", function()
       assert.is_true(cf8 >= 64, "guest scanned bus 0 through CF8/CFC") -- 32 slots x (addr + data)
    end)
 
-   it("finds a function behind our CF8/CFC host bridge", function()
+   it("finds a function behind the host bridge reached from a Lua run handler", function()
       local m <close> = assert(machine.create { mem_mib = 16 })
       local host = pcihost.new()
-      host:attach(0, 0, 0, pcihost.host_bridge())
+      assert(host:attach(0, 0, 0, pcihost.host_bridge()))
       local unhandled = {}
       local r = assert(m:boot("build/guest/guest.elf", {
          cmdline = "dev=1b36:0008",
          timeout = 60,
-         handler = host:handler(function(x) unhandled[#unhandled + 1] = x end),
+         handler = pcihost.handler(host, function(x) unhandled[#unhandled + 1] = x end),
       }))
       assert.are.equal("pass", r.result, r.output)
       assert.matches("FOUND 00:00%.0 1b36:0008\nBENCH cfg_read %d+\nRESULT PASS\n$", r.output)
@@ -399,7 +399,7 @@ describe("examples/guest in a KVM VM with our loader", function()
    for _, via in ipairs { "cf8", "ecam" } do
       it("finds a function behind the C host bridge (" .. via .. ") without any exit reaching Lua", function()
          local m <close> = assert(machine.create { mem_mib = 16 })
-         local host = pcihost.new_c { ecam_base = 0xe0000000 }
+         local host = pcihost.new { ecam_base = 0xe0000000 }
          assert(host:attach(0, 0, 0, pcihost.host_bridge()))
          assert(host:attach(0, 5, 0, pcihost.config_space { vendor = 0x1234, device = 0x5678, class = 0xff0000 }))
          local ids = assert(pcihost.install(m.vm, host))
@@ -418,7 +418,7 @@ describe("examples/guest in a KVM VM with our loader", function()
 
    it("returns to Lua when a function asks for attention, then resumes the guest", function()
       local m <close> = assert(machine.create { mem_mib = 16 })
-      local host = pcihost.new_c()
+      local host = pcihost.new()
       local fn = pcihost.config_space { vendor = 0x1234, device = 0x5678 }
       fn:notify(0x04, 2) -- the command register: decoding changes
       assert(host:attach(0, 5, 0, fn))

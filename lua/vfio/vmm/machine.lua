@@ -162,15 +162,12 @@ function Machine:start()
    self.machine, self.vm = m, m.vm
    local vm = self.vm
    self.router = irq.new(vm)
-   local bridge = pcihost.host_bridge()
-   if self.trace then
-      self.host = pcihost.new { ecam_base = M.ECAM_BASE }
-      self.host:attach(0, 0, 0, bridge)
-      self.host:attach(0, M.SLOT, 0, self:traced_function())
-   else
-      self.host = pcihost.new_c { ecam_base = M.ECAM_BASE }
-      self.host:attach(0, 0, 0, bridge)
-      self.host:attach(0, M.SLOT, 0, self.trap)
+   -- One host bridge decode (vfio.core.pcihost, in C): installed as handled ranges, or
+   -- in --trace mode reached through the Lua run handler, which logs what it decoded.
+   self.host = pcihost.new { ecam_base = M.ECAM_BASE }
+   self.host:attach(0, 0, 0, pcihost.host_bridge())
+   self.host:attach(0, M.SLOT, 0, self.trap)
+   if not self.trace then
       local ids
       ids, err, errno = pcihost.install(vm, self.host)
       if not ids then return fail(self, err, errno) end
@@ -196,23 +193,6 @@ function Machine:start()
    ok, err, errno = self:sync()
    if not ok then return fail(self, err, errno) end
    return self
-end
-
--- In --trace mode config goes through the Lua host bridge to this wrapper.
-function Machine:traced_function()
-   local t, me = self.trap, self
-   return {
-      cfg_read = function(_, off, size)
-         local v = t:cfg_read(off, size) or ((1 << (8 * size)) - 1)
-         me:log("cfg  read  %03x/%d -> %0" .. (2 * size) .. "x", off, size, v)
-         return v
-      end,
-      cfg_write = function(_, off, size, v)
-         me:log("cfg  write %03x/%d <- %0" .. (2 * size) .. "x", off, size, v)
-         t:cfg_write(off, size, v)
-         return true
-      end,
-   }
 end
 
 -- INTx is usable: the function has a pin and the device an INTx line.
@@ -387,8 +367,12 @@ function Machine:handler(should_stop)
       -- a signal that arrived while Lua ran did not interrupt KVM_RUN: end the run here
       if should_stop and should_stop() then return false end
       if host then
-         local handled, v = me.host:access(x)
+         local handled, v, _, bdf, off, size, value = me.host:access(x)
          if handled then
+            if bdf == M.SLOT << 3 then
+               me:log("cfg  %s %03x/%d %s %0" .. (2 * size) .. "x", x.write and "write" or "read ",
+                      off, size, x.write and "<-" or "->", value)
+            end
             me:after_access()
             return v
          end
