@@ -126,6 +126,9 @@ void lv_kvm_vm_close(struct lv_kvm_vm *vm)
         struct lv_kvm_slot *s = &vm->slots[i];
         if (s->used && s->owned)
             munmap(s->host, s->size);
+        if (s->used && s->pin)
+            (*s->pin)--;
+        s->pin = NULL;
         s->used = 0;
     }
     free(vm->routes);
@@ -187,7 +190,7 @@ int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
 }
 
 int lv_kvm_map_host(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, void *host,
-                    int readonly)
+                    int readonly, int *pin)
 {
     if (!page_ok(gpa, size) || (uintptr_t)host % (uintptr_t)sysconf(_SC_PAGESIZE))
         return -EINVAL;
@@ -198,7 +201,9 @@ int lv_kvm_map_host(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, void *hos
     if (e)
         return e;
     vm->slots[slot] = (struct lv_kvm_slot){.used = 1, .readonly = readonly, .gpa = gpa,
-                                           .size = size, .host = host};
+                                           .size = size, .host = host, .pin = pin};
+    if (pin)
+        (*pin)++;
     return slot;
 }
 
@@ -212,6 +217,9 @@ int lv_kvm_unmap(struct lv_kvm_vm *vm, int slot)
         return e;
     if (s->owned)
         munmap(s->host, s->size);
+    if (s->pin)
+        (*s->pin)--;
+    s->pin = NULL;
     s->used = 0;
     return 0;
 }

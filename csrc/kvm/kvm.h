@@ -39,6 +39,8 @@ struct lv_kvm_slot {
     int used, owned, readonly;   /* owned: anonymous RAM mmap'd by us, unmapped on close */
     uint64_t gpa, size;
     void *host;
+    int *pin;                    /* the owner's use count of host memory it lends: held while
+                                    the slot exists, released when it goes (may be NULL) */
 };
 
 #define LV_KVM_MAX_SLOTS 64
@@ -96,7 +98,7 @@ void lv_kvm_vm_close(struct lv_kvm_vm *vm);
  * -errno. lv_kvm_map_host maps caller-owned memory (e.g. a BAR mmap). */
 int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size);
 int lv_kvm_map_host(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, void *host,
-                    int readonly);
+                    int readonly, int *pin);
 int lv_kvm_unmap(struct lv_kvm_vm *vm, int slot);
 /* Host pointer of guest RAM [gpa, gpa+len) if it lies within one owned RAM slot. */
 void *lv_kvm_ram_ptr(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len);

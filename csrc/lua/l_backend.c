@@ -8,6 +8,7 @@
 #include "base/le.h"
 
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
 
 struct lv_backend_ud *lv_checkbackend(lua_State *L, int i)
@@ -115,111 +116,111 @@ static int l_replay(lua_State *L)
     return 1;
 }
 
-/* core.vfio_backend(device [, {mmap = true, name = device name}]): the region and IRQ
- * info come from the device itself, so nothing crosses into Lua and back. A region whose
- * info fails stays empty (size 0), as the device object shows it. With mmap (the default)
- * the backend maps each mappable BAR and the ROM itself and unmaps them on close. The
- * backend keeps the device object alive; its fd is borrowed. */
-static int vfio_backend_of_device(lua_State *L)
+/* Region and IRQ tables given for a device that is no VFIO device (a file standing in
+ * for one in specs): regions[i] = {offset=, size=, flags=, mmap=bool}, irqs[i] =
+ * {count=, flags=}. Only descriptions: no address or fd is taken from Lua. */
+static void given_info(lua_State *L, int opts, struct lv_vfio_region *regions,
+                       struct lv_irq_info *irqs, int mmap)
+{
+    lua_getfield(L, opts, "regions");
+    int rt = lua_gettop(L);
+    for (int i = 0; i < LV_REGION_MAX; i++) {
+        if (lua_rawgeti(L, rt, i) == LUA_TTABLE) {
+            int r = lua_gettop(L);
+            regions[i].offset = field_u64(L, r, "offset");
+            regions[i].size = field_u64(L, r, "size");
+            regions[i].flags = (uint32_t)field_u64(L, r, "flags");
+            lua_getfield(L, r, "mmap");
+            regions[i].want_mmap = mmap && lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, opts, "irqs") == LUA_TTABLE) {
+        int it = lua_gettop(L);
+        for (int i = 0; i < LV_IRQ_MAX; i++) {
+            if (lua_rawgeti(L, it, i) == LUA_TTABLE) {
+                irqs[i].count = (uint32_t)field_u64(L, -1, "count");
+                irqs[i].flags = (uint32_t)field_u64(L, -1, "flags");
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* core.vfio_backend(device [, {mmap = true, name = device name, regions =, irqs =}]):
+ * the region and IRQ info come from the device itself (VFIO_DEVICE_GET_*_INFO), so
+ * nothing crosses into Lua and back; `regions`/`irqs` describe them instead for a device
+ * that is not a VFIO device (core.device_file). A region whose info fails stays empty
+ * (size 0), as the device object shows it. With mmap (the default) the backend maps each
+ * mappable BAR and the ROM itself and unmaps them on close. The backend keeps the device
+ * object alive and reads its fd where the device keeps it: once the device is closed,
+ * every access fails (EBADF) and nothing reaches whatever file takes the number. */
+static int l_vfio_backend(lua_State *L)
 {
     lv_device *d = lv_checkdevice(L, 1);
-    int mmap = 1;
+    int mmap = 1, given = 0;
     const char *name = d->name;
+    struct lv_vfio_region regions[LV_REGION_MAX];
+    struct lv_irq_info irqs[LV_IRQ_MAX];
+    memset(regions, 0, sizeof regions);
+    memset(irqs, 0, sizeof irqs);
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         if (lua_getfield(L, 2, "mmap") != LUA_TNIL)
             mmap = lua_toboolean(L, -1);
         if (lua_getfield(L, 2, "name") != LUA_TNIL)
             name = luaL_checkstring(L, -1);
-        lua_pop(L, 2);   /* name stays referenced by the table until we return */
+        given = lua_getfield(L, 2, "regions") == LUA_TTABLE;
+        lua_pop(L, 3);   /* name stays referenced by the table until we return */
+        if (given)
+            given_info(L, 2, regions, irqs, mmap);
     }
-    struct vfio_dev_desc info;
-    int rc = vfio_device_info(d->fd, &info);
-    if (rc < 0)
-        return lv_syserror(L, -rc, "VFIO_DEVICE_GET_INFO", d->name);
-    struct lv_vfio_region regions[LV_REGION_MAX];
-    struct lv_irq_info irqs[LV_IRQ_MAX];
-    memset(regions, 0, sizeof regions);
-    memset(irqs, 0, sizeof irqs);
-    for (uint32_t i = 0; i < info.num_regions && i < LV_REGION_MAX; i++) {
-        struct vfio_region_desc r;
-        if (vfio_device_region_info(d->fd, i, &r) < 0)
-            continue;
-        regions[i].offset = r.offset;
-        regions[i].size = r.size;
-        regions[i].flags = r.flags;
-        regions[i].want_mmap = mmap && i <= LV_REGION_ROM && (r.flags & LV_REGION_MMAP);
-        vfio_region_desc_free(&r);
-    }
-    for (uint32_t i = 0; i < info.num_irqs && i < LV_IRQ_MAX; i++) {
-        struct vfio_irq_desc q;
-        if (vfio_device_irq_info(d->fd, i, &q) == 0) {
-            irqs[i].count = q.count;
-            irqs[i].flags = q.flags;
+    if (!given) {
+        struct vfio_dev_desc info;
+        int rc = vfio_device_info(d->fd, &info);
+        if (rc < 0)
+            return lv_syserror(L, -rc, "VFIO_DEVICE_GET_INFO", d->name);
+        for (uint32_t i = 0; i < info.num_regions && i < LV_REGION_MAX; i++) {
+            struct vfio_region_desc r;
+            if (vfio_device_region_info(d->fd, i, &r) < 0)
+                continue;
+            regions[i].offset = r.offset;
+            regions[i].size = r.size;
+            regions[i].flags = r.flags;
+            regions[i].want_mmap = mmap && i <= LV_REGION_ROM && (r.flags & LV_REGION_MMAP);
+            vfio_region_desc_free(&r);
+        }
+        for (uint32_t i = 0; i < info.num_irqs && i < LV_IRQ_MAX; i++) {
+            struct vfio_irq_desc q;
+            if (vfio_device_irq_info(d->fd, i, &q) == 0) {
+                irqs[i].count = q.count;
+                irqs[i].flags = q.flags;
+            }
         }
     }
     struct lv_backend_ud *b = lv_newobject(L, sizeof *b, LV_BACKEND_T, 1);
     snprintf(b->be.name, sizeof b->be.name, "%.*s", (int)sizeof b->be.name - 1, name);
-    rc = lv_backend_vfio_init(&b->be, d->fd, regions, LV_REGION_MAX, irqs, LV_IRQ_MAX);
+    int rc = lv_backend_vfio_init(&b->be, &d->fd, regions, LV_REGION_MAX, irqs, LV_IRQ_MAX);
     if (rc < 0)
         return lv_syserror(L, -rc, "create vfio backend", b->be.name);
     lv_set_parent(L, -1, 1, 1);
     return 1;
 }
 
-/* core.vfio_backend(fd, regions, irqs [, name]): regions[i] = {offset=, size=, flags=,
- * map=<lightuserdata or address>, map_offset=, map_len=, mmap=bool} for i = 0..8. The fd
- * and given maps are borrowed, and must outlive the backend; with mmap=true the backend
- * maps a mappable region itself (and unmaps it on close). */
-static int l_vfio_backend(lua_State *L)
-{
-    if (luaL_testudata(L, 1, LV_DEVICE))
-        return vfio_backend_of_device(L);
-    int fd = (int)lv_checkrange(L, 1, 0, 0x7fffffff);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    struct lv_vfio_region regions[LV_REGION_MAX];
-    struct lv_irq_info irqs[LV_IRQ_MAX];
-    memset(regions, 0, sizeof regions);
-    memset(irqs, 0, sizeof irqs);
-    for (int i = 0; i < LV_REGION_MAX; i++) {
-        if (lua_rawgeti(L, 2, i) == LUA_TTABLE) {
-            int r = lua_gettop(L);
-            regions[i].offset = field_u64(L, r, "offset");
-            regions[i].size = field_u64(L, r, "size");
-            regions[i].flags = (uint32_t)field_u64(L, r, "flags");
-            lua_getfield(L, r, "map");
-            if (lua_islightuserdata(L, -1))
-                regions[i].map = lua_touserdata(L, -1);
-            else if (lua_isinteger(L, -1))
-                regions[i].map = (void *)(uintptr_t)lua_tointeger(L, -1);
-            lua_pop(L, 1);
-            regions[i].map_offset = field_u64(L, r, "map_offset");
-            regions[i].map_len = regions[i].map ? field_u64(L, r, "map_len") : 0;
-            lua_getfield(L, r, "mmap");
-            regions[i].want_mmap = lua_toboolean(L, -1);
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-    }
-    for (int i = 0; i < LV_IRQ_MAX; i++) {
-        if (lua_rawgeti(L, 3, i) == LUA_TTABLE) {
-            irqs[i].count = (uint32_t)field_u64(L, -1, "count");
-            irqs[i].flags = (uint32_t)field_u64(L, -1, "flags");
-        }
-        lua_pop(L, 1);
-    }
-    struct lv_backend_ud *b = lv_newobject(L, sizeof *b, LV_BACKEND_T, 0);
-    set_name(L, &b->be, 4, "vfio device");
-    int rc = lv_backend_vfio_init(&b->be, fd, regions, LV_REGION_MAX, irqs, LV_IRQ_MAX);
-    if (rc < 0)
-        return lv_syserror(L, -rc, "create vfio backend", b->be.name);
-    return 1;
-}
-
 static int b_close(lua_State *L)
 {
     struct lv_backend_ud *b = luaL_checkudata(L, 1, LV_BACKEND_T);
+    /* Lifetime rule: its BAR mappings stay while a VM slot borrows them. */
+    if (b->pins > 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "close vfio.backend %s: its mappings back %d VM memory slot(s); "
+                        "vm:unmap them first", b->be.name, b->pins);
+        lua_pushinteger(L, EBUSY);
+        return 3;
+    }
     lv_backend_destroy(&b->be);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* vfio.container: binding of csrc/vfio/vfio_container.c. */
 #include "l_objects.h"
+#include "l_kvm.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -219,46 +220,56 @@ static uint64_t check_u64(lua_State *L, int arg)
     return (uint64_t)v;
 }
 
-/* c:map_dma(buf, iova [, {read=, write=}]) or c:map_dma(vaddr, size, iova [, flags]) */
+/* c:map_dma(buf, iova [, {read=, write=}]) maps a DMA buffer of ours at iova;
+ * c:map_dma(vm, iova, {gpa =, size =, read=, write=}) maps guest RAM [gpa, gpa + size),
+ * which must lie in one RAM slot of the VM. No host address is taken from Lua: a script
+ * cannot hand a device memory it was not given. The source stays referenced while the
+ * IOMMU maps it (its pages stay pinned by the kernel until unmapped in any case). */
 static int c_map_dma(lua_State *L)
 {
     lv_container *c = lv_checkcontainer(L, 1);
-    uint64_t vaddr, size, iova;
-    uint32_t flags;
-    int is_buf = luaL_testudata(L, 2, LV_DMABUF) != NULL;
-    if (is_buf) {
-        lv_dmabuf *b = lv_checkdmabuf(L, 2);
+    uint64_t vaddr, size, iova = check_u64(L, 3);
+    uint32_t flags = dma_flags(L, 4);
+    lv_dmabuf *b = luaL_testudata(L, 2, LV_DMABUF);
+    if (b) {
+        b = lv_checkdmabuf(L, 2);
         vaddr = (uintptr_t)b->ptr;
         size = b->rounded;
-        iova = check_u64(L, 3);
-        flags = dma_flags(L, 4);
     } else {
-        vaddr = check_u64(L, 2);
-        size = check_u64(L, 3);
-        iova = check_u64(L, 4);
-        flags = dma_flags(L, 5);
+        struct lv_vm_ud *vm = lv_checkvm(L, 2);
+        luaL_checktype(L, 4, LUA_TTABLE);
+        lua_getfield(L, 4, "gpa");
+        uint64_t gpa = check_u64(L, -1);
+        lua_getfield(L, 4, "size");
+        size = check_u64(L, -1);
+        lua_pop(L, 2);
         if (size == 0)
-            luaL_argerror(L, 3, "size must be positive");
+            luaL_argerror(L, 4, "size must be positive");
+        void *host = lv_kvm_ram_ptr(&vm->vm, gpa, size);
+        if (!host) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "guest RAM 0x%llx+0x%llx is not inside one RAM slot",
+                     (unsigned long long)gpa, (unsigned long long)size);
+            return luaL_argerror(L, 4, msg);
+        }
+        vaddr = (uintptr_t)host;
     }
     if (iova + size < iova)
-        luaL_argerror(L, is_buf ? 3 : 4, "iova + size overflows");
+        luaL_argerror(L, 3, "iova + size overflows");
     int r = vfio_container_map_dma(c->fd, vaddr, iova, size, flags);
     if (r < 0)
         return lv_syserrorf(L, -r, "VFIO_IOMMU_MAP_DMA",
                             "%s (iova 0x%llx size 0x%llx)", c->path,
                             (unsigned long long)iova, (unsigned long long)size);
-    if (is_buf) {
-        /* Keep the buffer referenced while the IOMMU maps it. */
-        lua_getiuservalue(L, 1, 1);
-        lua_pushvalue(L, 2);
-        lua_rawseti(L, -2, (lua_Integer)iova);
-        lua_pop(L, 1);
-    }
+    /* Keep the source referenced while the IOMMU maps it. */
+    lua_getiuservalue(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, (lua_Integer)iova);
+    lua_pop(L, 1);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* Forget buffer references whose IOVA lies in [iova, iova + size). */
 static void drop_refs(lua_State *L, uint64_t iova, uint64_t size, int all)
 {
     lua_getiuservalue(L, 1, 1);

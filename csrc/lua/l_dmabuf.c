@@ -140,6 +140,16 @@ static int b_closed(lua_State *L)
 static int b_close(lua_State *L)
 {
     lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
+    /* Lifetime rule: memory a VM slot uses stays mapped until the slot goes (vm:unmap,
+     * vm:close); until then close() says so and leaves it. (Only an explicit close can
+     * get here: the VM keeps the buffer referenced, so __gc cannot.) */
+    if (b->pins > 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "close vfio.dmabuf: mapped into a VM by %d memory slot(s); "
+                        "vm:unmap them first", b->pins);
+        lua_pushinteger(L, EBUSY);
+        return 3;
+    }
     /* Pages still mapped in an IOMMU stay pinned by the kernel until unmapped, so the
      * device can never reach memory this process reuses. */
     vfio_dma_free(b->ptr, b->rounded);

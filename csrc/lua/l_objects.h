@@ -56,6 +56,7 @@ typedef struct {
 typedef struct {
     uint8_t *ptr;
     size_t size, rounded;
+    int pins;                 /* VM memory slots using it: close() refuses while > 0 */
 } lv_dmabuf;
 
 /* Check arguments, raising when closed. */

@@ -12,6 +12,7 @@
 
 struct lv_backend_ud {
     struct lv_backend be;
+    int pins;                 /* VM memory slots using its mappings: close() refuses while > 0 */
 };
 
 /* The trap userdata. fn comes first: the KVM glue gets the userdata block as the opaque

@@ -3,6 +3,8 @@
  * objects a VM creates have files of their own (l_vcpu.c, l_irqfd.c, l_ioeventfd.c,
  * l_debugcon.c), which add their vm methods to this class. */
 #include "l_kvm.h"
+#include "l_objects.h"
+#include "l_trap.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -45,19 +47,59 @@ static int l_vm_add_ram(lua_State *L)
     return slot_result(L, lv_kvm_add_ram(&v->vm, gpa, size), "add guest RAM", gpa, size);
 }
 
-/* vm:map(gpa, size, host_address [, readonly [, owner]]): owner (e.g. a region mmap
- * object) is kept alive until the slot is unmapped. */
+/* vm:map(gpa, size, source [, {offset = 0, region =, readonly = false}]) -> slot: host
+ * memory a source object owns becomes guest memory at gpa: a vfio.dmabuf (offset into
+ * it), or the mapping of BAR `region` of a vfio.backend (offset into the region; the
+ * backend maps each BAR once and the VM borrows it). No address is taken from Lua: the
+ * memory is found from the object, bounds-checked, and pinned (the source's close()
+ * refuses while the slot exists; the VM also keeps it referenced). */
 static int l_vm_map(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     uint64_t gpa = checku64(L, 2), size = checku64(L, 3);
-    uintptr_t host = (uintptr_t)luaL_checkinteger(L, 4);
-    int ro = lua_toboolean(L, 5);
-    int r = lv_kvm_map_host(&v->vm, gpa, size, (void *)host, ro);
+    uint64_t offset = 0;
+    int ro = 0, region = -1;
+    if (!lua_isnoneornil(L, 5)) {
+        luaL_checktype(L, 5, LUA_TTABLE);
+        if (lua_getfield(L, 5, "offset") != LUA_TNIL)
+            offset = checku64(L, -1);
+        if (lua_getfield(L, 5, "region") != LUA_TNIL)
+            region = (int)lv_checkrange(L, -1, 0, 8);
+        ro = lua_getfield(L, 5, "readonly") != LUA_TNIL && lua_toboolean(L, -1);
+        lua_pop(L, 3);
+    }
+    uint8_t *host = NULL;
+    int *pin = NULL;
+    lv_dmabuf *buf = luaL_testudata(L, 4, LV_DMABUF);
+    struct lv_backend_ud *be = buf ? NULL : luaL_testudata(L, 4, LV_BACKEND_T);
+    if (buf) {
+        if (!buf->ptr)
+            return luaL_argerror(L, 4, "the DMA buffer is closed");
+        if (offset > buf->rounded || size > buf->rounded - offset)
+            return luaL_argerror(L, 3, lua_pushfstring(L, "offset + size past the DMA buffer's %I bytes",
+                                                       (lua_Integer)buf->rounded));
+        host = buf->ptr + offset;
+        pin = &buf->pins;
+    } else if (be) {
+        if (region < 0)
+            return luaL_argerror(L, 5, "a backend source needs {region = BAR index}");
+        void *addr;
+        uint64_t moff, mlen;
+        int e = lv_backend_vfio_mapping(&be->be, (unsigned)region, &addr, &moff, &mlen);
+        if (e < 0)
+            return lv_syserrorf(L, -e, "map", "%s region %d (no mapping of it)", be->be.name, region);
+        if (offset < moff || offset - moff > mlen || size > mlen - (offset - moff))
+            return luaL_argerror(L, 3, "offset + size past the region's mapping");
+        host = (uint8_t *)addr + (offset - moff);
+        pin = &be->pins;
+    } else {
+        return luaL_typeerror(L, 4, "vfio.dmabuf or vfio.backend");
+    }
+    int r = lv_kvm_map_host(&v->vm, gpa, size, host, ro, pin);
     if (r < 0)
         return slot_result(L, r, "KVM_SET_USER_MEMORY_REGION", gpa, size);
     lua_getiuservalue(L, 1, 2);
-    lua_pushvalue(L, 6);
+    lua_pushvalue(L, 4);
     lua_rawseti(L, -2, r);
     lua_pop(L, 1);
     lua_pushinteger(L, r);

@@ -55,10 +55,10 @@ struct lv_backend {
 struct lv_vfio_region {
     uint64_t offset, size;
     uint32_t flags;
-    void *map;           /* mmap of [map_offset, map_offset + map_len) of the region, or NULL */
+    void *map;           /* out: the backend's mmap of [map_offset, +map_len), or NULL */
     uint64_t map_offset, map_len;
-    int want_mmap;       /* no map given: the backend maps the whole region itself when the
-                            region is mappable, and falls back to pread/pwrite if it can't */
+    int want_mmap;       /* the backend maps the whole region itself when it is mappable,
+                            and falls back to pread/pwrite if it can't */
     int mmap_errno;      /* out: why that mmap failed (0 if it worked or was not asked) */
     int owned;           /* internal: the backend unmaps it */
 };
@@ -70,8 +70,11 @@ uint32_t lv_backend_vfio_mapped(const struct lv_backend *be, int *errnos);
  * why there is none (the failed mmap's errno; -ENOENT if none was made or asked). */
 int lv_backend_vfio_mapping(const struct lv_backend *be, unsigned idx, void **addr,
                             uint64_t *off, uint64_t *len);
-int lv_backend_vfio_init(struct lv_backend *be, int fd, const struct lv_vfio_region *regions,
-                         unsigned nregions, const struct lv_irq_info *irqs, unsigned nirqs);
+/* fdp: the device's fd as its owner keeps it (-1 once closed); the owner outlives the
+ * backend. */
+int lv_backend_vfio_init(struct lv_backend *be, const int *fdp,
+                         const struct lv_vfio_region *regions, unsigned nregions,
+                         const struct lv_irq_info *irqs, unsigned nirqs);
 
 /* Recorded device: a config image, region sizes/flags with recorded contents, IRQ info.
  * Region contents are memory: writes are kept so a spec can read them back. */

@@ -2,8 +2,10 @@
  * written with pread/pwrite at each region's offset in the device fd; accesses inside a
  * mapping (one the caller passed, or the backend's own mmap of a mappable BAR) are plain
  * loads/stores of the access size, so the device sees the same width the guest used. The
- * fd and given mappings are borrowed: the device object from vfio.core owns and closes
- * them; the backend's own mappings are unmapped when it is destroyed. */
+ * backend borrows the device: it holds a pointer to the fd its owner keeps (the owner
+ * sets it to -1 when it closes, and must outlive the backend), never a copy of the
+ * number, so after the device closes nothing is forwarded anywhere, mapped or not. Its
+ * own mappings are unmapped when it is destroyed. */
 #include "backend.h"
 #include "vfio/vfio_impl.h" /* vfio_pread_all, vfio_pwrite_all */
 
@@ -14,7 +16,7 @@
 #include <unistd.h>
 
 struct vfio_be {
-    int fd;
+    const int *fd;             /* the owner's fd field: -1 once the device is closed */
     struct lv_vfio_region regions[LV_REGION_MAX];
     struct lv_irq_info irqs[LV_IRQ_MAX];
 };
@@ -53,6 +55,8 @@ static volatile uint8_t *mapped(struct vfio_be *v, unsigned idx, uint64_t off, u
 
 static int check(struct vfio_be *v, unsigned idx, uint64_t off, uint32_t len)
 {
+    if (*v->fd < 0)
+        return -EBADF;
     if (idx >= LV_REGION_MAX)
         return -EINVAL;
     uint64_t size = v->regions[idx].size;
@@ -72,7 +76,7 @@ static int v_region_read(void *ctx, unsigned idx, uint64_t off, void *buf, uint3
         mmio_load(p, buf, len);
         return 0;
     }
-    return vfio_pread_all(v->fd, buf, len, v->regions[idx].offset + off);
+    return vfio_pread_all(*v->fd, buf, len, v->regions[idx].offset + off);
 }
 
 static int v_region_write(void *ctx, unsigned idx, uint64_t off, const void *buf, uint32_t len)
@@ -86,7 +90,7 @@ static int v_region_write(void *ctx, unsigned idx, uint64_t off, const void *buf
         mmio_store(p, buf, len);
         return 0;
     }
-    return vfio_pwrite_all(v->fd, buf, len, v->regions[idx].offset + off);
+    return vfio_pwrite_all(*v->fd, buf, len, v->regions[idx].offset + off);
 }
 
 static int v_cfg_read(void *ctx, uint32_t off, void *buf, uint32_t len)
@@ -169,21 +173,25 @@ static const struct lv_backend_ops vfio_ops = {
     .destroy = v_destroy,
 };
 
-int lv_backend_vfio_init(struct lv_backend *be, int fd, const struct lv_vfio_region *regions,
-                         unsigned nregions, const struct lv_irq_info *irqs, unsigned nirqs)
+int lv_backend_vfio_init(struct lv_backend *be, const int *fdp,
+                         const struct lv_vfio_region *regions, unsigned nregions,
+                         const struct lv_irq_info *irqs, unsigned nirqs)
 {
-    if (fd < 0)
+    if (*fdp < 0)
         return -EBADF;
+    int fd = *fdp;
     struct vfio_be *v = calloc(1, sizeof *v);
     if (!v)
         return -ENOMEM;
-    v->fd = fd;
+    v->fd = fdp;
     for (unsigned i = 0; i < nregions && i < LV_REGION_MAX; i++) {
         struct lv_vfio_region *r = &v->regions[i];
         *r = regions[i];
+        r->map = NULL;   /* the backend's own mappings only: it can vouch for those */
+        r->map_offset = r->map_len = 0;
         r->owned = 0;
         r->mmap_errno = 0;
-        if (r->map || !r->want_mmap || !r->size || i == LV_REGION_CONFIG)
+        if (!r->want_mmap || !r->size || i == LV_REGION_CONFIG)
             continue;
         if (!(r->flags & LV_REGION_MMAP) || r->size > SIZE_MAX) {
             r->mmap_errno = EINVAL;

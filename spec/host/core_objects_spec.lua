@@ -64,10 +64,11 @@ describe("vfio.core container", function()
       assert.has_error(function() c:check_extension("type9") end)
       assert.has_error(function() c:check_extension(-1) end)
       assert.has_error(function() c:set_iommu("nope") end)
-      assert.has_error(function() c:map_dma(0x1000, 0, 0) end)       -- size 0
-      assert.has_error(function() c:map_dma(0x1000, 4096, -4096) end) -- iova + size wraps
-      assert.has_error(function() c:map_dma(0x1000, 4096, 0, {}) end) -- no direction
-      assert.has_error(function() c:map_dma(0x1000, 4096, 0, "rw") end)
+      local buf = core.dmabuf(4096)
+      assert.has_error(function() c:map_dma(0x1000, 4096, 0) end)    -- an address: never
+      assert.has_error(function() c:map_dma(buf, -4096) end)          -- iova + size wraps
+      assert.has_error(function() c:map_dma(buf, 0, {}) end)          -- no direction
+      assert.has_error(function() c:map_dma(buf, 0, "rw") end)
       assert.has_error(function() c:unmap_dma(0, 0) end)
       assert.has_error(function() c.api_version(io.stdout) end)
    end)

@@ -4,6 +4,9 @@
 local core = require "vfio.core"
 local fixture = require "support.fixture"
 
+-- Objects these specs leave to the collector must not close fds under later specs.
+local function gc() collectgarbage(); collectgarbage() end
+
 local function shm_region(size)
    local path = os.tmpname()
    local f = assert(io.open(path, "wb"))
@@ -17,6 +20,7 @@ local function shm_region(size)
 end
 
 describe("types Lua cannot forge", function()
+   after_each(gc)
    it("keep every metatable out of Lua's reach: getmetatable gives a description", function()
       local r = shm_region(4096)
       local cfg = core.cfgspace(256)
@@ -75,6 +79,7 @@ describe("types Lua cannot forge", function()
 end)
 
 describe("a closed trap, as the guest reaches it", function()
+   after_each(gc)
    it("answers config reads with all ones and drops config writes (C host bridge)", function()
       local t, be = fixture.trap("nvme")
       local host = core.pcihost()
@@ -134,6 +139,7 @@ local function kvm_vm()
 end
 
 describe("objects closed from inside vcpu:run (host /dev/kvm)", function()
+   after_each(gc)
    it("a handler that closes its vCPU ends the run cleanly", function()
       local vm, cpu = kvm_vm()
       if not vm then pending("no usable /dev/kvm on this machine: the lab runs the same spec") return end
@@ -179,6 +185,51 @@ describe("objects closed from inside vcpu:run (host /dev/kvm)", function()
          cpu:setup_real(0, 0x1000)
          cpu:run(function() cpu:run() end)
       end)
+      vm:close()
+   end)
+end)
+
+describe("no Lua value is trusted as a pointer or a file descriptor", function()
+   after_each(gc)
+   it("a backend borrows its device, not the fd number: after close nothing is forwarded", function()
+      local fx = fixture.load("edu")
+      local path = os.tmpname()
+      local f = assert(io.open(path, "wb")); f:write(("\0"):rep(8 << 20)); f:close()
+      local dev = assert(core.device_file(path, "edu (file)"))
+      local regions = { [7] = { offset = 7 << 20, size = #fx.config, flags = 3 } }
+      local be = assert(core.vfio_backend(dev, { regions = regions, irqs = {} }))
+      local t = assert(core.trap(be))
+      dev:close()
+      -- the next file opened gets the number the device had
+      local victim = os.tmpname()
+      local vf = assert(io.open(victim, "wb")); vf:write(("\0"):rep(8 << 20)); vf:close()
+      local other = assert(core.device_file(victim, "victim"))
+      t:cfg_write(4, 2, 0x0006)                           -- forwarded: memory, bus master
+      t:cfg_write(0x40, 4, 0x41414141)                    -- forwarded: device-specific
+      other:close()
+      local got = assert(io.open(victim, "rb")):read("a")
+      assert.is_nil(got:find("[^\0]"), "a write reached the file that took the fd number")
+      os.remove(path); os.remove(victim)
+   end)
+
+   it("takes no raw address for a backend, a VM slot or a DMA mapping", function()
+      assert.has_error(function() core.vfio_backend(3, {}, {}) end)
+      local c = core.container and core.container("/dev/null")
+      if c then assert.has_error(function() c:map_dma(0x1000, 4096, 0) end) end
+      local kvm = core.kvm_open()
+      local vm = kvm and kvm:create_vm()
+      if not vm then pending("no usable /dev/kvm here: vm:map is covered in the lab") return end
+      assert(vm:add_ram(0, 0x10000))
+      local addr = vm:memory()[1].host
+      assert.has_error(function() vm:map(0x80000, 0x1000, addr) end)
+      local buf = core.dmabuf(0x1000)
+      local slot = assert(vm:map(0x80000, 0x1000, buf))
+      assert.is_nil((buf:close()))                        -- pinned by the slot
+      assert.is_false(buf:closed())
+      assert.has_error(function() vm:map(0x90000, 0x2000, buf) end)   -- past its end
+      assert(vm:unmap(slot))
+      buf:close()
+      assert.is_true(buf:closed())
       vm:close()
    end)
 end)

@@ -11,6 +11,7 @@ local STRIDE = 1 << 20   -- region i at i * 1 MiB (the kernel uses i << 40)
 local function device_file(fx)
    local fd, path = stdlib.mkstemp("/tmp/luavfio-trap-XXXXXX")
    assert(fd, path)
+   local dev = assert(core.device_file(path, "file"))   -- the backend's own handle on it
    os.remove(path)
    local regions = {}
    for i = 0, 8 do
@@ -29,15 +30,15 @@ local function device_file(fx)
    end
    local irqs = {}
    for i = 0, 4 do irqs[i] = fx.irqs[i] end
-   return fd, regions, irqs
+   return fd, regions, irqs, dev
 end
 
 describe("VFIO backend (pread/pwrite at region offsets)", function()
    it("presents the same config and BARs as the replay of the same recording", function()
       for _, name in ipairs { "edu", "e1000e", "nvme", "pci-testdev" } do
          local fx = fixture.load(name)
-         local fd, regions, irqs = device_file(fx)
-         local be = assert(core.vfio_backend(fd, regions, irqs, name .. " (file)"))
+         local fd, regions, irqs, dev = device_file(fx)
+         local be = assert(core.vfio_backend(dev, { regions = regions, irqs = irqs, name = name .. " (file)" }))
          local tv, tr = assert(core.trap(be)), fixture.trap(fx)
          assert.are.same(tr:bars(), tv:bars())
          assert.are.same(tr:caps(), tv:caps())
@@ -55,8 +56,8 @@ describe("VFIO backend (pread/pwrite at region offsets)", function()
 
    it("writes BAR data and forwarded config bits at the region's offset", function()
       local fx = fixture.load("edu")
-      local fd, regions, irqs = device_file(fx)
-      local be = assert(core.vfio_backend(fd, regions, irqs, "edu (file)"))
+      local fd, regions, irqs, dev = device_file(fx)
+      local be = assert(core.vfio_backend(dev, { regions = regions, irqs = irqs, name = "edu (file)" }))
       local t = assert(core.trap(be))
       assert.is_true(t:bar_write(0, 0x40000, 4, 0xcafef00d))
       assert(unistd.lseek(fd, 0x40000, unistd.SEEK_SET))
@@ -73,11 +74,11 @@ describe("VFIO backend (pread/pwrite at region offsets)", function()
 
    it("maps mappable regions itself and falls back to pread where it cannot", function()
       local fx = fixture.load("edu")
-      local fd, regions, irqs = device_file(fx)
+      local fd, regions, irqs, dev = device_file(fx)
       regions[0].flags = regions[0].flags | 4                -- mappable
       regions[0].mmap = true
       regions[6] = { offset = 6 * STRIDE, size = 0x1000, flags = 1, mmap = true } -- not mappable
-      local be = assert(core.vfio_backend(fd, regions, irqs, "edu (file)"))
+      local be = assert(core.vfio_backend(dev, { regions = regions, irqs = irqs, name = "edu (file)" }))
       local m = be:mapped()
       assert.is_true(m[0])
       assert.are.equal(22, m[6])                             -- EINVAL: stays on pread
@@ -107,10 +108,11 @@ describe("VFIO backend (pread/pwrite at region offsets)", function()
 
    it("reports a failing pread with the operation and the device", function()
       local fx = fixture.load("edu")
-      local fd, regions, irqs = device_file(fx)
-      local be = assert(core.vfio_backend(fd, regions, irqs, "edu (file)"))
+      local fd, regions, irqs, dev = device_file(fx)
+      unistd.close(fd)
+      local be = assert(core.vfio_backend(dev, { regions = regions, irqs = irqs, name = "edu (file)" }))
       local t = assert(core.trap(be))
-      unistd.close(fd)                                       -- the fd goes away under us
+      dev:close()                                            -- the device goes away under us
       local v, err, errno = t:cfg_read(6, 2)
       assert.is_nil(v)
       assert.matches("config read edu %(file%)%+0x6: Bad file descriptor", err)

@@ -156,13 +156,18 @@ describe("KVM in the lab", function()
       assert(vm:add_debugcon(0xe9))
       local ram = vm:memory()[1]
       assert.are.same({ 0, 0x10000, true, false }, { ram.gpa, ram.size, ram.ram, ram.readonly })
-      vm:write(0x3000, "Q")
-      -- Alias RAM page 0x3000 at guest-physical 0x80000, read-only.
-      local slot = assert(vm:map(0x80000, 0x1000, ram.host + 0x3000, true))
+      -- A DMA buffer's second page at guest-physical 0x80000, read-only.
+      local buf = core.dmabuf(0x2000)
+      buf:write(0x1000, "Q")
+      local slot = assert(vm:map(0x80000, 0x1000, buf, { offset = 0x1000, readonly = true }))
       assert.are.equal(2, #vm:memory())
-      local bad, msg = vm:map(0x90000, 0x1000, ram.host + 1)
+      local bad, msg = vm:map(0x90000, 0x1000, buf, { offset = 1 })
       assert.is_nil(bad)
       assert.matches("^KVM_SET_USER_MEMORY_REGION gpa 0x90000 size 0x1000: Invalid argument", msg)
+      -- in use by a slot: the buffer stays open
+      local closed, why = buf:close()
+      assert.is_nil(closed)
+      assert.matches("mapped into a VM by 1 memory slot", why)
       vm:write(0x1000, bytes {
          0xB8, 0x00, 0x80, 0x8E, 0xD8,   -- mov ax,0x8000; mov ds,ax
          0xA0, 0x00, 0x00, 0xE6, 0xE9,   -- mov al,[0]; out 0xe9,al  ('Q' through the alias)
@@ -174,9 +179,11 @@ describe("KVM in the lab", function()
       assert(cpu:setup_real(0, 0x1000))
       local e = assert(cpu:run { timeout = 10 })
       assert.are.same({ "mmio", 0x80000, true, 0x55 }, { e.reason, e.addr, e.write, e.value })
-      assert.are.equal("Q", vm:read(0x3000, 1)) -- the write did not land
+      assert.are.equal("Q", buf:read(0x1000, 1)) -- the write did not land
       assert(vm:unmap(slot))
       assert.is_nil(vm:unmap(slot))
+      buf:close()                                 -- no slot uses it now
+      assert.is_true(buf:closed())
       e = assert(cpu:run { timeout = 10 })
       assert.are.same({ "mmio", 0x80000, false }, { e.reason, e.addr, e.write })
       cpu:complete(0x21)

@@ -28,13 +28,8 @@ local function open(d)
 end
 
 local function vfio_backend(dev, name)
-   local regions, irqs = {}, {}
-   for i = 0, math.min(dev.num_regions, 9) - 1 do
-      local r = dev:region(i)
-      regions[i] = { offset = r.offset or 0, size = r.size or 0, flags = r.flags or 0 }
-   end
-   for i = 0, math.min(dev.num_irqs, 5) - 1 do irqs[i] = dev:irq_info(i) end
-   return assert(core.vfio_backend(dev:fileno(), regions, irqs, name))
+   -- pread/pwrite only, as the recording was made
+   return assert(core.vfio_backend(dev.handle or dev, { mmap = false, name = name }))
 end
 
 local names = { "edu", "e1000e", "nvme", "virtio-net-pci", "qemu-xhci", "pci-testdev" }

@@ -182,7 +182,8 @@ function Machine:start()
    for _, s in ipairs(vm:memory()) do
       if s.ram then
          local ok
-         ok, err, errno = self.dev.container:map_dma(s.host, s.size, s.gpa)
+         ok, err, errno = self.dev.container:map_dma(vm, s.gpa, { gpa = s.gpa, size = s.size,
+                                                                  read = true, write = true })
          if not ok then return fail(self, "DMA map of guest RAM: " .. tostring(err), errno) end
          self.dma[#self.dma + 1] = s
       end
@@ -328,8 +329,8 @@ function Machine:add_piece(p)
          if p.kind == "romap" then return {} end
          p = setmetatable({ kind = "trap" }, { __index = p })
       else
-         local slot, err = vm:map(p.gpa, p.len, mp.address + (p.off - mp.offset),
-                                  p.kind == "romap", self.pt.backend)
+         local slot, err = vm:map(p.gpa, p.len, self.pt.backend,
+                                  { region = p.bar, offset = p.off, readonly = p.kind == "romap" })
          if not slot then return nil, err end
          self:log("map  BAR%d +%#x %#x bytes at %#x (slot %d)", p.bar, p.off, p.len, p.gpa, slot)
          return { slot = slot }
