@@ -119,6 +119,7 @@ struct trap_fn {
     uint16_t command;        /* last COMMAND the guest wrote (decode state) */
 
     uint16_t pcie_off;       /* PCI Express cap (FLR in DevCtl), 0 if none/hidden */
+    uint8_t pcie_mrrs;       /* DevCtl MRRS the guest last wrote (a change reaches the device) */
     uint16_t af_off;         /* Advanced Features cap (FLR), 0 if none/hidden */
 
     struct trap_cap caps[TRAP_CAPS_MAX];

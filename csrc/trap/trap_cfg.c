@@ -57,15 +57,21 @@ static const struct perm vpd_perms[] = {
     {2, 2, OWN_NONE, 0, 0, 0, 0xffff, 0},
     {4, 4, OWN_NONE, 0, 0, 0, ALL, 0},
 };
+/* PCI Express: the control registers follow vfio-pci's policy bit for bit
+ * (init_pci_cap_exp_perm), so the boundary holds here whatever the backend is. */
 static const struct perm exp_perms[] = {
     {0x02, 2, OWN_NONE, 0, ALL, 0, 0, 0},            /* flags: quirks may fix version */
-    /* DevCtl: FLR initiate is emulated (an event asks the VM to reset) */
-    {0x08, 2, OWN_PCIE_DEVCTL, 1, 0x8000, 0x8000, 0x7dff, 0},
+    /* DevCtl: initiate-FLR (15), Max_Payload_Size (7:5) and Max_Read_Request_Size
+     * (14:12) live in the shadow (hook_devctl acts on FLR and MRRS); the error
+     * reporting enables, relaxed ordering, extended tag, aux power and no-snoop go to
+     * the device; Phantom Functions (9) is read-only: it would confuse the IOMMU. */
+    {0x08, 2, OWN_PCIE_DEVCTL, 0, 0xf0e0, 0xf0e0, 0x0d1f, 0},
     {0x0a, 2, OWN_NONE, 0, 0, 0, 0x000f, 0x000f},    /* DevSta error bits W1C */
-    {0x10, 2, OWN_NONE, 0, 0, 0, 0x0fcb, 0},         /* LnkCtl, not disable/retrain */
+    {0x10, 2, OWN_NONE, 0, 0, 0, 0, 0},              /* LnkCtl: read-only (link-wide) */
     {0x12, 2, OWN_NONE, 0, 0, 0, 0xc000, 0xc000},    /* LnkSta bandwidth bits W1C */
-    {0x28, 2, OWN_NONE, 0, 0, 0, 0xffff, 0},         /* DevCtl2 */
-    {0x30, 2, OWN_NONE, 0, 0, 0, 0xffff, 0},         /* LnkCtl2 */
+    /* DevCtl2: all but ARI Forwarding Enable (5), which the host set at probe time */
+    {0x28, 2, OWN_NONE, 0, 0, 0, 0xffdf, 0},
+    {0x30, 2, OWN_NONE, 0, 0, 0, 0, 0},              /* LnkCtl2: read-only (link-wide) */
 };
 static const struct perm af_perms[] = {
     {4, 1, OWN_AF_CTRL, 1, 0x01, 0x01, 0, 0},        /* AF control: FLR initiate */
@@ -111,6 +117,9 @@ static uint16_t exp_len(const struct trap_fn *fn, uint16_t off)
 static int exp_setup(struct trap_fn *fn, uint16_t off)
 {
     fn->pcie_off = off;
+    /* MPS and MRRS start as the device's; initiate-FLR always reads 0 */
+    fn->shadow[off + 9] &= 0x7f;
+    fn->pcie_mrrs = (uint8_t)((fn->shadow[off + 9] >> 4) & 7);
     return 0;
 }
 static int af_setup(struct trap_fn *fn, uint16_t off)
@@ -444,11 +453,46 @@ static void flr_event(struct trap_fn *fn)
     trap_event(fn, &ev);
 }
 
+/* The device's MRRS becomes `mrrs` raised to the device's own MPS, as vfio-pci does
+ * through pcie_set_readrq: a guest without the host's view of the hierarchy may ask for
+ * a safe but slow size, and full-size TLPs stay possible. Sizes above 4096 bytes
+ * (reserved encodings) are refused there and never reach the device here either. */
+static void set_device_mrrs(struct trap_fn *fn, uint8_t mrrs)
+{
+    uint32_t off = fn->pcie_off + 8u;
+    uint8_t b[2];
+    if (fn->be->ops->cfg_read(fn->be->ctx, off, b, 2) < 0)
+        return;
+    uint16_t dc = rd16(b);
+    uint8_t mps = (uint8_t)((dc >> 5) & 7);
+    uint8_t want = mrrs > mps ? mrrs : mps;
+    if (want > 5 || ((dc >> 12) & 7) == want)
+        return;
+    dc = (uint16_t)((dc & ~0x7000u) | (uint32_t)want << 12);
+    b[0] = (uint8_t)dc, b[1] = (uint8_t)(dc >> 8);
+    fn->be->ops->cfg_write(fn->be->ctx, off, b, 2);
+}
+
+/* DevCtl's shadowed bits. Initiate-FLR self-clears and, as in vfio-pci, asks for a reset
+ * (an event: the VM resets the device) only when DevCap offers FLR; the DevCap the guest
+ * sees, so a quirk hiding FLR also stops it. A changed MRRS reaches the device as
+ * set_device_mrrs says. MPS stays in the shadow: a right value needs the whole
+ * hierarchy, which only the host sees. */
 static void hook_devctl(struct trap_fn *fn)
 {
-    if (fn->pcie_off && (fn->shadow[fn->pcie_off + 9] & 0x80)) {
-        fn->shadow[fn->pcie_off + 9] &= 0x7f;   /* self-clearing */
-        flr_event(fn);
+    if (!fn->pcie_off)
+        return;
+    uint8_t *hi = &fn->shadow[fn->pcie_off + 9];
+    if (*hi & 0x80) {
+        *hi &= 0x7f;
+        uint32_t devcap = 0;
+        if (trap_cfg_read(fn, fn->pcie_off + 4u, 4, &devcap) == 0 && (devcap & 0x10000000))
+            flr_event(fn);
+    }
+    uint8_t mrrs = (uint8_t)((*hi >> 4) & 7);
+    if (mrrs != fn->pcie_mrrs) {
+        fn->pcie_mrrs = mrrs;
+        set_device_mrrs(fn, mrrs);
     }
 }
 

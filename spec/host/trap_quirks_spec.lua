@@ -81,7 +81,8 @@ describe("lab device quirks", function()
       t:bar_write(0, 0x98, 4, 1)
       assert.are.equal(recorded, be:region_read(0, 0x98, 4))
       assert.are.equal(1, q.state.rejected)
-      -- device -> RAM checks the source side; 4-byte halves assemble 64-bit registers
+      -- device -> RAM checks the source side (a 4-byte write at 0x80 sets all of src;
+      -- one at the upper half 0x84 does nothing, in edu as in the guard)
       t:bar_write(0, 0x80, 4, 0x40800); t:bar_write(0, 0x84, 4, 0)
       t:bar_write(0, 0x90, 4, 0x1000)
       t:bar_write(0, 0x98, 4, 3)
