@@ -161,6 +161,43 @@ static int free_slot(struct lv_kvm_vm *vm)
     return -ENOSPC;
 }
 
+/* ---- the guest-physical address map ----
+ * One map for everything that claims guest-physical addresses: RAM and host-memory slots,
+ * handled MMIO ranges, and the in-kernel irqchip's IOAPIC and LAPIC windows. A new claim
+ * that overlaps an old one is refused with -EEXIST, whoever asks (the VM layer's layout,
+ * or a BAR the guest moved), except that an MMIO range may lie over a read-only slot:
+ * KVM turns the guest's writes there into MMIO exits, which is what such a range is for. */
+#define IOAPIC_BASE 0xfec00000ull
+#define IOAPIC_SIZE 0x1000ull
+#define LAPIC_BASE 0xfee00000ull
+#define LAPIC_SIZE 0x100000ull
+
+static int overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+static int irqchip_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
+{
+    return vm->irqchip && (overlaps(gpa, size, IOAPIC_BASE, IOAPIC_SIZE) ||
+                           overlaps(gpa, size, LAPIC_BASE, LAPIC_SIZE));
+}
+
+/* May a slot (readonly or not) claim [gpa, gpa + size)? */
+static int slot_claim_ok(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, int readonly)
+{
+    if (irqchip_overlap(vm, gpa, size))
+        return -EEXIST;
+    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
+        if (vm->slots[i].used && overlaps(gpa, size, vm->slots[i].gpa, vm->slots[i].size))
+            return -EEXIST;
+    for (unsigned i = 0; !readonly && i < vm->nranges; i++)
+        if (vm->ranges[i].space == LV_KVM_MMIO &&
+            overlaps(gpa, size, vm->ranges[i].base, vm->ranges[i].size))
+            return -EEXIST;
+    return 0;
+}
+
 static int page_ok(uint64_t gpa, uint64_t size)
 {
     long pg = sysconf(_SC_PAGESIZE);
@@ -172,6 +209,9 @@ int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
 {
     if (!page_ok(gpa, size) || size > SIZE_MAX)
         return -EINVAL;
+    int e = slot_claim_ok(vm, gpa, size, 0);
+    if (e)
+        return e;
     int slot = free_slot(vm);
     if (slot < 0)
         return slot;
@@ -179,7 +219,7 @@ int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return neg_errno();
-    int e = set_slot(vm, slot, gpa, size, p, 0);
+    e = set_slot(vm, slot, gpa, size, p, 0);
     if (e) {
         munmap(p, (size_t)size);
         return e;
@@ -194,10 +234,13 @@ int lv_kvm_map_host(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, void *hos
 {
     if (!page_ok(gpa, size) || (uintptr_t)host % (uintptr_t)sysconf(_SC_PAGESIZE))
         return -EINVAL;
+    int e = slot_claim_ok(vm, gpa, size, readonly);
+    if (e)
+        return e;
     int slot = free_slot(vm);
     if (slot < 0)
         return slot;
-    int e = set_slot(vm, slot, gpa, size, host, readonly);
+    e = set_slot(vm, slot, gpa, size, host, readonly);
     if (e)
         return e;
     vm->slots[slot] = (struct lv_kvm_slot){.used = 1, .readonly = readonly, .gpa = gpa,
@@ -266,6 +309,16 @@ static int push_route(struct lv_kvm_vm *vm, const struct kvm_irq_routing_entry *
 
 int lv_kvm_create_irqchip(struct lv_kvm_vm *vm)
 {
+    /* the irqchip claims the IOAPIC and LAPIC windows of the address map */
+    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
+        if (vm->slots[i].used && (overlaps(vm->slots[i].gpa, vm->slots[i].size, IOAPIC_BASE, IOAPIC_SIZE) ||
+                                  overlaps(vm->slots[i].gpa, vm->slots[i].size, LAPIC_BASE, LAPIC_SIZE)))
+            return -EEXIST;
+    for (unsigned i = 0; i < vm->nranges; i++)
+        if (vm->ranges[i].space == LV_KVM_MMIO &&
+            (overlaps(vm->ranges[i].base, vm->ranges[i].size, IOAPIC_BASE, IOAPIC_SIZE) ||
+             overlaps(vm->ranges[i].base, vm->ranges[i].size, LAPIC_BASE, LAPIC_SIZE)))
+            return -EEXIST;
     if (ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0) < 0)
         return neg_errno();
     vm->irqchip = 1;
@@ -413,6 +466,14 @@ int lv_kvm_add_range(struct lv_kvm_vm *vm, int space, uint64_t base, uint64_t si
         struct lv_kvm_range *r = &vm->ranges[i];
         if (r->space == space && base < r->base + r->size && r->base < base + size)
             return -EEXIST;
+    }
+    if (space == LV_KVM_MMIO) {
+        if (irqchip_overlap(vm, base, size))
+            return -EEXIST;
+        for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
+            if (vm->slots[i].used && !vm->slots[i].readonly &&
+                overlaps(base, size, vm->slots[i].gpa, vm->slots[i].size))
+                return -EEXIST;   /* RAM would answer first: the range could never be hit */
     }
     if (vm->nranges == vm->cap_ranges) {
         unsigned cap = vm->cap_ranges ? vm->cap_ranges * 2 : 16;

@@ -113,7 +113,9 @@ int lv_kvm_irq_line(struct lv_kvm_vm *vm, uint32_t gsi, int level);
 int lv_kvm_signal_msi(struct lv_kvm_vm *vm, uint64_t addr, uint32_t data);
 int lv_kvm_vfio_group(struct lv_kvm_vm *vm, int group_fd, int add);
 
-/* Returns the range id (> 0) or -errno (-EEXIST if it overlaps a handled range). */
+/* Returns the range id (> 0) or -errno: -EEXIST if it overlaps a handled range of its
+ * space, or (MMIO) a writable slot or the irqchip's IOAPIC/LAPIC windows. Slots likewise
+ * refuse to overlap slots, MMIO ranges (unless the slot is read-only) and those windows. */
 int lv_kvm_add_range(struct lv_kvm_vm *vm, int space, uint64_t base, uint64_t size,
                      const struct lv_kvm_io_ops *ops, void *opaque);
 int lv_kvm_remove_range(struct lv_kvm_vm *vm, int id);

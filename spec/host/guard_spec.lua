@@ -233,3 +233,30 @@ describe("no Lua value is trusted as a pointer or a file descriptor", function()
       vm:close()
    end)
 end)
+
+describe("one guest-physical address map that refuses overlaps (host /dev/kvm)", function()
+   after_each(gc)
+   it("refuses RAM over RAM, a range over RAM, RAM or ranges over the irqchip's windows", function()
+      local kvm = core.kvm_open()
+      local vm = kvm and kvm:create_vm()
+      if not vm then pending("no usable /dev/kvm here: the lab's KVM runs the same calls") return end
+      assert(vm:add_ram(0, 0x100000))
+      local buf = core.dmabuf(0x2000)
+      local _, msg, errno = vm:map(0x80000, 0x1000, buf)
+      assert.are.equal(17, errno, msg)                                    -- EEXIST
+      _, msg, errno = vm:add_range("mmio", 0xff000, 0x2000, core.pcihost())
+      assert.are.equal(17, errno, msg)                                    -- RAM answers first
+      assert(vm:create_irqchip())
+      _, _, errno = vm:map(0xfee00000, 0x1000, buf)
+      assert.are.equal(17, errno)                                         -- the LAPIC window
+      _, _, errno = vm:add_range("mmio", 0xfec00000, 0x1000, core.pcihost())
+      assert.are.equal(17, errno)                                         -- the IOAPIC window
+      -- a read-only slot may carry a range: its writes are what the range handles
+      local slot = assert(vm:map(0x200000, 0x1000, buf, { readonly = true }))
+      assert(vm:add_range("mmio", 0x200000, 0x1000, core.pcihost()))
+      _, _, errno = vm:map(0x200000, 0x1000, buf, { offset = 0x1000 })   -- but no second slot
+      assert.are.equal(17, errno)
+      assert(vm:unmap(slot))
+      vm:close()
+   end)
+end)

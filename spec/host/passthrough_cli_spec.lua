@@ -59,6 +59,15 @@ describe("vfio.vmm.layout.split_bar", function()
 end)
 
 describe("passthrough.lua before a VM exists", function()
+   it("refuses guest RAM that would cover the ECAM window", function()
+      local out, code = sh("lua5.4 passthrough.lua --plan --mem 3000 --device spec/fixtures/edu.lua")
+      assert.are_not.equal(0, code)
+      assert.matches("guest RAM of 3000 MiB: it must be 2 to 2816 MiB %(above, it would cover the ECAM"
+         .. " window at 0xb0000000%)", out)
+      out, code = sh("lua5.4 passthrough.lua --plan --mem 2816 --device spec/fixtures/edu.lua")
+      assert.are.equal(0, code, out)
+   end)
+
    it("--plan lays out a recorded edu: BAR address, mapped and trapped parts, IRQs, quirks", function()
       local out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/edu.lua")
       assert.are.equal(0, code, out)

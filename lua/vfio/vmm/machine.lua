@@ -37,8 +37,17 @@ local function hex(v) return ("%#x"):format(v) end
 --   opts     quirks = list of quirk tables (nil: the built-in ones), trace = fn(line),
 --            mem_mib = 64, intx_line = 10, no_mmap = true: trap every BAR access
 --            (no memory slots for BARs; QEMU's x-no-mmap)
+-- The largest guest RAM: it starts at 0 and must end below the ECAM window (the VM's
+-- address map refuses overlaps as well, csrc/kvm/kvm.c).
+M.MAX_MEM_MIB = M.ECAM_BASE >> 20
+
 function M.new(dev, opts)
    opts = opts or {}
+   local mib = opts.mem_mib or 64
+   if math.type(mib) ~= "integer" or mib < 2 or mib > M.MAX_MEM_MIB then
+      return nil, ("guest RAM of %s MiB: it must be 2 to %d MiB (above, it would cover the ECAM"
+         .. " window at %#x)"):format(tostring(mib), M.MAX_MEM_MIB, M.ECAM_BASE)
+   end
    local pt, err, errno = passthrough.new(dev, { quirks = opts.quirks, enable = true })
    if not pt then return nil, err, errno end
    local m = setmetatable({
