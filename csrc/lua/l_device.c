@@ -2,6 +2,7 @@
 #include "l_objects.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <linux/vfio.h>
 #include <stdio.h>
@@ -51,7 +52,9 @@ static int l_device_file(lua_State *L)
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return lv_syserror(L, errno, "open", path);
-    lv_pushdevice(L, fd, name, 0);
+    struct stat st;
+    lv_device *d = lv_pushdevice(L, fd, name, 0);
+    d->is_memory = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
     return 1;
 }
 

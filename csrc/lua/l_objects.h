@@ -30,6 +30,8 @@ struct lv_region;
 /* uv1: the group (or nothing, for adopted fds). */
 typedef struct lv_device {
     int fd;
+    int is_memory;            /* a regular file, not a device: its mappings are ordinary
+                                 memory, so bulk copies may use memcpy's widths */
     char name[128];
     struct lv_region *regions; /* live regions, unmapped when the device closes */
 } lv_device;

@@ -224,6 +224,24 @@ static uint64_t next_piece(const lv_region *r, uint32_t n, uint64_t off, uint64_
     return stop - off;
 }
 
+/* Bulk copies out of and into a mapping: a device's registers want exact-width accesses
+ * (vfio_copy_*_io); the mapping of an ordinary file is memory, and memcpy is faster. */
+static void copy_from_map(const lv_region *r, void *dst, const uint8_t *src, size_t n)
+{
+    if (r->dev && r->dev->is_memory)
+        memcpy(dst, src, n);
+    else
+        vfio_copy_from_io(dst, src, n);
+}
+
+static void copy_to_map(const lv_region *r, uint8_t *dst, const void *src, size_t n)
+{
+    if (r->dev && r->dev->is_memory)
+        memcpy(dst, src, n);
+    else
+        vfio_copy_to_io(dst, src, n);
+}
+
 /* r:read(off, n) -> string | nil, msg, errno. Mapped parts are copied with device-safe
  * word accesses (vfio_copy_from_io); other parts use pread. */
 static int r_read(lua_State *L)
@@ -247,7 +265,7 @@ static int r_read(lua_State *L)
     while (pos < end) {
         uint64_t len = next_piece(r, r->nrd, pos, end, &p);
         if (p) {
-            vfio_copy_from_io(out, p, len);
+            copy_from_map(r, out, p, len);
         } else {
             int e = vfio_pread_all(r->dev->fd, out, len, r->offset + pos);
             if (e < 0)
@@ -276,7 +294,7 @@ static int r_write(lua_State *L)
         uint8_t *p;
         uint64_t len = next_piece(r, r->nwr, pos, end, &p);
         if (p) {
-            vfio_copy_to_io(p, s, len);
+            copy_to_map(r, p, s, len);
         } else {
             int e = vfio_pwrite_all(r->dev->fd, s, len, r->offset + pos);
             if (e < 0)
@@ -300,9 +318,9 @@ static int copy_pieces(lua_State *L, lv_region *r, uint64_t off, uint8_t *mem, u
         uint64_t len = next_piece(r, write ? r->nwr : r->nrd, pos, end, &p);
         int e = 0;
         if (p && write)
-            vfio_copy_to_io(p, mem, len);
+            copy_to_map(r, p, mem, len);
         else if (p)
-            vfio_copy_from_io(mem, p, len);
+            copy_from_map(r, mem, p, len);
         else if (write)
             e = vfio_pwrite_all(r->dev->fd, mem, len, r->offset + pos);
         else
