@@ -1,12 +1,20 @@
-/* libFuzzer target: config and BAR dispatch of the trap core on devices recorded in
- * the lab. Each input picks a recorded device and runs a sequence of guest accesses
- * (config reads/writes at any offset and size, BAR and address accesses) mixed with
- * the quirk operations a policy may apply, optionally on a recording whose config bytes
- * the input corrupts first. Invariants checked beyond ASan/UBSan:
- * emulated header registers never reach the device, and no access size or offset
- * makes the core touch memory outside its tables (ASan).
+/* libFuzzer target: the guest-facing path of a passed-through function on devices
+ * recorded in the lab. Each input picks a recorded device and runs a sequence of guest
+ * accesses mixed with the quirk operations a policy may apply, optionally on a recording
+ * whose config bytes and region sizes and flags the input corrupts first:
+ *   - config reads/writes at any offset and size, directly and through the PCI host
+ *     bridge exactly as the run loop calls it (CF8/CFC-CFF port accesses of every size,
+ *     ECAM accesses of 1 to 8 bytes anywhere in the window);
+ *   - BAR and guest-address accesses of every size, over BARs the guest programs (so
+ *     overlapping ones too), Lua-handled windows included;
+ *   - closing the function mid-sequence.
+ * Invariants checked beyond ASan/UBSan: emulated header registers never reach the
+ * device; a guest access the run loop keeps in C (trap_addr_needs_lua false) never runs a
+ * Lua window handler; a closed function reads all ones and nothing it gets reaches the
+ * device; no access size or offset makes the core touch memory outside its tables.
  * Fixtures: files made by fuzz/export_fixtures.lua in $TRAP_FUZZ_FIXTURES. */
 #include "trap/trap.h" /* -Icsrc */
+#include "kvm/pcihost.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -109,15 +117,35 @@ static uint64_t take(struct in *in, unsigned k)
 static const uint32_t cfg_sizes[4] = {1, 2, 4, 3};        /* 3: must be refused */
 static const uint32_t bar_sizes[5] = {1, 2, 4, 8, 16};
 
+/* Set while an access runs the way the run loop runs it in C: a Lua window handler has
+ * no Lua frame to run on there. */
+static bool in_c_dispatch;
+
 /* A quirk handler in C: echoes the offset, so windows run without Lua. */
 static int echo_window(struct trap_fn *f, void *ctx, int id, bool write, uint64_t off,
                        uint32_t len, uint64_t *val)
 {
     (void)f, (void)ctx, (void)id, (void)len;
+    if (in_c_dispatch)
+        abort();   /* the decode that kept it in C and the dispatch disagreed */
     if (!write)
         *val = off;
     return 0;
 }
+
+/* The trap as a host bridge function, as the binding attaches it. */
+static int hb_read(void *opaque, uint32_t off, uint32_t len, uint32_t *val)
+{
+    return trap_cfg_read(opaque, off, len, val);
+}
+
+static int hb_write(void *opaque, uint32_t off, uint32_t len, uint32_t val)
+{
+    return trap_cfg_write(opaque, off, len, val);
+}
+
+static const struct lv_pci_cfg_ops hb_ops = {.read = hb_read, .write = hb_write};
+#define ECAM_BASE 0xe0000000ull
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -135,15 +163,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             be->ops->cfg_write(be->ctx, off, &b, 1);   /* fails harmlessly past 256 B */
         }
     }
+    /* mode bit 2: region sizes and flags as a broken device (or kernel) reports them */
+    if (mode & 4) {
+        unsigned k = (unsigned)take(&in, 1) % 4;
+        for (unsigned i = 0; i < k; i++) {
+            unsigned idx = (unsigned)take(&in, 1) % 9;
+            if (idx == 7)
+                continue;   /* config: its size is the recording's */
+            lv_replay_set_region(be, idx, take(&in, 1) & 1 ? take(&in, 8) : 1ull << (take(&in, 1) % 40),
+                                 (uint32_t)take(&in, 1));
+        }
+    }
     if (trap_init(&fn, be, mode & 1) < 0) {
         trap_free(&fn);
         return 0;
     }
+    static struct lv_pcihost host;
+    memset(&host, 0, sizeof host);
+    host.ecam_base = ECAM_BASE;
+    host.ecam_size = 1 << 20;
+    lv_pcihost_attach(&host, 0, 4, 0, &hb_ops, &fn);
+    bool closed = false;
     uint8_t hdr0[64], hdr1[64];
     be->ops->cfg_read(be->ctx, 0, hdr0, 64);
     struct trap_event ev;
     for (unsigned steps = 0; in.n && steps < 256; steps++) {
-        unsigned op = (unsigned)take(&in, 1) % 14;
+        unsigned op = (unsigned)take(&in, 1) % 17;
         uint32_t v32;
         uint64_t v64;
         switch (op) {
@@ -171,10 +216,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 4:
         case 5: {
             bool io = take(&in, 1) & 1;
-            uint64_t addr = take(&in, 8);
+            /* near a BAR the guest placed, or anywhere */
+            unsigned near = (unsigned)take(&in, 1) % 7;
+            uint64_t addr = fn.bars[near].mapped != TRAP_UNMAPPED && (take(&in, 1) & 1)
+                                ? fn.bars[near].mapped + take(&in, 2) - 0x100
+                                : take(&in, 8);
             uint32_t len = bar_sizes[take(&in, 1) % 4];
             v64 = take(&in, 8);
+            in_c_dispatch = !trap_addr_needs_lua(&fn, io, addr, len);
             trap_addr_access(&fn, io, addr, len, op == 5, &v64);
+            in_c_dispatch = false;
             break;
         }
         case 6: {
@@ -233,6 +284,55 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                           (uint32_t)take(&in, 4));
             break;
         }
+        case 14:
+        case 15: {
+            /* an exit as the run loop hands it to the host bridge's handled ranges */
+            uint8_t d[8];
+            uint64_t v = take(&in, 8);
+            for (unsigned i = 0; i < 8; i++)
+                d[i] = (uint8_t)(v >> (8 * i));
+            bool write = op == 15;
+            unsigned sz = (unsigned)bar_sizes[take(&in, 1) % 4];
+            int space;
+            uint64_t addr;
+            unsigned pick = (unsigned)take(&in, 1) % 4;
+            if (pick == 0) {          /* program the CF8 latch for our slot or another */
+                space = LV_KVM_PIO, addr = 0xcf8, sz = 4, write = true;
+                uint32_t a = 0x80000000u | (uint32_t)(take(&in, 1) & 1 ? 4 : take(&in, 1) % 32) << 11 |
+                             (uint32_t)take(&in, 1);
+                for (unsigned i = 0; i < 4; i++)
+                    d[i] = (uint8_t)(a >> (8 * i));
+            } else if (pick == 1) {   /* the data ports, any lane, any size */
+                space = LV_KVM_PIO, addr = 0xcf8 + take(&in, 1) % 8;
+            } else {                  /* ECAM: our function's 4 KiB, or anywhere in it */
+                space = LV_KVM_MMIO;
+                addr = ECAM_BASE + (pick == 2 ? (4u << 15) + take(&in, 2) % 4096 : take(&in, 3) % (1 << 20));
+            }
+            if (sz > 4 && space == LV_KVM_PIO)
+                sz = 4;
+            lv_pcihost_io_ops.access(&host, space, addr, d, sz, write);
+            break;
+        }
+        case 16:
+            /* the function closes while the guest still reaches it */
+            trap_free(&fn);
+            closed = true;
+            break;
+        }
+        if (closed) {
+            /* a closed function reads all ones and forwards nothing */
+            const struct lv_replay_stats *st = lv_replay_stats(be);
+            uint64_t w = st->cfg_writes + st->region_writes, r = st->cfg_reads + st->region_reads;
+            uint32_t x = 0;
+            uint64_t y = 0;
+            if (trap_cfg_read(&fn, 0, 4, &x) != 0 || x != 0xffffffff)
+                abort();
+            trap_cfg_write(&fn, 4, 2, 0x7);
+            for (unsigned b = 0; b < 7; b++)
+                if (fn.bars[b].size && !fn.bars[b].upper)
+                    trap_bar_access(&fn, b, 0, 4, true, &y), trap_bar_access(&fn, b, 0, 4, false, &y);
+            if (st->cfg_writes + st->region_writes != w || st->cfg_reads + st->region_reads != r)
+                abort();
         }
         /* IDs, class, BARs, ROM, cap pointer, line/pin are emulated: a guest write there
          * must never reach the device (COMMAND/STATUS at 4..7 are forwarded by design) */
