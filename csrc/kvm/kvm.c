@@ -383,11 +383,13 @@ int lv_kvm_remove_route(struct lv_kvm_vm *vm, uint32_t gsi)
     struct kvm_irq_routing_entry *saved = malloc((before ? before : 1) * sizeof *saved);
     if (!saved)
         return -ENOMEM;
-    memcpy(saved, vm->routes, before * sizeof *saved);
+    if (before)   /* no routes yet: vm->routes may be NULL */
+        memcpy(saved, vm->routes, before * sizeof *saved);
     drop_routes(vm, gsi);
     int e = vm->nroutes == before ? -ENOENT : commit_routes(vm);
     if (e) {
-        memcpy(vm->routes, saved, before * sizeof *saved);
+        if (before)
+            memcpy(vm->routes, saved, before * sizeof *saved);
         vm->nroutes = before;
     }
     free(saved);
