@@ -24,9 +24,15 @@ local function parse(path)
    return list
 end
 
+-- The devices of this run. Inside the lab an empty list is an error, never an empty
+-- loop: a spec that checks "every lab device" must not pass because there are none.
 local cached
 function lab.devices()
    cached = cached or parse(os.getenv("LUAVFIO_LAB_DEVICES"))
+   if lab.inside and #cached == 0 then
+      error("no lab devices published (" .. tostring(os.getenv("LUAVFIO_LAB_DEVICES"))
+         .. " is empty or missing): the lab bound nothing to vfio-pci", 2)
+   end
    return cached
 end
 
