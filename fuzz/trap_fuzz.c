@@ -163,20 +163,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             be->ops->cfg_write(be->ctx, off, &b, 1);   /* fails harmlessly past 256 B */
         }
     }
-    /* mode bit 2: region sizes and flags as a broken device (or kernel) reports them */
+    /* mode bit 2: region sizes and flags as a broken device (or kernel) reports them;
+     * put back after this input, so every input starts from the recording */
+    struct lv_region_info orig[LV_REGION_MAX];
+    unsigned mutated = 0;
     if (mode & 4) {
         unsigned k = (unsigned)take(&in, 1) % 4;
         for (unsigned i = 0; i < k; i++) {
             unsigned idx = (unsigned)take(&in, 1) % 9;
             if (idx == 7)
                 continue;   /* config: its size is the recording's */
+            if (!(mutated & 1u << idx) && be->ops->region_info(be->ctx, idx, &orig[idx]) == 0)
+                mutated |= 1u << idx;
             lv_replay_set_region(be, idx, take(&in, 1) & 1 ? take(&in, 8) : 1ull << (take(&in, 1) % 40),
                                  (uint32_t)take(&in, 1));
         }
     }
     if (trap_init(&fn, be, mode & 1) < 0) {
         trap_free(&fn);
-        return 0;
+        goto restore;
     }
     static struct lv_pcihost host;
     memset(&host, 0, sizeof host);
@@ -341,5 +346,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     }
     trap_free(&fn);
+restore:
+    for (unsigned idx = 0; idx < LV_REGION_MAX; idx++)
+        if (mutated & 1u << idx)
+            lv_replay_set_region(be, idx, orig[idx].size, orig[idx].flags);
+    lv_replay_reset(be);
     return 0;
 }
