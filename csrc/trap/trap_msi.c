@@ -131,6 +131,9 @@ int trap_msix_setup(struct trap_fn *fn, uint16_t off)
     if (!msix_fits(fn, tbl & 7, tbl & ~7u, (uint64_t)n * 16) ||
         !msix_fits(fn, pba & 7, pba & ~7u, pba_len(n)))
         return -1;   /* table outside any BAR: malformed, hide */
+    if ((tbl & 7) == (pba & 7) && (tbl & ~7u) < (uint64_t)(pba & ~7u) + pba_len(n) &&
+        (pba & ~7u) < (uint64_t)(tbl & ~7u) + (uint64_t)n * 16)
+        return -1;   /* table and PBA overlap: malformed, hide (as relocation refuses) */
     struct trap_msix_entry *t = calloc(n, sizeof *t);
     if (!t)
         return -1;
@@ -245,7 +248,9 @@ int trap_msix_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t le
     uint64_t tl = (uint64_t)fn->msix.n * 16, pl = pba_len(fn->msix.n);
     bool in_t = bar == fn->msix.table_bar && off < fn->msix.table_off + tl &&
                 off + len > fn->msix.table_off;
-    bool in_p = bar == fn->msix.pba_bar && off < fn->msix.pba_off + pl &&
+    /* the table wins where both would claim an access: every index below then stays
+     * inside the array of the structure it names */
+    bool in_p = !in_t && bar == fn->msix.pba_bar && off < fn->msix.pba_off + pl &&
                 off + len > fn->msix.pba_off;
     if (!in_t && !in_p)
         return 0;

@@ -260,3 +260,20 @@ describe("one guest-physical address map that refuses overlaps (host /dev/kvm)",
       vm:close()
    end)
 end)
+
+describe("a device whose MSI-X table and PBA overlap (found by fuzzing)", function()
+   after_each(gc)
+   it("gets its MSI-X hidden as malformed, and no access indexes past the PBA", function()
+      local fx = fixture.load("nvme")
+      local t0 = fixture.trap("nvme")
+      local m = assert(t0:msix())
+      -- the same BAR and offset for the PBA as for the table
+      local bad = {}
+      for k, v in pairs(fx) do bad[k] = v end
+      local tbl = fixture.cfg(fx, m.off + 4, 4)
+      bad.config = fx.config:sub(1, m.off + 8) .. string.pack("<I4", tbl) .. fx.config:sub(m.off + 13)
+      local t = fixture.trap(bad)
+      assert.is_nil(t:msix())
+      for off = m.table_off, m.table_off + m.n * 16 - 8, 8 do t:bar_read(m.table_bar, off, 8) end
+   end)
+end)
