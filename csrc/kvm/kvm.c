@@ -97,6 +97,8 @@ int lv_kvm_vm_create(struct lv_kvm_vm *vm, int kvm_fd)
     return 0;
 }
 
+static int drop_slot(struct lv_kvm_vm *vm, int i);
+
 void lv_kvm_vm_close(struct lv_kvm_vm *vm)
 {
     if (vm->fd < 0)
@@ -110,27 +112,15 @@ void lv_kvm_vm_close(struct lv_kvm_vm *vm)
     if (vm->vfio_fd >= 0)
         close(vm->vfio_fd);
     vm->vfio_fd = -1;
-    /* Delete every memory slot before closing: an open vCPU fd keeps KVM's VM object, and
-     * with it the slots, alive; a slot left behind would let a vCPU reach host memory
-     * unmapped below (and whatever is mapped there next). */
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
-        struct lv_kvm_slot *s = &vm->slots[i];
-        if (!s->used)
-            continue;
-        struct kvm_userspace_memory_region r = {.slot = (uint32_t)i, .guest_phys_addr = s->gpa};
-        ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r);
-    }
+    /* Delete every memory slot while the VM fd is open: an open vCPU fd keeps KVM's VM
+     * object, and with it the slots, alive; a slot left behind would let a vCPU reach host
+     * memory unmapped here (and whatever is mapped there next). A slot KVM would not
+     * delete keeps its memory mapped: leaked, never handed back to the allocator. */
+    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
+        if (vm->slots[i].used)
+            drop_slot(vm, i);
     close(vm->fd);
     vm->fd = -1;
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
-        struct lv_kvm_slot *s = &vm->slots[i];
-        if (s->used && s->owned)
-            munmap(s->host, s->size);
-        if (s->used && s->pin)
-            (*s->pin)--;
-        s->pin = NULL;
-        s->used = 0;
-    }
     free(vm->routes);
     vm->routes = NULL;
     vm->nroutes = vm->cap_routes = 0;
@@ -151,6 +141,23 @@ static int set_slot(struct lv_kvm_vm *vm, int slot, uint64_t gpa, uint64_t size,
         .userspace_addr = (uint64_t)(uintptr_t)host,
     };
     return ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? neg_errno() : 0;
+}
+
+/* Delete slot `i` from KVM, then unmap our RAM behind it and release its owner's pin.
+ * On failure the slot stays as it was. */
+static int drop_slot(struct lv_kvm_vm *vm, int i)
+{
+    struct lv_kvm_slot *s = &vm->slots[i];
+    int e = set_slot(vm, i, s->gpa, 0, s->host, 0); /* size 0 deletes the slot */
+    if (e)
+        return e;
+    if (s->owned)
+        munmap(s->host, s->size);
+    if (s->pin)
+        (*s->pin)--;
+    s->pin = NULL;
+    s->used = 0;
+    return 0;
 }
 
 static int free_slot(struct lv_kvm_vm *vm)
@@ -183,18 +190,32 @@ static int irqchip_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t si
                            overlaps(gpa, size, LAPIC_BASE, LAPIC_SIZE));
 }
 
+/* Does a slot (a writable one, with writable_only) overlap [gpa, gpa + size)? */
+static int slot_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, int writable_only)
+{
+    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
+        const struct lv_kvm_slot *s = &vm->slots[i];
+        if (s->used && !(writable_only && s->readonly) && overlaps(gpa, size, s->gpa, s->size))
+            return 1;
+    }
+    return 0;
+}
+
+static int mmio_range_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
+{
+    for (unsigned i = 0; i < vm->nranges; i++)
+        if (vm->ranges[i].space == LV_KVM_MMIO &&
+            overlaps(gpa, size, vm->ranges[i].base, vm->ranges[i].size))
+            return 1;
+    return 0;
+}
+
 /* May a slot (readonly or not) claim [gpa, gpa + size)? */
 static int slot_claim_ok(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, int readonly)
 {
-    if (irqchip_overlap(vm, gpa, size))
+    if (irqchip_overlap(vm, gpa, size) || slot_overlap(vm, gpa, size, 0) ||
+        (!readonly && mmio_range_overlap(vm, gpa, size)))
         return -EEXIST;
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
-        if (vm->slots[i].used && overlaps(gpa, size, vm->slots[i].gpa, vm->slots[i].size))
-            return -EEXIST;
-    for (unsigned i = 0; !readonly && i < vm->nranges; i++)
-        if (vm->ranges[i].space == LV_KVM_MMIO &&
-            overlaps(gpa, size, vm->ranges[i].base, vm->ranges[i].size))
-            return -EEXIST;
     return 0;
 }
 
@@ -254,17 +275,7 @@ int lv_kvm_unmap(struct lv_kvm_vm *vm, int slot)
 {
     if (slot < 0 || slot >= LV_KVM_MAX_SLOTS || !vm->slots[slot].used)
         return -ENOENT;
-    struct lv_kvm_slot *s = &vm->slots[slot];
-    int e = set_slot(vm, slot, s->gpa, 0, s->host, 0); /* size 0 deletes the slot */
-    if (e)
-        return e;
-    if (s->owned)
-        munmap(s->host, s->size);
-    if (s->pin)
-        (*s->pin)--;
-    s->pin = NULL;
-    s->used = 0;
-    return 0;
+    return drop_slot(vm, slot);
 }
 
 void *lv_kvm_ram_ptr(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len)
@@ -310,15 +321,9 @@ static int push_route(struct lv_kvm_vm *vm, const struct kvm_irq_routing_entry *
 int lv_kvm_create_irqchip(struct lv_kvm_vm *vm)
 {
     /* the irqchip claims the IOAPIC and LAPIC windows of the address map */
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
-        if (vm->slots[i].used && (overlaps(vm->slots[i].gpa, vm->slots[i].size, IOAPIC_BASE, IOAPIC_SIZE) ||
-                                  overlaps(vm->slots[i].gpa, vm->slots[i].size, LAPIC_BASE, LAPIC_SIZE)))
-            return -EEXIST;
-    for (unsigned i = 0; i < vm->nranges; i++)
-        if (vm->ranges[i].space == LV_KVM_MMIO &&
-            (overlaps(vm->ranges[i].base, vm->ranges[i].size, IOAPIC_BASE, IOAPIC_SIZE) ||
-             overlaps(vm->ranges[i].base, vm->ranges[i].size, LAPIC_BASE, LAPIC_SIZE)))
-            return -EEXIST;
+    if (slot_overlap(vm, IOAPIC_BASE, IOAPIC_SIZE, 0) || mmio_range_overlap(vm, IOAPIC_BASE, IOAPIC_SIZE) ||
+        slot_overlap(vm, LAPIC_BASE, LAPIC_SIZE, 0) || mmio_range_overlap(vm, LAPIC_BASE, LAPIC_SIZE))
+        return -EEXIST;
     if (ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0) < 0)
         return neg_errno();
     vm->irqchip = 1;
@@ -470,12 +475,9 @@ int lv_kvm_add_range(struct lv_kvm_vm *vm, int space, uint64_t base, uint64_t si
             return -EEXIST;
     }
     if (space == LV_KVM_MMIO) {
-        if (irqchip_overlap(vm, base, size))
+        /* over a writable slot, RAM would answer first: the range could never be hit */
+        if (irqchip_overlap(vm, base, size) || slot_overlap(vm, base, size, 1))
             return -EEXIST;
-        for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
-            if (vm->slots[i].used && !vm->slots[i].readonly &&
-                overlaps(base, size, vm->slots[i].gpa, vm->slots[i].size))
-                return -EEXIST;   /* RAM would answer first: the range could never be hit */
     }
     if (vm->nranges == vm->cap_ranges) {
         unsigned cap = vm->cap_ranges ? vm->cap_ranges * 2 : 16;

@@ -529,12 +529,7 @@ void lv_pushregion(lua_State *L, int devidx, struct vfio_region_desc *d, int err
     luaL_getmetatable(L, LV_REGION);
     int class = lua_gettop(L);
     lua_getfield(L, class, "__index");
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, fields);
-    }
+    lv_copy_fields(L, -1, fields);
     lua_pop(L, 1);
     lua_createtable(L, 0, 6);
     /* The class keeps the finalizer under another key: a __gc there would make every

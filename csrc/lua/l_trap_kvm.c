@@ -13,13 +13,13 @@
 #include <errno.h>
 #include <stdint.h>
 
-/* A closed trap, or one whose backend is closed (no ops), answers like an absent
- * function: config reads float high, BAR reads are all ones, writes are dropped, and it
- * asks the VM layer for nothing. */
+/* A trap whose backend is closed (no ops) answers like an absent function. A closed
+ * trap needs no test here: the trap core answers all ones, drops writes and has no
+ * events left (trap_free). */
 static struct trap_fn *live_fn(void *opaque)
 {
     struct trap_fn *fn = opaque;
-    return fn && !fn->closed && fn->be && fn->be->ops ? fn : NULL;
+    return fn && fn->be && fn->be->ops ? fn : NULL;
 }
 
 static int cfg_read(void *opaque, uint32_t off, uint32_t len, uint32_t *val)

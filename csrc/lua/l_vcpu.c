@@ -311,10 +311,10 @@ static int run_loop(lua_State *L, struct vcpu_ud *v, int handler, double deadlin
     }
 }
 
+/* run_loop under pcall: (vcpu block, handler or nil, deadline) */
 static int run_protected(lua_State *L)
 {
-    struct vcpu_ud *v = lua_touserdata(L, 1);
-    return run_loop(L, v, (int)lua_tointeger(L, 2) ? 3 : 0, lua_tonumber(L, 4));
+    return run_loop(L, lua_touserdata(L, 1), lua_isfunction(L, 2) ? 2 : 0, lua_tonumber(L, 3));
 }
 
 static int l_vcpu_run(lua_State *L)
@@ -342,7 +342,6 @@ static int l_vcpu_run(lua_State *L)
     int base = lua_gettop(L);
     lua_pushcfunction(L, run_protected);
     lua_pushlightuserdata(L, v);
-    lua_pushinteger(L, handler);
     if (handler)
         lua_pushvalue(L, handler);
     else
@@ -350,7 +349,7 @@ static int l_vcpu_run(lua_State *L)
     lua_pushnumber(L, deadline);
     v->running = 1;
     v->vm->running++;
-    int st = lua_pcall(L, 4, LUA_MULTRET, 0);
+    int st = lua_pcall(L, 3, LUA_MULTRET, 0);
     end_run(v);
     if (st != LUA_OK)
         return lua_error(L);

@@ -47,6 +47,9 @@ void lv_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
  * concern of its own in a file of its own (trap:bench). */
 void lv_addmethods(lua_State *L, const char *tname, const luaL_Reg *methods);
 
+/* Copy every field of the table at `from` into the table at `to` (raw, shallow). */
+void lv_copy_fields(lua_State *L, int from, int to);
+
 /* Make every class registered so far unreachable from Lua: each gets __metatable, a
  * description table ({__name, __index = a copy of its methods, __tostring}) that
  * getmetatable returns instead. Called once the whole module is open. */

@@ -91,6 +91,18 @@ const void *lv_testcap(lua_State *L, int idx, const char *cap)
     return ops;
 }
 
+void lv_copy_fields(lua_State *L, int from, int to)
+{
+    from = lua_absindex(L, from);
+    to = lua_absindex(L, to);
+    lua_pushnil(L);
+    while (lua_next(L, from)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, to);
+    }
+}
+
 /* The table getmetatable() shows for objects of the class at `mt`: its name, a copy of
  * its methods (so the REPL can complete them) and its __tostring. Writing to it changes
  * nothing of the class. */
@@ -103,12 +115,7 @@ static void push_description(lua_State *L, int mt)
     lua_setfield(L, -2, "__tostring");
     if (lua_getfield(L, mt, "__index") == LUA_TTABLE) {
         lua_newtable(L);
-        lua_pushnil(L);
-        while (lua_next(L, -3)) {
-            lua_pushvalue(L, -2);
-            lua_insert(L, -2);
-            lua_rawset(L, -4);
-        }
+        lv_copy_fields(L, -2, -1);
         lua_remove(L, -2);
     }
     lua_setfield(L, -2, "__index");

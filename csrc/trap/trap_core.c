@@ -34,6 +34,7 @@ int trap_init(struct trap_fn *fn, struct lv_backend *be, bool pcie_allowed)
 void trap_free(struct trap_fn *fn)
 {
     fn->closed = true;
+    fn->ev_count = 0;   /* nothing queued before close reaches the VM layer */
     free(fn->msix.table);
     fn->msix.table = NULL;
     fn->msix.off = 0;

@@ -121,6 +121,12 @@ static uint64_t pba_len(uint16_t n)
     return ((uint64_t)n + 63) / 64 * 8;
 }
 
+/* Would a table of n entries and its PBA share bytes? */
+static bool table_pba_overlap(unsigned tbar, uint64_t toff, unsigned pbar, uint64_t poff, uint16_t n)
+{
+    return tbar == pbar && toff < poff + pba_len(n) && poff < toff + (uint64_t)n * 16;
+}
+
 int trap_msix_setup(struct trap_fn *fn, uint16_t off)
 {
     if (!fn->irqs[LV_IRQ_MSIX].count)
@@ -131,8 +137,7 @@ int trap_msix_setup(struct trap_fn *fn, uint16_t off)
     if (!msix_fits(fn, tbl & 7, tbl & ~7u, (uint64_t)n * 16) ||
         !msix_fits(fn, pba & 7, pba & ~7u, pba_len(n)))
         return -1;   /* table outside any BAR: malformed, hide */
-    if ((tbl & 7) == (pba & 7) && (tbl & ~7u) < (uint64_t)(pba & ~7u) + pba_len(n) &&
-        (pba & ~7u) < (uint64_t)(tbl & ~7u) + (uint64_t)n * 16)
+    if (table_pba_overlap(tbl & 7, tbl & ~7u, pba & 7, pba & ~7u, n))
         return -1;   /* table and PBA overlap: malformed, hide (as relocation refuses) */
     struct trap_msix_entry *t = calloc(n, sizeof *t);
     if (!t)
@@ -181,7 +186,7 @@ int trap_msix_relocate(struct trap_fn *fn, unsigned bar, uint64_t table_off, uin
     uint64_t tl = (uint64_t)fn->msix.n * 16, pl = pba_len(fn->msix.n);
     if ((table_off & 7) || (pba_off & 7) || table_off > UINT32_MAX || pba_off > UINT32_MAX ||
         !msix_fits(fn, bar, table_off, tl) || !msix_fits(fn, bar, pba_off, pl) ||
-        (table_off < pba_off + pl && pba_off < table_off + tl))
+        table_pba_overlap(bar, table_off, bar, pba_off, fn->msix.n))
         return -EINVAL;
     fn->msix.table_bar = fn->msix.pba_bar = (uint8_t)bar;
     fn->msix.table_off = table_off;
@@ -230,30 +235,35 @@ static void entry_events(struct trap_fn *fn, unsigned v, const struct trap_msix_
     }
 }
 
-bool trap_msix_claims(const struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len)
+/* Which part of MSI-X an access at [off, off+len) of `bar` touches: 0 none, 1 the table,
+ * 2 the PBA. The table wins where both would claim it (setup refuses overlaps, this keeps
+ * every index below inside the array of the structure it names anyway). */
+enum { MSIX_NONE, MSIX_TABLE, MSIX_PBA };
+static int msix_part(const struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len)
 {
     if (!fn->msix.off)
-        return false;
+        return MSIX_NONE;
     uint64_t tl = (uint64_t)fn->msix.n * 16, pl = pba_len(fn->msix.n);
-    return (bar == fn->msix.table_bar && off < fn->msix.table_off + tl &&
-            off + len > fn->msix.table_off) ||
-           (bar == fn->msix.pba_bar && off < fn->msix.pba_off + pl && off + len > fn->msix.pba_off);
+    if (bar == fn->msix.table_bar && off < fn->msix.table_off + tl && off + len > fn->msix.table_off)
+        return MSIX_TABLE;
+    if (bar == fn->msix.pba_bar && off < fn->msix.pba_off + pl && off + len > fn->msix.pba_off)
+        return MSIX_PBA;
+    return MSIX_NONE;
+}
+
+bool trap_msix_claims(const struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len)
+{
+    return msix_part(fn, bar, off, len) != MSIX_NONE;
 }
 
 int trap_msix_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len, bool write,
                      uint64_t *val)
 {
-    if (!fn->msix.off)
+    int part = msix_part(fn, bar, off, len);
+    if (part == MSIX_NONE)
         return 0;
+    bool in_t = part == MSIX_TABLE, in_p = part == MSIX_PBA;
     uint64_t tl = (uint64_t)fn->msix.n * 16, pl = pba_len(fn->msix.n);
-    bool in_t = bar == fn->msix.table_bar && off < fn->msix.table_off + tl &&
-                off + len > fn->msix.table_off;
-    /* the table wins where both would claim an access: every index below then stays
-     * inside the array of the structure it names */
-    bool in_p = !in_t && bar == fn->msix.pba_bar && off < fn->msix.pba_off + pl &&
-                off + len > fn->msix.pba_off;
-    if (!in_t && !in_p)
-        return 0;
     uint64_t base = in_t ? fn->msix.table_off : fn->msix.pba_off, lim = in_t ? tl : pl;
     if (off < base || off + len > base + lim) {
         if (!write)
