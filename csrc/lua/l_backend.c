@@ -272,9 +272,10 @@ static int b_mapped(lua_State *L)
     return 1;
 }
 
-/* backend:mapping(region) -> address, offset, length: region offset `offset` is mapped
- * at `address` for `length` bytes (vfio backends), or nil, message, errno. The VM layer
- * borrows it for memory slots instead of mapping the BAR again. */
+/* backend:mapping(region) -> offset, length: the part of the region the backend has
+ * mapped (vfio backends), or nil, message, errno. The VM layer borrows it for memory
+ * slots (vm:map(gpa, size, backend, {region=, offset=})) instead of mapping the BAR
+ * again; its host address stays in C. */
 static int b_mapping(lua_State *L)
 {
     struct lv_backend_ud *b = lv_checkbackend(L, 1);
@@ -284,10 +285,10 @@ static int b_mapping(lua_State *L)
     int rc = lv_backend_vfio_mapping(&b->be, idx, &p, &off, &len);
     if (rc < 0)
         return lv_syserrorf(L, -rc, "mapping", "%s[%u]", b->be.name, idx);
-    lua_pushinteger(L, (lua_Integer)(uintptr_t)p);
+    (void)p;
     lua_pushinteger(L, (lua_Integer)off);
     lua_pushinteger(L, (lua_Integer)len);
-    return 3;
+    return 2;
 }
 
 static int b_reset(lua_State *L)

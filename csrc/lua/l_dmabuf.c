@@ -119,12 +119,6 @@ DEF_RW(16)
 DEF_RW(32)
 DEF_RW(64)
 
-static int b_address(lua_State *L)
-{
-    lua_pushinteger(L, (lua_Integer)(uintptr_t)lv_checkdmabuf(L, 1)->ptr);
-    return 1;
-}
-
 static int b_size(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)lv_checkdmabuf(L, 1)->rounded);
@@ -175,7 +169,7 @@ void lv_open_dmabuf(lua_State *L)
         {"copy", b_copy},       {"read8", b_read8},     {"read16", b_read16},
         {"read32", b_read32},   {"read64", b_read64},   {"write8", b_write8},
         {"write16", b_write16}, {"write32", b_write32}, {"write64", b_write64},
-        {"address", b_address}, {"size", b_size},       {"closed", b_closed},
+        {"size", b_size},       {"closed", b_closed},
         {"close", b_close},     {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", b_close}, {"__close", b_close}, {"__tostring", b_tostring}, {NULL, NULL}};

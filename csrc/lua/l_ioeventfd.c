@@ -10,7 +10,7 @@
 #define IOEVENTFD_T "vfio.ioeventfd"
 
 struct ioeventfd_ud {
-    int fd, own_fd, assigned, space, has_dm;
+    int fd, assigned, space, has_dm;
     unsigned len;
     uint64_t addr, datamatch;
 };
@@ -31,18 +31,22 @@ static int l_vm_ioeventfd(lua_State *L)
     if (!lua_isnil(L, -1))
         q0.has_dm = 1, q0.datamatch = (uint64_t)luaL_checkinteger(L, -1);
     lua_getfield(L, 2, "fd");
-    int ufd = lua_isnil(L, -1) ? -1 : lv_checkfd(L, lua_gettop(L));
+    int user_fd = !lua_isnil(L, -1);
+    if (user_fd)
+        lv_checkfd(L, lua_gettop(L));
     lua_pop(L, 5);
     if (q0.len != 0 && q0.len != 1 && q0.len != 2 && q0.len != 4 && q0.len != 8)
         return luaL_argerror(L, 2, "len must be 0, 1, 2, 4 or 8");
     struct ioeventfd_ud *q = lv_newobject(L, sizeof *q, IOEVENTFD_T, 1);
     *q = q0;
-    if (ufd < 0) {
-        if ((ufd = vfio_eventfd_create(0, 0)) < 0)
-            return lv_syserror(L, -ufd, "eventfd", "ioeventfd");
-        q->own_fd = 1;
+    /* a caller's eventfd is duplicated: the object owns every fd it keeps */
+    if (user_fd) {
+        lua_getfield(L, 2, "fd");
+        q->fd = lv_dupfd(L, lua_gettop(L));
+        lua_pop(L, 1);
+    } else if ((q->fd = vfio_eventfd_create(0, 0)) < 0) {
+        return lv_syserror(L, -q->fd, "eventfd", "ioeventfd");
     }
-    q->fd = ufd;
     int e = lv_kvm_ioeventfd(&v->vm, q->space, q->addr, q->len, q->fd, q->has_dm,
                              q->datamatch, 0);
     if (e < 0)
@@ -73,7 +77,7 @@ static int l_ioev_close(lua_State *L)
                              q->datamatch, 1);
         q->assigned = 0;
     }
-    if (q->own_fd && q->fd >= 0)
+    if (q->fd >= 0)
         close(q->fd);
     q->fd = -1;
     return 0;

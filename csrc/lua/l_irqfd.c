@@ -1,5 +1,9 @@
 /* vfio.irqfd: an eventfd wired to a GSI of a VM (and its resample eventfd), made with
- * vm:irqfd(gsi [, opts]). The eventfds are the VFIO layer's (vfio_eventfd_*). */
+ * vm:irqfd(gsi [, opts]). The eventfds are the VFIO layer's (vfio_eventfd_*). The irqfd
+ * owns both fds (a caller's eventfd is duplicated), so its fds are never a number that
+ * Lua closed and the process reused. detach()/attach() take the eventfd away from the
+ * guest and give it back, for a masked MSI/MSI-X vector: while detached, the device's
+ * interrupts stay counted in the eventfd (the vector's pending state). */
 #include "l_kvm.h"
 #include "l_objects.h"
 
@@ -9,7 +13,7 @@
 #define IRQFD_T "vfio.irqfd"
 
 struct irqfd_ud {
-    int fd, resample_fd, own_fd, own_resample, assigned;
+    int fd, resample_fd, assigned;
     uint32_t gsi;
 };
 
@@ -27,37 +31,40 @@ static int l_vm_irqfd(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
-    int fd = -1, rfd = -1, want_resample = 0;
+    int want_resample = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
         if (lua_getfield(L, 3, "fd") != LUA_TNIL)
-            fd = lv_checkfd(L, lua_gettop(L));
+            lv_checkfd(L, lua_gettop(L));     /* checked now, duplicated below */
         lua_pop(L, 1);
         int t = lua_getfield(L, 3, "resample");
         if (t == LUA_TBOOLEAN)
             want_resample = lua_toboolean(L, -1);
         else if (t != LUA_TNIL)
-            rfd = lv_checkfd(L, lua_gettop(L)), want_resample = 1;
+            lv_checkfd(L, lua_gettop(L)), want_resample = 1;
         lua_pop(L, 1);
     }
     struct irqfd_ud *q = lv_newobject(L, sizeof *q, IRQFD_T, 1);
     q->fd = q->resample_fd = -1;
     q->gsi = gsi;
-    if (fd < 0) {
-        if ((fd = vfio_eventfd_create(0, 0)) < 0)
-            return lv_syserrorf(L, -fd, "eventfd", "irqfd gsi %u", gsi);
-        q->own_fd = 1;
+    int obj = lua_gettop(L);
+    /* the fds are duplicated once the object exists, so __gc closes them on any error */
+    if (!lua_isnoneornil(L, 3)) {
+        if (lua_getfield(L, 3, "fd") != LUA_TNIL)
+            q->fd = lv_dupfd(L, lua_gettop(L));
+        if (lua_getfield(L, 3, "resample") > LUA_TBOOLEAN)
+            q->resample_fd = lv_dupfd(L, lua_gettop(L));
+        lua_settop(L, obj);
     }
-    q->fd = fd;
-    if (want_resample && rfd < 0) {
-        if ((rfd = vfio_eventfd_create(0, 0)) < 0)
-            return lv_syserrorf(L, -rfd, "eventfd", "resample gsi %u", gsi);
-        q->own_resample = 1;
-    }
-    q->resample_fd = rfd;
-    int e = lv_kvm_irqfd(&v->vm, gsi, fd, rfd, 0);
+    if (q->fd < 0 && (q->fd = vfio_eventfd_create(0, 0)) < 0)
+        return lv_syserrorf(L, -q->fd, "eventfd", "irqfd gsi %u", gsi);
+    if (want_resample && q->resample_fd < 0 &&
+        (q->resample_fd = vfio_eventfd_create(0, 0)) < 0)
+        return lv_syserrorf(L, -q->resample_fd, "eventfd", "resample gsi %u", gsi);
+    int e = lv_kvm_irqfd(&v->vm, gsi, q->fd, q->resample_fd, 0);
     if (e < 0)
-        return lv_syserrorf(L, -e, "KVM_IRQFD", "gsi %u%s", gsi, rfd >= 0 ? " resample" : "");
+        return lv_syserrorf(L, -e, "KVM_IRQFD", "gsi %u%s", gsi,
+                            q->resample_fd >= 0 ? " resample" : "");
     q->assigned = 1;
     lv_set_parent(L, -1, 1, 1);
     return 1;
@@ -73,11 +80,61 @@ static void irqfd_release(lua_State *L, struct irqfd_ud *q, int idx)
         lua_pop(L, 1);
         q->assigned = 0;
     }
-    if (q->own_fd && q->fd >= 0)
+    if (q->fd >= 0)
         close(q->fd);
-    if (q->own_resample && q->resample_fd >= 0)
+    if (q->resample_fd >= 0)
         close(q->resample_fd);
     q->fd = q->resample_fd = -1;
+}
+
+const int *lv_irqfd_fdp(lua_State *L, int idx)
+{
+    return &checkirqfd(L, idx)->fd;
+}
+
+/* The VM of the irqfd at idx (its parent, kept alive by it), raising if it is closed. */
+static struct lv_vm_ud *irqfd_vm(lua_State *L, int idx)
+{
+    lua_getiuservalue(L, idx, 1);
+    struct lv_vm_ud *v = luaL_testudata(L, -1, LV_VM_T);
+    lua_pop(L, 1);
+    if (!v || v->vm.fd < 0)
+        luaL_error(L, "irqfd: its VM is closed");
+    return v;
+}
+
+/* irqfd:detach() / irqfd:attach(): KVM_IRQFD deassign / assign again, keeping the
+ * eventfd. Idempotent; true, or nil, message, errno. */
+static int l_irqfd_attach_op(lua_State *L, int attach)
+{
+    struct irqfd_ud *q = checkirqfd(L, 1);
+    struct lv_vm_ud *v = irqfd_vm(L, 1);
+    if (q->assigned != attach) {
+        int e = lv_kvm_irqfd(&v->vm, q->gsi, q->fd, attach ? q->resample_fd : -1, !attach);
+        if (e < 0)
+            return lv_syserrorf(L, -e, "KVM_IRQFD", "%s gsi %u", attach ? "assign" : "deassign",
+                                q->gsi);
+        q->assigned = attach;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_irqfd_detach(lua_State *L) { return l_irqfd_attach_op(L, 0); }
+static int l_irqfd_attach(lua_State *L) { return l_irqfd_attach_op(L, 1); }
+
+static int l_irqfd_attached(lua_State *L)
+{
+    lua_pushboolean(L, checkirqfd(L, 1)->assigned);
+    return 1;
+}
+
+/* irqfd:take() -> the count the eventfd held (0 if none), now cleared: what a device
+ * signalled while the irqfd was detached. */
+static int l_irqfd_take(lua_State *L)
+{
+    struct irqfd_ud *q = checkirqfd(L, 1);
+    return lv_push_eventfd_count(L, q->fd, 0, "irqfd eventfd");
 }
 
 static int l_irqfd_close(lua_State *L)
@@ -146,6 +203,8 @@ void lv_open_irqfd(lua_State *L)
     static const luaL_Reg methods[] = {
         {"fileno", l_irqfd_fileno}, {"resample_fileno", l_irqfd_resample_fileno},
         {"gsi", l_irqfd_gsi}, {"trigger", l_irqfd_trigger}, {"resampled", l_irqfd_resampled},
+        {"detach", l_irqfd_detach}, {"attach", l_irqfd_attach}, {"attached", l_irqfd_attached},
+        {"take", l_irqfd_take},
         {"close", l_irqfd_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", l_irqfd_close}, {"__close", l_irqfd_close}, {"__tostring", l_irqfd_tostring},

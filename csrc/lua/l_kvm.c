@@ -2,6 +2,8 @@
  * vfio.vm: l_vm.c), and the capability names both answer check_extension for. */
 #include "l_kvm.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,6 +38,15 @@ int lv_checkfd(lua_State *L, int arg)
         lua_pop(L, 1);
     }
     return luaL_typeerror(L, arg, "fd (integer or object with fileno())");
+}
+
+int lv_dupfd(lua_State *L, int arg)
+{
+    int fd = lv_checkfd(L, arg);
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return luaL_argerror(L, arg, lua_pushfstring(L, "fd %d: %s", fd, strerror(errno)));
+    return d;
 }
 
 /* ---- vfio.kvm ---- */

@@ -29,8 +29,16 @@ struct lv_vm_ud *lv_checkvm(lua_State *L, int arg);  /* raises if closed */
 int lv_vm_vcpu(lua_State *L);
 /* A KVM capability argument: a name from core.KVM_CAP or a number (l_kvm.c). */
 int lv_kvm_checkcap(lua_State *L, int arg);
-/* An fd argument: an integer, or an object whose fileno() method returns one. */
+/* An fd argument: an integer, or an object whose fileno() method returns one. Such a
+ * number is used only during the call that receives it (the kernel checks what it is);
+ * an object that keeps an fd keeps its own duplicate (lv_dupfd), so a number Lua
+ * closes and the process reuses never reaches it. */
 int lv_checkfd(lua_State *L, int arg);
+/* lv_checkfd, duplicated (close-on-exec): the caller owns the result. Raises on failure. */
+int lv_dupfd(lua_State *L, int arg);
+/* The fd field of the irqfd at idx (raises unless it is an open vfio.irqfd): the trap
+ * reads a masked vector's eventfd through it (trap_set_source) and keeps the irqfd alive. */
+const int *lv_irqfd_fdp(lua_State *L, int idx);
 /* Register the C handler of the object at `obj` for [base, base+size) of `space` in the VM
  * at index 1 and keep the object alive with it; pushes the range id (or nil, msg, errno). */
 int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t base,

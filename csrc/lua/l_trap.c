@@ -5,11 +5,12 @@
  * API misuse (an access size other than 1/2/4[/8]) raises. */
 #include "l_trap.h"
 #include "base/le.h"
+#include "l_kvm.h"
 
 #include <errno.h>
 #include <string.h>
 
-enum { UV_BACKEND = 1, UV_WINDOWS, UV_CALLBACK, UV_COUNT = 3 };
+enum { UV_BACKEND = 1, UV_WINDOWS, UV_CALLBACK, UV_SOURCES, UV_COUNT = 4 };
 
 struct lv_trap_ud *lv_checktrap(lua_State *L, int i)
 {
@@ -93,7 +94,8 @@ static void push_event(lua_State *L, const struct trap_event *e)
         lua_pushinteger(L, e->count); lua_setfield(L, -2, "count");
         if (e->type == TRAP_EV_MSIX_ENABLE) { lua_pushboolean(L, e->flags & 2); lua_setfield(L, -2, "fmask"); }
         else { lua_pushinteger(L, (lua_Integer)e->addr); lua_setfield(L, -2, "addr");
-               lua_pushinteger(L, e->data); lua_setfield(L, -2, "data"); }
+               lua_pushinteger(L, e->data); lua_setfield(L, -2, "data");
+               lua_pushinteger(L, e->mask); lua_setfield(L, -2, "mask"); }
         break;
     case TRAP_EV_MSI_ROUTE:
         lua_pushinteger(L, e->count); lua_setfield(L, -2, "count");
@@ -176,6 +178,8 @@ static int l_trap_new(lua_State *L)
     lv_set_parent(L, -1, 1, UV_BACKEND);
     lua_newtable(L);
     lua_setiuservalue(L, -2, UV_WINDOWS);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, UV_SOURCES);
     return 1;
 }
 
@@ -539,6 +543,30 @@ static int t_set_pending(lua_State *L)
     return rc_result(L, t, rc, "set pending of");
 }
 
+/* trap:set_source(kind, vector, irqfd|nil): while the VM keeps a masked vector from the
+ * guest, its irqfd's eventfd is the vector's pending state (trap_set_source). The trap
+ * keeps the irqfd alive (user value UV_SOURCES, by kind and vector), and reads the fd
+ * through the irqfd, never as a number of its own. */
+static int t_set_source(lua_State *L)
+{
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    static const char *const kinds[] = {"msi", "msix", NULL};
+    int k = luaL_checkoption(L, 2, NULL, kinds);
+    unsigned v = (unsigned)lv_checkrange(L, 3, 0, TRAP_MSIX_MAX - 1);
+    const int *fdp = lua_isnoneornil(L, 4) ? NULL : lv_irqfd_fdp(L, 4);
+    int rc = trap_set_source(&t->fn, k == 1, v, fdp);
+    if (rc == 0) {
+        lua_getiuservalue(L, 1, UV_SOURCES);
+        if (fdp)
+            lua_pushvalue(L, 4);
+        else
+            lua_pushnil(L);
+        lua_rawseti(L, -2, (lua_Integer)k * TRAP_MSIX_MAX + v);
+        lua_pop(L, 1);
+    }
+    return rc_result(L, t, rc, "set the interrupt source of");
+}
+
 static int t_msix_entry(lua_State *L)
 {
     struct lv_trap_ud *t = lv_checktrap(L, 1);
@@ -584,6 +612,7 @@ void lv_open_trap(lua_State *L)
         {"set_perm", t_set_perm}, {"hide_rom", t_hide_rom}, {"set_bar_size", t_set_bar_size},
         {"add_window", t_add_window}, {"mirror_config", t_mirror_config},
         {"relocate_msix", t_relocate_msix}, {"set_pending", t_set_pending},
+        {"set_source", t_set_source},
         {"close", t_close}, {NULL, NULL}};
     static const luaL_Reg tmeta[] = {
         {"__gc", t_close}, {"__close", t_close}, {"__tostring", t_tostring}, {NULL, NULL}};

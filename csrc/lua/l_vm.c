@@ -164,8 +164,8 @@ static int l_vm_fill(lua_State *L)
     return 0;
 }
 
-/* vm:memory() -> list of {slot, gpa, size, host, ram, readonly}: host addresses let the
- * VFIO side map guest RAM for DMA at IOVA == guest-physical. */
+/* vm:memory() -> list of {slot, gpa, size, ram, readonly}. No host address: Lua never
+ * sees one (container:map_dma(vm, iova, {gpa=, size=}) finds guest RAM itself). */
 static int l_vm_memory(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
@@ -175,15 +175,13 @@ static int l_vm_memory(lua_State *L)
         struct lv_kvm_slot *s = &v->vm.slots[i];
         if (!s->used)
             continue;
-        lua_createtable(L, 0, 6);
+        lua_createtable(L, 0, 5);
         lua_pushinteger(L, i);
         lua_setfield(L, -2, "slot");
         lua_pushinteger(L, (lua_Integer)s->gpa);
         lua_setfield(L, -2, "gpa");
         lua_pushinteger(L, (lua_Integer)s->size);
         lua_setfield(L, -2, "size");
-        lua_pushinteger(L, (lua_Integer)(uintptr_t)s->host);
-        lua_setfield(L, -2, "host");
         lua_pushboolean(L, s->owned);
         lua_setfield(L, -2, "ram");
         lua_pushboolean(L, s->readonly);

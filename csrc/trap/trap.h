@@ -60,6 +60,7 @@ struct trap_event {
     uint32_t vector;
     uint32_t data;
     uint32_t count;
+    uint32_t mask;       /* MSI_ENABLE: the per-vector mask bits at that moment */
     uint64_t addr;
     uint64_t old;
 };
@@ -133,6 +134,8 @@ struct trap_fn {
         uint8_t mme;
         uint64_t addr;
         uint32_t data, mask;
+        uint32_t pending;    /* pending bits set by the VM layer (trap_msi_set_pending) */
+        const int *src[32];  /* a masked vector's interrupt source, see trap_set_source */
     } msi;
 
     struct {
@@ -142,7 +145,8 @@ struct trap_fn {
         uint64_t table_off, pba_off;
         bool enabled, fmask;
         struct trap_msix_entry *table;
-        uint64_t pending[TRAP_MSIX_MAX / 64];
+        uint64_t pending[TRAP_MSIX_MAX / 64];   /* set by the VM layer */
+        const int **src;     /* n entries: a masked vector's interrupt source */
     } msix;
 
     struct trap_window windows[TRAP_WINDOWS_MAX];
@@ -212,5 +216,14 @@ int trap_msix_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t le
                      uint64_t *val);
 int trap_msix_set_pending(struct trap_fn *fn, unsigned vector, bool on);
 int trap_msi_set_pending(struct trap_fn *fn, unsigned vector, bool on);
+/* A masked vector's interrupt source: while the VM keeps a vector from the guest (masked
+ * by the vector or function mask), the device still signals its eventfd. With the eventfd
+ * registered here, the PBA (MSI-X) or the pending bits (MSI) read 1 for that vector while
+ * the eventfd holds a count, as the device's own PBA would. `fd` points at the fd field of
+ * the object that owns the eventfd (the binding keeps that object alive), so a closed
+ * source (*fd < 0) reads as not pending; NULL removes it. */
+int trap_set_source(struct trap_fn *fn, bool msix, unsigned vector, const int *fd);
+/* Refresh the MSI pending bits in the shadow when a config read covers them. */
+void trap_msi_sync_pending(struct trap_fn *fn, uint32_t off, uint32_t len);
 
 #endif

@@ -414,6 +414,7 @@ int trap_cfg_read(struct trap_fn *fn, uint32_t off, uint32_t len, uint32_t *val)
         *val = ones[len];     /* nothing decodes there */
         return 0;
     }
+    trap_msi_sync_pending(fn, off, len);
     uint32_t s = 0, em = 0;
     for (uint32_t i = 0; i < len; i++) {
         s |= (uint32_t)fn->shadow[off + i] << (8 * i);

@@ -37,6 +37,8 @@ void trap_free(struct trap_fn *fn)
     fn->ev_count = 0;   /* nothing queued before close reaches the VM layer */
     free(fn->msix.table);
     fn->msix.table = NULL;
+    free(fn->msix.src);
+    fn->msix.src = NULL;
     fn->msix.off = 0;
 }
 

@@ -4,6 +4,7 @@
 #include "base/le.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +33,8 @@ int trap_msi_setup(struct trap_fn *fn, uint16_t off)
     fn->msi.enabled = false;
     fn->msi.mme = 0;
     fn->msi.addr = 0;
-    fn->msi.data = fn->msi.mask = 0;
+    fn->msi.data = fn->msi.mask = fn->msi.pending = 0;
+    memset(fn->msi.src, 0, sizeof fn->msi.src);
     trap_apply_perm(fn, off + 2, 2, ALL, 0x0071, 0, 0, OWN_MSI);
     trap_shadow_set(fn, off + 2, 2, (flags & 0x180u) | mmc << 1);
     trap_apply_perm(fn, off + 4, 4, ALL, 0xfffffffcu, 0, 0, OWN_MSI);
@@ -74,7 +76,7 @@ void trap_hook_msi(struct trap_fn *fn)
         addr |= (uint64_t)trap_shadow_get(fn, off + 8, 4) << 32;
     uint32_t data = trap_shadow_get(fn, d, 2);
     uint32_t mask = fn->msi.pvm ? trap_shadow_get(fn, d + 4, 4) : 0;
-    struct trap_event ev = {.addr = addr, .data = data, .count = 1u << mme};
+    struct trap_event ev = {.addr = addr, .data = data, .count = 1u << mme, .mask = mask};
     if (en != fn->msi.enabled) {
         ev.type = TRAP_EV_MSI_ENABLE;
         ev.flags = en;
@@ -97,14 +99,52 @@ void trap_hook_msi(struct trap_fn *fn)
     fn->msi.mask = mask;
 }
 
+/* Has the source eventfd a count? A poll of 0 ms: it does not consume the count, which
+ * the VM layer takes when the vector is unmasked. */
+static bool source_pending(const int *src)
+{
+    if (!src || *src < 0)
+        return false;
+    struct pollfd p = {.fd = *src, .events = POLLIN};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+static unsigned msi_vectors(const struct trap_fn *fn) { return 1u << fn->msi.mmc; }
+
 int trap_msi_set_pending(struct trap_fn *fn, unsigned vector, bool on)
 {
-    if (!fn->msi.off || !fn->msi.pvm || vector >= (1u << fn->msi.mmc))
+    if (!fn->msi.off || !fn->msi.pvm || vector >= msi_vectors(fn))
         return -EINVAL;
+    fn->msi.pending = on ? fn->msi.pending | 1u << vector : fn->msi.pending & ~(1u << vector);
+    trap_msi_sync_pending(fn, msi_data_off(fn) + 8, 4);
+    return 0;
+}
+
+void trap_msi_sync_pending(struct trap_fn *fn, uint32_t off, uint32_t len)
+{
+    if (!fn->msi.off || !fn->msi.pvm)
+        return;
     uint32_t p = msi_data_off(fn) + 8;
-    uint32_t v = trap_shadow_get(fn, p, 4);
-    v = on ? v | 1u << vector : v & ~(1u << vector);
+    if (off >= p + 4 || off + len <= p)
+        return;
+    uint32_t v = fn->msi.pending;
+    for (unsigned i = 0; i < msi_vectors(fn); i++)
+        if (source_pending(fn->msi.src[i]))
+            v |= 1u << i;
     trap_shadow_set(fn, p, 4, v);
+}
+
+int trap_set_source(struct trap_fn *fn, bool msix, unsigned vector, const int *fd)
+{
+    if (msix) {
+        if (!fn->msix.off || vector >= fn->msix.n)
+            return -EINVAL;
+        fn->msix.src[vector] = fd;
+    } else {
+        if (!fn->msi.off || vector >= msi_vectors(fn))
+            return -EINVAL;
+        fn->msi.src[vector] = fd;
+    }
     return 0;
 }
 
@@ -140,10 +180,16 @@ int trap_msix_setup(struct trap_fn *fn, uint16_t off)
     if (table_pba_overlap(tbl & 7, tbl & ~7u, pba & 7, pba & ~7u, n))
         return -1;   /* table and PBA overlap: malformed, hide (as relocation refuses) */
     struct trap_msix_entry *t = calloc(n, sizeof *t);
-    if (!t)
+    const int **src = calloc(n, sizeof *src);
+    if (!t || !src) {
+        free(t);
+        free(src);
         return -1;
+    }
     free(fn->msix.table);
+    free(fn->msix.src);
     fn->msix.table = t;
+    fn->msix.src = src;
     for (unsigned i = 0; i < n; i++)
         t[i].b[12] = 1;   /* vectors start masked */
     fn->msix.off = off;
@@ -276,7 +322,13 @@ int trap_msix_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t le
             uint64_t v = 0;
             for (uint32_t i = 0; i < len; i++) {
                 uint64_t byte = rel + i;
-                v |= (uint64_t)(uint8_t)(fn->msix.pending[byte / 8] >> (8 * (byte % 8))) << (8 * i);
+                uint8_t bits = (uint8_t)(fn->msix.pending[byte / 8] >> (8 * (byte % 8)));
+                for (unsigned b = 0; b < 8; b++) {
+                    uint64_t vec = byte * 8 + b;
+                    if (vec < fn->msix.n && source_pending(fn->msix.src[vec]))
+                        bits |= (uint8_t)(1u << b);
+                }
+                v |= (uint64_t)bits << (8 * i);
             }
             *val = v;
         }

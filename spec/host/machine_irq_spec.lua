@@ -122,7 +122,8 @@ describe("vfio.vmm.irq.mode", function()
    it("turns trap events into actions and tracks the mode", function()
       local mode = irq.mode { intx = true }
       assert.are.same({ { "intx" } }, mode:start())
-      local entries = { { addr = 0xfee00000, data = 0x40 }, { addr = 0xfee00000, data = 0x41 } }
+      local entries = { { addr = 0xfee00000, data = 0x40, masked = false },
+                        { addr = 0xfee00000, data = 0x41, masked = false } }
       assert.are.same({ { "off", "intx" }, { "vectors", "msi", entries } },
          mode:event { type = "msi_enable", enabled = true, count = 2, addr = 0xfee00000, data = 0x41 })
       assert.are.same({ "msi", 2 }, { mode.kind, mode.n })
@@ -137,7 +138,7 @@ describe("vfio.vmm.irq.mode", function()
       local mode = irq.mode()
       assert.are.same({}, mode:start())
       local read = function(i) return { addr = i, data = i } end
-      assert.are.same({ { "vectors", "msix", { { addr = 0, data = 0 } } } },
+      assert.are.same({ { "vectors", "msix", { { addr = 0, data = 0, masked = false } } } },
          mode:event({ type = "msix_enable", enabled = true, count = 1 }, read))
       mode:failed()
       assert.are.equal("none", mode.kind)

@@ -90,9 +90,8 @@ describe("VFIO backend (pread/pwrite at region offsets)", function()
       assert.are.equal(0x89abcdef, t:bar_read(0, 0x40008, 4))
       assert.are.equal(0x2345, t:bar_read(0, 0x4000d, 2))    -- unaligned: through pread
       -- the VM layer borrows the mapping for its memory slots instead of mapping again
-      local addr, off, len = be:mapping(0)
-      assert.is_true(math.type(addr) == "integer" and addr ~= 0)
-      assert.are.same({ 0, regions[0].size }, { off, len })
+      -- (offset and length only: a host address never reaches Lua)
+      assert.are.same({ 0, regions[0].size }, { be:mapping(0) })
       local none, err, errno = be:mapping(6)
       assert.is_nil(none)
       assert.are.equal("mapping edu (file)[6]: Invalid argument", err)

@@ -20,7 +20,7 @@ describe("trap MSI", function()
       t:cfg_write(0x42, 2, 0x0001)
       local e = t:events()[1]
       assert.are.same({ type = "msi_enable", enabled = true, count = 1, addr = 0xfee00000,
-                        data = 0x4041 }, e)
+                        data = 0x4041, mask = 0 }, e)
       t:cfg_write(0x4c, 2, 0x4042)
       local r = t:events()[1]
       assert.are.equal("msi_route", r.type); assert.are.equal(0x4042, r.data)

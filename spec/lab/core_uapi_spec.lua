@@ -76,7 +76,7 @@ describe("vfio.core container", function()
       assert.are.equal(3 * 4096, c:unmap_dma(0x200000, 3 * 4096))
       -- never by address: a script cannot point a device at memory it was not given
       local b2 = core.dmabuf(4096)
-      assert.has_error(function() c:map_dma(b2:address(), 4096, 0x300000, { read = true }) end)
+      assert.has_error(function() c:map_dma(0x7f0000000000, 4096, 0x300000, { read = true }) end)
       assert(c:map_dma(b2, 0x300000, { read = true, write = true }))
       assert.are.equal(4096, c:unmap_dma(0x300000, 4096))
       assert.has_error(function() c:map_dma(b2, 0x300000, {}) end)

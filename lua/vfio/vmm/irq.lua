@@ -62,6 +62,28 @@ function Vector:update(addr, data)
    return true
 end
 
+-- vector:mask(on): a masked vector must not reach the guest, and the message it would
+-- have sent is delivered when it is unmasked, as PCI requires. Masking detaches the irqfd
+-- from KVM; the device keeps signalling its eventfd, whose count is then the vector's
+-- pending state (the trap's PBA reads it, trap:set_source). Unmasking takes that count,
+-- attaches the irqfd again and, if anything was pending, sends one message.
+function Vector:mask(on)
+   if self.kind ~= "msi" then error("mask applies to MSI vectors", 2) end
+   local fd = self.irqfd
+   if on then return fd:detach() end
+   if fd:attached() then return true end
+   local n, err, errno = fd:take()
+   if not n then return nil, err, errno end
+   local ok
+   ok, err, errno = fd:attach()
+   if not ok then return nil, err, errno end
+   if n > 0 then return fd:trigger(1) end
+   return true
+end
+
+-- vector:masked() -> true while the vector is kept from the guest.
+function Vector:masked() return not self.irqfd:attached() end
+
 -- router:intx(gsi [, {fd = eventfd, resample = eventfd}]) -> line {gsi=, irqfd=}: a
 -- level-triggered irqfd on an irqchip pin, deasserted when the guest EOIs (the resample
 -- eventfd then fires).
@@ -109,8 +131,11 @@ Router.__close = Router.close
 -- returns what the VM layer must do, in order, as actions:
 --   {"off", kind}                 disable that VFIO index and drop its vectors
 --   {"intx"}                      route INTx (its irqfd and resample eventfd)
---   {"vectors", kind, entries}    route entries {addr=, data=} as "msi"/"msix" vectors
+--   {"vectors", kind, entries}    route entries {addr=, data=, masked=} as "msi"/"msix"
+--                                 vectors (a masked one starts kept from the guest)
 --   {"update", i, addr, data}     reprogram vector i (1-based) in place
+--   {"mask", i, masked}           vector i is masked (by its own or the function mask)
+--                                 or unmasked
 --   {"reset"}                     a function level reset
 -- The mode assumes they succeed; when "intx" or "vectors" fails the caller says so with
 -- mode:failed() (the device is then left with none).
@@ -121,12 +146,13 @@ Mode.__index = Mode
 -- M.mode{intx = bool} -> mode ("none" until started); intx: the device has a usable
 -- INTx pin.
 function M.mode(opts)
-   return setmetatable({ kind = "none", n = 0, intx = opts and opts.intx or false }, Mode)
+   return setmetatable({ kind = "none", n = 0, intx = opts and opts.intx or false,
+                         masked = {}, own_mask = {}, fmask = false }, Mode)
 end
 
 local function turn_off(self, out)
    if self.kind ~= "none" then out[#out + 1] = { "off", self.kind } end
-   self.kind, self.n = "none", 0
+   self.kind, self.n, self.masked, self.own_mask = "none", 0, {}, {}
 end
 
 local function to_intx(self, out)
@@ -136,10 +162,25 @@ local function to_intx(self, out)
    end
 end
 
-local function to_vectors(self, out, kind, entries)
+local function to_vectors(self, out, kind, entries, fmask)
    turn_off(self, out)
+   self.fmask = fmask or false
+   for i, e in ipairs(entries) do
+      self.own_mask[i] = e.masked or false
+      e.masked = self.fmask or self.own_mask[i]
+      self.masked[i] = e.masked
+   end
    out[#out + 1] = { "vectors", kind, entries }
    self.kind, self.n = kind, #entries
+end
+
+-- A vector's effective mask is its own or the function's; emit only the changes.
+local function remask(self, out, i)
+   local m = self.fmask or self.own_mask[i] or false
+   if m ~= self.masked[i] then
+      self.masked[i] = m
+      out[#out + 1] = { "mask", i, m }
+   end
 end
 
 -- mode:start() -> actions: INTx, what the device has before the guest enables MSI.
@@ -149,16 +190,19 @@ function Mode:start()
    return out
 end
 
--- mode:event(e, msix_entry) -> actions. msix_entry(i) -> {addr=, data=} reads entry i
--- (0-based) of the guest's MSI-X table.
+-- mode:event(e, msix_entry) -> actions. msix_entry(i) -> {addr=, data=, masked=} reads
+-- entry i (0-based) of the guest's MSI-X table.
 function Mode:event(e, msix_entry)
    local out, ty = {}, e.type
    if ty == "msi_enable" then
       if e.enabled then
          -- multiple-message MSI: vector i carries data with its low bits set to i
          local n = math.max(1, e.count or 1)
-         local entries = {}
-         for i = 1, n do entries[i] = { addr = e.addr, data = (e.data & ~(n - 1)) | (i - 1) } end
+         local entries, mask = {}, e.mask or 0
+         for i = 1, n do
+            entries[i] = { addr = e.addr, data = (e.data & ~(n - 1)) | (i - 1),
+                           masked = (mask >> (i - 1)) & 1 == 1 }
+         end
          to_vectors(self, out, "msi", entries)
       elseif self.kind == "msi" then
          turn_off(self, out)
@@ -171,7 +215,7 @@ function Mode:event(e, msix_entry)
       if e.enabled then
          local entries = {}
          for i = 1, e.count or 0 do entries[i] = msix_entry(i - 1) end
-         to_vectors(self, out, "msix", entries)
+         to_vectors(self, out, "msix", entries, e.fmask)
       elseif self.kind == "msix" then
          turn_off(self, out)
          to_intx(self, out)
@@ -179,6 +223,19 @@ function Mode:event(e, msix_entry)
    elseif (ty == "msix_route" or ty == "msix_mask") and self.kind == "msix" then
       local i = (e.vector or 0) + 1
       if i <= self.n and e.addr then out[#out + 1] = { "update", i, e.addr, e.data or 0 } end
+      if i <= self.n and ty == "msix_mask" then
+         self.own_mask[i] = e.masked
+         remask(self, out, i)
+      end
+   elseif ty == "msix_fmask" and self.kind == "msix" then
+      self.fmask = e.masked
+      for i = 1, self.n do remask(self, out, i) end
+   elseif ty == "msi_mask" and self.kind == "msi" then
+      local i = (e.vector or 0) + 1
+      if i <= self.n then
+         self.own_mask[i] = e.masked
+         remask(self, out, i)
+      end
    elseif ty == "flr" then
       out[#out + 1] = { "reset" }
    end

@@ -217,9 +217,16 @@ local INDEX = { intx = INTX, msi = MSI, msix = MSIX }
 -- What the interrupt mode's actions (vfio.vmm.irq) do to the device and the VM.
 local IRQ_ACTIONS = {}
 
+-- Close vectors, after removing the trap's pending sources that name them.
+local function drop_vectors(self, kind, vecs)
+   for i in pairs(self.sources or {}) do self.trap:set_source(kind, i - 1, nil) end
+   self.sources = nil
+   for _, v in ipairs(vecs or {}) do v:close() end
+end
+
 function IRQ_ACTIONS.off(self, kind)
    self.dev:set_irqs(INDEX[kind], "trigger", 0, 0)
-   for _, v in ipairs(self.vectors or {}) do v:close() end
+   drop_vectors(self, kind, self.vectors)
    self.vectors = nil
    return true
 end
@@ -247,14 +254,21 @@ function IRQ_ACTIONS.vectors(self, kind, entries)
    for i, e in ipairs(entries) do
       local v, err, errno = self.router:msi(e.addr, e.data)
       if not v then
-         for _, w in ipairs(vecs) do w:close() end
+         drop_vectors(self, kind, vecs)
          return nil, err, errno
       end
       vecs[i], fds[i] = v, v.irqfd:fileno()
+      if e.masked then
+         local ok, merr, merrno = IRQ_ACTIONS.mask(self, i, true, vecs, kind)
+         if not ok then
+            drop_vectors(self, kind, vecs)
+            return nil, merr, merrno
+         end
+      end
    end
    local ok, err, errno = self.dev:set_irqs(INDEX[kind], "trigger", 0, #fds, fds)
    if not ok then
-      for _, w in ipairs(vecs) do w:close() end
+      drop_vectors(self, kind, vecs)
       return nil, err, errno
    end
    self.vectors = vecs
@@ -263,6 +277,19 @@ function IRQ_ACTIONS.vectors(self, kind, entries)
 end
 
 function IRQ_ACTIONS.update(self, i, addr, data) return self.vectors[i]:update(addr, data) end
+
+-- A masked vector is detached from the guest, and its eventfd becomes the trap's pending
+-- source for it (the PBA, or MSI's pending bits, show what fired meanwhile).
+function IRQ_ACTIONS.mask(self, i, masked, vecs, kind)
+   local v = (vecs or self.vectors)[i]
+   local ok, err, errno = v:mask(masked)
+   if not ok then return nil, err, errno end
+   self.trap:set_source(kind or self.irqmode.kind, i - 1, masked and v.irqfd or nil)
+   self.sources = self.sources or {}
+   self.sources[i] = masked or nil
+   self:log("irq  vector %d %s", i, masked and "masked" or "unmasked")
+   return true
+end
 
 function IRQ_ACTIONS.reset(self)
    if self.dev.reset then self.dev:reset() end
@@ -288,8 +315,8 @@ function Machine:start_irqs()
 end
 
 local function msix_entry(trap, i)
-   local addr, data = trap:msix_entry(i)
-   return { addr = addr or 0, data = data or 0 }
+   local addr, data, masked = trap:msix_entry(i)
+   return { addr = addr or 0, data = data or 0, masked = masked or false }
 end
 
 -- One trap event; interrupt state follows the guest (vfio.vmm.irq's mode decides).
@@ -316,11 +343,11 @@ end
 function Machine:region_map(bar)
    local mp = self.maps[bar]
    if mp == nil then
-      local addr, off, len = self.pt.backend:mapping(bar)
-      if addr then
-         mp = { address = addr, offset = off, size = len }
+      local off, len = self.pt.backend:mapping(bar)
+      if off then
+         mp = { offset = off, size = len }
       else
-         self:log("mmap BAR%d failed (%s): trapping it", bar, off)
+         self:log("mmap BAR%d failed (%s): trapping it", bar, len)
       end
       self.maps[bar] = mp or false
    end
