@@ -7,6 +7,8 @@
  *     ECAM accesses of 1 to 8 bytes anywhere in the window);
  *   - BAR and guest-address accesses of every size, over BARs the guest programs (so
  *     overlapping ones too), Lua-handled windows included;
+ *   - masked vectors' pending sources (real eventfds, signalled, drained, closed) and
+ *     the VM layer's pending bits, read back through the PBA and MSI's pending bits;
  *   - closing the function mid-sequence.
  * Invariants checked beyond ASan/UBSan: emulated header registers never reach the
  * device; a guest access the run loop keeps in C (trap_addr_needs_lua false) never runs a
@@ -17,7 +19,10 @@
 #include "kvm/pcihost.h"
 
 #include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +31,8 @@
 static struct lv_backend backends[MAX_FX];
 static unsigned nfx;
 static struct trap_fn fn;
+/* Pending sources as the VM layer lends them: eventfds it owns; -1 once "closed". */
+static int srcfd[3] = {-1, -1, -1};
 
 static int load_fixture(const char *path, struct lv_backend *be)
 {
@@ -153,6 +160,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct lv_backend *be = &backends[take(&in, 1) % nfx];
     unsigned mode = (unsigned)take(&in, 1);
     lv_replay_reset(be);
+    for (unsigned k = 0; k < 3; k++) {
+        if (srcfd[k] >= 0)
+            close(srcfd[k]);
+        srcfd[k] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    }
     /* mode bit 1: a buggy or hostile device: patch recorded config bytes first (broken
      * capability chains, MSI with per-vector masking, odd BAR types...) */
     if (mode & 2) {
@@ -193,7 +205,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     be->ops->cfg_read(be->ctx, 0, hdr0, 64);
     struct trap_event ev;
     for (unsigned steps = 0; in.n && steps < 256; steps++) {
-        unsigned op = (unsigned)take(&in, 1) % 17;
+        unsigned op = (unsigned)take(&in, 1) % 19;
         uint32_t v32;
         uint64_t v64;
         switch (op) {
@@ -316,6 +328,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (sz > 4 && space == LV_KVM_PIO)
                 sz = 4;
             lv_pcihost_io_ops.access(&host, space, addr, d, sz, write);
+            break;
+        }
+        case 17: {
+            /* a vector masked (its source lent) or unmasked, or a VM-set pending bit */
+            bool msix = take(&in, 1) & 1;
+            unsigned vec = (unsigned)take(&in, 2) % (TRAP_MSIX_MAX + 8);
+            unsigned k = (unsigned)take(&in, 1) % 5;
+            if (k < 3)
+                trap_set_source(&fn, msix, vec, &srcfd[k]);
+            else if (k == 3)
+                trap_set_source(&fn, msix, vec, NULL);
+            else if (msix)
+                trap_msix_set_pending(&fn, vec, take(&in, 1) & 1);
+            else
+                trap_msi_set_pending(&fn, vec, take(&in, 1) & 1);
+            break;
+        }
+        case 18: {
+            /* the device fires a masked vector, the VM drains it, or the source closes */
+            unsigned k = (unsigned)take(&in, 1) % 3, what = (unsigned)take(&in, 1) % 3;
+            uint64_t c = 1;
+            if (srcfd[k] >= 0 && what == 0 && write(srcfd[k], &c, 8) != 8)
+                abort();
+            else if (srcfd[k] >= 0 && what == 1 && read(srcfd[k], &c, 8) < 0)
+                c = 0;   /* EAGAIN: nothing was pending */
+            else if (what == 2 && srcfd[k] >= 0)
+                close(srcfd[k]), srcfd[k] = -1;
             break;
         }
         case 16:
