@@ -1,0 +1,27 @@
+# Sourced by lab/run and lab/initramfs (after lab/cache.sh, with $kdir and $kver set): the
+# lab kernel's modules by name, and their dependencies from each module's depends= string
+# (no depmod data ships in the package folder we unpack).
+moddir=$kdir/lib/modules/$kver/kernel
+modindex=$cache/lab/modindex-$kver
+
+# lab_modindex: "name path" for every module of the lab kernel, cached per kernel.
+lab_modindex() {
+  [ -s "$modindex" ] && return 0
+  find "$moddir" -name '*.ko' | while read -r f; do b=${f##*/}; b=${b%.ko}; echo "${b//-/_} $f"; done \
+    > "$modindex.tmp" && mv "$modindex.tmp" "$modindex"
+}
+
+# lab_resolve NAME DEST: copy NAME's dependencies, then NAME, into DEST as NAME.ko and
+# print each name once, in load order (depth first). A name the kernel has built in is
+# reported and skipped. The caller declares `declare -A done_mods=()` first.
+lab_resolve() {
+  local m=${1//-/_} dest=$2 f deps d
+  [ -n "${done_mods[$m]:-}" ] && return 0
+  f=$(awk -v m="$m" '$1 == m {print $2; exit}' "$modindex")
+  if [ -z "$f" ]; then printf 'lab: module %s not in %s (built in?)\n' "$m" "$kver" >&2; done_mods[$m]=1; return 0; fi
+  deps=$(grep -a -o -m1 'depends=[a-z0-9_,-]*' "$f" | head -n1 | cut -d= -f2)
+  for d in ${deps//,/ }; do lab_resolve "$d" "$dest" || return 1; done
+  done_mods[$m]=1
+  cp "$f" "$dest/$m.ko"
+  echo "$m"
+}
