@@ -10,10 +10,12 @@ cli.EXIT = EXIT
 
 -- What --help prints after the synopsis (%s: the default guest).
 local HELP = [[
-Boot a multiboot guest in a KVM VM with one VFIO device passed through.
+Boot a multiboot guest in a KVM VM with VFIO devices passed through.
 
-  --device BDF    the device (0000:00:03.0, 00:03.0, a lab device name such as edu,
-                  or with --plan a recorded fixture file spec/fixtures/NAME.lua)
+  --device BDF    a device to pass through (0000:00:03.0, 00:03.0, a lab device name
+                  such as edu, or with --plan a recorded fixture file
+                  spec/fixtures/NAME.lua); repeatable: each device gets its own slot
+                  from 00:04.0 on, and devices of one IOMMU group share a container
   --guest FILE    the multiboot guest (default %s)
   --mem MIB       guest RAM (default 64)
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
@@ -40,11 +42,11 @@ function cli.main(argv, how)
       os.exit(code)
    end
 
-   local synopsis = ("usage: %s --device BDF [--guest FILE] [--mem MIB] [--quirk NAME]... "
+   local synopsis = ("usage: %s --device BDF... [--guest FILE] [--mem MIB] [--quirk NAME]... "
       .. "[--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]"):format(how.usage)
    local function usage() die(EXIT.usage, "%s", synopsis) end
 
-   local o = { guest = how.guest, mem = 64, quirks = {}, timeout = 120 }
+   local o = { guest = how.guest, mem = 64, quirks = {}, timeout = 120, devices = {} }
    do
       local i = 1
       local function value()
@@ -54,7 +56,7 @@ function cli.main(argv, how)
       end
       while i <= #argv do
          local a = argv[i]
-         if a == "--device" then o.device = value()
+         if a == "--device" then o.devices[#o.devices + 1] = value()
          elseif a == "--guest" then o.guest = value()
          elseif a == "--mem" then o.mem = math.tointeger(tonumber(value())) or usage()
          elseif a == "--quirk" then o.quirks[#o.quirks + 1] = value()
@@ -70,7 +72,7 @@ function cli.main(argv, how)
          i = i + 1
       end
    end
-   if not o.device then usage() end
+   if #o.devices == 0 then usage() end
 
    local machine = require "vfio.vmm.machine"
    local quirks = require "vfio.vmm.quirks"
@@ -113,40 +115,83 @@ function cli.main(argv, how)
    end
 
    -- Inside the lab a device may be named (edu, nvme...): LUAVFIO_LAB_DEVICES lists them.
-   if not o.device:find(":", 1, true) and not o.device:match("%.lua$")
-      and os.getenv("LUAVFIO_LAB_DEVICES") then
-      for line in io.lines(os.getenv("LUAVFIO_LAB_DEVICES")) do
-         local bdf, name = line:match("^(%S+) %S+ %S+ %S+ (%S+)")
-         if name == o.device then o.device = bdf break end
+   local function resolve(name)
+      if not name:find(":", 1, true) and not name:match("%.lua$") and os.getenv("LUAVFIO_LAB_DEVICES") then
+         for line in io.lines(os.getenv("LUAVFIO_LAB_DEVICES")) do
+            local bdf, n = line:match("^(%S+) %S+ %S+ %S+ (%S+)")
+            if n == name then return bdf end
+         end
+      end
+      return name
+   end
+
+   local devs, machines, board = {}, {}, nil
+   local function cleanup()
+      for i = #machines, 1, -1 do machines[i]:close() end
+      if board then board:close() end
+      for i = #devs, 1, -1 do
+         if type(devs[i]) == "table" and devs[i].close then devs[i]:close() end
       end
    end
-
-   local dev, err, errno
-   if o.plan and o.device:match("%.lua$") then
-      dev = o.device -- a recorded fixture: layout only
-   else
-      local vfio = require "vfio"
-      local ok
-      ok, dev, err, errno = pcall(vfio.open, o.device)
-      if not ok then die(EXIT.usage, "%s", dev) end
-      if not dev then die(EXIT.setup, "%s (errno %s)", err, tostring(errno)) end
+   local function give_up(code, fmt, ...)
+      cleanup()
+      die(code, fmt, ...)
    end
 
+   local vfio = require "vfio"
    local function log(line) io.stderr:write("trace: ", line, "\n") end
-   local m
-   m, err = machine.new(dev, { quirks = quirk_list, mem_mib = o.mem, no_mmap = o.no_mmap,
-                              trace = o.trace and log or nil })
-   if not m then die(EXIT.setup, "device %s: %s", o.device, tostring(err)) end
-
-   local function cleanup()
-      m:close()
-      if type(dev) == "table" and dev.close then dev:close() end
+   for _, name in ipairs(o.devices) do
+      local spec = resolve(name)
+      local dev, err, errno
+      if o.plan and spec:match("%.lua$") then
+         dev = spec -- a recorded fixture: layout only
+      else
+         local ok
+         ok, dev, err, errno = pcall(vfio.open, spec)
+         if not ok then give_up(EXIT.usage, "%s", dev) end
+         if not dev then give_up(EXIT.setup, "%s (errno %s)", err, tostring(errno)) end
+      end
+      devs[#devs + 1] = dev
+      local m
+      m, err = machine.new(dev, { quirks = quirk_list, mem_mib = o.mem, no_mmap = o.no_mmap,
+                                 trace = o.trace and log or nil })
+      if not m then give_up(EXIT.setup, "device %s: %s", name, tostring(err)) end
+      machines[#machines + 1] = m
    end
 
    if o.plan then
-      io.write(m:plan())
+      -- several devices: the slots, INTx lines and BAR addresses a shared board gives them
+      local alloc = #machines > 1 and require("vfio.vmm.layout").new()
+      for i, m in ipairs(machines) do
+         m.slot = machine.SLOT + i - 1
+         if alloc then
+            local pin = m:intx_pin()
+            if pin ~= 0 then m.intx_line = require("vfio.vmm.board").intx_gsi(m.slot, pin) end
+            local ok, err = m:place_bars(alloc)
+            if not ok then give_up(EXIT.setup, "placing BARs: %s", tostring(err)) end
+         end
+         io.write(m:plan())
+      end
       cleanup()
       os.exit(0)
+   end
+
+   -- One device alone keeps its own board (slot 4, INTx line 10, as the test program
+   -- expects); several share one, each on the next slot.
+   local m = machines[1]
+   if #machines > 1 then
+      local err
+      board, err = require("vfio.vmm.board").new { mem_mib = o.mem, trace = o.trace and log or nil }
+      if not board then give_up(EXIT.setup, "%s", tostring(err)) end
+      for i, mi in ipairs(machines) do
+         local ok
+         ok, err = mi:start(board)
+         if not ok then give_up(EXIT.setup, "device %s: %s", o.devices[i], tostring(err)) end
+      end
+      local ok
+      ok, err = board:place_bars()
+      if not ok then give_up(EXIT.setup, "placing BARs: %s", tostring(err)) end
+      m = board
    end
 
    -- SIGINT/SIGTERM: KVM_RUN returns EINTR, the run loop ends, teardown runs below.

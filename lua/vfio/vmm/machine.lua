@@ -7,14 +7,16 @@
 --   local m = machine.new(dev, {mem_mib=, quirks=, trace=fn, log=fn})  -- dev: vfio.open
 --   m:plan() -> text   m:boot(guest_path, {cmdline=, timeout=}) -> result   m:close()
 --
+-- Alone, a machine builds its own board (vfio.vmm.board: the VM, host bridge and GSI
+-- router); several machines share one with m:start(board [, slot]), each on its slot.
+--
 -- Guest-driven changes (a BAR moved, decoding toggled, MSI enabled or reprogrammed) come
 -- from the trap core as events. The machine composes the parts that decide what to do
 -- with them: the interrupt mode (vfio.vmm.irq) turns events into interrupt actions, and
 -- the BAR layout (vfio.vmm.layout) recomputes what must be mapped and trapped from the
 -- trap's state; the machine carries both out on the VM and the device, so slots, ranges
 -- and vectors always follow what the guest programmed.
-local vmlib = require "vfio.vmm.vm"
-local pcihost = require "vfio.vmm.pcihost"
+local boardlib = require "vfio.vmm.board"
 local passthrough = require "vfio.vmm.passthrough"
 local irq = require "vfio.vmm.irq"
 local pci = require "vfio.pci"
@@ -24,9 +26,10 @@ local M = {}
 local Machine = {}
 Machine.__index = Machine
 
-M.ECAM_BASE = 0xb0000000 -- below the 32-bit BAR window, above guest RAM
-M.SLOT = 4               -- the device's slot on bus 0 (00:04.0); 00:00.0 is a host bridge
-M.INTX_LINE = 10         -- the legacy interrupt line (PIC/IOAPIC pin) given to INTx
+M.ECAM_BASE = boardlib.ECAM_BASE
+M.SLOT = boardlib.FIRST_SLOT -- a lone device's slot on bus 0 (00:04.0)
+M.INTX_LINE = 10         -- a lone device's INTx line (PIC/IOAPIC pin); on a shared board
+                         -- each slot gets its line by the PCI swizzle (board.intx_gsi)
 
 local INTX, MSI, MSIX = 0, 1, 2
 
@@ -53,7 +56,8 @@ function M.new(dev, opts)
    local m = setmetatable({
       dev = dev, pt = pt, trap = pt.trap, opts = opts, trace = opts.trace,
       mem_mib = opts.mem_mib or 64, intx_line = opts.intx_line or M.INTX_LINE,
-      pieces = {}, maps = {}, dma = {}, stats = { events = 0, lua = 0 },
+      fixed_intx = opts.intx_line ~= nil,
+      pieces = {}, maps = {}, stats = { events = 0, lua = 0 },
    }, Machine)
    -- quirk windows whose reads are the device's own: their pages can be mapped read-only
    m.read_through = {}
@@ -105,7 +109,7 @@ function Machine:plan()
    local t = self.trap
    local id = t:cfg_read(0, 4)
    p("device %s %04x:%04x class %06x -> guest 00:%02x.0", self.dev.bdf or tostring(self.dev),
-     id & 0xffff, id >> 16, t:cfg_read(8, 4) >> 8, M.SLOT)
+     id & 0xffff, id >> 16, t:cfg_read(8, 4) >> 8, self.slot or M.SLOT)
    p("host bridge 00:00.0, config: CF8/CFC and ECAM at %s", hex(M.ECAM_BASE))
    p("guest RAM %d MiB at 0x0, mapped for device DMA at IOVA == GPA", self.mem_mib)
    for i = 0, 6 do
@@ -163,46 +167,50 @@ function Machine:log(fmt, ...)
    if self.trace then self.trace(fmt:format(...)) end
 end
 
--- Build the VM: RAM, irqchip, host bridge, device, DMA, interrupts. Returns self or nil,
--- message, errno (everything built so far torn down).
-function Machine:start()
-   local m, err, errno = vmlib.create { mem_mib = self.mem_mib }
-   if not m then return fail(self, err, errno) end
-   self.machine, self.vm = m, m.vm
-   local vm = self.vm
-   self.router = irq.new(vm)
-   -- One host bridge decode (vfio.core.pcihost, in C): installed as handled ranges, or
-   -- in --trace mode reached through the Lua run handler, which logs what it decoded.
-   self.host = pcihost.new { ecam_base = M.ECAM_BASE }
-   self.host:attach(0, 0, 0, pcihost.host_bridge())
-   self.host:attach(0, M.SLOT, 0, self.trap)
-   if not self.trace then
-      local ids
-      ids, err, errno = pcihost.install(vm, self.host)
-      if not ids then return fail(self, err, errno) end
-      self.host_ranges = ids
+-- Put the device on a board (its own when none is given: RAM, irqchip, host bridge) at
+-- `slot` (the next free one by default), with guest RAM mapped for its DMA, its group
+-- known to KVM and its interrupts wired. Returns self or nil, message, errno (what this
+-- call built torn down).
+function Machine:start(board, slot)
+   if not board then
+      local err, errno
+      board, err, errno = boardlib.new { mem_mib = self.mem_mib, trace = self.trace }
+      if not board then return fail(self, err, errno) end
+      self.own_board = true
+      slot = slot or M.SLOT
    end
-   -- the KVM VFIO device tells KVM the group's DMA is not coherent-agnostic (cache
-   -- behaviour of non-coherent DMA, and the kernel's bookkeeping for the group)
-   if self.dev.group and vm:check_extension("device_ctrl") then
-      local ok = vm:vfio_device()
-      if ok and vm:vfio_group_add(self.dev.group:fileno()) then self.group_added = true end
+   local s, serr = board:slot_for(slot)
+   if not s then return fail(self, serr) end
+   self.board, self.slot = board, s
+   self.machine, self.vm, self.router, self.host = board.machine, board.vm, board.router, board.host
+   local pin = self:intx_pin()
+   if pin ~= 0 and not self.own_board and not self.fixed_intx then
+      self.intx_line = boardlib.intx_gsi(s, pin)
+      self.trap:cfg_write(0x3c, 1, self.intx_line)
    end
-   for _, s in ipairs(vm:memory()) do
-      if s.ram then
-         local ok
-         ok, err, errno = self.dev.container:map_dma(vm, s.gpa, { gpa = s.gpa, size = s.size,
-                                                                  read = true, write = true })
-         if not ok then return fail(self, "DMA map of guest RAM: " .. tostring(err), errno) end
-         self.dma[#self.dma + 1] = s
-      end
-   end
-   local ok
+   board:add_group(self.dev.group)
+   local ok, err, errno = board:map_dma(self.dev.container)
+   if not ok then return fail(self, err, errno) end
+   board:register(self, s)
    ok, err, errno = self:start_irqs()
    if not ok then return fail(self, err, errno) end
    ok, err, errno = self:sync()
    if not ok then return fail(self, err, errno) end
    return self
+end
+
+-- Place every BAR with the board's allocator, as firmware does (the addresses the device
+-- had on the host mean nothing in the guest), and enable decoding and bus mastering: for
+-- a guest that assigns no BARs itself.
+function Machine:place_bars(alloc)
+   local placed, err = alloc:place(self.trap:bars())
+   if not placed then return nil, err end
+   layout.program(self.trap, placed)
+   local cmd = self.trap:cfg_read(4, 2)
+   self.trap:cfg_write(4, 2, cmd | 0x7)   -- I/O, memory, bus master
+   for i, p in pairs(placed) do self:log("bar  %02x.0 BAR%d at %#x (%s)", self.slot or 0, i, p.addr, p.window) end
+   if not self.vm then self.trap:events() return true end   -- a plan: no VM to follow it
+   return self:sync()
 end
 
 -- INTx is usable: the function has a pin and the device an INTx line.
@@ -396,41 +404,28 @@ function Machine:apply_layout()
    return true
 end
 
--- Exits the C side leaves to Lua: Lua quirk windows, everything in --trace mode.
-function Machine:handler(should_stop)
-   local t, me = self.trap, self
-   local host = self.trace
-   return function(x)
-      -- a signal that arrived while Lua ran did not interrupt KVM_RUN: end the run here
-      if should_stop and should_stop() then return false end
-      if host then
-         local handled, v, _, bdf, off, size, value = me.host:access(x)
-         if handled then
-            if bdf == M.SLOT << 3 then
-               me:log("cfg  %s %03x/%d %s %0" .. (2 * size) .. "x", x.write and "write" or "read ",
-                      off, size, x.write and "<-" or "->", value)
-            end
-            me:after_access()
-            return v
-         end
-      end
-      if x.count and x.count > 1 then return nil end
-      local io = x.space == "pio"
-      local addr = io and x.port or x.addr
-      me.stats.lua = me.stats.lua + 1
-      local v, hit, _
-      if x.write then
-         _, hit = (io and t.io_write or t.mmio_write)(t, addr, x.size, x.value)
-      else
-         v, hit = (io and t.io_read or t.mmio_read)(t, addr, x.size)
-      end
-      if hit then
-         me:log("%s %s %#x/%d %s %#x", io and "pio " or "mmio", x.write and "write" or "read ",
-                addr, x.size, x.write and "<-" or "->", x.write and x.value or v or 0)
-         me:after_access()
-      end
-      return v
+-- An exit the C side left to Lua, if this device's trap claims it (a Lua quirk window;
+-- any BAR access in --trace mode) -> true, value; else false.
+function Machine:lua_access(x)
+   local t = self.trap
+   local io = x.space == "pio"
+   local addr = io and x.port or x.addr
+   local v, hit, _
+   if x.write then
+      _, hit = (io and t.io_write or t.mmio_write)(t, addr, x.size, x.value)
+   else
+      v, hit = (io and t.io_read or t.mmio_read)(t, addr, x.size)
    end
+   if not hit then return false end
+   self.stats.lua = self.stats.lua + 1
+   self:log("%s %s %#x/%d %s %#x", io and "pio " or "mmio", x.write and "write" or "read ",
+            addr, x.size, x.write and "<-" or "->", x.write and x.value or v or 0)
+   return true, v
+end
+
+-- The run handler for this machine's board (vfio.vmm.board's handler).
+function Machine:handler(should_stop)
+   return self.board:handler(should_stop)
 end
 
 function Machine:after_access()
@@ -446,32 +441,23 @@ function Machine:boot(path, opts)
       local ok, err, errno = self:start()
       if not ok then return nil, err, errno end
    end
-   local me = self
-   return self.machine:boot(path, {
-      cmdline = opts.cmdline, timeout = opts.timeout,
-      handler = self:handler(opts.should_stop),
-      on_stop = function() me:after_access() end,
-   })
+   return self.board:boot(path, opts)
 end
 
--- Teardown, reverse of start: device interrupts off, vectors and irqfds, DMA mappings,
--- the KVM VFIO group, BAR slots and ranges, the VM, then the trap and its backend (which
--- holds the BAR mappings the slots borrowed). Idempotent;
--- errors on the way do not stop the rest.
+-- Teardown, reverse of start: device interrupts off, its vectors and irqfds, its BAR
+-- slots and ranges, its own board if it made one (DMA mappings, the KVM VFIO group, the
+-- VM), then the trap and its backend (which holds the BAR mappings the slots borrowed).
+-- On a shared board the trap stays attached to the host bridge, closed: it answers all
+-- ones. Idempotent; errors on the way do not stop the rest.
 function Machine:close()
    if self.closed then return end
    self.closed = true
    if self.irqmode and self.dev.set_irqs then pcall(self.irq_actions, self, self.irqmode:off()) end
    if self.intx then pcall(self.intx.close, self.intx) end
-   if self.router then pcall(self.router.close, self.router) end
-   for _, s in ipairs(self.dma or {}) do pcall(self.dev.container.unmap_dma, self.dev.container, s.gpa, s.size) end
-   self.dma = {}
-   if self.group_added then pcall(self.vm.vfio_group_del, self.vm, self.dev.group:fileno()) end
    if self.vm then
       for k, h in pairs(self.pieces) do pcall(self.remove_piece, self, h); self.pieces[k] = nil end
-      for _, id in ipairs(self.host_ranges or {}) do pcall(self.vm.remove_range, self.vm, id) end
    end
-   if self.machine then self.machine:close() end
+   if self.own_board and self.board then self.board:close() end
    self.maps = {}
    if self.pt then self.pt:close() end
 end
