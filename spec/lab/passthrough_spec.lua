@@ -117,6 +117,26 @@ describe("passthrough.lua in the lab", function()
       end)
    end
 
+   it("passes several devices into one VM, each on its own slot, edu's tests still passing", function()
+      local e1000e = assert(lab.device("e1000e"), "lab has no e1000e")
+      local out, code = guest.ours(edu.bdf, "--device nvme --device e1000e")
+      local r = guest.parse(out)
+      for _, name in ipairs(guest.EDU_TESTS) do
+         assert.are.equal("PASS", r.tests[name], name .. " in:\n" .. out)
+      end
+      assert.are.equal(0, code, out)
+      -- the third device, at 00:06.0, as the guest sees it among the others
+      local want = device_view(e1000e.bdf)
+      out, code = guest.ours(edu.bdf, ("--device nvme --device e1000e --cmdline 'dev=%s ecam=b0000000 caps'")
+         :format(want.id))
+      assert.are.equal(0, code, out)
+      assert.matches("FOUND 00:06.0 8086:10d3", out)
+      local got = guest_view(out)
+      assert.are.equal(want.id, got.id)
+      assert.are.same(want.bars, got.bars)
+      assert.are.same(want.caps, got.caps)
+   end)
+
    it("--plan prints the layout without starting a VM", function()
       local out, code = sh("lua5.4 passthrough.lua --plan --device " .. edu.bdf)
       assert.are.equal(0, code, out)

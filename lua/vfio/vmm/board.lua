@@ -24,10 +24,15 @@ Board.__index = Board
 M.ECAM_BASE = 0xb0000000 -- below the 32-bit BAR window, above guest RAM
 M.FIRST_SLOT = 4         -- devices from 00:04.0 on; 00:00.0 is the host bridge
 
--- The board's INTx wiring, the usual PCI swizzle: pin P (1 = INTA) of slot S is IOAPIC
--- pin 16 + (S + P - 1) % 4, so neighbouring slots spread over the four lines.
-function M.intx_gsi(slot, pin)
-   return 16 + (slot + pin - 1) % 4
+-- The board's INTx wiring, the usual PCI swizzle: pin P (1 = INTA) of slot S is line
+-- (S + P - 1) % 4 of four, so neighbouring slots spread over them. The lines are IOAPIC
+-- pins 16-19 (what an IOAPIC guest such as Linux, told by the MP table, uses), or with
+-- legacy lines ISA IRQs 10, 11, 5, 9, reachable through the PIC too (the multiboot test
+-- program drives the PIC).
+M.IOAPIC_LINES = { 16, 17, 18, 19 }
+M.LEGACY_LINES = { 10, 11, 5, 9 }
+function M.intx_gsi(slot, pin, lines)
+   return (lines or M.IOAPIC_LINES)[(slot + pin - 1) % 4 + 1]
 end
 
 local function fail(self, what, err, errno)
@@ -35,8 +40,8 @@ local function fail(self, what, err, errno)
    return nil, what .. tostring(err), errno
 end
 
--- board.new{mem_mib = 64, trace = fn(line), vm = opts for vfio.vmm.vm.create}
---   -> board, or nil, message, errno.
+-- board.new{mem_mib = 64, trace = fn(line), legacy_intx = false, vm = opts for
+--   vfio.vmm.vm.create} -> board, or nil, message, errno.
 function M.new(opts)
    opts = opts or {}
    local vmopts = {}
@@ -47,6 +52,7 @@ function M.new(opts)
    local b = setmetatable({
       machine = m, vm = m.vm, trace = opts.trace, devices = {}, by_slot = {},
       dma = {}, groups = {}, next_slot = M.FIRST_SLOT,
+      intx_lines = opts.legacy_intx and M.LEGACY_LINES or M.IOAPIC_LINES,
       bars = layout.new(opts.windows and { windows = opts.windows } or nil),
    }, Board)
    b.router = irq.new(b.vm)
@@ -108,6 +114,9 @@ function Board:add_group(group)
    end
 end
 
+-- The INTx line of pin `pin` at `slot` on this board.
+function Board:intx_line(slot, pin) return M.intx_gsi(slot, pin, self.intx_lines) end
+
 -- board:register(machine, slot): the machine's trap answers config at 00:slot.0.
 function Board:register(m, slot)
    self.by_slot[slot] = m
@@ -156,8 +165,9 @@ function Board:handler(should_stop)
          if handled then
             local m = bdf and (bdf & 7) == 0 and (bdf >> 8) == 0 and me.by_slot[(bdf >> 3) & 31]
             if m then
-               me:log("cfg  %02x.0 %s %03x/%d %s %0" .. (2 * size) .. "x", (bdf >> 3) & 31,
-                      x.write and "write" or "read ", off, size, x.write and "<-" or "->", value)
+               me:log("cfg  %s %03x/%d %s %0" .. (2 * size) .. "x (00:%02x.0)",
+                      x.write and "write" or "read ", off, size, x.write and "<-" or "->", value,
+                      (bdf >> 3) & 31)
             end
             me:after_access()
             return v

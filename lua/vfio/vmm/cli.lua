@@ -166,7 +166,8 @@ function cli.main(argv, how)
          m.slot = machine.SLOT + i - 1
          if alloc then
             local pin = m:intx_pin()
-            if pin ~= 0 then m.intx_line = require("vfio.vmm.board").intx_gsi(m.slot, pin) end
+            local b = require "vfio.vmm.board"
+            if pin ~= 0 then m.intx_line = b.intx_gsi(m.slot, pin, b.LEGACY_LINES) end
             local ok, err = m:place_bars(alloc)
             if not ok then give_up(EXIT.setup, "placing BARs: %s", tostring(err)) end
          end
@@ -181,7 +182,8 @@ function cli.main(argv, how)
    local m = machines[1]
    if #machines > 1 then
       local err
-      board, err = require("vfio.vmm.board").new { mem_mib = o.mem, trace = o.trace and log or nil }
+      board, err = require("vfio.vmm.board").new { mem_mib = o.mem, trace = o.trace and log or nil,
+                                                      legacy_intx = true }
       if not board then give_up(EXIT.setup, "%s", tostring(err)) end
       for i, mi in ipairs(machines) do
          local ok

@@ -185,7 +185,7 @@ function Machine:start(board, slot)
    self.machine, self.vm, self.router, self.host = board.machine, board.vm, board.router, board.host
    local pin = self:intx_pin()
    if pin ~= 0 and not self.own_board and not self.fixed_intx then
-      self.intx_line = boardlib.intx_gsi(s, pin)
+      self.intx_line = board:intx_line(s, pin)
       self.trap:cfg_write(0x3c, 1, self.intx_line)
    end
    board:add_group(self.dev.group)
