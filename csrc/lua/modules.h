@@ -14,6 +14,7 @@
     X(irqfd)          \
     X(ioeventfd)      \
     X(debugcon)       \
+    X(uart)           \
     X(cfgspace)       \
     X(pcihost)        \
     X(backend)        \
