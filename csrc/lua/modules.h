@@ -15,6 +15,7 @@
     X(ioeventfd)      \
     X(debugcon)       \
     X(uart)           \
+    X(legacy)         \
     X(cfgspace)       \
     X(pcihost)        \
     X(backend)        \
