@@ -56,9 +56,10 @@ static int l_vm_add_uart(lua_State *L)
 static int l_uart_output(lua_State *L)
 {
     struct lv_uart *u = checkuart(L, 1);
+    int clear = lua_toboolean(L, 2); /* before the pushes take index 2 */
     lua_pushlstring(L, u->cap_buf ? u->cap_buf : "", u->cap_len);
     lua_pushinteger(L, (lua_Integer)u->dropped);
-    if (lua_toboolean(L, 2))
+    if (clear)
         u->cap_len = 0, u->dropped = 0;
     return 2;
 }
