@@ -91,7 +91,8 @@ describe("vfio.uart: a 16550A on the host's /dev/kvm", function()
 
    it("loops back in MCR loopback mode, with the modem lines wired to MCR", function()
       -- Linux's 8250 probe: LOOP | RTS | OUT2, expects MSR & 0xf0 == 0x90
-      local g, err = guest(wr(4, 0x1a) .. rd(6) .. rd(6) .. wr(0, 0x5a) .. rd(5) .. rd(0) .. rd(5) .. wr(4, 0x00) .. rd(6))
+      local g, err = guest(wr(4, 0x1a) .. rd(6) .. rd(6) .. wr(0, 0x5a) .. rd(5) .. rd(0) .. rd(5)
+                           .. wr(4, 0x00) .. rd(6))
       if skip_if_none(g, err) then return end
       local b = { g.out:byte(1, -1) }
       assert.are.equal(0x90, b[1] & 0xf0)
