@@ -83,10 +83,11 @@ int lv_kvm_vm_create(struct lv_kvm_vm *vm, int kvm_fd)
     }
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     /* Intel VMX needs these pages reserved for real mode; harmless elsewhere. They sit
-     * just below the 4 GiB BIOS area, away from RAM and the PCI windows we use. */
-    if (ioctl(fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0 ||
+     * just below the 4 GiB BIOS area, away from RAM and the PCI windows we use, and the
+     * address map refuses slots and ranges over them (kvm.h). */
+    if (ioctl(fd, KVM_SET_TSS_ADDR, (unsigned long)LV_KVM_TSS_ADDR) < 0 ||
         (ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0 &&
-         ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){0xfffbc000}) < 0)) {
+         ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){LV_KVM_IDENTITY_MAP_ADDR}) < 0)) {
         e = neg_errno();
         close(fd);
         free(vm->cpuid);
@@ -184,10 +185,13 @@ static int overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
     return a < b + blen && b < a + alen;
 }
 
-static int irqchip_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
+/* The irqchip's windows, and the pages KVM took at VM creation for the real-mode TSS
+ * and identity page table (guest memory there would be overwritten by KVM). */
+static int reserved_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
 {
-    return vm->irqchip && (overlaps(gpa, size, IOAPIC_BASE, IOAPIC_SIZE) ||
-                           overlaps(gpa, size, LAPIC_BASE, LAPIC_SIZE));
+    return overlaps(gpa, size, LV_KVM_IDENTITY_MAP_ADDR, LV_KVM_SYSTEM_PAGES_SIZE) ||
+           (vm->irqchip && (overlaps(gpa, size, IOAPIC_BASE, IOAPIC_SIZE) ||
+                            overlaps(gpa, size, LAPIC_BASE, LAPIC_SIZE)));
 }
 
 /* Does a slot (a writable one, with writable_only) overlap [gpa, gpa + size)? */
@@ -213,7 +217,7 @@ static int mmio_range_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t
 /* May a slot (readonly or not) claim [gpa, gpa + size)? */
 static int slot_claim_ok(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, int readonly)
 {
-    if (irqchip_overlap(vm, gpa, size) || slot_overlap(vm, gpa, size, 0) ||
+    if (reserved_overlap(vm, gpa, size) || slot_overlap(vm, gpa, size, 0) ||
         (!readonly && mmio_range_overlap(vm, gpa, size)))
         return -EEXIST;
     return 0;
@@ -347,6 +351,16 @@ int lv_kvm_create_irqchip(struct lv_kvm_vm *vm)
     return 0;
 }
 
+int lv_kvm_create_pit2(struct lv_kvm_vm *vm)
+{
+    /* The dummy speaker port makes KVM answer port 0x61 too, whose bit 5 (PIT channel 2
+     * output) Linux polls to calibrate the TSC against the PIT. */
+    struct kvm_pit_config cfg = {.flags = KVM_PIT_SPEAKER_DUMMY};
+    if (!vm->irqchip)
+        return -ENXIO; /* the PIT interrupts through the in-kernel PIC/IOAPIC */
+    return ioctl(vm->fd, KVM_CREATE_PIT2, &cfg) < 0 ? neg_errno() : 0;
+}
+
 static void drop_routes(struct lv_kvm_vm *vm, uint32_t gsi)
 {
     unsigned j = 0;
@@ -476,7 +490,7 @@ int lv_kvm_add_range(struct lv_kvm_vm *vm, int space, uint64_t base, uint64_t si
     }
     if (space == LV_KVM_MMIO) {
         /* over a writable slot, RAM would answer first: the range could never be hit */
-        if (irqchip_overlap(vm, base, size) || slot_overlap(vm, base, size, 1))
+        if (reserved_overlap(vm, base, size) || slot_overlap(vm, base, size, 1))
             return -EEXIST;
     }
     if (vm->nranges == vm->cap_ranges) {
@@ -583,27 +597,153 @@ int lv_kvm_vcpu_create(struct lv_kvm_vcpu *c, struct lv_kvm_vm *vm, int id)
         close(fd);
         return e;
     }
-    if (vm->cpuid) {
-        /* The guest's APIC ID lives in CPUID too; make it match the vCPU. */
-        for (uint32_t i = 0; i < vm->cpuid->nent; i++) {
-            struct kvm_cpuid_entry2 *e = &vm->cpuid->entries[i];
-            if (e->function == 1)
-                e->ebx = (e->ebx & 0x00ffffffu) | ((uint32_t)id << 24);
-            else if (e->function == 0xb || e->function == 0x1f)
-                e->edx = (uint32_t)id;
-        }
-        if (ioctl(fd, KVM_SET_CPUID2, vm->cpuid) < 0) {
-            int e = neg_errno();
-            munmap(run, (size_t)vm->run_size);
-            close(fd);
-            return e;
-        }
-    }
     c->fd = fd;
     c->id = id;
+    c->vm = vm;
+    int e = lv_kvm_vcpu_set_cpuid(c, NULL, 0);
+    if (e) {
+        munmap(run, (size_t)vm->run_size);
+        close(fd);
+        c->fd = -1;
+        return e;
+    }
     c->run = run;
     c->run_size = (size_t)vm->run_size;
-    c->vm = vm;
+    return 0;
+}
+
+static struct kvm_cpuid_entry2 *find_leaf(struct kvm_cpuid2 *t, uint32_t fn, uint32_t index)
+{
+    for (uint32_t i = 0; i < t->nent; i++) {
+        struct kvm_cpuid_entry2 *e = &t->entries[i];
+        if (e->function == fn &&
+            (!(e->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) || e->index == index))
+            return e;
+    }
+    return NULL;
+}
+
+static struct kvm_cpuid_entry2 *add_leaf(struct kvm_cpuid2 *t, uint32_t fn, uint32_t index)
+{
+    struct kvm_cpuid_entry2 *e = find_leaf(t, fn, index);
+    if (!e) {
+        e = &t->entries[t->nent++];
+        *e = (struct kvm_cpuid_entry2){.function = fn, .index = index};
+    }
+    return e;
+}
+
+int lv_kvm_vcpu_set_cpuid(struct lv_kvm_vcpu *c, const struct kvm_cpuid_entry2 *over,
+                          unsigned nover)
+{
+    const struct kvm_cpuid2 *sup = c->vm->cpuid;
+    if (!sup)
+        return 0;
+    unsigned cap = sup->nent + nover + 2; /* room for the two KVM leaves */
+    struct kvm_cpuid2 *t = calloc(1, sizeof *t + cap * sizeof t->entries[0]);
+    if (!t)
+        return -ENOMEM;
+    t->nent = sup->nent;
+    memcpy(t->entries, sup->entries, sup->nent * sizeof t->entries[0]);
+    uint32_t id = (uint32_t)c->id;
+    for (uint32_t i = 0; i < t->nent; i++) {
+        struct kvm_cpuid_entry2 *e = &t->entries[i];
+        if (e->function == 1) {
+            /* the initial APIC ID is the vCPU's, and the guest learns it is a guest */
+            e->ebx = (e->ebx & 0x00ffffffu) | (id << 24);
+            e->ecx |= 1u << 31;
+        } else if (e->function == 0xb || e->function == 0x1f) {
+            e->edx = id; /* x2APIC ID, every subleaf */
+        }
+    }
+    /* KVM's paravirtual leaves: normally in the supported list already; a kernel that
+     * leaves them out still gets the signature, with no features claimed. */
+    struct kvm_cpuid_entry2 *sig = add_leaf(t, 0x40000000, 0);
+    sig->eax = 0x40000001;
+    memcpy(&sig->ebx, "KVMK", 4);
+    memcpy(&sig->ecx, "VMKV", 4);
+    memcpy(&sig->edx, "M\0\0\0", 4);
+    add_leaf(t, 0x40000001, 0);
+    for (unsigned i = 0; i < nover; i++) {
+        struct kvm_cpuid_entry2 *e = add_leaf(t, over[i].function, over[i].index);
+        uint32_t flags = e->flags;
+        *e = over[i];
+        e->flags = flags | over[i].flags;
+    }
+    int r = ioctl(c->fd, KVM_SET_CPUID2, t) < 0 ? neg_errno() : 0;
+    free(t);
+    return r;
+}
+
+int lv_kvm_vcpu_get_cpuid(struct lv_kvm_vcpu *c, struct kvm_cpuid2 **out)
+{
+    for (unsigned n = 64; n <= 4096; n *= 2) {
+        struct kvm_cpuid2 *t = calloc(1, sizeof *t + n * sizeof t->entries[0]);
+        if (!t)
+            return -ENOMEM;
+        t->nent = n;
+        if (ioctl(c->fd, KVM_GET_CPUID2, t) == 0) {
+            *out = t;
+            return 0;
+        }
+        int e = neg_errno();
+        free(t);
+        if (e != -E2BIG)
+            return e;
+    }
+    return -E2BIG;
+}
+
+int lv_kvm_vcpu_set_lapic_lint(struct lv_kvm_vcpu *c)
+{
+    struct kvm_lapic_state st;
+    if (ioctl(c->fd, KVM_GET_LAPIC, &st) < 0)
+        return neg_errno();
+    /* LINT0 takes the PIC's output (ExtINT), LINT1 the NMI: the virtual wire a BIOS
+     * programs, which MP-table guests expect (unmasked, edge, delivery mode in 10:8) */
+    uint32_t lvt0, lvt1;
+    memcpy(&lvt0, st.regs + 0x350, 4);
+    memcpy(&lvt1, st.regs + 0x360, 4);
+    lvt0 = (lvt0 & ~0x1f7ffu) | (7u << 8);
+    lvt1 = (lvt1 & ~0x1f7ffu) | (4u << 8);
+    memcpy(st.regs + 0x350, &lvt0, 4);
+    memcpy(st.regs + 0x360, &lvt1, 4);
+    return ioctl(c->fd, KVM_SET_LAPIC, &st) < 0 ? neg_errno() : 0;
+}
+
+int lv_kvm_vcpu_get_lapic_reg(struct lv_kvm_vcpu *c, unsigned off, uint32_t *val)
+{
+    struct kvm_lapic_state st;
+    if (off > sizeof st.regs - 4 || off % 4)
+        return -EINVAL;
+    if (ioctl(c->fd, KVM_GET_LAPIC, &st) < 0)
+        return neg_errno();
+    memcpy(val, st.regs + off, 4);
+    return 0;
+}
+
+int lv_kvm_vcpu_set_msr(struct lv_kvm_vcpu *c, uint32_t index, uint64_t value)
+{
+    struct {
+        struct kvm_msrs h;
+        struct kvm_msr_entry e;
+    } m = {.h.nmsrs = 1, .e = {.index = index, .data = value}};
+    int r = ioctl(c->fd, KVM_SET_MSRS, &m);
+    return r < 0 ? neg_errno() : r == 1 ? 0 : -EINVAL; /* 0 set: KVM refused the value */
+}
+
+int lv_kvm_vcpu_get_msr(struct lv_kvm_vcpu *c, uint32_t index, uint64_t *value)
+{
+    struct {
+        struct kvm_msrs h;
+        struct kvm_msr_entry e;
+    } m = {.h.nmsrs = 1, .e = {.index = index}};
+    int r = ioctl(c->fd, KVM_GET_MSRS, &m);
+    if (r < 0)
+        return neg_errno();
+    if (r != 1)
+        return -EINVAL;
+    *value = m.e.data;
     return 0;
 }
 
@@ -656,23 +796,36 @@ int lv_kvm_vcpu_setup_real(struct lv_kvm_vcpu *c, uint16_t cs, uint16_t ip)
     return ioctl(c->fd, KVM_SET_REGS, &r) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_vcpu_setup_flat32(struct lv_kvm_vcpu *c, uint32_t eip, uint32_t eax, uint32_t ebx)
+int lv_kvm_vcpu_setup_boot32(struct lv_kvm_vcpu *c, const struct lv_kvm_boot32 *b)
 {
     struct kvm_sregs s;
     if (ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
         return neg_errno();
-    /* Multiboot machine state: flat 4 GiB code and data segments, paging off,
-     * interrupts off; the guest loads its own GDT before reloading segments. */
-    seg(&s.cs, 0x08, 0, 0xffffffff, 0xb, 1, 1, 1);
-    seg(&s.ds, 0x10, 0, 0xffffffff, 0x3, 1, 1, 1);
+    /* Flat 4 GiB code and data segments, paging off, interrupts off. The hidden parts
+     * are what counts; the selectors and the GDT matter to a guest that reloads a
+     * segment before loading a GDT of its own. */
+    seg(&s.cs, b->cs ? b->cs : 0x08, 0, 0xffffffff, 0xb, 1, 1, 1);
+    seg(&s.ds, b->ds ? b->ds : 0x10, 0, 0xffffffff, 0x3, 1, 1, 1);
     s.es = s.fs = s.gs = s.ss = s.ds;
+    if (b->gdt_limit) {
+        s.gdt.base = b->gdt_base;
+        s.gdt.limit = b->gdt_limit;
+    }
     s.cr0 = (s.cr0 | 0x1) & ~(uint64_t)0x80000000;
     s.cr4 = 0;
     s.efer = 0;
     if (ioctl(c->fd, KVM_SET_SREGS, &s) < 0)
         return neg_errno();
-    struct kvm_regs r = {.rip = eip, .rax = eax, .rbx = ebx, .rflags = 0x2};
+    struct kvm_regs r = {.rip = b->eip, .rax = b->eax, .rbx = b->ebx, .rsi = b->esi,
+                         .rflags = 0x2};
     return ioctl(c->fd, KVM_SET_REGS, &r) < 0 ? neg_errno() : 0;
+}
+
+int lv_kvm_vcpu_setup_flat32(struct lv_kvm_vcpu *c, uint32_t eip, uint32_t eax, uint32_t ebx)
+{
+    /* multiboot: the guest loads its own GDT before reloading segments */
+    struct lv_kvm_boot32 b = {.eip = eip, .eax = eax, .ebx = ebx};
+    return lv_kvm_vcpu_setup_boot32(c, &b);
 }
 
 /* Timeouts: a per-thread timer signal whose handler sets immediate_exit on the kvm_run

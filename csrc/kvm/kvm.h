@@ -14,6 +14,12 @@
 
 enum { LV_KVM_PIO = 0, LV_KVM_MMIO = 1 };
 
+/* Pages KVM takes at VM creation (KVM_SET_IDENTITY_MAP_ADDR: one page, KVM_SET_TSS_ADDR:
+ * three), below the 4 GiB BIOS area; the address map keeps slots and ranges off them. */
+#define LV_KVM_IDENTITY_MAP_ADDR 0xfffbc000ull
+#define LV_KVM_TSS_ADDR 0xfffbd000ull
+#define LV_KVM_SYSTEM_PAGES_SIZE 0x4000ull
+
 /* Return values of the access callbacks. */
 enum { LV_KVM_IO_DONE = 0, /* resume the guest */
        LV_KVM_IO_STOP = 1  /* handled, but end the run loop with LV_KVM_EXIT_STOP */ };
@@ -104,6 +110,8 @@ int lv_kvm_unmap(struct lv_kvm_vm *vm, int slot);
 void *lv_kvm_ram_ptr(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len);
 
 int lv_kvm_create_irqchip(struct lv_kvm_vm *vm);
+/* The in-kernel i8254 PIT (ports 0x40-0x43, and 0x61), after the irqchip. */
+int lv_kvm_create_pit2(struct lv_kvm_vm *vm);
 int lv_kvm_set_msi_route(struct lv_kvm_vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
 int lv_kvm_remove_route(struct lv_kvm_vm *vm, uint32_t gsi);
 int lv_kvm_irqfd(struct lv_kvm_vm *vm, uint32_t gsi, int fd, int resample_fd, int deassign);
@@ -114,8 +122,9 @@ int lv_kvm_signal_msi(struct lv_kvm_vm *vm, uint64_t addr, uint32_t data);
 int lv_kvm_vfio_group(struct lv_kvm_vm *vm, int group_fd, int add);
 
 /* Returns the range id (> 0) or -errno: -EEXIST if it overlaps a handled range of its
- * space, or (MMIO) a writable slot or the irqchip's IOAPIC/LAPIC windows. Slots likewise
- * refuse to overlap slots, MMIO ranges (unless the slot is read-only) and those windows. */
+ * space, or (MMIO) a writable slot, the irqchip's IOAPIC/LAPIC windows or KVM's TSS and
+ * identity-map pages. Slots likewise refuse to overlap slots, MMIO ranges (unless the
+ * slot is read-only) and those windows. */
 int lv_kvm_add_range(struct lv_kvm_vm *vm, int space, uint64_t base, uint64_t size,
                      const struct lv_kvm_io_ops *ops, void *opaque);
 int lv_kvm_remove_range(struct lv_kvm_vm *vm, int id);
@@ -139,6 +148,30 @@ void lv_kvm_vcpu_close(struct lv_kvm_vcpu *c);
 int lv_kvm_vcpu_setup_real(struct lv_kvm_vcpu *c, uint16_t cs, uint16_t ip);
 int lv_kvm_vcpu_setup_flat32(struct lv_kvm_vcpu *c, uint32_t eip, uint32_t eax,
                              uint32_t ebx);
+/* The same state with the selectors, a GDT and ESI chosen (the Linux 32-bit boot
+ * protocol: CS 0x10, DS 0x18, ESI = boot_params). Zero cs/ds/gdt_limit: the defaults. */
+struct lv_kvm_boot32 {
+    uint32_t eip, eax, ebx, esi;
+    uint16_t cs, ds, gdt_limit;
+    uint64_t gdt_base;
+};
+int lv_kvm_vcpu_setup_boot32(struct lv_kvm_vcpu *c, const struct lv_kvm_boot32 *b);
+/* CPUID of the vCPU (KVM_SET_CPUID2), from the VM's supported list: the vCPU's APIC ID
+ * (leaf 1 EBX[31:24], leaves 0xb/0x1f EDX), the hypervisor bit (leaf 1 ECX[31]), KVM's
+ * signature leaf 0x40000000 and features 0x40000001, then `over` replacing or adding
+ * leaves by function and index. Done at creation with no overrides; again only before the
+ * first run (KVM refuses a changed table after it). */
+int lv_kvm_vcpu_set_cpuid(struct lv_kvm_vcpu *c, const struct kvm_cpuid_entry2 *over,
+                          unsigned nover);
+/* The table set (KVM_GET_CPUID2), malloc'd for the caller to free. */
+int lv_kvm_vcpu_get_cpuid(struct lv_kvm_vcpu *c, struct kvm_cpuid2 **out);
+/* LAPIC LINT0 as ExtINT and LINT1 as NMI (KVM_GET_LAPIC/KVM_SET_LAPIC); needs the
+ * irqchip. get_lapic_reg reads one register of the saved state (offset 0x350...). */
+int lv_kvm_vcpu_set_lapic_lint(struct lv_kvm_vcpu *c);
+int lv_kvm_vcpu_get_lapic_reg(struct lv_kvm_vcpu *c, unsigned off, uint32_t *val);
+/* One MSR (KVM_SET_MSRS/KVM_GET_MSRS); -EINVAL when KVM refuses the index or value. */
+int lv_kvm_vcpu_set_msr(struct lv_kvm_vcpu *c, uint32_t index, uint64_t value);
+int lv_kvm_vcpu_get_msr(struct lv_kvm_vcpu *c, uint32_t index, uint64_t *value);
 /* Register access (KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS): 0 or -errno. */
 int lv_kvm_vcpu_get_regs(struct lv_kvm_vcpu *c, struct kvm_regs *r);
 int lv_kvm_vcpu_set_regs(struct lv_kvm_vcpu *c, const struct kvm_regs *r);

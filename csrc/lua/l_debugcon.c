@@ -14,9 +14,10 @@ static int l_debugcon_new(lua_State *L)
 static int l_debugcon_output(lua_State *L)
 {
     struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
+    int clear = lua_toboolean(L, 2); /* before the pushes take index 2 */
     lua_pushlstring(L, d->buf ? d->buf : "", d->len);
     lua_pushinteger(L, (lua_Integer)d->dropped);
-    if (lua_toboolean(L, 2))
+    if (clear)
         d->len = 0, d->dropped = 0;
     return 2;
 }

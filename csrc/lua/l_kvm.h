@@ -44,4 +44,8 @@ const int *lv_irqfd_fdp(lua_State *L, int idx);
 int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t base,
                         uint64_t size, int obj);
 
+/* Push a CPUID table as a list of {function, index, flags, eax, ebx, ecx, edx} (an
+ * empty list for NULL); l_vcpu.c. */
+void lv_push_cpuid(lua_State *L, const struct kvm_cpuid2 *t);
+
 #endif

@@ -2,6 +2,7 @@
 #include "l_kvm.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -150,6 +151,171 @@ static int l_vcpu_setup_flat32(lua_State *L)
     if (e < 0)
         return lv_syserrorf(L, -e, "set protected-mode registers", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* vcpu:setup_boot32{eip=, esi=0, eax=0, ebx=0, cs=0x08, ds=0x10, gdt_base=, gdt_limit=}:
+ * 32-bit flat protected mode with the selectors and GDT given (the Linux boot protocol's
+ * entry: cs = 0x10, ds = 0x18, esi = boot_params). */
+static int l_vcpu_setup_boot32(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    struct lv_kvm_boot32 b = {0};
+    static const char *const names[] = {"eip", "esi", "eax", "ebx", "cs", "ds",
+                                        "gdt_base", "gdt_limit"};
+    lua_Integer val[8] = {0};
+    static const lua_Integer max[8] = {UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX,
+                                       0xffff, 0xffff, UINT32_MAX, 0xffff};
+    for (int i = 0; i < 8; i++) {
+        if (lua_getfield(L, 2, names[i]) != LUA_TNIL) {
+            val[i] = luaL_checkinteger(L, -1);
+            if (val[i] < 0 || val[i] > max[i])
+                return luaL_error(L, "setup_boot32: %s out of range", names[i]);
+        } else if (i == 0) {
+            return luaL_error(L, "setup_boot32: eip required");
+        }
+        lua_pop(L, 1);
+    }
+    b.eip = (uint32_t)val[0], b.esi = (uint32_t)val[1], b.eax = (uint32_t)val[2];
+    b.ebx = (uint32_t)val[3], b.cs = (uint16_t)val[4], b.ds = (uint16_t)val[5];
+    b.gdt_base = (uint64_t)val[6], b.gdt_limit = (uint16_t)val[7];
+    int e = lv_kvm_vcpu_setup_boot32(&v->c, &b);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "set protected-mode registers", "vcpu %d", v->c.id);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- CPUID, LAPIC, MSRs ---- */
+
+void lv_push_cpuid(lua_State *L, const struct kvm_cpuid2 *t)
+{
+    unsigned n = t ? t->nent : 0;
+    lua_createtable(L, (int)n, 0);
+    for (unsigned i = 0; i < n; i++) {
+        const struct kvm_cpuid_entry2 *e = &t->entries[i];
+        lua_createtable(L, 0, 7);
+#define F(k) lua_pushinteger(L, (lua_Integer)e->k); lua_setfield(L, -2, #k);
+        F(function) F(index) F(flags) F(eax) F(ebx) F(ecx) F(edx)
+#undef F
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+/* vcpu:set_cpuid([{ {function=, index=0, eax=, ebx=, ecx=, edx=}, ... }]): the table
+ * built from KVM's supported CPUID with this vCPU's APIC ID, the hypervisor bit and KVM's
+ * leaves (kvm.h), the given leaves replacing theirs (registers not given stay KVM's).
+ * Before the first run only. */
+static int l_vcpu_set_cpuid(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    lua_Integer n = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        n = luaL_len(L, 2);
+        if (n < 0 || n > 256)
+            return luaL_argerror(L, 2, "at most 256 leaves");
+    }
+    struct kvm_cpuid_entry2 *over = n ? lua_newuserdatauv(L, (size_t)n * sizeof *over, 0) : NULL;
+    const struct kvm_cpuid2 *sup = v->vm->vm.cpuid;
+    for (lua_Integer i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        struct kvm_cpuid_entry2 *e = &over[i];
+        memset(e, 0, sizeof *e);
+        lua_getfield(L, -1, "function");
+        e->function = (uint32_t)luaL_checkinteger(L, -1);
+        lua_getfield(L, -2, "index");
+        e->index = (uint32_t)luaL_optinteger(L, -1, 0);
+        lua_pop(L, 2);
+        /* start from KVM's answer for that leaf, so a partial override keeps the rest */
+        for (uint32_t j = 0; sup && j < sup->nent; j++)
+            if (sup->entries[j].function == e->function &&
+                (!(sup->entries[j].flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) ||
+                 sup->entries[j].index == e->index)) {
+                e->eax = sup->entries[j].eax, e->ebx = sup->entries[j].ebx;
+                e->ecx = sup->entries[j].ecx, e->edx = sup->entries[j].edx;
+                e->flags = sup->entries[j].flags;
+                break;
+            }
+        static const char *const regs[] = {"eax", "ebx", "ecx", "edx"};
+        uint32_t *dst[] = {&e->eax, &e->ebx, &e->ecx, &e->edx};
+        for (int r = 0; r < 4; r++) {
+            if (lua_getfield(L, -1, regs[r]) != LUA_TNIL)
+                *dst[r] = (uint32_t)luaL_checkinteger(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    int e = lv_kvm_vcpu_set_cpuid(&v->c, over, (unsigned)n);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_SET_CPUID2", "vcpu %d", v->c.id);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* vcpu:cpuid() -> the table set (KVM_GET_CPUID2), as vm:supported_cpuid() lists it */
+static int l_vcpu_cpuid(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct kvm_cpuid2 *t = NULL;
+    int e = lv_kvm_vcpu_get_cpuid(&v->c, &t);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_GET_CPUID2", "vcpu %d", v->c.id);
+    lv_push_cpuid(L, t);
+    free(t);
+    return 1;
+}
+
+/* vcpu:set_lapic_lint(): LINT0 ExtINT, LINT1 NMI (after vm:create_irqchip) */
+static int l_vcpu_set_lapic_lint(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    int e = lv_kvm_vcpu_set_lapic_lint(&v->c);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_SET_LAPIC", "vcpu %d", v->c.id);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* vcpu:lapic_reg(offset) -> the 32-bit LAPIC register (KVM_GET_LAPIC) */
+static int l_vcpu_lapic_reg(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    unsigned off = (unsigned)lv_checkrange(L, 2, 0, 0x3fc);
+    if (off % 4)
+        return luaL_argerror(L, 2, "LAPIC registers are 4-byte aligned");
+    uint32_t val;
+    int e = lv_kvm_vcpu_get_lapic_reg(&v->c, off, &val);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_GET_LAPIC", "vcpu %d", v->c.id);
+    lua_pushinteger(L, val);
+    return 1;
+}
+
+/* vcpu:set_msr(index, value) -> true; vcpu:get_msr(index) -> value */
+static int l_vcpu_set_msr(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    uint32_t index = (uint32_t)lv_checkrange(L, 2, 0, UINT32_MAX);
+    uint64_t value = (uint64_t)luaL_checkinteger(L, 3);
+    int e = lv_kvm_vcpu_set_msr(&v->c, index, value);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_SET_MSRS", "vcpu %d msr 0x%x", v->c.id, index);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_vcpu_get_msr(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    uint32_t index = (uint32_t)lv_checkrange(L, 2, 0, UINT32_MAX);
+    uint64_t value;
+    int e = lv_kvm_vcpu_get_msr(&v->c, index, &value);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "KVM_GET_MSRS", "vcpu %d msr 0x%x", v->c.id, index);
+    lua_pushinteger(L, (lua_Integer)value);
     return 1;
 }
 
@@ -362,6 +528,10 @@ void lv_open_vcpu(lua_State *L)
         {"run", l_vcpu_run}, {"complete", l_vcpu_complete}, {"get_regs", l_vcpu_get_regs},
         {"set_regs", l_vcpu_set_regs}, {"get_sregs", l_vcpu_get_sregs},
         {"setup_real", l_vcpu_setup_real}, {"setup_flat32", l_vcpu_setup_flat32},
+        {"setup_boot32", l_vcpu_setup_boot32}, {"set_cpuid", l_vcpu_set_cpuid},
+        {"cpuid", l_vcpu_cpuid}, {"set_lapic_lint", l_vcpu_set_lapic_lint},
+        {"lapic_reg", l_vcpu_lapic_reg}, {"set_msr", l_vcpu_set_msr},
+        {"get_msr", l_vcpu_get_msr},
         {"id", l_vcpu_id}, {"fileno", l_vcpu_fileno}, {"close", l_vcpu_close}, {NULL, NULL}};
     static const luaL_Reg mt[] = {
         {"__gc", l_vcpu_close}, {"__close", l_vcpu_close}, {"__tostring", l_vcpu_tostring},

@@ -14,6 +14,8 @@
     X(irqfd)          \
     X(ioeventfd)      \
     X(debugcon)       \
+    X(uart)           \
+    X(legacy)         \
     X(cfgspace)       \
     X(pcihost)        \
     X(backend)        \

@@ -2,6 +2,7 @@
 -- debug console and an exit port handled in C, and a multiboot loader. Passthrough
 -- wiring (PCI host bridge, BARs, interrupts) builds on top of this.
 local core = require "vfio.core"
+local boot_linux = require "vfio.vmm.boot_linux"
 local multiboot = require "vfio.vmm.multiboot"
 
 local M = {}
@@ -114,6 +115,20 @@ function VM:boot(path, opts)
       r.result = exit.reason
    end
    return r
+end
+
+-- vm:setup_linux(opts) -> info: the PC platform and a bzImage loaded for the 32-bit boot
+-- protocol (vfio.vmm.boot_linux.setup: kernel=, initrd=, append=, stdout=, capture=...).
+function VM:setup_linux(opts)
+   return boot_linux.setup(self, opts)
+end
+
+-- vm:boot_linux(opts) -> {result=, status=, exit=, tail=, output=, ports=}: setup_linux,
+-- then run until reboot, power-off, panic, triple fault or opts.timeout (60 s).
+function VM:boot_linux(opts)
+   local info, err, errno = self:setup_linux(opts)
+   if not info then return nil, err, errno end
+   return boot_linux.run(self, opts)
 end
 
 -- Teardown: vCPU first, then the VM (and its RAM), then /dev/kvm. Idempotent.

@@ -1,0 +1,294 @@
+/* The 16550A UART model (see uart.h). Registers, by offset from the base port:
+ * 0 RBR/THR (DLL with LCR.DLAB), 1 IER (DLM with DLAB), 2 IIR/FCR, 3 LCR, 4 MCR, 5 LSR,
+ * 6 MSR, 7 SCR. Transmission is instant, so THR is always empty (LSR.THRE and TEMT). */
+#include "uart.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { RBR = 0, IER = 1, IIR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7 };
+
+#define IER_RDI 0x01   /* data ready */
+#define IER_THRI 0x02  /* THR empty */
+#define IER_RLSI 0x04  /* line status */
+#define IER_MSI 0x08   /* modem status */
+#define LCR_DLAB 0x80
+#define MCR_DTR 0x01
+#define MCR_RTS 0x02
+#define MCR_OUT1 0x04
+#define MCR_OUT2 0x08
+#define MCR_LOOP 0x10
+#define LSR_DR 0x01
+#define LSR_OE 0x02
+#define LSR_THRE 0x20
+#define LSR_TEMT 0x40
+#define FCR_ENABLE 0x01
+#define FCR_CLEAR_RX 0x02
+
+int lv_uart_init(struct lv_uart *u, uint32_t irq, int to_stdout, size_t capture)
+{
+    memset(u, 0, sizeof *u);
+    u->irq = irq;
+    u->to_stdout = to_stdout;
+    u->line = -1;
+    u->lcr = 0x03;         /* 8N1, as after a BIOS */
+    u->thri = 0;
+    if (capture) {
+        u->cap_buf = malloc(capture);
+        if (!u->cap_buf)
+            return -ENOMEM;
+        u->cap_max = capture;
+    }
+    return 0;
+}
+
+void lv_uart_attach(struct lv_uart *u, struct lv_kvm_vm *vm, uint64_t base)
+{
+    u->vm = vm;
+    u->base = base;
+    u->line = -1;
+}
+
+void lv_uart_close(struct lv_uart *u)
+{
+    if (u->line == 1 && u->vm && u->vm->fd >= 0)
+        lv_kvm_irq_line(u->vm, u->irq, 0); /* a closed UART asks for nothing */
+    u->line = 0;
+    free(u->cap_buf);
+    u->cap_buf = NULL;
+    u->cap_len = u->cap_max = 0;
+    u->rx_len = 0;
+    u->closed = 1;
+}
+
+static void uart_release(void *opaque)
+{
+    struct lv_uart *u = opaque;
+    u->vm = NULL;
+}
+
+/* ---- interrupt line ---- */
+
+static int pending(const struct lv_uart *u)
+{
+    return ((u->ier & IER_RLSI) && u->lsr_err) || ((u->ier & IER_RDI) && u->rx_len) ||
+           ((u->ier & IER_THRI) && u->thri) || ((u->ier & IER_MSI) && u->msr_delta);
+}
+
+/* ISA interrupts are edge-triggered at the PIC and the IOAPIC: the line follows the
+ * pending state exactly, so every new condition after a drop is a new edge. */
+static void update_irq(struct lv_uart *u)
+{
+    int level = pending(u);
+    if (level == u->line || !u->vm || u->vm->fd < 0 || !u->vm->irqchip)
+        return;
+    if (lv_kvm_irq_line(u->vm, u->irq, level) == 0)
+        u->line = level;
+}
+
+/* ---- data paths ---- */
+
+static void emit(struct lv_uart *u, uint8_t b)
+{
+    u->tail[u->tail_pos] = (char)b;
+    u->tail_pos = (u->tail_pos + 1) % LV_UART_TAIL;
+    u->sent++;
+    if (u->cap_max) {
+        if (u->cap_len < u->cap_max)
+            u->cap_buf[u->cap_len++] = (char)b;
+        else
+            u->dropped++;
+    }
+    if (u->to_stdout) {
+        ssize_t n;
+        do
+            n = write(1, &b, 1);
+        while (n < 0 && errno == EINTR);
+        /* a console that went away must not stop the guest: the byte is dropped */
+    }
+}
+
+static int rx_push(struct lv_uart *u, uint8_t b)
+{
+    if (u->rx_len == LV_UART_RX_CAP)
+        return 0;
+    u->rx[(u->rx_head + u->rx_len++) % LV_UART_RX_CAP] = b;
+    return 1;
+}
+
+static uint8_t rx_pop(struct lv_uart *u)
+{
+    if (!u->rx_len)
+        return 0;
+    uint8_t b = u->rx[u->rx_head];
+    u->rx_head = (u->rx_head + 1) % LV_UART_RX_CAP;
+    u->rx_len--;
+    return b;
+}
+
+size_t lv_uart_feed(struct lv_uart *u, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    size_t n = 0;
+    if (u->closed)
+        return 0;
+    while (n < len && rx_push(u, p[n]))
+        n++;
+    update_irq(u);
+    return n;
+}
+
+size_t lv_uart_tail(const struct lv_uart *u, char *out)
+{
+    size_t n = u->sent < LV_UART_TAIL ? (size_t)u->sent : LV_UART_TAIL;
+    size_t start = (u->tail_pos + LV_UART_TAIL - n) % LV_UART_TAIL;
+    for (size_t i = 0; i < n; i++)
+        out[i] = u->tail[(start + i) % LV_UART_TAIL];
+    return n;
+}
+
+/* ---- registers ---- */
+
+/* Modem status lines: in loopback they are the MCR outputs wired back; otherwise a
+ * connected terminal (CTS, DSR, DCD). */
+static uint8_t msr_lines(const struct lv_uart *u)
+{
+    if (!(u->mcr & MCR_LOOP))
+        return 0xb0;
+    return (uint8_t)(((u->mcr & MCR_RTS) ? 0x10 : 0) | ((u->mcr & MCR_DTR) ? 0x20 : 0) |
+                     ((u->mcr & MCR_OUT1) ? 0x40 : 0) | ((u->mcr & MCR_OUT2) ? 0x80 : 0));
+}
+
+static void set_mcr(struct lv_uart *u, uint8_t v)
+{
+    uint8_t before = msr_lines(u);
+    u->mcr = v & 0x1f;
+    uint8_t after = msr_lines(u), ch = before ^ after;
+    u->msr_delta |= (uint8_t)(((ch & 0x10) ? 0x01 : 0) | ((ch & 0x20) ? 0x02 : 0) |
+                              ((before & 0x40) && !(after & 0x40) ? 0x04 : 0) |
+                              ((ch & 0x80) ? 0x08 : 0));
+}
+
+static uint8_t iir(const struct lv_uart *u)
+{
+    uint8_t fifo = (u->fcr & FCR_ENABLE) ? 0xc0 : 0;
+    if ((u->ier & IER_RLSI) && u->lsr_err)
+        return fifo | 0x06;
+    if ((u->ier & IER_RDI) && u->rx_len)
+        return fifo | 0x04;
+    if ((u->ier & IER_THRI) && u->thri)
+        return fifo | 0x02;
+    if ((u->ier & IER_MSI) && u->msr_delta)
+        return fifo | 0x00;
+    return fifo | 0x01;
+}
+
+static uint8_t reg_read(struct lv_uart *u, unsigned r)
+{
+    uint8_t v;
+    switch (r) {
+    case RBR:
+        if (u->lcr & LCR_DLAB)
+            return u->dll;
+        return rx_pop(u);
+    case IER:
+        return (u->lcr & LCR_DLAB) ? u->dlm : u->ier;
+    case IIR:
+        v = iir(u);
+        if ((v & 0x0f) == 0x02)
+            u->thri = 0;   /* reading IIR while it reports THR empty acknowledges it */
+        return v;
+    case LCR:
+        return u->lcr;
+    case MCR:
+        return u->mcr;
+    case LSR:
+        v = (uint8_t)((u->rx_len ? LSR_DR : 0) | u->lsr_err | LSR_THRE | LSR_TEMT);
+        u->lsr_err = 0;
+        return v;
+    case MSR:
+        v = (uint8_t)(msr_lines(u) | u->msr_delta);
+        u->msr_delta = 0;
+        return v;
+    default:
+        return u->scr;
+    }
+}
+
+static void reg_write(struct lv_uart *u, unsigned r, uint8_t v)
+{
+    switch (r) {
+    case RBR:
+        if (u->lcr & LCR_DLAB) {
+            u->dll = v;
+            break;
+        }
+        /* THR fills (the line drops), then empties at once: a fresh edge per byte */
+        u->thri = 0;
+        update_irq(u);
+        if (u->mcr & MCR_LOOP) {
+            if (!rx_push(u, v))
+                u->lsr_err |= LSR_OE;
+        } else {
+            emit(u, v);
+        }
+        u->thri = 1;
+        break;
+    case IER:
+        if (u->lcr & LCR_DLAB) {
+            u->dlm = v;
+            break;
+        }
+        /* enabling the THR-empty interrupt while THR is empty raises it (16550) */
+        if ((v & IER_THRI) && !(u->ier & IER_THRI))
+            u->thri = 1;
+        else if (!(v & IER_THRI))
+            u->thri = 0;
+        u->ier = v & 0x0f;
+        break;
+    case IIR: /* FCR */
+        if ((v ^ u->fcr) & FCR_ENABLE)
+            u->rx_len = 0; /* switching the FIFOs on or off empties them */
+        if (v & FCR_CLEAR_RX)
+            u->rx_len = 0;
+        u->fcr = v & 0xc9;
+        break;
+    case LCR:
+        u->lcr = v;
+        break;
+    case MCR:
+        set_mcr(u, v);
+        break;
+    case LSR:
+    case MSR:
+        break; /* read-only (factory test registers on real parts) */
+    default:
+        u->scr = v;
+    }
+}
+
+/* Any size, any port of the range: byte-wide like the ISA bus splits it, and bytes past
+ * the 8 registers read as all ones and write nowhere. */
+static int uart_access(void *opaque, int space, uint64_t addr, uint8_t *data, unsigned size,
+                  int is_write)
+{
+    struct lv_uart *u = opaque;
+    for (unsigned i = 0; i < size; i++) {
+        uint64_t off = addr + i - u->base;
+        if (addr + i < u->base || off >= LV_UART_PORTS || u->closed) {
+            if (!is_write)
+                data[i] = 0xff;
+            continue;
+        }
+        if (is_write)
+            reg_write(u, (unsigned)off, data[i]);
+        else
+            data[i] = reg_read(u, (unsigned)off);
+    }
+    update_irq(u);
+    return LV_KVM_IO_DONE;
+}
+
+const struct lv_kvm_io_ops lv_uart_ops = {.access = uart_access, .release = uart_release};

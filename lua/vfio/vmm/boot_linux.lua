@@ -1,0 +1,185 @@
+-- Booting an x86-64 Linux bzImage with no firmware: the PC platform a kernel needs on
+-- top of a vfio.vmm.vm, the boot protocol load (vfio.vmm.linux), and the run until the
+-- guest reboots, powers off, panics or hangs.
+--
+-- The machine: RAM from 0, the in-kernel PIC/IOAPIC/LAPIC and PIT, a 16550A on
+-- 0x3f8/IRQ 4 (ttyS0, answered in C, streamed live and/or captured), an i8042 whose
+-- reset is the reboot, a PCI host bridge (config mechanism #1), and the legacy ports
+-- Linux probes answered in C. No ACPI: an MP table (vfio.vmm.mptable) describes the
+-- CPUs, the IOAPIC and the interrupt routing.
+--
+-- Why no ACPI, and how the VMM tells the endings apart: without ACPI Linux cannot power
+-- off (no PM1 control port), but it can reset through the keyboard controller, so the
+-- kernel line asks for reboot=k and panic=-1: a reboot and a panic both end with a write
+-- of 0xfe to port 0x64 at once, and the console text tells them apart ("Kernel panic -
+-- not syncing" in its tail). `poweroff -f` without a power-off method prints
+-- "reboot: Power down" and then panics ("Attempted to kill init", exit code 0): the
+-- VMM reads that as a power-off. A minimal ACPI (RSDP/XSDT/FADT, a DSDT with \_S5)
+-- would give a real power-off port, but ACPI on also makes Linux look for its CPUs,
+-- interrupts and PCI roots in ACPI first: more tables to get right for one port.
+local linux = require "vfio.vmm.linux"
+local mptable = require "vfio.vmm.mptable"
+local pcihost = require "vfio.vmm.pcihost"
+
+local M = {}
+
+M.UART_PORT, M.UART_IRQ = 0x3f8, 4
+M.MSR_IA32_MISC_ENABLE = 0x1a0
+M.MISC_ENABLE_FAST_STRING = 0x1
+
+-- What the machine needs on the kernel line, and why:
+--   console=ttyS0        the only console is the UART (earlyprintk too: the decompressor
+--                        and early boot print before the 8250 driver is up)
+--   reboot=k             reset through the i8042 (the VMM's reboot signal)
+--   panic=-1             reboot at once on a panic, so the VMM sees it without polling
+--   acpi=off             there are no ACPI tables; the MP table is the source
+--   pci=conf1            config mechanism #1 through the host bridge; without ACPI there
+--                        is no MCFG, so ECAM cannot be discovered anyway
+M.CMDLINE = "console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 acpi=off pci=conf1"
+
+-- Legacy ports answered in C: {base, size, read value}. 0xff is an empty ISA bus.
+M.IGNORED = {
+   { 0x22, 2, 0xff },    -- IMCR (the MP table says virtual wire, but probes happen)
+   { 0x70, 2, 0x00 },    -- CMOS/RTC: 0 keeps "update in progress" clear, so no wait
+   { 0x80, 16, 0xff },   -- POST code port (Linux's I/O delay) and the DMA page registers
+   { 0x92, 1, 0xff },    -- system control port A
+   { 0x2e8, 8, 0xff },   -- ttyS3
+   { 0x2f8, 8, 0xff },   -- ttyS1
+   { 0x3b0, 0x30, 0xff }, -- MDA and VGA registers
+   { 0x3e8, 8, 0xff },   -- ttyS2
+   { 0x3f0, 8, 0xff },   -- floppy controller
+}
+
+M.PANIC = "Kernel panic - not syncing"
+M.POWER_DOWN = "reboot: Power down"
+
+local function read_file(path, what)
+   local f, err = io.open(path, "rb")
+   if not f then return nil, ("%s: %s"):format(what, err) end
+   local s = f:read("a")
+   f:close()
+   return s
+end
+
+-- setup(m, opts) -> info (linux.load's) or nil, message, errno. m is a vfio.vmm.vm made
+-- with its irqchip. opts: kernel (path) or image (bytes), initrd (path) or
+-- initrd_data, append (added after the machine's line), cmdline (replaces it all),
+-- stdout (stream the console, default true), capture (bytes kept, default 1 MiB),
+-- pcihost (the caller's host bridge, already holding its functions; else one with
+-- only the bridge), pci_irqs (MP table PCI entries), cpus (1).
+function M.setup(m, opts)
+   opts = opts or {}
+   local vm, cpu = m.vm, m.vcpu
+   if (opts.cpus or 1) ~= 1 then
+      return nil, "more than one vCPU needs the threaded run loop, which is not there yet"
+   end
+   local image, initrd = opts.image, opts.initrd_data or ""
+   local err
+   if not image then
+      image, err = read_file(assert(opts.kernel, "kernel or image required"), "kernel")
+      if not image then return nil, err end
+   end
+   if opts.initrd then
+      initrd, err = read_file(opts.initrd, "initrd")
+      if not initrd then return nil, err end
+   end
+   local cmdline = opts.cmdline or (M.CMDLINE .. (opts.append and opts.append ~= "" and " " .. opts.append or ""))
+   local info, lerr = linux.load(vm, image, { ram_size = m.ram_size, cmdline = cmdline, initrd = initrd })
+   if not info then return nil, lerr end
+
+   local ok, e, errno = vm:create_pit2()
+   if not ok then return nil, e, errno end
+   local id, uart, uerr = vm:add_uart { port = M.UART_PORT, irq = M.UART_IRQ, stdout = opts.stdout ~= false,
+                                        capture = opts.capture or (1 << 20) }
+   if not id then return nil, uart, uerr end
+   m.uart = uart
+   ok, e, errno = vm:add_i8042()
+   if not ok then return nil, e, errno end
+   for _, r in ipairs(M.IGNORED) do
+      ok, e, errno = vm:add_ignore_ports(r[1], r[2], r[3])
+      if not ok then return nil, e, errno end
+   end
+   local host = opts.pcihost
+   if not host then
+      host = pcihost.new {}
+      host:attach(0, 0, 0, pcihost.host_bridge())
+      ok, e, errno = pcihost.install(vm, host)
+      if not ok then return nil, e, errno end
+   end
+   m.pcihost = host
+
+   local leaf1
+   for _, l in ipairs(vm:supported_cpuid()) do
+      if l["function"] == 1 then leaf1 = l end
+   end
+   local mp = mptable.build { cpus = 1, pci = opts.pci_irqs,
+                              cpu_signature = leaf1 and leaf1.eax, cpu_features = leaf1 and leaf1.edx }
+   vm:write(mptable.ADDR, mp)
+
+   ok, e, errno = cpu:set_lapic_lint()
+   if not ok then return nil, e, errno end
+   -- Linux turns rep movs/stos "fast strings" off on Intel when the BIOS left this bit
+   -- clear (a BIOS sets it); KVM accepts it on AMD too, where it changes nothing.
+   local misc = cpu:get_msr(M.MSR_IA32_MISC_ENABLE)
+   if misc then cpu:set_msr(M.MSR_IA32_MISC_ENABLE, misc | M.MISC_ENABLE_FAST_STRING) end
+   ok, e, errno = cpu:setup_boot32 { eip = info.entry, esi = info.boot_params,
+                                     cs = linux.BOOT_CS, ds = linux.BOOT_DS,
+                                     gdt_base = info.gdt_base, gdt_limit = info.gdt_limit }
+   if not ok then return nil, e, errno end
+   m.linux = info
+   return info
+end
+
+-- The verdict from how the run ended and what the console said last.
+local function verdict(exit, tail)
+   local panic = tail:find(M.PANIC, 1, true)
+   local power = tail:find(M.POWER_DOWN, 1, true)
+   if power and (not panic or power < panic) then return "poweroff", 0 end
+   if panic then return "panic", 1 end
+   if exit.reason == "stop" and exit.port == 0x64 then return "reboot", 0 end
+   if exit.reason == "system_event" then
+      if exit.code == 1 then return "poweroff", 0 end -- KVM_SYSTEM_EVENT_SHUTDOWN
+      if exit.code == 2 then return "reboot", 0 end   -- KVM_SYSTEM_EVENT_RESET
+   end
+   if exit.reason == "shutdown" then return "triple fault", 1 end
+   return exit.reason, 1
+end
+
+-- run(m, {timeout = 60, slice = 0.5, trace = f}) ->
+--   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,
+--    exit = last exit, tail = last console text, output = captured console, ports = {}}
+-- Exits nothing in C answers reach Lua here: reads get all ones, writes are dropped, and
+-- each port is counted (ports[port] = n), so a probe of something absent costs only time.
+function M.run(m, opts)
+   opts = opts or {}
+   local budget, slice = opts.timeout or 60, opts.slice or 0.5
+   local ports, mmio = {}, {}
+   local function handler(x)
+      if x.space == "pio" then ports[x.port] = (ports[x.port] or 0) + 1
+      else mmio[x.addr] = (mmio[x.addr] or 0) + 1 end
+      if opts.trace then opts.trace(x) end
+      return nil -- a read keeps the all-ones the run loop put there
+   end
+   local clock = os.time()
+   local exit, err, errno
+   repeat
+      local left = budget - (os.time() - clock)
+      if left <= 0 then exit = { reason = "timeout" } break end
+      exit, err, errno = m.vcpu:run(handler, { timeout = math.min(slice, left) })
+      if not exit then return nil, err, errno end
+      -- a panic with panic=0 (the user's choice) spins forever: the console tells
+      local tail = m.uart:tail()
+      if exit.reason == "timeout" and not tail:find(M.PANIC, 1, true) then exit = nil end
+      -- stops from other C handlers (a function asking for attention) resume the guest
+      if exit and exit.reason == "stop" and exit.port ~= 0x64 then
+         if opts.on_stop then opts.on_stop(exit) end
+         exit = nil
+      end
+   until exit
+   local tail = m.uart:tail()
+   local result, status = verdict(exit, tail)
+   return { result = result, status = status, exit = exit, tail = tail,
+            output = (m.uart:output()), ports = ports, mmio = mmio }
+end
+
+return M
