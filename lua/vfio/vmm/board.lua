@@ -198,6 +198,27 @@ end
 
 function Board:output() return self.machine:output() end
 
+-- board:boot_linux{kernel=, initrd=, append=, timeout=, should_stop=fn} -> result
+-- (vfio.vmm.boot_linux's run): the PC platform on this board's VM, the MP table naming
+-- every device's INTx line, the kernel loaded, and the run with this board's handler.
+function Board:boot_linux(opts)
+   local boot_linux = require "vfio.vmm.boot_linux"
+   local pci_irqs = {}
+   for _, m in ipairs(self.devices) do
+      local pin = m:intx_pin()
+      if pin ~= 0 then pci_irqs[#pci_irqs + 1] = { slot = m.slot, pin = pin, ioapic_pin = m.intx_line } end
+   end
+   local me = self
+   local info, err, errno = boot_linux.setup(self.machine, {
+      kernel = opts.kernel, initrd = opts.initrd, append = opts.append, pcihost = self.host,
+      pci_irqs = pci_irqs, stdout = opts.stdout ~= false })
+   if not info then return nil, err, errno end
+   return boot_linux.run(self.machine, {
+      timeout = opts.timeout, should_stop = opts.should_stop,
+      handler = self:handler(opts.should_stop),
+      on_stop = function() me:after_access() end })
+end
+
 -- Teardown: the devices (interrupts, slots, ranges), then DMA mappings, the KVM VFIO
 -- groups, the host bridge ranges, the VM. Idempotent; errors do not stop the rest.
 function Board:close()

@@ -52,6 +52,10 @@ M.IGNORED = {
 
 M.PANIC = "Kernel panic - not syncing"
 M.POWER_DOWN = "reboot: Power down"
+-- `poweroff -f` with no power-off method (acpi=off) becomes a halt: the kernel prints
+-- this and stops every CPU in hlt with interrupts off, which the in-kernel LAPIC keeps
+-- inside KVM: no exit ever comes, so the console is the only sign.
+M.HALTED = "reboot: System halted"
 
 local function read_file(path, what)
    local f, err = io.open(path, "rb")
@@ -133,7 +137,7 @@ end
 -- The verdict from how the run ended and what the console said last.
 local function verdict(exit, tail)
    local panic = tail:find(M.PANIC, 1, true)
-   local power = tail:find(M.POWER_DOWN, 1, true)
+   local power = tail:find(M.POWER_DOWN, 1, true) or tail:find(M.HALTED, 1, true)
    if power and (not panic or power < panic) then return "poweroff", 0 end
    if panic then return "panic", 1 end
    if exit.reason == "stop" and exit.port == 0x64 then return "reboot", 0 end
@@ -145,7 +149,7 @@ local function verdict(exit, tail)
    return exit.reason, 1
 end
 
--- run(m, {timeout = 60, slice = 0.5, trace = f}) ->
+-- run(m, {timeout = 60, slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f}) ->
 --   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,
 --    exit = last exit, tail = last console text, output = captured console, ports = {}}
 -- Exits nothing in C answers reach Lua here: reads get all ones, writes are dropped, and
@@ -154,7 +158,14 @@ function M.run(m, opts)
    opts = opts or {}
    local budget, slice = opts.timeout or 60, opts.slice or 0.5
    local ports, mmio = {}, {}
+   local first = opts.handler
    local function handler(x)
+      -- the board's handler first: Lua quirk windows of passed-through devices, and the
+      -- host bridge in --trace mode (nil: not theirs)
+      if first then
+         local v = first(x)
+         if v ~= nil then return v end
+      end
       if x.space == "pio" then ports[x.port] = (ports[x.port] or 0) + 1
       else mmio[x.addr] = (mmio[x.addr] or 0) + 1 end
       if opts.trace then opts.trace(x) end
@@ -167,9 +178,11 @@ function M.run(m, opts)
       if left <= 0 then exit = { reason = "timeout" } break end
       exit, err, errno = m.vcpu:run(handler, { timeout = math.min(slice, left) })
       if not exit then return nil, err, errno end
+      if opts.should_stop and opts.should_stop() then exit = { reason = "interrupted" } break end
       -- a panic with panic=0 (the user's choice) spins forever: the console tells
       local tail = m.uart:tail()
-      if exit.reason == "timeout" and not tail:find(M.PANIC, 1, true) then exit = nil end
+      if exit.reason == "timeout" and not tail:find(M.PANIC, 1, true)
+         and not tail:find(M.HALTED, 1, true) then exit = nil end
       -- stops from other C handlers (a function asking for attention) resume the guest
       if exit and exit.reason == "stop" and exit.port ~= 0x64 then
          if opts.on_stop then opts.on_stop(exit) end

@@ -10,14 +10,20 @@ cli.EXIT = EXIT
 
 -- What --help prints after the synopsis (%s: the default guest).
 local HELP = [[
-Boot a multiboot guest in a KVM VM with VFIO devices passed through.
+Boot a Linux kernel (--kernel) or a multiboot guest in a KVM VM with VFIO devices passed
+through.
 
   --device BDF    a device to pass through (0000:00:03.0, 00:03.0, a lab device name
                   such as edu, or with --plan a recorded fixture file
                   spec/fixtures/NAME.lua); repeatable: each device gets its own slot
                   from 00:04.0 on, and devices of one IOMMU group share a container
-  --guest FILE    the multiboot guest (default %s)
-  --mem MIB       guest RAM (default 64)
+  --kernel FILE   an x86-64 bzImage, booted through the Linux boot protocol with no
+                  firmware; its console (ttyS0) streams to stdout
+  --initrd FILE   the Linux guest's initramfs
+  --append ARGS   added to the kernel command line after what the machine needs
+  --cpus N        vCPUs (only 1 so far)
+  --guest FILE    the multiboot guest, without --kernel (default %s)
+  --mem MIB       guest RAM (default 64; 256 with --kernel)
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
                   every built-in quirk matching the device
   --cmdline ARGS  the guest's multiboot command line
@@ -30,7 +36,9 @@ Boot a multiboot guest in a KVM VM with VFIO devices passed through.
 
 The guest's debug console goes to stdout. Exit status: 0 pass, 1 fail, 2 device not
 found, 3 guest exception (the guest's result), 4 the guest stopped some other way, 64
-usage error, 125 the VM could not be set up, 130 interrupted.
+usage error, 125 the VM could not be set up, 130 interrupted. With --kernel: 0 when the
+guest powers off or reboots, 1 on a panic (its text on stderr), a triple fault or a
+timeout.
 ]]
 
 -- cli.main(argv, {prog = name in messages, usage = how to run it, guest = default guest
@@ -42,11 +50,12 @@ function cli.main(argv, how)
       os.exit(code)
    end
 
-   local synopsis = ("usage: %s --device BDF... [--guest FILE] [--mem MIB] [--quirk NAME]... "
+   local synopsis = ("usage: %s --device BDF... [--kernel BZIMAGE [--initrd FILE] [--append ARGS] "
+      .. "[--cpus N]] [--guest FILE] [--mem MIB] [--quirk NAME]... "
       .. "[--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]"):format(how.usage)
    local function usage() die(EXIT.usage, "%s", synopsis) end
 
-   local o = { guest = how.guest, mem = 64, quirks = {}, timeout = 120, devices = {} }
+   local o = { guest = how.guest, quirks = {}, timeout = 120, devices = {}, cpus = 1 }
    do
       local i = 1
       local function value()
@@ -58,6 +67,10 @@ function cli.main(argv, how)
          local a = argv[i]
          if a == "--device" then o.devices[#o.devices + 1] = value()
          elseif a == "--guest" then o.guest = value()
+         elseif a == "--kernel" then o.kernel = value()
+         elseif a == "--initrd" then o.initrd = value()
+         elseif a == "--append" then o.append = value()
+         elseif a == "--cpus" then o.cpus = math.tointeger(tonumber(value())) or usage()
          elseif a == "--mem" then o.mem = math.tointeger(tonumber(value())) or usage()
          elseif a == "--quirk" then o.quirks[#o.quirks + 1] = value()
          elseif a == "--cmdline" then o.cmdline = value()
@@ -73,6 +86,11 @@ function cli.main(argv, how)
       end
    end
    if #o.devices == 0 then usage() end
+   o.mem = o.mem or (o.kernel and 256 or 64)
+   if o.cpus < 1 then die(EXIT.usage, "--cpus must be at least 1") end
+   if o.cpus > 1 then
+      die(EXIT.usage, "--cpus %d: more than one vCPU needs the threaded run loop, not there yet", o.cpus)
+   end
 
    local machine = require "vfio.vmm.machine"
    local quirks = require "vfio.vmm.quirks"
@@ -98,8 +116,20 @@ function cli.main(argv, how)
       end
    end
 
-   -- The guest file is checked before anything is opened.
-   if not o.plan then
+   -- The guest files are checked before anything is opened.
+   if o.kernel and not o.plan then
+      local f, err = io.open(o.kernel, "rb")
+      if not f then die(EXIT.setup, "kernel %s", err) end
+      local image = f:read("a")
+      f:close()
+      local hdr, why = require("vfio.vmm.linux").parse(image)
+      if not hdr then die(EXIT.setup, "kernel %s: %s", o.kernel, why) end
+      if o.initrd then
+         local r, ierr = io.open(o.initrd, "rb")
+         if not r then die(EXIT.setup, "initrd %s", ierr) end
+         r:close()
+      end
+   elseif not o.plan then
       local f, err = io.open(o.guest, "rb")
       if not f then die(EXIT.setup, "guest %s", err) end
       local image = f:read("a")
@@ -178,9 +208,22 @@ function cli.main(argv, how)
    end
 
    -- One device alone keeps its own board (slot 4, INTx line 10, as the test program
-   -- expects); several share one, each on the next slot.
+   -- expects); several share one, each on the next slot. A Linux guest always gets a
+   -- board with IOAPIC INTx lines, which its MP table describes.
    local m = machines[1]
-   if #machines > 1 then
+   if o.kernel then
+      local err
+      board, err = require("vfio.vmm.board").new { mem_mib = o.mem, trace = o.trace and log or nil }
+      if not board then give_up(EXIT.setup, "%s", tostring(err)) end
+      for i, mi in ipairs(machines) do
+         local ok
+         ok, err = mi:start(board)
+         if not ok then give_up(EXIT.setup, "device %s: %s", o.devices[i], tostring(err)) end
+      end
+      local ok
+      ok, err = board:place_bars()
+      if not ok then give_up(EXIT.setup, "placing BARs: %s", tostring(err)) end
+   elseif #machines > 1 then
       local err
       board, err = require("vfio.vmm.board").new { mem_mib = o.mem, trace = o.trace and log or nil,
                                                       legacy_intx = true }
@@ -203,6 +246,22 @@ function cli.main(argv, how)
       local function on_signal(sig) interrupted = sig end
       signal.signal(signal.SIGINT, on_signal)
       signal.signal(signal.SIGTERM, on_signal)
+   end
+
+   if o.kernel then
+      local ok, r, why = pcall(board.boot_linux, board, {
+         kernel = o.kernel, initrd = o.initrd, append = o.append, timeout = o.timeout,
+         should_stop = function() return interrupted end })
+      io.stdout:flush()
+      cleanup()
+      if interrupted then die(EXIT.interrupted, "interrupted by signal %d; VM torn down", interrupted) end
+      if not ok then die(EXIT.setup, "%s", tostring(r)) end
+      if not r then die(EXIT.setup, "%s", tostring(why)) end
+      if r.result == "panic" then
+         io.stderr:write(prog, ": the guest panicked:\n", (r.tail:match(".*(Kernel panic.-)$") or r.tail), "\n")
+      end
+      io.stderr:write(("%s: guest %s\n"):format(prog, r.result))
+      os.exit(r.status)
    end
 
    local ok, r, why = pcall(m.boot, m, o.guest, { cmdline = o.cmdline, timeout = o.timeout,
