@@ -1,6 +1,6 @@
 -- A Linux guest's own drivers on passed-through lab devices: the lab's kernel and one
 -- initramfs (lab/initramfs running spec/support/guest_checks.sh), under QEMU's vfio-pci
--- (lab/oracle --linux), the reference every check of passthrough.lua is held to.
+-- (lab/oracle --linux), the reference, and under passthrough.lua, held to the same checks.
 local lab = require "support.lab"
 local linux = require "support.linux_guest"
 
@@ -35,5 +35,53 @@ describe("a Linux guest under QEMU's vfio-pci (lab/oracle --linux) #nested", fun
       local out, code = linux.oracle(bdfs)
       assert.are.equal(0, code, out)
       check_report(out, linux.parse(out))
+   end)
+end)
+
+describe("a Linux guest under passthrough.lua #nested", function()
+   local function bdfs()
+      local list = {}
+      for _, name in ipairs(NAMES) do list[#list + 1] = lab.need(name).bdf end
+      return list
+   end
+
+   it("binds the same drivers to the same four devices, reads the disk, counts MSI-X", function()
+      assert.is_true(lab.inside, "run me with lab/run")
+      collectgarbage(); collectgarbage()
+      local out, code = linux.ours(bdfs())
+      assert.are.equal(0, code, out)
+      assert.matches("passthrough.lua: guest poweroff", out)
+      local r = linux.parse(out)
+      check_report(out, r)
+      -- each device on its own slot from 00:04.0, the 64-bit prefetchable BAR above 4 GiB
+      assert.are.equal("0000:00:04.0", r.pci[IDS.nvme].bdf)
+      assert.matches("res 0000:00:06.0 4 0x00000080", out)
+      -- the devices are usable again afterwards: nothing left bound or mapped
+      local vfio = require "vfio"
+      for _, b in ipairs(bdfs()) do
+         local d = assert(vfio.open(b))
+         d:close()
+      end
+   end)
+
+   it("refuses bad input with a clear message and a non-zero status, leaving nothing behind", function()
+      local kernel = os.getenv("LUAVFIO_CACHE") .. "/lab/kernel/boot/vmlinuz-" .. os.getenv("LUAVFIO_LAB_KERNEL")
+      local nvme = lab.need("nvme").bdf
+      local function run(args)
+         local p = assert(io.popen("lua5.4 passthrough.lua " .. args .. " 2>&1"))
+         local out = p:read("a")
+         local _, _, code = p:close()
+         return out, code
+      end
+      local out, code = run("--kernel passthrough.lua --device " .. nvme)
+      assert.are.equal(125, code); assert.matches("not a bzImage", out)
+      out, code = run(("--kernel %s --initrd %s --mem 8 --device %s"):format(kernel, linux.initrd(), nvme))
+      assert.are_not.equal(0, code); assert.matches("MiB", out)
+      out, code = run(("--kernel %s --device 0000:00:1f.7"):format(kernel))
+      assert.are_not.equal(0, code); assert.matches("0000:00:1f.7", out)
+      out, code = run(("--kernel %s --frobnicate --device %s"):format(kernel, nvme))
+      assert.are.equal(64, code); assert.matches("unknown argument %-%-frobnicate", out)
+      local d = assert(require("vfio").open(nvme))                   -- still free
+      d:close()
    end)
 end)
