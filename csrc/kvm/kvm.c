@@ -846,20 +846,13 @@ static int timer_signal(void)
     return SIGRTMAX - 3;
 }
 
+static int install_timer_handler(void);
+
 static int arm_timer(timer_t *t, int64_t ns)
 {
-    struct sigaction cur;
-    int sig = timer_signal();
-    if (sigaction(sig, NULL, &cur) < 0)
-        return neg_errno();
-    if (cur.sa_handler != timer_handler) {
-        if (cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN)
-            return -EBUSY; /* someone else owns the signal */
-        struct sigaction sa = {.sa_handler = timer_handler};
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(sig, &sa, NULL) < 0)
-            return neg_errno();
-    }
+    int sig = timer_signal(), e = install_timer_handler();
+    if (e < 0)
+        return e;
     struct sigevent ev = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = sig};
     ev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
     if (timer_create(CLOCK_MONOTONIC, &ev, t) < 0)
@@ -867,23 +860,52 @@ static int arm_timer(timer_t *t, int64_t ns)
     struct itimerspec its = {.it_value = {.tv_sec = ns / 1000000000,
                                           .tv_nsec = ns % 1000000000}};
     if (timer_settime(*t, 0, &its, NULL) < 0) {
-        int e = neg_errno();
+        e = neg_errno();
         timer_delete(*t);
         return e;
     }
     return 0;
 }
 
+static int install_timer_handler(void)
+{
+    struct sigaction cur;
+    int sig = timer_signal();
+    if (sigaction(sig, NULL, &cur) < 0)
+        return neg_errno();
+    if (cur.sa_handler == timer_handler)
+        return 0;
+    if (cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN)
+        return -EBUSY; /* someone else owns the signal */
+    struct sigaction sa = {.sa_handler = timer_handler};
+    sigemptyset(&sa.sa_mask);
+    return sigaction(sig, &sa, NULL) < 0 ? neg_errno() : 0;
+}
+
+int lv_kvm_kick(pthread_t t)
+{
+    int e = install_timer_handler();
+    if (e < 0)
+        return e;
+    return -pthread_kill(t, timer_signal());
+}
+
 /* Dispatch one decoded access to a handled range; returns -1 if none handles it. */
 static int dispatch(struct lv_kvm_vm *vm, int space, uint64_t addr, uint8_t *data,
                     unsigned size, int is_write)
 {
+    if (vm->io_lock)
+        pthread_mutex_lock(vm->io_lock);
     struct lv_kvm_range *r = find_range(vm, space, addr);
-    if (!r)
-        return -1;
-    if (!is_write)
-        memset(data, 0xff, size);
-    return r->ops->access(r->opaque, space, addr, data, size, is_write);
+    int rc = -1;
+    if (r) {
+        if (!is_write)
+            memset(data, 0xff, size);
+        rc = r->ops->access(r->opaque, space, addr, data, size, is_write);
+    }
+    if (vm->io_lock)
+        pthread_mutex_unlock(vm->io_lock);
+    return rc;
 }
 
 int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out)
@@ -911,6 +933,10 @@ int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exi
                 run->immediate_exit = 0;
                 if (tl_fired)
                     continue; /* reported at the top of the loop */
+                /* EAGAIN: an AP that was waiting for INIT/SIPI got them; KVM wants the
+                 * call again to run it */
+                if (errno == EAGAIN)
+                    continue;
                 out->kind = LV_KVM_EXIT_INTR;
                 break;
             }

@@ -10,6 +10,7 @@
 
 #include <linux/kvm.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 enum { LV_KVM_PIO = 0, LV_KVM_MMIO = 1 };
@@ -63,6 +64,9 @@ struct lv_kvm_vm {
     struct kvm_irq_routing_entry *routes;
     unsigned nroutes, cap_routes;
     struct kvm_cpuid2 *cpuid;    /* supported CPUID, given to every vCPU */
+    /* While several vCPU threads run (smp.c): the lock every C-handled access takes, so
+     * the device models, ranges and slots see one access at a time; NULL otherwise. */
+    pthread_mutex_t *io_lock;
 };
 
 struct lv_kvm_vcpu {
@@ -178,5 +182,8 @@ int lv_kvm_vcpu_set_regs(struct lv_kvm_vcpu *c, const struct kvm_regs *r);
 int lv_kvm_vcpu_get_sregs(struct lv_kvm_vcpu *c, struct kvm_sregs *s);
 /* Run until an exit the C side does not handle. timeout_ns <= 0: no timeout. */
 int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out);
+/* Make the thread `t`, inside lv_kvm_vcpu_run, leave it with a timeout exit soon (the
+ * run loop's timer signal; a kick that lands outside KVM_RUN may be lost: repeat it). */
+int lv_kvm_kick(pthread_t t);
 
 #endif

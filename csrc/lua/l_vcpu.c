@@ -1,5 +1,6 @@
 /* Lua binding: vfio.vcpu (created by vm:vcpu(id)); the run loop itself is in kvm.c. */
 #include "l_kvm.h"
+#include "kvm/smp.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -522,6 +523,143 @@ static int l_vcpu_run(lua_State *L)
     return lua_gettop(L) - base;
 }
 
+/* ---- several vCPUs, a thread each (csrc/kvm/smp.c) ---- */
+
+struct smp_run {
+    struct lv_kvm_smp s;
+    struct vcpu_ud *v[LV_KVM_SMP_MAX];
+    unsigned n;
+    int64_t deadline_ns;     /* CLOCK_REALTIME, 0: none */
+};
+
+/* The loop, under pcall, holding the VM's io_lock except inside lv_kvm_smp_wait:
+ * (smp_run, handler or nil) */
+static int smp_loop(lua_State *L)
+{
+    struct smp_run *r = lua_touserdata(L, 1);
+    int handler = lua_isfunction(L, 2) ? 2 : 0;
+    for (;;) {
+        int i = lv_kvm_smp_wait(&r->s, r->deadline_ns);
+        if (i == -ETIMEDOUT) {
+            push_exit(L, &(struct lv_kvm_exit){.kind = LV_KVM_EXIT_TIMEOUT});
+            return 1;
+        }
+        struct vcpu_ud *v = r->v[i];
+        struct lv_kvm_smp_cpu *p = &r->s.cpu[i];
+        if (p->err < 0)
+            return lv_syserrorf(L, -p->err, "KVM_RUN", "vcpu %d", v->c.id);
+        v->last = p->exit;
+        push_exit(L, &v->last);
+        lua_pushinteger(L, v->c.id);
+        lua_setfield(L, -2, "vcpu");
+        int k = v->last.kind;
+        if (!handler || (k != LV_KVM_EXIT_IO && k != LV_KVM_EXIT_MMIO))
+            return 1;
+        lua_pushvalue(L, handler);
+        lua_pushvalue(L, -2);
+        lua_call(L, 1, 1);
+        int closed = v->vm->close_pending;
+        for (unsigned j = 0; j < r->n; j++)
+            closed |= r->v[j]->close_pending;
+        if (closed) {
+            v->c.pending_read = 0;
+            lua_pop(L, 1);
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "closed");
+            return 1;
+        }
+        if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+            lua_pop(L, 1);
+            return 1;
+        }
+        if (v->c.pending_read && !lua_isnil(L, -1))
+            complete_read(L, v, lua_gettop(L));
+        v->c.pending_read = 0;
+        lua_pop(L, 2);
+        lv_kvm_smp_answer(&r->s, (unsigned)i);
+    }
+}
+
+/* vm:run_vcpus({vcpu...}, [handler], [{timeout = seconds}]) -> exit table (with vcpu =
+ * the id of the vCPU it came from). Each vCPU runs in a thread of its own; what C handles
+ * is answered there, under one lock; handler(exit) sees the io/mmio exits C left, one at
+ * a time, with no C access running meanwhile (so it may touch traps, ranges and slots as
+ * from vcpu:run). Any other exit, a handler returning false, or the timeout ends the run:
+ * every thread is then kicked out of KVM_RUN and joined before this returns. A read left
+ * pending by the exit returned is answered with vcpu:complete on its vCPU. */
+static int l_vm_run_vcpus(lua_State *L)
+{
+    struct lv_vm_ud *vm = lv_checkvm(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int handler = 0, optarg = 3;
+    if (lua_isfunction(L, 3))
+        handler = 3, optarg = 4;
+    else if (lua_isnil(L, 3) && !lua_isnone(L, 4))
+        optarg = 4;
+    double timeout = 0;
+    if (!lua_isnoneornil(L, optarg)) {
+        luaL_checktype(L, optarg, LUA_TTABLE);
+        lua_getfield(L, optarg, "timeout");
+        timeout = luaL_optnumber(L, -1, 0);
+        lua_pop(L, 1);
+        if (timeout < 0)
+            return luaL_argerror(L, optarg, "negative timeout");
+    }
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+    if (n < 1 || n > LV_KVM_SMP_MAX)
+        return luaL_argerror(L, 2, "a list of 1 to 64 vCPUs");
+    struct smp_run *r = lua_newuserdatauv(L, sizeof *r, 0);   /* on the stack: GC safe */
+    int ridx = lua_gettop(L);
+    memset(r, 0, sizeof *r);
+    r->n = (unsigned)n;
+    struct lv_kvm_vcpu *cs[LV_KVM_SMP_MAX];
+    for (unsigned i = 0; i < r->n; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        struct vcpu_ud *v = checkvcpu(L, -1);
+        lua_pop(L, 1);   /* the list keeps it alive for the call */
+        if (v->vm != vm)
+            return luaL_argerror(L, 2, "every vCPU must belong to this VM");
+        if (v->running)
+            return luaL_error(L, "vcpu %d is already running", v->c.id);
+        for (unsigned j = 0; j < i; j++)
+            if (r->v[j] == v)
+                return luaL_argerror(L, 2, "a vCPU is listed twice");
+        r->v[i] = v;
+        cs[i] = &v->c;
+    }
+    if (timeout > 0)
+        r->deadline_ns = lv_kvm_smp_now() + (int64_t)(timeout * 1e9);
+    int e = lv_kvm_smp_start(&r->s, cs, r->n);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "start vCPU threads", "%u vCPUs", r->n);
+    for (unsigned i = 0; i < r->n; i++)
+        r->v[i]->running = 1;
+    vm->running += (int)r->n;
+    int base = lua_gettop(L);
+    lua_pushcfunction(L, smp_loop);
+    lua_pushvalue(L, ridx);
+    if (handler)
+        lua_pushvalue(L, handler);
+    else
+        lua_pushnil(L);
+    int st = lua_pcall(L, 2, LUA_MULTRET, 0);
+    lv_kvm_smp_stop(&r->s);   /* every thread gone before anything may close */
+    for (unsigned i = 0; i < r->n; i++) {
+        struct vcpu_ud *v = r->v[i];
+        v->running = 0;
+        vm->running--;
+        if (v->close_pending) {
+            v->close_pending = 0;
+            lv_kvm_vcpu_close(&v->c);
+        }
+    }
+    if (vm->close_pending && !vm->running)
+        lv_vm_close_now(vm);
+    if (st != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L) - base;
+}
+
 void lv_open_vcpu(lua_State *L)
 {
     static const luaL_Reg m[] = {
@@ -537,4 +675,6 @@ void lv_open_vcpu(lua_State *L)
         {"__gc", l_vcpu_close}, {"__close", l_vcpu_close}, {"__tostring", l_vcpu_tostring},
         {NULL, NULL}};
     lv_newclass(L, LV_VCPU_T, m, mt);
+    static const luaL_Reg vm_methods[] = {{"run_vcpus", l_vm_run_vcpus}, {NULL, NULL}};
+    lv_addmethods(L, LV_VM_T, vm_methods);
 }

@@ -12,6 +12,7 @@ local NAMES = { "nvme", "e1000e", "virtio-net-pci", "qemu-xhci" }
 
 local function check_report(out, r)
    assert.is_true(r.init, "the guest never reached /init:\n" .. out)
+   assert.are.equal(2, r.cpus, "CPUs online:\n" .. out)
    assert.are.equal(0, r.checks_exit, out)
    for _, name in ipairs(NAMES) do
       local d = r.pci[IDS[name]]
@@ -32,7 +33,7 @@ describe("a Linux guest under QEMU's vfio-pci (lab/oracle --linux) #nested", fun
       collectgarbage(); collectgarbage()
       local bdfs = {}
       for _, name in ipairs(NAMES) do bdfs[#bdfs + 1] = lab.need(name).bdf end
-      local out, code = linux.oracle(bdfs)
+      local out, code = linux.oracle(bdfs, { cpus = 2 })
       assert.are.equal(0, code, out)
       check_report(out, linux.parse(out))
    end)
@@ -45,10 +46,10 @@ describe("a Linux guest under passthrough.lua #nested", function()
       return list
    end
 
-   it("binds the same drivers to the same four devices, reads the disk, counts MSI-X", function()
+   it("binds the same drivers to the same four devices with 2 CPUs, reads the disk, counts MSI-X", function()
       assert.is_true(lab.inside, "run me with lab/run")
       collectgarbage(); collectgarbage()
-      local out, code = linux.ours(bdfs())
+      local out, code = linux.ours(bdfs(), { cpus = 2 })
       assert.are.equal(0, code, out)
       assert.matches("passthrough.lua: guest poweroff", out)
       local r = linux.parse(out)
@@ -56,6 +57,8 @@ describe("a Linux guest under passthrough.lua #nested", function()
       -- each device on its own slot from 00:04.0, the 64-bit prefetchable BAR above 4 GiB
       assert.are.equal("0000:00:04.0", r.pci[IDS.nvme].bdf)
       assert.matches("res 0000:00:06.0 4 0x00000080", out)
+      -- nvme made an I/O queue per CPU, each with its own MSI-X vector
+      assert.is_true(r.irqs.nvme0q1 ~= nil and r.irqs.nvme0q2 ~= nil, out)
       -- the devices are usable again afterwards: nothing left bound or mapped
       local vfio = require "vfio"
       for _, b in ipairs(bdfs()) do

@@ -70,13 +70,12 @@ end
 -- initrd_data, append (added after the machine's line), cmdline (replaces it all),
 -- stdout (stream the console, default true), capture (bytes kept, default 1 MiB),
 -- pcihost (the caller's host bridge, already holding its functions; else one with
--- only the bridge), pci_irqs (MP table PCI entries), cpus (1).
+-- only the bridge), pci_irqs (MP table PCI entries). The CPUs are m.vcpus (vfio.vmm.vm
+-- create's cpus): the MP table lists them all.
 function M.setup(m, opts)
    opts = opts or {}
    local vm, cpu = m.vm, m.vcpu
-   if (opts.cpus or 1) ~= 1 then
-      return nil, "more than one vCPU needs the threaded run loop, which is not there yet"
-   end
+   local cpus = m.vcpus or { cpu }
    local image, initrd = opts.image, opts.initrd_data or ""
    local err
    if not image then
@@ -116,16 +115,20 @@ function M.setup(m, opts)
    for _, l in ipairs(vm:supported_cpuid()) do
       if l["function"] == 1 then leaf1 = l end
    end
-   local mp = mptable.build { cpus = 1, pci = opts.pci_irqs,
+   local mp = mptable.build { cpus = #cpus, pci = opts.pci_irqs,
                               cpu_signature = leaf1 and leaf1.eax, cpu_features = leaf1 and leaf1.edx }
    vm:write(mptable.ADDR, mp)
 
-   ok, e, errno = cpu:set_lapic_lint()
-   if not ok then return nil, e, errno end
-   -- Linux turns rep movs/stos "fast strings" off on Intel when the BIOS left this bit
-   -- clear (a BIOS sets it); KVM accepts it on AMD too, where it changes nothing.
-   local misc = cpu:get_msr(M.MSR_IA32_MISC_ENABLE)
-   if misc then cpu:set_msr(M.MSR_IA32_MISC_ENABLE, misc | M.MISC_ENABLE_FAST_STRING) end
+   -- every CPU: LINT0 ExtINT, LINT1 NMI; the APs then wait in KVM for the BSP's
+   -- INIT/SIPI (the in-kernel LAPIC starts them)
+   for _, c in ipairs(cpus) do
+      ok, e, errno = c:set_lapic_lint()
+      if not ok then return nil, e, errno end
+      -- Linux turns rep movs/stos "fast strings" off on Intel when the BIOS left this bit
+      -- clear (a BIOS sets it); KVM accepts it on AMD too, where it changes nothing.
+      local misc = c:get_msr(M.MSR_IA32_MISC_ENABLE)
+      if misc then c:set_msr(M.MSR_IA32_MISC_ENABLE, misc | M.MISC_ENABLE_FAST_STRING) end
+   end
    ok, e, errno = cpu:setup_boot32 { eip = info.entry, esi = info.boot_params,
                                      cs = linux.BOOT_CS, ds = linux.BOOT_DS,
                                      gdt_base = info.gdt_base, gdt_limit = info.gdt_limit }
@@ -176,7 +179,13 @@ function M.run(m, opts)
    repeat
       local left = budget - (os.time() - clock)
       if left <= 0 then exit = { reason = "timeout" } break end
-      exit, err, errno = m.vcpu:run(handler, { timeout = math.min(slice, left) })
+      -- one vCPU runs on this thread; several run a thread each (vm:run_vcpus), and
+      -- their exits that need Lua reach this handler one at a time
+      if m.vcpus and #m.vcpus > 1 then
+         exit, err, errno = m.vm:run_vcpus(m.vcpus, handler, { timeout = math.min(slice, left) })
+      else
+         exit, err, errno = m.vcpu:run(handler, { timeout = math.min(slice, left) })
+      end
       if not exit then return nil, err, errno end
       if opts.should_stop and opts.should_stop() then exit = { reason = "interrupted" } break end
       -- a panic with panic=0 (the user's choice) spins forever: the console tells

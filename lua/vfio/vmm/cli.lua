@@ -21,7 +21,7 @@ through.
                   firmware; its console (ttyS0) streams to stdout
   --initrd FILE   the Linux guest's initramfs
   --append ARGS   added to the kernel command line after what the machine needs
-  --cpus N        vCPUs (only 1 so far)
+  --cpus N        vCPUs of the Linux guest (default 1): a thread each
   --guest FILE    the multiboot guest, without --kernel (default %s)
   --mem MIB       guest RAM (default 64; 256 with --kernel)
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
@@ -88,9 +88,8 @@ function cli.main(argv, how)
    if #o.devices == 0 then usage() end
    o.mem = o.mem or (o.kernel and 256 or 64)
    if o.cpus < 1 then die(EXIT.usage, "--cpus must be at least 1") end
-   if o.cpus > 1 then
-      die(EXIT.usage, "--cpus %d: more than one vCPU needs the threaded run loop, not there yet", o.cpus)
-   end
+   if o.cpus > 64 then die(EXIT.usage, "--cpus %d: at most 64", o.cpus) end
+   if o.cpus > 1 and not o.kernel then die(EXIT.usage, "--cpus needs --kernel (the test program is one CPU)") end
 
    local machine = require "vfio.vmm.machine"
    local quirks = require "vfio.vmm.quirks"
@@ -213,7 +212,8 @@ function cli.main(argv, how)
    local m = machines[1]
    if o.kernel then
       local err
-      board, err = require("vfio.vmm.board").new { mem_mib = o.mem, trace = o.trace and log or nil }
+      board, err = require("vfio.vmm.board").new { mem_mib = o.mem, trace = o.trace and log or nil,
+                                                   vm = { cpus = o.cpus } }
       if not board then give_up(EXIT.setup, "%s", tostring(err)) end
       for i, mi in ipairs(machines) do
          local ok
@@ -260,7 +260,13 @@ function cli.main(argv, how)
       if r.result == "panic" then
          io.stderr:write(prog, ": the guest panicked:\n", (r.tail:match(".*(Kernel panic.-)$") or r.tail), "\n")
       end
-      io.stderr:write(("%s: guest %s\n"):format(prog, r.result))
+      local how = ""
+      if r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
+         local x = r.exit
+         how = (" (exit %s, KVM reason %s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
+            x.vcpu and (", vcpu " .. x.vcpu) or "", x.code and (", code " .. x.code) or "")
+      end
+      io.stderr:write(("%s: guest %s%s\n"):format(prog, r.result, how))
       os.exit(r.status)
    end
 

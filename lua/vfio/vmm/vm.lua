@@ -18,7 +18,8 @@ local function fail(what, msg, errno)
 end
 
 -- M.create{mem_mib = 64, kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9,
---          exit_port = 0xf4} -> vm, or nil, message, errno.
+--          exit_port = 0xf4, cpus = 1} -> vm, or nil, message, errno. vm.vcpus lists
+-- the vCPUs (ids 0..cpus-1); vm.vcpu is vCPU 0, the boot processor.
 function M.create(opts)
    opts = opts or {}
    local mib = opts.mem_mib or 64
@@ -44,10 +45,14 @@ function M.create(opts)
    if ok and opts.irqchip ~= false then ok, err, e = vm:create_irqchip() end
    if ok then ok, err, e = vm:add_debugcon(opts.debug_port or M.DEBUG_PORT) end
    if ok then ok, err, e = vm:add_exit_port(opts.exit_port or M.EXIT_PORT) end
-   if ok then
-      m.vcpu, err, e = vm:vcpu(0)
-      ok = m.vcpu
+   m.vcpus = {}
+   for id = 0, (opts.cpus or 1) - 1 do
+      if not ok then break end
+      local c
+      c, err, e = vm:vcpu(id)
+      m.vcpus[id + 1], ok = c, c
    end
+   m.vcpu = m.vcpus[1]
    if not ok then m:close(); return nil, err, e end
    return m
 end
@@ -131,8 +136,9 @@ function VM:boot_linux(opts)
    return boot_linux.run(self, opts)
 end
 
--- Teardown: vCPU first, then the VM (and its RAM), then /dev/kvm. Idempotent.
+-- Teardown: vCPUs first, then the VM (and its RAM), then /dev/kvm. Idempotent.
 function VM:close()
+   for _, c in ipairs(self.vcpus or {}) do c:close() end
    if self.vcpu then self.vcpu:close() end
    if self.vm then self.vm:close() end
    if self.kvm then self.kvm:close() end

@@ -1,0 +1,46 @@
+/* Several vCPUs, a thread each (smp.c): the caller's thread sees the exits C does not
+ * handle, one at a time, while it holds the VM's io_lock.
+ *
+ *   lv_kvm_smp_start(s, cpus, n)      threads started; the caller now holds the lock
+ *   i = lv_kvm_smp_wait(s, deadline)  vCPU i posted an exit (s->cpu[i].exit, .err), or
+ *                                     -ETIMEDOUT; the lock is released while waiting
+ *   lv_kvm_smp_answer(s, i)           vCPU i runs on (a read's data filled in first)
+ *   lv_kvm_smp_stop(s)                every thread kicked out of KVM_RUN and joined
+ * The vCPUs and their VM must stay open until lv_kvm_smp_stop returns. */
+#ifndef LUAVFIO_KVM_SMP_H
+#define LUAVFIO_KVM_SMP_H
+
+#include "kvm.h"
+
+#include <pthread.h>
+
+#define LV_KVM_SMP_MAX 64
+
+struct lv_kvm_smp;
+
+struct lv_kvm_smp_cpu {
+    struct lv_kvm_smp *smp;
+    struct lv_kvm_vcpu *cpu;
+    pthread_t thread;
+    pthread_cond_t answered;
+    int started, done, state, err;
+    struct lv_kvm_exit exit;
+};
+
+struct lv_kvm_smp {
+    pthread_mutex_t lock;         /* the VM's io_lock while running */
+    pthread_cond_t to_caller;
+    struct lv_kvm_vm *vm;
+    unsigned n, next;
+    int stop;
+    struct lv_kvm_smp_cpu cpu[LV_KVM_SMP_MAX];
+};
+
+int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n);
+/* deadline on CLOCK_REALTIME in ns (lv_kvm_smp_now), <= 0: none */
+int lv_kvm_smp_wait(struct lv_kvm_smp *s, int64_t deadline_ns);
+void lv_kvm_smp_answer(struct lv_kvm_smp *s, unsigned i);
+void lv_kvm_smp_stop(struct lv_kvm_smp *s);
+int64_t lv_kvm_smp_now(void);
+
+#endif
