@@ -25,7 +25,7 @@ check-lab: build
 
 demo: setup
 	@$(MAKE) --no-print-directory build
-	@lab/run -- sh -c 'lua5.4 passthrough.lua --device edu --plan && echo && lua5.4 passthrough.lua --device edu && echo && lua5.4 examples/edu_tour.lua'
+	@lab/run -- sh -c 'img=$$(lab/initramfs --run examples/linux_demo.sh --bin /usr/bin/lspci --file /usr/share/misc/pci.ids:/usr/share/misc/pci.ids) && lua5.4 passthrough.lua --kernel $$LUAVFIO_CACHE/lab/kernel/boot/vmlinuz-$$LUAVFIO_LAB_KERNEL --initrd $$img --append quiet --cpus 2 --device nvme --device e1000e && echo && lua5.4 passthrough.lua --device edu --plan && echo && lua5.4 passthrough.lua --device edu && echo && lua5.4 examples/edu_tour.lua'
 
 lab-shell: setup build
 	@lab/run --interactive
