@@ -28,14 +28,16 @@ M.MSR_IA32_MISC_ENABLE = 0x1a0
 M.MISC_ENABLE_FAST_STRING = 0x1
 
 -- What the machine needs on the kernel line, and why:
---   console=ttyS0        the only console is the UART (earlyprintk too: the decompressor
---                        and early boot print before the 8250 driver is up)
+--   console=ttyS0        the only console is the UART. No earlyprintk by default: it
+--                        prints every early line whatever the log level, and each byte is
+--                        an exit (about 100 us under nested KVM): seconds of boot. Add
+--                        earlyprintk=ttyS0 with --append to see a boot that dies early.
 --   reboot=k             reset through the i8042 (the VMM's reboot signal)
 --   panic=-1             reboot at once on a panic, so the VMM sees it without polling
 --   acpi=off             there are no ACPI tables; the MP table is the source
 --   pci=conf1            config mechanism #1 through the host bridge; without ACPI there
 --                        is no MCFG, so ECAM cannot be discovered anyway
-M.CMDLINE = "console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 acpi=off pci=conf1"
+M.CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off pci=conf1"
 
 -- Legacy ports answered in C: {base, size, read value}. 0xff is an empty ISA bus.
 M.IGNORED = {

@@ -1,0 +1,77 @@
+-- bench/vs-qemu-linux.lua: the same Linux guest (the lab's kernel, one initramfs) with the
+-- lab's nvme passed through, under QEMU's vfio-pci (lab/oracle --linux, nested KVM) and
+-- under passthrough.lua, alternating, ROUNDS times in one lab run; medians printed as
+-- ours/QEMU ratios. The guest measures itself (bench/guest/guest_bench.c): boot to /init
+-- by its TSC, 4 KiB O_DIRECT random-read latency (median, p99) and IOPS, 1 MiB sequential
+-- read throughput, nvme interrupts per I/O.
+--   lab/run -- lua5.4 bench/vs-qemu-linux.lua [ROUNDS]     (default 3)
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+local lab = require "support.lab"
+
+local rounds = math.tointeger(tonumber(arg[1])) or 3
+assert(lab.inside, "run me in the lab: lab/run -- lua5.4 bench/vs-qemu-linux.lua")
+local nvme = lab.need("nvme").bdf
+
+local function sh(cmd)
+   local p = assert(io.popen(cmd .. " 2>&1"))
+   local out = p:read("a")
+   local _, _, code = p:close()
+   return out, code
+end
+
+local bin = (os.getenv("LUAVFIO_BUILD") or "build") .. "/bench/guest_bench"
+assert(io.open(bin), bin .. " missing: make first")
+local img = assert(sh(("lab/initramfs --init bench/linux_bench_init.sh --modules nvme --file %s:/bin/guest_bench")
+   :format(bin)):match("(%S+)%s*$"))
+local kernel = os.getenv("LUAVFIO_CACHE") .. "/lab/kernel/boot/vmlinuz-" .. os.getenv("LUAVFIO_LAB_KERNEL")
+
+local RUN = {
+   qemu = ("lab/oracle --linux --initrd %s --timeout 300 %s"):format(img, nvme),
+   ours = ("lua5.4 passthrough.lua --kernel %s --initrd %s --append quiet --timeout 300 --device %s")
+      :format(kernel, img, nvme),
+}
+
+local function parse(out)
+   local r = {}
+   r.boot = tonumber(out:match("BOOT_MS (%S+)"))
+   local med, p99 = out:match("RAND4K_US (%S+) (%S+)")
+   r.lat, r.p99 = tonumber(med), tonumber(p99)
+   r.iops = tonumber(out:match("RAND4K_IOPS (%S+)"))
+   r.seq = tonumber(out:match("SEQ1M_MBS (%S+)"))
+   r.irq = tonumber(out:match("IRQ_PER_IO (%S+)"))
+   return r
+end
+
+local got = { qemu = {}, ours = {} }
+for i = 1, rounds do
+   for _, who in ipairs { "qemu", "ours" } do
+      collectgarbage(); collectgarbage()
+      local out, code = sh(RUN[who])
+      local r = parse(out)
+      if code ~= 0 or not r.lat then
+         io.stderr:write(("%s round %d failed (exit %s):\n%s\n"):format(who, i, tostring(code), out:sub(-3000)))
+         os.exit(1)
+      end
+      got[who][i] = r
+   end
+end
+
+local function median(list, k)
+   local v = {}
+   for i, r in ipairs(list) do v[i] = r[k] end
+   table.sort(v)
+   return v[(#v + 1) // 2]
+end
+
+if os.getenv("LUAVFIO_LAB_KERNEL") then print("lab kernel " .. os.getenv("LUAVFIO_LAB_KERNEL")) end
+print(("Linux guest, nvme %s passed through, medians of %d runs each (nested KVM in the lab)")
+   :format(nvme, rounds))
+print(("  %-28s %12s %12s %8s"):format("", "QEMU vfio-pci", "passthrough", "ours/QEMU"))
+for _, row in ipairs {
+   { "boot to /init (ms)", "boot" }, { "4 KiB random read, median us", "lat" },
+   { "4 KiB random read, p99 us", "p99" }, { "4 KiB random read IOPS", "iops" },
+   { "1 MiB sequential MB/s", "seq" }, { "nvme interrupts per I/O", "irq" },
+} do
+   local q, o = median(got.qemu, row[2]), median(got.ours, row[2])
+   print(("  %-28s %12.1f %12.1f %8.2f"):format(row[1], q, o, q ~= 0 and o / q or 0))
+end
