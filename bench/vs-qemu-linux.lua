@@ -2,8 +2,11 @@
 -- lab's nvme passed through, under QEMU's vfio-pci (lab/oracle --linux, nested KVM) and
 -- under passthrough.lua, alternating, ROUNDS times in one lab run; medians printed as
 -- ours/QEMU ratios. The guest measures itself (bench/guest/guest_bench.c): boot to /init
--- by its TSC, 4 KiB O_DIRECT random-read latency (median, p99) and IOPS, 1 MiB sequential
--- read throughput, nvme interrupts per I/O.
+-- by its TSC (zeroed when the machine starts: QEMU at its reset, passthrough.lua before
+-- the first vCPU runs; QEMU's figure includes its firmware), 4 KiB O_DIRECT random-read
+-- latency (median, p99) and IOPS, 1 MiB sequential read throughput, nvme interrupts per
+-- I/O. The whole run's wall clock (VMM start to exit, device setup included) is printed
+-- as well.
 --   lab/run -- lua5.4 bench/vs-qemu-linux.lua [ROUNDS]     (default 3)
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 local lab = require "support.lab"
@@ -42,12 +45,22 @@ local function parse(out)
    return r
 end
 
+local function clock()
+   local p = io.popen("date +%s.%N")
+   local t = tonumber(p:read("a"))
+   p:close()
+   return t
+end
+
 local got = { qemu = {}, ours = {} }
 for i = 1, rounds do
    for _, who in ipairs { "qemu", "ours" } do
       collectgarbage(); collectgarbage()
+      local t0 = clock()
       local out, code = sh(RUN[who])
+      local wall = clock() - t0
       local r = parse(out)
+      r.wall = wall
       if code ~= 0 or not r.lat then
          io.stderr:write(("%s round %d failed (exit %s):\n%s\n"):format(who, i, tostring(code), out:sub(-3000)))
          os.exit(1)
@@ -71,6 +84,7 @@ for _, row in ipairs {
    { "boot to /init (ms)", "boot" }, { "4 KiB random read, median us", "lat" },
    { "4 KiB random read, p99 us", "p99" }, { "4 KiB random read IOPS", "iops" },
    { "1 MiB sequential MB/s", "seq" }, { "nvme interrupts per I/O", "irq" },
+   { "whole run, wall clock (s)", "wall" },
 } do
    local q, o = median(got.qemu, row[2]), median(got.ours, row[2])
    print(("  %-28s %12.1f %12.1f %8.2f"):format(row[1], q, o, q ~= 0 and o / q or 0))

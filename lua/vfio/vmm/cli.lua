@@ -260,13 +260,13 @@ function cli.main(argv, how)
       if r.result == "panic" then
          io.stderr:write(prog, ": the guest panicked:\n", (r.tail:match(".*(Kernel panic.-)$") or r.tail), "\n")
       end
-      local how = ""
+      local ending = ""
       if r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
          local x = r.exit
-         how = (" (exit %s, KVM reason %s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
+         ending = (" (exit %s, KVM reason %s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
             x.vcpu and (", vcpu " .. x.vcpu) or "", x.code and (", code " .. x.code) or "")
       end
-      io.stderr:write(("%s: guest %s%s\n"):format(prog, r.result, how))
+      io.stderr:write(("%s: guest %s%s\n"):format(prog, r.result, ending))
       os.exit(r.status)
    end
 
