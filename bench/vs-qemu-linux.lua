@@ -30,8 +30,8 @@ local kernel = os.getenv("LUAVFIO_CACHE") .. "/lab/kernel/boot/vmlinuz-" .. os.g
 
 local RUN = {
    qemu = ("lab/oracle --linux --initrd %s --timeout 300 %s"):format(img, nvme),
-   ours = ("lua5.4 passthrough.lua --kernel %s --initrd %s --append quiet --timeout 300 --device %s")
-      :format(kernel, img, nvme),
+   ours = ("lua5.4 passthrough.lua --kernel %s --initrd %s --append quiet --timeout 300 --device %s %s")
+      :format(kernel, img, nvme, os.getenv("LUAVFIO_BENCH_OURS_ARGS") or ""),
 }
 
 local function parse(out)

@@ -361,6 +361,12 @@ int lv_kvm_create_pit2(struct lv_kvm_vm *vm)
     return ioctl(vm->fd, KVM_CREATE_PIT2, &cfg) < 0 ? neg_errno() : 0;
 }
 
+int lv_kvm_set_halt_poll(struct lv_kvm_vm *vm, uint64_t ns)
+{
+    struct kvm_enable_cap cap = {.cap = KVM_CAP_HALT_POLL, .args = {ns}};
+    return ioctl(vm->fd, KVM_ENABLE_CAP, &cap) < 0 ? neg_errno() : 0;
+}
+
 static void drop_routes(struct lv_kvm_vm *vm, uint32_t gsi)
 {
     unsigned j = 0;

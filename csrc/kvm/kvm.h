@@ -116,6 +116,9 @@ void *lv_kvm_ram_ptr(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len);
 int lv_kvm_create_irqchip(struct lv_kvm_vm *vm);
 /* The in-kernel i8254 PIT (ports 0x40-0x43, and 0x61), after the irqchip. */
 int lv_kvm_create_pit2(struct lv_kvm_vm *vm);
+/* How long a halted vCPU of this VM polls for a wake-up before it sleeps
+ * (KVM_CAP_HALT_POLL; the kernel's halt_poll_ns is the default). */
+int lv_kvm_set_halt_poll(struct lv_kvm_vm *vm, uint64_t ns);
 int lv_kvm_set_msi_route(struct lv_kvm_vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
 int lv_kvm_remove_route(struct lv_kvm_vm *vm, uint32_t gsi);
 int lv_kvm_irqfd(struct lv_kvm_vm *vm, uint32_t gsi, int fd, int resample_fd, int deassign);

@@ -204,6 +204,15 @@ static int l_vm_create_pit2(lua_State *L)
     return push_result(L, lv_kvm_create_pit2(&v->vm), "KVM_CREATE_PIT2", "vm");
 }
 
+/* vm:set_halt_poll(ns) -> true | nil, msg, errno: a halted vCPU spins that long for its
+ * wake-up (an interrupt due soon, such as an I/O completion) before it sleeps. */
+static int l_vm_set_halt_poll(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint64_t ns = (uint64_t)lv_checkrange(L, 2, 0, 1000000000);
+    return push_result(L, lv_kvm_set_halt_poll(&v->vm, ns), "KVM_ENABLE_CAP HALT_POLL", "vm");
+}
+
 /* vm:supported_cpuid() -> list of {function, index, flags, eax, ebx, ecx, edx}: what
  * KVM_GET_SUPPORTED_CPUID gave, the base of every vCPU's table */
 static int l_vm_supported_cpuid(lua_State *L)
@@ -436,7 +445,7 @@ void lv_open_vm(lua_State *L)
         {"add_ram", l_vm_add_ram}, {"map", l_vm_map}, {"unmap", l_vm_unmap},
         {"write", l_vm_write}, {"read", l_vm_read}, {"fill", l_vm_fill},
         {"memory", l_vm_memory}, {"create_irqchip", l_vm_create_irqchip},
-        {"create_pit2", l_vm_create_pit2}, {"supported_cpuid", l_vm_supported_cpuid},
+        {"create_pit2", l_vm_create_pit2}, {"set_halt_poll", l_vm_set_halt_poll}, {"supported_cpuid", l_vm_supported_cpuid},
         {"set_msi_route", l_vm_set_msi_route}, {"remove_route", l_vm_remove_route},
         {"routes", l_vm_routes}, {"irq_line", l_vm_irq_line}, {"signal_msi", l_vm_signal_msi},
         {"vfio_device", l_vm_vfio_device}, {"vfio_group_add", l_vm_vfio_group_add},

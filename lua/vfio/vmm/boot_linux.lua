@@ -42,7 +42,14 @@ M.MISC_ENABLE_FAST_STRING = 0x1
 --                        aperture this board does not have, by reading every function of
 --                        all 256 buses twice (131072 exits, 1.7 s of a nested boot)
 --   8250.nr_uarts=1      the one UART there is: no probing of ttyS1-3
-M.CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off pci=conf1,noearly 8250.nr_uarts=1"
+--   i8042.noaux i8042.nomux i8042.dumbkbd
+--                        the i8042 is a reset line with a controller in front, no mouse,
+--                        no multiplexer, no keyboard to talk to: probing them is 0.3 s
+--                        of timeouts
+--   no_timer_check       the PIT's route (IOAPIC pin 0, the MP table's) is fixed by the
+--                        board: no waiting for ticks to test it
+M.CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off pci=conf1,noearly 8250.nr_uarts=1 "
+   .. "i8042.noaux i8042.nomux i8042.dumbkbd no_timer_check"
 
 -- Legacy ports answered in C: {base, size, read value}. 0xff is an empty ISA bus.
 M.IGNORED = {
