@@ -124,9 +124,6 @@ describe("vfio.vmm.vm:boot_linux (host /dev/kvm, stand-in kernels)", function()
       local r, msg = m:boot_linux { image = ("\0"):rep(4096) }
       assert.is_nil(r)
       assert.are.equal("not a bzImage (no HdrS magic)", msg)
-      r, msg = m:boot_linux { image = kernel(RESET), cpus = 2 }
-      assert.is_nil(r)
-      assert.matches("more than one vCPU", msg)
       r, msg = m:boot_linux { kernel = "/nonexistent/bzImage" }
       assert.is_nil(r)
       assert.matches("^kernel: /nonexistent/bzImage", msg)

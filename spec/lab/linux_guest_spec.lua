@@ -5,10 +5,11 @@ local lab = require "support.lab"
 local linux = require "support.linux_guest"
 
 local IDS = { nvme = "1b36:0010", e1000e = "8086:10d3", ["virtio-net-pci"] = "1af4:1041",
-              ["qemu-xhci"] = "1b36:000d" }
+              ["qemu-xhci"] = "1b36:000d", edu = "1234:11e8", ["pci-testdev"] = "1b36:0005" }
+-- edu and pci-testdev have no driver in the guest kernel
 local DRIVER = { nvme = "nvme", e1000e = "e1000e", ["virtio-net-pci"] = "virtio-pci",
-                 ["qemu-xhci"] = "xhci_hcd" }
-local NAMES = { "nvme", "e1000e", "virtio-net-pci", "qemu-xhci" }
+                 ["qemu-xhci"] = "xhci_hcd", edu = "none", ["pci-testdev"] = "none" }
+local NAMES = { "nvme", "e1000e", "virtio-net-pci", "qemu-xhci", "edu", "pci-testdev" }
 
 local function check_report(out, r)
    assert.is_true(r.init, "the guest never reached /init:\n" .. out)
@@ -19,6 +20,12 @@ local function check_report(out, r)
       assert.is_table(d, name .. " not seen by the guest:\n" .. out)
       assert.are.equal(DRIVER[name], d.driver, name .. "'s driver:\n" .. out)
    end
+   -- edu and pci-testdev: seen with their BARs; edu's MSI reaches the guest's CPU
+   for _, name in ipairs { "edu", "pci-testdev" } do
+      local bdf = r.pci[IDS[name]].bdf
+      assert.matches("\nres " .. bdf:gsub("%p", "%%%0") .. " 0 0x", out, name .. "'s BAR0")
+   end
+   assert.is_true((r.edu_msi or 0) >= 4, "edu's MSI not seen by the guest:\n" .. out)
    -- nvme: the namespace reads back the lab disk's pattern, completions arrive on MSI-X
    for _, s in ipairs { 0, 1234, 16383 } do assert.are.equal("ok", r.reads[s], "sector " .. s) end
    assert.is_true(linux.irq_total(r, "^nvme0q%d+$") > 0, out)
@@ -56,7 +63,7 @@ describe("a Linux guest under passthrough.lua #nested", function()
       check_report(out, r)
       -- each device on its own slot from 00:04.0, the 64-bit prefetchable BAR above 4 GiB
       assert.are.equal("0000:00:04.0", r.pci[IDS.nvme].bdf)
-      assert.matches("res 0000:00:06.0 4 0x00000080", out)
+      assert.matches("res " .. r.pci[IDS["virtio-net-pci"]].bdf:gsub("%p", "%%%0") .. " 4 0x00000080", out)
       -- nvme made an I/O queue per CPU, each with its own MSI-X vector
       assert.is_true(r.irqs.nvme0q1 ~= nil and r.irqs.nvme0q2 ~= nil, out)
       -- the devices are usable again afterwards: nothing left bound or mapped

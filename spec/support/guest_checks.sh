@@ -6,6 +6,8 @@
 #   nvme-read SECTOR ok|bad              a sector of the lab disk against its pattern
 #   irq NAME COUNT                       interrupts per handler name (summed over CPUs)
 #   cpus N                               CPUs online
+#   EDU_MSI BEFORE AFTER                 edu's MSI, aimed at the APIC error vector, as
+#                                        the ERR count sees it (bench/guest/guest_edu.c)
 sleep 1   # drivers probe asynchronously
 for d in /sys/bus/pci/devices/*; do
   b=${d##*/}
@@ -31,3 +33,4 @@ sleep 1
 awk 'NR > 1 && $1 ~ /^[0-9]+:$/ { n = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i;
      print "irq " $NF " " n }' /proc/interrupts | grep -E 'nvme|eth|enp|e1000e|virtio|xhci|edu|vfio' || true
 echo "cpus $(grep -c ^processor /proc/cpuinfo)"
+[ -x /bin/guest_edu ] && /bin/guest_edu

@@ -14,7 +14,8 @@ end
 
 -- The initramfs both VMMs boot (cached by contents, so made once per lab run at most).
 function M.initrd()
-   local out, code = sh("lab/initramfs --run " .. M.CHECKS)
+   local edu = (os.getenv("LUAVFIO_BUILD") or "build") .. "/bench/guest_edu"
+   local out, code = sh(("lab/initramfs --run %s --file %s:/bin/guest_edu"):format(M.CHECKS, edu))
    assert(code == 0, "lab/initramfs failed:\n" .. out)
    return (out:match("(%S+)%s*$"))
 end
@@ -33,6 +34,8 @@ function M.parse(out)
       if name then r.irqs[name] = (r.irqs[name] or 0) + tonumber(n) end
       local c = line:match("^cpus (%d+)$")
       if c then r.cpus = tonumber(c) end
+      local b, a = line:match("^EDU_MSI (%d+) (%d+)$")
+      if b then r.edu_msi = tonumber(a) - tonumber(b) end
       local rc = line:match("^guest: run.sh exit (%d+)$")
       if rc then r.checks_exit = tonumber(rc) end
    end

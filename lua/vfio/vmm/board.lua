@@ -198,7 +198,8 @@ end
 
 function Board:output() return self.machine:output() end
 
--- board:boot_linux{kernel=, initrd=, append=, timeout=, should_stop=fn} -> result
+-- board:boot_linux{kernel=, initrd=, append=, timeout=, should_stop=fn, slice=, on_slice=fn}
+--   -> result
 -- (vfio.vmm.boot_linux's run): the PC platform on this board's VM, the MP table naming
 -- every device's INTx line, the kernel loaded, and the run with this board's handler.
 function Board:boot_linux(opts)
@@ -214,7 +215,8 @@ function Board:boot_linux(opts)
       pci_irqs = pci_irqs, stdout = opts.stdout ~= false })
    if not info then return nil, err, errno end
    return boot_linux.run(self.machine, {
-      timeout = opts.timeout, should_stop = opts.should_stop,
+      timeout = opts.timeout, should_stop = opts.should_stop, slice = opts.slice,
+      on_slice = opts.on_slice,
       handler = self:handler(opts.should_stop),
       on_stop = function() me:after_access() end })
 end

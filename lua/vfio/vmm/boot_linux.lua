@@ -169,7 +169,8 @@ local function verdict(exit, tail)
    return exit.reason, 1
 end
 
--- run(m, {timeout = 60, slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f}) ->
+-- run(m, {timeout = 60, slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f,
+--        on_slice = f(m) called between slices (false ends the run)}) ->
 --   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,
 --    exit = last exit, tail = last console text, output = captured console, ports = {}}
 -- Exits nothing in C answers reach Lua here: reads get all ones, writes are dropped, and
@@ -205,6 +206,7 @@ function M.run(m, opts)
       end
       if not exit then return nil, err, errno end
       if opts.should_stop and opts.should_stop() then exit = { reason = "interrupted" } break end
+      if opts.on_slice and opts.on_slice(m) == false then exit = { reason = "interrupted" } break end
       -- a panic with panic=0 (the user's choice) spins forever: the console tells
       local tail = m.uart:tail()
       if exit.reason == "timeout" and not tail:find(M.PANIC, 1, true)

@@ -257,9 +257,16 @@ function cli.main(argv, how)
    end
 
    if o.kernel then
+      -- A terminal on stdin becomes the guest's serial console: raw, every key to the
+      -- UART, Ctrl-A x ends the run (Ctrl-A Ctrl-A sends a Ctrl-A), as QEMU's -nographic.
+      local console = require("vfio.vmm.console").open()
+      if console then io.stderr:write(prog, ": the terminal is the guest's console; Ctrl-A x quits\r\n") end
       local ok, r, why = pcall(board.boot_linux, board, {
          kernel = o.kernel, initrd = o.initrd, append = o.append, timeout = o.timeout,
-         should_stop = function() return interrupted end })
+         should_stop = function() return interrupted end,
+         slice = console and 0.05 or nil,
+         on_slice = console and function(vm) return console:pump(vm.uart) end or nil })
+      if console then console:close() end
       io.stdout:flush()
       cleanup()
       if interrupted then die(EXIT.interrupted, "interrupted by signal %d; VM torn down", interrupted) end
