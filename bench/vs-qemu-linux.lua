@@ -69,17 +69,22 @@ for i = 1, rounds do
    end
 end
 
-local function median(list, k)
+local function sorted(list, k)
    local v = {}
    for i, r in ipairs(list) do v[i] = r[k] end
    table.sort(v)
+   return v
+end
+local function median(list, k)
+   local v = sorted(list, k)
    return v[(#v + 1) // 2]
 end
 
 if os.getenv("LUAVFIO_LAB_KERNEL") then print("lab kernel " .. os.getenv("LUAVFIO_LAB_KERNEL")) end
 print(("Linux guest, nvme %s passed through, medians of %d runs each (nested KVM in the lab)")
    :format(nvme, rounds))
-print(("  %-28s %12s %12s %8s"):format("", "QEMU vfio-pci", "passthrough", "ours/QEMU"))
+print(("  %-28s %12s %12s %8s   %s"):format("", "QEMU vfio-pci", "passthrough", "ours/QEMU",
+   "range QEMU | ours"))
 for _, row in ipairs {
    { "boot to /init (ms)", "boot" }, { "4 KiB random read, median us", "lat" },
    { "4 KiB random read, p99 us", "p99" }, { "4 KiB random read IOPS", "iops" },
@@ -87,5 +92,7 @@ for _, row in ipairs {
    { "whole run, wall clock (s)", "wall" },
 } do
    local q, o = median(got.qemu, row[2]), median(got.ours, row[2])
-   print(("  %-28s %12.1f %12.1f %8.2f"):format(row[1], q, o, q ~= 0 and o / q or 0))
+   local qs, os_ = sorted(got.qemu, row[2]), sorted(got.ours, row[2])
+   print(("  %-28s %12.1f %12.1f %8.2f   %.1f-%.1f | %.1f-%.1f"):format(row[1], q, o,
+      q ~= 0 and o / q or 0, qs[1], qs[#qs], os_[1], os_[#os_]))
 end
