@@ -15,12 +15,7 @@ local rounds = math.tointeger(tonumber(arg[1])) or 3
 assert(lab.inside, "run me in the lab: lab/run -- lua5.4 bench/vs-qemu-linux.lua")
 local nvme = lab.need("nvme").bdf
 
-local function sh(cmd)
-   local p = assert(io.popen(cmd .. " 2>&1"))
-   local out = p:read("a")
-   local _, _, code = p:close()
-   return out, code
-end
+local sh = require("support.shell").run
 
 local bin = (os.getenv("LUAVFIO_BUILD") or "build") .. "/bench/guest_bench"
 assert(io.open(bin), bin .. " missing: make first")

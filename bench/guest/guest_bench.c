@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <linux/fs.h>
+#include "procirq.h"
 #include <time.h>
 #include <unistd.h>
 
@@ -44,31 +45,8 @@ static double tsc_hz(void)
     return (double)(c1 - c0) / (t1 - t0);
 }
 
-static long nvme_irqs(void)
-{
-    FILE *f = fopen("/proc/interrupts", "r");
-    if (!f)
-        return -1;
-    char line[1024];
-    long total = 0;
-    while (fgets(line, sizeof line, f)) {
-        if (!strstr(line, "nvme"))
-            continue;
-        char *p = strchr(line, ':');
-        if (!p)
-            continue;
-        for (p++;;) {
-            char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p)
-                break;
-            total += v;
-            p = end;
-        }
-    }
-    fclose(f);
-    return total;
-}
+static int nvme_row(const char *line) { return strstr(line, "nvme") != NULL; }
+static long nvme_irqs(void) { return procirq_sum(nvme_row); }
 
 static int cmp_double(const void *a, const void *b)
 {

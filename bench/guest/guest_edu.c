@@ -18,31 +18,15 @@
 #include <time.h>
 #include <unistd.h>
 
-static long apic_errors(void)
+#include "procirq.h"
+
+static int err_row(const char *line)
 {
-    FILE *f = fopen("/proc/interrupts", "r");
-    char line[1024];
-    long n = -1;
-    while (f && fgets(line, sizeof line, f)) {
-        char *p = line;
-        while (*p == ' ')
-            p++;
-        if (strncmp(p, "ERR:", 4))
-            continue;
-        n = 0;
-        for (p += 4;;) {
-            char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p)
-                break;
-            n += v;
-            p = end;
-        }
-    }
-    if (f)
-        fclose(f);
-    return n;
+    while (*line == ' ')
+        line++;
+    return !strncmp(line, "ERR:", 4);
 }
+static long apic_errors(void) { return procirq_sum(err_row); }
 
 static int hexfile(const char *dir, const char *name)
 {

@@ -14,12 +14,7 @@ static int l_debugcon_new(lua_State *L)
 static int l_debugcon_output(lua_State *L)
 {
     struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
-    int clear = lua_toboolean(L, 2); /* before the pushes take index 2 */
-    lua_pushlstring(L, d->buf ? d->buf : "", d->len);
-    lua_pushinteger(L, (lua_Integer)d->dropped);
-    if (clear)
-        d->len = 0, d->dropped = 0;
-    return 2;
+    return lv_push_capture(L, d->buf, &d->len, &d->dropped);
 }
 
 static int l_debugcon_close(lua_State *L)

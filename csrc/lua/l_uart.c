@@ -56,12 +56,7 @@ static int l_vm_add_uart(lua_State *L)
 static int l_uart_output(lua_State *L)
 {
     struct lv_uart *u = checkuart(L, 1);
-    int clear = lua_toboolean(L, 2); /* before the pushes take index 2 */
-    lua_pushlstring(L, u->cap_buf ? u->cap_buf : "", u->cap_len);
-    lua_pushinteger(L, (lua_Integer)u->dropped);
-    if (clear)
-        u->cap_len = 0, u->dropped = 0;
-    return 2;
+    return lv_push_capture(L, u->cap_buf, &u->cap_len, &u->dropped);
 }
 
 /* uart:tail() -> the last (up to 4 KiB) bytes sent, and how many were sent in all */

@@ -435,6 +435,46 @@ static void end_run(struct vcpu_ud *v)
         lv_vm_close_now(v->vm);
 }
 
+/* Push v->last as an exit table and, for an io/mmio exit, give it to the handler: 1 when
+ * the run ends here (the exit table on the stack), 0 when the vCPU goes on (the read, if
+ * any, answered; the stack as before). The run ends for any other exit, a handler that
+ * returns false, or one that closed the VM or any of the `n` vCPUs of the run (`all`, or
+ * just v). */
+static int give_exit(lua_State *L, struct vcpu_ud *v, int handler, struct vcpu_ud **all,
+                     unsigned n)
+{
+    push_exit(L, &v->last);
+    if (all) {
+        lua_pushinteger(L, v->c.id);
+        lua_setfield(L, -2, "vcpu");
+    }
+    int k = v->last.kind;
+    if (!handler || (k != LV_KVM_EXIT_IO && k != LV_KVM_EXIT_MMIO))
+        return 1;
+    lua_pushvalue(L, handler);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 1);
+    int closed = v->close_pending || v->vm->close_pending;
+    for (unsigned j = 0; j < n; j++)
+        closed |= all[j]->close_pending;
+    if (closed) {
+        /* the handler closed a vCPU or the VM: no completion, no next entry */
+        v->c.pending_read = 0;
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "closed");
+        return 1;
+    }
+    if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+        lua_pop(L, 1);
+        return 1;
+    }
+    if (v->c.pending_read && !lua_isnil(L, -1))
+        complete_read(L, v, lua_gettop(L));
+    lua_pop(L, 2);
+    return 0;
+}
+
 static int run_loop(lua_State *L, struct vcpu_ud *v, int handler, double deadline)
 {
     for (;;) {
@@ -453,28 +493,8 @@ static int run_loop(lua_State *L, struct vcpu_ud *v, int handler, double deadlin
         int e = lv_kvm_vcpu_run(&v->c, ns, &v->last);
         if (e < 0)
             return lv_syserrorf(L, -e, "KVM_RUN", "vcpu %d", v->c.id);
-        push_exit(L, &v->last);
-        int k = v->last.kind;
-        if (!handler || (k != LV_KVM_EXIT_IO && k != LV_KVM_EXIT_MMIO))
+        if (give_exit(L, v, handler, NULL, 0))
             return 1;
-        lua_pushvalue(L, handler);
-        lua_pushvalue(L, -2);
-        lua_call(L, 1, 1);
-        if (v->close_pending || v->vm->close_pending) {
-            /* the handler closed the vCPU or the VM: no completion, no next entry */
-            v->c.pending_read = 0;
-            lua_pop(L, 1);
-            lua_pushboolean(L, 1);
-            lua_setfield(L, -2, "closed");
-            return 1;
-        }
-        if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
-            lua_pop(L, 1);
-            return 1;
-        }
-        if (v->c.pending_read && !lua_isnil(L, -1))
-            complete_read(L, v, lua_gettop(L));
-        lua_pop(L, 2);
     }
 }
 
@@ -484,25 +504,34 @@ static int run_protected(lua_State *L)
     return run_loop(L, lua_touserdata(L, 1), lua_isfunction(L, 2) ? 2 : 0, lua_tonumber(L, 3));
 }
 
+/* The ([handler], [{timeout = seconds}]) arguments of run and run_vcpus from `arg` on:
+ * the handler's stack index (0: none) and the timeout (0: none). */
+static int run_args(lua_State *L, int arg, double *timeout)
+{
+    int handler = 0, optarg = arg;
+    if (lua_isfunction(L, arg))
+        handler = arg, optarg = arg + 1;
+    else if (lua_isnil(L, arg) && !lua_isnone(L, arg + 1))
+        optarg = arg + 1;
+    *timeout = 0;
+    if (!lua_isnoneornil(L, optarg)) {
+        luaL_checktype(L, optarg, LUA_TTABLE);
+        lua_getfield(L, optarg, "timeout");
+        *timeout = luaL_optnumber(L, -1, 0);
+        lua_pop(L, 1);
+        if (*timeout < 0)
+            luaL_argerror(L, optarg, "negative timeout");
+    }
+    return handler;
+}
+
 static int l_vcpu_run(lua_State *L)
 {
     struct vcpu_ud *v = checkvcpu(L, 1);
     if (v->running)
         return luaL_error(L, "vcpu %d: run() called from inside its own run", v->c.id);
-    int handler = 0, optarg = 2;
-    if (lua_isfunction(L, 2))
-        handler = 2, optarg = 3;
-    else if (lua_isnil(L, 2) && !lua_isnone(L, 3))
-        optarg = 3;
-    double timeout = 0;
-    if (!lua_isnoneornil(L, optarg)) {
-        luaL_checktype(L, optarg, LUA_TTABLE);
-        lua_getfield(L, optarg, "timeout");
-        timeout = luaL_optnumber(L, -1, 0);
-        lua_pop(L, 1);
-        if (timeout < 0)
-            return luaL_argerror(L, optarg, "negative timeout");
-    }
+    double timeout;
+    int handler = run_args(L, 2, &timeout);
     double deadline = timeout > 0 ? now_s() + timeout : 0;
     /* The loop runs under pcall so that a handler's error still ends the run properly
      * (running cleared, pending closes done) before it propagates. */
@@ -549,33 +578,9 @@ static int smp_loop(lua_State *L)
         if (p->err < 0)
             return lv_syserrorf(L, -p->err, "KVM_RUN", "vcpu %d", v->c.id);
         v->last = p->exit;
-        push_exit(L, &v->last);
-        lua_pushinteger(L, v->c.id);
-        lua_setfield(L, -2, "vcpu");
-        int k = v->last.kind;
-        if (!handler || (k != LV_KVM_EXIT_IO && k != LV_KVM_EXIT_MMIO))
+        if (give_exit(L, v, handler, r->v, r->n))
             return 1;
-        lua_pushvalue(L, handler);
-        lua_pushvalue(L, -2);
-        lua_call(L, 1, 1);
-        int closed = v->vm->close_pending;
-        for (unsigned j = 0; j < r->n; j++)
-            closed |= r->v[j]->close_pending;
-        if (closed) {
-            v->c.pending_read = 0;
-            lua_pop(L, 1);
-            lua_pushboolean(L, 1);
-            lua_setfield(L, -2, "closed");
-            return 1;
-        }
-        if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
-            lua_pop(L, 1);
-            return 1;
-        }
-        if (v->c.pending_read && !lua_isnil(L, -1))
-            complete_read(L, v, lua_gettop(L));
         v->c.pending_read = 0;
-        lua_pop(L, 2);
         lv_kvm_smp_answer(&r->s, (unsigned)i);
     }
 }
@@ -591,20 +596,8 @@ static int l_vm_run_vcpus(lua_State *L)
 {
     struct lv_vm_ud *vm = lv_checkvm(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
-    int handler = 0, optarg = 3;
-    if (lua_isfunction(L, 3))
-        handler = 3, optarg = 4;
-    else if (lua_isnil(L, 3) && !lua_isnone(L, 4))
-        optarg = 4;
-    double timeout = 0;
-    if (!lua_isnoneornil(L, optarg)) {
-        luaL_checktype(L, optarg, LUA_TTABLE);
-        lua_getfield(L, optarg, "timeout");
-        timeout = luaL_optnumber(L, -1, 0);
-        lua_pop(L, 1);
-        if (timeout < 0)
-            return luaL_argerror(L, optarg, "negative timeout");
-    }
+    double timeout;
+    int handler = run_args(L, 3, &timeout);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
     if (n < 1 || n > LV_KVM_SMP_MAX)
         return luaL_argerror(L, 2, "a list of 1 to 64 vCPUs");
@@ -644,17 +637,8 @@ static int l_vm_run_vcpus(lua_State *L)
         lua_pushnil(L);
     int st = lua_pcall(L, 2, LUA_MULTRET, 0);
     lv_kvm_smp_stop(&r->s);   /* every thread gone before anything may close */
-    for (unsigned i = 0; i < r->n; i++) {
-        struct vcpu_ud *v = r->v[i];
-        v->running = 0;
-        vm->running--;
-        if (v->close_pending) {
-            v->close_pending = 0;
-            lv_kvm_vcpu_close(&v->c);
-        }
-    }
-    if (vm->close_pending && !vm->running)
-        lv_vm_close_now(vm);
+    for (unsigned i = 0; i < r->n; i++)
+        end_run(r->v[i]);
     if (st != LUA_OK)
         return lua_error(L);
     return lua_gettop(L) - base;

@@ -65,6 +65,9 @@ const void *lv_testcap(lua_State *L, int idx, const char *cap);
 /* Store the value at `parent` as user value `slot` of the userdata at `child`, so a child
  * object keeps its parent alive for as long as it lives. */
 void lv_set_parent(lua_State *L, int child, int parent, int slot);
+/* The output([clear]) method of a capture buffer (a debug console's, a UART's): pushes
+ * the bytes and the count dropped past the cap; a true argument at index 2 empties it. */
+int lv_push_capture(lua_State *L, const char *buf, size_t *len, uint64_t *dropped);
 
 /* Read an integer argument that must lie in [lo, hi]; raises otherwise. */
 lua_Integer lv_checkrange(lua_State *L, int arg, lua_Integer lo, lua_Integer hi);

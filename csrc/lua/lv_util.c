@@ -168,3 +168,13 @@ void lv_open_util(lua_State *L)
     static const luaL_Reg fns[] = {{"strerror", l_strerror}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }
+
+int lv_push_capture(lua_State *L, const char *buf, size_t *len, uint64_t *dropped)
+{
+    int clear = lua_toboolean(L, 2); /* before the pushes take index 2 */
+    lua_pushlstring(L, buf ? buf : "", *len);
+    lua_pushinteger(L, (lua_Integer)*dropped);
+    if (clear)
+        *len = 0, *dropped = 0;
+    return 2;
+}

@@ -19,13 +19,7 @@ local function kernel_path()
    return dir .. "/boot/vmlinuz-" .. (ver or "VERSION"), ver ~= nil
 end
 
-local function read(path)
-   local f = io.open(path, "rb")
-   if not f then return nil end
-   local s = f:read("a")
-   f:close()
-   return s
-end
+local read = require("support.lspci").slurp
 
 local function patch(s, off, bytes) return s:sub(1, off) .. bytes .. s:sub(off + #bytes + 1) end
 

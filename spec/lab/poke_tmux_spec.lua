@@ -2,36 +2,14 @@
 -- through tmux: keys go in with send-keys, the screen comes back with capture-pane.
 local lab = require "support.lab"
 local system = require "system"
+local support_tmux = require "support.tmux"
 
-local SOCK = "luavfio-poke-spec"
+local term = support_tmux.new("luavfio-poke-spec", "poke")
 local root = io.popen("pwd"):read("l")
+local q = support_tmux.quote
 
-local function sh(cmd)
-   local p = io.popen(cmd .. " 2>&1")
-   local out = p:read("a")
-   local ok = p:close()
-   return out, ok
-end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function tmux(args) return sh("tmux -L " .. SOCK .. " " .. args) end
-
-local function screen()
-   return (tmux("capture-pane -p -t poke -S -1000"))
-end
-
--- Wait until the screen matches pattern (plain Lua pattern); the whole screen on timeout.
-local function wait_for(pattern, timeout)
-   local deadline = system.monotime() + (timeout or 60)
-   local s
-   repeat
-      s = screen()
-      if s:find(pattern) then return s end
-      system.sleep(0.2)
-   until system.monotime() > deadline
-   error(("timed out waiting for %q; screen:\n%s"):format(pattern, s), 2)
-end
+local function screen() return term:screen() end
+local function wait_for(pattern, timeout) return term:wait_for(pattern, timeout) end
 
 local function count(s, plain)
    local n, i = 0, 1
@@ -45,8 +23,8 @@ end
 -- Type a line and wait for the next prompt (the prompt count grows by one).
 local function run(line, timeout)
    local before = count(screen(), "poke>")
-   tmux("send-keys -t poke -l " .. q(line))
-   tmux("send-keys -t poke Enter")
+   term:keys("-l " .. q(line))
+   term:keys("Enter")
    local deadline = system.monotime() + (timeout or 60)
    while count(screen(), "poke>") <= before do
       if system.monotime() > deadline then error("no prompt after " .. line .. ":\n" .. screen(), 2) end
@@ -56,18 +34,15 @@ local function run(line, timeout)
 end
 
 local function start(cmd)
-   tmux("kill-server")
    local home = os.tmpname()
    os.remove(home)
    assert(os.execute("mkdir -p " .. home))
-   local _, ok = tmux("new-session -d -s poke -x 200 -y 50 " .. q(
-      "cd " .. root .. " && HOME=" .. home .. " " .. cmd .. "; echo POKE-EXIT $?; sleep 600"))
-   assert(ok, "tmux did not start")
+   term:start("cd " .. root .. " && HOME=" .. home .. " " .. cmd .. "; echo POKE-EXIT $?; sleep 600")
    return home
 end
 
 describe("vfio-poke through tmux", function()
-   after_each(function() tmux("kill-server") end)
+   after_each(function() term:kill() end)
 
    it("opens edu, completes a method, reads the id register, sees an MSI", function()
       local edu = lab.need("edu")
@@ -77,17 +52,17 @@ describe("vfio-poke through tmux", function()
       run("edu = d:regs('examples/edu_regs.lua', 0)")
 
       -- Tab completes a method of the device wrapper ...
-      tmux("send-keys -t poke -l 'd:lsp'")
-      tmux("send-keys -t poke Tab")
+      term:keys("-l 'd:lsp'")
+      term:keys("Tab")
       wait_for("poke> d:lspci\n", 30)
-      tmux("send-keys -t poke -l '()'")
-      tmux("send-keys -t poke Enter")
+      term:keys("-l '()'")
+      term:keys("Enter")
       wait_for("Capabilities: %[%x+%] MSI: Enable", 60)
       -- ... and a method of a register object, two __index levels down
-      tmux("send-keys -t poke -l 'edu.status:wa'")
-      tmux("send-keys -t poke Tab")
+      term:keys("-l 'edu.status:wa'")
+      term:keys("Tab")
       wait_for("poke> edu%.status:wait\n", 30)
-      tmux("send-keys -t poke C-u")
+      term:keys("C-u")
 
       local s = run("edu.id()")
       assert.matches("0x10000ed %(16777453%)", s)
@@ -103,9 +78,9 @@ describe("vfio-poke through tmux", function()
       run("edu.irq_ack(0x5a)")
 
       -- readline history: Up brings the previous line back for editing
-      tmux("send-keys -t poke Up")
+      term:keys("Up")
       wait_for("poke> edu%.irq_ack%(0x5a%)\n", 30)
-      tmux("send-keys -t poke C-u C-d")
+      term:keys("C-u C-d")
       wait_for("POKE%-EXIT 0", 30)
       local f = assert(io.open(home .. "/.luavfio_poke_history"))
       local hist = f:read("a")
@@ -116,22 +91,22 @@ describe("vfio-poke through tmux", function()
    it("lua5.4 -i -l vfio.poke gives the same REPL", function()
       start("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 -i -l vfio.poke")
       wait_for("poke>\n", 60)
-      tmux("send-keys -t poke -l 'pciids.class_l'")
-      tmux("send-keys -t poke Tab")
+      term:keys("-l 'pciids.class_l'")
+      term:keys("Tab")
       wait_for("poke> pciids%.class_label\n", 30)
-      tmux("send-keys -t poke C-u")
+      term:keys("C-u")
       local s = run("ls()")
       assert.matches("1234:11e8", s)
       assert.matches("vfio%-pci", s)
       -- Ctrl-C stops a runaway evaluation and the session carries on
-      tmux("send-keys -t poke -l 'n = 0; while true do n = n + 1 end'")
-      tmux("send-keys -t poke Enter")
+      term:keys("-l 'n = 0; while true do n = n + 1 end'")
+      term:keys("Enter")
       system.sleep(1)
-      tmux("send-keys -t poke C-c")
+      term:keys("C-c")
       wait_for("poke:1: interrupted\npoke>", 30)
       s = run("n > 0")
       assert.matches("poke> n > 0\ntrue\n", s)
-      tmux("send-keys -t poke C-d")
+      term:keys("C-d")
       wait_for("POKE%-EXIT 0", 30)
    end)
 end)

@@ -5,12 +5,7 @@ local M = {}
 
 M.CHECKS = "spec/support/guest_checks.sh"
 
-local function sh(cmd)
-   local p = assert(io.popen(cmd .. " 2>&1"))
-   local out = p:read("a")
-   local _, _, code = p:close()
-   return out, code
-end
+local sh = require("support.shell").run
 
 -- The initramfs both VMMs boot (cached by contents, so made once per lab run at most).
 function M.initrd()

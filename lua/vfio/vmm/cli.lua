@@ -214,34 +214,19 @@ function cli.main(argv, how)
    -- expects); several share one, each on the next slot. A Linux guest always gets a
    -- board with IOAPIC INTx lines, which its MP table describes.
    local m = machines[1]
-   if o.kernel then
+   if o.kernel or #machines > 1 then
       local err
-      board, err = require("vfio.vmm.board").new { mem_mib = o.mem, trace = o.trace and log or nil,
-                                                   vm = { cpus = o.cpus } }
+      board, err = require("vfio.vmm.board").new {
+         mem_mib = o.mem, trace = o.trace and log or nil, vm = { cpus = o.cpus },
+         legacy_intx = not o.kernel }
       if not board then give_up(EXIT.setup, "%s", tostring(err)) end
-      if o.halt_poll_us then
-         local ok, herr = board.vm:set_halt_poll(o.halt_poll_us * 1000)
-         if not ok then give_up(EXIT.setup, "%s", tostring(herr)) end
-      end
+      local ok = true
+      if o.halt_poll_us then ok, err = board.vm:set_halt_poll(o.halt_poll_us * 1000) end
+      if not ok then give_up(EXIT.setup, "%s", tostring(err)) end
       for i, mi in ipairs(machines) do
-         local ok
          ok, err = mi:start(board)
          if not ok then give_up(EXIT.setup, "device %s: %s", o.devices[i], tostring(err)) end
       end
-      local ok
-      ok, err = board:place_bars()
-      if not ok then give_up(EXIT.setup, "placing BARs: %s", tostring(err)) end
-   elseif #machines > 1 then
-      local err
-      board, err = require("vfio.vmm.board").new { mem_mib = o.mem, trace = o.trace and log or nil,
-                                                      legacy_intx = true }
-      if not board then give_up(EXIT.setup, "%s", tostring(err)) end
-      for i, mi in ipairs(machines) do
-         local ok
-         ok, err = mi:start(board)
-         if not ok then give_up(EXIT.setup, "device %s: %s", o.devices[i], tostring(err)) end
-      end
-      local ok
       ok, err = board:place_bars()
       if not ok then give_up(EXIT.setup, "placing BARs: %s", tostring(err)) end
       m = board
