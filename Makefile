@@ -32,7 +32,7 @@ lab-shell: setup build
 
 # FUZZ_SECONDS of libFuzzer over the trap core on the recorded lab devices
 FUZZ_SECONDS ?= 300
-fuzz: setup
+fuzz: setup build
 	@fuzz/run $(FUZZ_SECONDS)
 
 clean:
