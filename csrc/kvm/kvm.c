@@ -40,15 +40,17 @@ int lv_kvm_vcpu_mmap_size(int kvm_fd)
     return v < 0 ? neg_errno() : v;
 }
 
-static int load_cpuid(struct lv_kvm_vm *vm, int kvm_fd)
+/* A CPUID table from `req` on `fd` (KVM_GET_SUPPORTED_CPUID on /dev/kvm, KVM_GET_CPUID2
+ * on a vCPU), the buffer grown until it fits; malloc'd for the caller. */
+static int read_cpuid(int fd, unsigned long req, struct kvm_cpuid2 **out)
 {
     for (unsigned n = 64; n <= 4096; n *= 2) {
         struct kvm_cpuid2 *c = calloc(1, sizeof *c + n * sizeof c->entries[0]);
         if (!c)
             return -ENOMEM;
         c->nent = n;
-        if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-            vm->cpuid = c;
+        if (ioctl(fd, req, c) == 0) {
+            *out = c;
             return 0;
         }
         int e = neg_errno();
@@ -57,6 +59,11 @@ static int load_cpuid(struct lv_kvm_vm *vm, int kvm_fd)
             return e;
     }
     return -E2BIG;
+}
+
+static int load_cpuid(struct lv_kvm_vm *vm, int kvm_fd)
+{
+    return read_cpuid(kvm_fd, KVM_GET_SUPPORTED_CPUID, &vm->cpuid);
 }
 
 int lv_kvm_vm_create(struct lv_kvm_vm *vm, int kvm_fd)
@@ -683,21 +690,7 @@ int lv_kvm_vcpu_set_cpuid(struct lv_kvm_vcpu *c, const struct kvm_cpuid_entry2 *
 
 int lv_kvm_vcpu_get_cpuid(struct lv_kvm_vcpu *c, struct kvm_cpuid2 **out)
 {
-    for (unsigned n = 64; n <= 4096; n *= 2) {
-        struct kvm_cpuid2 *t = calloc(1, sizeof *t + n * sizeof t->entries[0]);
-        if (!t)
-            return -ENOMEM;
-        t->nent = n;
-        if (ioctl(c->fd, KVM_GET_CPUID2, t) == 0) {
-            *out = t;
-            return 0;
-        }
-        int e = neg_errno();
-        free(t);
-        if (e != -E2BIG)
-            return e;
-    }
-    return -E2BIG;
+    return read_cpuid(c->fd, KVM_GET_CPUID2, out);
 }
 
 int lv_kvm_vcpu_set_lapic_lint(struct lv_kvm_vcpu *c)
