@@ -163,7 +163,9 @@ describe("lab/setup's kernel cache", function()
       -- and the 6.12 kernel, built by this configuration's recipe, so nothing is built
       local built = cache .. "/lab/kernels/6.12-fake"
       assert(os.execute(("mkdir -p %s && lab/kernel/build --recipe > %s/recipe && touch %s/.complete"
-         .. " && ln -s kernels/6.12-fake %s/lab/kernel-6.12"):format(built, built, built, cache)))
+         .. " && echo 6.12.0-fake > %s/version && echo 6.12.0-1 > %s/package-version"
+         .. " && echo 600 > %s/build-seconds && ln -s kernels/6.12-fake %s/lab/kernel-6.12")
+         :format(built, built, built, built, built, built, cache)))
    end)
    after_each(function() os.execute("rm -rf " .. cache) end)
 
@@ -176,7 +178,7 @@ describe("lab/setup's kernel cache", function()
    it("finds the 6.12 build of this configuration, and rebuilds for another", function()
       local code, out = run("LUAVFIO_CACHE=" .. cache .. " lab/kernel/build --status")
       assert.are.equal(0, code, out)
-      assert.matches("^ready: ", out)
+      assert.are.equal("ready: 6.12.0-fake (Debian linux-source 6.12.0-1, built in 600 s)\n", out)
       assert(os.execute("echo other > " .. cache .. "/lab/kernels/6.12-fake/recipe"))
       code, out = run("LUAVFIO_CACHE=" .. cache .. " lab/kernel/build --status")
       assert.are.equal(1, code, out)
