@@ -27,19 +27,27 @@ local function reason()
       os.getenv("LUAVFIO_LAB_KERNEL") or "(unknown)")
 end
 
--- An mtty mdev of `typ` for the body of a spec; removed (after its device is closed) in
--- the spec's finally.
+-- What a spec made, undone after it (busted keeps one finally per spec, so they queue
+-- here): devices closed, then mdevs removed, the last made first.
+local undo = {}
+local function cleanup()
+   for i = #undo, 1, -1 do undo[i]() end
+   undo = {}
+   collectgarbage()
+end
+
+local function created(uuid)
+   undo[#undo + 1] = function() collectgarbage(); mdev.remove(uuid) end
+   return uuid
+end
+
+-- An mtty mdev of `typ` for the body of a spec, and a function that opens it (by its
+-- UUID or by `name`); both undone after the spec.
 local function with_mtty(typ)
-   local uuid = assert(mdev.create("mtty", typ))
-   local devs = {}
-   finally(function()
-      for _, d in ipairs(devs) do d:close() end
-      collectgarbage()
-      mdev.remove(uuid)
-   end)
+   local uuid = created(assert(mdev.create("mtty", typ)))
    return uuid, function(name)
       local d = assert(vfio.open(name or uuid))
-      devs[#devs + 1] = d
+      undo[#undo + 1] = function() d:close() end
       return d
    end
 end
@@ -59,6 +67,7 @@ describe("mdev on mtty", function()
       it("needs the mtty parent", function() pending(reason()) end)
       return
    end
+   after_each(cleanup)
 
    it("lists the parent and its two types", function()
       local parents = mdev.parents()
@@ -201,6 +210,7 @@ describe("mdev on mtty", function()
 
    it("removes an mdev, and says so when it is gone", function()
       local uuid = assert(mdev.create("mtty", "mtty-1"))
+      undo[#undo + 1] = function() mdev.remove(uuid) end -- when the spec fails before its own
       do
          local dev <close> = assert(vfio.open(uuid))
          assert.are.equal(0x32534348, dev.config:read32(0))
@@ -234,15 +244,11 @@ describe("mdev on mtty", function()
       assert.matches("the UUID is in use", err)
       assert.are.equal(EEXIST, errno)
       -- take every port left, two at a time
-      local made = {}
-      finally(function()
-         for _, x in ipairs(made) do mdev.remove(x) end
-      end)
       local left
       for _, t in ipairs(assert(mdev.types("mtty"))) do
          if t.id == "mtty-2" then left = t.available_instances end
       end
-      for _ = 1, left do made[#made + 1] = assert(mdev.create("mtty", "mtty-2")) end
+      for _ = 1, left do created(assert(mdev.create("mtty", "mtty-2"))) end
       u, err, errno = mdev.create("mtty", "mtty-2")
       assert.is_nil(u)
       assert.matches("no instances available", err)
