@@ -186,6 +186,9 @@ function M.save(dev, opts)
    if opts.precopy and caps.pre_copy and dev:mig_state() == "running" then
       f, err, errno = M.set(dev, "pre_copy")
       if not f then return nil, err, errno end
+      if f == true then
+         return nil, ("save %s: pre_copy opened no data fd"):format(name_of(dev)), EPROTO
+      end
       pre = 0
       while true do
          local info
