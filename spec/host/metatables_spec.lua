@@ -15,6 +15,8 @@ describe("vfio.core object types", function()
    it("are registered", function()
       assert.is_true(#classes >= 8, "found only: " .. table.concat(classes, ", "))
       assert.is_table(core)
+      -- the data fd of a migration state change (csrc/lua/l_migration.c)
+      assert.is_table(debug.getregistry()["vfio.migfile"])
    end)
 
    for _, name in ipairs(classes) do
