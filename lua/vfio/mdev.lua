@@ -88,6 +88,13 @@ local function check_string(v, n, what, fn)
    end
 end
 
+local function check_uuid(v, n, fn, what)
+   if not M.is_uuid(v) then
+      error(("bad argument #%d to '%s' (%s expected, got %s)"):format(n, fn,
+         what or "mdev UUID", type(v) == "string" and ("'" .. v .. "'") or type(v)), 3)
+   end
+end
+
 local function type_info(tdir, id)
    return {
       id = id,
@@ -188,10 +195,7 @@ end
 
 -- M.info(uuid) -> the entry of one mdev of M.sysfs | nil, message, errno
 function M.info(uuid)
-   if not M.is_uuid(uuid) then
-      error(("bad argument #1 to 'info' (mdev UUID expected, got %s)"):format(
-         type(uuid) == "string" and ("'" .. uuid .. "'") or type(uuid)), 2)
-   end
+   check_uuid(uuid, 1, "info")
    local link = bus_dir(M.sysfs) .. "/" .. uuid:lower()
    if not exists(link) then
       return fail(ENOENT, "mdev %s: no such mediated device (%s does not exist)",
@@ -206,10 +210,8 @@ end
 function M.create(parent, typ, uuid)
    check_string(parent, 1, "parent name or sysfs path", "create")
    check_string(typ, 2, "mdev type such as mtty-1", "create")
-   if uuid ~= nil and not M.is_uuid(uuid) then
-      error(("bad argument #3 to 'create' (UUID like 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001 "
-         .. "expected, got %s)"):format(type(uuid) == "string" and ("'" .. uuid .. "'")
-         or type(uuid)), 2)
+   if uuid ~= nil then
+      check_uuid(uuid, 3, "create", "UUID like 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001")
    end
    local root = M.sysfs
    local pdir = parent_path(root, parent, 1, "create")
@@ -252,10 +254,7 @@ end
 -- M.remove(uuid) -> true | nil, message, errno. Close every VFIO handle on the mdev first:
 -- the kernel's remove waits until the device is no longer open.
 function M.remove(uuid)
-   if not M.is_uuid(uuid) then
-      error(("bad argument #1 to 'remove' (mdev UUID expected, got %s)"):format(
-         type(uuid) == "string" and ("'" .. uuid .. "'") or type(uuid)), 2)
-   end
+   check_uuid(uuid, 1, "remove")
    uuid = uuid:lower()
    local dir = bus_dir(M.sysfs) .. "/" .. uuid
    if not exists(dir) then
