@@ -158,8 +158,9 @@ static int file_error(lua_State *L, int err, const char *op, const lv_migfile *m
 }
 
 /* f:read([n]) -> up to n bytes (all that is left when n is absent); "" at the end of the
- * stream (for PRE_COPY: when nothing more is ready now). Bytes read before a failure are
- * returned; the failure comes on the next call. */
+ * stream (for PRE_COPY: when nothing more is ready now, which the kernel's drivers say
+ * with ENOMSG: the uAPI's temporary end of stream, no failure). Bytes read before a
+ * failure are returned; the failure comes on the next call. */
 static int f_read(lua_State *L)
 {
     lv_migfile *m = check_migfile(L, 1);
@@ -179,6 +180,8 @@ static int f_read(lua_State *L)
         int r = vfio_mig_read(m->fd, p, ask, &got);
         luaL_addsize(&b, got);
         total += got;
+        if (r == -ENOMSG)
+            break; /* PRE_COPY's temporary end: what is ready has been read */
         if (r < 0) {
             if (total > 0)
                 break;
