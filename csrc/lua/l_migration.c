@@ -117,6 +117,12 @@ static int d_set_mig_state(lua_State *L)
 {
     lv_device *d = lv_checkdevice(L, 1);
     uint32_t s = check_state(L, 2);
+    /* The object first: once the kernel has handed out a data fd nothing may raise (an
+     * allocation failure would leak the fd, and the state change would be lost to Lua). */
+    lv_migfile *m = lv_newobject(L, sizeof *m, LV_MIGFILE, 1);
+    m->fd = -1;
+    m->state = s;
+    snprintf(m->name, sizeof m->name, "%s", d->name);
     int data_fd = -1;
     int r = vfio_mig_set_state(d->fd, s, &data_fd);
     if (r < 0) {
@@ -128,10 +134,7 @@ static int d_set_mig_state(lua_State *L)
         lua_pushboolean(L, 1);
         return 1;
     }
-    lv_migfile *m = lv_newobject(L, sizeof *m, LV_MIGFILE, 1);
     m->fd = data_fd;
-    m->state = s;
-    snprintf(m->name, sizeof m->name, "%s", d->name);
     lv_set_parent(L, -1, 1, 1);
     return 1;
 }
