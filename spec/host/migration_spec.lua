@@ -383,6 +383,29 @@ d:close()
 assert(h:read(4) == saved:sub(1, 4), "read after the device closed")
 h = nil
 collectgarbage(); collectgarbage()
+
+-- random calls on open and closed migfiles of a live and a closed device: nothing but
+-- values or raised errors (under host-asan: no memory error)
+math.randomseed(7)
+local d2 = assert(core.device_file(dir .. "/device", "fake1"))
+local files = {}
+for _, st in ipairs { "stop_copy", "pre_copy", "resuming", "stop_copy" } do
+   files[#files + 1] = assert(d2:set_mig_state(st))
+end
+local ARGS = { 0, 1, -1, 4096, 4097, 1 << 20, 1 << 30, (1 << 30) + 1, math.maxinteger,
+   math.mininteger, 0.5, -0.0, 1e300, 0 / 0, "", "xyz", ("\0"):rep(70000), {}, true, files[1], d2 }
+local METHODS = { "read", "write", "precopy_info", "state", "fileno", "closed", "close" }
+local index = getmetatable(files[1]).__index
+for i = 1, 3000 do
+   local f = files[math.random(#files)]
+   if math.random(40) == 1 then f:close() end
+   if i == 1500 then d2:close() end
+   local m = METHODS[math.random(#METHODS)]
+   local a = math.random(4) > 1 and ARGS[math.random(#ARGS)] or nil
+   pcall(index[m], f, a)
+   pcall(tostring, f)
+end
+for _, f in ipairs(files) do f:close() end
 print("ok")
 ]=]
 
