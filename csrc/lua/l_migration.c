@@ -117,6 +117,12 @@ static int d_set_mig_state(lua_State *L)
 {
     lv_device *d = lv_checkdevice(L, 1);
     uint32_t s = check_state(L, 2);
+    /* The object first: once the kernel has handed out a data fd nothing may raise (an
+     * allocation failure would leak the fd, and the state change would be lost to Lua). */
+    lv_migfile *m = lv_newobject(L, sizeof *m, LV_MIGFILE, 1);
+    m->fd = -1;
+    m->state = s;
+    snprintf(m->name, sizeof m->name, "%s", d->name);
     int data_fd = -1;
     int r = vfio_mig_set_state(d->fd, s, &data_fd);
     if (r < 0) {
@@ -128,10 +134,7 @@ static int d_set_mig_state(lua_State *L)
         lua_pushboolean(L, 1);
         return 1;
     }
-    lv_migfile *m = lv_newobject(L, sizeof *m, LV_MIGFILE, 1);
     m->fd = data_fd;
-    m->state = s;
-    snprintf(m->name, sizeof m->name, "%s", d->name);
     lv_set_parent(L, -1, 1, 1);
     return 1;
 }
@@ -158,8 +161,9 @@ static int file_error(lua_State *L, int err, const char *op, const lv_migfile *m
 }
 
 /* f:read([n]) -> up to n bytes (all that is left when n is absent); "" at the end of the
- * stream (for PRE_COPY: when nothing more is ready now). Bytes read before a failure are
- * returned; the failure comes on the next call. */
+ * stream (for PRE_COPY: when nothing more is ready now, which the kernel's drivers say
+ * with ENOMSG: the uAPI's temporary end of stream, no failure). Bytes read before a
+ * failure are returned; the failure comes on the next call. */
 static int f_read(lua_State *L)
 {
     lv_migfile *m = check_migfile(L, 1);
@@ -179,6 +183,8 @@ static int f_read(lua_State *L)
         int r = vfio_mig_read(m->fd, p, ask, &got);
         luaL_addsize(&b, got);
         total += got;
+        if (r == -ENOMSG)
+            break; /* PRE_COPY's temporary end: what is ready has been read */
         if (r < 0) {
             if (total > 0)
                 break;

@@ -29,16 +29,27 @@ int vfio_mig_state_number(const char *name)
     return -EINVAL;
 }
 
-int vfio_mig_flags(int fd, uint64_t *flags)
+/* GET of a feature whose data is one __aligned_u64 (MIGRATION's flags, MIG_DATA_SIZE's
+ * length; both layouts asserted in vfio_uapi_mig.h). */
+static int get_u64(int fd, uint32_t feature, uint64_t *v)
 {
-    struct vfio_device_feature_migration m;
-    memset(&m, 0, sizeof m);
-    int r = vfio_device_feature(fd, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION,
-                                &m, sizeof m);
+    uint64_t data = 0;
+    int r = vfio_device_feature(fd, VFIO_DEVICE_FEATURE_GET | feature, &data, sizeof data);
     if (r < 0)
         return r;
-    *flags = m.flags;
+    *v = data;
     return 0;
+}
+
+_Static_assert(sizeof(struct vfio_device_feature_migration) == sizeof(uint64_t) &&
+                   offsetof(struct vfio_device_feature_migration, flags) == 0 &&
+                   sizeof(struct vfio_device_feature_mig_data_size) == sizeof(uint64_t) &&
+                   offsetof(struct vfio_device_feature_mig_data_size, stop_copy_length) == 0,
+               "one u64 each");
+
+int vfio_mig_flags(int fd, uint64_t *flags)
+{
+    return get_u64(fd, VFIO_DEVICE_FEATURE_MIGRATION, flags);
 }
 
 int vfio_mig_get_state(int fd, uint32_t *state)
@@ -66,14 +77,7 @@ int vfio_mig_set_state(int fd, uint32_t state, int *data_fd)
 
 int vfio_mig_data_size(int fd, uint64_t *length)
 {
-    struct vfio_device_feature_mig_data_size d;
-    memset(&d, 0, sizeof d);
-    int r = vfio_device_feature(
-        fd, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, &d, sizeof d);
-    if (r < 0)
-        return r;
-    *length = d.stop_copy_length;
-    return 0;
+    return get_u64(fd, VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, length);
 }
 
 int vfio_mig_precopy_info(int data_fd, uint64_t *initial_bytes, uint64_t *dirty_bytes,

@@ -59,16 +59,39 @@ local function bus_dir(root) return root .. "/bus/mdev/devices" end
 local function class_dir(root) return root .. "/class/mdev_bus" end
 
 -- A parent by name (its entry in /sys/class/mdev_bus: "mtty", "0000:00:02.0") or by its
--- sysfs path.
-local function parent_path(root, parent)
-   if parent:sub(1, 1) == "/" then return parent end
-   return class_dir(root) .. "/" .. parent
+-- sysfs path -> the directory to use. A name is one entry (no "/", not "." or ".."), and a
+-- path must lie under the sysfs root, so no write lands outside a parent's types; either
+-- mistake raises (argument n of fn). A path that does not exist is returned as it is, for
+-- the caller to say so.
+local function parent_path(root, parent, n, fn)
+   local why
+   if parent:sub(1, 1) ~= "/" then
+      if not parent:find("/", 1, true) and parent ~= "." and parent ~= ".." then
+         return class_dir(root) .. "/" .. parent
+      end
+      why = "a name is an entry of " .. class_dir(root)
+   else
+      local real = px().realpath(parent)
+      if not real then return parent end
+      local top = px().realpath(root) or root
+      if real == top or real:sub(1, #top + 1) == top .. "/" then return real end
+      why = "a path must lie under " .. root
+   end
+   error(("bad argument #%d to '%s' (mediated device parent expected: %s; got '%s')")
+      :format(n, fn, why, parent), 3)
 end
 
 local function check_string(v, n, what, fn)
    if type(v) ~= "string" or v == "" then
       error(("bad argument #%d to '%s' (%s expected, got %s)"):format(n, fn, what,
          v == "" and "an empty string" or type(v)), 3)
+   end
+end
+
+local function check_uuid(v, n, fn, what)
+   if not M.is_uuid(v) then
+      error(("bad argument #%d to '%s' (%s expected, got %s)"):format(n, fn,
+         what or "mdev UUID", type(v) == "string" and ("'" .. v .. "'") or type(v)), 3)
    end
 end
 
@@ -84,9 +107,9 @@ end
 
 local function parent_names(root) return entries(class_dir(root)) or {} end
 
-local function no_parent(op, root, parent)
+local function no_parent(op, root, parent, pdir)
    return fail(ENODEV, "%s: no mediated device parent %s (%s does not exist; parents: %s)",
-      op, parent, parent_path(root, parent), list_or_none(parent_names(root)))
+      op, parent, pdir, list_or_none(parent_names(root)))
 end
 
 -- M.types(parent) -> list of {id, name, available_instances, device_api, description}, by id
@@ -95,8 +118,8 @@ end
 function M.types(parent)
    check_string(parent, 1, "parent name or sysfs path", "types")
    local root = M.sysfs
-   local pdir = parent_path(root, parent)
-   if not exists(pdir) then return no_parent("mdev types", root, parent) end
+   local pdir = parent_path(root, parent, 1, "types")
+   if not exists(pdir) then return no_parent("mdev types", root, parent, pdir) end
    local ids = entries(pdir .. "/mdev_supported_types")
    if not ids then
       return fail(ENODEV, "mdev types: %s offers no mediated devices (%s/mdev_supported_types "
@@ -172,10 +195,7 @@ end
 
 -- M.info(uuid) -> the entry of one mdev of M.sysfs | nil, message, errno
 function M.info(uuid)
-   if not M.is_uuid(uuid) then
-      error(("bad argument #1 to 'info' (mdev UUID expected, got %s)"):format(
-         type(uuid) == "string" and ("'" .. uuid .. "'") or type(uuid)), 2)
-   end
+   check_uuid(uuid, 1, "info")
    local link = bus_dir(M.sysfs) .. "/" .. uuid:lower()
    if not exists(link) then
       return fail(ENOENT, "mdev %s: no such mediated device (%s does not exist)",
@@ -190,16 +210,14 @@ end
 function M.create(parent, typ, uuid)
    check_string(parent, 1, "parent name or sysfs path", "create")
    check_string(typ, 2, "mdev type such as mtty-1", "create")
-   if uuid ~= nil and not M.is_uuid(uuid) then
-      error(("bad argument #3 to 'create' (UUID like 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001 "
-         .. "expected, got %s)"):format(type(uuid) == "string" and ("'" .. uuid .. "'")
-         or type(uuid)), 2)
+   if uuid ~= nil then
+      check_uuid(uuid, 3, "create", "UUID like 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001")
    end
    local root = M.sysfs
-   local pdir = parent_path(root, parent)
-   if not exists(pdir) then return no_parent("create mdev", root, parent) end
+   local pdir = parent_path(root, parent, 1, "create")
+   if not exists(pdir) then return no_parent("create mdev", root, parent, pdir) end
    local tdir = pdir .. "/mdev_supported_types/" .. typ
-   if typ:find("/", 1, true) or not exists(tdir) then
+   if typ:find("/", 1, true) or typ == "." or typ == ".." or not exists(tdir) then
       return fail(ENOENT, "create mdev: parent %s has no type %s (types: %s)", parent, typ,
          list_or_none(entries(pdir .. "/mdev_supported_types")))
    end
@@ -236,10 +254,7 @@ end
 -- M.remove(uuid) -> true | nil, message, errno. Close every VFIO handle on the mdev first:
 -- the kernel's remove waits until the device is no longer open.
 function M.remove(uuid)
-   if not M.is_uuid(uuid) then
-      error(("bad argument #1 to 'remove' (mdev UUID expected, got %s)"):format(
-         type(uuid) == "string" and ("'" .. uuid .. "'") or type(uuid)), 2)
-   end
+   check_uuid(uuid, 1, "remove")
    uuid = uuid:lower()
    local dir = bus_dir(M.sysfs) .. "/" .. uuid
    if not exists(dir) then

@@ -9,6 +9,10 @@ local M = {}
 
 local EINVAL, EPROTO = 22, 71
 
+-- What save() asks one read for in pre_copy: the driver's initial_bytes is an estimate of
+-- any size (a u64, negative here past 2^63), and migfile:read takes at most 1 GiB a call.
+local PRECOPY_READ = 1 << 20
+
 -- The states one can ask for, and the VFIO_MIGRATION_* features each needs ("error" is
 -- where a failed arc may leave a device; only a reset leaves it).
 M.STATES = { "running", "stop", "stop_copy", "resuming", "running_p2p", "pre_copy",
@@ -194,9 +198,11 @@ function M.save(dev, opts)
          local info
          info, err, errno = f:precopy_info()
          if not info then f:close(); return nil, err, errno end
-         if info.initial_bytes == 0 then break end
+         local want = info.initial_bytes
+         if want == 0 then break end
+         if want < 0 or want > PRECOPY_READ then want = PRECOPY_READ end
          local s
-         s, err, errno = f:read(info.initial_bytes)
+         s, err, errno = f:read(want)
          if not s then f:close(); return nil, err, errno end
          if s == "" then break end
          chunks[#chunks + 1] = s

@@ -180,6 +180,35 @@ describe("vfio.mdev on a fake sysfs", function()
       assert.has_error(function() mdev.types({}) end)
    end)
 
+   it("writes no create outside a type of a parent under the sysfs root", function()
+      local S, P = build()
+      -- create files a climbing name would reach: the parent's own, and one outside sysfs
+      writefile(P .. "/create", "")
+      local E = root .. "/evil"
+      sh(("mkdir -p %s/mdev_supported_types/t"):format(E))
+      writefile(E .. "/mdev_supported_types/t/create", "")
+      for _, typ in ipairs { "..", "." } do
+         local u, err, errno = mdev.create("mtty", typ, U2)
+         assert.is_nil(u, typ)
+         assert.matches("has no type", err)
+         assert.are.equal(2, errno)
+      end
+      assert.are.equal("", readfile(P .. "/create"))
+      for _, parent in ipairs { "../../../evil", "mtty/../../../../evil", "..", ".", E,
+         S .. "/../evil" } do
+         assert.has_error(function() mdev.create(parent, "t", U2) end, nil, parent)
+         assert.has_error(function() mdev.types(parent) end, nil, parent)
+      end
+      assert.are.equal("", readfile(E .. "/mdev_supported_types/t/create"))
+      assert.are.equal("", readfile(P .. "/mdev_supported_types/mtty-1/create"))
+      -- a path under the root is still a parent, and one that is not there says so
+      assert.are.equal(U2, mdev.create(S .. "/class/mdev_bus/mtty", "mtty-1", U2))
+      local u, err, errno = mdev.create(S .. "/devices/nosuch", "mtty-1", U2)
+      assert.is_nil(u)
+      assert.matches("no mediated device parent", err)
+      assert.are.equal(19, errno)
+   end)
+
    it("says when the caller may not write create or remove", function()
       local S, P = build()
       local script = root .. "/probe.lua"
