@@ -5,6 +5,7 @@
     X(container)      \
     X(group)          \
     X(device)         \
+    X(iommufd)        \
     X(region)         \
     X(eventfd)        \
     X(dmabuf)         \
