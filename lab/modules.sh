@@ -18,6 +18,10 @@ lab_resolve() {
   local m=${1//-/_} dest=$2 f deps d
   [ -n "${done_mods[$m]:-}" ] && return 0
   f=$(awk -v m="$m" '$1 == m {print $2; exit}' "$modindex")
+  # Built in (the 6.12 lab kernel has everything built in): nothing to load.
+  if [ -z "$f" ] && sed 's|.*/||; s|\.ko$||; s|-|_|g' "$kdir/lib/modules/$kver/modules.builtin" 2>/dev/null | grep -qx "$m"; then
+    done_mods[$m]=1; return 0
+  fi
   if [ -z "$f" ]; then printf 'lab: module %s not in %s (built in?)\n' "$m" "$kver" >&2; done_mods[$m]=1; return 0; fi
   deps=$(grep -a -o -m1 'depends=[a-z0-9_,-]*' "$f" | head -n1 | cut -d= -f2)
   for d in ${deps//,/ }; do lab_resolve "$d" "$dest" || return 1; done

@@ -62,6 +62,7 @@ static int l_container_open(lua_State *L)
         return lv_syserror(L, -fd, "open container", path);
     lv_container *c = lv_newobject(L, sizeof *c, LV_CONTAINER, 1);
     c->fd = fd;
+    c->iommu = 0;
     snprintf(c->path, sizeof c->path, "%s", path);
     lua_newtable(L);
     lua_setiuservalue(L, -2, 1);
@@ -108,6 +109,7 @@ static int c_set_iommu(lua_State *L)
         int r = vfio_container_set_iommu(c->fd, t);
         if (r < 0)
             return lv_syserrorf(L, -r, "VFIO_SET_IOMMU", "%s (type %u)", c->path, t);
+        c->iommu = t;
         push_ext(L, t);
         return 1;
     }
@@ -121,6 +123,7 @@ static int c_set_iommu(lua_State *L)
             continue;
         int r = vfio_container_set_iommu(c->fd, order[i]);
         if (r == 0) {
+            c->iommu = order[i];
             push_ext(L, order[i]);
             return 1;
         }
@@ -281,6 +284,11 @@ static int c_map_dma(lua_State *L)
     if (iova + size < iova)
         luaL_argerror(L, 3, "iova + size overflows");
     int r = vfio_container_map_dma(c->fd, vaddr, iova, size, flags);
+    if (r < 0 && c->iommu == VFIO_NOIOMMU_IOMMU)
+        return lv_syserrorf(L, -r, "VFIO_IOMMU_MAP_DMA",
+                            "%s: the container is in no-IOMMU mode: there is no IOMMU to map "
+                            "DMA through, and a device DMAs to host-physical addresses",
+                            c->path);
     if (r < 0)
         return lv_syserrorf(L, -r, "VFIO_IOMMU_MAP_DMA",
                             "%s (iova 0x%llx size 0x%llx)", c->path,

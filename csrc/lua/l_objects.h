@@ -15,6 +15,7 @@
 /* uv1: table iova -> DMA buffer, so mapped buffers outlive their Lua references. */
 typedef struct {
     int fd;
+    unsigned iommu; /* the VFIO_SET_IOMMU type, 0 until set */
     char path[128];
 } lv_container;
 

@@ -87,7 +87,65 @@ describe("vfio.vmm.board", function()
       assert(b:add(m1, 6))
       local ok, err = b:add(m2, 6)
       assert.is_nil(ok)
-      assert.matches("slot 6 is taken", err)
+      assert.matches("slot 6 function 0 is taken", err)
+      b:close()
+   end)
+
+   it("keeps the functions of one host slot together on one guest slot", function()
+      local f = board.functions
+      -- 10.0 and 10.1 share a slot with their own numbers; 03.0 gets the next one
+      assert.are.same({
+         { slot = 0, fn = 0, multifunction = true }, { slot = 1, fn = 0, multifunction = false },
+         { slot = 0, fn = 1, multifunction = false } },
+         f { "0000:00:10.0", "0000:00:03.0", "0000:00:10.1" })
+      -- without function 0 they are renumbered from 0 in host order, so a guest finds them
+      assert.are.same({ { slot = 0, fn = 1, multifunction = false }, { slot = 0, fn = 0, multifunction = true } },
+         f { "0000:00:10.5", "0000:00:10.2" })
+      -- the same slot number on another bus or domain is another device
+      assert.are.same({ 0, 1, 2 }, (function()
+         local r = f { "0000:00:10.0", "0000:01:10.0", "0001:00:10.0" }
+         return { r[1].slot, r[2].slot, r[3].slot }
+      end)())
+      -- recordings (no address) each get their own slot
+      assert.are.same({ { slot = 0, fn = 0, multifunction = false }, { slot = 1, fn = 0, multifunction = false } },
+         f { false, false })
+   end)
+
+   it("places a multi-function device's functions behind one slot of the host bridge", function()
+      local b = board.new { mem_mib = 16 }
+      if not b then pending("no usable /dev/kvm here: the lab boots the same board") return end
+      local specs = { { "virtio-net-pci", "0000:00:10.0" }, { "nvme", "0000:00:03.0" },
+                      { "edu", "0000:00:10.1" } }
+      local ms = {}
+      for i, sp in ipairs(specs) do
+         ms[i] = assert(machine.new("spec/fixtures/" .. sp[1] .. ".lua", { mem_mib = 16 }))
+         local bdf = sp[2]
+         ms[i].host_bdf = function() return bdf end
+      end
+      assert(b:assign(ms))
+      for _, m in ipairs(ms) do assert(b:add(m)) end
+      assert(b:place_bars())
+      assert.are.same({ 4, 0 }, { ms[1].slot, ms[1].fn })
+      assert.are.same({ 5, 0 }, { ms[2].slot, ms[2].fn })
+      assert.are.same({ 4, 1 }, { ms[3].slot, ms[3].fn })
+      local function cfg(slot, fn, reg, size)
+         assert(b.host:access(pio(0xcf8, 4, true, cf8(0, slot, fn, reg & ~3))))
+         local _, v = b.host:access(pio(0xcfc + (reg & 3), size, false))
+         return v
+      end
+      for _, m in ipairs(ms) do
+         assert.are.equal(m.trap:cfg_read(0, 4), cfg(m.slot, m.fn, 0, 4))
+      end
+      -- function 0 says the slot is multi-function (what makes a guest scan 1-7); the
+      -- other device's slot does not
+      assert.are.equal(0x80, cfg(4, 0, 0x0e, 1) & 0x80)
+      assert.are.equal(0, cfg(5, 0, 0x0e, 1) & 0x80)
+      assert.are.equal(0xffffffff, cfg(4, 2, 0, 4))            -- no third function
+      -- one INTx routing per slot and pin: both functions of slot 4 use INTA's line
+      local pin1, pin3 = ms[1]:intx_pin(), ms[3]:intx_pin()
+      if pin1 == pin3 and pin1 ~= 0 then
+         assert.are.equal(ms[1].trap:cfg_read(0x3c, 1), ms[3].trap:cfg_read(0x3c, 1))
+      end
       b:close()
    end)
 end)

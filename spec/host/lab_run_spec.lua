@@ -39,6 +39,20 @@ describe("lab/run #noasan", function()
       assert.matches("no lab kernel in " .. empty:gsub("%p", "%%%0") .. "/lab/kernel: run lab/setup", out)
    end)
 
+   it("says when the 6.12 kernel is not built, and what --no-iommu needs", function()
+      local empty = os.tmpname()
+      os.remove(empty)
+      local code, out = run("LUAVFIO_CACHE=" .. empty .. " lab/run --kernel 6.12 -- true")
+      assert.are.equal(125, code)
+      assert.matches("the 6%.12 lab kernel is not built: run lab/setup", out)
+      code, out = run("lab/run --kernel 5.4 -- true")
+      assert.are.equal(125, code)
+      assert.matches("unknown %-%-kernel '5%.4' %(default or 6%.12%)", out)
+      code, out = run("lab/run --no-iommu -- true")
+      assert.are.equal(125, code)
+      assert.matches("%-%-no%-iommu needs %-%-kernel 6%.12", out)
+   end)
+
    it("returns COMMAND's exit status and streams its output", function()
       local code, out = run("lab/run --no-defaults -- sh -c 'echo from-the-guest; pwd; exit 7'")
       assert.are.equal(7, code)
@@ -146,6 +160,12 @@ describe("lab/setup's kernel cache", function()
       end
       assert(os.execute(("ln -s kernels/6.1.0-1-amd64 %s/lab/kernel && date -u +%%F > %s/good")
          :format(cache, cache .. "/lab/kernels/6.1.0-1-amd64")))
+      -- and the 6.12 kernel, built by this configuration's recipe, so nothing is built
+      local built = cache .. "/lab/kernels/6.12-fake"
+      assert(os.execute(("mkdir -p %s && lab/kernel/build --recipe > %s/recipe && touch %s/.complete"
+         .. " && echo 6.12.0-fake > %s/version && echo 6.12.0-1 > %s/package-version"
+         .. " && echo 600 > %s/build-seconds && ln -s kernels/6.12-fake %s/lab/kernel-6.12")
+         :format(built, built, built, built, built, built, cache)))
    end)
    after_each(function() os.execute("rm -rf " .. cache) end)
 
@@ -153,6 +173,16 @@ describe("lab/setup's kernel cache", function()
       local code, out = run("LUAVFIO_CACHE=" .. cache .. " lab/setup --kernels")
       assert.are.equal(0, code, out)
       assert.matches("%* 6%.1%.0%-1%-amd64  good since %d+%-%d+%-%d+\n  6%.1%.0%-2%-amd64\n", out)
+   end)
+
+   it("finds the 6.12 build of this configuration, and rebuilds for another", function()
+      local code, out = run("LUAVFIO_CACHE=" .. cache .. " lab/kernel/build --status")
+      assert.are.equal(0, code, out)
+      assert.are.equal("ready: 6.12.0-fake (Debian linux-source 6.12.0-1, built in 600 s)\n", out)
+      assert(os.execute("echo other > " .. cache .. "/lab/kernels/6.12-fake/recipe"))
+      code, out = run("LUAVFIO_CACHE=" .. cache .. " lab/kernel/build --status")
+      assert.are.equal(1, code, out)
+      assert.matches("not built for this configuration", out)
    end)
 
    it("keeps the kernel a clone finds in the cache, and switches only when told", function()

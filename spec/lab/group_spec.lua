@@ -71,4 +71,36 @@ describe("a group with two devices", function()
       assert.is_false(b.group:closed())
       assert.are.equal(0x1af4, b.config:read16(0))
    end)
+
+   it("passes both functions into one guest slot, where the guest finds function 1", function()
+      local edu, other = find_pair()
+      if not edu then
+         pending("needs LUAVFIO_LAB_ARGS='" .. LAB_ARGS .. "'")
+         return
+      end
+      local host_driver = other.driver
+      finally(function()
+         collectgarbage()
+         assert(vfio.unbind(edu.bdf))
+         assert(vfio.unbind(other.bdf))
+         assert.are.equal(host_driver, vfio.driver_of(other.bdf))
+      end)
+      assert(vfio.bind(edu.bdf))
+      assert(vfio.bind(other.bdf))
+      local guest = require "support.guest"
+      -- edu (host function 1) first: the functions keep their host numbers all the same,
+      -- and the guest test program scans function 1 only because function 0 (virtio-net)
+      -- says the slot is multi-function
+      local out, code = guest.ours(edu.bdf, "--device " .. other.bdf)
+      assert.are.equal(0, code, out)
+      assert.matches("FOUND 00:04%.1 1234:11e8", out)
+      local r = guest.parse(out)
+      for _, name in ipairs(guest.EDU_TESTS) do
+         assert.are.equal("PASS", r.tests[name], name .. " in:\n" .. out)
+      end
+      local plan = io.popen(("lua5.4 passthrough.lua --plan --device %s --device %s 2>&1")
+         :format(other.bdf, edu.bdf)):read("a")
+      assert.matches("%-> guest 00:04%.0", plan)
+      assert.matches("%-> guest 00:04%.1", plan)
+   end)
 end)

@@ -33,6 +33,18 @@ describe("the Linux guest's console on a terminal", function()
       assert.matches("TTY%-icanon", s)            -- the terminal is cooked again
    end)
 
+   it("ends with status 0 when the guest reboots (reboot -f)", function()
+      start("spec/support/console_guest.sh")
+      term:wait_for("guest: type a line", 180)
+      term:keys("-l reboot")
+      term:keys("Enter")
+      local s = term:wait_for("TTY%-%S+", 120)
+      assert.matches("guest: rebooting", s)
+      assert.matches("guest reboot", s)             -- passthrough.lua's verdict
+      assert.matches("CON%-EXIT 0", s)
+      assert.matches("TTY%-icanon", s)
+   end)
+
    it("ends on Ctrl-A x, tearing the VM down", function()
       start("spec/support/console_guest.sh")
       term:wait_for("guest: type a line", 180)
@@ -44,6 +56,28 @@ describe("the Linux guest's console on a terminal", function()
       assert.matches("TTY%-icanon", s)
       -- the device is free again
       local d = assert(require("vfio").open(require("support.lab").need("nvme").bdf))
+      d:close()
+   end)
+end)
+
+describe("the Linux guest without a terminal", function()
+   it("tears the VM down on SIGINT, and the device is usable again", function()
+      local sh = require("support.shell").run
+      local img = assert(sh("lab/initramfs --run spec/support/console_guest.sh"):match("(%S+)%s*$"))
+      local kernel = os.getenv("LUAVFIO_CACHE") .. "/lab/kernel/boot/vmlinuz-" .. os.getenv("LUAVFIO_LAB_KERNEL")
+      local nvme = require("support.lab").need("nvme").bdf
+      -- stdin a pipe that stays open (no terminal, no EOF), SIGINT once the guest is up
+      local log = os.tmpname()
+      local out = sh(("(sleep 600 | lua5.4 passthrough.lua --kernel %s --initrd %s --append quiet "
+         .. "--device %s > %s 2>&1 & pid=$!; n=0; until grep -q 'guest: type a line' %s; do "
+         .. "n=$((n+1)); [ $n -gt 360 ] && break; sleep 0.5; done; sleep 1; kill -INT $pid; wait $pid; "
+         .. "echo EXIT $?); cat %s"):format(kernel, img, nvme, log, log, log))
+      os.remove(log)
+      assert.matches("guest: type a line", out)
+      assert.matches("EXIT 130", out)
+      assert.matches("interrupted by signal 2; VM torn down", out)
+      local d = assert(require("vfio").open(nvme))
+      assert.are.equal(0x1b36, d.config:read16(0))   -- QEMU's nvme, open again
       d:close()
    end)
 end)

@@ -1,6 +1,7 @@
 -- The machine's board: one KVM VM (RAM, irqchip, vCPU), its PCI host bridge (CF8/CFC and
 -- ECAM, decoded in C), the GSI router, and the devices passed through into it, each a
--- vfio.vmm.machine on its own slot of bus 0. What devices share lives here, once:
+-- vfio.vmm.machine on its own slot of bus 0 (the functions of one multi-function device
+-- share a slot, as on the host). What devices share lives here, once:
 --   - guest RAM is mapped for DMA once per VFIO container (devices of one IOMMU group,
 --     or opened into one container, share it), at IOVA == guest-physical;
 --   - each VFIO group joins the KVM VFIO device once;
@@ -10,7 +11,8 @@
 --     stop exit (a function asking for attention) syncs every device.
 --
 --   local b = board.new{mem_mib=, trace=fn}
---   b:add(machine [, slot])   machine:start(b) is the same
+--   b:add(machine [, slot [, fn]])   machine:start(b) is the same
+--   b:assign(machines)        slots and functions for a whole device list, before adding
 --   b:boot(path, opts)        multiboot guest;   b:close()
 local vmlib = require "vfio.vmm.vm"
 local pcihost = require "vfio.vmm.pcihost"
@@ -50,8 +52,8 @@ function M.new(opts)
    local m, err, errno = vmlib.create(vmopts)
    if not m then return nil, err, errno end
    local b = setmetatable({
-      machine = m, vm = m.vm, trace = opts.trace, devices = {}, by_slot = {},
-      dma = {}, groups = {}, next_slot = M.FIRST_SLOT,
+      machine = m, vm = m.vm, trace = opts.trace, devices = {}, by_devfn = {},
+      dma = {}, groups = {}, next_slot = M.FIRST_SLOT, reserved = {},
       intx_lines = opts.legacy_intx and M.LEGACY_LINES or M.IOAPIC_LINES,
       bars = layout.new(opts.windows and { windows = opts.windows } or nil),
    }, Board)
@@ -73,15 +75,84 @@ function Board:log(fmt, ...)
    if self.trace then self.trace(fmt:format(...)) end
 end
 
--- board:slot_for(machine [, slot]) -> a free slot of bus 0 (the one asked for if free).
-function Board:slot_for(slot)
+-- board:slot_for([slot [, fn]]) -> slot, fn: a free function of bus 0 (the one asked
+-- for if free; else function 0 of the next free slot).
+function Board:slot_for(slot, fn)
    if slot then
-      if self.by_slot[slot] then return nil, ("slot %d is taken"):format(slot) end
-      return slot
+      fn = fn or 0
+      if self.by_devfn[slot << 3 | fn] then
+         return nil, ("slot %d function %d is taken"):format(slot, fn)
+      end
+      return slot, fn
    end
-   while self.by_slot[self.next_slot] do self.next_slot = self.next_slot + 1 end
+   local function used(s)
+      for f = 0, 7 do if self.by_devfn[s << 3 | f] then return true end end
+      return self.reserved[s]
+   end
+   while used(self.next_slot) do self.next_slot = self.next_slot + 1 end
    if self.next_slot > 31 then return nil, "bus 0 has no free slot" end
-   return self.next_slot
+   return self.next_slot, 0
+end
+
+-- board.functions(bdfs) -> { {slot = index, fn = n, multifunction = bool}, ... }: where each
+-- device of a list goes. Devices that are functions of one host slot (same domain, bus and
+-- device number) share a guest slot, keeping their host function numbers when function 0
+-- is among them (else renumbered from 0 in host order: a guest scans a slot's other
+-- functions only when function 0 is there and says it is multi-function). Slot indexes
+-- count from 0 in the order the first function of each slot appears; a device with no
+-- PCI address (a recording) is a slot of its own.
+function M.functions(bdfs)
+   local groups, by_key, out = {}, {}, {}
+   for i = 1, #bdfs do
+      local b = bdfs[i]
+      local key, f = nil, 0
+      if type(b) == "string" then
+         local k, fn = b:lower():match("^(%x+:%x+:%x+)%.([0-7])$")
+         if k then key, f = k, tonumber(fn) end
+      end
+      local g = key and by_key[key]
+      if not g then
+         g = { index = #groups, members = {} }
+         groups[#groups + 1] = g
+         if key then by_key[key] = g end
+      end
+      g.members[#g.members + 1] = { i = i, hostfn = f }
+   end
+   for _, g in ipairs(groups) do
+      local has0 = false
+      for _, mbr in ipairs(g.members) do if mbr.hostfn == 0 then has0 = true end end
+      local order = { table.unpack(g.members) }
+      table.sort(order, function(a, b) return a.hostfn < b.hostfn end)
+      for n, mbr in ipairs(order) do
+         local fn = has0 and mbr.hostfn or n - 1
+         out[mbr.i] = { slot = g.index, fn = fn, multifunction = #g.members > 1 and fn == 0 }
+      end
+   end
+   return out
+end
+
+-- board:assign(machines): give a list of machines their slots and functions (see
+-- board.functions) before they are added, so a multi-function device keeps its functions
+-- together. Function 0 of a shared slot says it is multi-function.
+function Board:assign(machines)
+   local bdfs = {}
+   for i, m in ipairs(machines) do bdfs[i] = m:host_bdf() or false end
+   local placed = M.functions(bdfs)
+   local base, err = self:slot_for()
+   if not base then return nil, err end
+   for i, m in ipairs(machines) do
+      local p = placed[i]
+      local slot = base + p.slot
+      if slot > 31 then return nil, "bus 0 has no free slot" end
+      m.assigned = { slot = slot, fn = p.fn }
+      self.reserved[slot] = true
+      if p.multifunction then
+         local hdr = m.trap:cfg_read(0x0e, 1)
+         local ok, serr = m.trap:set_config(0x0e, string.char(hdr | 0x80))
+         if not ok then return nil, serr end
+      end
+   end
+   return true
 end
 
 -- Guest RAM mapped for DMA in `container`, once per container.
@@ -118,16 +189,17 @@ end
 -- The INTx line of pin `pin` at `slot` on this board.
 function Board:intx_line(slot, pin) return M.intx_gsi(slot, pin, self.intx_lines) end
 
--- board:register(machine, slot): the machine's trap answers config at 00:slot.0.
-function Board:register(m, slot)
-   self.by_slot[slot] = m
+-- board:register(machine, slot, fn): the machine's trap answers config at 00:slot.fn.
+function Board:register(m, slot, fn)
+   fn = fn or 0
+   self.by_devfn[slot << 3 | fn] = m
    self.devices[#self.devices + 1] = m
-   self.host:attach(0, slot, 0, m.trap)
+   self.host:attach(0, slot, fn, m.trap)
 end
 
--- board:add(machine [, slot]) -> machine, or nil, message, errno: machine:start(board).
-function Board:add(m, slot)
-   return m:start(self, slot)
+-- board:add(machine [, slot [, fn]]) -> machine, or nil, message, errno: machine:start.
+function Board:add(m, slot, fn)
+   return m:start(self, slot, fn)
 end
 
 -- Place every device's BARs that the guest has not placed yet, as firmware would, and
@@ -164,11 +236,11 @@ function Board:handler(should_stop)
       if host then
          local handled, v, _, bdf, off, size, value = host:access(x)
          if handled then
-            local m = bdf and (bdf & 7) == 0 and (bdf >> 8) == 0 and me.by_slot[(bdf >> 3) & 31]
+            local m = bdf and (bdf >> 8) == 0 and me.by_devfn[bdf & 0xff]
             if m then
-               me:log("cfg  %s %03x/%d %s %0" .. (2 * size) .. "x (00:%02x.0)",
+               me:log("cfg  %s %03x/%d %s %0" .. (2 * size) .. "x (00:%02x.%d)",
                       x.write and "write" or "read ", off, size, x.write and "<-" or "->", value,
-                      (bdf >> 3) & 31)
+                      (bdf >> 3) & 31, bdf & 7)
             end
             me:after_access()
             return v
@@ -205,10 +277,14 @@ function Board:output() return self.machine:output() end
 -- every device's INTx line, the kernel loaded, and the run with this board's handler.
 function Board:boot_linux(opts)
    local boot_linux = require "vfio.vmm.boot_linux"
-   local pci_irqs = {}
+   local pci_irqs, seen = {}, {}
    for _, m in ipairs(self.devices) do
       local pin = m:intx_pin()
-      if pin ~= 0 then pci_irqs[#pci_irqs + 1] = { slot = m.slot, pin = pin, ioapic_pin = m.intx_line } end
+      -- functions of one slot share its pins: one routing entry per slot and pin
+      if pin ~= 0 and not seen[m.slot << 3 | pin] then
+         seen[m.slot << 3 | pin] = true
+         pci_irqs[#pci_irqs + 1] = { slot = m.slot, pin = pin, ioapic_pin = m.intx_line }
+      end
    end
    local me = self
    local info, err, errno = boot_linux.setup(self.machine, {

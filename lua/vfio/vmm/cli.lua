@@ -16,7 +16,8 @@ through.
   --device BDF    a device to pass through (0000:00:03.0, 00:03.0, a lab device name
                   such as edu, or with --plan a recorded fixture file
                   spec/fixtures/NAME.lua); repeatable: each device gets its own slot
-                  from 00:04.0 on, and devices of one IOMMU group share a container
+                  from 00:04.0 on, functions of one multi-function device share
+                  one, and devices of one IOMMU group share a container
   --kernel FILE   an x86-64 bzImage, booted through the Linux boot protocol with no
                   firmware; its console (ttyS0) streams to stdout
   --initrd FILE   the Linux guest's initramfs
@@ -195,8 +196,11 @@ function cli.main(argv, how)
    if o.plan then
       -- several devices: the slots, INTx lines and BAR addresses a shared board gives them
       local alloc = #machines > 1 and require("vfio.vmm.layout").new()
+      local bdfs = {}
+      for i, m in ipairs(machines) do bdfs[i] = m:host_bdf() or false end
+      local placed = require("vfio.vmm.board").functions(bdfs)
       for i, m in ipairs(machines) do
-         m.slot = machine.SLOT + i - 1
+         m.slot, m.fn = machine.SLOT + placed[i].slot, placed[i].fn
          if alloc then
             local pin = m:intx_pin()
             local b = require "vfio.vmm.board"
@@ -223,6 +227,9 @@ function cli.main(argv, how)
       local ok = true
       if o.halt_poll_us then ok, err = board.vm:set_halt_poll(o.halt_poll_us * 1000) end
       if not ok then give_up(EXIT.setup, "%s", tostring(err)) end
+      -- functions of one host slot stay together on one guest slot
+      ok, err = board:assign(machines)
+      if not ok then give_up(EXIT.setup, "placing devices: %s", tostring(err)) end
       for i, mi in ipairs(machines) do
          ok, err = mi:start(board)
          if not ok then give_up(EXIT.setup, "device %s: %s", o.devices[i], tostring(err)) end

@@ -108,8 +108,8 @@ function Machine:plan()
    local function p(fmt, ...) out[#out + 1] = fmt:format(...) end
    local t = self.trap
    local id = t:cfg_read(0, 4)
-   p("device %s %04x:%04x class %06x -> guest 00:%02x.0", self.dev.bdf or tostring(self.dev),
-     id & 0xffff, id >> 16, t:cfg_read(8, 4) >> 8, self.slot or M.SLOT)
+   p("device %s %04x:%04x class %06x -> guest 00:%02x.%d", self.dev.bdf or tostring(self.dev),
+     id & 0xffff, id >> 16, t:cfg_read(8, 4) >> 8, self.slot or M.SLOT, self.fn or 0)
    p("host bridge 00:00.0, config: CF8/CFC and ECAM at %s", hex(M.ECAM_BASE))
    p("guest RAM %d MiB at 0x0, mapped for device DMA at IOVA == GPA", self.mem_mib)
    for i = 0, 6 do
@@ -171,7 +171,7 @@ end
 -- `slot` (the next free one by default), with guest RAM mapped for its DMA, its group
 -- known to KVM and its interrupts wired. Returns self or nil, message, errno (what this
 -- call built torn down).
-function Machine:start(board, slot)
+function Machine:start(board, slot, fn)
    if not board then
       local err, errno
       board, err, errno = boardlib.new { mem_mib = self.mem_mib, trace = self.trace }
@@ -179,9 +179,10 @@ function Machine:start(board, slot)
       self.own_board = true
       slot = slot or M.SLOT
    end
-   local s, serr = board:slot_for(slot)
-   if not s then return fail(self, serr) end
-   self.board, self.slot = board, s
+   if not slot and self.assigned then slot, fn = self.assigned.slot, self.assigned.fn end
+   local s, f = board:slot_for(slot, fn)
+   if not s then return fail(self, f) end
+   self.board, self.slot, self.fn = board, s, f
    self.machine, self.vm, self.router, self.host = board.machine, board.vm, board.router, board.host
    local pin = self:intx_pin()
    if pin ~= 0 and not self.own_board and not self.fixed_intx then
@@ -192,12 +193,20 @@ function Machine:start(board, slot)
    board:add_group(self.dev.interface == "iommufd" and self.dev.handle or self.dev.group)
    local ok, err, errno = board:map_dma(self.dev.container)
    if not ok then return fail(self, err, errno) end
-   board:register(self, s)
+   board:register(self, s, f)
    ok, err, errno = self:start_irqs()
    if not ok then return fail(self, err, errno) end
    ok, err, errno = self:sync()
    if not ok then return fail(self, err, errno) end
    return self
+end
+
+-- The host PCI address of the device ("0000:00:10.1"), or nil for a recording.
+function Machine:host_bdf()
+   local d = self.dev
+   local b = type(d) == "table" and rawget(d, "bdf") or nil
+   if type(b) == "string" and b:match("^%x+:%x+:%x+%.[0-7]$") then return b end
+   return nil
 end
 
 -- Place every BAR with the board's allocator, as firmware does (the addresses the device
@@ -209,7 +218,9 @@ function Machine:place_bars(alloc)
    layout.program(self.trap, placed)
    local cmd = self.trap:cfg_read(4, 2)
    self.trap:cfg_write(4, 2, cmd | 0x7)   -- I/O, memory, bus master
-   for i, p in pairs(placed) do self:log("bar  %02x.0 BAR%d at %#x (%s)", self.slot or 0, i, p.addr, p.window) end
+   for i, p in pairs(placed) do
+      self:log("bar  %02x.%d BAR%d at %#x (%s)", self.slot or 0, self.fn or 0, i, p.addr, p.window)
+   end
    if not self.vm then self.trap:events() return true end   -- a plan: no VM to follow it
    return self:sync()
 end
