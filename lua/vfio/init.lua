@@ -229,15 +229,19 @@ local function open_cdev(bdf, n, auto)
    if not devid then
       h:close()
       release_ioas()
-      if errno == EBUSY and #group_blockers(n) > 0 then
+      if (errno == EBUSY or errno == EPERM) and #group_blockers(n) > 0 then
          -- the IOMMU refuses a DMA owner while a member of the group has a host driver
-         return fail(errno, "open %s: IOMMU group %d is not viable: other devices in the "
+         return fail(EBUSY, "open %s: IOMMU group %d is not viable: other devices in the "
             .. "group are bound to host drivers: %s; bind them to vfio-pci (vfio.bind) or "
             .. "unbind them", bdf, n, table.concat(group_blockers(n), ", "))
       elseif errno == EBUSY then
          return fail(errno, "open %s: VFIO_DEVICE_BIND_IOMMUFD: the device's IOMMU group is "
             .. "open through %s/%d by another process or this one: a device is used through "
             .. "one interface at a time", bdf, vfio.devdir, n)
+      elseif errno == EPERM then
+         return fail(errno, "open %s: VFIO_DEVICE_BIND_IOMMUFD: another device of IOMMU "
+            .. "group %d is bound to another iommufd (another process?): a group has one "
+            .. "owner at a time", bdf, n)
       elseif errno == EINVAL then
          return fail(errno, "open %s: VFIO_DEVICE_BIND_IOMMUFD: %s is already bound, by "
             .. "another process or another cdev object of this one (a cdev is bound once)",
