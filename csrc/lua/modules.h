@@ -6,6 +6,7 @@
     X(group)          \
     X(device)         \
     X(iommufd)        \
+    X(migration)      \
     X(region)         \
     X(eventfd)        \
     X(dmabuf)         \

@@ -119,6 +119,31 @@ int vfio_device_hot_reset_info(int fd, struct vfio_dependent **out, uint32_t *co
 int vfio_device_hot_reset(int fd, const int32_t *group_fds, uint32_t count);
 int vfio_device_feature(int fd, uint32_t flags, void *data, size_t datasz);
 
+/* ---- migration (vfio_migration.c; the ABI in vfio_uapi_mig.h) ---------------------- */
+
+/* The states by name: "error", "stop", "running", "stop_copy", "resuming", "running_p2p",
+ * "pre_copy", "pre_copy_p2p"; NULL for a number outside the machine. */
+const char *vfio_mig_state_name(uint32_t state);
+/* The state's number, or -EINVAL for a name that is none. */
+int vfio_mig_state_number(const char *name);
+/* VFIO_DEVICE_FEATURE_MIGRATION (GET): the VFIO_MIGRATION_* flags the device supports. */
+int vfio_mig_flags(int fd, uint64_t *flags);
+/* VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE: the current state (GET), or move to `state`
+ * (SET). *data_fd is the new data transfer fd (close-on-exec, the caller owns it) or -1
+ * when the arc opens none. */
+int vfio_mig_get_state(int fd, uint32_t *state);
+int vfio_mig_set_state(int fd, uint32_t state, int *data_fd);
+/* VFIO_DEVICE_FEATURE_MIG_DATA_SIZE (GET): the length STOP_COPY would produce. */
+int vfio_mig_data_size(int fd, uint64_t *length);
+/* VFIO_MIG_GET_PRECOPY_INFO on a PRE_COPY data fd. */
+int vfio_mig_precopy_info(int data_fd, uint64_t *initial_bytes, uint64_t *dirty_bytes,
+                          uint32_t *flags);
+/* Read up to n bytes, continuing short reads until n or the end of the stream and
+ * retrying EINTR; *got says how many arrived (also on failure). 0 or -errno. */
+int vfio_mig_read(int data_fd, void *buf, size_t n, size_t *got);
+/* Write all n bytes, continuing short writes and retrying EINTR; *done as above. */
+int vfio_mig_write(int data_fd, const void *buf, size_t n, size_t *done);
+
 /* ---- interrupts (vfio_irq.c) ------------------------------------------------------ */
 
 /* data_type is VFIO_IRQ_SET_DATA_{NONE,BOOL,EVENTFD}; `data` holds count bytes (BOOL) or

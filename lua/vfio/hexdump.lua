@@ -4,9 +4,25 @@ local M = {}
 
 local fmt = string.format
 
+-- A region read in 32-bit loads, as register tools (devmem, lspci) read: a bulk read of
+-- MMIO may use 8-byte loads (Linux 6.12's vfio-pci does for pread, and a mapped copy
+-- does), which devices with 32-bit registers answer with all ones (QEMU's edu does below
+-- 0x80). Unaligned edges fall back to the bulk read.
+local function read_dwords(src, o, len)
+   if o % 4 ~= 0 or len % 4 ~= 0 then return src:read(o, len) end
+   local parts = {}
+   for a = o, o + len - 4, 4 do
+      local v, err, errno = src:read32(a)
+      if not v then return nil, err, errno end
+      parts[#parts + 1] = string.pack("<I4", v)
+   end
+   return table.concat(parts)
+end
+
 -- Fetch n bytes at off from src. Region reads are issued in chunks (default 4 KiB) so a large
 -- dump of MMIO does not need one huge buffer, and a failing read reports where it failed.
-local function fetch(src, off, n, chunk)
+-- opts.access: "dword" (32-bit loads; the default for regions that have read32) or "bulk".
+local function fetch(src, off, n, chunk, access)
    local t = type(src)
    if t == "string" then
       return src:sub(off + 1, off + n)
@@ -15,7 +31,11 @@ local function fetch(src, off, n, chunk)
    if t == "function" then
       read = src
    elseif (t == "table" or t == "userdata") and src.read then
-      read = function(o, len) return src:read(o, len) end
+      if access ~= "bulk" and src.read32 then
+         read = function(o, len) return read_dwords(src, o, len) end
+      else
+         read = function(o, len) return src:read(o, len) end
+      end
    else
       error("hexdump: cannot read from a " .. t, 3)
    end
@@ -74,7 +94,7 @@ function M.dump(src, off, len, opts)
       else len = 256 end
    end
    opts = opts or {}
-   local bytes, err = fetch(src, off, len, opts.chunk or 4096)
+   local bytes, err = fetch(src, off, len, opts.chunk or 4096, opts.access)
    if not bytes then return nil, err end
    return M.format(bytes, opts.base or off, opts)
 end

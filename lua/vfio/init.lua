@@ -3,6 +3,8 @@
 -- groups, explain the errors people actually hit, and bind devices to vfio-pci.
 local core = require "vfio.core"
 local pcibus = require "vfio.pcibus"
+local mdev = require "vfio.mdev"
+local migration = require "vfio.migration"
 
 local vfio = {
    core = core,
@@ -15,6 +17,8 @@ local vfio = {
    dmabuf = core.dmabuf,
    container = core.container,
    group = core.group,
+   mdev = mdev,            -- mediated devices: parents, types, create, remove
+   migration = migration,  -- the migration state machine, save and load
    -- Where sysfs, the VFIO group nodes (and devdir/devices/, the device cdevs) and
    -- iommufd's node live; specs point these at fake trees.
    sysfs = "/sys",
@@ -31,8 +35,9 @@ local basename = pcibus.basename
 
 local BDF = pcibus.BDF
 
--- "0000:00:03.0", "00:03.0" or a sysfs path of the device -> canonical BDF. Raises on
--- anything else: a malformed address is a programming error, not a system failure.
+-- "0000:00:03.0", "00:03.0" or a sysfs path of the device -> canonical BDF; an mdev's
+-- UUID (or its sysfs path) -> the UUID in lower case. Raises on anything else: a
+-- malformed address is a programming error, not a system failure.
 local function resolve(x, level)
    if type(x) ~= "string" then
       error(("bad argument #1 (PCI address or sysfs path expected, got %s)"):format(type(x)),
@@ -41,13 +46,14 @@ local function resolve(x, level)
    local s = x:lower()
    if s:match(BDF) then return s end
    if s:match("^%x%x:%x%x%.[0-7]$") then return "0000:" .. s end
+   if mdev.is_uuid(s) then return s end
    if x:sub(1, 1) == "/" then
       local real = px().realpath(x) or x
       local b = basename(real)
-      if b and b:lower():match(BDF) then return b:lower() end
+      if b and (b:lower():match(BDF) or mdev.is_uuid(b)) then return b:lower() end
    end
-   error(("bad argument #1 ('%s' is neither a PCI address like 0000:00:03.0 nor a "
-      .. "device's sysfs path)"):format(x), level or 3)
+   error(("bad argument #1 ('%s' is neither a PCI address like 0000:00:03.0, an mdev UUID "
+      .. "nor a device's sysfs path)"):format(x), level or 3)
 end
 
 local function devpath(bdf) return pcibus.devpath(vfio.sysfs, bdf) end
@@ -62,17 +68,7 @@ local function group_of(bdf) return pcibus.group(vfio.sysfs, bdf) end
 local function is_vfio_driver(d) return d ~= nil and d:find("vfio", 1, true) ~= nil end
 
 -- A write to sysfs is one write(2): the kernel acts on it and reports errors there.
-local function write_sysfs(path, s)
-   local p = px()
-   -- O_TRUNC is a no-op on sysfs attributes and keeps plain files (fake trees) exact.
-   local fd, _, errno = p.open(path, p.O_WRONLY | p.O_TRUNC)
-   if not fd then return nil, ("open %s: %s"):format(path, core.strerror(errno)), errno end
-   local n
-   n, _, errno = p.write(fd, s)
-   p.close(fd)
-   if not n then return nil, ("write %s: %s"):format(path, core.strerror(errno)), errno end
-   return true
-end
+local write_sysfs = pcibus.write
 
 local function fail(errno, fmt, ...) return nil, fmt:format(...), errno end
 
@@ -414,7 +410,7 @@ local function checkdev(self)
    if getmetatable(self) ~= PciDevice then
       error("bad argument #1 (vfio.pci_device expected)", 3)
    end
-   if self.closed then error(("device %s is closed"):format(self.bdf), 3) end
+   if self.closed then error(("device %s is closed"):format(self.name), 3) end
    return self
 end
 
@@ -505,7 +501,7 @@ function PciDevice:hot_reset(list)
             local g = groups[d.group]
             if not g or g:closed() then
                return fail(EPERM, "hot reset %s: it also resets %s in IOMMU group %d, which "
-                  .. "this process has not opened", self.bdf, d.bdf, d.group)
+                  .. "this process has not opened", self.name, d.bdf, d.group)
             end
             list[#list + 1] = g
          end
@@ -515,6 +511,19 @@ function PciDevice:hot_reset(list)
 end
 
 function PciDevice:probe_feature(...) return checkdev(self).handle:probe_feature(...) end
+
+-- Migration: the kernel's calls one to one (vfio.migration walks the state machine and
+-- saves or loads whole states). A data file keeps the vfio.core device alive itself, and
+-- this device through the weak-keyed table.
+local migfile_owner = setmetatable({}, { __mode = "k" })
+function PciDevice:migration() return checkdev(self).handle:migration() end
+function PciDevice:mig_state() return checkdev(self).handle:mig_state() end
+function PciDevice:mig_data_size() return checkdev(self).handle:mig_data_size() end
+function PciDevice:set_mig_state(state)
+   local r, err, errno = checkdev(self).handle:set_mig_state(state)
+   if r and r ~= true then migfile_owner[r] = self end
+   return r, err, errno
+end
 function PciDevice:fileno() return checkdev(self).handle:fileno() end
 
 -- Idempotent. Regions are unmapped; the group and container go when nothing else uses
@@ -535,7 +544,7 @@ PciDevice.__close = PciDevice.close
 PciDevice.__gc = PciDevice.close
 
 function PciDevice:__tostring()
-   return ("vfio.pci_device (%s%s)"):format(self.bdf, self.closed and ", closed" or "")
+   return ("vfio.pci_device (%s%s)"):format(self.name, self.closed and ", closed" or "")
 end
 
 -- A pci_device over a cdev handle open_cdev returned.
@@ -547,7 +556,7 @@ local function cdev_device(bdf, h, ci)
    end
    local a = iommu.ioas
    local dev = setmetatable({
-      bdf = bdf, handle = h, interface = "iommufd", iommufd = iommu.fd, ioas = a,
+      bdf = bdf, name = bdf, handle = h, interface = "iommufd", iommufd = iommu.fd, ioas = a,
       container = a, devid = ci.devid, cdev = ci.path, iommu_group = ci.group, info = info,
       num_regions = info.num_regions, num_irqs = info.num_irqs, _regions = {},
       iommu_type = "iommufd",
@@ -562,26 +571,34 @@ end
 --   -> device | nil, message, errno
 -- Through the group and container by default; through the device's cdev, iommufd and a
 -- shared IOAS with iommufd = true (or LUAVFIO_IOMMUFD=1 in the environment; opts win);
--- "auto" takes the cdev when the kernel has iommufd and the device a cdev.
+-- "auto" takes the cdev when the kernel has iommufd and the device a cdev. A mediated
+-- device (by UUID) is opened through its group.
 function vfio.open(x, opts)
    local bdf = resolve(x)
    local how = interface_choice(opts)
+   -- A mediated device (vfio.mdev): its group from its own iommu_group link, its device
+   -- fd by its UUID; it has no PCI address and no vfio-pci to check.
+   local m, err, errno
+   if mdev.is_uuid(bdf) then
+      m, err, errno = mdev.lookup(vfio.sysfs, bdf, "open")
+      if not m then return nil, err, errno end
+   end
    local dp = devpath(bdf)
-   if not exists(dp) then
+   if not m and not exists(dp) then
       return fail(ENOENT, "open %s: no such PCI device (%s does not exist)", bdf, dp)
    end
-   local n = group_of(bdf)
+   local n = m and m.group or group_of(bdf)
    if not n then
       return fail(ENODEV, "open %s: no IOMMU group (%s/iommu_group is missing): enable the "
          .. "IOMMU (intel_iommu=on or amd_iommu=on on the kernel command line)", bdf, dp)
    end
-   local drv = driver_of(bdf)
-   if not is_vfio_driver(drv) then
+   local drv = m and m.driver or driver_of(bdf)
+   if not m and not is_vfio_driver(drv) then
       return fail(ENODEV, "open %s: device is %s, not to vfio-pci: call vfio.bind(\"%s\") "
          .. "first", bdf, drv and ("bound to " .. drv) or "not bound to any driver", bdf)
    end
-   local g, err, errno
-   if how then
+   local g
+   if how and not m then
       local h, ci
       h, ci, errno = open_cdev(bdf, n, how == "auto")
       if h then return cdev_device(bdf, h, ci) end
@@ -611,7 +628,8 @@ function vfio.open(x, opts)
    end
    group_users[g] = (group_users[g] or 0) + 1
    local dev = setmetatable({
-      bdf = bdf, handle = h, interface = "group", group = g, container = c, info = info,
+      bdf = not m and bdf or nil, name = bdf, uuid = m and bdf or nil, mdev = m,
+      handle = h, interface = "group", group = g, container = c, info = info,
       num_regions = info.num_regions, num_irqs = info.num_irqs, _regions = {},
       iommu_type = iommu_type[c],
    }, PciDevice)
@@ -624,8 +642,15 @@ end
 ---------------------------------------------------------------------------------------
 -- sysfs: listing and binding.
 
--- vfio.devices() -> list of {bdf, vendor, device, id, class, driver, group}, by address.
-function vfio.devices() return pcibus.devices(vfio.sysfs) end
+-- vfio.devices() -> list of {bdf, vendor, device, id, class, driver, group}, by address,
+-- then the mediated devices, {mdev = true, uuid, name, parent, type, driver, group, path}
+-- by UUID (an entry with .mdev has no .bdf: open it by its .uuid).
+function vfio.devices()
+   local list, err, errno = pcibus.devices(vfio.sysfs)
+   if not list then return nil, err, errno end
+   for _, d in ipairs(mdev.list(vfio.sysfs)) do list[#list + 1] = d end
+   return list
+end
 
 -- vfio.bind(bdf): hand the device to vfio-pci (driver_override, unbind, reprobe).
 function vfio.bind(x)

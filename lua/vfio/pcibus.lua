@@ -5,6 +5,9 @@ local M = {}
 
 M.BDF = "^%x%x%x%x:%x%x:%x%x%.[0-7]$"
 
+-- strerror from vfio.core (C's own table), loaded on first use.
+function M.strerror(errno) return require("vfio.core").strerror(errno) end
+
 local posix
 -- luaposix's functions this module and vfio use; raises when luaposix is missing.
 function M.posix()
@@ -53,6 +56,20 @@ function M.read(path)
    local s = f:read("a")
    f:close()
    return s and s:gsub("%s+$", "")
+end
+
+-- A write to sysfs is one write(2): the kernel acts on it and reports errors there.
+-- Returns true, or nil, "open|write PATH: strerror", errno.
+function M.write(path, s)
+   local p = M.posix()
+   -- O_TRUNC is a no-op on sysfs attributes and keeps plain files (fake trees) exact.
+   local fd, _, errno = p.open(path, p.O_WRONLY | p.O_TRUNC)
+   if not fd then return nil, ("open %s: %s"):format(path, M.strerror(errno)), errno end
+   local n
+   n, _, errno = p.write(fd, s)
+   p.close(fd)
+   if not n then return nil, ("write %s: %s"):format(path, M.strerror(errno)), errno end
+   return true
 end
 
 local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end

@@ -23,6 +23,7 @@ local COMMANDS = {
    { "lab/oracle", "lab/oracle", "--bogus", 2 },
    { "lab/setup", "Install what a fresh Debian 12 machine lacks", "--bogus", 2 },
    { "lab/nested-soak", "lab/nested%-soak", "--bogus", 125 },
+   { "lab/kernel/build", "lab/kernel/build", "--bogus", 2 },
 }
 
 describe("commands", function()

@@ -35,6 +35,24 @@ describe("hexdump", function()
       assert.are.equal(text, hexdump(function(off, n) return bytes:sub(off + 1, off + n) end, 16, 40))
    end)
 
+   it("reads a region in 32-bit loads unless told to read in bulk", function()
+      -- a device like QEMU's edu: 64-bit (bulk) loads of its 32-bit registers read all ones
+      local regs = "\xed\x00\x00\x01\x78\x56\x34\x12"
+      local loads = {}
+      local src = { size = 8,
+         read = function(_, _, n) loads[#loads + 1] = "bulk"; return string.rep("\xff", n) end,
+         read32 = function(_, off) loads[#loads + 1] = off; return (string.unpack("<I4", regs, off + 1)) end }
+      assert.matches("^00000000  ed 00 00 01 78 56 34 12", hexdump(src, 0, 8))
+      assert.are.same({ 0, 4 }, loads)
+      loads = {}
+      assert.matches("^00000000  ff ff ff ff ff ff ff ff", hexdump(src, 0, 8, { access = "bulk" }))
+      assert.are.same({ "bulk" }, loads)
+      -- an unaligned range is read in bulk
+      loads = {}
+      hexdump(src, 1, 6)
+      assert.are.same({ "bulk" }, loads)
+   end)
+
    it("shows little-endian words when grouped", function()
       local line = hexdump("\x78\x56\x34\x12\xef\xbe\xad\xde", 0, nil, { group = 4 })
       assert.matches("^00000000  12345678 deadbeef", line)

@@ -21,6 +21,8 @@ describe("vfio.core object types", function()
                            "vfio.ioas" } do
          assert.is_true(have[k], k .. " is not registered")
       end
+      -- the data fd of a migration state change (csrc/lua/l_migration.c)
+      assert.is_table(debug.getregistry()["vfio.migfile"])
    end)
 
    for _, name in ipairs(classes) do

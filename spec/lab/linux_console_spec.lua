@@ -8,7 +8,7 @@ local term = tmux.new("luavfio-console-spec", "con")
 
 local function start(run_script)
    local img = assert(tmux.sh("lab/initramfs --run " .. run_script):match("(%S+)%s*$"))
-   local kernel = os.getenv("LUAVFIO_CACHE") .. "/lab/kernel/boot/vmlinuz-" .. os.getenv("LUAVFIO_LAB_KERNEL")
+   local kernel = require("support.linux_guest").kernel()
    local nvme = require("support.lab").need("nvme").bdf
    -- after the run: its status, and whether the terminal is in canonical mode again
    local cmd = ("cd %s && lua5.4 passthrough.lua --kernel %s --initrd %s --append quiet --device %s; "
@@ -64,14 +64,16 @@ describe("the Linux guest without a terminal", function()
    it("tears the VM down on SIGINT, and the device is usable again", function()
       local sh = require("support.shell").run
       local img = assert(sh("lab/initramfs --run spec/support/console_guest.sh"):match("(%S+)%s*$"))
-      local kernel = os.getenv("LUAVFIO_CACHE") .. "/lab/kernel/boot/vmlinuz-" .. os.getenv("LUAVFIO_LAB_KERNEL")
+      local kernel = require("support.linux_guest").kernel()
       local nvme = require("support.lab").need("nvme").bdf
-      -- stdin a pipe that stays open (no terminal, no EOF), SIGINT once the guest is up
+      -- stdin a FIFO held open (no terminal, no EOF), SIGINT once the guest is up; no
+      -- process outlives the command (popen reads until the last writer is gone)
       local log = os.tmpname()
-      local out = sh(("(sleep 600 | lua5.4 passthrough.lua --kernel %s --initrd %s --append quiet "
-         .. "--device %s > %s 2>&1 & pid=$!; n=0; until grep -q 'guest: type a line' %s; do "
-         .. "n=$((n+1)); [ $n -gt 360 ] && break; sleep 0.5; done; sleep 1; kill -INT $pid; wait $pid; "
-         .. "echo EXIT $?); cat %s"):format(kernel, img, nvme, log, log, log))
+      local out = sh(("f=$(mktemp -u); mkfifo $f; lua5.4 passthrough.lua --kernel %s --initrd %s "
+         .. "--append quiet --device %s < $f > %s 2>&1 & pid=$!; exec 4> $f; n=0; "
+         .. "until grep -q 'guest: type a line' %s || ! kill -0 $pid 2>/dev/null; do "
+         .. "n=$((n+1)); [ $n -gt 360 ] && break; sleep 0.5; done; kill -INT $pid; wait $pid; "
+         .. "echo EXIT $?; exec 4>&-; rm -f $f; cat %s"):format(kernel, img, nvme, log, log, log))
       os.remove(log)
       assert.matches("guest: type a line", out)
       assert.matches("EXIT 130", out)

@@ -75,7 +75,7 @@ describe("a Linux guest under passthrough.lua #nested", function()
    end)
 
    it("refuses bad input with a clear message and a non-zero status, leaving nothing behind", function()
-      local kernel = os.getenv("LUAVFIO_CACHE") .. "/lab/kernel/boot/vmlinuz-" .. os.getenv("LUAVFIO_LAB_KERNEL")
+      local kernel = require("support.linux_guest").kernel()
       local nvme = lab.need("nvme").bdf
       local function run(args)
          local p = assert(io.popen("lua5.4 passthrough.lua " .. args .. " 2>&1"))

@@ -52,11 +52,20 @@ function M.oracle(bdfs, opts)
    return sh(cmd)
 end
 
+-- The guest kernel: the lab's default kernel (Debian 12's), whatever kernel the lab itself
+-- boots (lab/initramfs resolves that kernel's modules), as lab/oracle --linux boots it.
+function M.kernel()
+   local cache = assert(os.getenv("LUAVFIO_CACHE"), "LUAVFIO_CACHE unset: run me with lab/run")
+   local f = assert(io.open(cache .. "/lab/kernel/version"), "no lab kernel: run lab/setup")
+   local ver = f:read("l")
+   f:close()
+   return cache .. "/lab/kernel/boot/vmlinuz-" .. ver
+end
+
 -- Under passthrough.lua: the same kernel and initramfs.
 function M.ours(bdfs, opts)
    opts = opts or {}
-   local kernel = assert(os.getenv("LUAVFIO_CACHE"), "LUAVFIO_CACHE unset: run me with lab/run")
-      .. "/lab/kernel/boot/vmlinuz-" .. assert(os.getenv("LUAVFIO_LAB_KERNEL"))
+   local kernel = M.kernel()
    local devs = {}
    for _, b in ipairs(bdfs) do devs[#devs + 1] = "--device " .. b:gsub("^port:", "") end
    local cmd = ("lua5.4 passthrough.lua --kernel %s --initrd %s --timeout %d%s%s %s"):format(kernel,
