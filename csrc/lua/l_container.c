@@ -201,16 +201,23 @@ static int l_parse_iommu_info(lua_State *L)
 
 static uint32_t dma_flags(lua_State *L, int arg)
 {
+    unsigned a = lv_dma_access(L, arg);
+    return ((a & LV_DMA_READ) ? VFIO_DMA_MAP_FLAG_READ : 0) |
+           ((a & LV_DMA_WRITE) ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+}
+
+unsigned lv_dma_access(lua_State *L, int arg)
+{
     if (lua_isnoneornil(L, arg))
-        return VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+        return LV_DMA_READ | LV_DMA_WRITE;
     luaL_checktype(L, arg, LUA_TTABLE);
-    uint32_t f = 0;
+    unsigned f = 0;
     lua_getfield(L, arg, "read");
     if (lua_toboolean(L, -1))
-        f |= VFIO_DMA_MAP_FLAG_READ;
+        f |= LV_DMA_READ;
     lua_getfield(L, arg, "write");
     if (lua_toboolean(L, -1))
-        f |= VFIO_DMA_MAP_FLAG_WRITE;
+        f |= LV_DMA_WRITE;
     lua_pop(L, 2);
     if (!f)
         luaL_argerror(L, arg, "at least one of read, write must be set");
@@ -223,40 +230,57 @@ static uint64_t check_u64(lua_State *L, int arg)
     return (uint64_t)v;
 }
 
+/* The memory a map_dma call names: a DMA buffer of ours, or guest RAM [gpa, gpa + size)
+ * of a VM, which must lie in one RAM slot. No host address is taken from Lua: a script
+ * cannot hand a device memory it was not given. */
+void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *size)
+{
+    lv_dmabuf *b = luaL_testudata(L, src, LV_DMABUF);
+    if (b) {
+        b = lv_checkdmabuf(L, src);
+        *vaddr = (uintptr_t)b->ptr;
+        *size = b->rounded;
+        return;
+    }
+    struct lv_vm_ud *vm = lv_checkvm(L, src);
+    luaL_checktype(L, opts, LUA_TTABLE);
+    lua_getfield(L, opts, "gpa");
+    uint64_t gpa = check_u64(L, -1);
+    lua_getfield(L, opts, "size");
+    *size = check_u64(L, -1);
+    lua_pop(L, 2);
+    if (*size == 0)
+        luaL_argerror(L, opts, "size must be positive");
+    void *host = lv_kvm_ram_ptr(&vm->vm, gpa, *size);
+    if (!host) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "guest RAM 0x%llx+0x%llx is not inside one RAM slot",
+                 (unsigned long long)gpa, (unsigned long long)*size);
+        luaL_argerror(L, opts, msg);
+    }
+    *vaddr = (uintptr_t)host;
+}
+
+void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src)
+{
+    src = lua_absindex(L, src);
+    lua_getiuservalue(L, self, uv);
+    lua_pushvalue(L, src);
+    lua_rawseti(L, -2, (lua_Integer)iova);
+    lua_pop(L, 1);
+}
+
 /* c:map_dma(buf, iova [, {read=, write=}]) maps a DMA buffer of ours at iova;
  * c:map_dma(vm, iova, {gpa =, size =, read=, write=}) maps guest RAM [gpa, gpa + size),
- * which must lie in one RAM slot of the VM. No host address is taken from Lua: a script
- * cannot hand a device memory it was not given. The source stays referenced while the
- * IOMMU maps it (its pages stay pinned by the kernel until unmapped in any case). */
+ * which must lie in one RAM slot of the VM (lv_dma_source). The source stays referenced
+ * while the IOMMU maps it (its pages stay pinned by the kernel until unmapped in any
+ * case). */
 static int c_map_dma(lua_State *L)
 {
     lv_container *c = lv_checkcontainer(L, 1);
     uint64_t vaddr, size, iova = check_u64(L, 3);
     uint32_t flags = dma_flags(L, 4);
-    lv_dmabuf *b = luaL_testudata(L, 2, LV_DMABUF);
-    if (b) {
-        b = lv_checkdmabuf(L, 2);
-        vaddr = (uintptr_t)b->ptr;
-        size = b->rounded;
-    } else {
-        struct lv_vm_ud *vm = lv_checkvm(L, 2);
-        luaL_checktype(L, 4, LUA_TTABLE);
-        lua_getfield(L, 4, "gpa");
-        uint64_t gpa = check_u64(L, -1);
-        lua_getfield(L, 4, "size");
-        size = check_u64(L, -1);
-        lua_pop(L, 2);
-        if (size == 0)
-            luaL_argerror(L, 4, "size must be positive");
-        void *host = lv_kvm_ram_ptr(&vm->vm, gpa, size);
-        if (!host) {
-            char msg[96];
-            snprintf(msg, sizeof msg, "guest RAM 0x%llx+0x%llx is not inside one RAM slot",
-                     (unsigned long long)gpa, (unsigned long long)size);
-            return luaL_argerror(L, 4, msg);
-        }
-        vaddr = (uintptr_t)host;
-    }
+    lv_dma_source(L, 2, 4, &vaddr, &size);
     if (iova + size < iova)
         luaL_argerror(L, 3, "iova + size overflows");
     int r = vfio_container_map_dma(c->fd, vaddr, iova, size, flags);
@@ -270,17 +294,17 @@ static int c_map_dma(lua_State *L)
                             "%s (iova 0x%llx size 0x%llx)", c->path,
                             (unsigned long long)iova, (unsigned long long)size);
     /* Keep the source referenced while the IOMMU maps it. */
-    lua_getiuservalue(L, 1, 1);
-    lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, (lua_Integer)iova);
-    lua_pop(L, 1);
+    lv_dma_keep(L, 1, 1, iova, 2);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-static void drop_refs(lua_State *L, uint64_t iova, uint64_t size, int all)
+void lv_dma_drop(lua_State *L, int self, int uv, uint64_t iova, uint64_t size, int all)
 {
-    lua_getiuservalue(L, 1, 1);
+    if (lua_getiuservalue(L, self, uv) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return;
+    }
     lua_pushnil(L);
     while (lua_next(L, -2)) {
         lua_pop(L, 1);
@@ -306,7 +330,7 @@ static int c_unmap_dma(lua_State *L)
         return lv_syserrorf(L, -r, "VFIO_IOMMU_UNMAP_DMA",
                             "%s (iova 0x%llx size 0x%llx)", c->path,
                             (unsigned long long)iova, (unsigned long long)size);
-    drop_refs(L, iova, done, 0);
+    lv_dma_drop(L, 1, 1, iova, done, 0);
     lua_pushinteger(L, (lua_Integer)done);
     return 1;
 }
@@ -319,7 +343,7 @@ static int c_unmap_all(lua_State *L)
     int r = vfio_container_unmap_dma(c->fd, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL, &done);
     if (r < 0)
         return lv_syserrorf(L, -r, "VFIO_IOMMU_UNMAP_DMA", "%s (all)", c->path);
-    drop_refs(L, 0, 0, 1);
+    lv_dma_drop(L, 1, 1, 0, 0, 1);
     lua_pushinteger(L, (lua_Integer)done);
     return 1;
 }

@@ -1,5 +1,6 @@
 /* vfio.device: binding of csrc/vfio/vfio_device.c and the SET_IRQS part of csrc/vfio/vfio_irq.c. */
 #include "l_objects.h"
+#include "vfio/vfio_uapi_iommufd.h"
 
 #include <errno.h>
 #include <sys/stat.h>
@@ -285,12 +286,24 @@ static int d_hot_reset_info(lua_State *L)
     int r = vfio_device_hot_reset_info(d->fd, &deps, &n, &flags);
     if (r < 0)
         return lv_syserror(L, -r, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", d->name);
-    lua_createtable(L, 0, 2);
+    /* A device opened through its cdev gets devids (its iommufd's) instead of group ids:
+     * 0 for a device owned through an owned group, -1 for one this iommufd does not own. */
+    int by_devid = (flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID) != 0;
+    lua_createtable(L, 0, 4);
     setint(L, "flags", flags);
+    if (by_devid) {
+        setbool(L, "devids", 1);
+        setbool(L, "owned", flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED);
+    }
     lua_createtable(L, (int)n, 0);
     for (uint32_t i = 0; i < n; i++) {
         lua_createtable(L, 0, 5);
-        setint(L, "group", deps[i].group_id);
+        if (!by_devid)
+            setint(L, "group", deps[i].group_id);
+        else if (deps[i].group_id == (uint32_t)VFIO_PCI_DEVID_NOT_OWNED)
+            setint(L, "devid", -1);
+        else
+            setint(L, "devid", deps[i].group_id);
         setint(L, "segment", deps[i].segment);
         setint(L, "bus", deps[i].bus);
         setint(L, "devfn", deps[i].devfn);
@@ -307,7 +320,8 @@ static int d_hot_reset_info(lua_State *L)
 }
 
 /* d:hot_reset(groups) where groups lists group objects or group fds: every group the
- * hot-reset info names must be present, proving ownership of all affected devices. */
+ * hot-reset info names must be present, proving ownership of all affected devices. A
+ * device opened through its cdev passes {} (its iommufd proves ownership). */
 static int d_hot_reset(lua_State *L)
 {
     lv_device *d = lv_checkdevice(L, 1);
@@ -367,10 +381,16 @@ static int d_name(lua_State *L)
     return 1;
 }
 
+/* The group it was opened from (nil for an adopted fd or a cdev, whose user value is its
+ * iommufd or ioas). */
 static int d_group(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_DEVICE);
     lua_getiuservalue(L, 1, 1);
+    if (!luaL_testudata(L, -1, LV_GROUP)) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
     return 1;
 }
 

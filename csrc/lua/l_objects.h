@@ -28,7 +28,8 @@ typedef struct {
 
 struct lv_region;
 
-/* uv1: the group (or nothing, for adopted fds). */
+/* uv1: the group; for a cdev the iommufd it is bound to or the ioas it is attached to;
+ * nothing for adopted fds. */
 typedef struct lv_device {
     int fd;
     int is_memory;            /* a regular file, not a device: its mappings are ordinary
@@ -68,6 +69,20 @@ lv_group *lv_checkgroup(lua_State *L, int idx);
 lv_device *lv_checkdevice(lua_State *L, int idx);
 lv_eventfd *lv_checkeventfd(lua_State *L, int idx);
 lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx);
+
+/* DMA mappings (l_container.c, shared by vfio.container and vfio.ioas). The access table
+ * {read=, write=} at `arg` (nil: both) -> LV_DMA_READ | LV_DMA_WRITE, raising when it
+ * allows neither. */
+#define LV_DMA_READ 1u
+#define LV_DMA_WRITE 2u
+unsigned lv_dma_access(lua_State *L, int arg);
+/* The memory a map_dma source at `src` lends: a DMA buffer, or a VM with {gpa=, size=} in
+ * the table at `opts` (guest RAM inside one RAM slot). Raises on anything else. */
+void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *size);
+/* Keep the source at `src` referenced by iova in the table that is user value `uv` of the
+ * object at `self`; drop the references of [iova, iova + size) (or all of them). */
+void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src);
+void lv_dma_drop(lua_State *L, int self, int uv, uint64_t iova, uint64_t size, int all);
 
 /* The counter of an eventfd that is no vfio.eventfd object (an irqfd's resample fd, an
  * ioeventfd): wait up to ms (0: not at all, < 0: forever) until it is readable, then push

@@ -5,6 +5,7 @@
     X(container)      \
     X(group)          \
     X(device)         \
+    X(iommufd)        \
     X(migration)      \
     X(region)         \
     X(eventfd)        \

@@ -19,9 +19,11 @@ local vfio = {
    group = core.group,
    mdev = mdev,            -- mediated devices: parents, types, create, remove
    migration = migration,  -- the migration state machine, save and load
-   -- Where sysfs and the VFIO group nodes live; specs point these at fake trees.
+   -- Where sysfs, the VFIO group nodes (and devdir/devices/, the device cdevs) and
+   -- iommufd's node live; specs point these at fake trees.
    sysfs = "/sys",
    devdir = "/dev/vfio",
+   iommudev = "/dev/iommu",
 }
 
 local ENOENT, EACCES, EPERM, ENODEV, EBUSY, EINVAL = 2, 13, 1, 19, 16, 22
@@ -90,6 +92,180 @@ local function group_blockers(n)
 end
 vfio._group_blockers = group_blockers
 
+---------------------------------------------------------------------------------------
+-- The iommufd interface (Linux 6.6+): the device's own cdev, /dev/vfio/devices/vfioN,
+-- bound to one iommufd (/dev/iommu) per process and attached to one shared I/O address
+-- space, the IOAS, which plays the container's part (dev.container). Shared like
+-- containers are: weak caches, released when the last device closes. A cdev can be bound
+-- only once, so devices opened twice share one handle.
+
+local iommu = setmetatable({}, { __mode = "v" })  -- .fd (the iommufd), .ioas
+local ioas_users = setmetatable({}, { __mode = "k" })
+local cdevs = setmetatable({}, { __mode = "v" })  -- bdf -> handle
+local cdev_users = setmetatable({}, { __mode = "k" })
+local cdev_info = {}                               -- bdf -> {group =, devid =, path =}
+
+-- The interface opts (or LUAVFIO_IOMMUFD) ask for: false (group), true or "auto".
+local function interface_choice(opts)
+   if opts ~= nil and type(opts) ~= "table" then
+      error(("bad argument #2 to 'open' (table expected, got %s)"):format(type(opts)), 3)
+   end
+   local v = opts and opts.iommufd
+   if v == nil then
+      local e = os.getenv("LUAVFIO_IOMMUFD")
+      if e == nil or e == "" or e == "0" then return false end
+      return e == "auto" and "auto" or true
+   end
+   if v ~= true and v ~= false and v ~= "auto" then
+      error(("bad argument #2 to 'open' (iommufd must be true, false or \"auto\", got %s)")
+         :format(tostring(v)), 3)
+   end
+   return v
+end
+
+-- The name of the device's cdev (vfioN) from its sysfs vfio-dev directory, or nil.
+local function cdev_name(bdf)
+   local ok, list = pcall(px().dir, devpath(bdf) .. "/vfio-dev")
+   if not ok or type(list) ~= "table" then return nil end
+   table.sort(list)
+   for _, name in ipairs(list) do
+      if name:match("^vfio%d+$") then return name end
+   end
+   return nil
+end
+
+local function no_iommufd(bdf, errno)
+   return fail(errno, "open %s: the kernel has no iommufd (CONFIG_IOMMUFD): %s does not "
+      .. "exist; use the group interface (iommufd = false) or a kernel with IOMMUFD (6.2 or "
+      .. "later; device cdevs need 6.6)", bdf, vfio.iommudev)
+end
+
+-- The IOAS and its iommufd go with the last device using them.
+local function release_ioas()
+   local a = iommu.ioas
+   if a and (ioas_users[a] or 0) <= 0 then
+      local fd = iommu.fd
+      iommu.ioas, iommu.fd = nil, nil
+      a:close()
+      if fd then fd:close() end
+   end
+end
+
+local function release_cdev(bdf, h)
+   cdev_users[h] = (cdev_users[h] or 1) - 1
+   if cdev_users[h] > 0 then return end
+   if cdevs[bdf] == h then cdevs[bdf], cdev_info[bdf] = nil, nil end
+   h:close() -- the kernel detaches and unbinds it
+   local a = iommu.ioas
+   if a then ioas_users[a] = (ioas_users[a] or 1) - 1 end
+   release_ioas()
+end
+
+-- The process's iommufd and IOAS, opened on first use.
+local function shared_ioas(bdf)
+   local a = iommu.ioas
+   if a and not a:closed() then return a end
+   local fd, err, errno = core.iommufd(vfio.iommudev)
+   if not fd then
+      if errno == ENOENT then return no_iommufd(bdf, errno) end
+      if errno == EACCES or errno == EPERM then
+         return fail(errno, "open %s: no permission on %s: run as root or give your user "
+            .. "access to it (chown, or a udev rule for the iommu node)", bdf, vfio.iommudev)
+      end
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   a, err, errno = fd:ioas()
+   if not a then
+      fd:close()
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   iommu.fd, iommu.ioas = fd, a
+   ioas_users[a] = 0
+   return a
+end
+
+-- Open bdf (in IOMMU group n) through its cdev, bound to the process's iommufd and
+-- attached to its IOAS: handle, info ({group, devid, path}) or nil, message, errno; with
+-- `auto`, nothing when the group interface should be used instead (no iommufd, no cdev).
+local function open_cdev(bdf, n, auto)
+   local h = cdevs[bdf]
+   if h and not h:closed() then
+      cdev_users[h] = cdev_users[h] + 1
+      return h, cdev_info[bdf]
+   end
+   local name = cdev_name(bdf)
+   if auto and (not name or not exists(vfio.iommudev)) then return nil end
+   if not exists(vfio.iommudev) then return no_iommufd(bdf, ENODEV) end
+   if not name then
+      return fail(ENODEV, "open %s: the device has no VFIO cdev (%s/vfio-dev/vfioN is "
+         .. "missing): a kernel without CONFIG_VFIO_DEVICE_CDEV, or the device is not bound "
+         .. "to vfio-pci; use the group interface (iommufd = false)", bdf, devpath(bdf))
+   end
+   local path = ("%s/devices/%s"):format(vfio.devdir, name)
+   local err, errno
+   h, err, errno = core.cdev(path, bdf)
+   if not h then
+      if errno == EACCES or errno == EPERM then
+         return fail(errno, "open %s: no permission on %s: run as root or give your user "
+            .. "access to it (chown, or a udev rule for vfio devices)", bdf, path)
+      elseif errno == ENOENT then
+         return fail(errno, "open %s: %s does not exist: %s/vfio-dev names it, but there is "
+            .. "no node (is devtmpfs mounted on /dev?)", bdf, path, devpath(bdf))
+      end
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   local a
+   a, err, errno = shared_ioas(bdf)
+   if not a then
+      h:close()
+      return nil, err, errno
+   end
+   local devid
+   devid, err, errno = iommu.fd:bind(h)
+   if not devid then
+      h:close()
+      release_ioas()
+      if (errno == EBUSY or errno == EPERM) and #group_blockers(n) > 0 then
+         -- the IOMMU refuses a DMA owner while a member of the group has a host driver
+         return fail(EBUSY, "open %s: IOMMU group %d is not viable: other devices in the "
+            .. "group are bound to host drivers: %s; bind them to vfio-pci (vfio.bind) or "
+            .. "unbind them", bdf, n, table.concat(group_blockers(n), ", "))
+      elseif errno == EBUSY then
+         return fail(errno, "open %s: VFIO_DEVICE_BIND_IOMMUFD: the device's IOMMU group is "
+            .. "open through %s/%d by another process or this one: a device is used through "
+            .. "one interface at a time", bdf, vfio.devdir, n)
+      elseif errno == EPERM then
+         return fail(errno, "open %s: VFIO_DEVICE_BIND_IOMMUFD: another device of IOMMU "
+            .. "group %d is bound to another iommufd (another process?): a group has one "
+            .. "owner at a time", bdf, n)
+      elseif errno == EINVAL then
+         return fail(errno, "open %s: VFIO_DEVICE_BIND_IOMMUFD: %s is already bound, by "
+            .. "another process or another cdev object of this one (a cdev is bound once)",
+            bdf, path)
+      end
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   ioas_users[a] = ioas_users[a] + 1
+   cdev_users[h] = 1
+   local ok
+   ok, err, errno = a:attach(h)
+   if not ok then
+      release_cdev(bdf, h)
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   local info = { group = n, devid = devid, path = path }
+   cdevs[bdf], cdev_info[bdf] = h, info
+   return h, info
+end
+
+-- Is a device of IOMMU group n open here through its cdev? (Its group node is then busy.)
+local function group_used_by_cdev(n)
+   for bdf, h in pairs(cdevs) do
+      if not h:closed() and cdev_info[bdf] and cdev_info[bdf].group == n then return bdf end
+   end
+   return nil
+end
+
 -- Per-process sharing: one group object per group number, one container for all groups
 -- that can join it. Weak, so closing the last device releases them.
 local groups = setmetatable({}, { __mode = "v" })
@@ -134,6 +310,12 @@ local function open_group(bdf, n)
          return fail(errno, "open %s: no permission on %s: run as root or give your user "
             .. "access to it (chown, or a udev rule for the vfio group)", bdf, path)
       elseif errno == EBUSY then
+         local user = group_used_by_cdev(n)
+         if user then
+            return fail(errno, "open %s: %s is busy: this process uses %s of IOMMU group %d "
+               .. "through its cdev (iommufd): a device is used through one interface at a "
+               .. "time", bdf, path, user, n)
+         end
          return fail(errno, "open %s: %s is busy: another process (a VM?) or another part "
             .. "of this one holds the group open", bdf, path)
       elseif errno == ENOENT then
@@ -293,7 +475,22 @@ function PciDevice:hot_reset_info() return checkdev(self).handle:hot_reset_info(
 -- open for every device the reset affects.
 function PciDevice:hot_reset(list)
    checkdev(self)
-   if list == nil then
+   if list == nil and self.interface == "iommufd" then
+      -- Through a cdev the iommufd proves ownership: every affected device must be bound
+      -- to it (or share an IOMMU group with one that is); the call takes no groups.
+      local info, err, errno = self.handle:hot_reset_info()
+      if not info then return nil, err, errno end
+      if not info.owned then
+         local who = {}
+         for _, d in ipairs(info.devices) do
+            if d.devid == -1 then who[#who + 1] = d.bdf end
+         end
+         return fail(EPERM, "hot reset %s: it also resets %s, which this process has not "
+            .. "opened through its iommufd", self.bdf,
+            #who > 0 and table.concat(who, ", ") or "devices")
+      end
+      list = {}
+   elseif list == nil then
       local info, err, errno = self.handle:hot_reset_info()
       if not info then return nil, err, errno end
       list = {}
@@ -337,6 +534,7 @@ function PciDevice:close()
    for _, r in pairs(self._regions) do r:close() end
    self._regions = {}
    self.config = nil
+   if self.interface == "iommufd" then return release_cdev(self.bdf, self.handle) end
    self.handle:close()
    local g = self.group
    group_users[g] = (group_users[g] or 1) - 1
@@ -349,9 +547,35 @@ function PciDevice:__tostring()
    return ("vfio.pci_device (%s%s)"):format(self.name, self.closed and ", closed" or "")
 end
 
--- vfio.open(bdf_or_uuid_or_sysfs_path) -> device | nil, message, errno
-function vfio.open(x)
+-- A pci_device over a cdev handle open_cdev returned.
+local function cdev_device(bdf, h, ci)
+   local info, err, errno = h:info()
+   if not info then
+      release_cdev(bdf, h)
+      return nil, ("open %s: %s"):format(bdf, err), errno
+   end
+   local a = iommu.ioas
+   local dev = setmetatable({
+      bdf = bdf, name = bdf, handle = h, interface = "iommufd", iommufd = iommu.fd, ioas = a,
+      container = a, devid = ci.devid, cdev = ci.path, iommu_group = ci.group, info = info,
+      num_regions = info.num_regions, num_irqs = info.num_irqs, _regions = {},
+      iommu_type = "iommufd",
+   }, PciDevice)
+   if info.pci and info.num_regions > core.REGION.CONFIG then
+      dev.config = dev:region(core.REGION.CONFIG)
+   end
+   return dev
+end
+
+-- vfio.open(bdf_or_sysfs_path [, {iommufd = true | false | "auto"}])
+--   -> device | nil, message, errno
+-- Through the group and container by default; through the device's cdev, iommufd and a
+-- shared IOAS with iommufd = true (or LUAVFIO_IOMMUFD=1 in the environment; opts win);
+-- "auto" takes the cdev when the kernel has iommufd and the device a cdev. A mediated
+-- device (by UUID) is opened through its group.
+function vfio.open(x, opts)
    local bdf = resolve(x)
+   local how = interface_choice(opts)
    -- A mediated device (vfio.mdev): its group from its own iommu_group link, its device
    -- fd by its UUID; it has no PCI address and no vfio-pci to check.
    local m, err, errno
@@ -374,6 +598,13 @@ function vfio.open(x)
          .. "first", bdf, drv and ("bound to " .. drv) or "not bound to any driver", bdf)
    end
    local g
+   if how and not m then
+      local h, ci
+      h, ci, errno = open_cdev(bdf, n, how == "auto")
+      if h then return cdev_device(bdf, h, ci) end
+      if ci then return nil, ci, errno end
+      -- "auto" and no iommufd or no cdev: the group interface
+   end
    g, err, errno = open_group(bdf, n)
    if not g then return nil, err, errno end
    local c
@@ -398,7 +629,7 @@ function vfio.open(x)
    group_users[g] = (group_users[g] or 0) + 1
    local dev = setmetatable({
       bdf = not m and bdf or nil, name = bdf, uuid = m and bdf or nil, mdev = m,
-      handle = h, group = g, container = c, info = info,
+      handle = h, interface = "group", group = g, container = c, info = info,
       num_regions = info.num_regions, num_irqs = info.num_irqs, _regions = {},
       iommu_type = iommu_type[c],
    }, PciDevice)

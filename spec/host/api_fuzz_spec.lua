@@ -22,6 +22,7 @@ local function new_world()
    w.cfg = core.cfgspace(4096)
    w.host = core.pcihost { ecam_base = 0xe0000000 }
    w.efd = core.eventfd()
+   w.iommufd = core.iommufd("/dev/null") -- no iommufd: every call reaches the ioctl and fails
    w.buf = core.dmabuf(0x3000)
    local t, be = fixture.trap("nvme")
    w.trap, w.backend = t, be
@@ -69,7 +70,7 @@ describe("the vfio.core API under random use", function()
          local w = new_world()
          local objs = {}
          for _, k in ipairs { "dev", "region", "region2", "cfg", "host", "efd", "buf", "trap",
-                              "backend", "vm", "vcpu" } do
+                              "backend", "vm", "vcpu", "iommufd" } do
             if w[k] then objs[#objs + 1] = w[k] end
          end
          local calls, errors = 0, 0

@@ -15,6 +15,12 @@ describe("vfio.core object types", function()
    it("are registered", function()
       assert.is_true(#classes >= 8, "found only: " .. table.concat(classes, ", "))
       assert.is_table(core)
+      local have = {}
+      for _, k in ipairs(classes) do have[k] = true end
+      for _, k in ipairs { "vfio.container", "vfio.group", "vfio.device", "vfio.iommufd",
+                           "vfio.ioas" } do
+         assert.is_true(have[k], k .. " is not registered")
+      end
       -- the data fd of a migration state change (csrc/lua/l_migration.c)
       assert.is_table(debug.getregistry()["vfio.migfile"])
    end)

@@ -53,8 +53,14 @@ describe("vfio.open", function()
       end
       assert.are.equal(0x010000ed, dev:region(0):read32(0)) -- a fresh one replaces it
       assert.are.equal(1, dev:irq_info(vfio.IRQ.MSI).count)
-      assert.are.equal("type1v2", dev.iommu_type)
-      assert.is_truthy(dev.container:iommu_info())
+      if dev.interface == "iommufd" then -- LUAVFIO_IOMMUFD=1: the IOAS is the container
+         assert.are.equal("iommufd", dev.iommu_type)
+         assert.is_truthy(dev.container:iova_ranges())
+      else
+         assert.are.equal("group", dev.interface)
+         assert.are.equal("type1v2", dev.iommu_type)
+         assert.is_truthy(dev.container:iommu_info())
+      end
       assert.has_error(function() dev:region(9) end)
       assert.has_error(function() dev:region(-1) end)
       assert.has_error(function() dev:irq_info("x") end)
@@ -65,6 +71,12 @@ describe("vfio.open", function()
       local b <close> = assert(vfio.open(lab.need("nvme").bdf))
       local c <close> = assert(vfio.open(lab.need("edu").bdf))
       assert.are.equal(a.container, b.container)
+      if a.interface == "iommufd" then -- one IOAS; one cdev per device, bound once
+         assert.are.equal(a.handle, c.handle)
+         assert.are_not.equal(a.handle, b.handle)
+         assert.are.equal(a.iommufd, b.iommufd)
+         return
+      end
       assert.are.equal(a.group, c.group)
       assert.are_not.equal(a.group, b.group)
       assert.is_true(a.group:status().container_set)
@@ -72,13 +84,16 @@ describe("vfio.open", function()
 
    it("keeps its group and container alive while the device lives", function()
       local dev = assert(vfio.open(lab.need("edu").bdf))
-      local weak = setmetatable({ dev.group, dev.container }, { __mode = "v" })
-      dev.group, dev.container = nil, nil -- drop the Lua references; the C handle keeps them
+      -- through iommufd the parents are the iommufd and the IOAS (dev.ioas, the container)
+      local k1 = dev.interface == "iommufd" and "iommufd" or "group"
+      local weak = setmetatable({ dev[k1], dev.container }, { __mode = "v" })
+      dev[k1], dev.container, dev.ioas = nil, nil, nil -- drop the Lua references; the C handle keeps them
       collectgarbage(); collectgarbage()
       assert.is_truthy(weak[1])
       assert.is_truthy(weak[2])
       assert.are.equal(0x010000ed, dev:region(0):read32(0))
-      dev.group, dev.container = weak[1], weak[2]
+      dev[k1], dev.container = weak[1], weak[2]
+      if k1 == "iommufd" then dev.ioas = weak[2] end
       dev:close()
    end)
 
@@ -157,8 +172,14 @@ describe("vfio.open", function()
       local raw <close> = assert(vfio.core.group(d.group))
       local dev2, berr, berrno = vfio.open(d.bdf)
       assert.is_nil(dev2)
-      assert.are.equal(("open %s: /dev/vfio/%d is busy: another process (a VM?) or another "
-         .. "part of this one holds the group open"):format(d.bdf, d.group), berr)
+      if held.interface == "iommufd" then -- the cdev's bind meets the open group
+         assert.are.equal(("open %s: VFIO_DEVICE_BIND_IOMMUFD: the device's IOMMU group is "
+            .. "open through /dev/vfio/%d by another process or this one: a device is used "
+            .. "through one interface at a time"):format(d.bdf, d.group), berr)
+      else
+         assert.are.equal(("open %s: /dev/vfio/%d is busy: another process (a VM?) or "
+            .. "another part of this one holds the group open"):format(d.bdf, d.group), berr)
+      end
       assert.are.equal(16, berrno)
       raw:close()
       assert.has_error(function() vfio.open("not-a-device") end)
@@ -175,6 +196,13 @@ describe("vfio.open", function()
       local p = assert(io.popen(cmd))
       local out = p:read("a")
       p:close()
+      local probe <close> = assert(vfio.open(d.bdf)) -- the interface this run uses
+      if probe.interface == "iommufd" then
+         assert.are.equal(("13 open %s: no permission on %s: run as root or give your user "
+            .. "access to it (chown, or a udev rule for vfio devices)"):format(d.bdf,
+               probe.cdev), out)
+         return
+      end
       assert.are.equal(("13 open %s: no permission on /dev/vfio/%d: run as root or give "
          .. "your user access to it (chown, or a udev rule for the vfio group)"):format(
             d.bdf, d.group), out)

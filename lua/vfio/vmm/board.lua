@@ -174,7 +174,8 @@ function Board:map_dma(container)
    return true
 end
 
--- The KVM VFIO device learns the group once (KVM's bookkeeping for non-coherent DMA).
+-- The KVM VFIO device learns the group once (KVM's bookkeeping for non-coherent DMA): a
+-- group, or a device opened through its cdev (the same attribute takes either file).
 function Board:add_group(group)
    if not group or self.groups[group] ~= nil then return end
    local vm = self.vm

@@ -189,7 +189,8 @@ function Machine:start(board, slot, fn)
       self.intx_line = board:intx_line(s, pin)
       self.trap:cfg_write(0x3c, 1, self.intx_line)
    end
-   board:add_group(self.dev.group)
+   -- KVM's VFIO device takes the group file, or the device's own file (a cdev, 6.6+).
+   board:add_group(self.dev.interface == "iommufd" and self.dev.handle or self.dev.group)
    local ok, err, errno = board:map_dma(self.dev.container)
    if not ok then return fail(self, err, errno) end
    board:register(self, s, f)
