@@ -4,13 +4,7 @@
 local vfio = require "vfio"
 local lab = require "support.lab"
 
-local function wait_until(pred, seconds)
-   local deadline = os.time() + (seconds or 5)
-   repeat
-      if pred() then return true end
-   until os.time() > deadline
-   return false
-end
+local wait_until = lab.wait_until
 
 local function open(name)
    local d = lab.need(name)

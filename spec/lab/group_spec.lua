@@ -35,21 +35,28 @@ local function find_pair()
    end
 end
 
+-- The pair, or a pending spec that says what the lab lacks; afterwards both functions are
+-- left as the lab made them: edu on no driver, the other on its own host driver.
+local function take_pair()
+   local edu, other = find_pair()
+   if not edu then
+      pending("needs LUAVFIO_LAB_ARGS='" .. LAB_ARGS .. "'")
+      return
+   end
+   local host_driver = other.driver
+   finally(function()
+      collectgarbage()
+      assert(vfio.unbind(edu.bdf))
+      assert(vfio.unbind(other.bdf))
+      assert.are.equal(host_driver, vfio.driver_of(other.bdf))
+   end)
+   return edu, other, host_driver
+end
+
 describe("a group with two devices", function()
    it("is refused while a member has a host driver, then serves both devices", function()
-      local edu, other = find_pair()
-      if not edu then
-         pending("needs LUAVFIO_LAB_ARGS='" .. LAB_ARGS .. "'")
-         return
-      end
-      local host_driver = other.driver
-      -- leave both functions as the lab made them: edu on no driver, the other on its own
-      finally(function()
-         collectgarbage()
-         assert(vfio.unbind(edu.bdf))
-         assert(vfio.unbind(other.bdf))
-         assert.are.equal(host_driver, vfio.driver_of(other.bdf))
-      end)
+      local edu, other, host_driver = take_pair()
+      if not edu then return end
       assert(vfio.bind(edu.bdf))
       local dev, err, errno = vfio.open(edu.bdf)
       assert.is_nil(dev)
@@ -78,18 +85,8 @@ describe("a group with two devices", function()
    end)
 
    it("passes both functions into one guest slot, where the guest finds function 1", function()
-      local edu, other = find_pair()
-      if not edu then
-         pending("needs LUAVFIO_LAB_ARGS='" .. LAB_ARGS .. "'")
-         return
-      end
-      local host_driver = other.driver
-      finally(function()
-         collectgarbage()
-         assert(vfio.unbind(edu.bdf))
-         assert(vfio.unbind(other.bdf))
-         assert.are.equal(host_driver, vfio.driver_of(other.bdf))
-      end)
+      local edu, other = take_pair()
+      if not edu then return end
       assert(vfio.bind(edu.bdf))
       assert(vfio.bind(other.bdf))
       local guest = require "support.guest"

@@ -35,13 +35,7 @@ local function kit(name, fn)
    end)
 end
 
-local function wait_until(pred, seconds)
-   local deadline = os.time() + (seconds or 5)
-   repeat
-      if pred() then return true end
-   until os.time() > deadline
-   return false
-end
+local wait_until = lab.wait_until
 
 local function cdev_path(bdf)
    for _, name in ipairs(dirent.dir("/sys/bus/pci/devices/" .. bdf .. "/vfio-dev")) do

@@ -8,7 +8,8 @@ local vfio = require "vfio"
 local mdev = require "vfio.mdev"
 local stat = require("posix.sys.stat").stat
 
-local PARENT = "/sys/class/mdev_bus/mtty"
+local mtty = require "support.mtty"
+local PARENT = mtty.PARENT
 local IRQ = vfio.IRQ
 local ENOENT, EEXIST, ENOSPC, EINVAL = 2, 17, 28, 22
 
@@ -21,25 +22,7 @@ local LCR_8N1, LCR_DLAB = 0x03, 0x80
 local LSR_DR, LSR_THRE_TEMT = 0x01, 0x60
 local IIR_RDI = 0x04
 
-local function reason()
-   return ("no mtty mdev parent (%s is missing): the lab kernel %s lacks samples/vfio-mdev/"
-      .. "mtty; run these with lab/run --kernel 6.12"):format(PARENT,
-      os.getenv("LUAVFIO_LAB_KERNEL") or "(unknown)")
-end
-
--- What a spec made, undone after it (busted keeps one finally per spec, so they queue
--- here): devices closed, then mdevs removed, the last made first.
-local undo = {}
-local function cleanup()
-   for i = #undo, 1, -1 do undo[i]() end
-   undo = {}
-   collectgarbage()
-end
-
-local function created(uuid)
-   undo[#undo + 1] = function() collectgarbage(); mdev.remove(uuid) end
-   return uuid
-end
+local reason, cleanup, created = mtty.reason, mtty.cleanup, mtty.created
 
 -- An mtty mdev of `typ` for the body of a spec, and a function that opens it (by its
 -- UUID or by `name`); both undone after the spec.
@@ -47,7 +30,7 @@ local function with_mtty(typ)
    local uuid = created(assert(mdev.create("mtty", typ)))
    return uuid, function(name)
       local d = assert(vfio.open(name or uuid))
-      undo[#undo + 1] = function() d:close() end
+      mtty.undo(function() d:close() end)
       return d
    end
 end
@@ -210,7 +193,7 @@ describe("mdev on mtty", function()
 
    it("removes an mdev, and says so when it is gone", function()
       local uuid = assert(mdev.create("mtty", "mtty-1"))
-      undo[#undo + 1] = function() mdev.remove(uuid) end -- when the spec fails before its own
+      mtty.undo(function() mdev.remove(uuid) end) -- when the spec fails before its own
       do
          local dev <close> = assert(vfio.open(uuid))
          assert.are.equal(0x32534348, dev.config:read32(0))

@@ -8,7 +8,8 @@ local mdev = require "vfio.mdev"
 local migration = vfio.migration
 local stat = require("posix.sys.stat").stat
 
-local PARENT = "/sys/class/mdev_bus/mtty"
+local mtty = require "support.mtty"
+local PARENT = mtty.PARENT
 local ENOTTY, EINVAL = 25, 22
 local MTTY_MAGIC = string.pack("<I8", 0x7e9d09898c3e2c4e) -- mtty's stream header
 
@@ -27,32 +28,14 @@ local function drain(bar)
    return table.concat(out)
 end
 
-local function reason()
-   return ("no mtty mdev parent (%s is missing): the lab kernel %s lacks samples/vfio-mdev/"
-      .. "mtty; run these with lab/run --kernel 6.12"):format(PARENT,
-      os.getenv("LUAVFIO_LAB_KERNEL") or "(unknown)")
-end
-
--- What a spec made, undone after it (busted keeps one finally per spec, so they queue
--- here): devices closed, then mdevs removed, the last made first.
-local undo = {}
-local function cleanup()
-   for i = #undo, 1, -1 do undo[i]() end
-   undo = {}
-   collectgarbage()
-end
-
-local function created(uuid)
-   undo[#undo + 1] = function() collectgarbage(); collectgarbage(); mdev.remove(uuid) end
-   return uuid
-end
+local reason, cleanup, created = mtty.reason, mtty.cleanup, mtty.created
 
 -- A function making open mtty mdevs of `typ`, closed and removed after the spec.
 local function mttys(typ)
    return function()
       local uuid = created(assert(mdev.create("mtty", typ)))
       local d = assert(vfio.open(uuid))
-      undo[#undo + 1] = function() d:close() end
+      mtty.undo(function() d:close() end)
       return d
    end
 end

@@ -7,13 +7,7 @@ local lab = require "support.lab"
 
 local noiommu = os.getenv("LUAVFIO_LAB_IOMMU") == "none"
 
-local function wait_until(pred, seconds)
-   local deadline = os.time() + (seconds or 5)
-   repeat
-      if pred() then return true end
-   until os.time() > deadline
-   return false
-end
+local wait_until = lab.wait_until
 
 describe("no-IOMMU mode #noiommu", function()
    local dev, bar, d

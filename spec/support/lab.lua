@@ -55,4 +55,13 @@ function lab.need(what)
    return d
 end
 
+-- Poll pred() until it is true or `seconds` (default 5) have passed: true if it became true.
+function lab.wait_until(pred, seconds)
+   local deadline = os.time() + (seconds or 5)
+   repeat
+      if pred() then return true end
+   until os.time() > deadline
+   return false
+end
+
 return lab
