@@ -9,11 +9,8 @@ local has_posix = pcall(require, "posix")
 
 local ENOENT, ENODEV, ENOTTY, EACCES = 2, 19, 25, 13
 
-local function sh(cmd) assert(os.execute(cmd), cmd) end
-
-local function writefile(p, s)
-   local f = assert(io.open(p, "w")); f:write(s); f:close()
-end
+local files = require "support.files"
+local sh, writefile = files.sh, files.writefile
 
 local function run(cmd)
    local p = assert(io.popen(cmd .. " 2>&1"))
@@ -212,15 +209,8 @@ describe("vfio.open through iommufd", function()
       return
    end
    local stdlib = require "posix.stdlib"
-   local dirent = require "posix.dirent"
 
-   local function fds()
-      local n = 0
-      for _, name in ipairs(dirent.dir("/proc/self/fd")) do
-         if name:match("^%d+$") then n = n + 1 end
-      end
-      return n
-   end
+   local fds = files.open_fds
 
    -- A fake /sys with 0000:00:03.0 in IOMMU group 7 on vfio-pci, /dev/vfio with no group
    -- node, and on request the device's vfio-dev/vfio0, its node and /dev/iommu.

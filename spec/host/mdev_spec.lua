@@ -6,16 +6,8 @@ local vfio = require "vfio"
 local mdev = require "vfio.mdev"
 local has_posix = pcall(require, "posix")
 
-local function sh(cmd) assert(os.execute(cmd), cmd) end
-
-local function writefile(p, s)
-   local f = assert(io.open(p, "w")); f:write(s); f:close()
-end
-
-local function readfile(p)
-   local f = io.open(p); if not f then return nil end
-   local s = f:read("a"); f:close(); return s
-end
+local files = require "support.files"
+local sh, writefile, readfile = files.sh, files.writefile, files.readfile
 
 local U1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
 local U2 = "0e3b5d2c-1f2a-4b3c-8d4e-5f6a7b8c9d0e"

@@ -4,16 +4,8 @@
 local vfio = require "vfio"
 local has_posix = pcall(require, "posix")
 
-local function sh(cmd) assert(os.execute(cmd), cmd) end
-
-local function writefile(p, s)
-   local f = assert(io.open(p, "w")); f:write(s); f:close()
-end
-
-local function readfile(p)
-   local f = io.open(p); if not f then return nil end
-   local s = f:read("a"); f:close(); return s
-end
+local files = require "support.files"
+local sh, writefile, readfile = files.sh, files.writefile, files.readfile
 
 -- A fake /sys with one device (0000:00:03.0) in IOMMU group 7, which it shares with an
 -- audio function bound to a host driver, and a /dev/vfio with the group node.

@@ -90,11 +90,7 @@ describe("edu", function()
       assert(dev.container:map_dma(buf, iova))
       assert(bar:map())
       local function dma(src, dst, cmd)
-         bar:write64(0x80, src)
-         bar:write64(0x88, dst)
-         bar:write64(0x90, n)
-         bar:write32(0x98, cmd)
-         assert.is_true(wait_until(function() return bar:read32(0x98) & 1 == 0 end))
+         assert.is_true(lab.edu_dma(bar, src, dst, n, cmd))
       end
       dma(iova, 0x40000, 1)          -- RAM -> device buffer (not visible through BAR0)
       dma(0x40000, iova + n, 1 | 2)  -- device buffer -> RAM

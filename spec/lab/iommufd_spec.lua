@@ -35,8 +35,6 @@ local function kit(name, fn)
    end)
 end
 
-local wait_until = lab.wait_until
-
 local function cdev_path(bdf)
    for _, name in ipairs(dirent.dir("/sys/bus/pci/devices/" .. bdf .. "/vfio-dev")) do
       if name:match("^vfio%d+$") then return "/dev/vfio/devices/" .. name end
@@ -59,13 +57,7 @@ local function fd_targets()
    return list
 end
 
-local function fds()
-   local n = 0
-   for _, name in ipairs(dirent.dir("/proc/self/fd")) do
-      if name:match("^%d+$") then n = n + 1 end
-   end
-   return n
-end
+local fds = require("support.files").open_fds
 
 local function open(name)
    local d = lab.need(name)
@@ -83,11 +75,7 @@ local function edu_dma_roundtrip(dev, buf, iova, n)
    buf:write(0, pattern)
    buf:fill(0, n, n)
    local function dma(src, dst, cmd)
-      bar:write64(0x80, src)
-      bar:write64(0x88, dst)
-      bar:write64(0x90, n)
-      bar:write32(0x98, cmd)
-      assert.is_true(wait_until(function() return bar:read32(0x98) & 1 == 0 end))
+      assert.is_true(lab.edu_dma(bar, src, dst, n, cmd))
    end
    dma(iova, 0x40000, 1)          -- RAM -> device buffer
    dma(0x40000, iova + n, 1 | 2)  -- device buffer -> RAM

@@ -4,13 +4,7 @@ local vfio = require "vfio"
 local lab = require "support.lab"
 local dirent = require "posix.dirent"
 
-local function fds()
-   local n = 0
-   for _, name in ipairs(dirent.dir("/proc/self/fd")) do
-      if name ~= "." and name ~= ".." then n = n + 1 end
-   end
-   return n
-end
+local fds = require("support.files").open_fds
 
 local function fd_targets()
    local unistd = require "posix.unistd"

@@ -64,4 +64,15 @@ function lab.wait_until(pred, seconds)
    return false
 end
 
+-- One transfer of edu's DMA engine (BAR0 registers 0x80 source, 0x88 destination, 0x90
+-- count, 0x98 command: 1 starts, 2 is device-to-RAM; the device's buffer is at 0x40000):
+-- true once the engine is idle again, false if it did not finish within 5 s.
+function lab.edu_dma(bar, src, dst, n, cmd)
+   bar:write64(0x80, src)
+   bar:write64(0x88, dst)
+   bar:write64(0x90, n)
+   bar:write32(0x98, cmd)
+   return lab.wait_until(function() return bar:read32(0x98) & 1 == 0 end)
+end
+
 return lab
