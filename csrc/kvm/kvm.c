@@ -659,12 +659,19 @@ int lv_kvm_vcpu_set_cpuid(struct lv_kvm_vcpu *c, const struct kvm_cpuid_entry2 *
     t->nent = sup->nent;
     memcpy(t->entries, sup->entries, sup->nent * sizeof t->entries[0]);
     uint32_t id = (uint32_t)c->id;
+    /* The in-kernel LAPIC emulates the TSC-deadline timer, which KVM_GET_SUPPORTED_CPUID
+     * never lists (it depends on the irqchip). With it Linux skips calibrating the LAPIC
+     * timer against the PIT, a check that a loaded or nested host fails ("APIC timer
+     * disabled due to verification failure"), leaving the guest on the PIT. */
+    int deadline = c->vm->irqchip && ioctl(c->vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     for (uint32_t i = 0; i < t->nent; i++) {
         struct kvm_cpuid_entry2 *e = &t->entries[i];
         if (e->function == 1) {
             /* the initial APIC ID is the vCPU's, and the guest learns it is a guest */
             e->ebx = (e->ebx & 0x00ffffffu) | (id << 24);
             e->ecx |= 1u << 31;
+            if (deadline)
+                e->ecx |= 1u << 24;
         } else if (e->function == 0xb || e->function == 0x1f) {
             e->edx = id; /* x2APIC ID, every subleaf */
         }
@@ -817,6 +824,27 @@ int lv_kvm_vcpu_setup_boot32(struct lv_kvm_vcpu *c, const struct lv_kvm_boot32 *
         return neg_errno();
     struct kvm_regs r = {.rip = b->eip, .rax = b->eax, .rbx = b->ebx, .rsi = b->esi,
                          .rflags = 0x2};
+    return ioctl(c->fd, KVM_SET_REGS, &r) < 0 ? neg_errno() : 0;
+}
+
+int lv_kvm_vcpu_setup_boot64(struct lv_kvm_vcpu *c, const struct lv_kvm_boot64 *b)
+{
+    struct kvm_sregs s;
+    if (ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
+        return neg_errno();
+    seg(&s.cs, b->cs, 0, 0xffffffff, 0xb, 1, 0, 1);
+    s.cs.l = 1; /* 64-bit code: L set, D clear */
+    seg(&s.ds, b->ds, 0, 0xffffffff, 0x3, 1, 1, 1);
+    s.es = s.fs = s.gs = s.ss = s.ds;
+    s.gdt.base = b->gdt_base;
+    s.gdt.limit = b->gdt_limit;
+    s.cr3 = b->cr3;
+    s.cr4 = 0x20;                                /* PAE */
+    s.cr0 = (s.cr0 | 0x80000011) & ~0x60000000ULL; /* PG, ET, PE; caches on (CD, NW off) */
+    s.efer = 0x500;                              /* LME and LMA */
+    if (ioctl(c->fd, KVM_SET_SREGS, &s) < 0)
+        return neg_errno();
+    struct kvm_regs r = {.rip = b->rip, .rsi = b->rsi, .rflags = 0x2};
     return ioctl(c->fd, KVM_SET_REGS, &r) < 0 ? neg_errno() : 0;
 }
 

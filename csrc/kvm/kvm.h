@@ -163,6 +163,14 @@ struct lv_kvm_boot32 {
     uint64_t gdt_base;
 };
 int lv_kvm_vcpu_setup_boot32(struct lv_kvm_vcpu *c, const struct lv_kvm_boot32 *b);
+/* 64-bit long mode with the caller's page tables at cr3 (4-level, PAE), CS a 64-bit code
+ * segment, interrupts off: the Linux 64-bit boot protocol's entry (RSI = boot_params) into
+ * an uncompressed vmlinux. The GDT must hold cs and ds as long-mode descriptors. */
+struct lv_kvm_boot64 {
+    uint64_t rip, rsi, cr3, gdt_base;
+    uint16_t cs, ds, gdt_limit;
+};
+int lv_kvm_vcpu_setup_boot64(struct lv_kvm_vcpu *c, const struct lv_kvm_boot64 *b);
 /* CPUID of the vCPU (KVM_SET_CPUID2), from the VM's supported list: the vCPU's APIC ID
  * (leaf 1 EBX[31:24], leaves 0xb/0x1f EDX), the hypervisor bit (leaf 1 ECX[31]), KVM's
  * signature leaf 0x40000000 and features 0x40000001, then `over` replacing or adding

@@ -103,6 +103,7 @@ static const struct {
     {"immediate_exit", KVM_CAP_IMMEDIATE_EXIT},
     {"ext_cpuid", KVM_CAP_EXT_CPUID},
     {"set_identity_map_addr", KVM_CAP_SET_IDENTITY_MAP_ADDR},
+    {"tsc_deadline_timer", KVM_CAP_TSC_DEADLINE_TIMER},
     {NULL, 0},
 };
 

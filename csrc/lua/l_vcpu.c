@@ -188,6 +188,43 @@ static int l_vcpu_setup_boot32(lua_State *L)
     return 1;
 }
 
+/* vcpu:setup_boot64{rip=, rsi=0, cr3=, cs=0x10, ds=0x18, gdt_base=, gdt_limit=}: long
+ * mode through the guest's page tables at cr3 (the Linux 64-bit boot protocol's entry into
+ * a vmlinux: rsi = boot_params). The tables and the GDT are the caller's, in guest RAM. */
+static int l_vcpu_setup_boot64(lua_State *L)
+{
+    struct vcpu_ud *v = checkvcpu(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const names[] = {"rip", "rsi", "cr3", "gdt_base", "gdt_limit", "cs", "ds"};
+    static const lua_Integer max[] = {LUA_MAXINTEGER, LUA_MAXINTEGER, 0xffffffffffLL,
+                                      LUA_MAXINTEGER, 0xffff, 0xffff, 0xffff};
+    static const lua_Integer dflt[] = {-1, 0, -1, -1, -1, 0x10, 0x18};
+    lua_Integer val[7];
+    for (int i = 0; i < 7; i++) {
+        if (lua_getfield(L, 2, names[i]) != LUA_TNIL) {
+            val[i] = luaL_checkinteger(L, -1);
+            if (val[i] < 0 || val[i] > max[i])
+                return luaL_error(L, "setup_boot64: %s out of range", names[i]);
+        } else if (dflt[i] < 0) {
+            return luaL_error(L, "setup_boot64: %s required", names[i]);
+        } else {
+            val[i] = dflt[i];
+        }
+        lua_pop(L, 1);
+    }
+    if (val[2] & 0xfff)
+        return luaL_error(L, "setup_boot64: cr3 must be page aligned");
+    struct lv_kvm_boot64 b = {.rip = (uint64_t)val[0], .rsi = (uint64_t)val[1],
+                              .cr3 = (uint64_t)val[2], .gdt_base = (uint64_t)val[3],
+                              .gdt_limit = (uint16_t)val[4], .cs = (uint16_t)val[5],
+                              .ds = (uint16_t)val[6]};
+    int e = lv_kvm_vcpu_setup_boot64(&v->c, &b);
+    if (e < 0)
+        return lv_syserrorf(L, -e, "set long-mode registers", "vcpu %d", v->c.id);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ---- CPUID, LAPIC, MSRs ---- */
 
 void lv_push_cpuid(lua_State *L, const struct kvm_cpuid2 *t)
@@ -650,7 +687,8 @@ void lv_open_vcpu(lua_State *L)
         {"run", l_vcpu_run}, {"complete", l_vcpu_complete}, {"get_regs", l_vcpu_get_regs},
         {"set_regs", l_vcpu_set_regs}, {"get_sregs", l_vcpu_get_sregs},
         {"setup_real", l_vcpu_setup_real}, {"setup_flat32", l_vcpu_setup_flat32},
-        {"setup_boot32", l_vcpu_setup_boot32}, {"set_cpuid", l_vcpu_set_cpuid},
+        {"setup_boot32", l_vcpu_setup_boot32}, {"setup_boot64", l_vcpu_setup_boot64},
+        {"set_cpuid", l_vcpu_set_cpuid},
         {"cpuid", l_vcpu_cpuid}, {"set_lapic_lint", l_vcpu_set_lapic_lint},
         {"lapic_reg", l_vcpu_lapic_reg}, {"set_msr", l_vcpu_set_msr},
         {"get_msr", l_vcpu_get_msr},

@@ -94,6 +94,16 @@ describe("vfio.vmm.vm:boot_linux (host /dev/kvm, stand-in kernels)", function()
       m:close()
    end)
 
+   it("reads a halt after poweroff -f (6.1's words and later kernels') as a power-off", function()
+      for _, text in ipairs { "reboot: System halted\n", "reboot: Power off not available: System halted instead\n" } do
+         local r, m = boot(kernel(print_string(text) .. "cli\n 3: hlt\n jmp 3b\n"), { slice = 0.2 })
+         if not r then pending(m) return end
+         assert.are.equal("poweroff", r.result, text)
+         assert.are.equal(0, r.status)
+         m:close()
+      end
+   end)
+
    it("finds a panic that spins (panic=0) by the console, and reports a triple fault", function()
       local r, m = boot(kernel(print_string("Kernel panic - not syncing: spin\n") .. "3: jmp 3b\n"),
                         { cmdline = "panic=0", slice = 0.2 })

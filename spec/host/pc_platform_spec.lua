@@ -55,6 +55,11 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
       local t = c1:cpuid()
       assert.are.equal(1, leaf(t, 1).ebx >> 24)
       assert.are.equal(1 << 31, leaf(t, 1).ecx & (1 << 31))
+      -- the TSC-deadline timer, which the in-kernel LAPIC emulates when KVM says so
+      -- (older kernels' KVM_GET_SUPPORTED_CPUID never lists it)
+      if vm:check_extension("tsc_deadline_timer") > 0 then
+         assert.are.equal(1 << 24, leaf(t, 1).ecx & (1 << 24))
+      end
       local sig = leaf(t, 0x40000000)
       assert.are.equal(0x40000001, sig.eax)
       assert.are.equal("KVMKVMKVM\0\0\0", string.pack("<I4I4I4", sig.ebx, sig.ecx, sig.edx))
@@ -143,6 +148,45 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
       end)
       assert.are.equal("stop", exit.reason)
       assert.are.equal(string.char(0x70, 0x10, 0), out)       -- ESI >> 8, CS, EBP
+      vm:close()
+   end)
+
+   it("enters 64-bit code through the caller's page tables with the 64-bit boot selectors", function()
+      local vm = new_vm()
+      if not vm then pending("no usable /dev/kvm here") return end
+      local linux = require "vfio.vmm.linux"
+      -- identity tables at 0x9000 (PML4, PDPT, one directory of 2 MiB pages), a GDT with
+      -- a long-mode code segment at 0x10
+      vm:write(0x9000, string.pack("<I8", 0xa003) .. ("\0"):rep(4088) .. string.pack("<I8", 0xb003)
+               .. ("\0"):rep(4088) .. string.pack("<I8", 0x83))
+      vm:write(0x800, string.pack("<I8I8I8I8", 0, 0, 0x00af9b000000ffff, 0x00cf93000000ffff))
+      local src = [[
+         mov %rsi, %rax
+         shr $8, %rax
+         out %al, $0xe9
+         mov %cs, %ax
+         out %al, $0xe9
+         movabs $0x4200000000, %rax
+         shr $32, %rax
+         out %al, $0xe9
+         mov %cr4, %rax
+         out %al, $0xe9
+      ]]
+      local code = assert(asm.assemble(".code64\n" .. src .. "\nout %al, $0xf4\n", 0x1000))
+      vm:write(0x1000, code)
+      local _, con = assert(vm:add_debugcon(0xe9))
+      assert(vm:add_exit_port(0xf4))
+      local cpu = assert(vm:vcpu(0))
+      assert.has_error(function() cpu:setup_boot64 { rsi = 0, cr3 = 0x9000, gdt_base = 0, gdt_limit = 0 } end,
+                       "setup_boot64: rip required")
+      assert.has_error(function() cpu:setup_boot64 { rip = 0x1000, cr3 = 0x9010, gdt_base = 0, gdt_limit = 0 } end,
+                       "setup_boot64: cr3 must be page aligned")
+      assert(cpu:setup_boot64 { rip = 0x1000, rsi = 0x7000, cr3 = 0x9000, cs = linux.BOOT_CS, ds = linux.BOOT_DS,
+                                gdt_base = 0x800, gdt_limit = 31 })
+      local exit = assert(cpu:run(nil, { timeout = 10 }))
+      assert.are.equal("stop", exit.reason)
+      -- RSI >> 8, CS, a 64-bit immediate's high half, CR4 (PAE only)
+      assert.are.equal(string.char(0x70, 0x10, 0x42, 0x20), con:output())
       vm:close()
    end)
 

@@ -33,4 +33,4 @@ sleep 1
 awk 'NR > 1 && $1 ~ /^[0-9]+:$/ { n = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i;
      print "irq " $NF " " n }' /proc/interrupts | grep -E 'nvme|eth|enp|e1000e|virtio|xhci|edu|vfio' || true
 echo "cpus $(grep -c ^processor /proc/cpuinfo)"
-[ -x /bin/guest_edu ] && /bin/guest_edu
+if [ -x /bin/guest_edu ]; then /bin/guest_edu; fi

@@ -271,8 +271,8 @@ end
 
 function Board:output() return self.machine:output() end
 
--- board:boot_linux{kernel=, initrd=, append=, timeout=, should_stop=fn, slice=, on_slice=fn}
---   -> result
+-- board:boot_linux{kernel=, initrd=, append=, decompress=, on_note=fn(text), timeout=,
+--   should_stop=fn, slice=, on_slice=fn} -> result
 -- (vfio.vmm.boot_linux's run): the PC platform on this board's VM, the MP table naming
 -- every device's INTx line, the kernel loaded, and the run with this board's handler.
 function Board:boot_linux(opts)
@@ -289,8 +289,9 @@ function Board:boot_linux(opts)
    local me = self
    local info, err, errno = boot_linux.setup(self.machine, {
       kernel = opts.kernel, initrd = opts.initrd, append = opts.append, pcihost = self.host,
-      pci_irqs = pci_irqs, stdout = opts.stdout ~= false })
+      decompress = opts.decompress, pci_irqs = pci_irqs, stdout = opts.stdout ~= false })
    if not info then return nil, err, errno end
+   if self.machine.boot_note and opts.on_note then opts.on_note(self.machine.boot_note) end
    return boot_linux.run(self.machine, {
       timeout = opts.timeout, should_stop = opts.should_stop, slice = opts.slice,
       on_slice = opts.on_slice,

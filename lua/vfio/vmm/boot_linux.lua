@@ -18,6 +18,7 @@
 -- would give a real power-off port, but ACPI on also makes Linux look for its CPUs,
 -- interrupts and PCI roots in ACPI first: more tables to get right for one port.
 local linux = require "vfio.vmm.linux"
+local vmlinux = require "vfio.vmm.vmlinux"
 local mptable = require "vfio.vmm.mptable"
 local pcihost = require "vfio.vmm.pcihost"
 
@@ -69,7 +70,9 @@ M.POWER_DOWN = "reboot: Power down"
 -- `poweroff -f` with no power-off method (acpi=off) becomes a halt: the kernel prints
 -- this and stops every CPU in hlt with interrupts off, which the in-kernel LAPIC keeps
 -- inside KVM: no exit ever comes, so the console is the only sign.
-M.HALTED = "reboot: System halted"
+-- 6.1 prints "reboot: System halted"; later kernels "reboot: Power off not available:
+-- System halted instead". A Lua pattern matching both.
+M.HALTED = "reboot: [^\n]-System halted"
 
 local function read_file(path, what)
    local f, err = io.open(path, "rb")
@@ -79,8 +82,50 @@ local function read_file(path, what)
    return s
 end
 
+-- How the kernel is entered (opts.decompress):
+--   "host"   the bzImage's payload is decompressed on the host (once: vfio.vmm.vmlinux
+--            caches it) and the vmlinux is entered at its 64-bit entry
+--   "guest"  the kernel's own decompressor runs in the guest (the 32-bit entry)
+--   "auto"   (the default) host, unless the host lacks the payload's decompression tool,
+--            the image predates protocol 2.08 or the cache cannot be written: then guest,
+--            with m.boot_note saying why
+-- A vmlinux (an ELF) is always entered at its 64-bit entry.
+local function load_kernel(m, image, opts, cmdline, initrd)
+   local vm = m.vm
+   local how = opts.decompress or "auto"
+   if how ~= "auto" and how ~= "host" and how ~= "guest" then
+      error(("decompress must be auto, host or guest, not %s"):format(tostring(how)), 3)
+   end
+   local largs = { ram_size = m.ram_size, cmdline = cmdline, initrd = initrd }
+   local vml, err
+   if vmlinux.is_elf(image) then
+      vml, err = vmlinux.from_string(image, m.ram_size, opts.kernel)
+      if not vml then return nil, err end
+      largs.image = nil
+   elseif how ~= "guest" then
+      local hdr, herr = linux.parse(image)
+      if not hdr then return nil, herr end
+      local d, derr, reason = vmlinux.decompress(image, { path = opts.kernel, cache_dir = opts.cache_dir })
+      if d then
+         m.vmlinux = d
+         vml, err = vmlinux.open(d.path, m.ram_size)
+         if not vml then return nil, err end
+         largs.image = image
+      elseif how == "host" or reason == "corrupt" or reason == "signal" then
+         return nil, derr
+      else
+         m.boot_note = ("the guest decompresses the kernel: %s"):format(derr)
+      end
+   end
+   if not vml then return linux.load(vm, image, largs) end
+   local info, lerr = linux.load_vmlinux(vm, vml, largs)
+   vml.close()
+   return info, lerr
+end
+
 -- setup(m, opts) -> info (linux.load's) or nil, message, errno. m is a vfio.vmm.vm made
--- with its irqchip. opts: kernel (path) or image (bytes), initrd (path) or
+-- with its irqchip. opts: kernel (path) or image (bytes), decompress (above), cache_dir
+-- (vfio.vmm.vmlinux's), initrd (path) or
 -- initrd_data, append (added after the machine's line), cmdline (replaces it all),
 -- stdout (stream the console, default true), capture (bytes kept, default 1 MiB),
 -- pcihost (the caller's host bridge, already holding its functions; else one with
@@ -101,7 +146,7 @@ function M.setup(m, opts)
       if not initrd then return nil, err end
    end
    local cmdline = opts.cmdline or (M.CMDLINE .. (opts.append and opts.append ~= "" and " " .. opts.append or ""))
-   local info, lerr = linux.load(vm, image, { ram_size = m.ram_size, cmdline = cmdline, initrd = initrd })
+   local info, lerr = load_kernel(m, image, opts, cmdline, initrd)
    if not info then return nil, lerr end
 
    local ok, e, errno = vm:create_pit2()
@@ -146,9 +191,15 @@ function M.setup(m, opts)
       -- it at machine reset too), not from vCPU creation before the devices were set up
       c:set_msr(M.MSR_IA32_TSC, 0)
    end
-   ok, e, errno = cpu:setup_boot32 { eip = info.entry, esi = info.boot_params,
-                                     cs = linux.BOOT_CS, ds = linux.BOOT_DS,
-                                     gdt_base = info.gdt_base, gdt_limit = info.gdt_limit }
+   if info.long_mode then
+      ok, e, errno = cpu:setup_boot64 { rip = info.entry, rsi = info.boot_params, cr3 = info.cr3,
+                                        cs = linux.BOOT_CS, ds = linux.BOOT_DS,
+                                        gdt_base = info.gdt_base, gdt_limit = info.gdt_limit }
+   else
+      ok, e, errno = cpu:setup_boot32 { eip = info.entry, esi = info.boot_params,
+                                        cs = linux.BOOT_CS, ds = linux.BOOT_DS,
+                                        gdt_base = info.gdt_base, gdt_limit = info.gdt_limit }
+   end
    if not ok then return nil, e, errno end
    m.linux = info
    return info
@@ -157,7 +208,7 @@ end
 -- The verdict from how the run ended and what the console said last.
 local function verdict(exit, tail)
    local panic = tail:find(M.PANIC, 1, true)
-   local power = tail:find(M.POWER_DOWN, 1, true) or tail:find(M.HALTED, 1, true)
+   local power = tail:find(M.POWER_DOWN, 1, true) or tail:find(M.HALTED)
    if power and (not panic or power < panic) then return "poweroff", 0 end
    if panic then return "panic", 1 end
    if exit.reason == "stop" and exit.port == 0x64 then return "reboot", 0 end
@@ -210,7 +261,7 @@ function M.run(m, opts)
       -- a panic with panic=0 (the user's choice) spins forever: the console tells
       local tail = m.uart:tail()
       if exit.reason == "timeout" and not tail:find(M.PANIC, 1, true)
-         and not tail:find(M.HALTED, 1, true) then exit = nil end
+         and not tail:find(M.HALTED) then exit = nil end
       -- stops from other C handlers (a function asking for attention) resume the guest
       if exit and exit.reason == "stop" and exit.port ~= 0x64 then
          if opts.on_stop then opts.on_stop(exit) end

@@ -18,8 +18,15 @@ through.
                   spec/fixtures/NAME.lua); repeatable: each device gets its own slot
                   from 00:04.0 on, functions of one multi-function device share
                   one, and devices of one IOMMU group share a container
-  --kernel FILE   an x86-64 bzImage, booted through the Linux boot protocol with no
-                  firmware; its console (ttyS0) streams to stdout
+  --kernel FILE   an x86-64 bzImage (or a vmlinux ELF), booted through the Linux boot
+                  protocol with no firmware; its console (ttyS0) streams to stdout
+  --decompress WHERE  host (the default): a bzImage's kernel is decompressed on the
+                  host once, cached by its SHA-256 under $LUAVFIO_CACHE/vmlinux (else
+                  $XDG_CACHE_HOME or ~/.cache/luavfio/vmlinux), and entered at its
+                  64-bit entry, at its link address (no KASLR); guest: the kernel's
+                  own decompressor runs in the guest, with KASLR. When the host lacks
+                  the tool for the kernel's compression, the default falls back to
+                  guest and says so; an explicit --decompress host fails instead
   --initrd FILE   the Linux guest's initramfs
   --append ARGS   added to the kernel command line after what the machine needs
   --cpus N        vCPUs of the Linux guest (default 1): a thread each
@@ -55,7 +62,7 @@ function cli.main(argv, how)
    end
 
    local synopsis = ("usage: %s --device BDF... [--kernel BZIMAGE [--initrd FILE] [--append ARGS] "
-      .. "[--cpus N]] [--guest FILE] [--mem MIB] [--quirk NAME]... "
+      .. "[--decompress host|guest] [--cpus N]] [--guest FILE] [--mem MIB] [--quirk NAME]... "
       .. "[--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]"):format(how.usage)
    local function usage() die(EXIT.usage, "%s", synopsis) end
 
@@ -74,6 +81,11 @@ function cli.main(argv, how)
          elseif a == "--kernel" then o.kernel = value()
          elseif a == "--initrd" then o.initrd = value()
          elseif a == "--append" then o.append = value()
+         elseif a == "--decompress" then
+            o.decompress = value()
+            if o.decompress ~= "host" and o.decompress ~= "guest" then
+               die(EXIT.usage, "--decompress %s: host or guest", o.decompress)
+            end
          elseif a == "--cpus" then o.cpus = math.tointeger(tonumber(value())) or usage()
          elseif a == "--halt-poll-us" then o.halt_poll_us = math.tointeger(tonumber(value())) or usage()
          elseif a == "--mem" then o.mem = math.tointeger(tonumber(value())) or usage()
@@ -126,8 +138,14 @@ function cli.main(argv, how)
       if not f then die(EXIT.setup, "kernel %s", err) end
       local image = f:read("a")
       f:close()
-      local hdr, why = require("vfio.vmm.linux").parse(image)
-      if not hdr then die(EXIT.setup, "kernel %s: %s", o.kernel, why) end
+      local hdr, why
+      if require("vfio.vmm.vmlinux").is_elf(image) then
+         hdr, why = require("vfio.vmm.vmlinux").from_string(image, o.mem << 20, o.kernel)
+         if not hdr then die(EXIT.setup, "kernel %s", why) end
+      else
+         hdr, why = require("vfio.vmm.linux").parse(image)
+         if not hdr then die(EXIT.setup, "kernel %s: %s", o.kernel, why) end
+      end
       if o.initrd then
          local r, ierr = io.open(o.initrd, "rb")
          if not r then die(EXIT.setup, "initrd %s", ierr) end
@@ -255,6 +273,9 @@ function cli.main(argv, how)
       if console then io.stderr:write(prog, ": the terminal is the guest's console; Ctrl-A x quits\r\n") end
       local ok, r, why = pcall(board.boot_linux, board, {
          kernel = o.kernel, initrd = o.initrd, append = o.append, timeout = o.timeout,
+         -- an explicit "host" fails where the default falls back to the guest's decompressor
+         decompress = o.decompress or "auto",
+         on_note = function(text) io.stderr:write(prog, ": ", text, "\r\n") end,
          should_stop = function() return interrupted end,
          slice = console and 0.05 or nil,
          on_slice = console and function(vm) return console:pump(vm.uart) end or nil })

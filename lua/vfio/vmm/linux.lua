@@ -1,7 +1,10 @@
--- The Linux x86 boot protocol (Documentation/arch/x86/boot.rst), 32-bit entry: parse a
--- bzImage's setup header, copy the protected-mode kernel, the initrd and the command
--- line into guest RAM, and build boot_params (the "zero page") with an e820 map. The
--- real-mode setup code never runs: there is no firmware, so the loader does its job.
+-- The Linux x86 boot protocol (Documentation/arch/x86/boot.rst): parse a bzImage's setup
+-- header, copy the kernel, the initrd and the command line into guest RAM, and build
+-- boot_params (the "zero page") with an e820 map. The real-mode setup code never runs:
+-- there is no firmware, so the loader does its job. Two entries: load() puts the
+-- compressed kernel where its decompressor expects it (the 32-bit entry);
+-- load_vmlinux() puts an uncompressed vmlinux's segments at their physical addresses,
+-- with identity page tables for the 64-bit entry (vfio.vmm.vmlinux makes the vmlinux).
 -- Guest memory is anything with write(gpa, bytes) and fill(gpa, len, byte) (a vfio.vm,
 -- or a table in specs). Every field comes from an untrusted file and is checked first.
 local M = {}
@@ -13,6 +16,13 @@ M.CMDLINE = 0x20000
 M.HIGH = 0x100000        -- where a kernel that cannot move is loaded
 M.LOW_RAM_END = 0x9fc00  -- conventional memory; the EBDA and BIOS area follow
 M.BOOT_CS, M.BOOT_DS = 0x10, 0x18
+-- The 64-bit entry's identity map: a PML4, a PDPT and four page directories of 2 MiB
+-- pages covering the low 4 GiB (RAM is below 4 GiB here), from 0x9000 to 0xefff.
+M.PML4 = 0x9000
+M.PAGE_TABLES_END = 0xf000
+-- A vmlinux without a bzImage around it has no setup header: its command line limit is
+-- x86's COMMAND_LINE_SIZE less the NUL.
+M.VMLINUX_CMDLINE_SIZE = 2047
 
 -- loadflags and xloadflags bits
 M.LOADED_HIGH = 0x01
@@ -106,6 +116,18 @@ function M.e820(ram_size)
    }
 end
 
+-- Where the initrd goes: below the top of RAM (and initrd_addr_max), above `above`.
+local function place_initrd(size, addr_max, above, ram)
+   if size == 0 then return nil end
+   local top = math.min(addr_max + 1, ram)
+   local addr = (top - size) & ~0xfff
+   if top < size or addr < above then
+      return nil, ("initrd of %d bytes does not fit below 0x%x above the kernel's end 0x%x (--mem %d MiB)")
+         :format(size, top, above, ram // MiB)
+   end
+   return addr
+end
+
 -- The placement: where the kernel goes, how far it reaches while it decompresses, and
 -- the initrd below the top of RAM (and initrd_addr_max) but above all that.
 local function plan(h, ram, initrd_size, cmdline)
@@ -129,22 +151,52 @@ local function plan(h, ram, initrd_size, cmdline)
       return nil, ("kernel needs %d MiB but --mem gives %d"):format(
          align_up(p.kernel_end, MiB) // MiB, ram // MiB)
    end
-   if initrd_size > 0 then
-      local top = math.min(h.initrd_addr_max + 1, ram)
-      local addr = (top - initrd_size) & ~0xfff
-      if top < initrd_size or addr < p.kernel_end then
-         return nil, ("initrd of %d bytes does not fit below 0x%x above the kernel's end 0x%x (--mem %d MiB)")
-            :format(initrd_size, top, p.kernel_end, ram // MiB)
-      end
-      p.initrd = addr
-   end
+   local ierr
+   p.initrd, ierr = place_initrd(initrd_size, h.initrd_addr_max, p.kernel_end, ram)
+   if ierr then return nil, ierr end
    return p
 end
 
-local function gdt()
-   -- null, null, then 4 GiB flat code (0x10) and data (0x18), as boot.rst asks for
-   return string.pack("<I8I8I8I8", 0, 0, 0x00cf9b000000ffff, 0x00cf93000000ffff)
+local function gdt(long)
+   -- null, null, then 4 GiB flat code (0x10) and data (0x18), as boot.rst asks for; the
+   -- 64-bit entry's code segment has L set and D clear
+   return string.pack("<I8I8I8I8", 0, 0, long and 0x00af9b000000ffff or 0x00cf9b000000ffff,
+                      0x00cf93000000ffff)
 end
+
+local function page_tables()
+   local t = { string.pack("<I8", (M.PML4 + 0x1000) | 3) .. ("\0"):rep(4088) }
+   local pdpt = {}
+   for i = 0, 3 do pdpt[#pdpt + 1] = string.pack("<I8", (M.PML4 + 0x2000 + i * 0x1000) | 3) end
+   t[2] = table.concat(pdpt) .. ("\0"):rep(4096 - 32)
+   for i = 0, 3 do
+      local pd = {}
+      for j = 0, 511 do pd[j + 1] = string.pack("<I8", ((i * 512 + j) << 21) | 0x83) end -- present, writable, 2 MiB
+      t[#t + 1] = table.concat(pd)
+   end
+   return table.concat(t)
+end
+
+-- boot_params: zeroed, the setup header at 0x1f1, then what the loader fills.
+local function write_boot_params(mem, header, loadflags, ram, cmdline_addr, initrd, initrd_size)
+   local bp = M.BOOT_PARAMS
+   local e820 = M.e820(ram)
+   mem:fill(bp, 0x1000, 0)
+   mem:write(bp + O.setup_sects, header)
+   mem:write(bp + O.type_of_loader, string.pack("<I1", 0xff)) -- no registered loader id
+   mem:write(bp + O.loadflags, string.pack("<I1", (loadflags | M.CAN_USE_HEAP) & ~M.KEEP_SEGMENTS))
+   mem:write(bp + O.heap_end_ptr, string.pack("<I2", 0xfe00))
+   mem:write(bp + O.cmd_line_ptr, string.pack("<I4", cmdline_addr))
+   mem:write(bp + O.ext_cmd_line_ptr, string.pack("<I4", 0))
+   mem:write(bp + O.ramdisk_image, string.pack("<I4I4", (initrd or 0) & 0xffffffff, initrd_size & 0xffffffff))
+   mem:write(bp + O.ext_ramdisk_image, string.pack("<I4I4", (initrd or 0) >> 32, initrd_size >> 32))
+   mem:write(bp + O.e820_entries, string.pack("<I1", #e820))
+   local t = {}
+   for i, e in ipairs(e820) do t[i] = string.pack("<I8I8I4", e.addr, e.size, e.type) end
+   mem:write(bp + O.e820_table, table.concat(t))
+   return bp, e820
+end
+
 
 -- load(mem, image, {ram_size=, cmdline="", initrd=bytes}) ->
 --   {entry=, boot_params=, gdt_base=, gdt_limit=, load=, kernel_end=, initrd=, initrd_size=,
@@ -165,25 +217,64 @@ function M.load(mem, image, opts)
    mem:write(M.CMDLINE, cmdline .. "\0")
    mem:write(M.GDT, gdt())
 
-   -- boot_params: zeroed, the image's setup header at 0x1f1, then what the loader fills.
-   local bp = M.BOOT_PARAMS
-   local e820 = M.e820(ram)
-   mem:fill(bp, 0x1000, 0)
-   mem:write(bp + O.setup_sects, image:sub(O.setup_sects + 1, h.header_end))
-   mem:write(bp + O.type_of_loader, string.pack("<I1", 0xff)) -- no registered loader id
-   mem:write(bp + O.loadflags, string.pack("<I1", (h.loadflags | M.CAN_USE_HEAP) & ~M.KEEP_SEGMENTS))
-   mem:write(bp + O.heap_end_ptr, string.pack("<I2", 0xfe00))
-   mem:write(bp + O.cmd_line_ptr, string.pack("<I4", M.CMDLINE))
-   mem:write(bp + O.ext_cmd_line_ptr, string.pack("<I4", 0))
-   mem:write(bp + O.ramdisk_image, string.pack("<I4I4", (p.initrd or 0) & 0xffffffff, #initrd & 0xffffffff))
-   mem:write(bp + O.ext_ramdisk_image, string.pack("<I4I4", (p.initrd or 0) >> 32, #initrd >> 32))
-   mem:write(bp + O.e820_entries, string.pack("<I1", #e820))
-   local t = {}
-   for i, e in ipairs(e820) do t[i] = string.pack("<I8I8I4", e.addr, e.size, e.type) end
-   mem:write(bp + O.e820_table, table.concat(t))
+   local bp, e820 = write_boot_params(mem, image:sub(O.setup_sects + 1, h.header_end), h.loadflags,
+                                      ram, M.CMDLINE, p.initrd, #initrd)
    return { entry = p.entry, boot_params = bp, gdt_base = M.GDT, gdt_limit = #gdt() - 1,
             load = p.load, kernel_end = p.kernel_end, initrd = p.initrd, initrd_size = #initrd,
             cmdline = M.CMDLINE, e820 = e820, header = h }
+end
+
+-- A setup header for a vmlinux that came without one (boot.rst's fields a 64-bit
+-- kernel reads: the magic, the version, and the loader's own), from 0x1f1 to 0x268.
+local function vmlinux_header()
+   local h = ("\0"):rep(0x268 - O.setup_sects)
+   local function put(off, fmt, v)
+      local at = off - O.setup_sects
+      local b = string.pack(fmt, v)
+      h = h:sub(1, at) .. b .. h:sub(at + #b + 1)
+   end
+   put(O.boot_flag, "<I2", 0xaa55)
+   put(O.header, "c4", "HdrS")
+   put(O.version, "<I2", 0x20f)
+   put(O.kernel_alignment, "<I4", 0x200000)
+   put(O.cmdline_size, "<I4", M.VMLINUX_CMDLINE_SIZE)
+   return h
+end
+
+-- load_vmlinux(mem, vml, {ram_size=, cmdline="", initrd=bytes, image=the bzImage it came
+-- from, if any}) -> {entry=, boot_params=, gdt_base=, gdt_limit=, cr3=, load=,
+-- kernel_end=, initrd=, ...} or nil, message. vml is vfio.vmm.vmlinux.open's (checked
+-- against ram_size already); its segments are written here. Nothing is written when the
+-- placement fails.
+function M.load_vmlinux(mem, vml, opts)
+   local ram = assert(opts.ram_size, "ram_size required")
+   local cmdline, initrd = opts.cmdline or "", opts.initrd or ""
+   if ram < 2 * MiB or ram > 0xfec00000 then return nil, ("RAM size 0x%x unsupported"):format(ram) end
+   local header, loadflags, cmdline_size, initrd_max = vmlinux_header(), M.LOADED_HIGH, M.VMLINUX_CMDLINE_SIZE,
+      0x7fffffff
+   if opts.image then
+      local h, err = M.parse(opts.image)
+      if not h then return nil, err end
+      header, loadflags = opts.image:sub(O.setup_sects + 1, h.header_end), h.loadflags
+      cmdline_size, initrd_max = h.cmdline_size, h.initrd_addr_max
+   end
+   if #cmdline > cmdline_size then
+      return nil, ("command line of %d bytes exceeds the kernel's cmdline_size %d"):format(#cmdline, cmdline_size)
+   end
+   if cmdline:find("\0", 1, true) then return nil, "command line contains NUL" end
+   local initrd_at, ierr = place_initrd(#initrd, initrd_max, vml.end_, ram)
+   if ierr then return nil, ierr end
+
+   local ok, lerr = require("vfio.vmm.vmlinux").load(mem, vml)
+   if not ok then return nil, lerr end
+   if #initrd > 0 then mem:write(initrd_at, initrd) end
+   mem:write(M.CMDLINE, cmdline .. "\0")
+   mem:write(M.GDT, gdt(true))
+   mem:write(M.PML4, page_tables())
+   local bp, e820 = write_boot_params(mem, header, loadflags, ram, M.CMDLINE, initrd_at, #initrd)
+   return { entry = vml.entry, boot_params = bp, gdt_base = M.GDT, gdt_limit = #gdt(true) - 1,
+            cr3 = M.PML4, long_mode = true, load = vml.start, kernel_end = vml.end_, initrd = initrd_at,
+            initrd_size = #initrd, cmdline = M.CMDLINE, e820 = e820 }
 end
 
 return M

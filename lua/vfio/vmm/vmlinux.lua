@@ -1,0 +1,319 @@
+-- The uncompressed kernel: a bzImage's payload decompressed on the host, once per kernel
+-- (cached by its SHA-256), and the vmlinux ELF it holds, checked and placed in guest RAM.
+--
+-- Why: a bzImage carries the kernel compressed (Debian's: 8 MB of XZ) behind a small
+-- decompressor that runs in the guest before Linux does. Under the lab's nested KVM on
+-- TCG that decompression, the copy before it and the KASLR relocation pass after it are
+-- seconds of every boot. Done once on the host, every later boot enters the kernel at
+-- its 64-bit entry directly, as firecracker and cloud-hypervisor boot a vmlinux. The
+-- kernel then runs at its link address: no KASLR in the guest (the decompressor chose
+-- it); `decompress = "guest"` keeps the decompressor and its KASLR.
+--
+-- Every field of the image and of the ELF comes from an untrusted file and is checked
+-- before it is used; a decompressor's output is checked against the size the bzImage
+-- records for it before it enters the cache.
+local M = {}
+
+local MiB = 1 << 20
+
+-- The compressions a bzImage's payload can have (the kernel's KERNEL_* choices), by the
+-- magic at the payload's start, and the host tool that undoes each. The kernel build
+-- appends the uncompressed size to every payload but gzip's, whose own trailer ends with
+-- it (ISIZE): trailer = true.
+M.FORMATS = {
+   { name = "gzip", magic = "\31\139", cmd = { "gzip", "-dc" }, trailer = true },
+   { name = "bzip2", magic = "BZh", cmd = { "bzip2", "-dc" } },
+   { name = "lzma", magic = "\93\0\0", cmd = { "xz", "-dc", "--format=lzma" } },
+   { name = "xz", magic = "\253" .. "7zXZ\0", cmd = { "xz", "-dc" } },
+   { name = "lzo", magic = "\137LZO\0", cmd = { "lzop", "-dc" } },
+   { name = "lz4", magic = "\2\33\76\24", cmd = { "lz4", "-dc" } },
+   { name = "zstd", magic = "\40\181\47\253", cmd = { "zstd", "-dc", "-q" } },
+}
+
+-- setup header fields (boot.rst) the payload needs: protocol 2.08 or later
+local OFF_SETUP_SECTS, OFF_HEADER, OFF_VERSION = 0x1f1, 0x202, 0x206
+local OFF_PAYLOAD_OFFSET, OFF_PAYLOAD_LENGTH = 0x248, 0x24c
+
+local function u32(s, off) return (string.unpack("<I4", s, off + 1)) end
+
+local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- payload(image) -> {format=, cmd=, data=compressed bytes, size=uncompressed size} or
+-- nil, message. The last four bytes of a payload are its uncompressed size (the kernel
+-- build's size_append, or gzip's ISIZE; the decompressor reads them the same way).
+function M.payload(image)
+   if type(image) ~= "string" then error("image must be a string", 2) end
+   if #image < 0x254 or image:sub(OFF_HEADER + 1, OFF_HEADER + 4) ~= "HdrS" then
+      return nil, "not a bzImage (no HdrS magic)"
+   end
+   local version = string.unpack("<I2", image, OFF_VERSION + 1)
+   if version < 0x208 then
+      return nil, ("boot protocol %d.%02d has no payload fields (2.08 or later needed)")
+         :format(version >> 8, version & 0xff)
+   end
+   local sects = image:byte(OFF_SETUP_SECTS + 1)
+   if sects == 0 then sects = 4 end
+   local base = (sects + 1) * 512
+   local off, len = u32(image, OFF_PAYLOAD_OFFSET), u32(image, OFF_PAYLOAD_LENGTH)
+   if len < 8 or base + off + len > #image then
+      return nil, ("payload (offset 0x%x, %d bytes) lies outside the %d-byte image"):format(off, len, #image)
+   end
+   local data = image:sub(base + off + 1, base + off + len)
+   local size = u32(image, base + off + len - 4)
+   for _, f in ipairs(M.FORMATS) do
+      if data:sub(1, #f.magic) == f.magic then
+         return { format = f.name, cmd = f.cmd, data = f.trailer and data or data:sub(1, -5), size = size }
+      end
+   end
+   return nil, ("payload compression not recognized (starts %s)"):format(
+      (data:sub(1, 6):gsub(".", function(c) return ("%02x "):format(c:byte()) end)))
+end
+
+-- The ELF64 program header table of a vmlinux, checked. parse_elf(read, file_size,
+-- ram_size) -> {entry=, segments={{index=, paddr=, offset=, filesz=, memsz=}}, start=,
+-- end_=} or nil, message. read(offset, n) returns up to n bytes of the file from offset.
+M.PT_LOAD = 1
+M.MIN_PADDR = MiB -- below: the zero page, the boot tables and the BIOS area
+
+function M.parse_elf(read, file_size, ram_size)
+   local eh = file_size >= 64 and read(0, 64) or ""
+   if #eh < 64 or eh:sub(1, 4) ~= "\127ELF" then return nil, "not an ELF file" end
+   if eh:byte(5) ~= 2 or eh:byte(6) ~= 1 then return nil, "not a little-endian 64-bit ELF" end
+   local etype, machine = string.unpack("<I2I2", eh, 17)
+   if machine ~= 62 then return nil, ("ELF machine %d is not x86-64"):format(machine) end
+   if etype ~= 2 then return nil, ("ELF type %d is not an executable"):format(etype) end
+   local entry, phoff = string.unpack("<I8I8", eh, 25)
+   local phentsize, phnum = string.unpack("<I2I2", eh, 55)
+   if phentsize ~= 56 then return nil, ("ELF program header size %d (56 expected)"):format(phentsize) end
+   if phnum == 0 or phnum > 64 then return nil, ("ELF has %d program headers"):format(phnum) end
+   if phoff < 64 or phoff > file_size - phnum * 56 then
+      return nil, "ELF program headers lie outside the file"
+   end
+   local head = read(phoff, phnum * 56)
+   if #head ~= phnum * 56 then return nil, "ELF program headers lie outside the file" end
+   local segs, lo, hi = {}, math.maxinteger, 0
+   for i = 0, phnum - 1 do
+      local p = i * 56 + 1
+      local ptype = string.unpack("<I4", head, p)
+      if ptype == M.PT_LOAD then
+         local offset, _, paddr, filesz, memsz = string.unpack("<I8I8I8I8I8", head, p + 8)
+         -- unsigned 64-bit values read as Lua integers: a huge one is negative
+         if offset < 0 or filesz < 0 or memsz < 0 or filesz > memsz
+            or offset > file_size or filesz > file_size - offset then
+            return nil, ("ELF segment %d lies outside the file"):format(i)
+         end
+         if memsz > 0 then
+            if paddr < M.MIN_PADDR or memsz > ram_size or paddr > ram_size - memsz then
+               return nil, ("kernel segment at 0x%x (%d bytes) does not fit in RAM from 1 MiB to %d MiB"
+                  .. " (--mem %d)"):format(paddr, memsz, (ram_size + MiB - 1) // MiB, ram_size // MiB)
+            end
+            for _, s in ipairs(segs) do
+               if paddr < s.paddr + s.memsz and s.paddr < paddr + memsz then
+                  return nil, ("ELF segments %d and %d overlap"):format(s.index, i)
+               end
+            end
+            segs[#segs + 1] = { index = i, paddr = paddr, offset = offset, filesz = filesz, memsz = memsz }
+            lo, hi = math.min(lo, paddr), math.max(hi, paddr + memsz)
+         end
+      end
+   end
+   if #segs == 0 then return nil, "ELF has no loadable segment" end
+   local inside
+   for _, s in ipairs(segs) do
+      if entry >= s.paddr and entry < s.paddr + s.filesz then inside = true end
+   end
+   -- a vmlinux's e_entry is the physical address of startup_64 (ENTRY(phys_startup_64))
+   if not inside then return nil, ("ELF entry 0x%x is outside its segments"):format(entry) end
+   return { entry = entry, segments = segs, start = lo, end_ = hi }
+end
+
+-- The cache directory: opts.cache_dir, else $LUAVFIO_CACHE/vmlinux, else
+-- $XDG_CACHE_HOME/luavfio/vmlinux, else ~/.cache/luavfio/vmlinux.
+function M.cache_dir(opts)
+   if opts and opts.cache_dir then return opts.cache_dir end
+   local base = os.getenv("LUAVFIO_CACHE")
+   if not base then
+      local xdg = os.getenv("XDG_CACHE_HOME")
+      base = (xdg and xdg ~= "" and xdg or ((os.getenv("HOME") or "/tmp") .. "/.cache")) .. "/luavfio"
+   end
+   return base .. "/vmlinux"
+end
+
+-- Where a cache that cannot be written falls back to (a read-only home, the lab's
+-- read-only view of the host): a directory of this user's own under $TMPDIR, used only
+-- when it is a real directory owned by this user and closed to everyone else, since a
+-- kernel found there is booted.
+function M.private_tmp_dir()
+   local unistd, stat = require "posix.unistd", require "posix.sys.stat"
+   local uid = unistd.geteuid()
+   local dir = ("%s/luavfio-vmlinux-%d"):format(os.getenv("TMPDIR") or "/tmp", uid)
+   stat.mkdir(dir, tonumber("700", 8))
+   local st = stat.lstat(dir)
+   if not st or stat.S_ISDIR(st.st_mode) == 0 or st.st_uid ~= uid or st.st_mode & tonumber("077", 8) ~= 0 then
+      return nil, ("%s is not a private directory of this user"):format(dir)
+   end
+   return dir
+end
+
+local function sh(cmd)
+   local ok, how, code = os.execute(cmd)
+   return ok == true, how, code
+end
+
+local function file_size(path)
+   local f = io.open(path, "rb")
+   if not f then return nil end
+   local n = f:seek("end")
+   f:close()
+   return n
+end
+
+-- Does a tool run here? (The lab and Debian have gzip and xz; zstd, lz4 and lzop are
+-- packages of their own.)
+function M.have_tool(name)
+   return sh(("command -v %s >/dev/null 2>&1"):format(quote(name)))
+end
+
+local function sha256(path)
+   local p = io.popen(("sha256sum < %s 2>/dev/null"):format(quote(path)))
+   if not p then return nil end
+   local out = p:read("a")
+   p:close()
+   return out:match("^(%x+)")
+end
+
+-- decompress(image, {path = the image's file (hashed where it lies), cache_dir =}) ->
+--   {path = the vmlinux file, cached = true when it was there already, format =, size =}
+--   or nil, message, reason. reason "corrupt": the payload does not decompress to what
+--   its header says (the guest's decompressor would fail too); "payload": the image has
+--   no payload this can read (too old a protocol, an unknown compression); "tool": the
+--   host lacks the tool for this compression; "cache": the cache cannot be written;
+--   "signal": the tool was killed (a Ctrl-C reaches it too).
+function M.decompress(image, opts)
+   opts = opts or {}
+   local pl, err = M.payload(image)
+   if not pl then return nil, err, "payload" end
+   local src = opts.path
+   if not src then
+      src = os.tmpname()
+      local f, ferr = io.open(src, "wb")
+      if not f then return nil, ("kernel cache: %s"):format(ferr), "cache" end
+      f:write(image)
+      f:close()
+   end
+   local key = sha256(src)
+   if src ~= opts.path then os.remove(src) end
+   if not key then return nil, "kernel cache: sha256sum failed", "cache" end
+   -- the cache, else this user's private directory under $TMPDIR: found in either,
+   -- written to the first that takes a file
+   local dirs, tmp = { M.cache_dir(opts) }, not opts.cache_dir and M.private_tmp_dir()
+   if tmp then dirs[2] = tmp end
+   for _, d in ipairs(dirs) do
+      local out = ("%s/%s.vmlinux"):format(d, key)
+      if file_size(out) == pl.size then
+         return { path = out, cached = true, format = pl.format, size = pl.size }
+      end
+   end
+   local dir, tag, f, ferr
+   for _, d in ipairs(dirs) do
+      sh("mkdir -p " .. quote(d) .. " 2>/dev/null")
+      tag = ("%s/.tmp.%d.%d"):format(d, os.time(), math.random(1 << 30))
+      f, ferr = io.open(tag .. ".in", "wb")
+      if f then dir = d break end
+   end
+   if not f then return nil, ("kernel cache %s: %s"):format(dirs[1], ferr), "cache" end
+   local out = ("%s/%s.vmlinux"):format(dir, key)
+   local zin, zout, zerr = tag .. ".in", tag .. ".out", tag .. ".err"
+   if not M.have_tool(pl.cmd[1]) then
+      f:close()
+      os.remove(zin)
+      return nil, ("the kernel is %s-compressed and %s is not installed"):format(pl.format, pl.cmd[1]), "tool"
+   end
+   local wrote, werr = f:write(pl.data)
+   f:close()
+   if not wrote then
+      os.remove(zin)
+      return nil, ("kernel cache %s: %s"):format(dir, werr), "cache"
+   end
+   local cmd = {}
+   for i, a in ipairs(pl.cmd) do cmd[i] = quote(a) end
+   local ok, how, code = sh(("%s < %s > %s 2> %s"):format(table.concat(cmd, " "), quote(zin), quote(zout), quote(zerr)))
+   os.remove(zin)
+   local why
+   if not ok and how == "signal" then
+      os.remove(zerr)
+      os.remove(zout)
+      return nil, ("%s was killed by signal %d while decompressing the kernel"):format(pl.cmd[1], code), "signal"
+   elseif not ok then
+      local e = io.open(zerr, "rb")
+      why = e and e:read("a"):gsub("%s+$", ""):gsub("\n", "; ") or ""
+      if e then e:close() end
+      why = ("%s -d failed on the kernel's payload%s"):format(pl.cmd[1], why ~= "" and ": " .. why or "")
+   else
+      local n = file_size(zout)
+      if n ~= pl.size then
+         why = ("the kernel's payload decompressed to %s bytes; its header says %d")
+            :format(tostring(n), pl.size)
+      end
+   end
+   os.remove(zerr)
+   if why then
+      os.remove(zout)
+      return nil, why, "corrupt"
+   end
+   local renamed, rerr = os.rename(zout, out)
+   if not renamed then
+      os.remove(zout)
+      return nil, ("kernel cache: %s"):format(rerr), "cache"
+   end
+   return { path = out, cached = false, format = pl.format, size = pl.size }
+end
+
+-- open(path, ram_size) -> {entry=, segments=, start=, end_=, path=, read=, close=} or nil,
+-- message: the vmlinux's program headers read and checked against RAM. from_string(bytes,
+-- ram_size, name) does the same for a vmlinux already in memory.
+local function checked(read, close, size, ram_size, name)
+   local info, perr = M.parse_elf(read, size, ram_size)
+   if not info then
+      close()
+      return nil, ("vmlinux %s: %s"):format(name, perr)
+   end
+   info.read, info.close, info.path, info.size = read, close, name, size
+   return info
+end
+
+function M.open(path, ram_size)
+   local f, err = io.open(path, "rb")
+   if not f then return nil, ("vmlinux %s"):format(err) end
+   return checked(function(off, n)
+      f:seek("set", off)
+      return f:read(n) or ""
+   end, function() if io.type(f) == "file" then f:close() end end, f:seek("end"), ram_size, path)
+end
+
+function M.from_string(bytes, ram_size, name)
+   return checked(function(off, n) return bytes:sub(off + 1, off + n) end, function() end,
+                  #bytes, ram_size, name or "image")
+end
+
+-- load(mem, info): each segment's bytes into guest RAM at its physical address, the rest
+-- of its memory size zeroed (the kernel's .bss). Closes the file.
+function M.load(mem, info)
+   for _, s in ipairs(info.segments) do
+      if s.filesz > 0 then
+         local bytes = info.read(s.offset, s.filesz)
+         if #bytes ~= s.filesz then
+            info.close()
+            return nil, ("vmlinux %s: short read of segment %d"):format(info.path, s.index)
+         end
+         mem:write(s.paddr, bytes)
+      end
+      if s.memsz > s.filesz then mem:fill(s.paddr + s.filesz, s.memsz - s.filesz, 0) end
+   end
+   info.close()
+   return true
+end
+
+function M.is_elf(image) return type(image) == "string" and image:sub(1, 4) == "\127ELF" end
+
+return M
