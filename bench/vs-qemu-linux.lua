@@ -8,8 +8,8 @@
 -- I/O. The whole run's wall clock (VMM start to exit, device setup included) is printed
 -- as well. passthrough.lua decompresses the bzImage's kernel on the host once and caches
 -- it (vfio.vmm.vmlinux): that is done, and timed, before the rounds, as a user's first
--- boot of a kernel would; LUAVFIO_BENCH_OURS_ARGS="--decompress guest" measures the
--- kernel's own decompressor instead.
+-- boot of a kernel would. A third VM per round, passthrough.lua with --decompress guest
+-- (the kernel's own decompressor in the guest), shows what that is worth in the same run.
 --   lab/run -- lua5.4 bench/vs-qemu-linux.lua [ROUNDS]     (default 3)
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 local lab = require "support.lab"
@@ -38,6 +38,8 @@ local RUN = {
    ours = ("lua5.4 passthrough.lua --kernel %s --initrd %s --append quiet --timeout 300 --device %s %s")
       :format(kernel, img, nvme, os.getenv("LUAVFIO_BENCH_OURS_ARGS") or ""),
 }
+RUN.ours_guest = RUN.ours .. " --decompress guest"
+local WHO = { "qemu", "ours", "ours_guest" }
 
 local function parse(out)
    local r = {}
@@ -62,9 +64,9 @@ do
       d.cached and "cached already" or "done now", clock() - t0))
 end
 
-local got = { qemu = {}, ours = {} }
+local got = { qemu = {}, ours = {}, ours_guest = {} }
 for i = 1, rounds do
-   for _, who in ipairs { "qemu", "ours" } do
+   for _, who in ipairs(WHO) do
       collectgarbage(); collectgarbage()
       local t0 = clock()
       local out, code = sh(RUN[who])
@@ -93,16 +95,21 @@ end
 if os.getenv("LUAVFIO_LAB_KERNEL") then print("lab kernel " .. os.getenv("LUAVFIO_LAB_KERNEL")) end
 print(("Linux guest, nvme %s passed through, medians of %d runs each (nested KVM in the lab)")
    :format(nvme, rounds))
-print(("  %-28s %12s %12s %8s   %s"):format("", "QEMU vfio-pci", "passthrough", "ours/QEMU",
-   "range QEMU | ours"))
+print(("  %-28s %12s %12s %8s %12s %8s   %s"):format("", "QEMU vfio-pci", "passthrough", "ours/QEMU",
+   "guest-decomp", "g-d/QEMU", "range QEMU | ours | guest-decomp"))
 for _, row in ipairs {
    { "boot to /init (ms)", "boot" }, { "4 KiB random read, median us", "lat" },
    { "4 KiB random read, p99 us", "p99" }, { "4 KiB random read IOPS", "iops" },
    { "1 MiB sequential MB/s", "seq" }, { "nvme interrupts per I/O", "irq" },
    { "whole run, wall clock (s)", "wall" },
 } do
-   local q, o = median(got.qemu, row[2]), median(got.ours, row[2])
-   local qs, os_ = sorted(got.qemu, row[2]), sorted(got.ours, row[2])
-   print(("  %-28s %12.1f %12.1f %8.2f   %.1f-%.1f | %.1f-%.1f"):format(row[1], q, o,
-      q ~= 0 and o / q or 0, qs[1], qs[#qs], os_[1], os_[#os_]))
+   local m, r = {}, {}
+   for _, who in ipairs(WHO) do
+      m[who] = median(got[who], row[2])
+      local v = sorted(got[who], row[2])
+      r[#r + 1] = ("%.1f-%.1f"):format(v[1], v[#v])
+   end
+   local q = m.qemu
+   print(("  %-28s %12.1f %12.1f %8.2f %12.1f %8.2f   %s"):format(row[1], q, m.ours, q ~= 0 and m.ours / q or 0,
+      m.ours_guest, q ~= 0 and m.ours_guest / q or 0, table.concat(r, " | ")))
 end

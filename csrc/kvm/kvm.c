@@ -237,6 +237,30 @@ static int page_ok(uint64_t gpa, uint64_t size)
            gpa + size > gpa;
 }
 
+/* Guest RAM whose host address agrees with its guest address modulo 2 MiB, with
+ * transparent huge pages asked for: only then can KVM map it with 2 MiB pages, and a
+ * guest's first touch of each 2 MiB costs one EPT fault instead of 512 (under nested
+ * KVM each fault is an exit to the outer hypervisor). Exactly `size` bytes stay mapped. */
+#define RAM_ALIGN ((size_t)2 << 20)
+static void *map_ram(uint64_t gpa, size_t size)
+{
+    if (size > SIZE_MAX - RAM_ALIGN)
+        return MAP_FAILED;
+    char *raw = mmap(NULL, size + RAM_ALIGN, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED)
+        return MAP_FAILED;
+    size_t want = (size_t)(gpa % RAM_ALIGN);
+    size_t head = (want - (uintptr_t)raw % RAM_ALIGN + RAM_ALIGN) % RAM_ALIGN;
+    char *p = raw + head;
+    if (head)
+        munmap(raw, head);
+    if (RAM_ALIGN - head)
+        munmap(p + size, RAM_ALIGN - head);
+    (void)madvise(p, size, MADV_HUGEPAGE); /* advice: where THP is off it changes nothing */
+    return p;
+}
+
 int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
 {
     if (!page_ok(gpa, size) || size > SIZE_MAX)
@@ -247,8 +271,7 @@ int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
     int slot = free_slot(vm);
     if (slot < 0)
         return slot;
-    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = map_ram(gpa, (size_t)size);
     if (p == MAP_FAILED)
         return neg_errno();
     e = set_slot(vm, slot, gpa, size, p, 0);

@@ -6,9 +6,12 @@
 #include "l_objects.h"
 #include "l_trap.h"
 
+#include <errno.h>
+#include <lauxlib.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static int push_result(lua_State *L, int e, const char *op, const char *subject)
 {
@@ -140,6 +143,38 @@ static int l_vm_write(lua_State *L)
     const char *s = luaL_checklstring(L, 3, &len);
     memcpy(checkram(L, v, gpa, len), s, len);
     return 0;
+}
+
+/* vm:load_file(gpa, file, offset, len) -> true, or nil, message, errno: `len` bytes of
+ * an open Lua file from `offset` read straight into guest RAM (a kernel's segments:
+ * tens of MB that need not pass through a Lua string). The file's position is left
+ * alone (pread). The end of the file before len bytes is an error (errno EIO). */
+static int l_vm_load_file(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    uint64_t gpa = checku64(L, 2);
+    luaL_Stream *fh = luaL_checkudata(L, 3, LUA_FILEHANDLE);
+    if (!fh->closef)
+        return luaL_argerror(L, 3, "file is closed");
+    lua_Integer off = luaL_checkinteger(L, 4);
+    lua_Integer len = luaL_checkinteger(L, 5);
+    if (off < 0 || len < 0)
+        return luaL_argerror(L, off < 0 ? 4 : 5, "negative");
+    char *dst = checkram(L, v, gpa, (uint64_t)len);
+    int fd = fileno(fh->f);
+    size_t done = 0;
+    while (done < (size_t)len) {
+        ssize_t n = pread(fd, dst + done, (size_t)len - done, (off_t)(off + (lua_Integer)done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return lv_syserrorf(L, n < 0 ? errno : EIO, "read into guest RAM",
+                                "file offset %lld (%zu of %lld bytes read)", (long long)off,
+                                done, (long long)len);
+        done += (size_t)n;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 static int l_vm_read(lua_State *L)
@@ -444,6 +479,7 @@ void lv_open_vm(lua_State *L)
     static const luaL_Reg vm_m[] = {
         {"add_ram", l_vm_add_ram}, {"map", l_vm_map}, {"unmap", l_vm_unmap},
         {"write", l_vm_write}, {"read", l_vm_read}, {"fill", l_vm_fill},
+        {"load_file", l_vm_load_file},
         {"memory", l_vm_memory}, {"create_irqchip", l_vm_create_irqchip},
         {"create_pit2", l_vm_create_pit2}, {"set_halt_poll", l_vm_set_halt_poll}, {"supported_cpuid", l_vm_supported_cpuid},
         {"set_msi_route", l_vm_set_msi_route}, {"remove_route", l_vm_remove_route},

@@ -190,6 +190,28 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
       vm:close()
    end)
 
+   it("maps guest RAM at host addresses that agree with the guest's modulo 2 MiB, for huge pages", function()
+      local kvm = core.kvm_open()
+      local vm = kvm and kvm:create_vm()
+      if not vm then pending("no usable /dev/kvm here") return end
+      local size = 6 << 20
+      for i, gpa in ipairs { 0, 0x101000, 0x3ff000 } do
+         assert(vm:add_ram(i * 0x10000000 + gpa, size))
+      end
+      -- each slot is one mapping of exactly its size; its start sits at the guest offset
+      local found = {}
+      for line in io.lines("/proc/self/maps") do
+         local lo, hi = line:match("^(%x+)-(%x+) rw%-p 00000000 00:00 0")
+         if lo and tonumber(hi, 16) - tonumber(lo, 16) == size then
+            found[tonumber(lo, 16) % (2 << 20)] = true
+         end
+      end
+      for _, off in ipairs { 0, 0x101000, 0x3ff000 % (2 << 20) } do
+         assert.is_true(found[off], ("no %d MiB mapping at 0x%x modulo 2 MiB"):format(size >> 20, off))
+      end
+      vm:close()
+   end)
+
    it("keeps slots and ranges off KVM's TSS and identity-map pages", function()
       local vm = new_vm()
       if not vm then pending("no usable /dev/kvm here") return end

@@ -167,6 +167,28 @@ describe("vfio.vmm.vmlinux: the kernel decompressed on the host", function()
       files.sh("rm -rf " .. dir)
    end)
 
+   it("remembers a file's hash by its path, size and times, and hashes a changed file again", function()
+      local dir, work = tmpdir(), tmpdir()
+      local path = work .. "/bzImage"
+      files.writefile(path, gz)
+      local d = assert(vmlinux.decompress(gz, { path = path, cache_dir = dir }))
+      local sha = d.path:match("/(%x+)%.vmlinux$")
+      local index = listdir(dir .. "/index")
+      assert.are.equal(1, #index)
+      assert.are.equal(sha .. " " .. path .. "\n", files.readfile(dir .. "/index/" .. index[1]))
+      -- an index entry that names another file is not believed
+      files.writefile(dir .. "/index/" .. index[1], ("0"):rep(64) .. " /elsewhere\n")
+      assert.are.equal(d.path, assert(vmlinux.decompress(gz, { path = path, cache_dir = dir })).path)
+      assert.are.equal(sha .. " " .. path .. "\n", files.readfile(dir .. "/index/" .. index[1]))
+      -- another kernel at the same path: another size, so another entry, another hash
+      local xz = bzimage(decompressor32(), compress(vml, "xz --check=crc32"), #vml)
+      files.writefile(path, xz)
+      local d2 = assert(vmlinux.decompress(xz, { path = path, cache_dir = dir }))
+      assert.are_not.equal(d.path, d2.path)
+      assert.are.equal(2, #listdir(dir .. "/index"))
+      files.sh("rm -rf " .. dir .. " " .. work)
+   end)
+
    it("falls back to a private directory under $TMPDIR when the cache cannot be written", function()
       local stdlib = require "posix.stdlib"
       local tmp = tmpdir()

@@ -271,7 +271,8 @@ end
 
 function Board:output() return self.machine:output() end
 
--- board:boot_linux{kernel=, initrd=, append=, decompress=, on_note=fn(text), timeout=,
+-- board:boot_linux{kernel=, image= (its bytes, if read already), initrd=, append=, decompress=,
+--   on_note=fn(text), timeout=,
 --   should_stop=fn, slice=, on_slice=fn} -> result
 -- (vfio.vmm.boot_linux's run): the PC platform on this board's VM, the MP table naming
 -- every device's INTx line, the kernel loaded, and the run with this board's handler.
@@ -288,7 +289,7 @@ function Board:boot_linux(opts)
    end
    local me = self
    local info, err, errno = boot_linux.setup(self.machine, {
-      kernel = opts.kernel, initrd = opts.initrd, append = opts.append, pcihost = self.host,
+      kernel = opts.kernel, image = opts.image, initrd = opts.initrd, append = opts.append, pcihost = self.host,
       decompress = opts.decompress, pci_irqs = pci_irqs, stdout = opts.stdout ~= false })
    if not info then return nil, err, errno end
    if self.machine.boot_note and opts.on_note then opts.on_note(self.machine.boot_note) end

@@ -124,7 +124,7 @@ local function load_kernel(m, image, opts, cmdline, initrd)
 end
 
 -- setup(m, opts) -> info (linux.load's) or nil, message, errno. m is a vfio.vmm.vm made
--- with its irqchip. opts: kernel (path) or image (bytes), decompress (above), cache_dir
+-- with its irqchip. opts: kernel (path) and/or image (its bytes), decompress (above), cache_dir
 -- (vfio.vmm.vmlinux's), initrd (path) or
 -- initrd_data, append (added after the machine's line), cmdline (replaces it all),
 -- stdout (stream the console, default true), capture (bytes kept, default 1 MiB),

@@ -133,11 +133,13 @@ function cli.main(argv, how)
    end
 
    -- The guest files are checked before anything is opened.
+   local kernel_image
    if o.kernel and not o.plan then
       local f, err = io.open(o.kernel, "rb")
       if not f then die(EXIT.setup, "kernel %s", err) end
       local image = f:read("a")
       f:close()
+      kernel_image = image -- read once: the boot takes these bytes
       local hdr, why
       if require("vfio.vmm.vmlinux").is_elf(image) then
          hdr, why = require("vfio.vmm.vmlinux").from_string(image, o.mem << 20, o.kernel)
@@ -272,7 +274,7 @@ function cli.main(argv, how)
       local console = require("vfio.vmm.console").open()
       if console then io.stderr:write(prog, ": the terminal is the guest's console; Ctrl-A x quits\r\n") end
       local ok, r, why = pcall(board.boot_linux, board, {
-         kernel = o.kernel, initrd = o.initrd, append = o.append, timeout = o.timeout,
+         kernel = o.kernel, image = kernel_image, initrd = o.initrd, append = o.append, timeout = o.timeout,
          -- an explicit "host" fails where the default falls back to the guest's decompressor
          decompress = o.decompress or "auto",
          on_note = function(text) io.stderr:write(prog, ": ", text, "\r\n") end,

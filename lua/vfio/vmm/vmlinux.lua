@@ -174,12 +174,52 @@ function M.have_tool(name)
    return sh(("command -v %s >/dev/null 2>&1"):format(quote(name)))
 end
 
+local index_lookup, index_store
+
 local function sha256(path)
    local p = io.popen(("sha256sum < %s 2>/dev/null"):format(quote(path)))
    if not p then return nil end
    local out = p:read("a")
    p:close()
    return out:match("^(%x+)")
+end
+
+-- Hashing a bzImage costs a second under TCG, so a file's hash is remembered in the
+-- cache's index/, under its path, size, mtime and ctime (not its inode: the lab's 9p
+-- view of the host renumbers inodes). A file rewritten in place within one second at
+-- the same size would be missed; a new file (a copy, a rename, a rebuild) is not.
+local function stat_key(path)
+   local st = require("posix.sys.stat").stat(path)
+   if not st then return nil end
+   local name = path:gsub("[^%w%.%-]", "_")
+   if #name > 160 then name = name:sub(-160) end
+   return ("%s@%d-%d-%d.sha256"):format(name, st.st_size, st.st_mtime, st.st_ctime)
+end
+
+function index_lookup(dirs, known, path)
+   for _, d in ipairs(dirs) do
+      local f = io.open(d .. "/index/" .. known, "rb")
+      if f then
+         local line = f:read("a")
+         f:close()
+         local sha, p = line:match("^(%x+) (.-)\n$")
+         if sha and #sha == 64 and p == path then return sha end
+      end
+   end
+end
+
+function index_store(dirs, known, sha, path)
+   for _, d in ipairs(dirs) do
+      sh("mkdir -p " .. quote(d .. "/index") .. " 2>/dev/null")
+      local tmpname = ("%s/index/.tmp.%d.%d"):format(d, os.time(), math.random(1 << 30))
+      local f = io.open(tmpname, "wb")
+      if f then
+         local ok = f:write(sha, " ", path, "\n")
+         f:close()
+         if ok and os.rename(tmpname, d .. "/index/" .. known) then return end
+         os.remove(tmpname)
+      end
+   end
 end
 
 -- decompress(image, {path = the image's file (hashed where it lies), cache_dir =}) ->
@@ -201,13 +241,18 @@ function M.decompress(image, opts)
       f:write(image)
       f:close()
    end
-   local key = sha256(src)
-   if src ~= opts.path then os.remove(src) end
-   if not key then return nil, "kernel cache: sha256sum failed", "cache" end
    -- the cache, else this user's private directory under $TMPDIR: found in either,
    -- written to the first that takes a file
    local dirs, tmp = { M.cache_dir(opts) }, not opts.cache_dir and M.private_tmp_dir()
    if tmp then dirs[2] = tmp end
+   local known = opts.path and stat_key(opts.path)
+   local key = known and index_lookup(dirs, known, opts.path)
+   if not key then
+      key = sha256(src)
+      if src ~= opts.path then os.remove(src) end
+      if not key then return nil, "kernel cache: sha256sum failed", "cache" end
+      if known then index_store(dirs, known, key, opts.path) end
+   end
    for _, d in ipairs(dirs) do
       local out = ("%s/%s.vmlinux"):format(d, key)
       if file_size(out) == pl.size then
@@ -272,13 +317,13 @@ end
 -- open(path, ram_size) -> {entry=, segments=, start=, end_=, path=, read=, close=} or nil,
 -- message: the vmlinux's program headers read and checked against RAM. from_string(bytes,
 -- ram_size, name) does the same for a vmlinux already in memory.
-local function checked(read, close, size, ram_size, name)
+local function checked(read, close, size, ram_size, name, file)
    local info, perr = M.parse_elf(read, size, ram_size)
    if not info then
       close()
       return nil, ("vmlinux %s: %s"):format(name, perr)
    end
-   info.read, info.close, info.path, info.size = read, close, name, size
+   info.read, info.close, info.path, info.size, info.file = read, close, name, size, file
    return info
 end
 
@@ -288,7 +333,7 @@ function M.open(path, ram_size)
    return checked(function(off, n)
       f:seek("set", off)
       return f:read(n) or ""
-   end, function() if io.type(f) == "file" then f:close() end end, f:seek("end"), ram_size, path)
+   end, function() if io.type(f) == "file" then f:close() end end, f:seek("end"), ram_size, path, f)
 end
 
 function M.from_string(bytes, ram_size, name)
@@ -296,11 +341,19 @@ function M.from_string(bytes, ram_size, name)
                   #bytes, ram_size, name or "image")
 end
 
--- load(mem, info): each segment's bytes into guest RAM at its physical address, the rest
--- of its memory size zeroed (the kernel's .bss). Closes the file.
+-- load(mem, info): each segment's bytes into guest RAM at its physical address (through
+-- mem:load_file when mem has it, as a VM does), the rest of its memory size zeroed (the
+-- kernel's .bss). Closes the file.
 function M.load(mem, info)
    for _, s in ipairs(info.segments) do
-      if s.filesz > 0 then
+      if s.filesz > 0 and info.file and mem.load_file then
+         -- a VM reads the file straight into guest RAM
+         local ok, err = mem:load_file(s.paddr, info.file, s.offset, s.filesz)
+         if not ok then
+            info.close()
+            return nil, ("vmlinux %s: segment %d: %s"):format(info.path, s.index, err)
+         end
+      elseif s.filesz > 0 then
          local bytes = info.read(s.offset, s.filesz)
          if #bytes ~= s.filesz then
             info.close()
