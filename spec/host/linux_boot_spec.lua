@@ -23,26 +23,7 @@ local read = require("support.lspci").slurp
 
 local function patch(s, off, bytes) return s:sub(1, off) .. bytes .. s:sub(off + #bytes + 1) end
 
--- Guest memory stand-in that keeps the writes as chunks (the kernel is megabytes).
-local function memory(size)
-   local m = { chunks = {}, size = size }
-   function m:write(gpa, s)
-      assert(gpa >= 0 and gpa + #s <= self.size, "write outside RAM")
-      self.chunks[#self.chunks + 1] = { gpa, s }
-   end
-   function m:fill(gpa, len, b) self:write(gpa, string.char(b):rep(len)) end
-   function m:get(gpa, len)
-      local out = {}
-      for i = 1, len do out[i] = "\0" end
-      for _, c in ipairs(self.chunks) do
-         local a, s = c[1], c[2]
-         local lo, hi = math.max(a, gpa), math.min(a + #s, gpa + len)
-         for x = lo, hi - 1 do out[x - gpa + 1] = s:sub(x - a + 1, x - a + 1) end
-      end
-      return table.concat(out)
-   end
-   return m
-end
+local memory = require("support.guest_memory").new
 
 describe("vfio.vmm.linux: the boot protocol loader", function()
    local path, have_version = kernel_path()

@@ -212,6 +212,34 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
       vm:close()
    end)
 
+   it("reads a file straight into guest RAM, bounded by the RAM and the file", function()
+      local vm = new_vm()
+      if not vm then pending("no usable /dev/kvm here") return end
+      local path = os.tmpname()
+      local f = assert(io.open(path, "wb"))
+      f:write(("0123456789"):rep(1000))
+      f:close()
+      f = assert(io.open(path, "rb"))
+      f:seek("set", 5)
+      assert.is_true(vm:load_file(0x2000, f, 10, 25))
+      assert.are.equal(("0123456789"):rep(3):sub(1, 25), vm:read(0x2000, 25))
+      assert.are.equal(5, f:seek())                              -- the file's position is left alone
+      -- past the end of the file: an error with what was read, nothing raised
+      local ok, msg, errno = vm:load_file(0x3000, f, 9990, 20)
+      assert.is_nil(ok)
+      assert.are.equal(5, errno)                                 -- EIO
+      assert.matches("^read into guest RAM file offset 9990 %(10 of 20 bytes read%)", msg)
+      -- outside RAM, negative numbers, a closed file: argument errors
+      assert.has_error(function() vm:load_file(0x100000 - 10, f, 0, 20) end)
+      assert.has_error(function() vm:load_file(0, f, -1, 20) end)
+      assert.has_error(function() vm:load_file(0, f, 0, -1) end)
+      f:close()
+      assert.has_error(function() vm:load_file(0, f, 0, 1) end, "bad argument #2 to 'load_file' (file is closed)")
+      assert.has_error(function() vm:load_file(0, "not a file", 0, 1) end)
+      os.remove(path)
+      vm:close()
+   end)
+
    it("keeps slots and ranges off KVM's TSS and identity-map pages", function()
       local vm = new_vm()
       if not vm then pending("no usable /dev/kvm here") return end

@@ -359,24 +359,7 @@ describe("vfio.vmm.vmlinux: ELF checks", function()
 end)
 
 describe("linux.load_vmlinux: the 64-bit entry's memory", function()
-   local function memory(size)
-      local m = { bytes = {}, size = size }
-      function m:write(gpa, s)
-         assert(gpa >= 0 and gpa + #s <= self.size, "write outside RAM")
-         self.bytes[#self.bytes + 1] = { gpa, s }
-      end
-      function m:fill(gpa, len, b) self:write(gpa, string.char(b):rep(len)) end
-      function m:get(gpa, len)
-         local out = ("\0"):rep(len)
-         for _, c in ipairs(self.bytes) do
-            local a, s = c[1], c[2]
-            local lo, hi = math.max(a, gpa), math.min(a + #s, gpa + len)
-            if lo < hi then out = out:sub(1, lo - gpa) .. s:sub(lo - a + 1, hi - a) .. out:sub(hi - gpa + 1) end
-         end
-         return out
-      end
-      return m
-   end
+   local memory = require("support.guest_memory").new
    local code = ("\144"):rep(100)
    local image = elf { { paddr = 0x200000, bytes = code, memsz = 0x5000 } }
 
@@ -420,7 +403,7 @@ describe("linux.load_vmlinux: the 64-bit entry's memory", function()
          local vml = vmlinux.from_string(img or image, opts.ram_size)
          local info, err = linux.load_vmlinux(mem, vml, opts)
          assert.is_nil(info)
-         assert.are.same({}, mem.bytes)
+         assert.are.same({}, mem.chunks)
          return err
       end
       assert.matches("command line of 2048 bytes exceeds the kernel's cmdline_size 2047",
