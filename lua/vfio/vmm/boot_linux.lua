@@ -101,7 +101,6 @@ local function load_kernel(m, image, opts, cmdline, initrd)
    if vmlinux.is_elf(image) then
       vml, err = vmlinux.from_string(image, m.ram_size, opts.kernel)
       if not vml then return nil, err end
-      largs.image = nil
    elseif how ~= "guest" then
       local hdr, herr = linux.parse(image)
       if not hdr then return nil, herr end
