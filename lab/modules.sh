@@ -3,10 +3,13 @@
 # (no depmod data ships in the package folder we unpack).
 moddir=$kdir/lib/modules/$kver/kernel
 modindex=$cache/lab/modindex-$kver
+# inside the lab the cache is read-only: an index not made on the host is made under /tmp
+[ -f "$modindex" ] || [ -w "$cache/lab" ] || modindex=${TMPDIR:-/tmp}/modindex-$kver
 
-# lab_modindex: "name path" for every module of the lab kernel, cached per kernel.
+# lab_modindex: "name path" for every module of the lab kernel, cached per kernel (empty
+# for a kernel with every driver built in).
 lab_modindex() {
-  [ -s "$modindex" ] && return 0
+  [ -f "$modindex" ] && return 0
   find "$moddir" -name '*.ko' | while read -r f; do b=${f##*/}; b=${b%.ko}; echo "${b//-/_} $f"; done \
     > "$modindex.tmp" && mv "$modindex.tmp" "$modindex"
 }

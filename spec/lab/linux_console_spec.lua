@@ -7,8 +7,8 @@ local root = io.popen("pwd"):read("l")
 local term = tmux.new("luavfio-console-spec", "con")
 
 local function start(run_script)
-   local img = assert(tmux.sh("lab/initramfs --run " .. run_script):match("(%S+)%s*$"))
-   local kernel = require("support.linux_guest").kernel()
+   local guest = require "support.linux_guest"
+   local img, kernel = guest.initramfs("--run " .. run_script), guest.kernel()
    local nvme = require("support.lab").need("nvme").bdf
    -- after the run: its status, and whether the terminal is in canonical mode again
    local cmd = ("cd %s && lua5.4 passthrough.lua --kernel %s --initrd %s --append quiet --device %s; "
@@ -63,8 +63,8 @@ end)
 describe("the Linux guest without a terminal", function()
    it("tears the VM down on SIGINT, and the device is usable again", function()
       local sh = require("support.shell").run
-      local img = assert(sh("lab/initramfs --run spec/support/console_guest.sh"):match("(%S+)%s*$"))
-      local kernel = require("support.linux_guest").kernel()
+      local guest = require "support.linux_guest"
+      local img, kernel = guest.initramfs("--run spec/support/console_guest.sh"), guest.kernel()
       local nvme = require("support.lab").need("nvme").bdf
       -- stdin a FIFO held open (no terminal, no EOF), SIGINT once the guest is up; no
       -- process outlives the command (popen reads until the last writer is gone)

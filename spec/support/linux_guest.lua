@@ -7,12 +7,17 @@ M.CHECKS = "spec/support/guest_checks.sh"
 
 local sh = require("support.shell").run
 
+-- lab/initramfs ARGS: the image's path; raises with the tool's messages when it fails.
+function M.initramfs(args)
+   local out, code = sh("lab/initramfs " .. args)
+   assert(code == 0, "lab/initramfs failed:\n" .. out)
+   return (out:match("(%S+)%s*$"))
+end
+
 -- The initramfs both VMMs boot (cached by contents, so made once per lab run at most).
 function M.initrd()
    local edu = (os.getenv("LUAVFIO_BUILD") or "build") .. "/bench/guest_edu"
-   local out, code = sh(("lab/initramfs --run %s --file %s:/bin/guest_edu"):format(M.CHECKS, edu))
-   assert(code == 0, "lab/initramfs failed:\n" .. out)
-   return (out:match("(%S+)%s*$"))
+   return M.initramfs(("--run %s --file %s:/bin/guest_edu"):format(M.CHECKS, edu))
 end
 
 -- The guest's report: devices by vendor:device ({bdf=, class=, driver=, res={...}}),
