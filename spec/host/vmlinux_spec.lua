@@ -143,7 +143,7 @@ describe("vfio.vmm.vmlinux: the kernel decompressed on the host", function()
    end)
 
    it("decompresses each format this host has a tool for, once, into a cache named by SHA-256", function()
-      local dir = tmpdir()
+      local dir = tmpdir() .. "/not/made/yet"   -- made as a cache directory needs
       local tried = {}
       for _, f in ipairs { { "gzip", "gzip -9" }, { "xz", "xz --check=crc32" }, { "bzip2", "bzip2" },
                            { "lzma", "xz --format=lzma" }, { "zstd", "zstd -q" }, { "lz4", "lz4 -l -q" } } do

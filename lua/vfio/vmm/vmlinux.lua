@@ -160,6 +160,16 @@ local function sh(cmd)
    return ok == true, how, code
 end
 
+-- mkdir -p, quietly: a directory that cannot be made shows up as the open that fails next
+local function make_dirs(path)
+   local mkdir = require("posix.sys.stat").mkdir
+   local at = path:sub(1, 1) == "/" and "" or "."
+   for part in path:gmatch("[^/]+") do
+      at = at .. "/" .. part
+      mkdir(at, tonumber("755", 8))
+   end
+end
+
 local function file_size(path)
    local f = io.open(path, "rb")
    if not f then return nil end
@@ -210,7 +220,7 @@ end
 
 function index_store(dirs, known, sha, path)
    for _, d in ipairs(dirs) do
-      sh("mkdir -p " .. quote(d .. "/index") .. " 2>/dev/null")
+      make_dirs(d .. "/index")
       local tmpname = ("%s/index/.tmp.%d.%d"):format(d, os.time(), math.random(1 << 30))
       local f = io.open(tmpname, "wb")
       if f then
@@ -261,7 +271,7 @@ function M.decompress(image, opts)
    end
    local dir, tag, f, ferr
    for _, d in ipairs(dirs) do
-      sh("mkdir -p " .. quote(d) .. " 2>/dev/null")
+      make_dirs(d)
       tag = ("%s/.tmp.%d.%d"):format(d, os.time(), math.random(1 << 30))
       f, ferr = io.open(tag .. ".in", "wb")
       if f then dir = d break end
