@@ -22,8 +22,8 @@ local sh = require("support.shell").run
 
 local bin = (os.getenv("LUAVFIO_BUILD") or "build") .. "/bench/guest_bench"
 assert(io.open(bin), bin .. " missing: make first")
-local img = assert(sh(("lab/initramfs --init bench/linux_bench_init.sh --modules nvme --file %s:/bin/guest_bench")
-   :format(bin)):match("(%S+)%s*$"))
+local img = require("support.linux_guest").initramfs(
+   ("--init bench/linux_bench_init.sh --modules nvme --file %s:/bin/guest_bench"):format(bin))
 local kernel = os.getenv("LUAVFIO_CACHE") .. "/lab/kernel/boot/vmlinuz-" .. os.getenv("LUAVFIO_LAB_KERNEL")
 
 local function clock()

@@ -2,9 +2,7 @@
 # lab kernel's modules by name, and their dependencies from each module's depends= string
 # (no depmod data ships in the package folder we unpack).
 moddir=$kdir/lib/modules/$kver/kernel
-modindex=$cache/lab/modindex-$kver
-# inside the lab the cache is read-only: an index not made on the host is made under /tmp
-[ -f "$modindex" ] || [ -w "$cache/lab" ] || modindex=${TMPDIR:-/tmp}/modindex-$kver
+modindex=$(lab_cache_file "modindex-$kver" -f)
 
 # lab_modindex: "name path" for every module of the lab kernel, cached per kernel (empty
 # for a kernel with every driver built in).
