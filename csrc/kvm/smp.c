@@ -32,7 +32,7 @@ static void *vcpu_thread(void *arg)
         pthread_mutex_unlock(&s->lock);
         if (stop)
             break;
-        int e = lv_kvm_vcpu_run(p->cpu, 0, &p->exit);
+        int e = s->run(p->cpu, 0, &p->exit);
         pthread_mutex_lock(&s->lock);
         if (s->stop) {
             pthread_mutex_unlock(&s->lock);
@@ -59,7 +59,11 @@ int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n
 {
     if (n == 0 || n > LV_KVM_SMP_MAX)
         return -EINVAL;
+    int (*run)(struct lv_kvm_vcpu *, int64_t, struct lv_kvm_exit *) = s->run;
+    int (*kick)(pthread_t) = s->kick;
     memset(s, 0, sizeof *s);
+    s->run = run ? run : lv_kvm_vcpu_run;
+    s->kick = kick ? kick : lv_kvm_kick;
     struct lv_kvm_vm *vm = cpus[0]->vm;
     for (unsigned i = 0; i < n; i++)
         if (cpus[i]->vm != vm || cpus[i]->fd < 0)
@@ -147,7 +151,7 @@ void lv_kvm_smp_stop(struct lv_kvm_smp *s)
             break;
         for (unsigned i = 0; i < s->n; i++)
             if (s->cpu[i].started && !s->cpu[i].done)
-                lv_kvm_kick(s->cpu[i].thread);
+                s->kick(s->cpu[i].thread);
         struct timespec pause = {0, 2000000};
         nanosleep(&pause, NULL);
     }

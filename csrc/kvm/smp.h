@@ -34,6 +34,11 @@ struct lv_kvm_smp {
     unsigned n, next;
     int stop;
     struct lv_kvm_smp_cpu cpu[LV_KVM_SMP_MAX];
+    /* Stand-ins for lv_kvm_vcpu_run and lv_kvm_kick, so the hand-off can be driven
+     * without KVM (tests/smp_harness.c); NULL: the real ones. Set before
+     * lv_kvm_smp_start, which keeps them. */
+    int (*run)(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out);
+    int (*kick)(pthread_t t);
 };
 
 int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n);

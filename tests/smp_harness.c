@@ -1,0 +1,221 @@
+/* smp_harness [SLICES] [SEED]: smp.c's hand-off driven without KVM (no Lua either).
+ *
+ * Fake vCPUs stand in for KVM_RUN (struct lv_kvm_smp's run and kick): each "runs" for a
+ * random while and leaves with a numbered exit (a PIO or MMIO write or read, now and then
+ * a halt or a C stop), or with a timeout when kicked. The main thread plays vm:run_vcpus
+ * (csrc/lua/l_vcpu.c) over many run slices, ending each the ways a run ends: its
+ * timeout, a halt or stop exit, a handler returning false; between slices it sometimes
+ * plays vcpu:run on one vCPU. It answers every read with data of its own.
+ *
+ * Checked, as KVM would see it: a vCPU is never run again while its last exit has not
+ * reached the caller (KVM_RUN would complete it unseen: a write lost, a read of all
+ * ones); the caller gets each vCPU's exits once each and in order; a read is completed
+ * with the caller's data; every thread is joined when lv_kvm_smp_stop returns.
+ * Prints "ok: ..." and exits 0, or the first violation and exits 1. */
+#include "kvm/smp.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NCPU 4
+
+struct fake {
+    /* the fake vCPU's own thread (or the main thread between slices) */
+    uint64_t produced;      /* number of the last exit it left with */
+    int outstanding;        /* that exit is not completed yet (no run since) */
+    int is_read;
+    uint8_t data[8];        /* its kvm_run data area */
+    unsigned seed;
+    /* set by the caller's side */
+    _Atomic uint64_t delivered; /* number of the last exit the caller got */
+    atomic_int kicked;
+};
+
+static struct fake fakes[NCPU];
+static struct lv_kvm_smp smp;
+static struct lv_kvm_vm vm;
+static struct lv_kvm_vcpu cpus[NCPU];
+static atomic_int failed;
+static uint64_t n_exits, n_held_first, n_kicks;
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+    if (atomic_exchange(&failed, 1))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    printf("FAIL: ");
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+}
+
+static void answer_bytes(uint64_t seq, uint8_t *out)
+{
+    for (int i = 0; i < 4; i++)
+        out[i] = (uint8_t)(seq * 7 + (uint64_t)i);
+}
+
+/* KVM_RUN's stand-in */
+static int fake_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out)
+{
+    (void)timeout_ns;
+    struct fake *f = &fakes[c->id];
+    memset(out, 0, sizeof *out);
+    c->pending_read = 0;
+    atomic_store(&f->kicked, 0);   /* a kick outside the run is lost, as with KVM */
+    if (f->outstanding) {
+        /* entering KVM_RUN completes the last exit */
+        uint64_t got = atomic_load(&f->delivered);
+        if (got != f->produced)
+            fail("vcpu %d: exit %" PRIu64 " lost: run again before it reached the caller "
+                 "(caller has %" PRIu64 ")", c->id, f->produced, got);
+        uint8_t want[4];
+        answer_bytes(f->produced, want);
+        if (f->is_read && memcmp(f->data, want, 4))
+            fail("vcpu %d: read %" PRIu64 " completed with %02x%02x%02x%02x, not the "
+                 "caller's data", c->id, f->produced, f->data[0], f->data[1], f->data[2],
+                 f->data[3]);
+        f->outstanding = 0;
+    }
+    for (;;) {
+        if (atomic_exchange(&f->kicked, 0)) {
+            out->kind = LV_KVM_EXIT_TIMEOUT;
+            return 0;
+        }
+        unsigned r = (unsigned)rand_r(&f->seed);
+        if (r % 8 == 0) {
+            f->produced++;
+            f->outstanding = 1;
+            unsigned k = (r >> 4) % 64;
+            enum lv_kvm_exit_kind kind = k == 0 ? LV_KVM_EXIT_HLT :
+                                         k == 1 ? LV_KVM_EXIT_STOP :
+                                         (k & 1) ? LV_KVM_EXIT_IO : LV_KVM_EXIT_MMIO;
+            f->is_read = (kind == LV_KVM_EXIT_IO || kind == LV_KVM_EXIT_MMIO) && (k & 2);
+            *out = (struct lv_kvm_exit){.kind = kind, .space = kind == LV_KVM_EXIT_MMIO,
+                                        .addr = f->produced, .size = 4, .count = 1,
+                                        .is_write = !f->is_read, .data = f->data};
+            if (f->is_read) {
+                memset(f->data, 0xff, sizeof f->data);
+                c->pending_read = 1;
+            }
+            return 0;
+        }
+        if (r % 3 == 0)
+            sched_yield();
+    }
+}
+
+static int fake_kick(pthread_t t)
+{
+    n_kicks++;
+    for (unsigned i = 0; i < smp.n; i++)
+        if (smp.cpu[i].started && pthread_equal(smp.cpu[i].thread, t))
+            atomic_store(&fakes[smp.cpu[i].cpu->id].kicked, 1);
+    return 0;
+}
+
+/* The caller got exit x of vCPU id (vm:run_vcpus's handler, or the exit a run returns). */
+static void deliver(int id, const struct lv_kvm_exit *x)
+{
+    struct fake *f = &fakes[id];
+    uint64_t want = atomic_load(&f->delivered) + 1;
+    if (x->addr != want)
+        fail("vcpu %d: the caller got exit %" PRIu64 ", expected %" PRIu64 " (%s)", id,
+             (uint64_t)x->addr, want, x->addr < want ? "twice" : "one skipped");
+    atomic_store(&f->delivered, x->addr);
+    if (!x->is_write)
+        answer_bytes(x->addr, x->data);   /* the handler's value, or vcpu:complete */
+    n_exits++;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* One vm:run_vcpus; returns how it ended. */
+static const char *slice(unsigned *seed)
+{
+    /* 1 to NCPU of the vCPUs, in a random order */
+    struct lv_kvm_vcpu *list[NCPU];
+    for (unsigned i = 0; i < NCPU; i++)
+        list[i] = &cpus[i];
+    for (unsigned i = NCPU - 1; i > 0; i--) {
+        unsigned j = (unsigned)rand_r(seed) % (i + 1);
+        struct lv_kvm_vcpu *t = list[i];
+        list[i] = list[j], list[j] = t;
+    }
+    unsigned n = 1 + (unsigned)rand_r(seed) % NCPU;
+    smp.run = fake_run;
+    smp.kick = fake_kick;
+    int e = lv_kvm_smp_start(&smp, list, n);
+    if (e < 0) {
+        fail("lv_kvm_smp_start: %s", strerror(-e));
+        return "error";
+    }
+    int64_t deadline = now_ns() + 100000 + rand_r(seed) % 2000000;
+    const char *how;
+    for (;;) {
+        int i = lv_kvm_smp_wait(&smp, deadline);
+        if (i == -ETIMEDOUT) {
+            how = "timeout";
+            break;
+        }
+        struct lv_kvm_smp_cpu *p = &smp.cpu[i];
+        if (p->err < 0) {
+            fail("vcpu %d: run error %d", p->cpu->id, p->err);
+            how = "error";
+            break;
+        }
+        deliver(p->cpu->id, &p->exit);
+        if (p->exit.kind != LV_KVM_EXIT_IO && p->exit.kind != LV_KVM_EXIT_MMIO) {
+            how = "exit";   /* hlt or stop: returned to Lua */
+            break;
+        }
+        if (rand_r(seed) % 16 == 0) {
+            how = "false";  /* the handler returned false */
+            break;
+        }
+        p->cpu->pending_read = 0;
+        lv_kvm_smp_answer(&smp, (unsigned)i);
+    }
+    lv_kvm_smp_stop(&smp);
+    for (unsigned i = 0; i < n; i++)
+        if (smp.cpu[i].started && !smp.cpu[i].done)
+            fail("vcpu %d: its thread was not done when lv_kvm_smp_stop returned", i);
+    return how;
+}
+
+int main(int argc, char **argv)
+{
+    unsigned slices = argc > 1 ? (unsigned)strtoul(argv[1], NULL, 0) : 2000;
+    unsigned seed = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 0) : 1;
+    vm.fd = 100;   /* never used: the fake run never reaches KVM */
+    for (int i = 0; i < NCPU; i++) {
+        cpus[i] = (struct lv_kvm_vcpu){.fd = 200 + i, .id = i, .vm = &vm};
+        fakes[i].seed = seed * 31 + (unsigned)i;
+    }
+    unsigned ends[4] = {0};
+    for (unsigned k = 0; k < slices && !atomic_load(&failed); k++) {
+        const char *how = slice(&seed);
+        ends[how[0] == 't' ? 0 : how[0] == 'e' && how[1] == 'x' ? 1 : how[0] == 'f' ? 2 : 3]++;
+    }
+    if (atomic_load(&failed))
+        return 1;
+    printf("ok: %u slices (%u timeouts, %u halts or stops, %u handlers returning false), "
+           "%" PRIu64 " exits, %" PRIu64 " delivered first on the next run, %" PRIu64
+           " kicks\n", slices, ends[0], ends[1], ends[2], n_exits, n_held_first, n_kicks);
+    return 0;
+}
