@@ -11,10 +11,19 @@
  * reached the caller (KVM_RUN would complete it unseen: a write lost, a read of all
  * ones); the caller gets each vCPU's exits once each and in order; a read is completed
  * with the caller's data; every thread is joined when lv_kvm_smp_stop returns.
- * Prints "ok: ..." and exits 0, or the first violation and exits 1. */
+ * The lock smp.c hands around is checked too: never unlocked by a thread that does not
+ * hold it (pthread_mutex_unlock and the cond waits are wrapped), also when a thread
+ * cannot be created (pthread_create is wrapped to fail now and then).
+ * Prints "ok: ..." and exits 0, or the first violation and exits 1.
+ *
+ * smp_harness signal: another handler owns the kick signal: lv_kvm_smp_start must refuse
+ * (-EBUSY) rather than start threads its stop could never kick (SIGALRM after 5 s). */
 #include "kvm/smp.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -57,6 +66,84 @@ static void fail(const char *fmt, ...)
     printf("\n");
     fflush(stdout);
     va_end(ap);
+}
+
+/* ---- the lock's owner, through wrappers of the pthread calls smp.c makes ---- */
+
+static _Atomic(pthread_t) lock_owner;
+static atomic_int fail_creates;   /* pthread_create fails while > 0 */
+static uint64_t n_create_failures;
+
+static int owns(pthread_mutex_t *m)
+{
+    return m != &smp.lock || pthread_equal(atomic_load(&lock_owner), pthread_self());
+}
+
+int pthread_mutex_lock(pthread_mutex_t *m)
+{
+    static int (*real)(pthread_mutex_t *);
+    if (!real)
+        real = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_lock");
+    int e = real(m);
+    if (!e && m == &smp.lock)
+        atomic_store(&lock_owner, pthread_self());
+    return e;
+}
+
+int pthread_mutex_unlock(pthread_mutex_t *m)
+{
+    static int (*real)(pthread_mutex_t *);
+    if (!real)
+        real = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_unlock");
+    if (!owns(m))
+        fail("smp.c unlocks its lock from a thread that does not hold it (twice?)");
+    if (m == &smp.lock)
+        atomic_store(&lock_owner, (pthread_t)0);
+    return real(m);
+}
+
+int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
+{
+    static int (*real)(pthread_cond_t *, pthread_mutex_t *);
+    if (!real)
+        real = (int (*)(pthread_cond_t *, pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_cond_wait");
+    if (!owns(m))
+        fail("smp.c waits on its lock without holding it");
+    if (m == &smp.lock)
+        atomic_store(&lock_owner, (pthread_t)0);
+    int e = real(c, m);
+    if (m == &smp.lock)
+        atomic_store(&lock_owner, pthread_self());
+    return e;
+}
+
+int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *t)
+{
+    static int (*real)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
+    if (!real)
+        real = (int (*)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *))
+            dlsym(RTLD_NEXT, "pthread_cond_timedwait");
+    if (!owns(m))
+        fail("smp.c waits on its lock without holding it");
+    if (m == &smp.lock)
+        atomic_store(&lock_owner, (pthread_t)0);
+    int e = real(c, m, t);
+    if (m == &smp.lock)
+        atomic_store(&lock_owner, pthread_self());
+    return e;
+}
+
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+    static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    if (!real)
+        real = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))
+            dlsym(RTLD_NEXT, "pthread_create");
+    if (atomic_load(&fail_creates) > 0 && atomic_fetch_sub(&fail_creates, 1) == 1) {
+        n_create_failures++;
+        return EAGAIN;
+    }
+    return real(t, a, fn, arg);
 }
 
 static void answer_bytes(uint64_t seq, uint8_t *out)
@@ -158,9 +245,16 @@ static const char *slice(unsigned *seed)
         list[i] = list[j], list[j] = t;
     }
     unsigned n = 1 + (unsigned)rand_r(seed) % NCPU;
+    for (unsigned i = 0; i < n; i++)
+        n_held_first += (uint64_t)list[i]->held;
     smp.run = fake_run;
     smp.kick = fake_kick;
+    if (n > 1 && rand_r(seed) % 32 == 0)
+        atomic_store(&fail_creates, 1 + rand_r(seed) % (int)n);   /* that one fails */
     int e = lv_kvm_smp_start(&smp, list, n);
+    atomic_store(&fail_creates, 0);
+    if (e == -EAGAIN)
+        return "create";    /* the threads made are joined; their exits held */
     if (e < 0) {
         fail("lv_kvm_smp_start: %s", strerror(-e));
         return "error";
@@ -198,24 +292,87 @@ static const char *slice(unsigned *seed)
     return how;
 }
 
+/* vcpu:run of one vCPU between two slices: its held exit first, else a run. */
+static void single_run(unsigned *seed)
+{
+    struct lv_kvm_vcpu *c = &cpus[(unsigned)rand_r(seed) % NCPU];
+    struct lv_kvm_exit x;
+    int e;
+    if (c->held)
+        n_held_first++;
+    if (!lv_kvm_vcpu_take_held(c, &x, &e)) {
+        atomic_store(&fakes[c->id].kicked, 0);
+        e = fake_run(c, 0, &x);
+    }
+    if (e < 0)
+        fail("vcpu %d: run error %d", c->id, e);
+    else
+        deliver(c->id, &x);
+    c->pending_read = 0;
+}
+
+static void signal_owned(int sig) { (void)sig; }
+
+/* Another handler owns the kick signal: start must refuse, and start no thread. */
+static int signal_mode(void)
+{
+    struct sigaction sa = {.sa_handler = signal_owned};
+    sigemptyset(&sa.sa_mask);
+    sigaction(lv_kvm_kick_signal(), &sa, NULL);
+    alarm(5);   /* a stop that spins for ever ends here, by SIGALRM */
+    struct lv_kvm_vcpu *list[1] = {&cpus[0]};
+    smp.run = fake_run;
+    smp.kick = NULL;    /* the real kick */
+    int e = lv_kvm_smp_start(&smp, list, 1);
+    if (e == 0) {
+        lv_kvm_smp_stop(&smp);
+        fail("lv_kvm_smp_start ran threads with another handler on the kick signal");
+        return 1;
+    }
+    if (e != -EBUSY) {
+        fail("lv_kvm_smp_start: %s, expected EBUSY", strerror(-e));
+        return 1;
+    }
+    printf("ok: start refused, the kick signal %d has another handler\n",
+           lv_kvm_kick_signal());
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    vm.fd = 100;   /* never used: the fake run never reaches KVM */
+    for (int i = 0; i < NCPU; i++)
+        cpus[i] = (struct lv_kvm_vcpu){.fd = 200 + i, .id = i, .vm = &vm};
+    if (argc > 1 && !strcmp(argv[1], "signal"))
+        return signal_mode();
     unsigned slices = argc > 1 ? (unsigned)strtoul(argv[1], NULL, 0) : 2000;
     unsigned seed = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 0) : 1;
-    vm.fd = 100;   /* never used: the fake run never reaches KVM */
-    for (int i = 0; i < NCPU; i++) {
-        cpus[i] = (struct lv_kvm_vcpu){.fd = 200 + i, .id = i, .vm = &vm};
+    for (int i = 0; i < NCPU; i++)
         fakes[i].seed = seed * 31 + (unsigned)i;
-    }
-    unsigned ends[4] = {0};
+    unsigned ends[5] = {0}, singles = 0;
     for (unsigned k = 0; k < slices && !atomic_load(&failed); k++) {
         const char *how = slice(&seed);
-        ends[how[0] == 't' ? 0 : how[0] == 'e' && how[1] == 'x' ? 1 : how[0] == 'f' ? 2 : 3]++;
+        ends[how[0] == 't' ? 0 : how[0] == 'e' && how[1] == 'x' ? 1 : how[0] == 'f' ? 2 :
+             how[0] == 'c' ? 3 : 4]++;
+        if (rand_r(&seed) % 8 == 0) {
+            single_run(&seed);
+            singles++;
+        }
+    }
+    /* at the end, each vCPU's last exit was delivered or is held for the next run */
+    for (int i = 0; i < NCPU && !atomic_load(&failed); i++) {
+        uint64_t got = atomic_load(&fakes[i].delivered);
+        if (got != fakes[i].produced &&
+            !(cpus[i].held && cpus[i].held_exit.addr == fakes[i].produced &&
+              got + 1 == fakes[i].produced))
+            fail("vcpu %d: exit %" PRIu64 " neither delivered nor held (caller has %" PRIu64
+                 ")", i, fakes[i].produced, got);
     }
     if (atomic_load(&failed))
         return 1;
-    printf("ok: %u slices (%u timeouts, %u halts or stops, %u handlers returning false), "
-           "%" PRIu64 " exits, %" PRIu64 " delivered first on the next run, %" PRIu64
-           " kicks\n", slices, ends[0], ends[1], ends[2], n_exits, n_held_first, n_kicks);
+    printf("ok: %u slices (%u timeouts, %u halts or stops, %u handlers returning false, "
+           "%u thread-creation failures), %u single runs, %" PRIu64 " exits, %" PRIu64
+           " delivered first on the next run, %" PRIu64 " kicks\n", slices, ends[0],
+           ends[1], ends[2], ends[3], singles, n_exits, n_held_first, n_kicks);
     return 0;
 }

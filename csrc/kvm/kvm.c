@@ -784,6 +784,27 @@ void lv_kvm_vcpu_close(struct lv_kvm_vcpu *c)
     close(c->fd);
     c->fd = -1;
     c->run = NULL;
+    c->held = 0;
+}
+
+void lv_kvm_vcpu_hold(struct lv_kvm_vcpu *c, const struct lv_kvm_exit *x, int err)
+{
+    c->held = 1;
+    c->held_err = err;
+    c->held_pending_read = c->pending_read;
+    c->pending_read = 0;   /* nobody may complete it before it is delivered */
+    c->held_exit = *x;
+}
+
+int lv_kvm_vcpu_take_held(struct lv_kvm_vcpu *c, struct lv_kvm_exit *out, int *err)
+{
+    if (!c->held)
+        return 0;
+    *out = c->held_exit;
+    *err = c->held_err;
+    c->pending_read = c->held_pending_read;
+    c->held = 0;
+    return 1;
 }
 
 static void seg(struct kvm_segment *s, uint16_t sel, uint64_t base, uint32_t limit,
@@ -896,6 +917,11 @@ static int timer_signal(void)
     return SIGRTMAX - 3;
 }
 
+int lv_kvm_kick_signal(void)
+{
+    return timer_signal();
+}
+
 static int install_timer_handler(void);
 
 static int arm_timer(timer_t *t, int64_t ns)
@@ -932,6 +958,13 @@ static int install_timer_handler(void)
     return sigaction(sig, &sa, NULL) < 0 ? neg_errno() : 0;
 }
 
+int lv_kvm_kick_prepare(void)
+{
+    tl_fired = 0;   /* the first access: TLS allocated here, not in the handler */
+    tl_run = NULL;
+    return install_timer_handler();
+}
+
 int lv_kvm_kick(pthread_t t)
 {
     int e = install_timer_handler();
@@ -964,6 +997,8 @@ int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exi
     struct lv_kvm_vm *vm = c->vm;
     timer_t timer;
     int timed = timeout_ns > 0, e = 0;
+    if (lv_kvm_vcpu_take_held(c, out, &e))
+        return e;
     memset(out, 0, sizeof *out);
     c->pending_read = 0;
     tl_fired = 0;

@@ -69,14 +69,6 @@ struct lv_kvm_vm {
     pthread_mutex_t *io_lock;
 };
 
-struct lv_kvm_vcpu {
-    int fd, id;
-    struct kvm_run *run;
-    size_t run_size;
-    struct lv_kvm_vm *vm;
-    int pending_read;            /* an IO/MMIO read was returned to the caller */
-};
-
 /* What the run loop reports for an exit it did not handle. */
 enum lv_kvm_exit_kind {
     LV_KVM_EXIT_IO, LV_KVM_EXIT_MMIO, LV_KVM_EXIT_HLT, LV_KVM_EXIT_SHUTDOWN,
@@ -93,6 +85,19 @@ struct lv_kvm_exit {
     int is_write;
     uint8_t *data;               /* inside kvm_run; valid until the next run */
     uint64_t code;               /* FAIL_ENTRY reason, INTERNAL_ERROR suberror, event type */
+};
+
+struct lv_kvm_vcpu {
+    int fd, id;
+    struct kvm_run *run;
+    size_t run_size;
+    struct lv_kvm_vm *vm;
+    int pending_read;            /* an IO/MMIO read was returned to the caller */
+    /* An exit taken from KVM_RUN that no caller has seen (lv_kvm_vcpu_hold): the next
+     * lv_kvm_vcpu_run returns it before the vCPU enters KVM_RUN again, since that entry
+     * would complete it unseen (a write lost, a read answered with all ones). */
+    int held, held_err, held_pending_read;
+    struct lv_kvm_exit held_exit;
 };
 
 int lv_kvm_open(const char *path);   /* returns fd or -errno */
@@ -191,10 +196,26 @@ int lv_kvm_vcpu_get_msr(struct lv_kvm_vcpu *c, uint32_t index, uint64_t *value);
 int lv_kvm_vcpu_get_regs(struct lv_kvm_vcpu *c, struct kvm_regs *r);
 int lv_kvm_vcpu_set_regs(struct lv_kvm_vcpu *c, const struct kvm_regs *r);
 int lv_kvm_vcpu_get_sregs(struct lv_kvm_vcpu *c, struct kvm_sregs *s);
-/* Run until an exit the C side does not handle. timeout_ns <= 0: no timeout. */
+/* Run until an exit the C side does not handle. timeout_ns <= 0: no timeout. An exit
+ * held by lv_kvm_vcpu_hold comes first, without entering KVM_RUN. */
 int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out);
+/* Rule: an exit lv_kvm_vcpu_run returned (or its error) that no caller has seen must not
+ * be dropped: whoever ends a run with one in hand holds it here (its data stays in
+ * kvm_run, which only the next KVM_RUN changes), and the next run of the vCPU, by any
+ * entry point, delivers it first. take_held copies it back to out with its error: 1 if
+ * there was one, else 0. Closing the vCPU drops it. */
+void lv_kvm_vcpu_hold(struct lv_kvm_vcpu *c, const struct lv_kvm_exit *x, int err);
+int lv_kvm_vcpu_take_held(struct lv_kvm_vcpu *c, struct lv_kvm_exit *out, int *err);
 /* Make the thread `t`, inside lv_kvm_vcpu_run, leave it with a timeout exit soon (the
- * run loop's timer signal; a kick that lands outside KVM_RUN may be lost: repeat it). */
+ * run loop's timer signal; a kick that lands outside KVM_RUN may be lost: repeat it).
+ * -EBUSY when another handler owns the signal (lv_kvm_kick_signal()). */
 int lv_kvm_kick(pthread_t t);
+/* The kick and timeout signal, and its preparation in the calling process and thread:
+ * the handler installed (-EBUSY if another one owns the signal) and the thread-local
+ * state the handler touches allocated, so the handler never allocates (in a dlopen'ed
+ * module the first access to a TLS variable may). A thread that can be kicked calls it
+ * before it unblocks the signal. */
+int lv_kvm_kick_signal(void);
+int lv_kvm_kick_prepare(void);
 
 #endif

@@ -3,7 +3,18 @@
  * time under the VM's io_lock. An exit C does not handle is posted to the caller's thread
  * (the one Lua state), which holds io_lock while it looks at it: Lua therefore sees one
  * exit at a time and no C access runs meanwhile, while vCPUs that need nothing keep
- * running guest code. The posting vCPU waits until its exit is answered. */
+ * running guest code. The posting vCPU waits until its exit is answered.
+ *
+ * No exit is lost when a run ends (its timeout, a halt, a stop, a handler returning
+ * false): an exit a thread took from KVM_RUN that the caller has not taken (posted, or
+ * still in the thread's hands when the stop came) is held on its vCPU
+ * (lv_kvm_vcpu_hold), and the vCPU's next run, threaded or not, delivers it first. An
+ * exit the caller took is the caller's: it was handed to Lua or returned.
+ *
+ * Kicks: the stop kicks every thread out of KVM_RUN with lv_kvm_kick's signal. Threads
+ * start with it blocked and unblock it only after lv_kvm_kick_prepare, so its handler
+ * never makes a thread's first TLS access; lv_kvm_smp_start refuses (-EBUSY) when
+ * another handler owns the signal, since its threads could not be stopped. */
 #include "smp.h"
 
 #include <errno.h>
@@ -12,39 +23,62 @@
 #include <string.h>
 #include <time.h>
 
-enum { RUNNING, POSTED, ANSWERED };
+enum { RUNNING, POSTED, TAKEN, ANSWERED };
+
+/* Whether an exit that no caller took is worth holding: everything but the kick's
+ * timeout and a stray signal's interruption, which carry nothing of the guest. */
+static int worth_holding(const struct lv_kvm_exit *x, int e)
+{
+    return e < 0 || (x->kind != LV_KVM_EXIT_TIMEOUT && x->kind != LV_KVM_EXIT_INTR);
+}
 
 static void *vcpu_thread(void *arg)
 {
     struct lv_kvm_smp_cpu *p = arg;
     struct lv_kvm_smp *s = p->smp;
-    /* Ctrl-C and friends go to the caller's thread, whose handlers know what to do */
-    sigset_t block;
+    /* Ctrl-C and friends go to the caller's thread, whose handlers know what to do; the
+     * kick signal (blocked by the creator) is let in once its TLS is touched */
+    lv_kvm_kick_prepare();
+    sigset_t block, kick;
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGHUP);
     sigaddset(&block, SIGQUIT);
     pthread_sigmask(SIG_BLOCK, &block, NULL);
+    sigemptyset(&kick);
+    sigaddset(&kick, lv_kvm_kick_signal());
+    pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
     for (;;) {
         pthread_mutex_lock(&s->lock);
         int stop = s->stop;
         pthread_mutex_unlock(&s->lock);
         if (stop)
             break;
-        int e = s->run(p->cpu, 0, &p->exit);
+        int e;
+        /* an exit held from the last run first (lv_kvm_vcpu_run would give it too; a
+         * stand-in for it need not know) */
+        if (!lv_kvm_vcpu_take_held(p->cpu, &p->exit, &e))
+            e = s->run(p->cpu, 0, &p->exit);
         pthread_mutex_lock(&s->lock);
-        if (s->stop) {
-            pthread_mutex_unlock(&s->lock);
-            break;
-        }
         if (e < 0 || p->exit.kind != LV_KVM_EXIT_TIMEOUT) {
             /* a kick without stop is only a timeout: run on; anything else is posted */
-            p->err = e;
-            p->state = POSTED;
-            pthread_cond_broadcast(&s->to_caller);
-            while (p->state == POSTED && !s->stop)
-                pthread_cond_wait(&p->answered, &s->lock);
+            if (!s->stop) {
+                p->err = e;
+                p->state = POSTED;
+                pthread_cond_broadcast(&s->to_caller);
+                while (p->state != ANSWERED && !s->stop)
+                    pthread_cond_wait(&p->answered, &s->lock);
+            }
+            int taken = p->state == TAKEN || p->state == ANSWERED;
+            p->state = RUNNING;
+            if (!taken) {
+                /* the run ended before the caller took it: the next run's */
+                if (worth_holding(&p->exit, e))
+                    lv_kvm_vcpu_hold(p->cpu, &p->exit, e);
+                pthread_mutex_unlock(&s->lock);
+                break;
+            }
         }
         pthread_mutex_unlock(&s->lock);
     }
@@ -68,10 +102,18 @@ int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n
     for (unsigned i = 0; i < n; i++)
         if (cpus[i]->vm != vm || cpus[i]->fd < 0)
             return -EINVAL;
+    int e = lv_kvm_kick_prepare();   /* threads that cannot be kicked cannot be stopped */
+    if (e < 0)
+        return e;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->to_caller, NULL);
     s->vm = vm;
     s->n = n;
+    /* the threads start with the kick signal blocked (they unblock it when ready) */
+    sigset_t ksig, old;
+    sigemptyset(&ksig);
+    sigaddset(&ksig, lv_kvm_kick_signal());
+    pthread_sigmask(SIG_BLOCK, &ksig, &old);
     pthread_mutex_lock(&s->lock);   /* the caller holds it except while it waits */
     vm->io_lock = &s->lock;
     for (unsigned i = 0; i < n; i++) {
@@ -79,15 +121,16 @@ int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n
         p->smp = s;
         p->cpu = cpus[i];
         pthread_cond_init(&p->answered, NULL);
-        int e = pthread_create(&p->thread, NULL, vcpu_thread, p);
+        e = pthread_create(&p->thread, NULL, vcpu_thread, p);
         if (e) {
-            s->n = i;
-            pthread_mutex_unlock(&s->lock);
-            lv_kvm_smp_stop(s);
+            s->n = i + 1;   /* this one's cond is made; its thread is not (started 0) */
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            lv_kvm_smp_stop(s);   /* takes the lock as held, like after a wait */
             return -e;
         }
         p->started = 1;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return 0;
 }
 
@@ -104,6 +147,18 @@ int64_t lv_kvm_smp_now(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t lv_kvm_smp_deadline(double seconds)
+{
+    if (!(seconds > 0))
+        return 0;
+    int64_t now = lv_kvm_smp_now();
+    /* saturate: a huge timeout is a far deadline, never an overflow (nor at once) */
+    if (seconds >= (double)(INT64_MAX - now) / 1e9)
+        return INT64_MAX;
+    int64_t ns = (int64_t)(seconds * 1e9);
+    return now + (ns > 0 ? ns : 1);
+}
+
 int lv_kvm_smp_wait(struct lv_kvm_smp *s, int64_t deadline_ns)
 {
     struct timespec ts;
@@ -114,6 +169,7 @@ int lv_kvm_smp_wait(struct lv_kvm_smp *s, int64_t deadline_ns)
             unsigned i = (s->next + k) % s->n;
             if (s->cpu[i].state == POSTED) {
                 s->next = i + 1;
+                s->cpu[i].state = TAKEN;   /* the caller's now: never held */
                 return (int)i;
             }
         }
@@ -132,29 +188,49 @@ void lv_kvm_smp_answer(struct lv_kvm_smp *s, unsigned i)
     pthread_cond_signal(&p->answered);
 }
 
-void lv_kvm_smp_stop(struct lv_kvm_smp *s)
+int lv_kvm_smp_stop(struct lv_kvm_smp *s)
 {
     /* the caller holds the lock (as after start or wait) */
+    int err = 0;
     s->stop = 1;
     for (unsigned i = 0; i < s->n; i++)
         pthread_cond_signal(&s->cpu[i].answered);
-    pthread_mutex_unlock(&s->lock);
     /* kick until every thread has left: a kick landing just before KVM_RUN is lost */
     for (;;) {
         unsigned left = 0;
-        pthread_mutex_lock(&s->lock);
         for (unsigned i = 0; i < s->n; i++)
             if (s->cpu[i].started && !s->cpu[i].done)
                 left++;
-        pthread_mutex_unlock(&s->lock);
         if (!left)
             break;
-        for (unsigned i = 0; i < s->n; i++)
-            if (s->cpu[i].started && !s->cpu[i].done)
-                s->kick(s->cpu[i].thread);
-        struct timespec pause = {0, 2000000};
-        nanosleep(&pause, NULL);
+        if (!err) {
+            for (unsigned i = 0; i < s->n; i++)
+                if (s->cpu[i].started && !s->cpu[i].done) {
+                    int e = s->kick(s->cpu[i].thread);
+                    if (e < 0 && !err)
+                        err = e;
+                }
+        }
+        if (err) {
+            /* the signal was taken from us during the run (start checked it): no kick
+             * works any more, so each thread leaves at its vCPU's next exit, which
+             * immediate_exit makes the next entry's; wait for that without spinning */
+            for (unsigned i = 0; i < s->n; i++)
+                if (s->cpu[i].started && !s->cpu[i].done && s->cpu[i].cpu->run)
+                    s->cpu[i].cpu->run->immediate_exit = 1;
+            pthread_cond_wait(&s->to_caller, &s->lock);
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 2000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->to_caller, &s->lock, &until);
     }
+    pthread_mutex_unlock(&s->lock);
     for (unsigned i = 0; i < s->n; i++) {
         if (s->cpu[i].started)
             pthread_join(s->cpu[i].thread, NULL);
@@ -163,4 +239,5 @@ void lv_kvm_smp_stop(struct lv_kvm_smp *s)
     s->vm->io_lock = NULL;
     pthread_cond_destroy(&s->to_caller);
     pthread_mutex_destroy(&s->lock);
+    return err;
 }

@@ -2,10 +2,13 @@
  * handle, one at a time, while it holds the VM's io_lock.
  *
  *   lv_kvm_smp_start(s, cpus, n)      threads started; the caller now holds the lock
+ *                                     (-EBUSY: another handler owns the kick signal)
  *   i = lv_kvm_smp_wait(s, deadline)  vCPU i posted an exit (s->cpu[i].exit, .err), or
  *                                     -ETIMEDOUT; the lock is released while waiting
  *   lv_kvm_smp_answer(s, i)           vCPU i runs on (a read's data filled in first)
  *   lv_kvm_smp_stop(s)                every thread kicked out of KVM_RUN and joined
+ * An exit the caller got from wait is the caller's; any other exit a thread took from
+ * KVM_RUN before the stop is held on its vCPU for the next run (lv_kvm_vcpu_hold).
  * The vCPUs and their VM must stay open until lv_kvm_smp_stop returns. */
 #ifndef LUAVFIO_KVM_SMP_H
 #define LUAVFIO_KVM_SMP_H
@@ -45,7 +48,12 @@ int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n
 /* deadline on CLOCK_REALTIME in ns (lv_kvm_smp_now), <= 0: none */
 int lv_kvm_smp_wait(struct lv_kvm_smp *s, int64_t deadline_ns);
 void lv_kvm_smp_answer(struct lv_kvm_smp *s, unsigned i);
-void lv_kvm_smp_stop(struct lv_kvm_smp *s);
+/* 0, or the kick's error when the signal was taken over during the run (the threads
+ * are still joined: each leaves at its vCPU's next exit) */
+int lv_kvm_smp_stop(struct lv_kvm_smp *s);
 int64_t lv_kvm_smp_now(void);
+/* The deadline `seconds` from now for lv_kvm_smp_wait: 0 (none) for 0, a negative or a
+ * NaN; saturated, never overflowing, for a huge one. */
+int64_t lv_kvm_smp_deadline(double seconds);
 
 #endif

@@ -18,11 +18,23 @@ describe("smp.c's hand-off (tests/smp_harness, fake vCPUs)", function()
          local ok = p:close()
          assert.is_true(ok, out)
          assert.matches("^ok: 3000 slices", out)
-         -- the slices ended every way a run ends, and exits waited for the next run
-         local t, x, f = out:match("%((%d+) timeouts, (%d+) halts or stops, (%d+) handlers")
-         assert.is_true(tonumber(t) > 0 and tonumber(x) > 0 and tonumber(f) > 0, out)
+         -- the slices ended every way a run ends (a thread that could not be made
+         -- too), and exits taken as a run ended reached the next run first
+         local t, x, f, c = out:match("%((%d+) timeouts, (%d+) halts or stops, (%d+) handlers "
+                                      .. "returning false, (%d+) thread%-creation failures")
+         assert.is_true(tonumber(t) > 0 and tonumber(x) > 0 and tonumber(f) > 0
+                        and tonumber(c) > 0, out)
+         assert.is_true(tonumber(out:match("(%d+) delivered first on the next run")) > 0, out)
       end)
    end
+
+   it("refuses to start threads it could not stop: another handler owns the kick signal", function()
+      local p = assert(io.popen(harness .. " signal 2>&1"))
+      local out = p:read("a")
+      local ok = p:close()
+      assert.is_true(ok, out)
+      assert.matches("^ok: start refused", out)
+   end)
 end)
 
 -- Real-mode code: 200 times `mov al, TAG; out 0xe9, al` (the debug console, C), then
