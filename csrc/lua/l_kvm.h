@@ -17,7 +17,9 @@ struct lv_vm_ud {
      * while any vcpu:run of this VM is on the stack. vm:close() called from a run
      * handler only marks the VM (close_pending); the run ends after that handler and the
      * last run to leave closes it. */
-    int running;                /* vcpu:run calls in progress */
+    int running;                /* vCPUs in a run (vcpu:run, vm:run_vcpus); a VM runs once
+                                   at a time: every run entry point refuses while > 0
+                                   (the rules of a run: l_vcpu.c) */
     int close_pending;
 };
 

@@ -3,19 +3,35 @@
 #include "kvm/smp.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-/* Lifetime rule: the kvm_run page and the vCPU fd stay while run() is on the stack, so
- * vcpu:close() from a run handler only marks the vCPU; run() then returns after that
- * handler (its exit table has closed = true) and closes it. The VM is kept alive by user
- * value 1 and follows the same rule (struct lv_vm_ud). */
+/* Rules of a run (vcpu:run, vm:run_vcpus, and any run entry point added later):
+ * - A run holds references to everything it runs: vcpu:run has its vCPU on its stack,
+ *   vm:run_vcpus anchors its vCPUs in the user value of a userdata on its stack (not
+ *   only in the caller's list, which a handler may empty), and each vCPU holds its VM.
+ * - A VM runs once at a time: every run entry point refuses, with "vm is running: ...",
+ *   while any run of the same VM is on the stack (a handler's vcpu:run of another vCPU
+ *   would wait for io_lock held by its own thread; a second run_vcpus would replace it).
+ * - A vCPU running in a thread of vm:run_vcpus is in KVM_RUN or about to be: a vCPU
+ *   ioctl on it (registers, CPUID, LAPIC, MSRs, complete) raises instead of blocking in
+ *   KVM while the handler holds io_lock. Only the vCPU whose exit the handler is looking
+ *   at is parked, and may be used.
+ * - Lifetime: the kvm_run page and the vCPU fd stay while a run is on the stack, so
+ *   vcpu:close() from a run handler only marks the vCPU; the run then returns after that
+ *   handler (its exit table has closed = true) and closes it. The VM is kept alive by
+ *   user value 1 and follows the same rule (struct lv_vm_ud). */
+enum { IDLE = 0, RUN_HERE = 1, RUN_THREAD = 2 };
+
 struct vcpu_ud {
     struct lv_kvm_vcpu c;
     struct lv_kvm_exit last; /* the exit last returned, for complete() */
     struct lv_vm_ud *vm;
-    int running, close_pending;
+    int running;             /* IDLE, RUN_HERE (vcpu:run) or RUN_THREAD (vm:run_vcpus) */
+    int parked;              /* RUN_THREAD, its exit handed to Lua: its thread waits */
+    int close_pending;
 };
 
 static struct vcpu_ud *checkvcpu(lua_State *L, int arg)
@@ -26,6 +42,24 @@ static struct vcpu_ud *checkvcpu(lua_State *L, int arg)
     if (v->c.vm->fd < 0 || v->vm->close_pending)
         luaL_error(L, "attempt to use a vcpu of a closed vm");
     return v;
+}
+
+/* checkvcpu for a vCPU ioctl or its kvm_run page: not while another thread runs it */
+static struct vcpu_ud *checkvcpu_idle(lua_State *L, int arg)
+{
+    struct vcpu_ud *v = checkvcpu(L, arg);
+    if (v->running == RUN_THREAD && !v->parked)
+        luaL_error(L, "vcpu %d is running in another thread (vm:run_vcpus): it cannot be "
+                   "used until the run ends", v->c.id);
+    return v;
+}
+
+/* Every run entry point: the VM runs once at a time. */
+static void check_vm_idle(lua_State *L, struct lv_vm_ud *vm, const char *what)
+{
+    if (vm->running)
+        luaL_error(L, "vm is running: %s refused inside a run of the same VM (one run at a "
+                   "time; return from the handler first)", what);
 }
 
 int lv_vm_vcpu(lua_State *L)
@@ -82,7 +116,7 @@ static int l_vcpu_fileno(lua_State *L)
 
 static int l_vcpu_get_regs(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     struct kvm_regs r;
     int e = lv_kvm_vcpu_get_regs(&v->c, &r);
     if (e < 0)
@@ -97,7 +131,7 @@ static int l_vcpu_get_regs(lua_State *L)
 /* vcpu:set_regs{rip=..., ...}: fields not given keep their value. */
 static int l_vcpu_set_regs(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     struct kvm_regs r;
     int e = lv_kvm_vcpu_get_regs(&v->c, &r);
@@ -115,7 +149,7 @@ static int l_vcpu_set_regs(lua_State *L)
 
 static int l_vcpu_get_sregs(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     struct kvm_sregs s;
     int e = lv_kvm_vcpu_get_sregs(&v->c, &s);
     if (e < 0)
@@ -131,7 +165,7 @@ static int l_vcpu_get_sregs(lua_State *L)
 
 static int l_vcpu_setup_real(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     uint16_t cs = (uint16_t)lv_checkrange(L, 2, 0, 0xffff);
     uint16_t ip = (uint16_t)lv_checkrange(L, 3, 0, 0xffff);
     int e = lv_kvm_vcpu_setup_real(&v->c, cs, ip);
@@ -144,7 +178,7 @@ static int l_vcpu_setup_real(lua_State *L)
 /* vcpu:setup_flat32(eip, eax, ebx): the multiboot entry state. */
 static int l_vcpu_setup_flat32(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     uint32_t eip = (uint32_t)lv_checkrange(L, 2, 0, UINT32_MAX);
     uint32_t eax = (uint32_t)lv_checkrange(L, 3, 0, UINT32_MAX);
     uint32_t ebx = (uint32_t)lv_checkrange(L, 4, 0, UINT32_MAX);
@@ -160,7 +194,7 @@ static int l_vcpu_setup_flat32(lua_State *L)
  * entry: cs = 0x10, ds = 0x18, esi = boot_params). */
 static int l_vcpu_setup_boot32(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     struct lv_kvm_boot32 b = {0};
     static const char *const names[] = {"eip", "esi", "eax", "ebx", "cs", "ds",
@@ -193,7 +227,7 @@ static int l_vcpu_setup_boot32(lua_State *L)
  * a vmlinux: rsi = boot_params). The tables and the GDT are the caller's, in guest RAM. */
 static int l_vcpu_setup_boot64(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     static const char *const names[] = {"rip", "rsi", "cr3", "gdt_base", "gdt_limit", "cs", "ds"};
     static const lua_Integer max[] = {LUA_MAXINTEGER, LUA_MAXINTEGER, 0xffffffffffLL,
@@ -247,7 +281,7 @@ void lv_push_cpuid(lua_State *L, const struct kvm_cpuid2 *t)
  * Before the first run only. */
 static int l_vcpu_set_cpuid(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     lua_Integer n = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
@@ -296,7 +330,7 @@ static int l_vcpu_set_cpuid(lua_State *L)
 /* vcpu:cpuid() -> the table set (KVM_GET_CPUID2), as vm:supported_cpuid() lists it */
 static int l_vcpu_cpuid(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     struct kvm_cpuid2 *t = NULL;
     int e = lv_kvm_vcpu_get_cpuid(&v->c, &t);
     if (e < 0)
@@ -309,7 +343,7 @@ static int l_vcpu_cpuid(lua_State *L)
 /* vcpu:set_lapic_lint(): LINT0 ExtINT, LINT1 NMI (after vm:create_irqchip) */
 static int l_vcpu_set_lapic_lint(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     int e = lv_kvm_vcpu_set_lapic_lint(&v->c);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_SET_LAPIC", "vcpu %d", v->c.id);
@@ -320,7 +354,7 @@ static int l_vcpu_set_lapic_lint(lua_State *L)
 /* vcpu:lapic_reg(offset) -> the 32-bit LAPIC register (KVM_GET_LAPIC) */
 static int l_vcpu_lapic_reg(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     unsigned off = (unsigned)lv_checkrange(L, 2, 0, 0x3fc);
     if (off % 4)
         return luaL_argerror(L, 2, "LAPIC registers are 4-byte aligned");
@@ -335,7 +369,7 @@ static int l_vcpu_lapic_reg(lua_State *L)
 /* vcpu:set_msr(index, value) -> true; vcpu:get_msr(index) -> value */
 static int l_vcpu_set_msr(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     uint32_t index = (uint32_t)lv_checkrange(L, 2, 0, UINT32_MAX);
     uint64_t value = (uint64_t)luaL_checkinteger(L, 3);
     int e = lv_kvm_vcpu_set_msr(&v->c, index, value);
@@ -347,7 +381,7 @@ static int l_vcpu_set_msr(lua_State *L)
 
 static int l_vcpu_get_msr(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     uint32_t index = (uint32_t)lv_checkrange(L, 2, 0, UINT32_MAX);
     uint64_t value;
     int e = lv_kvm_vcpu_get_msr(&v->c, index, &value);
@@ -438,7 +472,7 @@ static void complete_read(lua_State *L, struct vcpu_ud *v, int arg)
 /* vcpu:complete(value): data for the read exit last returned by run(). */
 static int l_vcpu_complete(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu(L, 1);
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     if (!v->c.pending_read)
         return luaL_error(L, "no pending read to complete");
     complete_read(L, v, 2);
@@ -462,7 +496,8 @@ static double now_s(void)
  * is on the stack any more. */
 static void end_run(struct vcpu_ud *v)
 {
-    v->running = 0;
+    v->running = IDLE;
+    v->parked = 0;
     v->vm->running--;
     if (v->close_pending) {
         v->close_pending = 0;
@@ -512,6 +547,16 @@ static int give_exit(lua_State *L, struct vcpu_ud *v, int handler, struct vcpu_u
     return 0;
 }
 
+/* Seconds to a timer's nanoseconds: at least 1, saturated (a huge timeout is a far one,
+ * never an overflow, nor a conversion of an out-of-range double) */
+static int64_t secs_to_ns(double secs)
+{
+    if (!(secs < 9e9))
+        return INT64_MAX;
+    int64_t ns = (int64_t)(secs * 1e9);
+    return ns < 1 ? 1 : ns;
+}
+
 static int run_loop(lua_State *L, struct vcpu_ud *v, int handler, double deadline)
 {
     for (;;) {
@@ -523,11 +568,13 @@ static int run_loop(lua_State *L, struct vcpu_ud *v, int handler, double deadlin
                 push_exit(L, &(struct lv_kvm_exit){.kind = LV_KVM_EXIT_TIMEOUT});
                 return 1;
             }
-            ns = (int64_t)(left * 1e9);
-            if (ns < 1)
-                ns = 1;
+            ns = secs_to_ns(left);
         }
         int e = lv_kvm_vcpu_run(&v->c, ns, &v->last);
+        if (e == -EBUSY)
+            return lv_syserrorf(L, EBUSY, "KVM_RUN", "vcpu %d: its timeout signal %d "
+                                "(SIGRTMAX-%d) has another handler", v->c.id,
+                                lv_kvm_kick_signal(), SIGRTMAX - lv_kvm_kick_signal());
         if (e < 0)
             return lv_syserrorf(L, -e, "KVM_RUN", "vcpu %d", v->c.id);
         if (give_exit(L, v, handler, NULL, 0))
@@ -556,8 +603,8 @@ static int run_args(lua_State *L, int arg, double *timeout)
         lua_getfield(L, optarg, "timeout");
         *timeout = luaL_optnumber(L, -1, 0);
         lua_pop(L, 1);
-        if (*timeout < 0)
-            luaL_argerror(L, optarg, "negative timeout");
+        if (!(*timeout >= 0))   /* NaN too */
+            luaL_argerror(L, optarg, "timeout must be a number of seconds >= 0");
     }
     return handler;
 }
@@ -565,8 +612,7 @@ static int run_args(lua_State *L, int arg, double *timeout)
 static int l_vcpu_run(lua_State *L)
 {
     struct vcpu_ud *v = checkvcpu(L, 1);
-    if (v->running)
-        return luaL_error(L, "vcpu %d: run() called from inside its own run", v->c.id);
+    check_vm_idle(L, v->vm, "vcpu:run");   /* its own run or any other of its VM */
     double timeout;
     int handler = run_args(L, 2, &timeout);
     double deadline = timeout > 0 ? now_s() + timeout : 0;
@@ -580,7 +626,8 @@ static int l_vcpu_run(lua_State *L)
     else
         lua_pushnil(L);
     lua_pushnumber(L, deadline);
-    v->running = 1;
+    check_vm_idle(L, v->vm, "vcpu:run");   /* again: the options may have run Lua */
+    v->running = RUN_HERE;
     v->vm->running++;
     int st = lua_pcall(L, 3, LUA_MULTRET, 0);
     end_run(v);
@@ -615,8 +662,10 @@ static int smp_loop(lua_State *L)
         if (p->err < 0)
             return lv_syserrorf(L, -p->err, "KVM_RUN", "vcpu %d", v->c.id);
         v->last = p->exit;
+        v->parked = 1;   /* its thread waits for the answer: the handler may use it */
         if (give_exit(L, v, handler, r->v, r->n))
-            return 1;
+            return 1;    /* parked until the run ends: the exit is returned */
+        v->parked = 0;
         v->c.pending_read = 0;
         lv_kvm_smp_answer(&r->s, (unsigned)i);
     }
@@ -632,38 +681,51 @@ static int smp_loop(lua_State *L)
 static int l_vm_run_vcpus(lua_State *L)
 {
     struct lv_vm_ud *vm = lv_checkvm(L, 1);
+    check_vm_idle(L, vm, "vm:run_vcpus");
     luaL_checktype(L, 2, LUA_TTABLE);
     double timeout;
     int handler = run_args(L, 3, &timeout);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
     if (n < 1 || n > LV_KVM_SMP_MAX)
         return luaL_argerror(L, 2, "a list of 1 to 64 vCPUs");
-    struct smp_run *r = lua_newuserdatauv(L, sizeof *r, 0);   /* on the stack: GC safe */
+    /* on the stack for the whole run: the run's state, and in its user value the vCPUs
+     * it runs (a handler may empty the caller's list and collect) */
+    struct smp_run *r = lua_newuserdatauv(L, sizeof *r, 1);
     int ridx = lua_gettop(L);
     memset(r, 0, sizeof *r);
     r->n = (unsigned)n;
+    lua_createtable(L, (int)n, 0);
+    int anchors = lua_gettop(L);
     struct lv_kvm_vcpu *cs[LV_KVM_SMP_MAX];
     for (unsigned i = 0; i < r->n; i++) {
         lua_rawgeti(L, 2, (lua_Integer)i + 1);
         struct vcpu_ud *v = checkvcpu(L, -1);
-        lua_pop(L, 1);   /* the list keeps it alive for the call */
+        lua_rawseti(L, anchors, (lua_Integer)i + 1);
         if (v->vm != vm)
             return luaL_argerror(L, 2, "every vCPU must belong to this VM");
-        if (v->running)
-            return luaL_error(L, "vcpu %d is already running", v->c.id);
         for (unsigned j = 0; j < i; j++)
             if (r->v[j] == v)
                 return luaL_argerror(L, 2, "a vCPU is listed twice");
         r->v[i] = v;
         cs[i] = &v->c;
     }
-    if (timeout > 0)
-        r->deadline_ns = lv_kvm_smp_now() + (int64_t)(timeout * 1e9);
+    lua_setiuservalue(L, ridx, 1);
+    check_vm_idle(L, vm, "vm:run_vcpus");   /* again: the list and options may run Lua */
+    for (unsigned i = 0; i < r->n; i++)
+        if (r->v[i]->c.fd < 0 || r->v[i]->close_pending)
+            return luaL_argerror(L, 2, "a vCPU of the list is closed");
+    if (vm->vm.fd < 0 || vm->close_pending)
+        return luaL_error(L, "attempt to use a closed vm");
+    r->deadline_ns = lv_kvm_smp_deadline(timeout);
     int e = lv_kvm_smp_start(&r->s, cs, r->n);
+    if (e == -EBUSY)
+        return lv_syserrorf(L, EBUSY, "start vCPU threads", "%u vCPUs: their kick signal %d "
+                            "(SIGRTMAX-%d) has another handler", r->n, lv_kvm_kick_signal(),
+                            SIGRTMAX - lv_kvm_kick_signal());
     if (e < 0)
         return lv_syserrorf(L, -e, "start vCPU threads", "%u vCPUs", r->n);
     for (unsigned i = 0; i < r->n; i++)
-        r->v[i]->running = 1;
+        r->v[i]->running = RUN_THREAD;
     vm->running += (int)r->n;
     int base = lua_gettop(L);
     lua_pushcfunction(L, smp_loop);
@@ -673,11 +735,15 @@ static int l_vm_run_vcpus(lua_State *L)
     else
         lua_pushnil(L);
     int st = lua_pcall(L, 2, LUA_MULTRET, 0);
-    lv_kvm_smp_stop(&r->s);   /* every thread gone before anything may close */
+    int se = lv_kvm_smp_stop(&r->s);   /* every thread gone before anything may close */
     for (unsigned i = 0; i < r->n; i++)
         end_run(r->v[i]);
     if (st != LUA_OK)
         return lua_error(L);
+    if (se < 0)
+        return luaL_error(L, "vm:run_vcpus: the kick signal %d (SIGRTMAX-%d) was taken over "
+                          "by another handler during the run", lv_kvm_kick_signal(),
+                          SIGRTMAX - lv_kvm_kick_signal());
     return lua_gettop(L) - base;
 }
 

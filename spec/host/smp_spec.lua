@@ -119,3 +119,131 @@ describe("vm:run_vcpus", function()
       kvm:close()
    end)
 end)
+
+-- Issue 21 on real KVM (#kvm: the lab runs these where the host has no /dev/kvm).
+local kvmhost = require "support.kvm"
+local asm = require "support.asm"
+
+-- Each vCPU counts: it writes n (16 bits) to port 0x10, reads port 0x12 and expects the
+-- value n ~ 0x5a5a back; anything else (a read answered with all ones) and it writes to
+-- port 0x13 and halts. A lost write shows as a gap in the numbers Lua sees.
+local COUNTER = [[
+.code16
+   xor %bx, %bx
+1: inc %bx
+   mov %bx, %ax
+   out %ax, $0x10
+   in $0x12, %ax
+   xor $0x5a5a, %ax
+   cmp %bx, %ax
+   jne 2f
+   jmp 1b
+2: out %al, $0x13
+   hlt
+]]
+
+local function counters(n)
+   local vm, kvm = kvmhost.vm { ram = 0x20000 }
+   if not vm then return nil, kvm end
+   local cpus = {}
+   for i = 1, n do
+      local org = 0x1000 * i
+      vm:write(org, assert(asm.assemble(COUNTER, org)))
+      cpus[i] = assert(vm:vcpu(i - 1))
+      assert(cpus[i]:setup_real(0, org))
+   end
+   return vm, cpus, kvm
+end
+
+describe("vm:run_vcpus across run slices #kvm", function()
+   it("loses no exit across many run slices ended by timeouts and handlers returning false", function()
+      local vm, cpus, kvm = counters(3)
+      if not vm then pending(cpus) return end
+      local last, bad, seen = { [0] = 0, 0, 0 }, {}, 0
+      local function handler(x)
+         if x.port == 0x13 then bad[#bad + 1] = ("vcpu %d read back a wrong value"):format(x.vcpu) return false end
+         if x.port == 0x10 then
+            if x.value ~= last[x.vcpu] + 1 then
+               bad[#bad + 1] = ("vcpu %d wrote %d after %d"):format(x.vcpu, x.value, last[x.vcpu])
+            end
+            last[x.vcpu] = x.value
+            seen = seen + 1
+            if seen % 97 == 0 then return false end   -- ends the slice on a write
+            return nil
+         end
+         if x.port == 0x12 then return last[x.vcpu] ~ 0x5a5a end
+      end
+      for slice = 1, 400 do
+         local e = assert(vm:run_vcpus(cpus, handler, { timeout = 0.002 + (slice % 5) * 0.001 }))
+         assert.is_true(e.reason == "timeout" or e.reason == "io", e.reason)
+         if #bad > 0 then break end
+      end
+      assert.are.same({}, bad)
+      for i = 0, 2 do assert.is_true(last[i] > 10, "vcpu " .. i .. " barely ran") end
+      vm:close(); kvm:close()
+   end)
+
+   it("keeps the vCPUs it runs alive when a handler empties the caller's list and collects", function()
+      local vm, cpus, kvm = counters(3)
+      if not vm then pending(cpus) return end
+      local n, last = 0, {}
+      local e = assert(vm:run_vcpus(cpus, function(x)
+         n = n + 1
+         for k in pairs(cpus) do cpus[k] = nil end
+         collectgarbage(); collectgarbage()
+         if x.port == 0x10 then last[x.vcpu] = x.value end
+         if n >= 300 or x.port == 0x13 then return false end
+         if x.port == 0x12 then return last[x.vcpu] ~ 0x5a5a end
+      end, { timeout = 20 }))
+      assert.are.equal("io", e.reason)
+      assert.are.equal(300, n)
+      collectgarbage(); collectgarbage()   -- the vCPUs go now, after the run
+      vm:close(); kvm:close()
+   end)
+
+   it("refuses re-entry: another run, vcpu:run, and ioctls on vCPUs running in other threads", function()
+      local vm, cpus, kvm = counters(2)
+      if not vm then pending(cpus) return end
+      local errs
+      local e = assert(vm:run_vcpus(cpus, function(x)
+         if x.port ~= 0x10 then return x.port == 0x12 and 1 ~ 0x5a5a or nil end
+         local me, other = cpus[x.vcpu + 1], cpus[2 - x.vcpu]
+         errs = {}
+         for _, f in ipairs {
+            function() return vm:run_vcpus(cpus) end,
+            function() return other:run() end,
+            function() return me:run() end,
+            function() return other:get_regs() end,
+            function() return other:set_regs { rax = 1 } end,
+            function() return other:set_cpuid {} end,
+         } do
+            local ok, err = pcall(f)
+            errs[#errs + 1] = ok and "no error" or tostring(err)
+         end
+         errs.mine = me:get_regs().rip   -- the vCPU whose exit this is waits: usable
+         return false
+      end, { timeout = 20 }))
+      assert.are.equal("io", e.reason)
+      assert.matches("vm is running", errs[1])
+      assert.matches("vm is running", errs[2])
+      assert.matches("vm is running", errs[3])
+      for i = 4, 6 do assert.matches("is running in another thread", errs[i]) end
+      assert.is_number(errs.mine)
+      -- after the run, all of it works again
+      assert.is_table(cpus[1]:get_regs())
+      vm:close(); kvm:close()
+   end)
+
+   it("takes a huge timeout as a far one, not as none or as at once", function()
+      local vm, cpus, kvm = counters(2)
+      if not vm then pending(cpus) return end
+      for _, t in ipairs { 1e300, math.huge, 2 ^ 63 / 1e9 } do
+         local e = assert(vm:run_vcpus(cpus, function() return false end, { timeout = t }))
+         assert.are.equal("io", e.reason)
+         local e1 = assert(cpus[1]:run(function() return false end, { timeout = t }))
+         assert.are.equal("io", e1.reason)
+      end
+      assert.has_error(function() cpus[1]:run(nil, { timeout = 0 / 0 }) end)
+      vm:close(); kvm:close()
+   end)
+end)
