@@ -4,8 +4,12 @@
 #include "uart.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { RBR = 0, IER = 1, IIR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7 };
@@ -35,6 +39,10 @@ int lv_uart_init(struct lv_uart *u, uint32_t irq, int to_stdout, size_t capture)
     u->line = -1;
     u->lcr = 0x03;         /* 8N1, as after a BIOS */
     u->thri = 0;
+    struct stat st;
+    /* a pipe or a socket can lose its reader, and a write then raises SIGPIPE */
+    u->stdout_pipe = to_stdout && fstat(1, &st) == 0 &&
+                     (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
     if (capture) {
         u->cap_buf = malloc(capture);
         if (!u->cap_buf)
@@ -63,9 +71,14 @@ void lv_uart_close(struct lv_uart *u)
     u->closed = 1;
 }
 
+/* The range is gone (removed, or the VM closes): the line goes low first, or the guest's
+ * IRQ would stay asserted by a device nobody can reach any more. */
 static void uart_release(void *opaque)
 {
     struct lv_uart *u = opaque;
+    if (u->line == 1 && u->vm && u->vm->fd >= 0 && u->vm->irqchip)
+        lv_kvm_irq_line(u->vm, u->irq, 0);
+    u->line = 0;
     u->vm = NULL;
 }
 
@@ -90,6 +103,44 @@ static void update_irq(struct lv_uart *u)
 
 /* ---- data paths ---- */
 
+/* write(1, ...) without SIGPIPE: blocked around the write when stdout is a pipe or a
+ * socket (the signal of a write is the writing thread's), and the one the write raised
+ * taken back unless it was blocked before. */
+static ssize_t write_stdout(const struct lv_uart *u, const uint8_t *b)
+{
+    sigset_t pipe, old;
+    if (u->stdout_pipe) {
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe, &old);
+    }
+    ssize_t n;
+    do
+        n = write(1, b, 1);
+    while (n < 0 && errno == EINTR);
+    int err = errno;
+    if (u->stdout_pipe) {
+        if (n < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+            struct timespec zero = {0, 0};
+            sigtimedwait(&pipe, NULL, &zero);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    errno = err;
+    return n;
+}
+
+/* A console that went away must not stop the guest, nor the VMM: the byte is dropped, and
+ * with no reader left (EPIPE) streaming stops, the error kept for lv_uart's caller. */
+static void stream(struct lv_uart *u, uint8_t b)
+{
+    if (write_stdout(u, &b) >= 0)
+        return;
+    u->stdout_errno = errno;
+    if (errno == EPIPE)
+        u->to_stdout = 0;
+}
+
 static void emit(struct lv_uart *u, uint8_t b)
 {
     u->tail[u->tail_pos] = (char)b;
@@ -101,13 +152,8 @@ static void emit(struct lv_uart *u, uint8_t b)
         else
             u->dropped++;
     }
-    if (u->to_stdout) {
-        ssize_t n;
-        do
-            n = write(1, &b, 1);
-        while (n < 0 && errno == EINTR);
-        /* a console that went away must not stop the guest: the byte is dropped */
-    }
+    if (u->to_stdout)
+        stream(u, b);
 }
 
 static int rx_push(struct lv_uart *u, uint8_t b)

@@ -3,7 +3,9 @@
  * Transmitted bytes go, as chosen at creation, live to fd 1 (one write per byte, no
  * buffering, so a console streams as the guest prints) and/or to a capped capture
  * buffer; the last LV_UART_TAIL bytes are always kept, so a VMM can show the text of a
- * panic even when it only streamed. Input is queued with lv_uart_feed() (bounded) and
+ * panic even when it only streamed. A stdout with no reader left never raises SIGPIPE:
+ * streaming stops and stdout_errno says why. Releasing the range (removed, or the VM
+ * closed) lowers the IRQ line it holds high. Input is queued with lv_uart_feed() (bounded) and
  * read by the guest from RBR. The UART drives one IRQ line of the in-kernel irqchip
  * (KVM_IRQ_LINE): high while an enabled interrupt condition holds. */
 #ifndef LUAVFIO_UART_H
@@ -22,7 +24,9 @@ struct lv_uart {
     struct lv_kvm_vm *vm;        /* NULL once its range is gone: no more IRQ updates */
     uint64_t base;               /* first port (set by lv_uart_attach) */
     uint32_t irq;
-    int to_stdout;
+    int to_stdout;               /* cleared when stdout has no reader left (EPIPE) */
+    int stdout_pipe;             /* stdout is a pipe or socket: writes guard SIGPIPE */
+    int stdout_errno;            /* the last error writing to stdout, 0: none */
     /* capture buffer: cap 0 means none; bytes past the cap are counted, not kept */
     char *cap_buf;
     size_t cap_len, cap_max;

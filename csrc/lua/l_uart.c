@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #define UART_T "vfio.uart"
 
@@ -82,6 +83,20 @@ static int l_uart_feed(lua_State *L)
     return 1;
 }
 
+/* uart:stdout_error() -> nil while streaming works (or was never asked for), else a
+ * message and errno: the last write to stdout that failed. A stdout with no reader left
+ * (EPIPE) ends streaming; the VMM and the guest go on. */
+static int l_uart_stdout_error(lua_State *L)
+{
+    struct lv_uart *u = checkuart(L, 1);
+    if (!u->stdout_errno)
+        return 0;
+    lua_pushfstring(L, "uart write to stdout: %s%s", strerror(u->stdout_errno),
+                    u->to_stdout ? "" : " (streaming stopped)");
+    lua_pushinteger(L, u->stdout_errno);
+    return 2;
+}
+
 static int l_uart_close(lua_State *L)
 {
     struct lv_uart *u = checkuart(L, 1);
@@ -108,7 +123,7 @@ void lv_open_uart(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"output", l_uart_output}, {"tail", l_uart_tail}, {"feed", l_uart_feed},
-        {"close", l_uart_close}, {NULL, NULL}};
+        {"stdout_error", l_uart_stdout_error}, {"close", l_uart_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", l_uart_close}, {"__close", l_uart_close}, {"__tostring", l_uart_tostring},
         {NULL, NULL}};

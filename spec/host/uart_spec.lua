@@ -220,3 +220,82 @@ describe("vfio.uart: a 16550A on the host's /dev/kvm", function()
       vm:close()
    end)
 end)
+
+describe("vfio.uart at the edges of the VMM #kvm", function()
+   local kvmhost = require "support.kvm"
+
+   it("lowers the IRQ line it holds high when its range goes, so the guest's IRQ is not stuck", function()
+      local vm, kvm = kvmhost.vm { ram = 0x100000 }
+      if not vm then pending(kvm) return end
+      assert(vm:create_irqchip())
+      assert(vm:add_debugcon(0xe9))
+      assert(vm:add_exit_port(0xf4))
+      local id = assert(vm:add_uart { capture = 64 })
+      -- the PIC with every IRQ masked and IRQ 4 level-triggered (ELCR), so its IRR bit
+      -- follows the line; THR-empty enabled (the line goes high); IRR read before and
+      -- after Lua removes the UART's range
+      local irr = "mov $0x0a, %al\n out %al, $0x20\n in $0x20, %al\n out %al, $0xe9\n"
+      local code = assert(asm.assemble(".code16\n cli\n" .. [[
+         mov $0x11, %al
+         out %al, $0x20
+         mov $0x08, %al
+         out %al, $0x21
+         mov $0x04, %al
+         out %al, $0x21
+         mov $0x01, %al
+         out %al, $0x21
+         mov $0xff, %al
+         out %al, $0x21
+         mov $0x4d0, %dx
+         mov $0x10, %al
+         out %al, %dx
+         mov $0x3f9, %dx
+         mov $0x02, %al
+         out %al, %dx
+      ]] .. irr .. "out %al, $0x10\n" .. irr .. "out %al, $0xf4\n", ORG))
+      vm:write(ORG, code)
+      local cpu = assert(vm:vcpu(0))
+      assert(cpu:setup_real(0, ORG))
+      local e = assert(cpu:run(function(x)
+         if x.port == 0x10 then assert(vm:remove_range(id)) end
+      end, { timeout = 10 }))
+      assert.are.equal("stop", e.reason)
+      local out = vm:debug_output()
+      assert.are.equal(2, #out)
+      assert.are.equal(0x10, out:byte(1) & 0x10, "the UART's line was not high")
+      assert.are.equal(0, out:byte(2) & 0x10, "IRQ 4 stayed high after the UART went")
+      vm:close(); kvm:close()
+   end)
+
+   it("streams to a stdout with no reader left without dying of SIGPIPE, and says so", function()
+      local vm, kvm = kvmhost.vm()
+      if not vm then pending(kvm) return end
+      vm:close(); kvm:close()
+      local script, errf = os.tmpname(), os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write(([[
+package.cpath = %q .. "/?.so;" .. package.cpath
+local core = require "vfio.core"
+os.execute("sleep 0.5")   -- the reader (:) has gone by now
+local kvm = assert(core.kvm_open())
+local vm = assert(kvm:create_vm())
+assert(vm:add_ram(0, 0x10000))
+assert(vm:add_exit_port(0xf4))
+local _, u = assert(vm:add_uart { stdout = true, capture = 64 })
+-- mov $0x3f8, %%dx; 4 times mov $0x41, %%al; out %%al, %%dx; then out %%al, $0xf4
+vm:write(0x1000, "\xBA\xF8\x03" .. ("\xB0\x41\xEE"):rep(4) .. "\xE6\xF4")
+local cpu = assert(vm:vcpu(0))
+assert(cpu:setup_real(0, 0x1000))
+local e = assert(cpu:run(nil, { timeout = 10 }))
+local msg, errno = u:stdout_error()
+io.stderr:write(("reason=%%s captured=%%s errno=%%s msg=%%s\n"):format(e.reason, (u:output()), errno, msg))
+]]):format(os.getenv("LUAVFIO_BUILD") or "build"))
+      f:close()
+      local ok, how, code = os.execute(("bash -c 'set -o pipefail; lua5.4 %s 2>%s | :'"):format(script, errf))
+      local err = io.open(errf):read("a")
+      os.remove(script); os.remove(errf)
+      assert.is_true(ok, ("the VMM ended by %s %s: %s"):format(how, code, err))
+      assert.matches("reason=stop captured=AAAA errno=32 "
+                     .. "msg=uart write to stdout: Broken pipe %(streaming stopped%)", err)
+   end)
+end)
