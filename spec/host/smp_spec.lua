@@ -28,6 +28,17 @@ describe("smp.c's hand-off (tests/smp_harness, fake vCPUs)", function()
       end)
    end
 
+   it("kicks with a handler that never allocates, in a dlopen'ed module (tests/smp_kick_tls)", function()
+      local dir = (os.getenv("LUAVFIO_BUILD") or "build") .. "/tests"
+      -- without the sanitizer's preload: the program wraps malloc itself
+      local module = (dir:sub(1, 1) == "/" and "" or "$PWD/") .. dir .. "/libsmp_dl.so"
+      local p = assert(io.popen(("env -u LD_PRELOAD %s/smp_kick_tls %s 2>&1"):format(dir, module)))
+      local out = p:read("a")
+      local ok = p:close()
+      assert.is_true(ok, out)
+      assert.matches("^ok: ", out)
+   end)
+
    it("refuses to start threads it could not stop: another handler owns the kick signal", function()
       local p = assert(io.popen(harness .. " signal 2>&1"))
       local out = p:read("a")
