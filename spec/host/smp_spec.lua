@@ -194,6 +194,52 @@ describe("vm:run_vcpus across run slices #kvm", function()
       vm:close(); kvm:close()
    end)
 
+   it("keeps a C stop another thread took as a run ended for the next run", function()
+      local vm, cpus, kvm = counters(1)
+      if not vm then pending(cpus) return end
+      -- vCPU 1 counts in bl and writes it to the exit port (a stop made in C) after a spin
+      local org = 0x8000
+      vm:write(org, assert(asm.assemble([[
+.code16
+   xor %bx, %bx
+1: inc %bl
+   mov $300, %cx
+2: loop 2b
+   mov %bl, %al
+   out %al, $0xf4
+   jmp 1b
+]], org)))
+      assert(vm:add_exit_port(0xf4))
+      cpus[2] = assert(vm:vcpu(1))
+      assert(cpus[2]:setup_real(0, org))
+      local last, stops, bad, n = 0, 0, {}, 0
+      local function handler(x)
+         if x.port == 0x10 then
+            last, n = x.value, n + 1
+            if n % 7 == 0 then return false end
+         elseif x.port == 0x12 then
+            return last ~ 0x5a5a
+         else
+            bad[#bad + 1] = "vcpu 0 read back a wrong value"
+            return false
+         end
+      end
+      for slice = 1, 600 do
+         local e = assert(vm:run_vcpus(cpus, handler, { timeout = 0.001 + (slice % 3) * 0.001 }))
+         if e.reason == "stop" then
+            assert.are.equal(1, e.vcpu)
+            if e.value ~= (stops + 1) & 0xff then
+               bad[#bad + 1] = ("stop %d after %d"):format(e.value, stops & 0xff)
+            end
+            stops = stops + 1
+         end
+         if #bad > 0 then break end
+      end
+      assert.are.same({}, bad)
+      assert.is_true(stops > 10, "only " .. stops .. " stops")
+      vm:close(); kvm:close()
+   end)
+
    it("keeps the vCPUs it runs alive when a handler empties the caller's list and collects", function()
       local vm, cpus, kvm = counters(3)
       if not vm then pending(cpus) return end
