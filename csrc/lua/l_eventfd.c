@@ -82,11 +82,9 @@ static int e_write(lua_State *L)
 static int e_wait(lua_State *L)
 {
     lv_eventfd *e = lv_checkeventfd(L, 1);
-    lua_Integer t = luaL_optinteger(L, 2, -1);
-    if (t > 0x7fffffff)
-        t = 0x7fffffff;
+    int t = lv_opt_timeout_ms(L, 2, -1);
     for (;;) {
-        int r = vfio_fd_wait(e->fd, t < 0 ? -1 : (int)t);
+        int r = vfio_fd_wait(e->fd, t);
         if (r < 0)
             return lv_syserrorf(L, -r, "poll", "eventfd %d", e->fd);
         if (r == 0)

@@ -93,7 +93,7 @@ static int l_ioev_fileno(lua_State *L)
 static int l_ioev_count(lua_State *L)
 {
     struct ioeventfd_ud *q = checkioev(L, 1);
-    return lv_push_eventfd_count(L, q->fd, (int)luaL_optinteger(L, 2, 0), "ioeventfd");
+    return lv_push_eventfd_count(L, q->fd, lv_opt_timeout_ms(L, 2, 0), "ioeventfd");
 }
 
 static int l_ioev_tostring(lua_State *L)

@@ -181,7 +181,7 @@ static int l_irqfd_trigger(lua_State *L)
 static int l_irqfd_resampled(lua_State *L)
 {
     struct irqfd_ud *q = checkirqfd(L, 1);
-    int ms = (int)luaL_optinteger(L, 2, 0);
+    int ms = lv_opt_timeout_ms(L, 2, 0);
     if (q->resample_fd < 0)
         return luaL_error(L, "irqfd gsi %u has no resample fd", q->gsi);
     return lv_push_eventfd_count(L, q->resample_fd, ms, "resample eventfd");

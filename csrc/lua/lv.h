@@ -34,6 +34,10 @@ int lv_syserror(lua_State *L, int err, const char *op, const char *subject);
 int lv_syserrorf(lua_State *L, int err, const char *op, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* An optional timeout in milliseconds for poll(): `dflt` when absent, -1 (forever) when
+ * negative, saturated at INT_MAX when larger (never truncated: 2^32 ms is no 0). */
+int lv_opt_timeout_ms(lua_State *L, int arg, int dflt);
+
 /* Create a new full userdata of `size` bytes (zeroed) with `nuv` user values and the
  * metatable `tname`. */
 void *lv_newobject(lua_State *L, size_t size, const char *tname, int nuv);

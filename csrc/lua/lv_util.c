@@ -2,6 +2,7 @@
 #include "lv.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -177,4 +178,12 @@ int lv_push_capture(lua_State *L, const char *buf, size_t *len, uint64_t *droppe
     if (clear)
         *len = 0, *dropped = 0;
     return 2;
+}
+
+int lv_opt_timeout_ms(lua_State *L, int arg, int dflt)
+{
+    lua_Integer t = luaL_optinteger(L, arg, dflt);
+    if (t < 0)
+        return -1;
+    return t > INT_MAX ? INT_MAX : (int)t;
 }
