@@ -62,7 +62,7 @@ local function boot(image, opts)
    return r, m
 end
 
-describe("vfio.vmm.vm:boot_linux (host /dev/kvm, stand-in kernels)", function()
+describe("vfio.vmm.vm:boot_linux on stand-in kernels #kvm", function()
    it("enters the kernel with boot_params in ESI and the machine's command line, and sees a reboot", function()
       local r, m = boot(kernel(print_string("bye\n") .. RESET), { append = "root=/dev/ram0" })
       if not r then pending(m) return end

@@ -5,7 +5,7 @@
 -- joined; a handler's error or close ends it cleanly. No irqchip here: without one every
 -- vCPU starts runnable (with one, KVM holds the others until the BSP's INIT/SIPI, which
 -- the Linux guest in the lab exercises).
-local core = require "vfio.core"
+local kvmhost = require "support.kvm"
 
 -- Real-mode code: 200 times `mov al, TAG; out 0xe9, al` (the debug console, C), then
 -- `in al, 0x10` (a read for Lua), `out 0x11, al` (its value back to Lua), then `jmp $`.
@@ -19,8 +19,7 @@ local function program(tag)
 end
 
 local function setup(n)
-   local kvm = core.kvm_open()
-   local vm = kvm and kvm:create_vm()
+   local vm, kvm = kvmhost.vm()
    if not vm or not vm:add_ram(0, 0x20000) then return nil end
    assert(vm:add_debugcon(0xe9))
    local cpus = {}
@@ -32,10 +31,10 @@ local function setup(n)
    return vm, cpus, kvm
 end
 
-describe("vm:run_vcpus", function()
+describe("vm:run_vcpus #kvm", function()
    it("serves every vCPU's Lua exits one at a time, C exits in their threads", function()
       local vm, cpus, kvm = setup(3)
-      if not vm then pending("no usable /dev/kvm here: the lab's Linux guest runs SMP") return end
+      if not vm then pending(kvmhost.REASON) return end
       local busy, back, n = false, {}, 0
       local e = assert(vm:run_vcpus(cpus, function(x)
          assert.is_false(busy)                 -- never two handlers at once
@@ -65,7 +64,7 @@ describe("vm:run_vcpus", function()
 
    it("checks its arguments", function()
       local vm, cpus, kvm = setup(2)
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       assert.has_error(function() vm:run_vcpus({}) end)
       assert.has_error(function() vm:run_vcpus({ cpus[1], cpus[1] }) end)
       local other = assert(kvm:create_vm())
@@ -76,7 +75,7 @@ describe("vm:run_vcpus", function()
 
    it("ends cleanly when a handler raises or closes the VM", function()
       local vm, cpus, kvm = setup(2)
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       assert.has_error(function()
          vm:run_vcpus(cpus, function(x) if x.port == 0x10 then error("boom") end end, { timeout = 10 })
       end, nil)

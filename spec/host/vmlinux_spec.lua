@@ -5,6 +5,7 @@
 -- program headers are read back by binutils' readelf.
 local asm = require "support.asm"
 local files = require "support.files"
+local kvmhost = require "support.kvm"
 local vmm = require "vfio.vmm.vm"
 local vmlinux = require "vfio.vmm.vmlinux"
 local linux = require "vfio.vmm.linux"
@@ -233,7 +234,9 @@ describe("vfio.vmm.vmlinux: the kernel decompressed on the host", function()
       files.sh("rm -rf " .. dir)
    end)
 
-   it("boots the vmlinux at its 64-bit entry, or the decompressor at the 32-bit one", function()
+   it("boots the vmlinux at its 64-bit entry, or the decompressor at the 32-bit one #kvm", function()
+      local usable, no_kvm = kvmhost.usable()
+      if not usable then pending(no_kvm) return end
       local dir = tmpdir()
       local r, m = boot(gz, { decompress = "host", cache_dir = dir, append = "x=1" })
       if not r then pending(m) return end
@@ -259,7 +262,9 @@ describe("vfio.vmm.vmlinux: the kernel decompressed on the host", function()
       files.sh("rm -rf " .. dir)
    end)
 
-   it("falls back to the guest's decompressor when the host lacks the tool, unless told host", function()
+   it("falls back to the guest's decompressor when the host lacks the tool, unless told host #kvm", function()
+      local usable, no_kvm = kvmhost.usable()
+      if not usable then pending(no_kvm) return end
       local dir = tmpdir()
       local gzip = vmlinux.FORMATS[1]
       local saved = gzip.cmd
