@@ -399,6 +399,11 @@ static int r_map(lua_State *L)
             for (uint32_t j = 0; j < i; j++)
                 vfio_unmap_area(&areas[j]);
             free(areas);
+            if (e == -ENXIO)
+                return lv_syserrorf(L, ENXIO, "mmap",
+                                    "region %u of %s (offset 0x%llx size 0x%llx: the file "
+                                    "behind it ends before that)",
+                                    r->index, r->dev->name, at, sz);
             return lv_syserrorf(L, -e, "mmap", "region %u of %s (offset 0x%llx size 0x%llx)",
                                 r->index, r->dev->name, at, sz);
         }
