@@ -156,9 +156,8 @@ static int b_tostring(lua_State *L)
     lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
     if (!b->ptr)
         lua_pushliteral(L, "vfio.dmabuf (closed)");
-    else
-        lua_pushfstring(L, "vfio.dmabuf (%p, %I bytes)", (void *)b->ptr,
-                        (lua_Integer)b->rounded);
+    else   /* no host address: none reaches Lua */
+        lua_pushfstring(L, "vfio.dmabuf (%I bytes)", (lua_Integer)b->rounded);
     return 1;
 }
 
