@@ -51,10 +51,11 @@ static int b_read(lua_State *L)
 
 static int b_write(lua_State *L)
 {
-    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    luaL_checkudata(L, 1, LV_DMABUF);
     lua_Integer off = luaL_checkinteger(L, 2);
     size_t n;
-    const char *s = luaL_checklstring(L, 3, &n);
+    const char *s = luaL_checklstring(L, 3, &n);   /* a number converts: a GC step */
+    lv_dmabuf *b = lv_checkdmabuf(L, 1);
     check_range(L, b, off, n);
     memcpy(b->ptr + off, s, n);
     return 0;

@@ -262,6 +262,11 @@ static int r_read(lua_State *L)
     }
     luaL_Buffer b;
     char *out = luaL_buffinitsize(L, &b, (size_t)n);
+    /* again: the buffer's allocation is a GC step, whose finalizers may have closed or
+     * unmapped the region */
+    check_access(L, r, off, (uint64_t)n, 0);
+    if (r->err)
+        return region_error(L, r, "read");
     while (pos < end) {
         uint64_t len = next_piece(r, r->nrd, pos, end, &p);
         if (p) {
@@ -575,7 +580,7 @@ static int to_u64_field(lua_State *L, int t, const char *k, uint64_t *out, int r
  * REGION_INFO: regions of adopted fds, and host tests against a memfd. */
 static int l_region_new(lua_State *L)
 {
-    lv_checkdevice(L, 1);
+    luaL_checkudata(L, 1, LV_DEVICE);
     luaL_checktype(L, 2, LUA_TTABLE);
     struct vfio_region_desc d;
     memset(&d, 0, sizeof d);
@@ -630,6 +635,11 @@ static int l_region_new(lua_State *L)
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    /* the device once the description is read (its metamethods may run Lua) */
+    if (((lv_device *)lua_touserdata(L, 1))->fd < 0) {
+        free(d.sparse);
+        return luaL_argerror(L, 1, "device is closed");
+    }
     lv_pushregion(L, 1, &d, 0);
     return 1;
 }
