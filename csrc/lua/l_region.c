@@ -433,11 +433,14 @@ static int r_mapped(lua_State *L)
 {
     lv_region *r = region_self(L);
     lua_createtable(L, (int)r->nareas, 0);
+    /* each area is read before the allocations that push it (GC steps, whose finalizers
+     * may unmap the region: nareas is 0 then, and the loop ends) */
     for (uint32_t i = 0; i < r->nareas; i++) {
+        lua_Integer off = (lua_Integer)r->areas[i].off, size = (lua_Integer)r->areas[i].size;
         lua_createtable(L, 0, 2);
-        lua_pushinteger(L, (lua_Integer)r->areas[i].off);
+        lua_pushinteger(L, off);
         lua_setfield(L, -2, "offset");
-        lua_pushinteger(L, (lua_Integer)r->areas[i].size);
+        lua_pushinteger(L, size);
         lua_setfield(L, -2, "size");
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }

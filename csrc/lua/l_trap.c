@@ -43,7 +43,8 @@ void lv_trap_leave(struct lv_trap_ud *t)
     struct lv_backend_ud *b = trap_backend(t);
     if (--b->busy == 0 && b->close_pending) {
         b->close_pending = 0;
-        lv_backend_destroy(&b->be);
+        if (b->pins == 0)   /* as backend:close() itself: never under a VM slot */
+            lv_backend_destroy(&b->be);
     }
     if (--t->busy == 0 && t->close_pending) {
         t->close_pending = 0;

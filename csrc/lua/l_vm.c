@@ -85,6 +85,8 @@ static int l_vm_map(lua_State *L)
         host = buf->ptr + offset;
         pin = &buf->pins;
     } else if (be) {
+        if (be->close_pending)   /* closing once a trap's access ends */
+            return luaL_argerror(L, 4, "the backend is closed");
         if (region < 0)
             return luaL_argerror(L, 5, "a backend source needs {region = BAR index}");
         void *addr;
@@ -255,7 +257,16 @@ static int l_vm_set_halt_poll(lua_State *L)
 static int l_vm_supported_cpuid(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    lv_push_cpuid(L, v->vm.cpuid);
+    /* pushed from a copy: the tables pushed are allocations, GC steps whose finalizers
+     * may close the VM and free its table */
+    unsigned n = v->vm.cpuid ? v->vm.cpuid->nent : 0;
+    size_t size = sizeof(struct kvm_cpuid2) + n * sizeof(struct kvm_cpuid_entry2);
+    struct kvm_cpuid2 *copy = lua_newuserdatauv(L, size, 0);
+    v = lv_checkvm(L, 1);   /* again, after that allocation */
+    if (!v->vm.cpuid || v->vm.cpuid->nent != n)
+        return luaL_error(L, "supported_cpuid: the VM changed");
+    memcpy(copy, v->vm.cpuid, size);
+    lv_push_cpuid(L, copy);
     return 1;
 }
 
@@ -289,7 +300,9 @@ static int l_vm_routes(lua_State *L)
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     lua_createtable(L, (int)v->vm.nroutes, 0);
     for (unsigned i = 0; i < v->vm.nroutes; i++) {
-        struct kvm_irq_routing_entry *e = &v->vm.routes[i];
+        /* a copy, read before the allocations that push it (GC steps, whose finalizers
+         * may close the VM: nroutes is 0 then, and the loop ends) */
+        struct kvm_irq_routing_entry copy = v->vm.routes[i], *e = &copy;
         lua_createtable(L, 0, 4);
         lua_pushinteger(L, e->gsi);
         lua_setfield(L, -2, "gsi");
