@@ -71,10 +71,19 @@ end
 -- would mean "unchanged"), the finalizable objects survive one full collection
 -- referenced, then are dropped with no allocation in between. calm_gc() restores the
 -- default pacing after the call.
+-- Eager, each allocation runs a whole cycle; a finalizer that counts down re-arms itself
+-- k - 1 times, so the close falls on the k-th allocation (1 to 4, by seed): inside a
+-- loop that pushes a list, not only at its first table.
 local armed
-local function eager_gc(targets)
+local function countdown(targets, k)
+   return setmetatable({}, { __gc = function()
+      if k <= 1 then close_all(targets) else countdown(targets, k - 1) end
+   end })
+end
+local function eager_gc(targets, k)
+   k = k or math.random(4)
    armed = {}
-   for i = 1, 16 do armed[i] = setmetatable({}, { __gc = function() close_all(targets) end }) end
+   for i = 1, 4 do armed[i] = countdown(targets, k) end
    collectgarbage("incremental", 1, 1000, 16)
    collectgarbage("collect")
    armed = nil
@@ -208,6 +217,19 @@ local HOST_CASES = {
         for i = 1, 16 do w.region:read(0, 0x1000 + i); w.region:write(0, 99999 + i) end
         return true
      end },
+   { name = "region:mapped and other lists built under an eager collector",
+     targets = { "region", "dev", "trap", "backend" },
+     call = function(w)
+        local sparse = core.region(w.dev, { index = 2, offset = 0, size = 0x4000, readable = true,
+           mappable = true, sparse = { { offset = 0, size = 0x1000 }, { offset = 0x2000, size = 0x1000 },
+                                       { offset = 0x3000, size = 0x1000 } } })
+        sparse:map()
+        eager_gc({ sparse, w.dev })
+        local m = sparse:mapped()
+        eager_gc({ w.trap, w.backend })
+        w.trap:bars(); w.trap:caps(); w.trap:windows(); w.trap:info(); w.backend:mapped()
+        return m
+     end },
 }
 
 describe("metamethod re-entry: bindings read their arguments before they use an object", function()
@@ -300,6 +322,18 @@ local KVM_CASES = {
         for i = 1, 8 do w.vm:write(0x100 + i, 123456 + i) end
         w.vm:add_debugcon(0xe9)
         return w.vm:vcpu(1)
+     end },
+   { name = "vm:supported_cpuid, vm:routes, vm:memory under an eager collector", targets = { "vm" },
+     call = function(w)
+        w.vm:create_irqchip()
+        w.vm:set_msi_route(24, 0xfee00000, 0x41)
+        w.vm:set_msi_route(25, 0xfee00000, 0x42)
+        eager_gc({ w.vm })
+        local c = w.vm:supported_cpuid()
+        eager_gc({ w.vm })
+        local r = w.vm:routes()
+        eager_gc({ w.vm })
+        return c, r, w.vm:memory()
      end },
    { name = "ioas:map_dma(buf, iova, access)", targets = { "ioas", "iommufd", "buf" },
      call = function(w, P)
