@@ -252,9 +252,11 @@ static int b_tostring(lua_State *L)
 static int b_stats(lua_State *L)
 {
     struct lv_backend_ud *b = lv_checkbackend(L, 1);
-    const struct lv_replay_stats *s = lv_replay_stats(&b->be);
-    if (!s)
+    const struct lv_replay_stats *live = lv_replay_stats(&b->be);
+    if (!live)
         return luaL_error(L, "stats: %s is not a recorded device", b->be.name);
+    /* a copy: the pushes below are GC steps, whose finalizers may close the backend */
+    const struct lv_replay_stats copy = *live, *s = &copy;
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, (lua_Integer)s->cfg_reads); lua_setfield(L, -2, "cfg_reads");
     lua_pushinteger(L, (lua_Integer)s->cfg_writes); lua_setfield(L, -2, "cfg_writes");
@@ -272,8 +274,9 @@ static int b_mapped(lua_State *L)
     struct lv_backend_ud *b = lv_checkbackend(L, 1);
     int errnos[LV_REGION_MAX];
     uint32_t bits = lv_backend_vfio_mapped(&b->be, errnos);
+    int is_vfio = strcmp(b->be.ops->kind, "vfio") == 0;   /* before the allocation */
     lua_newtable(L);
-    if (strcmp(b->be.ops->kind, "vfio"))
+    if (!is_vfio)
         return 1;
     for (int i = 0; i < LV_REGION_MAX; i++) {
         if (bits & (1u << i)) {

@@ -352,12 +352,13 @@ static int d_hot_reset(lua_State *L)
  * other failures return nil, msg, errno. */
 static int d_probe_feature(lua_State *L)
 {
-    lv_device *d = lv_checkdevice(L, 1);
+    luaL_checkudata(L, 1, LV_DEVICE);
     uint32_t feature = (uint32_t)lv_checkrange(L, 2, 0, VFIO_DEVICE_FEATURE_MASK);
     static const char *const ops[] = {"none", "get", "set", "getset", NULL};
     static const uint32_t bits[] = {0, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_SET,
                                     VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET};
-    uint32_t op = bits[luaL_checkoption(L, 3, "none", ops)];
+    uint32_t op = bits[luaL_checkoption(L, 3, "none", ops)];   /* may convert: a GC step */
+    lv_device *d = lv_checkdevice(L, 1);
     int r = vfio_device_feature(d->fd, feature | op | VFIO_DEVICE_FEATURE_PROBE, NULL, 0);
     if (r == 0) {
         lua_pushboolean(L, 1);
