@@ -29,7 +29,7 @@ local function close_all(list)
 end
 
 -- One hostile step against `targets` (the objects the call under test uses).
-local function step(w, targets)
+local function step(_, targets)
    local k = math.random(7)
    if k == 1 then
       close_all(targets)                                      -- close them now
@@ -86,6 +86,7 @@ local function eager_gc(targets, k)
    for i = 1, 4 do armed[i] = countdown(targets, k) end
    collectgarbage("incremental", 1, 1000, 16)
    collectgarbage("collect")
+   assert(armed[4], "kept through the collection")
    armed = nil
 end
 local function calm_gc() collectgarbage("incremental", 200, 100, 13) end
@@ -203,6 +204,16 @@ local HOST_CASES = {
         pcall(w.trap.add_cap, w.trap, 0x50, 1234, nil)
         pcall(w.trap.set_pending, w.trap, 1, 0, true)
         return w.trap:set_config(0x40, 1234, 9999)
+     end },
+   { name = "device:set_irqs(data list), hot_reset(groups), probe_feature", targets = { "dev", "efd" },
+     call = function(w, P, targets)
+        pcall(w.dev.set_irqs, w.dev, 1, "trigger", 0, 2, P { w.efd, -1 })
+        eager_gc(targets)
+        pcall(w.dev.set_irqs, w.dev, 1, "trigger", 0, 2, { w.efd, w.efd })
+        eager_gc(targets)
+        pcall(w.dev.probe_feature, w.dev, 1, 2)
+        eager_gc(targets)
+        return w.dev:hot_reset(P { 3, 4 })
      end },
    { name = "dmabuf:write(off, number)", targets = { "buf" },
      call = function(w)
