@@ -174,7 +174,9 @@ int vfio_map_area(int fd, uint64_t base, struct vfio_map_area *a, int prot);
 /* 0 when [off, off + size) of fd may be mapped, -ENXIO when fd is a regular file (a
  * memfd, a file standing in for a device) that ends before off + size: a load past its
  * end would kill the process with SIGBUS, so such a mapping is never made. Device fds
- * (VFIO) are not files with a size and always pass. */
+ * (VFIO) are not files with a size and always pass. A file shrunk after the mapping
+ * was made (truncated through another open file) is not covered: its owner must not
+ * shrink a file it lent as a device. */
 int vfio_mmap_fits(int fd, uint64_t off, uint64_t size);
 void vfio_unmap_area(struct vfio_map_area *a);
 /* Bulk copies out of / into a device mapping with device-safe access sizes. */
