@@ -242,13 +242,14 @@ void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *s
         *size = b->rounded;
         return;
     }
-    struct lv_vm_ud *vm = lv_checkvm(L, src);
+    luaL_checkudata(L, src, LV_VM_T);
     luaL_checktype(L, opts, LUA_TTABLE);
     lua_getfield(L, opts, "gpa");
     uint64_t gpa = check_u64(L, -1);
     lua_getfield(L, opts, "size");
     *size = check_u64(L, -1);
     lua_pop(L, 2);
+    struct lv_vm_ud *vm = lv_checkvm(L, src);   /* after the options' reads */
     if (*size == 0)
         luaL_argerror(L, opts, "size must be positive");
     void *host = lv_kvm_ram_ptr(&vm->vm, gpa, *size);
@@ -277,10 +278,13 @@ void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src)
  * case). */
 static int c_map_dma(lua_State *L)
 {
-    lv_container *c = lv_checkcontainer(L, 1);
+    luaL_checkudata(L, 1, LV_CONTAINER);
     uint64_t vaddr, size, iova = check_u64(L, 3);
     uint32_t flags = dma_flags(L, 4);
+    /* the source reads its options, then checks itself; the container comes last, after
+     * every call that can run Lua */
     lv_dma_source(L, 2, 4, &vaddr, &size);
+    lv_container *c = lv_checkcontainer(L, 1);
     if (iova + size < iova)
         luaL_argerror(L, 3, "iova + size overflows");
     int r = vfio_container_map_dma(c->fd, vaddr, iova, size, flags);

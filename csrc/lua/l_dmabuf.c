@@ -51,10 +51,11 @@ static int b_read(lua_State *L)
 
 static int b_write(lua_State *L)
 {
-    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    luaL_checkudata(L, 1, LV_DMABUF);
     lua_Integer off = luaL_checkinteger(L, 2);
     size_t n;
-    const char *s = luaL_checklstring(L, 3, &n);
+    const char *s = luaL_checklstring(L, 3, &n);   /* a number converts: a GC step */
+    lv_dmabuf *b = lv_checkdmabuf(L, 1);
     check_range(L, b, off, n);
     memcpy(b->ptr + off, s, n);
     return 0;
@@ -156,9 +157,8 @@ static int b_tostring(lua_State *L)
     lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
     if (!b->ptr)
         lua_pushliteral(L, "vfio.dmabuf (closed)");
-    else
-        lua_pushfstring(L, "vfio.dmabuf (%p, %I bytes)", (void *)b->ptr,
-                        (lua_Integer)b->rounded);
+    else   /* no host address: none reaches Lua */
+        lua_pushfstring(L, "vfio.dmabuf (%I bytes)", (lua_Integer)b->rounded);
     return 1;
 }
 

@@ -76,17 +76,21 @@ static int l_iommufd_open(lua_State *L)
 /* i:ioas() -> a new, empty I/O address space (vfio.ioas) | nil, msg, errno */
 static int i_ioas(lua_State *L)
 {
+    luaL_checkudata(L, 1, LV_IOMMUFD);
+    /* the objects first (allocations are GC steps), the iommufd checked after them */
+    lv_ioas *a = lv_newobject(L, sizeof *a, LV_IOAS, 2);
+    a->closed = 1;   /* until the IOAS exists */
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 2);
     lv_iommufd *i = check_iommufd(L, 1);
     uint32_t id;
     int r = vfio_ioas_alloc(i->fd, &id);
     if (r < 0)
         return lv_syserror(L, -r, "IOMMU_IOAS_ALLOC", i->path);
-    lv_ioas *a = lv_newobject(L, sizeof *a, LV_IOAS, 2);
     a->ictx = i;
     a->id = id;
+    a->closed = 0;
     lv_set_parent(L, -1, 1, 1);
-    lua_newtable(L);
-    lua_setiuservalue(L, -2, 2);
     return 1;
 }
 
@@ -151,10 +155,13 @@ static int i_tostring(lua_State *L)
  * write=}): vfio.container's map_dma, at a fixed IOVA of this address space. */
 static int a_map_dma(lua_State *L)
 {
-    lv_ioas *a = check_ioas(L, 1);
+    luaL_checkudata(L, 1, LV_IOAS);
     uint64_t vaddr, size, iova = check_u64(L, 3);
     unsigned acc = lv_dma_access(L, 4);
+    /* the source reads its options, then checks itself; the ioas (and its iommufd) come
+     * last, after every call that can run Lua */
     lv_dma_source(L, 2, 4, &vaddr, &size);
+    lv_ioas *a = check_ioas(L, 1);
     if (iova + size < iova)
         luaL_argerror(L, 3, "iova + size overflows");
     uint32_t flags = ((acc & LV_DMA_READ) ? VFIO_IOAS_READ : 0) |

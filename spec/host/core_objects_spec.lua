@@ -314,6 +314,11 @@ describe("vfio.core dmabuf", function()
       end
    end)
 
+   it("never shows its host address, not even in tostring()", function()
+      local b <close> = core.dmabuf(8192)
+      assert.are.equal("vfio.dmabuf (8192 bytes)", tostring(b))
+   end)
+
    it("closes idempotently", function()
       local b = core.dmabuf(4096)
       b:close(); b:close()
@@ -321,5 +326,35 @@ describe("vfio.core dmabuf", function()
       assert.has_error(function() b:read(0, 1) end)
       assert.has_error(function() b:size() end)
       assert.matches("closed", tostring(b))
+   end)
+end)
+
+-- No host address reaches Lua (doc/API promise): no object of any class shows one in
+-- tostring(), open or closed. A host address is a long hex number (user space mappings
+-- sit at 0x55.. and 0x7f.. on x86-64) or what %p prints.
+describe("vfio.core tostring()", function()
+   it("shows no host address for any object", function()
+      local fixture = require "support.fixture"
+      local path = os.tmpname()
+      local f = assert(io.open(path, "wb")); f:write(("\0"):rep(0x4000)); f:close()
+      local dev = assert(core.device_file(path, "addr"))
+      os.remove(path)
+      local r = core.region(dev, { offset = 0, size = 0x2000, readable = true, mappable = true })
+      assert(r:map())
+      local t, be = fixture.trap("edu")
+      local objs = { core.dmabuf(0x3000), core.eventfd(), dev, r, t, be, core.pcihost {},
+                     core.cfgspace(256), core.debugcon(),
+                     core.vfio_backend(dev, { regions = { [0] = { offset = 0, size = 0x1000,
+                                                                  flags = 7, mmap = true } } }) }
+      local ifd = core.iommufd("/dev/null")
+      if ifd then objs[#objs + 1] = ifd end
+      for pass = 1, 2 do
+         for _, o in ipairs(objs) do
+            local s = tostring(o)
+            assert.is_nil(s:match("%x%x%x%x%x%x%x%x%x%x"), ("%s (pass %d)"):format(s, pass))
+            assert.is_nil(s:match("0x%x%x%x%x%x%x%x%x"), ("%s (pass %d)"):format(s, pass))
+         end
+         for i = #objs, 1, -1 do pcall(function() objs[i]:close() end) end
+      end
    end)
 end)
