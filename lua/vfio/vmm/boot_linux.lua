@@ -90,7 +90,7 @@ end
 --            the image predates protocol 2.08 or the cache cannot be written: then guest,
 --            with m.boot_note saying why
 -- A vmlinux (an ELF) is always entered at its 64-bit entry.
-local function load_kernel(m, image, opts, cmdline, initrd)
+local function load_kernel(m, image, opts, cmdline, initrd, known)
    local vm = m.vm
    local how = opts.decompress or "auto"
    if how ~= "auto" and how ~= "host" and how ~= "guest" then
@@ -104,10 +104,11 @@ local function load_kernel(m, image, opts, cmdline, initrd)
    elseif how ~= "guest" then
       local hdr, herr = linux.parse(image)
       if not hdr then return nil, herr end
-      local d, derr, reason = vmlinux.decompress(image, { path = opts.kernel, cache_dir = opts.cache_dir })
+      local d, derr, reason = vmlinux.decompress(image, { path = opts.kernel, known = known,
+                                                          cache_dir = opts.cache_dir })
       if d then
          m.vmlinux = d
-         vml, err = vmlinux.open(d.path, m.ram_size)
+         vml, err = vmlinux.open(d.path, m.ram_size, d.file)
          if not vml then return nil, err end
          largs.image = image
       elseif how == "host" or reason == "corrupt" or reason == "signal" then
@@ -135,17 +136,20 @@ function M.setup(m, opts)
    local vm, cpu = m.vm, m.vcpu
    local cpus = m.vcpus or { cpu }
    local image, initrd = opts.image, opts.initrd_data or ""
-   local err
+   local err, kernel_known
    if not image then
-      image, err = read_file(assert(opts.kernel, "kernel or image required"), "kernel")
-      if not image then return nil, err end
+      -- read with the index key of the bytes read (vfio.vmm.vmlinux's cache)
+      local known
+      image, known = vmlinux.read_image(assert(opts.kernel, "kernel or image required"))
+      if not image then return nil, ("kernel: %s"):format(known) end
+      kernel_known = known
    end
    if opts.initrd then
       initrd, err = read_file(opts.initrd, "initrd")
       if not initrd then return nil, err end
    end
    local cmdline = opts.cmdline or (M.CMDLINE .. (opts.append and opts.append ~= "" and " " .. opts.append or ""))
-   local info, lerr = load_kernel(m, image, opts, cmdline, initrd)
+   local info, lerr = load_kernel(m, image, opts, cmdline, initrd, kernel_known)
    if not info then return nil, lerr end
 
    local ok, e, errno = vm:create_pit2()
