@@ -4,7 +4,10 @@
  * Lifetimes: an ioas keeps its iommufd alive (user value 1); a device bound to an iommufd
  * keeps it alive, and once attached keeps the ioas alive instead (the device's user value
  * 1, which the ioas keeps the iommufd through). Mapped DMA sources stay referenced by the
- * ioas (user value 2, by IOVA) until unmapped, as a container's do. */
+ * ioas (user value 2, by IOVA) until unmapped, as a container's do, and cannot be freed
+ * meanwhile (lv_dma_keep): an IOAS pins a mapping's pages only while a device is attached,
+ * and pins whatever the user address holds at attach time, so memory freed while the IOAS
+ * maps it would let the device reach whatever is allocated there next. */
 #include "l_objects.h"
 #include "vfio/vfio_iommufd.h"
 
@@ -154,7 +157,8 @@ static int a_map_dma(lua_State *L)
     lv_ioas *a = check_ioas(L, 1);
     uint64_t vaddr, size, iova = check_u64(L, 3);
     unsigned acc = lv_dma_access(L, 4);
-    lv_dma_source(L, 2, 4, &vaddr, &size);
+    int slot;
+    lv_dma_source(L, 2, 4, &vaddr, &size, &slot);
     if (iova + size < iova)
         luaL_argerror(L, 3, "iova + size overflows");
     uint32_t flags = ((acc & LV_DMA_READ) ? VFIO_IOAS_READ : 0) |
@@ -164,7 +168,7 @@ static int a_map_dma(lua_State *L)
         return lv_syserrorf(L, -r, "IOMMU_IOAS_MAP", "%s (ioas %u iova 0x%llx size 0x%llx)",
                             a->ictx->path, a->id, (unsigned long long)iova,
                             (unsigned long long)size);
-    lv_dma_keep(L, 1, 2, iova, 2);
+    lv_dma_keep(L, 1, 2, iova, 2, size, slot);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -188,7 +192,9 @@ static int a_unmap_dma(lua_State *L)
         return lv_syserrorf(L, -r, "IOMMU_IOAS_UNMAP", "%s (ioas %u iova 0x%llx size 0x%llx)",
                             a->ictx->path, a->id, (unsigned long long)iova,
                             (unsigned long long)size);
-    lv_dma_drop(L, 1, 2, iova, done, 0);
+    /* IOMMU_IOAS_UNMAP unmaps whole areas, each inside the range, or fails */
+    if (done > 0)
+        lv_dma_drop(L, 1, 2, iova, size, 0);
     lua_pushinteger(L, (lua_Integer)done);
     return 1;
 }
@@ -311,14 +317,18 @@ static int a_closed(lua_State *L)
 }
 
 /* Unmaps everything, destroys the IOAS (the kernel refuses while devices are attached:
- * it then goes with the iommufd) and drops the mapped sources and the iommufd. */
+ * it then goes with the iommufd) and drops the mapped sources and the iommufd. Sources
+ * are released only when the unmap succeeded: with the iommufd closed first the IOAS may
+ * live on in the kernel (a bound device holds it), and its memory stays allocated. */
 static int a_close(lua_State *L)
 {
     lv_ioas *a = luaL_checkudata(L, 1, LV_IOAS);
     if (!a->closed) {
         a->closed = 1;
         if (a->ictx && a->ictx->fd >= 0) {
-            vfio_ioas_unmap(a->ictx->fd, a->id, 0, UINT64_MAX, NULL);
+            int r = vfio_ioas_unmap(a->ictx->fd, a->id, 0, UINT64_MAX, NULL);
+            if (r == 0 || r == -ENOENT)
+                lv_dma_drop(L, 1, 2, 0, 0, 1);
             vfio_iommufd_destroy(a->ictx->fd, a->id);
         }
         a->ictx = NULL;
