@@ -273,7 +273,7 @@ void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *s
  * unmap the kernel did not confirm releases nothing: memory leaks rather than reaching a
  * device after reuse. */
 void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src, uint64_t size,
-                 int slot)
+                 int slot, const char *mapper)
 {
     src = lua_absindex(L, src);
     lua_getiuservalue(L, self, uv);
@@ -287,9 +287,11 @@ void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src, uint64_
     lua_rawseti(L, -2, (lua_Integer)iova);
     lua_pop(L, 1);
     lv_dmabuf *b = luaL_testudata(L, src, LV_DMABUF);
-    if (b)
+    if (b) {
         b->dma++;
-    else
+        snprintf(b->mapper, sizeof b->mapper, "%s at iova 0x%llx", mapper,
+                 (unsigned long long)iova);
+    } else
         lv_kvm_ram_dma_get(&((struct lv_vm_ud *)luaL_checkudata(L, src, LV_VM_T))->vm, slot);
 }
 
@@ -351,7 +353,9 @@ static int c_map_dma(lua_State *L)
                             "%s (iova 0x%llx size 0x%llx)", c->path,
                             (unsigned long long)iova, (unsigned long long)size);
     /* Keep the source referenced, and unfreeable, while the IOMMU maps it. */
-    lv_dma_keep(L, 1, 1, iova, 2, size, slot);
+    char mapper[160];
+    snprintf(mapper, sizeof mapper, "container %s", c->path);
+    lv_dma_keep(L, 1, 1, iova, 2, size, slot, mapper);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -506,7 +510,7 @@ static int l_dma_record(lua_State *L)
     if (lua_getiuservalue(L, 1, uv) != LUA_TTABLE)
         luaL_argerror(L, 1, "closed");
     lua_pop(L, 1);
-    lv_dma_keep(L, 1, uv, iova, 2, size, slot);
+    lv_dma_keep(L, 1, uv, iova, 2, size, slot, uv == 1 ? "container (recorded)" : "ioas (recorded)");
     return 0;
 }
 

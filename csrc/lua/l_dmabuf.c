@@ -160,8 +160,8 @@ static int b_close(lua_State *L)
     if (b->dma > 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "close vfio.dmabuf: mapped for device DMA by %d IOMMU mapping(s) "
-                        "(container or ioas map_dma); unmap_dma it there first, or close "
-                        "that container or ioas", b->dma);
+                        "(the latest: %s); unmap_dma it there first, or close that "
+                        "container or ioas", b->dma, b->mapper);
         lua_pushinteger(L, EBUSY);
         return 3;
     }

@@ -168,7 +168,9 @@ static int a_map_dma(lua_State *L)
         return lv_syserrorf(L, -r, "IOMMU_IOAS_MAP", "%s (ioas %u iova 0x%llx size 0x%llx)",
                             a->ictx->path, a->id, (unsigned long long)iova,
                             (unsigned long long)size);
-    lv_dma_keep(L, 1, 2, iova, 2, size, slot);
+    char mapper[160];
+    snprintf(mapper, sizeof mapper, "ioas %u of %s", a->id, a->ictx->path);
+    lv_dma_keep(L, 1, 2, iova, 2, size, slot, mapper);
     lua_pushboolean(L, 1);
     return 1;
 }

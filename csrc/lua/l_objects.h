@@ -66,6 +66,7 @@ typedef struct {
                                  refuses while > 0 */
     int orphaned;             /* collected (or to-be-closed) while still used: freed when
                                  the last use goes, unusable from Lua meanwhile */
+    char mapper[112];         /* the latest IOMMU mapping of it, for close()'s message */
 } lv_dmabuf;
 
 /* Free an orphaned DMA buffer whose last use is gone (l_dmabuf.c). */
@@ -90,12 +91,13 @@ unsigned lv_dma_access(lua_State *L, int arg);
 void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *size,
                    int *slot);
 /* The IOMMU mappings of a container or an ioas, in the table that is user value `uv` of
- * the object at `self`: iova -> {source, size, slot}. keep records a mapping just made and
+ * the object at `self`: iova -> {source, size, slot}. keep records a mapping just made (by
+ * `mapper`: "container PATH", "ioas N of PATH") and
  * counts it on its source (lv_dmabuf.dma, the RAM slot's dma), which then refuses to be
  * closed or unmapped; drop forgets the mappings whose first IOVA lies in [iova, iova +
  * size) (or all of them) once the kernel has unmapped them, releasing their sources. */
 void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src, uint64_t size,
-                 int slot);
+                 int slot, const char *mapper);
 void lv_dma_drop(lua_State *L, int self, int uv, uint64_t iova, uint64_t size, int all);
 /* Is anything recorded as mapped in that table? */
 int lv_dma_any(lua_State *L, int self, int uv);

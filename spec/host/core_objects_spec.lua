@@ -340,8 +340,9 @@ describe("vfio.core DMA memory and its IOMMU mappings", function()
       assert.are.same({ 0, 1, true }, { core._dma_uses(b) })
       local ok, err, errno = b:close()
       assert.is_nil(ok)
-      assert.are.equal("close vfio.dmabuf: mapped for device DMA by 1 IOMMU mapping(s) (container "
-         .. "or ioas map_dma); unmap_dma it there first, or close that container or ioas", err)
+      assert.are.equal("close vfio.dmabuf: mapped for device DMA by 1 IOMMU mapping(s) (the latest: "
+         .. "container (recorded) at iova 0x100000); unmap_dma it there first, or close that "
+         .. "container or ioas", err)
       assert.are.equal(EBUSY, errno)
       assert.is_false(b:closed())
       b:write(0, "still ours")

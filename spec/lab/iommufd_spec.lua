@@ -212,8 +212,9 @@ describe("iommufd", function()
       local ok, err, errno = buf:close()
       assert.is_nil(ok)
       assert.are.equal(EBUSY, errno)
-      assert.are.equal("close vfio.dmabuf: mapped for device DMA by 1 IOMMU mapping(s) "
-         .. "(container or ioas map_dma); unmap_dma it there first, or close that container or ioas", err)
+      assert.are.equal(("close vfio.dmabuf: mapped for device DMA by 1 IOMMU mapping(s) (the latest: "
+         .. "ioas %d of /dev/iommu at iova 0x100000); unmap_dma it there first, or close that "
+         .. "container or ioas"):format(a:id()), err)
       assert.is_false(buf:closed())
       -- new allocations (the reuse) cannot take its address: it is still allocated
       local fresh = {}
@@ -252,6 +253,39 @@ describe("iommufd", function()
       a:close()
       assert.is_nil((buf:close()))
       assert.is_true(buf:closed())
+   end)
+
+   kit("refuses to unmap or close guest RAM the IOAS maps, even with the device detached", function()
+      local kvm <close> = core.kvm_open()
+      if not kvm then pending("no /dev/kvm in this lab") return end
+      local vm = assert(kvm:create_vm())
+      local slot = assert(vm:add_ram(0, 0x200000))
+      local dev <close> = open("edu")
+      local a, iova, n = dev.container, 0x100000, 1024
+      assert(a:map_dma(vm, iova, { gpa = 0x100000, size = 0x10000 }))
+      assert(a:detach(dev.handle))
+      local ok, err, errno = vm:unmap(slot)
+      assert.is_nil(ok)
+      assert.are.equal(EBUSY, errno)
+      assert.matches("^unmap memory slot %d+: its guest RAM is mapped for device DMA by 1 IOMMU", err)
+      ok, err, errno = vm:close()
+      assert.is_nil(ok)
+      assert.are.equal(EBUSY, errno)
+      assert.matches("^close vfio.vm: guest RAM in memory slot %d+ is mapped for device DMA", err)
+      assert(a:attach(dev.handle))
+      -- edu's DMA engine reads and writes the guest's RAM through the IOAS
+      local pattern = {}
+      for i = 1, n do pattern[i] = string.char((i * 5 + 9) % 256) end
+      pattern = table.concat(pattern)
+      vm:write(0x100000, pattern)
+      local bar = dev:region(vfio.REGION.BAR0)
+      dev.config:write16(4, dev.config:read16(4) | 0x6)
+      assert.is_true(lab.edu_dma(bar, iova, 0x40000, n, 1))
+      assert.is_true(lab.edu_dma(bar, 0x40000, iova + n, n, 1 | 2))
+      assert.are.equal(pattern, vm:read(0x100000 + n, n))
+      assert.are.equal(0x10000, a:unmap_dma(iova, 0x10000))
+      assert(vm:unmap(slot))
+      assert.is_nil((vm:close()))
    end)
 
    kit("delivers edu's MSI through an eventfd", function()
