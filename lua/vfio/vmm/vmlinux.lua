@@ -303,7 +303,7 @@ end
 
 function index_lookup(dirs, known, path)
    for _, d in ipairs(dirs) do
-      local f = open_private(d .. "/index/" .. known)
+      local f = M.trusted_dir(d .. "/index") and open_private(d .. "/index/" .. known)
       if f then
          local line = f:read("a")
          f:close()
