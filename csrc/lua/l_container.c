@@ -264,37 +264,6 @@ void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *s
     *slot = lv_kvm_ram_slot(&vm->vm, gpa, *size);
 }
 
-/* Lifetime rule: memory is freed or unmapped from the process only when no IOMMU mapping
- * uses it. Every mapping a container or an ioas makes is recorded here with its source,
- * counted on the source (a DMA buffer's dma, a RAM slot's dma) until the kernel has
- * unmapped it: while counted, the buffer's close() and vm:unmap/vm:close of the RAM refuse
- * (EBUSY), and a collected buffer or VM keeps the memory until the count drops to zero.
- * The entry keeps the source's userdata referenced, so the count stays reachable. An
- * unmap the kernel did not confirm releases nothing: memory leaks rather than reaching a
- * device after reuse. */
-void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src, uint64_t size,
-                 int slot, const char *mapper)
-{
-    src = lua_absindex(L, src);
-    lua_getiuservalue(L, self, uv);
-    lua_createtable(L, 3, 0);
-    lua_pushvalue(L, src);
-    lua_rawseti(L, -2, 1);
-    lua_pushinteger(L, (lua_Integer)size);
-    lua_rawseti(L, -2, 2);
-    lua_pushinteger(L, slot);
-    lua_rawseti(L, -2, 3);
-    lua_rawseti(L, -2, (lua_Integer)iova);
-    lua_pop(L, 1);
-    lv_dmabuf *b = luaL_testudata(L, src, LV_DMABUF);
-    if (b) {
-        b->dma++;
-        snprintf(b->mapper, sizeof b->mapper, "%s at iova 0x%llx", mapper,
-                 (unsigned long long)iova);
-    } else
-        lv_kvm_ram_dma_get(&((struct lv_vm_ud *)luaL_checkudata(L, src, LV_VM_T))->vm, slot);
-}
-
 /* The entry {source, size, slot} on top is unmapped: release its source. Pops nothing. */
 static void dma_release(lua_State *L)
 {
@@ -311,6 +280,42 @@ static void dma_release(lua_State *L)
         lv_kvm_ram_dma_put(&vm->vm, slot);
     }
     lua_pop(L, 2);
+}
+
+/* Lifetime rule: memory is freed or unmapped from the process only when no IOMMU mapping
+ * uses it. Every mapping a container or an ioas makes is recorded here with its source,
+ * counted on the source (a DMA buffer's dma, a RAM slot's dma) until the kernel has
+ * unmapped it: while counted, the buffer's close() and vm:unmap/vm:close of the RAM refuse
+ * (EBUSY), and a collected buffer or VM keeps the memory until the count drops to zero.
+ * The entry keeps the source's userdata referenced, so the count stays reachable. An
+ * unmap the kernel did not confirm releases nothing: memory leaks rather than reaching a
+ * device after reuse. */
+void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src, uint64_t size,
+                 int slot, const char *mapper)
+{
+    src = lua_absindex(L, src);
+    lua_getiuservalue(L, self, uv);
+    /* an entry left at this IOVA is a mapping the kernel no longer has (it just mapped
+     * the IOVA again, and mappings never overlap): release it */
+    if (lua_rawgeti(L, -1, (lua_Integer)iova) == LUA_TTABLE)
+        dma_release(L);
+    lua_pop(L, 1);
+    lua_createtable(L, 3, 0);
+    lua_pushvalue(L, src);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, (lua_Integer)size);
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, slot);
+    lua_rawseti(L, -2, 3);
+    lua_rawseti(L, -2, (lua_Integer)iova);
+    lua_pop(L, 1);
+    lv_dmabuf *b = luaL_testudata(L, src, LV_DMABUF);
+    if (b) {
+        b->dma++;
+        snprintf(b->mapper, sizeof b->mapper, "%s at iova 0x%llx", mapper,
+                 (unsigned long long)iova);
+    } else
+        lv_kvm_ram_dma_get(&((struct lv_vm_ud *)luaL_checkudata(L, src, LV_VM_T))->vm, slot);
 }
 
 int lv_dma_any(lua_State *L, int self, int uv)
