@@ -334,6 +334,21 @@ describe("vfio.vmm.vmlinux: a cache nobody else can plant", function()
       local parent = base .. "/dotcache"
       files.sh(("mkdir -p %s/luavfio/vmlinux && chown nobody %s"):format(parent, parent))
       refused(parent .. "/luavfio/vmlinux", "dotcache %(above .*%) is owned by uid 65534, neither root nor this user")
+      -- the cache found through the environment falls back to this user's private
+      -- directory under $TMPDIR, saying why
+      local stdlib = require "posix.stdlib"
+      local saved_cache, saved_tmp = os.getenv("LUAVFIO_CACHE"), os.getenv("TMPDIR")
+      stdlib.setenv("LUAVFIO_CACHE", theirs)
+      stdlib.setenv("TMPDIR", base)
+      local ok, err = pcall(function()
+         local d = assert(vmlinux.decompress(gz))
+         assert.are.equal(base .. "/luavfio-vmlinux-0/", d.path:sub(1, #base + 19))
+         assert.matches("^kernel cache .*theirs/vmlinux: .*theirs %(above .*%) is owned by uid 65534", d.note)
+         d.file:close()
+      end)
+      stdlib.setenv("LUAVFIO_CACHE", saved_cache)
+      stdlib.setenv("TMPDIR", saved_tmp)
+      assert(ok, err)
       files.sh("rm -rf " .. base)
    end)
 

@@ -108,6 +108,7 @@ local function load_kernel(m, image, opts, cmdline, initrd, known)
                                                           cache_dir = opts.cache_dir })
       if d then
          m.vmlinux = d
+         if d.note then m.boot_note = ("the kernel cache is not used: %s"):format(d.note) end
          vml, err = vmlinux.open(d.path, m.ram_size, d.file)
          if not vml then return nil, err end
          largs.image = image

@@ -331,7 +331,8 @@ end
 
 -- decompress(image, {path = the image's file, known = read_image's key for it, cache_dir =})
 --   -> {path = the vmlinux file, file = it open for reading (checked: boot this handle,
---   not the path), cached = true when it was there already, format =, size =}
+--   not the path), cached = true when it was there already, format =, size =, note = why
+--   the cache directory was passed over for the private one, when it was}
 --   or nil, message, reason. reason "corrupt": the payload does not decompress to what
 --   its header says (the guest's decompressor would fail too); "payload": the image has
 --   no payload this can read (too old a protocol, an unknown compression); "tool": the
@@ -362,7 +363,7 @@ function M.decompress(image, opts)
       local f, size = open_private(out)
       if f == false then return nil, ("kernel cache: %s: not booted (remove it)"):format(size), "cache" end
       if f and size == pl.size then
-         return { path = out, file = f, cached = true, format = pl.format, size = pl.size }
+         return { path = out, file = f, cached = true, format = pl.format, size = pl.size, note = refused }
       end
       if f then f:close() end
    end
@@ -376,7 +377,7 @@ function M.decompress(image, opts)
       local f, size = open_private(out)
       if f == false then return nil, ("kernel cache: %s: not booted (remove it)"):format(size), "cache" end
       if f and size == pl.size then
-         return { path = out, file = f, cached = true, format = pl.format, size = pl.size }
+         return { path = out, file = f, cached = true, format = pl.format, size = pl.size, note = refused }
       end
       if f then f:close() end
    end
@@ -452,7 +453,7 @@ function M.decompress(image, opts)
       os.remove(zout)
       return nil, ("kernel cache: %s"):format(rerr), "cache"
    end
-   return { path = out, file = done, cached = false, format = pl.format, size = pl.size }
+   return { path = out, file = done, cached = false, format = pl.format, size = pl.size, note = refused }
 end
 
 -- open(path, ram_size) -> {entry=, segments=, start=, end_=, path=, read=, close=} or nil,
