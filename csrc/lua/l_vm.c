@@ -77,7 +77,7 @@ static int l_vm_map(lua_State *L)
     lv_dmabuf *buf = luaL_testudata(L, 4, LV_DMABUF);
     struct lv_backend_ud *be = buf ? NULL : luaL_testudata(L, 4, LV_BACKEND_T);
     if (buf) {
-        if (!buf->ptr)
+        if (!buf->ptr || buf->orphaned)
             return luaL_argerror(L, 4, "the DMA buffer is closed");
         if (offset > buf->rounded || size > buf->rounded - offset)
             return luaL_argerror(L, 3, lua_pushfstring(L, "offset + size past the DMA buffer's %I bytes",
@@ -117,6 +117,11 @@ static int l_vm_unmap(lua_State *L)
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     int slot = (int)lv_checkrange(L, 2, 0, LV_KVM_MAX_SLOTS - 1);
     int e = lv_kvm_unmap(&v->vm, slot);
+    if (e == -EBUSY)
+        return lv_syserrorf(L, EBUSY, "unmap",
+                            "memory slot %d: its guest RAM is mapped for device DMA by %d IOMMU "
+                            "mapping(s) (container or ioas map_dma); unmap_dma it there first",
+                            slot, v->vm.slots[slot].dma);
     if (e < 0)
         return lv_syserrorf(L, -e, "unmap", "memory slot %d", slot);
     lua_getiuservalue(L, 1, 2);
@@ -475,7 +480,26 @@ void lv_vm_close_now(struct lv_vm_ud *v)
     lv_kvm_vm_close(&v->vm);
 }
 
+/* vm:close() -> nothing | nil, message, EBUSY: refused while an IOMMU maps guest RAM
+ * (memory is freed only when no IOMMU mapping uses it). __gc and __close close anyway
+ * and leave such RAM allocated until its last mapping goes (lv_kvm_ram_dma_put). */
 static int l_vm_close(lua_State *L)
+{
+    struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
+    int n = 0, busy = v->vm.fd >= 0 ? lv_kvm_ram_dma_busy(&v->vm, &n) : -1;
+    if (busy >= 0)
+        return lv_syserrorf(L, EBUSY, "close",
+                            "vfio.vm: guest RAM in memory slot %d is mapped for device DMA by %d IOMMU "
+                            "mapping(s) (container or ioas map_dma); unmap_dma it there first",
+                            busy, n);
+    if (v->running)
+        v->close_pending = 1;   /* inside a run handler: the run ends, then the VM closes */
+    else
+        lv_vm_close_now(v);
+    return 0;
+}
+
+static int l_vm_gc(lua_State *L)
 {
     struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
     if (v->running)
@@ -511,7 +535,7 @@ void lv_open_vm(lua_State *L)
         {"remove_range", l_vm_remove_range}, {"vcpu", lv_vm_vcpu}, {"fileno", l_vm_fileno},
         {"close", l_vm_close}, {NULL, NULL}};
     static const luaL_Reg vm_mt[] = {
-        {"__gc", l_vm_close}, {"__close", l_vm_close}, {"__tostring", l_vm_tostring},
+        {"__gc", l_vm_gc}, {"__close", l_vm_gc}, {"__tostring", l_vm_tostring},
         {NULL, NULL}};
     lv_newclass(L, LV_VM_T, vm_m, vm_mt);
 }
