@@ -5,7 +5,6 @@
 -- program headers are read back by binutils' readelf.
 local asm = require "support.asm"
 local files = require "support.files"
-local kvmhost = require "support.kvm"
 local vmm = require "vfio.vmm.vm"
 local vmlinux = require "vfio.vmm.vmlinux"
 local linux = require "vfio.vmm.linux"
