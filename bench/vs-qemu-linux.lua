@@ -55,11 +55,9 @@ end
 -- The one-time host decompression (nothing to do when the cache has this kernel already).
 do
    local vmlinux = require "vfio.vmm.vmlinux"
-   local f = assert(io.open(kernel, "rb"))
-   local image = f:read("a")
-   f:close()
+   local image, known = assert(vmlinux.read_image(kernel))
    local t0 = clock()
-   local d = assert(vmlinux.decompress(image, { path = kernel }))
+   local d = assert(vmlinux.decompress(image, { path = kernel, known = known }))
    print(("host decompression of the kernel (%s, %d MB): %s, %.1f s"):format(d.format, d.size // 1000000,
       d.cached and "cached already" or "done now", clock() - t0))
 end

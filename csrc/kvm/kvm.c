@@ -159,7 +159,9 @@ static int drop_slot(struct lv_kvm_vm *vm, int i)
     int e = set_slot(vm, i, s->gpa, 0, s->host, 0); /* size 0 deletes the slot */
     if (e)
         return e;
-    if (s->owned)
+    if (s->owned && s->dma > 0)
+        s->orphaned = 1; /* an IOMMU still maps it: unmapped with its last mapping */
+    else if (s->owned)
         munmap(s->host, s->size);
     if (s->pin)
         (*s->pin)--;
@@ -171,7 +173,7 @@ static int drop_slot(struct lv_kvm_vm *vm, int i)
 static int free_slot(struct lv_kvm_vm *vm)
 {
     for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
-        if (!vm->slots[i].used)
+        if (!vm->slots[i].used && !vm->slots[i].orphaned)
             return i;
     return -ENOSPC;
 }
@@ -309,7 +311,50 @@ int lv_kvm_unmap(struct lv_kvm_vm *vm, int slot)
 {
     if (slot < 0 || slot >= LV_KVM_MAX_SLOTS || !vm->slots[slot].used)
         return -ENOENT;
+    if (vm->slots[slot].dma > 0)
+        return -EBUSY;
     return drop_slot(vm, slot);
+}
+
+int lv_kvm_ram_slot(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len)
+{
+    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
+        struct lv_kvm_slot *s = &vm->slots[i];
+        if (s->used && s->owned && gpa >= s->gpa && gpa - s->gpa <= s->size &&
+            len <= s->size - (gpa - s->gpa))
+            return i;
+    }
+    return -1;
+}
+
+void lv_kvm_ram_dma_get(struct lv_kvm_vm *vm, int slot)
+{
+    if (slot >= 0 && slot < LV_KVM_MAX_SLOTS)
+        vm->slots[slot].dma++;
+}
+
+void lv_kvm_ram_dma_put(struct lv_kvm_vm *vm, int slot)
+{
+    if (slot < 0 || slot >= LV_KVM_MAX_SLOTS)
+        return;
+    struct lv_kvm_slot *s = &vm->slots[slot];
+    if (s->dma > 0)
+        s->dma--;
+    if (s->dma == 0 && s->orphaned) {
+        munmap(s->host, s->size);
+        *s = (struct lv_kvm_slot){0};
+    }
+}
+
+int lv_kvm_ram_dma_busy(const struct lv_kvm_vm *vm, int *count)
+{
+    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
+        if (vm->slots[i].used && vm->slots[i].dma > 0) {
+            if (count)
+                *count = vm->slots[i].dma;
+            return i;
+        }
+    return -1;
 }
 
 void *lv_kvm_ram_ptr(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len)

@@ -48,6 +48,12 @@ struct lv_kvm_slot {
     void *host;
     int *pin;                    /* the owner's use count of host memory it lends: held while
                                     the slot exists, released when it goes (may be NULL) */
+    /* Lifetime rule: RAM is unmapped from the process only when no IOMMU mapping uses it.
+     * dma counts the IOMMU mappings (container or IOAS map_dma) of this owned RAM: while
+     * it is > 0, lv_kvm_unmap refuses (-EBUSY) and the VM's close deletes the KVM slot but
+     * keeps the RAM (orphaned) until lv_kvm_ram_dma_put releases the last mapping. */
+    int dma;
+    int orphaned;
 };
 
 #define LV_KVM_MAX_SLOTS 64
@@ -114,9 +120,17 @@ void lv_kvm_vm_close(struct lv_kvm_vm *vm);
 int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size);
 int lv_kvm_map_host(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, void *host,
                     int readonly, int *pin);
-int lv_kvm_unmap(struct lv_kvm_vm *vm, int slot);
+int lv_kvm_unmap(struct lv_kvm_vm *vm, int slot);  /* -EBUSY while its RAM is DMA-mapped */
 /* Host pointer of guest RAM [gpa, gpa+len) if it lies within one owned RAM slot. */
 void *lv_kvm_ram_ptr(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len);
+/* The owned RAM slot holding [gpa, gpa+len), or -1. */
+int lv_kvm_ram_slot(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len);
+/* An IOMMU mapping of slot's RAM is made (get) or gone (put: the RAM of a slot the VM's
+ * close orphaned is unmapped with its last mapping). */
+void lv_kvm_ram_dma_get(struct lv_kvm_vm *vm, int slot);
+void lv_kvm_ram_dma_put(struct lv_kvm_vm *vm, int slot);
+/* The first slot whose RAM an IOMMU still maps (its count in *count), or -1. */
+int lv_kvm_ram_dma_busy(const struct lv_kvm_vm *vm, int *count);
 
 int lv_kvm_create_irqchip(struct lv_kvm_vm *vm);
 /* The in-kernel i8254 PIT (ports 0x40-0x43, and 0x61), after the irqchip. */

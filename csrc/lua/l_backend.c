@@ -14,7 +14,7 @@
 struct lv_backend_ud *lv_checkbackend(lua_State *L, int i)
 {
     struct lv_backend_ud *b = luaL_checkudata(L, i, LV_BACKEND_T);
-    if (!b->be.ops)
+    if (!b->be.ops || b->close_pending)
         luaL_error(L, "backend %s is closed", b->be.name);
     return b;
 }
@@ -42,7 +42,9 @@ static void set_name(lua_State *L, struct lv_backend *be, int t, const char *dfl
         lua_getfield(L, t, "name");
         if (lua_isstring(L, -1))
             n = lua_tostring(L, -1);
+        snprintf(be->name, sizeof be->name, "%s", n);   /* copied before the pop */
         lua_pop(L, 1);
+        return;
     } else if (lua_isstring(L, t)) {
         n = lua_tostring(L, t);
     }
@@ -119,11 +121,11 @@ static int l_replay(lua_State *L)
 /* Region and IRQ tables given for a device that is no VFIO device (a file standing in
  * for one in specs): regions[i] = {offset=, size=, flags=, mmap=bool}, irqs[i] =
  * {count=, flags=}. Only descriptions: no address or fd is taken from Lua. */
-static void given_info(lua_State *L, int opts, struct lv_vfio_region *regions,
+static void given_info(lua_State *L, int opts, int rt, struct lv_vfio_region *regions,
                        struct lv_irq_info *irqs, int mmap)
 {
-    lua_getfield(L, opts, "regions");
-    int rt = lua_gettop(L);
+    /* rt: the regions table, read once by the caller (a second read of a proxy's field
+     * may answer something else) */
     for (int i = 0; i < LV_REGION_MAX; i++) {
         if (lua_rawgeti(L, rt, i) == LUA_TTABLE) {
             int r = lua_gettop(L);
@@ -136,7 +138,6 @@ static void given_info(lua_State *L, int opts, struct lv_vfio_region *regions,
         }
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
     if (lua_getfield(L, opts, "irqs") == LUA_TTABLE) {
         int it = lua_gettop(L);
         for (int i = 0; i < LV_IRQ_MAX; i++) {
@@ -160,9 +161,9 @@ static void given_info(lua_State *L, int opts, struct lv_vfio_region *regions,
  * every access fails (EBADF) and nothing reaches whatever file takes the number. */
 static int l_vfio_backend(lua_State *L)
 {
-    lv_device *d = lv_checkdevice(L, 1);
-    int mmap = 1, given = 0;
-    const char *name = d->name;
+    luaL_checkudata(L, 1, LV_DEVICE);
+    int mmap = 1, given = 0, named = 0;
+    char name[sizeof ((struct lv_backend *)0)->name];
     struct lv_vfio_region regions[LV_REGION_MAX];
     struct lv_irq_info irqs[LV_IRQ_MAX];
     memset(regions, 0, sizeof regions);
@@ -171,13 +172,21 @@ static int l_vfio_backend(lua_State *L)
         luaL_checktype(L, 2, LUA_TTABLE);
         if (lua_getfield(L, 2, "mmap") != LUA_TNIL)
             mmap = lua_toboolean(L, -1);
-        if (lua_getfield(L, 2, "name") != LUA_TNIL)
-            name = luaL_checkstring(L, -1);
+        if (lua_getfield(L, 2, "name") != LUA_TNIL) {
+            /* copied now: what __index returned may be referenced by nothing else, and
+             * the reads below may run the collector */
+            snprintf(name, sizeof name, "%s", luaL_checkstring(L, -1));
+            named = 1;
+        }
         given = lua_getfield(L, 2, "regions") == LUA_TTABLE;
-        lua_pop(L, 3);   /* name stays referenced by the table until we return */
         if (given)
-            given_info(L, 2, regions, irqs, mmap);
+            given_info(L, 2, lua_gettop(L), regions, irqs, mmap);
+        lua_pop(L, 3);
     }
+    /* the device after every read of the options, which may run Lua that closes it */
+    lv_device *d = lv_checkdevice(L, 1);
+    if (!named)
+        snprintf(name, sizeof name, "%.*s", (int)sizeof name - 1, d->name);
     if (!given) {
         struct vfio_dev_desc info;
         int rc = vfio_device_info(d->fd, &info);
@@ -202,7 +211,8 @@ static int l_vfio_backend(lua_State *L)
         }
     }
     struct lv_backend_ud *b = lv_newobject(L, sizeof *b, LV_BACKEND_T, 1);
-    snprintf(b->be.name, sizeof b->be.name, "%.*s", (int)sizeof b->be.name - 1, name);
+    snprintf(b->be.name, sizeof b->be.name, "%s", name);
+    d = lv_checkdevice(L, 1);   /* again: the allocation is a GC step */
     int rc = lv_backend_vfio_init(&b->be, &d->fd, regions, LV_REGION_MAX, irqs, LV_IRQ_MAX);
     if (rc < 0)
         return lv_syserror(L, -rc, "create vfio backend", b->be.name);
@@ -221,6 +231,10 @@ static int b_close(lua_State *L)
         lua_pushinteger(L, EBUSY);
         return 3;
     }
+    if (b->busy) {
+        b->close_pending = 1;   /* from a window handler: closed when the access ends */
+        return 0;
+    }
     lv_backend_destroy(&b->be);
     return 0;
 }
@@ -228,7 +242,8 @@ static int b_close(lua_State *L)
 static int b_tostring(lua_State *L)
 {
     struct lv_backend_ud *b = luaL_checkudata(L, 1, LV_BACKEND_T);
-    lua_pushfstring(L, "vfio.backend(%s %s)%s", b->be.ops ? b->be.ops->kind : "closed",
+    lua_pushfstring(L, "vfio.backend(%s %s)%s",
+                    b->be.ops && !b->close_pending ? b->be.ops->kind : "closed",
                     b->be.name, "");
     return 1;
 }
@@ -237,9 +252,11 @@ static int b_tostring(lua_State *L)
 static int b_stats(lua_State *L)
 {
     struct lv_backend_ud *b = lv_checkbackend(L, 1);
-    const struct lv_replay_stats *s = lv_replay_stats(&b->be);
-    if (!s)
+    const struct lv_replay_stats *live = lv_replay_stats(&b->be);
+    if (!live)
         return luaL_error(L, "stats: %s is not a recorded device", b->be.name);
+    /* a copy: the pushes below are GC steps, whose finalizers may close the backend */
+    const struct lv_replay_stats copy = *live, *s = &copy;
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, (lua_Integer)s->cfg_reads); lua_setfield(L, -2, "cfg_reads");
     lua_pushinteger(L, (lua_Integer)s->cfg_writes); lua_setfield(L, -2, "cfg_writes");
@@ -257,8 +274,9 @@ static int b_mapped(lua_State *L)
     struct lv_backend_ud *b = lv_checkbackend(L, 1);
     int errnos[LV_REGION_MAX];
     uint32_t bits = lv_backend_vfio_mapped(&b->be, errnos);
+    int is_vfio = strcmp(b->be.ops->kind, "vfio") == 0;   /* before the allocation */
     lua_newtable(L);
-    if (strcmp(b->be.ops->kind, "vfio"))
+    if (!is_vfio)
         return 1;
     for (int i = 0; i < LV_REGION_MAX; i++) {
         if (bits & (1u << i)) {

@@ -233,22 +233,25 @@ static uint64_t check_u64(lua_State *L, int arg)
 /* The memory a map_dma call names: a DMA buffer of ours, or guest RAM [gpa, gpa + size)
  * of a VM, which must lie in one RAM slot. No host address is taken from Lua: a script
  * cannot hand a device memory it was not given. */
-void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *size)
+void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *size,
+                   int *slot)
 {
     lv_dmabuf *b = luaL_testudata(L, src, LV_DMABUF);
+    *slot = -1;
     if (b) {
         b = lv_checkdmabuf(L, src);
         *vaddr = (uintptr_t)b->ptr;
         *size = b->rounded;
         return;
     }
-    struct lv_vm_ud *vm = lv_checkvm(L, src);
+    luaL_checkudata(L, src, LV_VM_T);
     luaL_checktype(L, opts, LUA_TTABLE);
     lua_getfield(L, opts, "gpa");
     uint64_t gpa = check_u64(L, -1);
     lua_getfield(L, opts, "size");
     *size = check_u64(L, -1);
     lua_pop(L, 2);
+    struct lv_vm_ud *vm = lv_checkvm(L, src);   /* after the options' reads */
     if (*size == 0)
         luaL_argerror(L, opts, "size must be positive");
     void *host = lv_kvm_ram_ptr(&vm->vm, gpa, *size);
@@ -259,28 +262,98 @@ void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *s
         luaL_argerror(L, opts, msg);
     }
     *vaddr = (uintptr_t)host;
+    *slot = lv_kvm_ram_slot(&vm->vm, gpa, *size);
 }
 
-void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src)
+/* The entry {source, size, slot} on top is unmapped: release its source. Pops nothing. */
+static void dma_release(lua_State *L)
+{
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 3);
+    int slot = (int)lua_tointeger(L, -1);
+    lv_dmabuf *b = luaL_testudata(L, -2, LV_DMABUF);
+    struct lv_vm_ud *vm = b ? NULL : luaL_testudata(L, -2, LV_VM_T);
+    if (b) {
+        if (b->dma > 0)
+            b->dma--;
+        lv_dmabuf_release(b);
+    } else if (vm) {
+        lv_kvm_ram_dma_put(&vm->vm, slot);
+    }
+    lua_pop(L, 2);
+}
+
+/* Lifetime rule: memory is freed or unmapped from the process only when no IOMMU mapping
+ * uses it. Every mapping a container or an ioas makes is recorded here with its source,
+ * counted on the source (a DMA buffer's dma, a RAM slot's dma) until the kernel has
+ * unmapped it: while counted, the buffer's close() and vm:unmap/vm:close of the RAM refuse
+ * (EBUSY), and a collected buffer or VM keeps the memory until the count drops to zero.
+ * The entry keeps the source's userdata referenced, so the count stays reachable. An
+ * unmap the kernel did not confirm releases nothing: memory leaks rather than reaching a
+ * device after reuse. */
+void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src, uint64_t size,
+                 int slot, const char *mapper)
 {
     src = lua_absindex(L, src);
-    lua_getiuservalue(L, self, uv);
+    /* Counted first, with no call into Lua since the source was checked: the allocations
+     * below are collector steps, whose __gc may close() the source or its mapper. */
+    lv_dmabuf *b = luaL_testudata(L, src, LV_DMABUF);
+    if (b) {
+        b->dma++;
+        snprintf(b->mapper, sizeof b->mapper, "%s at iova 0x%llx", mapper,
+                 (unsigned long long)iova);
+    } else
+        lv_kvm_ram_dma_get(&((struct lv_vm_ud *)luaL_checkudata(L, src, LV_VM_T))->vm, slot);
+    if (lua_getiuservalue(L, self, uv) != LUA_TTABLE) {
+        lua_pop(L, 1); /* the mapper closed meanwhile: the count stays, the memory leaks */
+        return;
+    }
+    /* an entry left at this IOVA is a mapping the kernel no longer has (it just mapped
+     * the IOVA again, and mappings never overlap): release it */
+    if (lua_rawgeti(L, -1, (lua_Integer)iova) == LUA_TTABLE)
+        dma_release(L);
+    lua_pop(L, 1);
+    lua_createtable(L, 3, 0);
     lua_pushvalue(L, src);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, (lua_Integer)size);
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, slot);
+    lua_rawseti(L, -2, 3);
     lua_rawseti(L, -2, (lua_Integer)iova);
     lua_pop(L, 1);
 }
 
+int lv_dma_any(lua_State *L, int self, int uv)
+{
+    int any = 0;
+    if (lua_getiuservalue(L, self, uv) == LUA_TTABLE) {
+        lua_pushnil(L);
+        if (lua_next(L, -2)) {
+            any = 1;
+            lua_pop(L, 2);
+        }
+    }
+    lua_pop(L, 1);
+    return any;
+}
+
 /* c:map_dma(buf, iova [, {read=, write=}]) maps a DMA buffer of ours at iova;
  * c:map_dma(vm, iova, {gpa =, size =, read=, write=}) maps guest RAM [gpa, gpa + size),
- * which must lie in one RAM slot of the VM (lv_dma_source). The source stays referenced
- * while the IOMMU maps it (its pages stay pinned by the kernel until unmapped in any
- * case). */
+ * which must lie in one RAM slot of the VM (lv_dma_source). The source stays referenced,
+ * and its memory allocated, while the IOMMU maps it (lv_dma_keep): type1 keeps mapped
+ * pages pinned, but the rule is the library's, the same for an iommufd IOAS, which does
+ * not. */
 static int c_map_dma(lua_State *L)
 {
-    lv_container *c = lv_checkcontainer(L, 1);
+    luaL_checkudata(L, 1, LV_CONTAINER);
     uint64_t vaddr, size, iova = check_u64(L, 3);
     uint32_t flags = dma_flags(L, 4);
-    lv_dma_source(L, 2, 4, &vaddr, &size);
+    /* the source reads its options, then checks itself; the container comes last, after
+     * every call that can run Lua */
+    int slot;
+    lv_dma_source(L, 2, 4, &vaddr, &size, &slot);
+    lv_container *c = lv_checkcontainer(L, 1);
     if (iova + size < iova)
         luaL_argerror(L, 3, "iova + size overflows");
     int r = vfio_container_map_dma(c->fd, vaddr, iova, size, flags);
@@ -293,8 +366,10 @@ static int c_map_dma(lua_State *L)
         return lv_syserrorf(L, -r, "VFIO_IOMMU_MAP_DMA",
                             "%s (iova 0x%llx size 0x%llx)", c->path,
                             (unsigned long long)iova, (unsigned long long)size);
-    /* Keep the source referenced while the IOMMU maps it. */
-    lv_dma_keep(L, 1, 1, iova, 2);
+    /* Keep the source referenced, and unfreeable, while the IOMMU maps it. */
+    char mapper[160];
+    snprintf(mapper, sizeof mapper, "container %s", c->path);
+    lv_dma_keep(L, 1, 1, iova, 2, size, slot, mapper);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -307,12 +382,51 @@ void lv_dma_drop(lua_State *L, int self, int uv, uint64_t iova, uint64_t size, i
     }
     lua_pushnil(L);
     while (lua_next(L, -2)) {
-        lua_pop(L, 1);
-        uint64_t k = (uint64_t)lua_tointeger(L, -1);
+        uint64_t k = (uint64_t)lua_tointeger(L, -2);
         if (all || (k >= iova && k - iova < size)) {
+            dma_release(L);
+            lua_pop(L, 1);
             lua_pushvalue(L, -1);
             lua_pushnil(L);
             lua_rawset(L, -4); /* clearing an existing field during lua_next is allowed */
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* Unmap every mapping recorded for a closing container, so no memory stays mapped behind
+ * a closed fd (groups may keep the container alive in the kernel), and release what the
+ * kernel confirms unmapped. ENOTTY: the container has no IOMMU any more (its last group
+ * left), and with it went every mapping. */
+static void container_unmap_recorded(lua_State *L, lv_container *c)
+{
+    if (!lv_dma_any(L, 1, 1))
+        return;
+    uint64_t done = 0;
+    int r = vfio_container_unmap_dma(c->fd, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL, &done);
+    if (r == 0 || r == -ENOTTY) {
+        lv_dma_drop(L, 1, 1, 0, 0, 1);
+        return;
+    }
+    /* no unmap_all (before Linux 5.12): one recorded mapping at a time */
+    lua_getiuservalue(L, 1, 1);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        uint64_t k = (uint64_t)lua_tointeger(L, -2);
+        lua_rawgeti(L, -1, 2);
+        uint64_t size = (uint64_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        r = vfio_container_unmap_dma(c->fd, k, size, 0, &done);
+        if ((r == 0 && done > 0) || r == -ENOTTY) {
+            dma_release(L);
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, -4);
+        } else {
+            lua_pop(L, 1);
         }
     }
     lua_pop(L, 1);
@@ -330,7 +444,11 @@ static int c_unmap_dma(lua_State *L)
         return lv_syserrorf(L, -r, "VFIO_IOMMU_UNMAP_DMA",
                             "%s (iova 0x%llx size 0x%llx)", c->path,
                             (unsigned long long)iova, (unsigned long long)size);
-    lv_dma_drop(L, 1, 1, iova, done, 0);
+    /* The kernel unmapped whole mappings, each one whose first IOVA the range covers
+     * (type1v2 refuses to split one; type1 unmaps nothing when the range starts inside
+     * one, and says 0). */
+    if (done > 0)
+        lv_dma_drop(L, 1, 1, iova, size, 0);
     lua_pushinteger(L, (lua_Integer)done);
     return 1;
 }
@@ -371,6 +489,7 @@ static int c_close(lua_State *L)
 {
     lv_container *c = luaL_checkudata(L, 1, LV_CONTAINER);
     if (c->fd >= 0) {
+        container_unmap_recorded(L, c);
         close(c->fd);
         c->fd = -1;
         lua_pushnil(L);
@@ -389,6 +508,37 @@ static int c_tostring(lua_State *L)
     return 1;
 }
 
+/* core._dma_record(container|ioas, source, iova [, {gpa=, size=}]): records a mapping as
+ * map_dma does, without the ioctl: the bookkeeping the host specs check where no IOMMU
+ * exists. It can only make memory stay longer; it maps nothing. */
+static int l_dma_record(lua_State *L)
+{
+    int uv = luaL_testudata(L, 1, LV_CONTAINER) ? 1 : 2;
+    if (uv == 1)
+        lv_checkcontainer(L, 1);
+    else
+        luaL_checkudata(L, 1, "vfio.ioas");
+    uint64_t iova = check_u64(L, 3), vaddr, size;
+    int slot;
+    lv_dma_source(L, 2, 4, &vaddr, &size, &slot);
+    if (lua_getiuservalue(L, 1, uv) != LUA_TTABLE)
+        luaL_argerror(L, 1, "closed");
+    lua_pop(L, 1);
+    lv_dma_keep(L, 1, uv, iova, 2, size, slot, uv == 1 ? "container (recorded)" : "ioas (recorded)");
+    return 0;
+}
+
+/* core._dma_uses(buffer) -> VM slots, IOMMU mappings, memory still allocated (bool): the
+ * counts behind a DMA buffer's lifetime, for the specs. */
+static int l_dma_uses(lua_State *L)
+{
+    lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
+    lua_pushinteger(L, b->pins);
+    lua_pushinteger(L, b->dma);
+    lua_pushboolean(L, b->ptr != NULL);
+    return 3;
+}
+
 void lv_open_container(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -405,6 +555,10 @@ void lv_open_container(lua_State *L)
     lua_setfield(L, -2, "container");
     lua_pushcfunction(L, l_parse_iommu_info);
     lua_setfield(L, -2, "parse_iommu_info");
+    lua_pushcfunction(L, l_dma_record);
+    lua_setfield(L, -2, "_dma_record");
+    lua_pushcfunction(L, l_dma_uses);
+    lua_setfield(L, -2, "_dma_uses");
     lua_createtable(L, 0, 10);
     for (int i = 0; extensions[i].name; i++) {
         lua_pushinteger(L, extensions[i].value);

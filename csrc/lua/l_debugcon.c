@@ -37,13 +37,14 @@ static int l_debugcon_tostring(lua_State *L)
  * read by vm:debug_output(). */
 static int l_vm_add_debugcon(lua_State *L)
 {
-    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    luaL_checkudata(L, 1, LV_VM_T);
     unsigned port = (unsigned)lv_checkrange(L, 2, 0, 0xffff);
     if (lua_isnoneornil(L, 3))
         l_debugcon_new(L);
     else
         luaL_checkudata(L, 3, DEBUGCON_T), lua_pushvalue(L, 3);
     int con = lua_gettop(L);
+    struct lv_vm_ud *v = lv_checkvm(L, 1);   /* after the allocation (a GC step) */
     if (lv_vm_add_range_obj(L, v, LV_KVM_PIO, port, 1, con) != 1)
         return 3;
     lua_getiuservalue(L, 1, 2);

@@ -212,7 +212,7 @@ static int fd_of(lua_State *L, int idx, int arg)
  * A list must hold exactly `count` entries. */
 static int d_set_irqs(lua_State *L)
 {
-    lv_device *d = lv_checkdevice(L, 1);
+    luaL_checkudata(L, 1, LV_DEVICE);
     uint32_t index = check_index(L, 2);
     static const char *const actions[] = {"mask", "unmask", "trigger", NULL};
     static const uint32_t action_bits[] = {VFIO_IRQ_SET_ACTION_MASK,
@@ -259,6 +259,7 @@ static int d_set_irqs(lua_State *L)
             lua_pop(L, 1);
         }
     }
+    lv_device *d = lv_checkdevice(L, 1);   /* after the data's reads and allocation */
     int r = vfio_device_set_irqs(d->fd, index, action, type, start, count, data);
     if (r < 0)
         return lv_syserrorf(L, -r, "VFIO_DEVICE_SET_IRQS",
@@ -324,7 +325,7 @@ static int d_hot_reset_info(lua_State *L)
  * device opened through its cdev passes {} (its iommufd proves ownership). */
 static int d_hot_reset(lua_State *L)
 {
-    lv_device *d = lv_checkdevice(L, 1);
+    luaL_checkudata(L, 1, LV_DEVICE);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
     if (n > 4096)
@@ -338,6 +339,7 @@ static int d_hot_reset(lua_State *L)
             fds[i] = lv_checkgroup(L, lua_gettop(L))->fd;
         lua_pop(L, 1);
     }
+    lv_device *d = lv_checkdevice(L, 1);   /* after the list's allocation */
     int r = vfio_device_hot_reset(d->fd, fds, (uint32_t)n);
     if (r < 0)
         return lv_syserror(L, -r, "VFIO_DEVICE_PCI_HOT_RESET", d->name);
@@ -350,12 +352,13 @@ static int d_hot_reset(lua_State *L)
  * other failures return nil, msg, errno. */
 static int d_probe_feature(lua_State *L)
 {
-    lv_device *d = lv_checkdevice(L, 1);
+    luaL_checkudata(L, 1, LV_DEVICE);
     uint32_t feature = (uint32_t)lv_checkrange(L, 2, 0, VFIO_DEVICE_FEATURE_MASK);
     static const char *const ops[] = {"none", "get", "set", "getset", NULL};
     static const uint32_t bits[] = {0, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_SET,
                                     VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET};
-    uint32_t op = bits[luaL_checkoption(L, 3, "none", ops)];
+    uint32_t op = bits[luaL_checkoption(L, 3, "none", ops)];   /* may convert: a GC step */
+    lv_device *d = lv_checkdevice(L, 1);
     int r = vfio_device_feature(d->fd, feature | op | VFIO_DEVICE_FEATURE_PROBE, NULL, 0);
     if (r == 0) {
         lua_pushboolean(L, 1);

@@ -7,7 +7,7 @@
 lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx)
 {
     lv_dmabuf *b = luaL_checkudata(L, idx, LV_DMABUF);
-    if (!b->ptr)
+    if (!b->ptr || b->orphaned)
         luaL_argerror(L, idx, "DMA buffer is closed");
     return b;
 }
@@ -51,10 +51,11 @@ static int b_read(lua_State *L)
 
 static int b_write(lua_State *L)
 {
-    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    luaL_checkudata(L, 1, LV_DMABUF);
     lua_Integer off = luaL_checkinteger(L, 2);
     size_t n;
-    const char *s = luaL_checklstring(L, 3, &n);
+    const char *s = luaL_checklstring(L, 3, &n);   /* a number converts: a GC step */
+    lv_dmabuf *b = lv_checkdmabuf(L, 1);
     check_range(L, b, off, n);
     memcpy(b->ptr + off, s, n);
     return 0;
@@ -127,16 +128,29 @@ static int b_size(lua_State *L)
 
 static int b_closed(lua_State *L)
 {
-    lua_pushboolean(L, ((lv_dmabuf *)luaL_checkudata(L, 1, LV_DMABUF))->ptr == NULL);
+    lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
+    lua_pushboolean(L, b->ptr == NULL || b->orphaned);
     return 1;
 }
 
+void lv_dmabuf_release(lv_dmabuf *b)
+{
+    if (b->ptr && b->orphaned && b->pins == 0 && b->dma == 0) {
+        vfio_dma_free(b->ptr, b->rounded);
+        b->ptr = NULL;
+    }
+}
+
+/* Lifetime rule: memory is freed only when nothing uses it: no VM slot (vm:unmap,
+ * vm:close release it) and no IOMMU mapping (container or ioas unmap_dma, unmap_all,
+ * close). Not even a type1 container's pinning makes an early free safe: an iommufd IOAS
+ * pins pages only while a device is attached, and takes whatever the address holds then.
+ * close() refuses while either uses the buffer, saying which. */
 static int b_close(lua_State *L)
 {
     lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
-    /* Lifetime rule: memory a VM slot uses stays mapped until the slot goes (vm:unmap,
-     * vm:close); until then close() says so and leaves it. (Only an explicit close can
-     * get here: the VM keeps the buffer referenced, so __gc cannot.) */
+    if (b->orphaned)
+        return 0;
     if (b->pins > 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "close vfio.dmabuf: mapped into a VM by %d memory slot(s); "
@@ -144,8 +158,31 @@ static int b_close(lua_State *L)
         lua_pushinteger(L, EBUSY);
         return 3;
     }
-    /* Pages still mapped in an IOMMU stay pinned by the kernel until unmapped, so the
-     * device can never reach memory this process reuses. */
+    if (b->dma > 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "close vfio.dmabuf: mapped for device DMA by %d IOMMU mapping(s) "
+                        "(the latest: %s); unmap_dma it there first, or close that "
+                        "container or ioas", b->dma, b->mapper);
+        lua_pushinteger(L, EBUSY);
+        return 3;
+    }
+    vfio_dma_free(b->ptr, b->rounded);
+    b->ptr = NULL;
+    return 0;
+}
+
+/* __gc and __close: a buffer still in use is closed for Lua at once, and its memory
+ * freed when the last VM slot or IOMMU mapping using it goes (they keep the userdata
+ * referenced, so this struct lives until then). */
+static int b_gc(lua_State *L)
+{
+    lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
+    if (!b->ptr)
+        return 0;
+    if (b->pins > 0 || b->dma > 0) {
+        b->orphaned = 1;
+        return 0;
+    }
     vfio_dma_free(b->ptr, b->rounded);
     b->ptr = NULL;
     return 0;
@@ -154,11 +191,10 @@ static int b_close(lua_State *L)
 static int b_tostring(lua_State *L)
 {
     lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
-    if (!b->ptr)
+    if (!b->ptr || b->orphaned)
         lua_pushliteral(L, "vfio.dmabuf (closed)");
-    else
-        lua_pushfstring(L, "vfio.dmabuf (%p, %I bytes)", (void *)b->ptr,
-                        (lua_Integer)b->rounded);
+    else   /* no host address: none reaches Lua */
+        lua_pushfstring(L, "vfio.dmabuf (%I bytes)", (lua_Integer)b->rounded);
     return 1;
 }
 
@@ -172,7 +208,7 @@ void lv_open_dmabuf(lua_State *L)
         {"size", b_size},       {"closed", b_closed},
         {"close", b_close},     {NULL, NULL}};
     static const luaL_Reg meta[] = {
-        {"__gc", b_close}, {"__close", b_close}, {"__tostring", b_tostring}, {NULL, NULL}};
+        {"__gc", b_gc}, {"__close", b_gc}, {"__tostring", b_tostring}, {NULL, NULL}};
     lv_newclass(L, LV_DMABUF, methods, meta);
     lua_pushcfunction(L, l_dmabuf_new);
     lua_setfield(L, -2, "dmabuf");

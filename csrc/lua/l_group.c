@@ -105,11 +105,12 @@ static int g_container(lua_State *L)
 /* g:device(name) -> device | nil, msg, errno */
 static int g_device(lua_State *L)
 {
-    lv_group *g = lv_checkgroup(L, 1);
+    luaL_checkudata(L, 1, LV_GROUP);
     size_t len;
-    const char *name = luaL_checklstring(L, 2, &len);
+    const char *name = luaL_checklstring(L, 2, &len);   /* a number converts: a GC step */
     if (len == 0 || len >= sizeof(((lv_device *)0)->name))
         luaL_argerror(L, 2, "device name empty or too long");
+    lv_group *g = lv_checkgroup(L, 1);
     int fd = vfio_group_device_fd(g->fd, name);
     if (fd < 0)
         return lv_syserrorf(L, -fd, "VFIO_GROUP_GET_DEVICE_FD", "%s in %s", name, g->path);

@@ -18,7 +18,7 @@ struct ioeventfd_ud {
 /* vm:ioeventfd{addr=, len=, pio=bool, datamatch=?, fd=?} -> ioeventfd */
 static int l_vm_ioeventfd(lua_State *L)
 {
-    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    luaL_checkudata(L, 1, LV_VM_T);
     luaL_checktype(L, 2, LUA_TTABLE);
     struct ioeventfd_ud q0 = {.fd = -1};
     lua_getfield(L, 2, "addr");
@@ -47,6 +47,8 @@ static int l_vm_ioeventfd(lua_State *L)
     } else if ((q->fd = vfio_eventfd_create(0, 0)) < 0) {
         return lv_syserror(L, -q->fd, "eventfd", "ioeventfd");
     }
+    /* the VM after the options (their metamethods and fileno() methods run Lua) */
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
     int e = lv_kvm_ioeventfd(&v->vm, q->space, q->addr, q->len, q->fd, q->has_dm,
                              q->datamatch, 0);
     if (e < 0)

@@ -4,7 +4,10 @@
  * Lifetimes: an ioas keeps its iommufd alive (user value 1); a device bound to an iommufd
  * keeps it alive, and once attached keeps the ioas alive instead (the device's user value
  * 1, which the ioas keeps the iommufd through). Mapped DMA sources stay referenced by the
- * ioas (user value 2, by IOVA) until unmapped, as a container's do. */
+ * ioas (user value 2, by IOVA) until unmapped, as a container's do, and cannot be freed
+ * meanwhile (lv_dma_keep): an IOAS pins a mapping's pages only while a device is attached,
+ * and pins whatever the user address holds at attach time, so memory freed while the IOAS
+ * maps it would let the device reach whatever is allocated there next. */
 #include "l_objects.h"
 #include "vfio/vfio_iommufd.h"
 
@@ -76,17 +79,21 @@ static int l_iommufd_open(lua_State *L)
 /* i:ioas() -> a new, empty I/O address space (vfio.ioas) | nil, msg, errno */
 static int i_ioas(lua_State *L)
 {
+    luaL_checkudata(L, 1, LV_IOMMUFD);
+    /* the objects first (allocations are GC steps), the iommufd checked after them */
+    lv_ioas *a = lv_newobject(L, sizeof *a, LV_IOAS, 2);
+    a->closed = 1;   /* until the IOAS exists */
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 2);
     lv_iommufd *i = check_iommufd(L, 1);
     uint32_t id;
     int r = vfio_ioas_alloc(i->fd, &id);
     if (r < 0)
         return lv_syserror(L, -r, "IOMMU_IOAS_ALLOC", i->path);
-    lv_ioas *a = lv_newobject(L, sizeof *a, LV_IOAS, 2);
     a->ictx = i;
     a->id = id;
+    a->closed = 0;
     lv_set_parent(L, -1, 1, 1);
-    lua_newtable(L);
-    lua_setiuservalue(L, -2, 2);
     return 1;
 }
 
@@ -151,10 +158,14 @@ static int i_tostring(lua_State *L)
  * write=}): vfio.container's map_dma, at a fixed IOVA of this address space. */
 static int a_map_dma(lua_State *L)
 {
-    lv_ioas *a = check_ioas(L, 1);
+    luaL_checkudata(L, 1, LV_IOAS);
     uint64_t vaddr, size, iova = check_u64(L, 3);
     unsigned acc = lv_dma_access(L, 4);
-    lv_dma_source(L, 2, 4, &vaddr, &size);
+    /* the source reads its options, then checks itself; the ioas (and its iommufd) come
+     * last, after every call that can run Lua */
+    int slot;
+    lv_dma_source(L, 2, 4, &vaddr, &size, &slot);
+    lv_ioas *a = check_ioas(L, 1);
     if (iova + size < iova)
         luaL_argerror(L, 3, "iova + size overflows");
     uint32_t flags = ((acc & LV_DMA_READ) ? VFIO_IOAS_READ : 0) |
@@ -164,7 +175,9 @@ static int a_map_dma(lua_State *L)
         return lv_syserrorf(L, -r, "IOMMU_IOAS_MAP", "%s (ioas %u iova 0x%llx size 0x%llx)",
                             a->ictx->path, a->id, (unsigned long long)iova,
                             (unsigned long long)size);
-    lv_dma_keep(L, 1, 2, iova, 2);
+    char mapper[160];
+    snprintf(mapper, sizeof mapper, "ioas %u of %s", a->id, a->ictx->path);
+    lv_dma_keep(L, 1, 2, iova, 2, size, slot, mapper);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -188,7 +201,9 @@ static int a_unmap_dma(lua_State *L)
         return lv_syserrorf(L, -r, "IOMMU_IOAS_UNMAP", "%s (ioas %u iova 0x%llx size 0x%llx)",
                             a->ictx->path, a->id, (unsigned long long)iova,
                             (unsigned long long)size);
-    lv_dma_drop(L, 1, 2, iova, done, 0);
+    /* IOMMU_IOAS_UNMAP unmaps whole areas, each inside the range, or fails */
+    if (done > 0)
+        lv_dma_drop(L, 1, 2, iova, size, 0);
     lua_pushinteger(L, (lua_Integer)done);
     return 1;
 }
@@ -311,14 +326,18 @@ static int a_closed(lua_State *L)
 }
 
 /* Unmaps everything, destroys the IOAS (the kernel refuses while devices are attached:
- * it then goes with the iommufd) and drops the mapped sources and the iommufd. */
+ * it then goes with the iommufd) and drops the mapped sources and the iommufd. Sources
+ * are released only when the unmap succeeded: with the iommufd closed first the IOAS may
+ * live on in the kernel (a bound device holds it), and its memory stays allocated. */
 static int a_close(lua_State *L)
 {
     lv_ioas *a = luaL_checkudata(L, 1, LV_IOAS);
     if (!a->closed) {
         a->closed = 1;
         if (a->ictx && a->ictx->fd >= 0) {
-            vfio_ioas_unmap(a->ictx->fd, a->id, 0, UINT64_MAX, NULL);
+            int r = vfio_ioas_unmap(a->ictx->fd, a->id, 0, UINT64_MAX, NULL);
+            if (r == 0 || r == -ENOENT)
+                lv_dma_drop(L, 1, 2, 0, 0, 1);
             vfio_iommufd_destroy(a->ictx->fd, a->id);
         }
         a->ictx = NULL;

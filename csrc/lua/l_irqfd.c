@@ -29,7 +29,7 @@ static struct irqfd_ud *checkirqfd(lua_State *L, int arg)
  * (and owned); resample=true creates the resample eventfd for level-triggered INTx. */
 static int l_vm_irqfd(lua_State *L)
 {
-    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    luaL_checkudata(L, 1, LV_VM_T);
     uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
     int want_resample = 0;
     if (!lua_isnoneornil(L, 3)) {
@@ -61,6 +61,8 @@ static int l_vm_irqfd(lua_State *L)
     if (want_resample && q->resample_fd < 0 &&
         (q->resample_fd = vfio_eventfd_create(0, 0)) < 0)
         return lv_syserrorf(L, -q->resample_fd, "eventfd", "resample gsi %u", gsi);
+    /* the VM after the options (their metamethods and fileno() methods run Lua) */
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
     int e = lv_kvm_irqfd(&v->vm, gsi, q->fd, q->resample_fd, 0);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_IRQFD", "gsi %u%s", gsi,

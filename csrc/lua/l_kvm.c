@@ -126,8 +126,9 @@ int lv_kvm_checkcap(lua_State *L, int arg)
 
 static int l_kvm_check_extension(lua_State *L)
 {
-    struct lv_kvm_ud *k = checkkvm(L, 1);
+    luaL_checkudata(L, 1, KVM_T);
     int cap = lv_kvm_checkcap(L, 2);
+    struct lv_kvm_ud *k = checkkvm(L, 1);
     int v = lv_kvm_check_extension(k->fd, cap);
     if (v < 0)
         return lv_syserrorf(L, -v, "KVM_CHECK_EXTENSION", "%s cap %d", k->path, cap);
@@ -147,10 +148,11 @@ static int l_kvm_vcpu_mmap_size(lua_State *L)
 
 static int l_kvm_create_vm(lua_State *L)
 {
-    struct lv_kvm_ud *k = checkkvm(L, 1);
+    luaL_checkudata(L, 1, KVM_T);
     struct lv_vm_ud *v = lv_newobject(L, sizeof *v, LV_VM_T, 2);
     v->vm.fd = -1;
     v->vm.vfio_fd = -1;
+    struct lv_kvm_ud *k = checkkvm(L, 1);   /* after the allocation (a GC step) */
     int e = lv_kvm_vm_create(&v->vm, k->fd);
     if (e < 0)
         return lv_syserror(L, -e, "KVM_CREATE_VM", k->path);

@@ -115,12 +115,13 @@ static lv_migfile *check_migfile(lua_State *L, int idx)
  * nil, msg, errno when the kernel refuses (the message names both states). */
 static int d_set_mig_state(lua_State *L)
 {
-    lv_device *d = lv_checkdevice(L, 1);
+    luaL_checkudata(L, 1, LV_DEVICE);
     uint32_t s = check_state(L, 2);
     /* The object first: once the kernel has handed out a data fd nothing may raise (an
      * allocation failure would leak the fd, and the state change would be lost to Lua). */
     lv_migfile *m = lv_newobject(L, sizeof *m, LV_MIGFILE, 1);
     m->fd = -1;
+    lv_device *d = lv_checkdevice(L, 1);   /* after the allocation (a GC step) */
     m->state = s;
     snprintf(m->name, sizeof m->name, "%s", d->name);
     int data_fd = -1;
@@ -179,6 +180,9 @@ static int f_read(lua_State *L)
         if (ask == 0)
             break;
         char *p = luaL_prepbuffsize(&b, ask);
+        /* the buffer's growth is a GC step, whose finalizers may have closed the file */
+        if (m->fd < 0)
+            return luaL_argerror(L, 1, "migfile is closed");
         size_t got = 0;
         int r = vfio_mig_read(m->fd, p, ask, &got);
         luaL_addsize(&b, got);
@@ -200,9 +204,10 @@ static int f_read(lua_State *L)
 /* f:write(s) -> #s | nil, msg, errno (the message says how much went in first) */
 static int f_write(lua_State *L)
 {
-    lv_migfile *m = check_migfile(L, 1);
+    luaL_checkudata(L, 1, LV_MIGFILE);
     size_t n;
-    const char *s = luaL_checklstring(L, 2, &n);
+    const char *s = luaL_checklstring(L, 2, &n);   /* a number converts: a GC step */
+    lv_migfile *m = check_migfile(L, 1);
     size_t done = 0;
     int r = vfio_mig_write(m->fd, s, n, &done);
     if (r < 0)

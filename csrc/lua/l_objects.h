@@ -57,11 +57,20 @@ typedef struct {
     int fd;
 } lv_eventfd;
 
+/* Lifetime rule: memory is freed only when no VM slot and no IOMMU mapping uses it. */
 typedef struct {
     uint8_t *ptr;
     size_t size, rounded;
     int pins;                 /* VM memory slots using it: close() refuses while > 0 */
+    int dma;                  /* IOMMU mappings of it (container or ioas map_dma): close()
+                                 refuses while > 0 */
+    int orphaned;             /* collected (or to-be-closed) while still used: freed when
+                                 the last use goes, unusable from Lua meanwhile */
+    char mapper[112];         /* the latest IOMMU mapping of it, for close()'s message */
 } lv_dmabuf;
+
+/* Free an orphaned DMA buffer whose last use is gone (l_dmabuf.c). */
+void lv_dmabuf_release(lv_dmabuf *b);
 
 /* Check arguments, raising when closed. */
 lv_container *lv_checkcontainer(lua_State *L, int idx);
@@ -77,12 +86,21 @@ lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx);
 #define LV_DMA_WRITE 2u
 unsigned lv_dma_access(lua_State *L, int arg);
 /* The memory a map_dma source at `src` lends: a DMA buffer, or a VM with {gpa=, size=} in
- * the table at `opts` (guest RAM inside one RAM slot). Raises on anything else. */
-void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *size);
-/* Keep the source at `src` referenced by iova in the table that is user value `uv` of the
- * object at `self`; drop the references of [iova, iova + size) (or all of them). */
-void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src);
+ * the table at `opts` (guest RAM inside one RAM slot: its index in *slot, else -1). Raises
+ * on anything else. */
+void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *size,
+                   int *slot);
+/* The IOMMU mappings of a container or an ioas, in the table that is user value `uv` of
+ * the object at `self`: iova -> {source, size, slot}. keep records a mapping just made (by
+ * `mapper`: "container PATH", "ioas N of PATH") and
+ * counts it on its source (lv_dmabuf.dma, the RAM slot's dma), which then refuses to be
+ * closed or unmapped; drop forgets the mappings whose first IOVA lies in [iova, iova +
+ * size) (or all of them) once the kernel has unmapped them, releasing their sources. */
+void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src, uint64_t size,
+                 int slot, const char *mapper);
 void lv_dma_drop(lua_State *L, int self, int uv, uint64_t iova, uint64_t size, int all);
+/* Is anything recorded as mapped in that table? */
+int lv_dma_any(lua_State *L, int self, int uv);
 
 /* The counter of an eventfd that is no vfio.eventfd object (an irqfd's resample fd, an
  * ioeventfd): wait up to ms (0: not at all, < 0: forever) until it is readable, then push

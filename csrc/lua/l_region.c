@@ -262,6 +262,11 @@ static int r_read(lua_State *L)
     }
     luaL_Buffer b;
     char *out = luaL_buffinitsize(L, &b, (size_t)n);
+    /* again: the buffer's allocation is a GC step, whose finalizers may have closed or
+     * unmapped the region */
+    check_access(L, r, off, (uint64_t)n, 0);
+    if (r->err)
+        return region_error(L, r, "read");
     while (pos < end) {
         uint64_t len = next_piece(r, r->nrd, pos, end, &p);
         if (p) {
@@ -399,6 +404,11 @@ static int r_map(lua_State *L)
             for (uint32_t j = 0; j < i; j++)
                 vfio_unmap_area(&areas[j]);
             free(areas);
+            if (e == -ENXIO)
+                return lv_syserrorf(L, ENXIO, "mmap",
+                                    "region %u of %s (offset 0x%llx size 0x%llx: the file "
+                                    "behind it ends before that)",
+                                    r->index, r->dev->name, at, sz);
             return lv_syserrorf(L, -e, "mmap", "region %u of %s (offset 0x%llx size 0x%llx)",
                                 r->index, r->dev->name, at, sz);
         }
@@ -423,11 +433,14 @@ static int r_mapped(lua_State *L)
 {
     lv_region *r = region_self(L);
     lua_createtable(L, (int)r->nareas, 0);
+    /* each area is read before the allocations that push it (GC steps, whose finalizers
+     * may unmap the region: nareas is 0 then, and the loop ends) */
     for (uint32_t i = 0; i < r->nareas; i++) {
+        lua_Integer off = (lua_Integer)r->areas[i].off, size = (lua_Integer)r->areas[i].size;
         lua_createtable(L, 0, 2);
-        lua_pushinteger(L, (lua_Integer)r->areas[i].off);
+        lua_pushinteger(L, off);
         lua_setfield(L, -2, "offset");
-        lua_pushinteger(L, (lua_Integer)r->areas[i].size);
+        lua_pushinteger(L, size);
         lua_setfield(L, -2, "size");
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
@@ -570,7 +583,7 @@ static int to_u64_field(lua_State *L, int t, const char *k, uint64_t *out, int r
  * REGION_INFO: regions of adopted fds, and host tests against a memfd. */
 static int l_region_new(lua_State *L)
 {
-    lv_checkdevice(L, 1);
+    luaL_checkudata(L, 1, LV_DEVICE);
     luaL_checktype(L, 2, LUA_TTABLE);
     struct vfio_region_desc d;
     memset(&d, 0, sizeof d);
@@ -625,6 +638,11 @@ static int l_region_new(lua_State *L)
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    /* the device once the description is read (its metamethods may run Lua) */
+    if (((lv_device *)lua_touserdata(L, 1))->fd < 0) {
+        free(d.sparse);
+        return luaL_argerror(L, 1, "device is closed");
+    }
     lv_pushregion(L, 1, &d, 0);
     return 1;
 }

@@ -15,13 +15,42 @@ enum { UV_BACKEND = 1, UV_WINDOWS, UV_CALLBACK, UV_SOURCES, UV_COUNT = 4 };
 struct lv_trap_ud *lv_checktrap(lua_State *L, int i)
 {
     struct lv_trap_ud *t = luaL_checkudata(L, i, LV_TRAP_T);
-    if (!t->open)
+    if (!t->open || t->close_pending)
         luaL_error(L, "vfio.trap is closed");
-    if (!t->fn.be->ops)
+    if (!t->fn.be->ops || ((struct lv_backend_ud *)t->fn.be)->close_pending)
         luaL_error(L, "vfio.trap: its backend %s is closed", t->fn.be->name);
     t->L = L;
     t->handler_err = 0;
     return t;
+}
+
+/* The backend userdata a trap's fn.be points into (its first member, l_trap.h). */
+static struct lv_backend_ud *trap_backend(struct lv_trap_ud *t)
+{
+    return (struct lv_backend_ud *)t->fn.be;
+}
+
+void lv_trap_enter(struct lv_trap_ud *t)
+{
+    t->busy++;
+    trap_backend(t)->busy++;
+}
+
+/* The closes a window handler asked for happen here, once nothing of the core's dispatch
+ * is on the stack. */
+void lv_trap_leave(struct lv_trap_ud *t)
+{
+    struct lv_backend_ud *b = trap_backend(t);
+    if (--b->busy == 0 && b->close_pending) {
+        b->close_pending = 0;
+        if (b->pins == 0)   /* as backend:close() itself: never under a VM slot */
+            lv_backend_destroy(&b->be);
+    }
+    if (--t->busy == 0 && t->close_pending) {
+        t->close_pending = 0;
+        trap_free(&t->fn);
+        t->open = 0;
+    }
 }
 
 /* Windows registered from Lua: handler tables live in user value UV_WINDOWS, by id. */
@@ -158,7 +187,7 @@ static uint32_t cfg_offset(lua_State *L, int i)
 
 static int l_trap_new(lua_State *L)
 {
-    struct lv_backend_ud *b = lv_checkbackend(L, 1);
+    luaL_checkudata(L, 1, LV_BACKEND_T);
     bool pcie = true;
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "pcie");
@@ -167,6 +196,8 @@ static int l_trap_new(lua_State *L)
         lua_pop(L, 1);
     }
     struct lv_trap_ud *t = lv_newobject(L, sizeof *t, LV_TRAP_T, UV_COUNT);
+    /* the backend after the options and the allocation, which may run Lua that closes it */
+    struct lv_backend_ud *b = lv_checkbackend(L, 1);
     int rc = trap_init(&t->fn, &b->be, pcie);
     if (rc < 0) {
         trap_free(&t->fn);
@@ -209,12 +240,15 @@ static int t_cfg_write(lua_State *L)
 
 static int bar_rw(lua_State *L, bool write)
 {
-    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    luaL_checkudata(L, 1, LV_TRAP_T);
     unsigned bar = (unsigned)lv_checkrange(L, 2, 0, TRAP_NBARS - 1);
     uint64_t off = (uint64_t)luaL_checkinteger(L, 3);
     uint32_t len = checksize(L, 4, 1);
     uint64_t v = write ? (uint64_t)luaL_checkinteger(L, 5) : 0;
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    lv_trap_enter(t);
     int rc = trap_bar_access(&t->fn, bar, off, len, write, &v);
+    lv_trap_leave(t);
     after_access(L, t);
     if (rc < 0)
         return lv_syserrorf(L, -rc, write ? "BAR write" : "BAR read", "%s BAR%u+%#llx",
@@ -231,11 +265,14 @@ static int t_bar_write(lua_State *L) { return bar_rw(L, true); }
 /* Guest physical address / port dispatch: returns value (or true), claimed. */
 static int addr_rw(lua_State *L, bool io, bool write)
 {
-    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    luaL_checkudata(L, 1, LV_TRAP_T);
     uint64_t addr = (uint64_t)luaL_checkinteger(L, 2);
     uint32_t len = checksize(L, 3, 1);
     uint64_t v = write ? (uint64_t)luaL_checkinteger(L, 4) : 0;
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    lv_trap_enter(t);
     int rc = trap_addr_access(&t->fn, io, addr, len, write, &v);
+    lv_trap_leave(t);
     after_access(L, t);
     if (rc < 0 && rc != -ENXIO)
         return lv_syserrorf(L, -rc, write ? "write" : "read", "%s %s %#llx", t->fn.be->name,
@@ -441,23 +478,25 @@ static const uint8_t *opt_mask(lua_State *L, int i, size_t n)
 
 static int t_add_cap(lua_State *L)
 {
-    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    luaL_checkudata(L, 1, LV_TRAP_T);
     uint16_t off = (uint16_t)lv_checkrange(L, 2, 0, 4095);
     size_t n;
     const uint8_t *bytes = (const uint8_t *)luaL_checklstring(L, 3, &n);
     luaL_argcheck(L, n <= 4096, 3, "too long");
     const uint8_t *wm = opt_mask(L, 4, n);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);   /* after the string conversions */
     return rc_result(L, t, trap_add_cap(&t->fn, off, bytes, wm, (uint16_t)n, lua_toboolean(L, 5)),
                      "add capability to");
 }
 
 static int t_set_config(lua_State *L)
 {
-    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    luaL_checkudata(L, 1, LV_TRAP_T);
     uint32_t off = (uint32_t)lv_checkrange(L, 2, 0, 4095);
     size_t n;
     const uint8_t *bytes = (const uint8_t *)luaL_checklstring(L, 3, &n);
     const uint8_t *wm = opt_mask(L, 4, n);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);   /* after the string conversions */
     int rc = trap_set_config(&t->fn, off, (uint32_t)n, bytes, wm);
     if (rc == 0)
         trap_rechain(&t->fn);   /* an override of a next pointer is not kept: chains win */
@@ -491,12 +530,22 @@ static int t_set_bar_size(lua_State *L)
 /* trap:add_window(bar, off, len, {read=function(off, size), write=function(off, size, v)}) */
 static int t_add_window(lua_State *L)
 {
-    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    luaL_checkudata(L, 1, LV_TRAP_T);
     struct trap_window w = {0};
     w.bar = (uint8_t)lv_checkrange(L, 2, 0, 5);
     w.off = (uint64_t)luaL_checkinteger(L, 3);
     w.len = (uint64_t)luaL_checkinteger(L, 4);
     luaL_checktype(L, 5, LUA_TTABLE);
+    /* The handlers are read now, into a table of our own: the dispatch then looks them
+     * up with no metamethod to run (it cannot raise inside the core), and the table given
+     * is read before the trap is checked. */
+    lua_createtable(L, 0, 2);
+    lua_getfield(L, 5, "read");
+    lua_setfield(L, -2, "read");
+    lua_getfield(L, 5, "write");
+    lua_setfield(L, -2, "write");
+    lua_replace(L, 5);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     w.kind = WIN_HANDLER;
     w.handler = lua_window;
     w.ctx = t;
@@ -534,11 +583,12 @@ static int t_relocate_msix(lua_State *L)
 
 static int t_set_pending(lua_State *L)
 {
-    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    luaL_checkudata(L, 1, LV_TRAP_T);
     static const char *const kinds[] = {"msi", "msix", NULL};
-    int k = luaL_checkoption(L, 2, NULL, kinds);
+    int k = luaL_checkoption(L, 2, NULL, kinds);   /* a number converts: a GC step */
     unsigned v = (unsigned)lv_checkrange(L, 3, 0, TRAP_MSIX_MAX - 1);
     bool on = lua_toboolean(L, 4);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     int rc = k == 0 ? trap_msi_set_pending(&t->fn, v, on) : trap_msix_set_pending(&t->fn, v, on);
     return rc_result(L, t, rc, "set pending of");
 }
@@ -549,11 +599,12 @@ static int t_set_pending(lua_State *L)
  * through the irqfd, never as a number of its own. */
 static int t_set_source(lua_State *L)
 {
-    struct lv_trap_ud *t = lv_checktrap(L, 1);
+    luaL_checkudata(L, 1, LV_TRAP_T);
     static const char *const kinds[] = {"msi", "msix", NULL};
-    int k = luaL_checkoption(L, 2, NULL, kinds);
+    int k = luaL_checkoption(L, 2, NULL, kinds);   /* a number converts: a GC step */
     unsigned v = (unsigned)lv_checkrange(L, 3, 0, TRAP_MSIX_MAX - 1);
     const int *fdp = lua_isnoneornil(L, 4) ? NULL : lv_irqfd_fdp(L, 4);
+    struct lv_trap_ud *t = lv_checktrap(L, 1);
     int rc = trap_set_source(&t->fn, k == 1, v, fdp);
     if (rc == 0) {
         lua_getiuservalue(L, 1, UV_SOURCES);
@@ -583,7 +634,9 @@ static int t_msix_entry(lua_State *L)
 static int t_close(lua_State *L)
 {
     struct lv_trap_ud *t = luaL_checkudata(L, 1, LV_TRAP_T);
-    if (t->open) {
+    if (t->open && t->busy) {
+        t->close_pending = 1;   /* from a window handler: closed when the access ends */
+    } else if (t->open) {
         trap_free(&t->fn);
         t->open = 0;
     }
@@ -593,7 +646,8 @@ static int t_close(lua_State *L)
 static int t_tostring(lua_State *L)
 {
     struct lv_trap_ud *t = luaL_checkudata(L, 1, LV_TRAP_T);
-    lua_pushfstring(L, "vfio.trap(%s)%s", t->fn.be ? t->fn.be->name : "?", t->open ? "" : " closed");
+    lua_pushfstring(L, "vfio.trap(%s)%s", t->fn.be ? t->fn.be->name : "?",
+                    t->open && !t->close_pending ? "" : " closed");
     return 1;
 }
 

@@ -11,8 +11,10 @@
 #define LV_TRAP_T "vfio.trap"
 
 struct lv_backend_ud {
-    struct lv_backend be;
+    struct lv_backend be;     /* first: a trap's fn.be points here (lv_trap_backend) */
     int pins;                 /* VM memory slots using its mappings: close() refuses while > 0 */
+    int busy;                 /* trap accesses through it that may run Lua (window handlers) */
+    int close_pending;        /* close() called while busy: done when the last one ends */
 };
 
 /* The trap userdata. fn comes first: the KVM glue gets the userdata block as the opaque
@@ -22,7 +24,15 @@ struct lv_trap_ud {
     lua_State *L;          /* the state of the current access, for window handlers */
     int handler_err;       /* a Lua window handler raised: its message is on the stack */
     int open;
+    /* Lifetime rule: a BAR window's Lua handler runs inside the trap core's dispatch, so
+     * trap:close() or backend:close() called from it only marks the object; the access
+     * that ran it closes it once the core has returned (lv_trap_enter / lv_trap_leave). */
+    int busy, close_pending;
 };
+
+/* Bracket a trap core call that may run Lua (a BAR access reaching a window handler). */
+void lv_trap_enter(struct lv_trap_ud *t);
+void lv_trap_leave(struct lv_trap_ud *t);
 
 /* Check arguments, raising when closed. lv_checktrap also readies the trap for an
  * access from L (window handlers run on L). */

@@ -19,7 +19,7 @@ static struct lv_uart *checkuart(lua_State *L, int arg)
  * are always kept (uart:tail()). */
 static int l_vm_add_uart(lua_State *L)
 {
-    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    luaL_checkudata(L, 1, LV_VM_T);
     lua_Integer port = 0x3f8, irq = 4, capture = 0;
     int to_stdout = 0;
     if (!lua_isnoneornil(L, 2)) {
@@ -46,9 +46,14 @@ static int l_vm_add_uart(lua_State *L)
         u->closed = 1;
         return lv_syserrorf(L, -e, "add UART", "port 0x%x", (unsigned)port);
     }
-    lv_uart_attach(u, &v->vm, (uint64_t)port);
+    /* The VM is checked after the options and the allocations, which may run Lua that
+     * closes it: a UART is never attached to a closed VM. */
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
     if (lv_vm_add_range_obj(L, v, LV_KVM_PIO, (uint64_t)port, LV_UART_PORTS, obj) != 1)
         return 3;
+    /* attached once the VM holds it: the range's release detaches it again, so a UART
+     * never keeps a pointer to a VM that no longer holds it */
+    lv_uart_attach(u, &v->vm, (uint64_t)port);
     lua_pushvalue(L, obj);
     return 2;
 }

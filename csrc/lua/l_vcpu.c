@@ -64,10 +64,11 @@ static void check_vm_idle(lua_State *L, struct lv_vm_ud *vm, const char *what)
 
 int lv_vm_vcpu(lua_State *L)
 {
-    struct lv_vm_ud *vm = lv_checkvm(L, 1);
+    luaL_checkudata(L, 1, LV_VM_T);
     int id = (int)lv_checkrange(L, 2, 0, 1023);
     struct vcpu_ud *v = lv_newobject(L, sizeof *v, LV_VCPU_T, 1);
     v->c.fd = -1;
+    struct lv_vm_ud *vm = lv_checkvm(L, 1);   /* after the allocation (a GC step) */
     v->vm = vm;
     int e = lv_kvm_vcpu_create(&v->c, &vm->vm, id);
     if (e < 0)
@@ -131,16 +132,26 @@ static int l_vcpu_get_regs(lua_State *L)
 /* vcpu:set_regs{rip=..., ...}: fields not given keep their value. */
 static int l_vcpu_set_regs(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu_idle(L, 1);
+    luaL_checkudata(L, 1, LV_VCPU_T);
     luaL_checktype(L, 2, LUA_TTABLE);
+    /* the table first (its metamethods may run Lua), then the vCPU (README: read, then
+     * check) */
+    struct kvm_regs given = {0};
+    uint32_t mask = 0, bit = 1;
+#define GET(n) if (lua_getfield(L, 2, #n) != LUA_TNIL) \
+        given.n = (__u64)luaL_checkinteger(L, -1), mask |= bit; \
+    lua_pop(L, 1); bit <<= 1;
+    REGS(GET)
+#undef GET
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
     struct kvm_regs r;
     int e = lv_kvm_vcpu_get_regs(&v->c, &r);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_GET_REGS", "vcpu %d", v->c.id);
-#define GET(n) if (lua_getfield(L, 2, #n) != LUA_TNIL) r.n = (__u64)luaL_checkinteger(L, -1); \
-    lua_pop(L, 1);
-    REGS(GET)
-#undef GET
+    bit = 1;
+#define PUT(n) if (mask & bit) r.n = given.n; bit <<= 1;
+    REGS(PUT)
+#undef PUT
     if ((e = lv_kvm_vcpu_set_regs(&v->c, &r)) < 0)
         return lv_syserrorf(L, -e, "KVM_SET_REGS", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
@@ -194,7 +205,7 @@ static int l_vcpu_setup_flat32(lua_State *L)
  * entry: cs = 0x10, ds = 0x18, esi = boot_params). */
 static int l_vcpu_setup_boot32(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu_idle(L, 1);
+    luaL_checkudata(L, 1, LV_VCPU_T);
     luaL_checktype(L, 2, LUA_TTABLE);
     struct lv_kvm_boot32 b = {0};
     static const char *const names[] = {"eip", "esi", "eax", "ebx", "cs", "ds",
@@ -215,6 +226,7 @@ static int l_vcpu_setup_boot32(lua_State *L)
     b.eip = (uint32_t)val[0], b.esi = (uint32_t)val[1], b.eax = (uint32_t)val[2];
     b.ebx = (uint32_t)val[3], b.cs = (uint16_t)val[4], b.ds = (uint16_t)val[5];
     b.gdt_base = (uint64_t)val[6], b.gdt_limit = (uint16_t)val[7];
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);   /* after the table's reads */
     int e = lv_kvm_vcpu_setup_boot32(&v->c, &b);
     if (e < 0)
         return lv_syserrorf(L, -e, "set protected-mode registers", "vcpu %d", v->c.id);
@@ -227,7 +239,7 @@ static int l_vcpu_setup_boot32(lua_State *L)
  * a vmlinux: rsi = boot_params). The tables and the GDT are the caller's, in guest RAM. */
 static int l_vcpu_setup_boot64(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu_idle(L, 1);
+    luaL_checkudata(L, 1, LV_VCPU_T);
     luaL_checktype(L, 2, LUA_TTABLE);
     static const char *const names[] = {"rip", "rsi", "cr3", "gdt_base", "gdt_limit", "cs", "ds"};
     static const lua_Integer max[] = {LUA_MAXINTEGER, LUA_MAXINTEGER, 0xffffffffffLL,
@@ -252,6 +264,7 @@ static int l_vcpu_setup_boot64(lua_State *L)
                               .cr3 = (uint64_t)val[2], .gdt_base = (uint64_t)val[3],
                               .gdt_limit = (uint16_t)val[4], .cs = (uint16_t)val[5],
                               .ds = (uint16_t)val[6]};
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);   /* after the table's reads */
     int e = lv_kvm_vcpu_setup_boot64(&v->c, &b);
     if (e < 0)
         return lv_syserrorf(L, -e, "set long-mode registers", "vcpu %d", v->c.id);
@@ -281,7 +294,7 @@ void lv_push_cpuid(lua_State *L, const struct kvm_cpuid2 *t)
  * Before the first run only. */
 static int l_vcpu_set_cpuid(lua_State *L)
 {
-    struct vcpu_ud *v = checkvcpu_idle(L, 1);
+    luaL_checkudata(L, 1, LV_VCPU_T);
     lua_Integer n = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
@@ -289,10 +302,14 @@ static int l_vcpu_set_cpuid(lua_State *L)
         if (n < 0 || n > 256)
             return luaL_argerror(L, 2, "at most 256 leaves");
     }
+    /* Every leaf is read before the vCPU is checked and KVM's table looked at: the list's
+     * metamethods may run Lua that closes the VM (and frees that table). `given` marks
+     * the registers a leaf sets (bit r). */
     struct kvm_cpuid_entry2 *over = n ? lua_newuserdatauv(L, (size_t)n * sizeof *over, 0) : NULL;
-    const struct kvm_cpuid2 *sup = v->vm->vm.cpuid;
+    uint8_t given[256];
+    static const char *const regs[] = {"eax", "ebx", "ecx", "edx"};
     for (lua_Integer i = 0; i < n; i++) {
-        lua_rawgeti(L, 2, i + 1);
+        lua_geti(L, 2, i + 1);
         luaL_checktype(L, -1, LUA_TTABLE);
         struct kvm_cpuid_entry2 *e = &over[i];
         memset(e, 0, sizeof *e);
@@ -301,24 +318,35 @@ static int l_vcpu_set_cpuid(lua_State *L)
         lua_getfield(L, -2, "index");
         e->index = (uint32_t)luaL_optinteger(L, -1, 0);
         lua_pop(L, 2);
+        uint32_t *dst[] = {&e->eax, &e->ebx, &e->ecx, &e->edx};
+        given[i] = 0;
+        for (int r = 0; r < 4; r++) {
+            if (lua_getfield(L, -1, regs[r]) != LUA_TNIL) {
+                *dst[r] = (uint32_t)luaL_checkinteger(L, -1);
+                given[i] |= (uint8_t)(1u << r);
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    struct vcpu_ud *v = checkvcpu_idle(L, 1);
+    const struct kvm_cpuid2 *sup = v->vm->vm.cpuid;
+    for (lua_Integer i = 0; i < n; i++) {
+        struct kvm_cpuid_entry2 *e = &over[i];
+        uint32_t *dst[] = {&e->eax, &e->ebx, &e->ecx, &e->edx};
         /* start from KVM's answer for that leaf, so a partial override keeps the rest */
         for (uint32_t j = 0; sup && j < sup->nent; j++)
             if (sup->entries[j].function == e->function &&
                 (!(sup->entries[j].flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) ||
                  sup->entries[j].index == e->index)) {
-                e->eax = sup->entries[j].eax, e->ebx = sup->entries[j].ebx;
-                e->ecx = sup->entries[j].ecx, e->edx = sup->entries[j].edx;
+                const uint32_t kvm[] = {sup->entries[j].eax, sup->entries[j].ebx,
+                                        sup->entries[j].ecx, sup->entries[j].edx};
+                for (int r = 0; r < 4; r++)
+                    if (!(given[i] & (1u << r)))
+                        *dst[r] = kvm[r];
                 e->flags = sup->entries[j].flags;
                 break;
             }
-        static const char *const regs[] = {"eax", "ebx", "ecx", "edx"};
-        uint32_t *dst[] = {&e->eax, &e->ebx, &e->ecx, &e->edx};
-        for (int r = 0; r < 4; r++) {
-            if (lua_getfield(L, -1, regs[r]) != LUA_TNIL)
-                *dst[r] = (uint32_t)luaL_checkinteger(L, -1);
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
     }
     int e = lv_kvm_vcpu_set_cpuid(&v->c, over, (unsigned)n);
     if (e < 0)
@@ -611,10 +639,11 @@ static int run_args(lua_State *L, int arg, double *timeout)
 
 static int l_vcpu_run(lua_State *L)
 {
+    luaL_checkudata(L, 1, LV_VCPU_T);
+    double timeout;
+    int handler = run_args(L, 2, &timeout);   /* the options first: they may run Lua */
     struct vcpu_ud *v = checkvcpu(L, 1);
     check_vm_idle(L, v->vm, "vcpu:run");   /* its own run or any other of its VM */
-    double timeout;
-    int handler = run_args(L, 2, &timeout);
     double deadline = timeout > 0 ? now_s() + timeout : 0;
     /* The loop runs under pcall so that a handler's error still ends the run properly
      * (running cleared, pending closes done) before it propagates. */
@@ -626,7 +655,6 @@ static int l_vcpu_run(lua_State *L)
     else
         lua_pushnil(L);
     lua_pushnumber(L, deadline);
-    check_vm_idle(L, v->vm, "vcpu:run");   /* again: the options may have run Lua */
     v->running = RUN_HERE;
     v->vm->running++;
     int st = lua_pcall(L, 3, LUA_MULTRET, 0);
@@ -680,11 +708,10 @@ static int smp_loop(lua_State *L)
  * pending by the exit returned is answered with vcpu:complete on its vCPU. */
 static int l_vm_run_vcpus(lua_State *L)
 {
-    struct lv_vm_ud *vm = lv_checkvm(L, 1);
-    check_vm_idle(L, vm, "vm:run_vcpus");
+    luaL_checkudata(L, 1, LV_VM_T);
     luaL_checktype(L, 2, LUA_TTABLE);
     double timeout;
-    int handler = run_args(L, 3, &timeout);
+    int handler = run_args(L, 3, &timeout);   /* the options first: they may run Lua */
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
     if (n < 1 || n > LV_KVM_SMP_MAX)
         return luaL_argerror(L, 2, "a list of 1 to 64 vCPUs");
@@ -692,6 +719,9 @@ static int l_vm_run_vcpus(lua_State *L)
      * it runs (a handler may empty the caller's list and collect) */
     struct smp_run *r = lua_newuserdatauv(L, sizeof *r, 1);
     int ridx = lua_gettop(L);
+    /* after the last call that can run Lua (the allocation's GC step included) */
+    struct lv_vm_ud *vm = lv_checkvm(L, 1);
+    check_vm_idle(L, vm, "vm:run_vcpus");
     memset(r, 0, sizeof *r);
     r->n = (unsigned)n;
     lua_createtable(L, (int)n, 0);
@@ -710,7 +740,8 @@ static int l_vm_run_vcpus(lua_State *L)
         cs[i] = &v->c;
     }
     lua_setiuservalue(L, ridx, 1);
-    check_vm_idle(L, vm, "vm:run_vcpus");   /* again: the list and options may run Lua */
+    /* again: the anchor table's allocation is a GC step, which may run any __gc */
+    check_vm_idle(L, vm, "vm:run_vcpus");
     for (unsigned i = 0; i < r->n; i++)
         if (r->v[i]->c.fd < 0 || r->v[i]->close_pending)
             return luaL_argerror(L, 2, "a vCPU of the list is closed");

@@ -58,7 +58,7 @@ static int l_vm_add_ram(lua_State *L)
  * refuses while the slot exists; the VM also keeps it referenced). */
 static int l_vm_map(lua_State *L)
 {
-    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    luaL_checkudata(L, 1, LV_VM_T);
     uint64_t gpa = checku64(L, 2), size = checku64(L, 3);
     uint64_t offset = 0;
     int ro = 0, region = -1;
@@ -71,12 +71,13 @@ static int l_vm_map(lua_State *L)
         ro = lua_getfield(L, 5, "readonly") != LUA_TNIL && lua_toboolean(L, -1);
         lua_pop(L, 3);
     }
+    struct lv_vm_ud *v = lv_checkvm(L, 1);   /* after the options (they may run Lua) */
     uint8_t *host = NULL;
     int *pin = NULL;
     lv_dmabuf *buf = luaL_testudata(L, 4, LV_DMABUF);
     struct lv_backend_ud *be = buf ? NULL : luaL_testudata(L, 4, LV_BACKEND_T);
     if (buf) {
-        if (!buf->ptr)
+        if (!buf->ptr || buf->orphaned)
             return luaL_argerror(L, 4, "the DMA buffer is closed");
         if (offset > buf->rounded || size > buf->rounded - offset)
             return luaL_argerror(L, 3, lua_pushfstring(L, "offset + size past the DMA buffer's %I bytes",
@@ -84,6 +85,8 @@ static int l_vm_map(lua_State *L)
         host = buf->ptr + offset;
         pin = &buf->pins;
     } else if (be) {
+        if (be->close_pending)   /* closing once a trap's access ends */
+            return luaL_argerror(L, 4, "the backend is closed");
         if (region < 0)
             return luaL_argerror(L, 5, "a backend source needs {region = BAR index}");
         void *addr;
@@ -114,6 +117,11 @@ static int l_vm_unmap(lua_State *L)
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     int slot = (int)lv_checkrange(L, 2, 0, LV_KVM_MAX_SLOTS - 1);
     int e = lv_kvm_unmap(&v->vm, slot);
+    if (e == -EBUSY)
+        return lv_syserrorf(L, EBUSY, "unmap",
+                            "memory slot %d: its guest RAM is mapped for device DMA by %d IOMMU "
+                            "mapping(s) (container or ioas map_dma); unmap_dma it there first",
+                            slot, v->vm.slots[slot].dma);
     if (e < 0)
         return lv_syserrorf(L, -e, "unmap", "memory slot %d", slot);
     lua_getiuservalue(L, 1, 2);
@@ -137,10 +145,11 @@ static void *checkram(lua_State *L, struct lv_vm_ud *v, uint64_t gpa, uint64_t l
 
 static int l_vm_write(lua_State *L)
 {
-    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    luaL_checkudata(L, 1, LV_VM_T);
     uint64_t gpa = checku64(L, 2);
     size_t len;
-    const char *s = luaL_checklstring(L, 3, &len);
+    const char *s = luaL_checklstring(L, 3, &len);   /* a number converts: a GC step */
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
     memcpy(checkram(L, v, gpa, len), s, len);
     return 0;
 }
@@ -253,7 +262,16 @@ static int l_vm_set_halt_poll(lua_State *L)
 static int l_vm_supported_cpuid(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    lv_push_cpuid(L, v->vm.cpuid);
+    /* pushed from a copy: the tables pushed are allocations, GC steps whose finalizers
+     * may close the VM and free its table */
+    unsigned n = v->vm.cpuid ? v->vm.cpuid->nent : 0;
+    size_t size = sizeof(struct kvm_cpuid2) + n * sizeof(struct kvm_cpuid_entry2);
+    struct kvm_cpuid2 *copy = lua_newuserdatauv(L, size, 0);
+    v = lv_checkvm(L, 1);   /* again, after that allocation */
+    if (!v->vm.cpuid || v->vm.cpuid->nent != n)
+        return luaL_error(L, "supported_cpuid: the VM changed");
+    memcpy(copy, v->vm.cpuid, size);
+    lv_push_cpuid(L, copy);
     return 1;
 }
 
@@ -287,7 +305,9 @@ static int l_vm_routes(lua_State *L)
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     lua_createtable(L, (int)v->vm.nroutes, 0);
     for (unsigned i = 0; i < v->vm.nroutes; i++) {
-        struct kvm_irq_routing_entry *e = &v->vm.routes[i];
+        /* a copy, read before the allocations that push it (GC steps, whose finalizers
+         * may close the VM: nroutes is 0 then, and the loop ends) */
+        struct kvm_irq_routing_entry copy = v->vm.routes[i], *e = &copy;
         lua_createtable(L, 0, 4);
         lua_pushinteger(L, e->gsi);
         lua_setfield(L, -2, "gsi");
@@ -339,8 +359,9 @@ static int l_vm_signal_msi(lua_State *L)
 
 static int group_fd_op(lua_State *L, int add)
 {
+    luaL_checkudata(L, 1, LV_VM_T);
+    int gfd = lv_checkfd(L, 2);   /* may call the object's fileno() */
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    int gfd = lv_checkfd(L, 2);
     int e = lv_kvm_vfio_group(&v->vm, gfd, add);
     if (e < 0)
         return lv_syserrorf(L, -e, add ? "KVM_DEV_VFIO_GROUP_ADD" : "KVM_DEV_VFIO_GROUP_DEL",
@@ -380,6 +401,10 @@ int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t ba
                         uint64_t size, int obj)
 {
     obj = lua_absindex(L, obj);
+    /* The caller may have run Lua (option tables, allocations) since it checked the VM:
+     * check it again, so no range is ever added to a closed VM. */
+    if (lv_checkvm(L, 1) != v)
+        return luaL_argerror(L, 1, "not the VM checked before");
     const struct lv_kvm_io_ops *ops = lv_testcap(L, obj, LV_CAP_KVM_IO);
     if (!ops)
         return luaL_argerror(L, obj, "an object with a C access handler (vfio.trap, vfio.pcihost, vfio.debugcon)");
@@ -400,11 +425,11 @@ int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t ba
  * obj (one whose class registered LV_CAP_KVM_IO) and never reach Lua. */
 static int l_vm_add_range(lua_State *L)
 {
-    struct lv_vm_ud *v = lv_checkvm(L, 1);
-    int space = checkspace(L, 2);
+    luaL_checkudata(L, 1, LV_VM_T);
+    int space = checkspace(L, 2);   /* a number converts to a string: a GC step */
     uint64_t base = checku64(L, 3), size = checku64(L, 4);
     luaL_checkany(L, 5);
-    return lv_vm_add_range_obj(L, v, space, base, size, 5);
+    return lv_vm_add_range_obj(L, lv_checkvm(L, 1), space, base, size, 5);
 }
 
 static int l_vm_add_exit_port(lua_State *L)
@@ -432,8 +457,9 @@ static int l_vm_remove_range(lua_State *L)
 /* vm:check_extension(cap): VM-scoped capabilities (e.g. device_ctrl) answer here. */
 static int l_vm_check_extension(lua_State *L)
 {
-    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    luaL_checkudata(L, 1, LV_VM_T);
     int cap = lv_kvm_checkcap(L, 2);
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
     int r = lv_kvm_check_extension(v->vm.fd, cap);
     if (r < 0)
         return lv_syserrorf(L, -r, "KVM_CHECK_EXTENSION", "vm cap %d", cap);
@@ -454,7 +480,26 @@ void lv_vm_close_now(struct lv_vm_ud *v)
     lv_kvm_vm_close(&v->vm);
 }
 
+/* vm:close() -> nothing | nil, message, EBUSY: refused while an IOMMU maps guest RAM
+ * (memory is freed only when no IOMMU mapping uses it). __gc and __close close anyway
+ * and leave such RAM allocated until its last mapping goes (lv_kvm_ram_dma_put). */
 static int l_vm_close(lua_State *L)
+{
+    struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
+    int n = 0, busy = v->vm.fd >= 0 ? lv_kvm_ram_dma_busy(&v->vm, &n) : -1;
+    if (busy >= 0)
+        return lv_syserrorf(L, EBUSY, "close",
+                            "vfio.vm: guest RAM in memory slot %d is mapped for device DMA by %d IOMMU "
+                            "mapping(s) (container or ioas map_dma); unmap_dma it there first",
+                            busy, n);
+    if (v->running)
+        v->close_pending = 1;   /* inside a run handler: the run ends, then the VM closes */
+    else
+        lv_vm_close_now(v);
+    return 0;
+}
+
+static int l_vm_gc(lua_State *L)
 {
     struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
     if (v->running)
@@ -490,7 +535,7 @@ void lv_open_vm(lua_State *L)
         {"remove_range", l_vm_remove_range}, {"vcpu", lv_vm_vcpu}, {"fileno", l_vm_fileno},
         {"close", l_vm_close}, {NULL, NULL}};
     static const luaL_Reg vm_mt[] = {
-        {"__gc", l_vm_close}, {"__close", l_vm_close}, {"__tostring", l_vm_tostring},
+        {"__gc", l_vm_gc}, {"__close", l_vm_gc}, {"__tostring", l_vm_tostring},
         {NULL, NULL}};
     lv_newclass(L, LV_VM_T, vm_m, vm_mt);
 }

@@ -7,6 +7,12 @@
  *  - every object type has one metatable named "vfio.<type>" with __name, __index,
  *    __tostring, __gc and __close; close() is idempotent;
  *  - a child keeps its parent alive through user value 1 (lv_set_parent);
+ *  - read, then check: a binding reads all its arguments (option tables, lists, strings:
+ *    copied or left on the stack) and makes its allocations before it checks an object
+ *    (lv_check<type>), or checks it again after the last call that can run Lua:
+ *    metamethods of what it reads (__index, __len), fileno(), string conversions, and
+ *    every allocation (a GC step may run any __gc) can close it;
+ *  - no host address reaches Lua (no %p in a message or a __tostring);
  *  - types cannot be forged from Lua: every metatable carries __metatable, so Lua code
  *    never reaches one (getmetatable returns a read-only description of the class), C
  *    checks an object's type by its metatable's identity (luaL_checkudata), and what an

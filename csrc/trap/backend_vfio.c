@@ -199,6 +199,13 @@ int lv_backend_vfio_init(struct lv_backend *be, const int *fdp,
         }
         int prot = ((r->flags & LV_REGION_READ) ? PROT_READ : 0) |
                    ((r->flags & LV_REGION_WRITE) ? PROT_WRITE : 0);
+        /* a file shorter than the region described is read with pread (which fails
+         * cleanly past its end), never mapped: a load past the end would be SIGBUS */
+        int fits = vfio_mmap_fits(fd, r->offset, r->size);
+        if (fits < 0) {
+            r->mmap_errno = -fits;
+            continue;
+        }
         void *p = mmap(NULL, (size_t)r->size, prot, MAP_SHARED, fd, (off_t)r->offset);
         if (p == MAP_FAILED) {
             r->mmap_errno = errno;   /* pread/pwrite it is */

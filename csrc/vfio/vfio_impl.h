@@ -168,8 +168,16 @@ struct vfio_map_area {
  * returns 0 or -errno (-EIO when the file ended early). */
 int vfio_pread_all(int fd, void *buf, size_t n, uint64_t off);
 int vfio_pwrite_all(int fd, const void *buf, size_t n, uint64_t off);
-/* Map [off, off+size) of the fd region starting at file offset `base`. */
+/* Map [off, off+size) of the fd region starting at file offset `base`; -ENXIO when
+ * vfio_mmap_fits refuses it. */
 int vfio_map_area(int fd, uint64_t base, struct vfio_map_area *a, int prot);
+/* 0 when [off, off + size) of fd may be mapped, -ENXIO when fd is a regular file (a
+ * memfd, a file standing in for a device) that ends before off + size: a load past its
+ * end would kill the process with SIGBUS, so such a mapping is never made. Device fds
+ * (VFIO) are not files with a size and always pass. A file shrunk after the mapping
+ * was made (truncated through another open file) is not covered: its owner must not
+ * shrink a file it lent as a device. */
+int vfio_mmap_fits(int fd, uint64_t off, uint64_t size);
 void vfio_unmap_area(struct vfio_map_area *a);
 /* Bulk copies out of / into a device mapping with device-safe access sizes. */
 void vfio_copy_from_io(void *dst, const volatile uint8_t *src, size_t n);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int vfio_pread_all(int fd, void *buf, size_t n, uint64_t off)
@@ -42,8 +43,25 @@ int vfio_pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
     return 0;
 }
 
+int vfio_mmap_fits(int fd, uint64_t off, uint64_t size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode))
+        return 0;
+    if (st.st_size < 0 || off > (uint64_t)st.st_size || size > (uint64_t)st.st_size - off)
+        return -ENXIO;
+    return 0;
+}
+
 int vfio_map_area(int fd, uint64_t base, struct vfio_map_area *a, int prot)
 {
+    if (base + a->off < base)
+        return -EINVAL;
+    int e = vfio_mmap_fits(fd, base + a->off, a->size);
+    if (e < 0)
+        return e;
     void *p = mmap(NULL, a->size, prot, MAP_SHARED, fd, (off_t)(base + a->off));
     if (p == MAP_FAILED)
         return -errno;

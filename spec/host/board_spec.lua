@@ -6,6 +6,7 @@
 -- devices).
 local board = require "vfio.vmm.board"
 local machine = require "vfio.vmm.machine"
+local kvmhost = require "support.kvm"
 
 local function cf8(bus, dev, fn, reg)
    return 0x80000000 | bus << 16 | dev << 11 | fn << 8 | reg
@@ -21,9 +22,9 @@ describe("vfio.vmm.board", function()
            board.intx_gsi(8, 2) })
    end)
 
-   it("puts several devices on their own slots with disjoint BARs in one VM", function()
+   it("puts several devices on their own slots with disjoint BARs in one VM #kvm", function()
       local b = board.new { mem_mib = 16 }
-      if not b then pending("no usable /dev/kvm here: the lab boots the same board") return end
+      if not b then pending(kvmhost.REASON) return end
       local names = { "edu", "nvme", "e1000e", "virtio-net-pci", "qemu-xhci" }
       local ms = {}
       for i, n in ipairs(names) do
@@ -79,9 +80,9 @@ describe("vfio.vmm.board", function()
       for _, m in ipairs(ms) do assert.is_true(m.closed) end
    end)
 
-   it("refuses a slot that is taken", function()
+   it("refuses a slot that is taken #kvm", function()
       local b = board.new { mem_mib = 16 }
-      if not b then pending("no usable /dev/kvm here") return end
+      if not b then pending(kvmhost.REASON) return end
       local m1 = assert(machine.new("spec/fixtures/edu.lua"))
       local m2 = assert(machine.new("spec/fixtures/edu.lua"))
       assert(b:add(m1, 6))
@@ -111,9 +112,9 @@ describe("vfio.vmm.board", function()
          f { false, false })
    end)
 
-   it("places a multi-function device's functions behind one slot of the host bridge", function()
+   it("places a multi-function device's functions behind one slot of the host bridge #kvm", function()
       local b = board.new { mem_mib = 16 }
-      if not b then pending("no usable /dev/kvm here: the lab boots the same board") return end
+      if not b then pending(kvmhost.REASON) return end
       local specs = { { "virtio-net-pci", "0000:00:10.0" }, { "nvme", "0000:00:03.0" },
                       { "edu", "0000:00:10.1" } }
       local ms = {}

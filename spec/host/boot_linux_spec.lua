@@ -62,7 +62,7 @@ local function boot(image, opts)
    return r, m
 end
 
-describe("vfio.vmm.vm:boot_linux (host /dev/kvm, stand-in kernels)", function()
+describe("vfio.vmm.vm:boot_linux on stand-in kernels #kvm", function()
    it("enters the kernel with boot_params in ESI and the machine's command line, and sees a reboot", function()
       local r, m = boot(kernel(print_string("bye\n") .. RESET), { append = "root=/dev/ram0" })
       if not r then pending(m) return end
@@ -138,5 +138,32 @@ describe("vfio.vmm.vm:boot_linux (host /dev/kvm, stand-in kernels)", function()
       assert.is_nil(r)
       assert.matches("^kernel: /nonexistent/bzImage", msg)
       m:close()
+   end)
+end)
+
+describe("vfio.vmm.boot_linux: unclaimed exits", function()
+   local boot_linux = require "vfio.vmm.boot_linux"
+
+   it("counts them by address with a bound: a guest walking absent MMIO grows nothing", function()
+      local c = boot_linux.unclaimed_counter()
+      collectgarbage(); collectgarbage()
+      local before = collectgarbage("count")
+      -- a guest reading every dword of 4 GiB of absent MMIO, then every port
+      for addr = 0, 400000 * 4 - 1, 4 do c:count { space = "mmio", addr = 0xc0000000 + addr } end
+      for port = 0, 0xffff do c:count { space = "pio", port = port } end
+      c:count { space = "pio", port = 0x1f7 }
+      collectgarbage(); collectgarbage()
+      local grown = collectgarbage("count") - before
+      local n = 0
+      for _ in pairs(c.mmio) do n = n + 1 end
+      assert.are.equal(boot_linux.MAX_UNCLAIMED, n)
+      n = 0
+      for _ in pairs(c.ports) do n = n + 1 end
+      assert.are.equal(boot_linux.MAX_UNCLAIMED, n)
+      assert.are.equal(400000 - boot_linux.MAX_UNCLAIMED, c.more.mmio)
+      assert.are.equal(0x10000 - boot_linux.MAX_UNCLAIMED, c.more.pio)
+      assert.are.equal(1, c.mmio[0xc0000000])
+      assert.are.equal(2, c.ports[0x1f7])              -- a tracked address still counts
+      assert.is_true(grown < 256, ("the counter grew the heap by %.0f KiB"):format(grown))
    end)
 end)

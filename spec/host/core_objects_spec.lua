@@ -314,6 +314,11 @@ describe("vfio.core dmabuf", function()
       end
    end)
 
+   it("never shows its host address, not even in tostring()", function()
+      local b <close> = core.dmabuf(8192)
+      assert.are.equal("vfio.dmabuf (8192 bytes)", tostring(b))
+   end)
+
    it("closes idempotently", function()
       local b = core.dmabuf(4096)
       b:close(); b:close()
@@ -321,5 +326,166 @@ describe("vfio.core dmabuf", function()
       assert.has_error(function() b:read(0, 1) end)
       assert.has_error(function() b:size() end)
       assert.matches("closed", tostring(b))
+   end)
+end)
+
+-- No host address reaches Lua (doc/API promise): no object of any class shows one in
+-- tostring(), open or closed. A host address is a long hex number (user space mappings
+-- sit at 0x55.. and 0x7f.. on x86-64) or what %p prints.
+describe("vfio.core tostring()", function()
+   it("shows no host address for any object", function()
+      local fixture = require "support.fixture"
+      local path = os.tmpname()
+      local f = assert(io.open(path, "wb")); f:write(("\0"):rep(0x4000)); f:close()
+      local dev = assert(core.device_file(path, "addr"))
+      os.remove(path)
+      local r = core.region(dev, { offset = 0, size = 0x2000, readable = true, mappable = true })
+      assert(r:map())
+      local t, be = fixture.trap("edu")
+      local objs = { core.dmabuf(0x3000), core.eventfd(), dev, r, t, be, core.pcihost {},
+                     core.cfgspace(256), core.debugcon(),
+                     core.vfio_backend(dev, { regions = { [0] = { offset = 0, size = 0x1000,
+                                                                  flags = 7, mmap = true } } }) }
+      local ifd = core.iommufd("/dev/null")
+      if ifd then objs[#objs + 1] = ifd end
+      for pass = 1, 2 do
+         for _, o in ipairs(objs) do
+            local s = tostring(o)
+            assert.is_nil(s:match("%x%x%x%x%x%x%x%x%x%x"), ("%s (pass %d)"):format(s, pass))
+            assert.is_nil(s:match("0x%x%x%x%x%x%x%x%x"), ("%s (pass %d)"):format(s, pass))
+         end
+         for i = #objs, 1, -1 do pcall(function() objs[i]:close() end) end
+      end
+   end)
+end)
+
+-- Memory is freed only when no IOMMU mapping uses it (issue 21, item 4). No IOMMU here:
+-- core._dma_record records a mapping as map_dma does after its ioctl, on a container
+-- opened on /dev/null, whose unmap ioctls answer ENOTTY (no IOMMU: nothing mapped), so
+-- its close releases what it recorded. spec/lab/iommufd_spec.lua and
+-- spec/lab/core_uapi_spec.lua show the same on real IOMMUs.
+describe("vfio.core DMA memory and its IOMMU mappings", function()
+   local EBUSY = 16
+   local kvmhost = require "support.kvm"
+
+   it("refuses to close a DMA buffer a container maps, until the mapping goes", function()
+      local c = assert(core.container("/dev/null"))
+      local b = core.dmabuf(8192)
+      core._dma_record(c, b, 0x100000)
+      assert.are.same({ 0, 1, true }, { core._dma_uses(b) })
+      local ok, err, errno = b:close()
+      assert.is_nil(ok)
+      assert.are.equal("close vfio.dmabuf: mapped for device DMA by 1 IOMMU mapping(s) (the latest: "
+         .. "container (recorded) at iova 0x100000); unmap_dma it there first, or close that "
+         .. "container or ioas", err)
+      assert.are.equal(EBUSY, errno)
+      assert.is_false(b:closed())
+      b:write(0, "still ours")
+      -- a second mapping of it: both must go
+      core._dma_record(c, b, 0x200000)
+      assert.are.same({ 0, 2, true }, { core._dma_uses(b) })
+      -- the container's close unmaps what it recorded (here the kernel says nothing is mapped)
+      c:close()
+      assert.are.same({ 0, 0, true }, { core._dma_uses(b) })
+      assert.is_nil((b:close()))
+      assert.is_true(b:closed())
+      assert.are.same({ 0, 0, false }, { core._dma_uses(b) })
+   end)
+
+   it("keeps a collected buffer's memory until its mapping goes, whatever the collection order", function()
+      -- finalizers run in the reverse order of creation: `seen` records what each sentinel
+      -- finds when it runs between the buffer's and the container's
+      local seen = {}
+      local function sentinel(name, b)
+         return setmetatable({ b = b }, { __gc = function(s)
+            seen[#seen + 1] = { name, { core._dma_uses(s.b) }, s.b:closed() }
+         end })
+      end
+      do -- the buffer made after the container: it is collected first, while mapped
+         local last = sentinel("last")
+         local c = assert(core.container("/dev/null"))
+         local between = sentinel("between")
+         local b = core.dmabuf(4096)
+         last.b, between.b = b, b
+         core._dma_record(c, b, 0x100000)
+         c, b, last, between = nil, nil, nil, nil -- luacheck: ignore 311
+      end
+      collectgarbage(); collectgarbage()
+      assert.are.same({ { "between", { 0, 1, true }, true },    -- closed for Lua, still allocated
+                        { "last", { 0, 0, false }, true } }, seen)  -- freed with the mapping
+      seen = {}
+      do -- the buffer made first: the container goes first and releases it
+         local last = sentinel("last")
+         local b = core.dmabuf(4096)
+         local between = sentinel("between")
+         local c = assert(core.container("/dev/null"))
+         last.b, between.b = b, b
+         core._dma_record(c, b, 0x100000)
+         c, b, last, between = nil, nil, nil, nil -- luacheck: ignore 311
+      end
+      collectgarbage(); collectgarbage()
+      assert.are.same({ { "between", { 0, 0, true }, false },
+                        { "last", { 0, 0, false }, true } }, seen)
+   end)
+
+   it("a to-be-closed buffer still mapped is closed for Lua, its memory kept for the device", function()
+      local c = assert(core.container("/dev/null"))
+      local keep
+      do
+         local b <close> = core.dmabuf(4096)
+         core._dma_record(c, b, 0x100000)
+         keep = b
+      end
+      assert.is_true(keep:closed())
+      assert.has_error(function() keep:read(0, 1) end)
+      assert.has_error(function() c:map_dma(keep, 0x200000) end)
+      assert.are.same({ 0, 1, true }, { core._dma_uses(keep) })
+      c:close()
+      assert.are.same({ 0, 0, false }, { core._dma_uses(keep) })
+   end)
+
+   it("refuses to unmap or close guest RAM a container maps #kvm", function()
+      local vm, why = kvmhost.vm()
+      if not vm then pending(why) return end
+      local slot = assert(vm:add_ram(0x100000, 0x10000))
+      local c = assert(core.container("/dev/null"))
+      core._dma_record(c, vm, 0x100000, { gpa = 0x104000, size = 0x2000 })
+      local ok, err, errno = vm:unmap(slot)
+      assert.is_nil(ok)
+      assert.are.equal(("unmap memory slot %d: its guest RAM is mapped for device DMA by 1 IOMMU "
+         .. "mapping(s) (container or ioas map_dma); unmap_dma it there first: Device or resource busy")
+         :format(slot), err)
+      assert.are.equal(EBUSY, errno)
+      ok, err, errno = vm:close()
+      assert.is_nil(ok)
+      assert.matches("^close vfio.vm: guest RAM in memory slot %d+ is mapped for device DMA by 1 IOMMU", err)
+      assert.are.equal(EBUSY, errno)
+      vm:write(0x104000, "still there")
+      c:close()
+      assert(vm:unmap(slot))
+      vm:close()
+   end)
+
+   it("keeps a collected VM's DMA-mapped RAM until its mapping goes #kvm", function()
+      -- the container first: the VM, made after it, is collected first, its RAM mapped
+      local c = assert(core.container("/dev/null"))
+      local vm, why = kvmhost.vm()
+      if not vm then pending(why) return end
+      assert(vm:add_ram(0x100000, 0x10000))
+      core._dma_record(c, vm, 0x100000, { gpa = 0x100000, size = 0x10000 })
+      local weak = setmetatable({ vm }, { __mode = "v" })
+      vm = nil -- luacheck: ignore 311
+      collectgarbage(); collectgarbage()
+      assert.is_truthy(weak[1])             -- the mapping keeps the VM referenced
+      c = nil -- luacheck: ignore 311
+      collectgarbage(); collectgarbage()
+      assert.is_nil(weak[1])
+      -- and the other way round: the container collected first releases the RAM
+      vm = assert(kvmhost.vm())
+      c = assert(core.container("/dev/null"))
+      assert(vm:add_ram(0x100000, 0x10000))
+      core._dma_record(c, vm, 0x100000, { gpa = 0x100000, size = 0x10000 })
+      vm, c = nil, nil -- luacheck: ignore 311
+      collectgarbage(); collectgarbage()
    end)
 end)

@@ -253,3 +253,53 @@ describe("vfio.core region", function()
       assert.is_truthy(region():read32(0))
    end)
 end)
+
+-- A region described longer than the file behind it (issue 21, item 7): a mapping of it
+-- would kill the process with SIGBUS at the first load past the file's end, so map()
+-- refuses it (ENXIO, a message that says why) and the backend reads it with pread, which
+-- fails cleanly. Run in a child lua5.4, so that a SIGBUS shows as a failure here.
+describe("vfio.core region over a file shorter than itself", function()
+   it("is never mapped: reads past the file's end fail cleanly, the process lives", function()
+      local child = os.tmpname()
+      local f = assert(io.open(child, "w"))
+      f:write(([=[
+package.path, package.cpath = %q, %q
+local core = require "vfio.core"
+local path = os.tmpname()
+local g = assert(io.open(path, "wb")); g:write(("\1"):rep(4096)); g:close()
+local dev = assert(core.device_file(path, "short"))
+os.remove(path)
+local r = core.region(dev, { offset = 0, size = 0x10000, readable = true, writable = true,
+                             mappable = true })
+local ok, msg, errno = r:map()
+print("map", tostring(ok), msg, errno)
+print("mapped", #r:mapped())
+print("read32", r:read32(0), (r:read32(0x8000)))
+print("read", (r:read(0x4000, 16)))
+local ofs = core.region(dev, { offset = 0x1000, size = 0x1000, readable = true, mappable = true })
+print("map2", (ofs:map()))
+local be = assert(core.vfio_backend(dev, { regions = {
+   [0] = { offset = 0, size = 0x10000, flags = 7, mmap = true },
+   [1] = { offset = 0, size = 0x1000, flags = 7, mmap = true } } }))
+local m = be:mapped()
+print("backend", tostring(m[0]), tostring(m[1]))
+print("bread", be:region_read(0, 0, 4), (be:region_read(0, 0x8000, 4)))
+print("done")
+]=]):format(package.path, package.cpath))
+      f:close()
+      local p = io.popen("lua5.4 " .. child .. " 2>&1; echo status $?")
+      local out = p:read("a")
+      p:close()
+      os.remove(child)
+      assert.matches("status 0\n$", out)
+      assert.matches("map\tnil\tmmap region 0 of short %(offset 0x0 size 0x10000: the file "
+                     .. "behind it ends before that%): [^\n]*\t6\n", out)
+      assert.matches("mapped\t0\n", out)
+      assert.matches("read32\t16843009\tnil\n", out)
+      assert.matches("read\tnil\n", out)
+      assert.matches("map2\tnil\n", out)
+      assert.matches("backend\t6\ttrue\n", out)
+      assert.matches("bread\t16843009\tnil\n", out)
+      assert.matches("done\n", out)
+   end)
+end)

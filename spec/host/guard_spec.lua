@@ -3,6 +3,7 @@
 -- crash the process or reach memory, a file or a device register it was not given.
 local core = require "vfio.core"
 local fixture = require "support.fixture"
+local kvmhost = require "support.kvm"
 
 -- Objects these specs leave to the collector must not close fds under later specs.
 local function gc() collectgarbage(); collectgarbage() end
@@ -68,13 +69,18 @@ describe("types Lua cannot forge", function()
       local host = core.pcihost()
       -- a cfgspace is a PCI function, so the host bridge takes it ...
       assert(host:attach(0, 1, 0, cfg))
-      -- ... but it handles no guest ranges: a VM refuses it (needs /dev/kvm)
-      local kvm = core.kvm_open()
-      local vm = kvm and kvm:create_vm()
-      if not vm then pending("no usable /dev/kvm here: the VM half is covered in the lab") return end
+   end)
+
+   it("a cfgspace handles no guest ranges: a VM refuses it, and takes a trap #kvm", function()
+      local cfg = core.cfgspace(256)
+      local t = fixture.trap("edu")
+      local desc = getmetatable(cfg)
+      for k, v in pairs(getmetatable(t)) do desc[k] = v end
+      local vm, kvm = kvmhost.vm()
+      if not vm then pending(kvm) return end
       assert.has_error(function() vm:add_range("mmio", 0x100000, 0x1000, cfg) end)
       assert(vm:add_range("mmio", 0x100000, 0x1000, t))
-      vm:close()
+      vm:close(); kvm:close()
    end)
 end)
 
@@ -95,7 +101,7 @@ describe("a closed trap, as the guest reaches it", function()
       assert.are.same(before, be:stats())
    end)
 
-   it("forwards nothing to the device's MSI-X table from a guest store (host /dev/kvm)", function()
+   it("forwards nothing to the device's MSI-X table from a guest store #kvm", function()
       local t, be = fixture.trap("nvme")
       local m = assert(t:msix())
       local bar = assert(t:bars()[m.table_bar])
@@ -103,9 +109,8 @@ describe("a closed trap, as the guest reaches it", function()
       t:cfg_write(0x10 + 4 * m.table_bar, 4, base)
       if bar.is64 then t:cfg_write(0x14 + 4 * m.table_bar, 4, 0) end
       t:cfg_write(4, 2, 0x0006)                           -- memory decode, bus master
-      local kvm = core.kvm_open()
-      local vm = kvm and kvm:create_vm()
-      if not vm then pending("no usable /dev/kvm here: the lab covers the guest path") return end
+      local vm, kvm = kvmhost.vm()
+      if not vm then pending(kvm) return end
       assert(vm:add_ram(0, 0x10000))
       assert(vm:add_range("mmio", base, bar.size, t))
       local entry = base + m.table_off
@@ -128,21 +133,19 @@ end)
 local OUT_TWICE = string.char(0xB0, 0x01, 0xE6, 0x10, 0xB0, 0x02, 0xE6, 0x10, 0xF4)
 
 local function kvm_vm()
-   local kvm = core.kvm_open()
-   local vm = kvm and kvm:create_vm()
-   if not vm then return nil end
-   assert(vm:add_ram(0, 0x10000))
+   local vm, kvm = kvmhost.vm { ram = 0x10000 }
+   if not vm then return nil, kvm end
    assert(vm:write(0x1000, OUT_TWICE) == nil)
    local cpu = assert(vm:vcpu(0))
    assert(cpu:setup_real(0, 0x1000))
    return vm, cpu, kvm
 end
 
-describe("objects closed from inside vcpu:run (host /dev/kvm)", function()
+describe("objects closed from inside vcpu:run #kvm", function()
    after_each(gc)
    it("a handler that closes its vCPU ends the run cleanly", function()
       local vm, cpu = kvm_vm()
-      if not vm then pending("no usable /dev/kvm on this machine: the lab runs the same spec") return end
+      if not vm then pending(cpu) return end
       local calls = 0
       local e = assert(cpu:run(function()
          calls = calls + 1
@@ -159,7 +162,7 @@ describe("objects closed from inside vcpu:run (host /dev/kvm)", function()
 
    it("a handler that closes the VM ends the run; RAM goes only after the run", function()
       local vm, cpu = kvm_vm()
-      if not vm then pending("no usable /dev/kvm on this machine: the lab runs the same spec") return end
+      if not vm then pending(cpu) return end
       local e = assert(cpu:run(function()
          vm:close()
          assert.has_error(function() vm:read(0x1000, 1) end, "attempt to use a closed vm")
@@ -176,7 +179,7 @@ describe("objects closed from inside vcpu:run (host /dev/kvm)", function()
 
    it("a handler's error still ends the run, and the vCPU stays usable", function()
       local vm, cpu = kvm_vm()
-      if not vm then pending("no usable /dev/kvm on this machine: the lab runs the same spec") return end
+      if not vm then pending(cpu) return end
       assert.has_error(function() cpu:run(function() error("handler failed") end) end, nil)
       -- not stuck in "running": a nested-run check would refuse this
       local e = assert(cpu:run(function() return nil end))
@@ -212,14 +215,15 @@ describe("no Lua value is trusted as a pointer or a file descriptor", function()
       os.remove(path); os.remove(victim)
    end)
 
-   it("takes no raw address for a backend, a VM slot or a DMA mapping", function()
+   it("takes no raw address for a backend or a DMA mapping", function()
       assert.has_error(function() core.vfio_backend(3, {}, {}) end)
       local c = core.container and core.container("/dev/null")
       if c then assert.has_error(function() c:map_dma(0x1000, 4096, 0) end) end
-      local kvm = core.kvm_open()
-      local vm = kvm and kvm:create_vm()
-      if not vm then pending("no usable /dev/kvm here: vm:map is covered in the lab") return end
-      assert(vm:add_ram(0, 0x10000))
+   end)
+
+   it("takes no raw address for a VM slot #kvm", function()
+      local vm, kvm = kvmhost.vm { ram = 0x10000 }
+      if not vm then pending(kvm) return end
       assert.is_nil(vm:memory()[1].host)                  -- no host address reaches Lua
       assert.has_error(function() vm:map(0x80000, 0x1000, 0x7f0000000000) end)
       local buf = core.dmabuf(0x1000)
@@ -233,12 +237,10 @@ describe("no Lua value is trusted as a pointer or a file descriptor", function()
       vm:close()
    end)
 
-   it("an irqfd or ioeventfd keeps its own fd: a number Lua closed and reused is never written", function()
-      local kvm = core.kvm_open()
-      local vm = kvm and kvm:create_vm()
-      if not vm or not vm:add_ram(0, 0x10000) or not vm:create_irqchip() then
-         pending("no usable /dev/kvm with an irqchip here: covered in the lab") return
-      end
+   it("an irqfd or ioeventfd keeps its own fd: a number Lua closed and reused is never written #kvm", function()
+      local vm, kvm = kvmhost.vm { ram = 0x10000 }
+      if not vm then pending(kvm) return end
+      assert(vm:create_irqchip())
       local e = core.eventfd()
       local n = e:fileno()
       local q = assert(vm:irqfd(40, { fd = e }))
@@ -260,12 +262,11 @@ describe("no Lua value is trusted as a pointer or a file descriptor", function()
    end)
 end)
 
-describe("one guest-physical address map that refuses overlaps (host /dev/kvm)", function()
+describe("one guest-physical address map that refuses overlaps #kvm", function()
    after_each(gc)
    it("refuses RAM over RAM, a range over RAM, RAM or ranges over the irqchip's windows", function()
-      local kvm = core.kvm_open()
-      local vm = kvm and kvm:create_vm()
-      if not vm then pending("no usable /dev/kvm here: the lab's KVM runs the same calls") return end
+      local vm, kvm = kvmhost.vm()
+      if not vm then pending(kvm) return end
       assert(vm:add_ram(0, 0x100000))
       local buf = core.dmabuf(0x2000)
       local _, msg, errno = vm:map(0x80000, 0x1000, buf)

@@ -9,6 +9,7 @@ local machine = require "vfio.vmm.machine"
 local irq = require "vfio.vmm.irq"
 local record = require "vfio.record"
 local core = require "vfio.core"
+local kvmhost = require "support.kvm"
 
 local function only(list, typ)
    local out = {}
@@ -18,8 +19,7 @@ end
 
 -- A VM with an in-kernel irqchip, or nil when the host cannot make one.
 local function kvm_vm()
-   local kvm = core.kvm_open()
-   local vm = kvm and kvm:create_vm()
+   local vm, kvm = kvmhost.vm()
    if not vm or not vm:add_ram(0, 0x10000) or not vm:create_irqchip() then return nil end
    return vm, kvm
 end
@@ -72,10 +72,10 @@ describe("vfio.vmm.irq.mode masking", function()
    end)
 end)
 
-describe("trap pending sources", function()
+describe("trap pending sources #kvm", function()
    it("shows a masked MSI-X vector's eventfd count in the PBA, without consuming it", function()
       local vm, kvm = kvm_vm()
-      if not vm then pending("no usable /dev/kvm with an irqchip here: the lab covers it") return end
+      if not vm then pending(kvmhost.REASON) return end
       local t = fixture.trap("nvme")
       local m = t:msix()
       local q = assert(vm:irqfd(30))
@@ -99,7 +99,7 @@ describe("trap pending sources", function()
 
    it("shows a masked MSI vector's eventfd count in the pending bits", function()
       local vm, kvm = kvm_vm()
-      if not vm then pending("no usable /dev/kvm with an irqchip here: the lab covers it") return end
+      if not vm then pending(kvmhost.REASON) return end
       -- edu with the per-vector-mask bit set: a modified recording (no lab device has it)
       local fx = fixture.load("edu")
       local flags = fixture.cfg(fx, 0x42, 2) | 0x100
@@ -117,7 +117,7 @@ describe("trap pending sources", function()
    end)
 end)
 
-describe("machine MSI-X masking over a real irqchip", function()
+describe("machine MSI-X masking over a real irqchip #kvm", function()
    -- The trap is the recorded e1000e (5 MSI-X vectors, table in BAR3); the VM, its GSI
    -- routes and irqfds are real (host /dev/kvm); the device side is a fake that logs the
    -- eventfds VFIO would be given, and the test fires them as the device would.
@@ -142,7 +142,7 @@ describe("machine MSI-X masking over a real irqchip", function()
 
    it("keeps a masked vector from the guest, sets its PBA bit, delivers it on unmask", function()
       local m, sync, vm, kvm = setup()
-      if not m then pending("no usable /dev/kvm with an irqchip here: the lab covers it") return end
+      if not m then pending(kvmhost.REASON) return end
       local t, x = m.trap, m.trap:msix()
       local tb, pba = x.table_off, x.pba_off
       for v = 0, 1 do                                       -- program vectors 0 and 1

@@ -2,11 +2,11 @@
 -- boot entry, KVM's reserved pages) and the legacy ports answered in C (ignored ranges,
 -- the i8042), on the host's /dev/kvm. Pending where there is no usable KVM.
 local core = require "vfio.core"
+local kvmhost = require "support.kvm"
 local asm = require "support.asm"
 
 local function new_vm()
-   local kvm = core.kvm_open()
-   local vm = kvm and kvm:create_vm()
+   local vm, kvm = kvmhost.vm()
    if not vm then return nil end
    assert(vm:add_ram(0, 0x100000))
    return vm, kvm
@@ -32,10 +32,10 @@ local function leaf(list, fn, index)
    end
 end
 
-describe("KVM platform for Linux (host /dev/kvm)", function()
+describe("KVM platform for Linux #kvm", function()
    it("creates the PIT after the irqchip, not before", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       local ok, msg, errno = vm:create_pit2()
       assert.is_nil(ok)
       assert.are.equal(6, errno)                               -- ENXIO: no irqchip yet
@@ -47,7 +47,7 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
 
    it("gives each vCPU its APIC ID, the hypervisor bit and KVM's leaves, as the guest's CPUID sees them", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       assert(vm:create_irqchip())
       local sup = vm:supported_cpuid()
       assert.is_not_nil(leaf(sup, 0x40000000), "KVM_GET_SUPPORTED_CPUID lists KVM's signature leaf")
@@ -102,7 +102,7 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
 
    it("programs LINT0 as ExtINT and LINT1 as NMI, unmasked", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       assert(vm:create_irqchip())
       local cpu = assert(vm:vcpu(1))                           -- an AP: KVM leaves both masked
       assert.are.equal(0x10000, cpu:lapic_reg(0x350) & 0x10000)
@@ -115,7 +115,7 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
 
    it("reads and sets MSRs, naming the MSR when KVM refuses", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       local cpu = assert(vm:vcpu(0))
       local misc = assert(cpu:get_msr(0x1a0))
       assert.is_true(cpu:set_msr(0x1a0, misc | 1))
@@ -128,7 +128,7 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
 
    it("enters 32-bit code with the Linux boot protocol's selectors, GDT and ESI", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       -- the guest reloads DS from the GDT (as Linux may) and reports ESI and CS
       vm:write(0x800, string.pack("<I8I8I8I8", 0, 0, 0x00cf9b000000ffff, 0x00cf93000000ffff))
       local src = [[
@@ -153,7 +153,7 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
 
    it("enters 64-bit code through the caller's page tables with the 64-bit boot selectors", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       local linux = require "vfio.vmm.linux"
       -- identity tables at 0x9000 (PML4, PDPT, one directory of 2 MiB pages), a GDT with
       -- a long-mode code segment at 0x10
@@ -191,9 +191,8 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
    end)
 
    it("maps guest RAM at host addresses that agree with the guest's modulo 2 MiB, for huge pages", function()
-      local kvm = core.kvm_open()
-      local vm = kvm and kvm:create_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      local vm, why = kvmhost.vm()
+      if not vm then pending(why) return end
       local size = 6 << 20
       for i, gpa in ipairs { 0, 0x101000, 0x3ff000 } do
          assert(vm:add_ram(i * 0x10000000 + gpa, size))
@@ -214,7 +213,7 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
 
    it("reads a file straight into guest RAM, bounded by the RAM and the file", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       local path = os.tmpname()
       local f = assert(io.open(path, "wb"))
       f:write(("0123456789"):rep(1000))
@@ -242,7 +241,7 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
 
    it("keeps slots and ranges off KVM's TSS and identity-map pages", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       for _, gpa in ipairs { 0xfffbc000, 0xfffbd000, 0xfffbf000 } do
          local _, _, errno = vm:add_ram(gpa, 0x1000)
          assert.are.equal(17, errno)
@@ -254,10 +253,10 @@ describe("KVM platform for Linux (host /dev/kvm)", function()
    end)
 end)
 
-describe("legacy ports answered in C (host /dev/kvm)", function()
+describe("legacy ports answered in C #kvm", function()
    it("ignored ranges read their value in every byte and drop writes, without a Lua exit", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       assert(vm:add_ignore_ports(0x80, 16))
       assert(vm:add_ignore_ports(0x70, 2, 0))
       local src = [[
@@ -282,7 +281,7 @@ describe("legacy ports answered in C (host /dev/kvm)", function()
 
    it("the i8042 answers the controller commands and ends the run on a reset pulse", function()
       local vm = new_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       assert(vm:add_i8042())
       -- status; self test (0xaa -> 0x55); read CTR (0x20); write CTR (0x60) and read it
       -- back; loop a byte through 0xd2; then pulse reset

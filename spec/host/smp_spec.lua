@@ -5,7 +5,7 @@
 -- joined; a handler's error or close ends it cleanly. No irqchip here: without one every
 -- vCPU starts runnable (with one, KVM holds the others until the BSP's INIT/SIPI, which
 -- the Linux guest in the lab exercises).
-local core = require "vfio.core"
+local kvmhost = require "support.kvm"
 
 -- smp.c's hand-off without KVM: tests/smp_harness.c (built with the module) drives it
 -- with fake vCPUs over many run slices and checks that no exit is lost or given twice.
@@ -60,8 +60,7 @@ local function program(tag)
 end
 
 local function setup(n)
-   local kvm = core.kvm_open()
-   local vm = kvm and kvm:create_vm()
+   local vm, kvm = kvmhost.vm()
    if not vm or not vm:add_ram(0, 0x20000) then return nil end
    assert(vm:add_debugcon(0xe9))
    local cpus = {}
@@ -73,10 +72,10 @@ local function setup(n)
    return vm, cpus, kvm
 end
 
-describe("vm:run_vcpus", function()
+describe("vm:run_vcpus #kvm", function()
    it("serves every vCPU's Lua exits one at a time, C exits in their threads", function()
       local vm, cpus, kvm = setup(3)
-      if not vm then pending("no usable /dev/kvm here: the lab's Linux guest runs SMP") return end
+      if not vm then pending(kvmhost.REASON) return end
       local busy, back, n = false, {}, 0
       local e = assert(vm:run_vcpus(cpus, function(x)
          assert.is_false(busy)                 -- never two handlers at once
@@ -106,7 +105,7 @@ describe("vm:run_vcpus", function()
 
    it("checks its arguments", function()
       local vm, cpus, kvm = setup(2)
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       assert.has_error(function() vm:run_vcpus({}) end)
       assert.has_error(function() vm:run_vcpus({ cpus[1], cpus[1] }) end)
       local other = assert(kvm:create_vm())
@@ -117,7 +116,7 @@ describe("vm:run_vcpus", function()
 
    it("ends cleanly when a handler raises or closes the VM", function()
       local vm, cpus, kvm = setup(2)
-      if not vm then pending("no usable /dev/kvm here") return end
+      if not vm then pending(kvmhost.REASON) return end
       assert.has_error(function()
          vm:run_vcpus(cpus, function(x) if x.port == 0x10 then error("boom") end end, { timeout = 10 })
       end, nil)
@@ -132,7 +131,6 @@ describe("vm:run_vcpus", function()
 end)
 
 -- Issue 21 on real KVM (#kvm: the lab runs these where the host has no /dev/kvm).
-local kvmhost = require "support.kvm"
 local asm = require "support.asm"
 
 -- Each vCPU counts: it writes n (16 bits) to port 0x10, reads port 0x12 and expects the

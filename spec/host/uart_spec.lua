@@ -1,7 +1,7 @@
 -- The 16550A UART (csrc/kvm/uart.c), driven by small real-mode guests on the host's
 -- /dev/kvm: what the guest reads back goes out on a debug console (port 0xe9), so the
 -- spec sees the registers as the guest does. Pending where there is no usable KVM.
-local core = require "vfio.core"
+local kvmhost = require "support.kvm"
 local asm = require "support.asm"
 
 local ORG = 0x1000
@@ -9,9 +9,8 @@ local ORG = 0x1000
 -- A VM with RAM, the irqchip, a debug console at 0xe9, an exit port at 0xf4 and a UART;
 -- runs `source` (16-bit) until the exit port or the timeout.
 local function guest(source, uart_opts, before_run)
-   local kvm = core.kvm_open()
-   local vm = kvm and kvm:create_vm()
-   if not vm then return nil, "no usable /dev/kvm here" end
+   local vm, kvm = kvmhost.vm()
+   if not vm then return nil, kvm end
    local code, err = asm.assemble(".code16\n" .. source .. "\nout %al, $0xf4\n", ORG)
    if not code then return nil, err end
    assert(vm:add_ram(0, 0x100000))
@@ -40,7 +39,7 @@ local function skip_if_none(g, err)
    return false
 end
 
-describe("vfio.uart: a 16550A on the host's /dev/kvm", function()
+describe("vfio.uart: a 16550A driven by a guest #kvm", function()
    it("captures what the guest writes to THR, with LSR always ready to send", function()
       local g, err = guest(wr(0, 0x48) .. wr(0, 0x69) .. rd(5) .. rd(2) .. rd(3))
       if skip_if_none(g, err) then return end
@@ -207,9 +206,8 @@ describe("vfio.uart: a 16550A on the host's /dev/kvm", function()
    end)
 
    it("checks its arguments", function()
-      local kvm = core.kvm_open()
-      local vm = kvm and kvm:create_vm()
-      if not vm then pending("no usable /dev/kvm here") return end
+      local vm, why = kvmhost.vm()
+      if not vm then pending(why) return end
       assert.has_error(function() vm:add_uart { port = 0xfffc } end)
       assert.has_error(function() vm:add_uart { irq = 24 } end)
       assert.has_error(function() vm:add_uart { capture = -1 } end)
@@ -222,8 +220,6 @@ describe("vfio.uart: a 16550A on the host's /dev/kvm", function()
 end)
 
 describe("vfio.uart at the edges of the VMM #kvm", function()
-   local kvmhost = require "support.kvm"
-
    it("lowers the IRQ line it holds high when its range goes, so the guest's IRQ is not stuck", function()
       local vm, kvm = kvmhost.vm { ram = 0x100000 }
       if not vm then pending(kvm) return end

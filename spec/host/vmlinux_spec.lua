@@ -8,6 +8,7 @@ local files = require "support.files"
 local vmm = require "vfio.vmm.vm"
 local vmlinux = require "vfio.vmm.vmlinux"
 local linux = require "vfio.vmm.linux"
+local kvmhost = require "support.kvm"
 
 local MiB = 1 << 20
 
@@ -171,19 +172,24 @@ describe("vfio.vmm.vmlinux: the kernel decompressed on the host", function()
       local dir, work = tmpdir(), tmpdir()
       local path = work .. "/bzImage"
       files.writefile(path, gz)
-      local d = assert(vmlinux.decompress(gz, { path = path, cache_dir = dir }))
+      local image, known = assert(vmlinux.read_image(path))
+      assert.are.equal(gz, image)
+      assert.is_string(known)
+      local d = assert(vmlinux.decompress(gz, { path = path, known = known, cache_dir = dir }))
       local sha = d.path:match("/(%x+)%.vmlinux$")
       local index = listdir(dir .. "/index")
       assert.are.equal(1, #index)
       assert.are.equal(sha .. " " .. path .. "\n", files.readfile(dir .. "/index/" .. index[1]))
       -- an index entry that names another file is not believed
       files.writefile(dir .. "/index/" .. index[1], ("0"):rep(64) .. " /elsewhere\n")
-      assert.are.equal(d.path, assert(vmlinux.decompress(gz, { path = path, cache_dir = dir })).path)
+      assert.are.equal(d.path, assert(vmlinux.decompress(gz, { path = path, known = known, cache_dir = dir })).path)
       assert.are.equal(sha .. " " .. path .. "\n", files.readfile(dir .. "/index/" .. index[1]))
       -- another kernel at the same path: another size, so another entry, another hash
       local xz = bzimage(decompressor32(), compress(vml, "xz --check=crc32"), #vml)
       files.writefile(path, xz)
-      local d2 = assert(vmlinux.decompress(xz, { path = path, cache_dir = dir }))
+      local xzimage, xzknown = assert(vmlinux.read_image(path))
+      assert.are_not.equal(known, xzknown)
+      local d2 = assert(vmlinux.decompress(xzimage, { path = path, known = xzknown, cache_dir = dir }))
       assert.are_not.equal(d.path, d2.path)
       assert.are.equal(2, #listdir(dir .. "/index"))
       files.sh("rm -rf " .. dir .. " " .. work)
@@ -233,7 +239,9 @@ describe("vfio.vmm.vmlinux: the kernel decompressed on the host", function()
       files.sh("rm -rf " .. dir)
    end)
 
-   it("boots the vmlinux at its 64-bit entry, or the decompressor at the 32-bit one", function()
+   it("boots the vmlinux at its 64-bit entry, or the decompressor at the 32-bit one #kvm", function()
+      local usable, no_kvm = kvmhost.usable()
+      if not usable then pending(no_kvm) return end
       local dir = tmpdir()
       local r, m = boot(gz, { decompress = "host", cache_dir = dir, append = "x=1" })
       if not r then pending(m) return end
@@ -259,7 +267,9 @@ describe("vfio.vmm.vmlinux: the kernel decompressed on the host", function()
       files.sh("rm -rf " .. dir)
    end)
 
-   it("falls back to the guest's decompressor when the host lacks the tool, unless told host", function()
+   it("falls back to the guest's decompressor when the host lacks the tool, unless told host #kvm", function()
+      local usable, no_kvm = kvmhost.usable()
+      if not usable then pending(no_kvm) return end
       local dir = tmpdir()
       local gzip = vmlinux.FORMATS[1]
       local saved = gzip.cmd
@@ -284,6 +294,144 @@ describe("vfio.vmm.vmlinux: the kernel decompressed on the host", function()
       assert.is_nil(r)
       assert.matches("decompressed to", why)
       m:close()
+      files.sh("rm -rf " .. dir)
+   end)
+end)
+
+describe("vfio.vmm.vmlinux: a cache nobody else can plant", function()
+   local vml = kernel64()
+   local gz = bzimage(decompressor32(), compress(vml, "gzip -9"))
+   local other = elf { { paddr = 0x200000, bytes = ("\244"):rep(64) } } -- a kernel of someone else's
+   local root = require("posix.unistd").geteuid() == 0
+
+   local function sha_of(bytes)
+      local f = os.tmpname()
+      files.writefile(f, bytes)
+      local p = io.popen("sha256sum < " .. f)
+      local h = p:read("a"):match("^(%x+)")
+      p:close()
+      os.remove(f)
+      return h
+   end
+
+   it("refuses a cache directory another user owns or others may write to, or one below such a directory", function()
+      if not root then pending("chown to another user needs root") return end
+      local base = tmpdir()
+      local function refused(dir, pattern)
+         local d, err, reason = vmlinux.decompress(gz, { cache_dir = dir })
+         assert.is_nil(d, dir)
+         assert.are.equal("cache", reason)
+         assert.matches(pattern, err)
+         assert.are.same({}, listdir(dir))                   -- nothing written there
+      end
+      local theirs = base .. "/theirs"
+      files.sh(("mkdir -p %s && chown nobody %s"):format(theirs, theirs))
+      refused(theirs, "^kernel cache .*theirs: .*theirs is owned by uid 65534, not by this user")
+      local open = base .. "/open"
+      files.sh(("mkdir -p %s && chmod o+w %s"):format(open, open))
+      refused(open, "^kernel cache .*open: .*open is writable by group or others")
+      -- as with HOME unset (/tmp/.cache/luavfio/vmlinux): a parent made by someone else
+      local parent = base .. "/dotcache"
+      files.sh(("mkdir -p %s/luavfio/vmlinux && chown nobody %s"):format(parent, parent))
+      refused(parent .. "/luavfio/vmlinux", "dotcache %(above .*%) is owned by uid 65534, neither root nor this user")
+      -- the cache found through the environment falls back to this user's private
+      -- directory under $TMPDIR, saying why
+      local stdlib = require "posix.stdlib"
+      local saved_cache, saved_tmp = os.getenv("LUAVFIO_CACHE"), os.getenv("TMPDIR")
+      stdlib.setenv("LUAVFIO_CACHE", theirs)
+      stdlib.setenv("TMPDIR", base)
+      local ok, err = pcall(function()
+         local d = assert(vmlinux.decompress(gz))
+         assert.are.equal(base .. "/luavfio-vmlinux-0/", d.path:sub(1, #base + 19))
+         assert.matches("^kernel cache .*theirs/vmlinux: .*theirs %(above .*%) is owned by uid 65534", d.note)
+         d.file:close()
+      end)
+      stdlib.setenv("LUAVFIO_CACHE", saved_cache)
+      stdlib.setenv("TMPDIR", saved_tmp)
+      assert(ok, err)
+      files.sh("rm -rf " .. base)
+   end)
+
+   it("refuses a cached kernel another user owns or others may write to, and boots only the checked handle", function()
+      local dir = tmpdir()
+      local d = assert(vmlinux.decompress(gz, { cache_dir = dir }))
+      assert.are.equal(vml, files.readfile(d.path))
+      if d.file then d.file:close() end
+      -- planted: another kernel of the same size under this kernel's name
+      files.writefile(d.path, other .. ("\0"):rep(#vml - #other))
+      if root then
+         files.sh("chown nobody " .. d.path)
+         local none, err, reason = vmlinux.decompress(gz, { cache_dir = dir })
+         assert.is_nil(none)
+         assert.are.equal("cache", reason)
+         assert.are.equal(("kernel cache: %s is owned by uid 65534, not by this user (uid 0): "
+                           .. "not booted (remove it)"):format(d.path), err)
+         files.sh("chown 0 " .. d.path)
+      end
+      files.sh("chmod o+w " .. d.path)
+      local none, err, reason = vmlinux.decompress(gz, { cache_dir = dir })
+      assert.is_nil(none)
+      assert.are.equal("cache", reason)
+      assert.matches("is writable by group or others %(mode %d+%): not booted", err)
+      files.sh("rm -rf " .. dir)
+   end)
+
+   it("ignores an index entry another user wrote", function()
+      if not root then pending("chown to another user needs root") return end
+      local dir, work = tmpdir(), tmpdir()
+      local path = work .. "/bzImage"
+      files.writefile(path, gz)
+      local image, known = files.readfile(path), nil
+      if vmlinux.read_image then image, known = assert(vmlinux.read_image(path)) end
+      local d = assert(vmlinux.decompress(image, { path = path, known = known, cache_dir = dir }))
+      if d.file then d.file:close() end
+      -- someone else's index entry sends this path to their kernel, filed under its hash
+      local theirs = sha_of(other)
+      files.writefile(("%s/%s.vmlinux"):format(dir, theirs), other .. ("\0"):rep(#vml - #other))
+      local entry = dir .. "/index/" .. listdir(dir .. "/index")[1]
+      files.writefile(entry, theirs .. " " .. path .. "\n")
+      files.sh("chown nobody " .. entry)
+      local again = assert(vmlinux.decompress(image, { path = path, known = known, cache_dir = dir }))
+      assert.are.equal(d.path, again.path)
+      assert.are.equal(vml, again.file:read("a"))
+      again.file:close()
+      files.sh("rm -rf " .. dir .. " " .. work)
+   end)
+
+   it("files a kernel under the hash of the bytes it decompressed, not of the file read again", function()
+      local dir, work = tmpdir(), tmpdir()
+      local path = work .. "/bzImage"
+      files.writefile(path, gz)
+      local image = files.readfile(path)
+      -- the file changes after it was read: another kernel now lies there
+      local xz = bzimage(decompressor32(), compress(other, "xz --check=crc32"), #other)
+      files.writefile(path, xz)
+      local d = assert(vmlinux.decompress(image, { path = path, cache_dir = dir }))
+      assert.are.equal(("%s/%s.vmlinux"):format(dir, sha_of(gz)), d.path)
+      assert.are.equal(vml, files.readfile(d.path))
+      if d.file then d.file:close() end
+      -- and the other kernel gets its own key
+      local d2 = assert(vmlinux.decompress(xz, { path = path, cache_dir = dir }))
+      assert.are.equal(("%s/%s.vmlinux"):format(dir, sha_of(xz)), d2.path)
+      assert.are.equal(other, files.readfile(d2.path))
+      if d2.file then d2.file:close() end
+      files.sh("rm -rf " .. dir .. " " .. work)
+   end)
+
+   it("stops a decompressor whose output passes the size the header states", function()
+      local dir = tmpdir()
+      -- 64 MiB of zeros, about 10 KB of xz, in an image whose header says 4 KiB
+      local bomb = compress(("\0"):rep(64 * MiB), "xz --check=crc32")
+      assert.is_true(#bomb < 64 * 1024)
+      local image = bzimage(decompressor32(), bomb, 4096)
+      local d, err, reason = vmlinux.decompress(image, { cache_dir = dir })
+      assert.is_nil(d)
+      assert.are.equal("corrupt", reason)
+      local stopped = tonumber(err:match("^the kernel's payload decompresses to more than the 4096 "
+                                         .. "bytes its header says %(xz stopped after (%d+)%)$"))
+      assert.is_number(stopped, err)
+      assert.is_true(stopped <= 4096 + 65536)
+      assert.are.same({}, listdir(dir))
       files.sh("rm -rf " .. dir)
    end)
 end)

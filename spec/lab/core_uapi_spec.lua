@@ -86,13 +86,27 @@ describe("vfio.core container", function()
       assert.is_nil(ok)
       assert.matches("VFIO_IOMMU_MAP_DMA /dev/vfio/vfio %(iova 0x400000", err)
       assert.is_number(errno)
+      -- memory the IOMMU maps is never freed (issue 21, item 4): close is refused
+      ok, err, errno = b2:close()
+      assert.is_nil(ok)
+      assert.are.equal(16, errno) -- EBUSY
+      assert.matches("^close vfio.dmabuf: mapped for device DMA by 1 IOMMU mapping%(s%) %(the latest: "
+         .. "container /dev/vfio/vfio at iova 0x400000%)", err)
+      assert.is_false(b2:closed())
       if c:check_extension("unmap_all") then
          assert.are.equal(4096, c:unmap_all())
       else
          assert(c:unmap_dma(0x400000, 4096))
       end
-      b2:close()
+      assert.is_nil((b2:close()))
+      assert.is_true(b2:closed())
+      -- a buffer still mapped when everything closes is released by the container's close
+      local b3 = core.dmabuf(4096)
+      assert(c:map_dma(b3, 0x500000))
+      assert.are.equal(16, select(3, b3:close()))
       close()
+      assert.is_nil((b3:close()))
+      assert.is_true(b3:closed())
    end)
 end)
 

@@ -97,6 +97,38 @@ describe("edu", function()
       assert.are.equal(pattern, buf:read(n, n))
       assert.are.equal(buf:size(), dev.container:unmap_dma(iova, buf:size()))
    end)
+
+   -- Issue 21, item 4, through whichever interface this lab tier opens (a type1 container,
+   -- or the IOAS with LUAVFIO_IOMMUFD=1, where the device is also detached meanwhile: an
+   -- IOAS pins pages only while a device is attached).
+   it("refuses to free a DMA buffer the IOMMU maps, and its DMA reaches only that buffer", function()
+      local iova, n = 0x100000, 1024
+      local buf = vfio.dmabuf(4096)
+      assert(dev.container:map_dma(buf, iova))
+      local iommufd = dev.interface == "iommufd"
+      if iommufd then assert(dev.container:detach(dev.handle)) end
+      local ok, err, errno = buf:close()
+      assert.is_nil(ok)
+      assert.are.equal(16, errno) -- EBUSY
+      assert.matches("^close vfio.dmabuf: mapped for device DMA by 1 IOMMU mapping%(s%)", err)
+      assert.is_false(buf:closed())
+      local fresh = vfio.dmabuf(4096)
+      fresh:fill(0xee)
+      if iommufd then assert(dev.container:attach(dev.handle)) end
+      local pattern = {}
+      for i = 1, n do pattern[i] = string.char((i * 11 + 1) % 256) end
+      pattern = table.concat(pattern)
+      buf:write(0, pattern)
+      assert(bar:map())
+      assert.is_true(lab.edu_dma(bar, iova, 0x40000, n, 1))
+      assert.is_true(lab.edu_dma(bar, 0x40000, iova + n, n, 1 | 2))
+      assert.are.equal(pattern, buf:read(n, n))
+      assert.are.equal(("\238"):rep(4096), fresh:read(0, 4096))
+      assert.are.equal(4096, dev.container:unmap_dma(iova, 4096))
+      assert.is_nil((buf:close()))
+      assert.is_true(buf:closed())
+      fresh:close()
+   end)
 end)
 
 describe("e1000e", function()

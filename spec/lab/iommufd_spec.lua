@@ -198,6 +198,96 @@ describe("iommufd", function()
       assert.has_error(function() dev.container:map_dma(0x1000, 0x200000) end)
    end)
 
+   -- Issue 21, item 4: an IOAS pins a mapping's pages only while a device is attached, and
+   -- at attach pins whatever the mapped user address holds then. Detach, close the buffer,
+   -- let a new allocation land at its address, attach again: the device would reach memory
+   -- never mapped for it. The close is refused instead, and nothing can land there.
+   kit("refuses to free a buffer the IOAS maps while the device is detached (detach, close, reuse, attach)", function()
+      local dev <close> = open("edu")
+      local a, iova, n = dev.container, 0x100000, 1024
+      local buf = vfio.dmabuf(4096)
+      assert(a:map_dma(buf, iova, { read = true, write = true }))
+      assert(a:detach(dev.handle))
+      -- detached: no domain pins the pages now, and the close is still refused
+      local ok, err, errno = buf:close()
+      assert.is_nil(ok)
+      assert.are.equal(EBUSY, errno)
+      assert.are.equal(("close vfio.dmabuf: mapped for device DMA by 1 IOMMU mapping(s) (the latest: "
+         .. "ioas %d of /dev/iommu at iova 0x100000); unmap_dma it there first, or close that "
+         .. "container or ioas"):format(a:id()), err)
+      assert.is_false(buf:closed())
+      -- new allocations (the reuse) cannot take its address: it is still allocated
+      local fresh = {}
+      for i = 1, 16 do
+         fresh[i] = vfio.dmabuf(4096)
+         fresh[i]:fill(0xee)
+      end
+      assert(a:attach(dev.handle))
+      -- edu's DMA engine reaches the mapped buffer, and none of the fresh ones
+      assert.is_true(edu_dma_roundtrip(dev, buf, iova, n))
+      for i = 1, 16 do assert.are.equal(("\238"):rep(4096), fresh[i]:read(0, 4096), i) end
+      -- left to the collector while mapped, the buffer's memory still stays until the unmap
+      local weak = setmetatable({ buf }, { __mode = "v" })
+      buf = nil -- luacheck: ignore 311
+      collectgarbage(); collectgarbage()
+      assert.is_truthy(weak[1])
+      buf = weak[1]
+      -- unmapped, it closes
+      assert.are.equal(4096, a:unmap_dma(iova, 4096))
+      assert.is_nil((buf:close()))
+      assert.is_true(buf:closed())
+      for i = 1, 16 do fresh[i]:close() end
+   end)
+
+   kit("closing the IOAS unmaps what it maps and releases the buffers", function()
+      local edu = lab.need("edu")
+      local fd <close> = assert(core.iommufd())
+      local a = assert(fd:ioas())
+      local h <close> = assert(core.cdev(cdev_path(edu.bdf), edu.bdf))
+      assert(fd:bind(h))
+      assert(a:attach(h))
+      local buf = vfio.dmabuf(4096)
+      assert(a:map_dma(buf, 0x100000))
+      assert.are.equal(EBUSY, select(3, buf:close()))
+      assert(a:detach(h))
+      a:close()
+      assert.is_nil((buf:close()))
+      assert.is_true(buf:closed())
+   end)
+
+   kit("refuses to unmap or close guest RAM the IOAS maps, even with the device detached", function()
+      local kvm <close> = core.kvm_open()
+      if not kvm then pending("no /dev/kvm in this lab") return end
+      local vm = assert(kvm:create_vm())
+      local slot = assert(vm:add_ram(0, 0x200000))
+      local dev <close> = open("edu")
+      local a, iova, n = dev.container, 0x100000, 1024
+      assert(a:map_dma(vm, iova, { gpa = 0x100000, size = 0x10000 }))
+      assert(a:detach(dev.handle))
+      local ok, err, errno = vm:unmap(slot)
+      assert.is_nil(ok)
+      assert.are.equal(EBUSY, errno)
+      assert.matches("^unmap memory slot %d+: its guest RAM is mapped for device DMA by 1 IOMMU", err)
+      ok, err, errno = vm:close()
+      assert.is_nil(ok)
+      assert.are.equal(EBUSY, errno)
+      assert.matches("^close vfio.vm: guest RAM in memory slot %d+ is mapped for device DMA", err)
+      assert(a:attach(dev.handle))
+      -- edu's DMA engine reads and writes the guest's RAM through the IOAS
+      local pattern = {}
+      for i = 1, n do pattern[i] = string.char((i * 5 + 9) % 256) end
+      pattern = table.concat(pattern)
+      vm:write(0x100000, pattern)
+      local bar = dev:region(vfio.REGION.BAR0)
+      dev.config:write16(4, dev.config:read16(4) | 0x6)
+      assert.is_true(lab.edu_dma(bar, iova, 0x40000, n, 1))
+      assert.is_true(lab.edu_dma(bar, 0x40000, iova + n, n, 1 | 2))
+      assert.are.equal(pattern, vm:read(0x100000 + n, n))
+      assert.are.equal(0x10000, a:unmap_dma(iova, 0x10000))
+      assert(vm:unmap(slot))
+      assert.is_nil((vm:close()))
+   end)
+
    kit("delivers edu's MSI through an eventfd", function()
       local dev <close> = open("edu")
       local bar = dev:region(0)

@@ -90,7 +90,7 @@ end
 --            the image predates protocol 2.08 or the cache cannot be written: then guest,
 --            with m.boot_note saying why
 -- A vmlinux (an ELF) is always entered at its 64-bit entry.
-local function load_kernel(m, image, opts, cmdline, initrd)
+local function load_kernel(m, image, opts, cmdline, initrd, known)
    local vm = m.vm
    local how = opts.decompress or "auto"
    if how ~= "auto" and how ~= "host" and how ~= "guest" then
@@ -104,10 +104,12 @@ local function load_kernel(m, image, opts, cmdline, initrd)
    elseif how ~= "guest" then
       local hdr, herr = linux.parse(image)
       if not hdr then return nil, herr end
-      local d, derr, reason = vmlinux.decompress(image, { path = opts.kernel, cache_dir = opts.cache_dir })
+      local d, derr, reason = vmlinux.decompress(image, { path = opts.kernel, known = known,
+                                                          cache_dir = opts.cache_dir })
       if d then
          m.vmlinux = d
-         vml, err = vmlinux.open(d.path, m.ram_size)
+         if d.note then m.boot_note = ("the kernel cache is not used: %s"):format(d.note) end
+         vml, err = vmlinux.open(d.path, m.ram_size, d.file)
          if not vml then return nil, err end
          largs.image = image
       elseif how == "host" or reason == "corrupt" or reason == "signal" then
@@ -135,17 +137,20 @@ function M.setup(m, opts)
    local vm, cpu = m.vm, m.vcpu
    local cpus = m.vcpus or { cpu }
    local image, initrd = opts.image, opts.initrd_data or ""
-   local err
+   local err, kernel_known
    if not image then
-      image, err = read_file(assert(opts.kernel, "kernel or image required"), "kernel")
-      if not image then return nil, err end
+      -- read with the index key of the bytes read (vfio.vmm.vmlinux's cache)
+      local known
+      image, known = vmlinux.read_image(assert(opts.kernel, "kernel or image required"))
+      if not image then return nil, ("kernel: %s"):format(known) end
+      kernel_known = known
    end
    if opts.initrd then
       initrd, err = read_file(opts.initrd, "initrd")
       if not initrd then return nil, err end
    end
    local cmdline = opts.cmdline or (M.CMDLINE .. (opts.append and opts.append ~= "" and " " .. opts.append or ""))
-   local info, lerr = load_kernel(m, image, opts, cmdline, initrd)
+   local info, lerr = load_kernel(m, image, opts, cmdline, initrd, kernel_known)
    if not info then return nil, lerr end
 
    local ok, e, errno = vm:create_pit2()
@@ -219,16 +224,44 @@ local function verdict(exit, tail)
    return exit.reason, 1
 end
 
+-- Unclaimed exits, counted by address with a bound: a guest walking absent MMIO (or every
+-- port) must not grow the VMM's heap with it. At most M.MAX_UNCLAIMED distinct addresses
+-- per space are tracked (ports[port] = n, mmio[addr] = n); exits at further addresses only
+-- add to more.pio / more.mmio. counter:count(x) takes an exit ({space=, port= | addr=}).
+M.MAX_UNCLAIMED = 1024
+
+function M.unclaimed_counter(limit)
+   limit = limit or M.MAX_UNCLAIMED
+   local c = { ports = {}, mmio = {}, more = { pio = 0, mmio = 0 } }
+   local distinct = { pio = 0, mmio = 0 }
+   function c.count(_, x)
+      local space = x.space == "pio" and "pio" or "mmio"
+      local t, key = space == "pio" and c.ports or c.mmio, space == "pio" and x.port or x.addr
+      local n = t[key]
+      if n then
+         t[key] = n + 1
+      elseif distinct[space] < limit then
+         distinct[space] = distinct[space] + 1
+         t[key] = 1
+      else
+         c.more[space] = c.more[space] + 1
+      end
+   end
+   return c
+end
+
 -- run(m, {timeout = 60, slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f,
 --        on_slice = f(m) called between slices (false ends the run)}) ->
 --   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,
---    exit = last exit, tail = last console text, output = captured console, ports = {}}
+--    exit = last exit, tail = last console text, output = captured console, ports = {},
+--    mmio = {}, unclaimed_more = {pio =, mmio =}}
 -- Exits nothing in C answers reach Lua here: reads get all ones, writes are dropped, and
--- each port is counted (ports[port] = n), so a probe of something absent costs only time.
+-- each port or MMIO address is counted (M.unclaimed_counter: bounded), so a probe of
+-- something absent costs only time.
 function M.run(m, opts)
    opts = opts or {}
    local budget, slice = opts.timeout or 60, opts.slice or 0.5
-   local ports, mmio = {}, {}
+   local unclaimed = M.unclaimed_counter()
    local first = opts.handler
    local function handler(x)
       -- the board's handler first: Lua quirk windows of passed-through devices, and the
@@ -237,8 +270,7 @@ function M.run(m, opts)
          local v = first(x)
          if v ~= nil then return v end
       end
-      if x.space == "pio" then ports[x.port] = (ports[x.port] or 0) + 1
-      else mmio[x.addr] = (mmio[x.addr] or 0) + 1 end
+      unclaimed:count(x)
       if opts.trace then opts.trace(x) end
       return nil -- a read keeps the all-ones the run loop put there
    end
@@ -270,7 +302,8 @@ function M.run(m, opts)
    local tail = m.uart:tail()
    local result, status = verdict(exit, tail)
    return { result = result, status = status, exit = exit, tail = tail,
-            output = (m.uart:output()), ports = ports, mmio = mmio }
+            output = (m.uart:output()), ports = unclaimed.ports, mmio = unclaimed.mmio,
+            unclaimed_more = unclaimed.more }
 end
 
 return M

@@ -160,10 +160,10 @@ function cli.main(argv, how)
       f:close()
       local ok, why = multiboot.parse(image)
       if not ok then die(EXIT.setup, "guest %s is not bootable: %s", o.guest, why) end
-      local kvm, why = require("vfio.core").kvm_open()
+      local kvm, kvm_err = require("vfio.core").kvm_open()
       if not kvm then
          die(EXIT.setup, "%s: this machine has no KVM (load kvm-intel or kvm-amd, or run "
-            .. "inside the lab: lab/run -- lua5.4 passthrough.lua ...)", why)
+            .. "inside the lab: lab/run -- lua5.4 passthrough.lua ...)", kvm_err)
       end
       kvm:close()
    end

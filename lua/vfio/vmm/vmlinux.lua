@@ -10,8 +10,21 @@
 -- it); `decompress = "guest"` keeps the decompressor and its KASLR.
 --
 -- Every field of the image and of the ELF comes from an untrusted file and is checked
--- before it is used; a decompressor's output is checked against the size the bzImage
--- records for it before it enters the cache.
+-- before it is used; a decompressor's output is bounded by the size the bzImage records
+-- for it (the tool is stopped past it) and checked against it before it enters the cache.
+--
+-- The cache's rules, since a kernel found there is booted:
+-- - the cache directory and every file in it must be this user's own and not writable by
+--   group or others, and every directory above it owned by root or this user and not
+--   writable by others unless sticky (/tmp): checked with lstat on the directory, and
+--   with fstat on each file once it is open (the handle checked is the one read, never a
+--   path checked and then opened again). A directory that fails is not used (the next
+--   one is, else decompress fails with reason "cache" and the guest decompresses); a
+--   cached file that fails is refused, naming it;
+-- - a kernel is filed under the SHA-256 of the very bytes that were decompressed (the
+--   bytes in hand, never the file hashed again), and an index entry (path, size, times
+--   -> hash) is written only for bytes read while the file's size and times held still
+--   (M.read_image).
 local M = {}
 
 local MiB = 1 << 20
@@ -155,6 +168,69 @@ function M.private_tmp_dir()
    return dir
 end
 
+local S_IWGO, S_ISVTX = tonumber("022", 8), tonumber("1000", 8)
+
+-- Why a file or directory (its lstat or fstat) is not this user's own and closed to
+-- writes by group and others; nil when it is.
+local function not_private(st, what, uid)
+   if st.st_uid ~= uid then
+      return ("%s is owned by uid %d, not by this user (uid %d)"):format(what, st.st_uid, uid)
+   end
+   if st.st_mode & S_IWGO ~= 0 then
+      return ("%s is writable by group or others (mode %o)"):format(what, st.st_mode & tonumber("7777", 8))
+   end
+end
+
+-- trusted_dir(dir) -> its real path, or nil, why: dir is a directory of this user's own
+-- that nobody else can write to, below directories only root or this user can change
+-- (a directory others may write to must be sticky, as /tmp is).
+function M.trusted_dir(dir)
+   local stat, unistd = require "posix.sys.stat", require "posix.unistd"
+   local uid = unistd.geteuid()
+   local real = require("posix.stdlib").realpath(dir)
+   if not real then return nil, ("%s does not exist"):format(dir) end
+   local at = ""
+   local parts = {}
+   for part in real:gmatch("[^/]+") do parts[#parts + 1] = part end
+   for i = 0, #parts - 1 do
+      at = i == 0 and "/" or (at == "/" and "" or at) .. "/" .. parts[i]
+      local st = stat.lstat(at)
+      if not st or stat.S_ISDIR(st.st_mode) == 0 then return nil, ("%s is not a directory"):format(at) end
+      if st.st_uid ~= 0 and st.st_uid ~= uid then
+         return nil, ("%s (above %s) is owned by uid %d, neither root nor this user (uid %d)")
+            :format(at, dir, st.st_uid, uid)
+      end
+      if st.st_mode & S_IWGO ~= 0 and st.st_mode & S_ISVTX == 0 then
+         return nil, ("%s (above %s) is writable by group or others and not sticky"):format(at, dir)
+      end
+   end
+   local st = stat.lstat(real)
+   if not st or stat.S_ISDIR(st.st_mode) == 0 then return nil, ("%s is not a directory"):format(dir) end
+   local why = not_private(st, dir, uid)
+   if why then return nil, why end
+   return real
+end
+
+-- open_private(path) -> an open file (read), or nil (absent) | false, why (there, but
+-- not a regular file of this user's own closed to others' writes), checked by fstat on
+-- the handle returned.
+local function open_private(path)
+   local f = io.open(path, "rb")
+   if not f then return nil end
+   local st = require("posix.sys.stat").fstat(require("posix.stdio").fileno(f))
+   local why
+   if not st or require("posix.sys.stat").S_ISREG(st.st_mode) == 0 then
+      why = ("%s is not a regular file"):format(path)
+   else
+      why = not_private(st, path, require("posix.unistd").geteuid())
+   end
+   if why then
+      f:close()
+      return false, why
+   end
+   return f, st.st_size
+end
+
 local function sh(cmd)
    local ok, how, code = os.execute(cmd)
    return ok == true, how, code
@@ -170,13 +246,6 @@ local function make_dirs(path)
    end
 end
 
-local function file_size(path)
-   local f = io.open(path, "rb")
-   if not f then return nil end
-   local n = f:seek("end")
-   f:close()
-   return n
-end
 
 -- Does a tool run here? (The lab and Debian have gzip and xz; zstd, lz4 and lzop are
 -- packages of their own.)
@@ -186,29 +255,55 @@ end
 
 local index_lookup, index_store
 
-local function sha256(path)
-   local p = io.popen(("sha256sum < %s 2>/dev/null"):format(quote(path)))
-   if not p then return nil end
-   local out = p:read("a")
-   p:close()
-   return out:match("^(%x+)")
+-- The SHA-256 of bytes in hand (never of a file that may have changed since they were
+-- read), or nil.
+function M.sha256(bytes)
+   local out = os.tmpname() -- made by mkstemp: ours, mode 0600
+   local p = io.popen(("sha256sum > %s 2>/dev/null"):format(quote(out)), "w")
+   if not p then os.remove(out) return nil end
+   p:write(bytes)
+   local ok = p:close()
+   local f = io.open(out, "rb")
+   local line = f and f:read("a") or ""
+   if f then f:close() end
+   os.remove(out)
+   return ok and line:match("^(%x+)") or nil
 end
 
 -- Hashing a bzImage costs a second under TCG, so a file's hash is remembered in the
 -- cache's index/, under its path, size, mtime and ctime (not its inode: the lab's 9p
 -- view of the host renumbers inodes). A file rewritten in place within one second at
 -- the same size would be missed; a new file (a copy, a rename, a rebuild) is not.
-local function stat_key(path)
-   local st = require("posix.sys.stat").stat(path)
-   if not st then return nil end
+local function stat_key(path, st)
    local name = path:gsub("[^%w%.%-]", "_")
    if #name > 160 then name = name:sub(-160) end
    return ("%s@%d-%d-%d.sha256"):format(name, st.st_size, st.st_mtime, st.st_ctime)
 end
 
+-- read_image(path) -> bytes, known | nil, message: a kernel file's bytes, and the index
+-- key of the file they came from (nil when its size or times changed while it was read:
+-- such bytes are hashed, never looked up). Pass both to decompress: {path =, known =}.
+function M.read_image(path)
+   local stat = require "posix.sys.stat"
+   local f, err = io.open(path, "rb")
+   if not f then return nil, err end
+   local fd = require("posix.stdio").fileno(f)
+   local before = stat.fstat(fd)
+   local bytes = f:read("a")
+   local after = stat.fstat(fd)
+   f:close()
+   if not bytes then return nil, ("%s: read failed"):format(path) end
+   local known
+   if before and after and before.st_size == #bytes and after.st_size == #bytes
+      and before.st_mtime == after.st_mtime and before.st_ctime == after.st_ctime then
+      known = stat_key(path, after)
+   end
+   return bytes, known
+end
+
 function index_lookup(dirs, known, path)
    for _, d in ipairs(dirs) do
-      local f = io.open(d .. "/index/" .. known, "rb")
+      local f = M.trusted_dir(d .. "/index") and open_private(d .. "/index/" .. known)
       if f then
          local line = f:read("a")
          f:close()
@@ -221,6 +316,7 @@ end
 function index_store(dirs, known, sha, path)
    for _, d in ipairs(dirs) do
       make_dirs(d .. "/index")
+      if not M.trusted_dir(d .. "/index") then goto next end
       local tmpname = ("%s/index/.tmp.%d.%d"):format(d, os.time(), math.random(1 << 30))
       local f = io.open(tmpname, "wb")
       if f then
@@ -229,49 +325,67 @@ function index_store(dirs, known, sha, path)
          if ok and os.rename(tmpname, d .. "/index/" .. known) then return end
          os.remove(tmpname)
       end
+      ::next::
    end
 end
 
--- decompress(image, {path = the image's file (hashed where it lies), cache_dir =}) ->
---   {path = the vmlinux file, cached = true when it was there already, format =, size =}
+-- decompress(image, {path = the image's file, known = read_image's key for it, cache_dir =})
+--   -> {path = the vmlinux file, file = it open for reading (checked: boot this handle,
+--   not the path), cached = true when it was there already, format =, size =, note = why
+--   the cache directory was passed over for the private one, when it was}
 --   or nil, message, reason. reason "corrupt": the payload does not decompress to what
 --   its header says (the guest's decompressor would fail too); "payload": the image has
 --   no payload this can read (too old a protocol, an unknown compression); "tool": the
---   host lacks the tool for this compression; "cache": the cache cannot be written;
---   "signal": the tool was killed (a Ctrl-C reaches it too).
+--   host lacks the tool for this compression; "cache": no cache directory can be trusted
+--   or written, or a cached file is not this user's own; "signal": the tool was killed (a
+--   Ctrl-C reaches it too).
+-- The tool's output is read here and stopped once it passes the header's size: a small
+-- image cannot fill the disk.
 function M.decompress(image, opts)
    opts = opts or {}
    local pl, err = M.payload(image)
    if not pl then return nil, err, "payload" end
-   local src = opts.path
-   if not src then
-      src = os.tmpname()
-      local f, ferr = io.open(src, "wb")
-      if not f then return nil, ("kernel cache: %s"):format(ferr), "cache" end
-      f:write(image)
-      f:close()
+   -- the cache, else this user's private directory under $TMPDIR: only directories that
+   -- pass trusted_dir are read or written
+   local candidates, tmp = { M.cache_dir(opts) }, not opts.cache_dir and M.private_tmp_dir()
+   if tmp then candidates[2] = tmp end
+   local dirs, refused = {}, nil
+   for _, d in ipairs(candidates) do
+      make_dirs(d)
+      local real, why = M.trusted_dir(d)
+      if real then dirs[#dirs + 1] = real else refused = refused or ("kernel cache %s: %s"):format(d, why) end
    end
-   -- the cache, else this user's private directory under $TMPDIR: found in either,
-   -- written to the first that takes a file
-   local dirs, tmp = { M.cache_dir(opts) }, not opts.cache_dir and M.private_tmp_dir()
-   if tmp then dirs[2] = tmp end
-   local known = opts.path and stat_key(opts.path)
+   if #dirs == 0 then return nil, refused, "cache" end
+   local known = opts.path and opts.known
    local key = known and index_lookup(dirs, known, opts.path)
-   if not key then
-      key = sha256(src)
-      if src ~= opts.path then os.remove(src) end
-      if not key then return nil, "kernel cache: sha256sum failed", "cache" end
-      if known then index_store(dirs, known, key, opts.path) end
+   for _, d in ipairs(key and dirs or {}) do
+      local out = ("%s/%s.vmlinux"):format(d, key)
+      local f, size = open_private(out)
+      if f == false then return nil, ("kernel cache: %s: not booted (remove it)"):format(size), "cache" end
+      if f and size == pl.size then
+         return { path = out, file = f, cached = true, format = pl.format, size = pl.size, note = refused }
+      end
+      if f then f:close() end
    end
+   -- not known by the index (or its kernel is gone): the bytes in hand are hashed
+   local sha = M.sha256(image)
+   if not sha then return nil, "kernel cache: sha256sum failed", "cache" end
+   if known and sha ~= key then index_store(dirs, known, sha, opts.path) end
+   key = sha
    for _, d in ipairs(dirs) do
       local out = ("%s/%s.vmlinux"):format(d, key)
-      if file_size(out) == pl.size then
-         return { path = out, cached = true, format = pl.format, size = pl.size }
+      local f, size = open_private(out)
+      if f == false then return nil, ("kernel cache: %s: not booted (remove it)"):format(size), "cache" end
+      if f and size == pl.size then
+         return { path = out, file = f, cached = true, format = pl.format, size = pl.size, note = refused }
       end
+      if f then f:close() end
+   end
+   if not M.have_tool(pl.cmd[1]) then
+      return nil, ("the kernel is %s-compressed and %s is not installed"):format(pl.format, pl.cmd[1]), "tool"
    end
    local dir, tag, f, ferr
    for _, d in ipairs(dirs) do
-      make_dirs(d)
       tag = ("%s/.tmp.%d.%d"):format(d, os.time(), math.random(1 << 30))
       f, ferr = io.open(tag .. ".in", "wb")
       if f then dir = d break end
@@ -279,23 +393,39 @@ function M.decompress(image, opts)
    if not f then return nil, ("kernel cache %s: %s"):format(dirs[1], ferr), "cache" end
    local out = ("%s/%s.vmlinux"):format(dir, key)
    local zin, zout, zerr = tag .. ".in", tag .. ".out", tag .. ".err"
-   if not M.have_tool(pl.cmd[1]) then
-      f:close()
-      os.remove(zin)
-      return nil, ("the kernel is %s-compressed and %s is not installed"):format(pl.format, pl.cmd[1]), "tool"
-   end
    local wrote, werr = f:write(pl.data)
    f:close()
-   if not wrote then
+   local o
+   if wrote then o, werr = io.open(zout, "wb") end
+   if not o then
       os.remove(zin)
       return nil, ("kernel cache %s: %s"):format(dir, werr), "cache"
    end
    local cmd = {}
    for i, a in ipairs(pl.cmd) do cmd[i] = quote(a) end
-   local ok, how, code = sh(("%s < %s > %s 2> %s"):format(table.concat(cmd, " "), quote(zin), quote(zout), quote(zerr)))
+   local p = io.popen(("%s < %s 2> %s"):format(table.concat(cmd, " "), quote(zin), quote(zerr)), "r")
+   local n, over = 0, false
+   while p do
+      local chunk = p:read(1 << 16)
+      if not chunk then break end
+      n = n + #chunk
+      if n > pl.size then over = true break end -- stop the tool: closing the pipe ends it
+      if not wrote then break end
+      wrote, werr = o:write(chunk)
+   end
+   o:close()
+   local ok, how, code
+   if p then ok, how, code = p:close() else ok, how, code = nil, "exit", 127 end
    os.remove(zin)
    local why
-   if not ok and how == "signal" then
+   if not wrote then
+      os.remove(zerr)
+      os.remove(zout)
+      return nil, ("kernel cache %s: %s"):format(dir, werr), "cache"
+   elseif over then
+      why = ("the kernel's payload decompresses to more than the %d bytes its header says "
+             .. "(%s stopped after %d)"):format(pl.size, pl.cmd[1], n)
+   elseif not ok and how == "signal" then
       os.remove(zerr)
       os.remove(zout)
       return nil, ("%s was killed by signal %d while decompressing the kernel"):format(pl.cmd[1], code), "signal"
@@ -304,24 +434,26 @@ function M.decompress(image, opts)
       why = e and e:read("a"):gsub("%s+$", ""):gsub("\n", "; ") or ""
       if e then e:close() end
       why = ("%s -d failed on the kernel's payload%s"):format(pl.cmd[1], why ~= "" and ": " .. why or "")
-   else
-      local n = file_size(zout)
-      if n ~= pl.size then
-         why = ("the kernel's payload decompressed to %s bytes; its header says %d")
-            :format(tostring(n), pl.size)
-      end
+   elseif n ~= pl.size then
+      why = ("the kernel's payload decompressed to %d bytes; its header says %d"):format(n, pl.size)
    end
    os.remove(zerr)
    if why then
       os.remove(zout)
       return nil, why, "corrupt"
    end
+   local done, derr = open_private(zout)
+   if not done then
+      os.remove(zout)
+      return nil, ("kernel cache: %s"):format(derr or "the output vanished"), "cache"
+   end
    local renamed, rerr = os.rename(zout, out)
    if not renamed then
+      done:close()
       os.remove(zout)
       return nil, ("kernel cache: %s"):format(rerr), "cache"
    end
-   return { path = out, cached = false, format = pl.format, size = pl.size }
+   return { path = out, file = done, cached = false, format = pl.format, size = pl.size, note = refused }
 end
 
 -- open(path, ram_size) -> {entry=, segments=, start=, end_=, path=, read=, close=} or nil,
@@ -337,8 +469,11 @@ local function checked(read, close, size, ram_size, name, file)
    return info
 end
 
-function M.open(path, ram_size)
-   local f, err = io.open(path, "rb")
+-- open(path, ram_size [, file]): file, when given, is path already open (decompress's
+-- checked handle), and is read instead of opening path again.
+function M.open(path, ram_size, file)
+   local f, err = file, nil
+   if not f then f, err = io.open(path, "rb") end
    if not f then return nil, ("vmlinux %s"):format(err) end
    return checked(function(off, n)
       f:seek("set", off)
