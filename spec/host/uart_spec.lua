@@ -219,6 +219,26 @@ describe("vfio.uart: a 16550A driven by a guest #kvm", function()
    end)
 end)
 
+describe("the UART model without KVM (tests/uart_host)", function()
+   local prog = (os.getenv("LUAVFIO_BUILD") or "build") .. "/tests/uart_host"
+   local function run(mode)
+      local p = assert(io.popen(("%s %s 2>&1"):format(prog, mode)))
+      local out = p:read("a")
+      local ok, how, code = p:close()
+      assert.is_true(ok, ("uart_host %s ended by %s %s: %s"):format(mode, how, code, out))
+      return out
+   end
+
+   it("streams to a stdout with no reader left without dying of SIGPIPE", function()
+      assert.matches("^ok: 4 bytes to a pipe with no reader: Broken pipe, streaming stopped",
+                     run("pipe"))
+   end)
+
+   it("lowers the IRQ line it holds high when its range is released", function()
+      assert.matches("^ok: IRQ 4 raised, then lowered by the release", run("release"))
+   end)
+end)
+
 describe("vfio.uart at the edges of the VMM #kvm", function()
    it("lowers the IRQ line it holds high when its range goes, so the guest's IRQ is not stuck", function()
       local vm, kvm = kvmhost.vm { ram = 0x100000 }
