@@ -10,7 +10,8 @@
  * Checked, as KVM would see it: a vCPU is never run again while its last exit has not
  * reached the caller (KVM_RUN would complete it unseen: a write lost, a read of all
  * ones); the caller gets each vCPU's exits once each and in order; a read is completed
- * with the caller's data; every thread is joined when lv_kvm_smp_stop returns.
+ * with the caller's data; every thread is joined when lv_kvm_smp_stop returns; a run's
+ * deadline (lv_kvm_smp_deadline) saturates for a huge timeout instead of overflowing.
  * The lock smp.c hands around is checked too: never unlocked by a thread that does not
  * hold it (pthread_mutex_unlock and the cond waits are wrapped), also when a thread
  * cannot be created (pthread_create is wrapped to fail now and then).
@@ -345,6 +346,14 @@ int main(int argc, char **argv)
         cpus[i] = (struct lv_kvm_vcpu){.fd = 200 + i, .id = i, .vm = &vm};
     if (argc > 1 && !strcmp(argv[1], "signal"))
         return signal_mode();
+    /* deadlines: none for 0, negative or NaN; saturated, never wrapped, for huge ones */
+    int64_t t0 = lv_kvm_smp_now();
+    if (lv_kvm_smp_deadline(0) || lv_kvm_smp_deadline(-1) || lv_kvm_smp_deadline(0.0 / 0.0) ||
+        lv_kvm_smp_deadline(1e300) != INT64_MAX || lv_kvm_smp_deadline(1.0 / 0.0) != INT64_MAX ||
+        lv_kvm_smp_deadline(9.3e9) != INT64_MAX || lv_kvm_smp_deadline(1e-12) <= t0 ||
+        lv_kvm_smp_deadline(1.0) < t0 + 1000000000)
+        fail("lv_kvm_smp_deadline: a timeout of 0, -1, NaN, 1e300, inf, 9.3e9 s, 1 ps or 1 s "
+             "gave a wrong deadline");
     unsigned slices = argc > 1 ? (unsigned)strtoul(argv[1], NULL, 0) : 2000;
     unsigned seed = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 0) : 1;
     for (int i = 0; i < NCPU; i++)
