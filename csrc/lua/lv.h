@@ -40,6 +40,11 @@ int lv_syserror(lua_State *L, int err, const char *op, const char *subject);
 int lv_syserrorf(lua_State *L, int err, const char *op, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* After lv_syserror's three values for a DMA map of `size` bytes: when err is ENOMEM,
+ * the message on the stack (index -2) gains what the memlock limit (RLIMIT_MEMLOCK) is,
+ * what is locked already, and the `ulimit -l` the map needs. Returns 3. */
+int lv_dma_map_error(lua_State *L, int err, uint64_t size);
+
 /* Create a new full userdata of `size` bytes (zeroed) with `nuv` user values and the
  * metatable `tname`. */
 void *lv_newobject(lua_State *L, size_t size, const char *tname, int nuv);
