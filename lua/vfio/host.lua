@@ -564,7 +564,9 @@ local function check_acs(P, add, bdf)
    for _, b in ipairs(path) do
       local cfg = readbytes(pcibus.devpath(P.sys, b) .. "/config") or ""
       local t = pcie_type(cfg)
-      if t == nil and #cfg >= 0x40 then
+      if #cfg <= 0x40 then
+         unread[#unread + 1] = b -- others than root see the header only
+      elseif t == nil then
          bad[#bad + 1] = b .. " (a conventional PCI bridge: the devices below it are not "
             .. "isolated from each other)"
       elseif t == 4 or t == 6 then
@@ -585,8 +587,6 @@ local function check_acs(P, add, bdf)
                bad[#bad + 1] = fmt("%s (%s: ACS %s off)", b, PORT[t], table.concat(off, ", "))
             end
          end
-      elseif #cfg < 0x40 then
-         unread[#unread + 1] = b
       end
    end
    local found = {}
