@@ -73,10 +73,10 @@ local function mounts(P)
    if f then
       for line in f:lines() do
          local majmin, target, rest = line:match("^%S+ %S+ (%d+:%d+) %S+ (%S+) (.*)$")
-         local source = rest and rest:match(" %- %S+ (%S+)")
+         local fstype, source = (rest or ""):match("%- (%S+) (%S+)")
          if majmin then
             out[#out + 1] = { source = source and unescape(source), majmin = majmin,
-                              target = unescape(target) }
+                              target = unescape(target), fstype = fstype }
          end
       end
       f:close()
@@ -85,8 +85,10 @@ local function mounts(P)
    f = io.open(P.proc .. "/self/mounts")
    if not f then return out end
    for line in f:lines() do
-      local source, target = line:match("^(%S+) (%S+)")
-      if source then out[#out + 1] = { source = unescape(source), target = unescape(target) } end
+      local source, target, fstype = line:match("^(%S+) (%S+) (%S+)")
+      if source then
+         out[#out + 1] = { source = unescape(source), target = unescape(target), fstype = fstype }
+      end
    end
    f:close()
    return out
@@ -131,7 +133,8 @@ end
 
 --- What the host uses a PCI function for: the reasons vfio.bind refuses it.
 -- A block device below it that is mounted, swap or held (dm, md), a network interface
--- below it that is up, the boot VGA device, a bridge with devices below it.
+-- below it that is up, a virtio-9p function whose file system is mounted, the boot VGA
+-- device, a bridge with devices below it.
 -- @tparam string bdf the function ("0000:00:02.0")
 -- @tparam[opt] table opts the roots (see host.paths)
 -- @treturn {string,...} one phrase per use ({} when the host uses none of it)
@@ -155,6 +158,19 @@ function host.users(bdf, opts)
          if flags and flags & 1 ~= 0 then
             uses[#uses + 1] = fmt("network interface %s is up (operstate %s)", name,
                read(path .. "/operstate") or "?")
+         end
+      end
+   end
+   -- A virtio-9p function: its mount tag mounted as a 9p file system (a VM's root, often).
+   for _, name in ipairs(list(dp)) do
+      local tag = name:match("^virtio%d+$") and read(dp .. "/" .. name .. "/mount_tag")
+      tag = tag and tag:gsub("\0+$", "")
+      if tag then
+         for _, m in ipairs(ctx.mounts) do
+            if m.fstype == "9p" and m.source == tag then
+               uses[#uses + 1] = fmt("9p file system %s is mounted on %s", tag, m.target)
+               break
+            end
          end
       end
    end

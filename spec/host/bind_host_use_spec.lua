@@ -1,6 +1,7 @@
 -- vfio.bind refuses a device the host uses (issue 25 item 3), against a fake sysfs and
 -- procfs: a mounted or swapped block device below it (a disk, a partition, a dm holder), a
--- network interface that is up, the boot VGA device, a bridge with devices below it. The
+-- network interface that is up, a mounted virtio-9p file system, the boot VGA device, a
+-- bridge with devices below it. The
 -- refusal says what uses it and names the other functions of the IOMMU group that must
 -- follow; {force = true} binds anyway. Nothing is written to sysfs when it refuses.
 local has_posix = pcall(require, "posix")
@@ -86,6 +87,14 @@ describe("vfio.bind refuses a device the host uses", function()
       host:pci("0000:03:00.0", { driver = "e1000e", group = 9 })
       host:net("eth0", "0000:03:00.0", 0x1003, "up")
       refused("0000:03:00.0", "network interface eth0 is up %(operstate up%)")
+   end)
+
+   it("a virtio-9p function whose file system is mounted", function()
+      setup()
+      local dir = host:pci("0000:00:18.0", { class = 0x000200, driver = "virtio-pci", group = 3 })
+      host:write(dir:sub(#host.root + 2) .. "/virtio0/mount_tag", "host\0")
+      host:mount("host", "/", "0:30", "9p")
+      refused("0000:00:18.0", "9p file system host is mounted on /")
    end)
 
    it("the boot VGA device", function()

@@ -2,7 +2,8 @@
 -- Intel IOMMU with interrupt remapping, vfio-pci, every lab device in a viable group);
 -- settings broken here fail with their fix: the memlock limit lowered (with CAP_IPC_LOCK
 -- dropped, as a user without it runs), where a real DMA map then fails with ENOMEM naming
--- the limit, and a device taken from vfio-pci.
+-- the limit, and a device taken from vfio-pci. vfio.bind refuses the lab's own file system
+-- device, and the REPL shows why it cannot be opened.
 local lab = require "support.lab"
 local vfio = require "vfio"
 local files = require "support.files"
@@ -84,6 +85,34 @@ describe("the host check in the lab", function()
       assert.matches("^nil|12|VFIO_IOMMU_MAP_DMA .*: Cannot allocate memory: VFIO pins mapped "
          .. "memory against the memlock limit %(RLIMIT_MEMLOCK%), 64 KiB, with %d+ KiB locked "
          .. "already: this map needs at least %d+ KiB %(ulimit %-l %d+", out)
+   end)
+
+   it("vfio.bind refuses the lab's own file system device, saying what uses it", function()
+      -- the lab's root and project trees are virtio-9p functions (lab/run): the host (the
+      -- lab guest) uses them; bind is tried only on one vfio.host.users has found in use,
+      -- so a miss fails here instead of unbinding the lab's file system
+      local found
+      for _, d in ipairs(vfio.devices()) do
+         if d.bdf and d.driver ~= "vfio-pci" then
+            local uses = vfio.host.users(d.bdf)
+            local text = table.concat(uses, "; ")
+            if text:match("9p file system %S+ is mounted on ") then found = d.bdf break end
+         end
+      end
+      assert.is_string(found, "no virtio-9p function of the lab found in use")
+      local ok, err, errno = vfio.bind(found)
+      assert.is_nil(ok)
+      assert.are.equal(16, errno)
+      assert.matches("^bind " .. found:gsub("%p", "%%%0") .. ": the host uses this device: 9p "
+         .. "file system %S+ is mounted on .*bind it anyway with {force = true}", err)
+      assert.are_not.equal("vfio-pci", vfio.driver_of(found))
+      -- and the REPL shows why a device cannot be opened, errno by name
+      local poke = require "vfio.poke"
+      local out = {}
+      local s = poke.session(poke.env(), function(x) out[#out + 1] = x end)
+      assert.are.equal("failed", s:feed(('d = open("%s")'):format(found)))
+      assert.matches("^failed: open " .. found:gsub("%p", "%%%0") .. ": device is bound to "
+         .. "%S+, not to vfio%-pci: call vfio%.bind%(.*%) first %(ENODEV%); d = nil\n$", out[#out])
    end)
 
    describe("a device taken from vfio-pci", function()

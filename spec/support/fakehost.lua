@@ -109,11 +109,12 @@ function M:net(name, bdf, flags, operstate)
    ln(dir, self.sys .. "/class/net/" .. name)
 end
 
--- A mountinfo line: source mounted on target, from the device MAJ:MIN.
-function M:mount(source, target, majmin)
+-- A mountinfo line: source mounted on target, from the device MAJ:MIN (a file system of
+-- type fstype, default ext4).
+function M:mount(source, target, majmin, fstype)
    local f = assert(io.open(self.proc .. "/self/mountinfo", "a"))
-   f:write(("%d 1 %s / %s rw,relatime - ext4 %s rw\n"):format(20 + math.random(1000),
-      majmin or "0:0", target, source))
+   f:write(("%d 1 %s / %s rw,relatime - %s %s rw\n"):format(20 + math.random(1000),
+      majmin or "0:0", target, fstype or "ext4", source))
    f:close()
 end
 
