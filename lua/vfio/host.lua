@@ -65,7 +65,9 @@ local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end
 -- What the host uses a device for
 
 -- Mount table: {source, majmin, target} from mountinfo (or mounts when it is missing).
-local function unescape(s) return (s:gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end)) end
+local function unescape(s)
+   return (s:gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end))
+end
 
 local function mounts(P)
    local out = {}
@@ -510,7 +512,8 @@ local function check_hugepages(P, add, opts)
       add("huge pages", "ok", fmt("%s; %d free %s pages hold the VM's %s", found, pool.free,
          size_text(size), size_text(opts.mem or DEFAULT_PIN)))
    else
-      local dir = pool and pool.dir or fmt("%s/kernel/mm/hugepages/hugepages-%dkB", P.sys, size // KiB)
+      local dir = pool and pool.dir
+         or fmt("%s/kernel/mm/hugepages/hugepages-%dkB", P.sys, size // KiB)
       add("huge pages", "fail", fmt("%s; the VM's %s needs %d free %s pages", found,
          size_text(opts.mem or DEFAULT_PIN), need, size_text(size)),
          fmt("echo %d > %s/nr_hugepages (as root; early after boot, before memory "
@@ -594,7 +597,9 @@ local function check_acs(P, add, bdf)
          else
             local off = {}
             for _, f in ipairs(ACS_NEEDED) do
-               if ctl & f[2] == 0 then off[#off + 1] = f[1] .. (cap & f[2] == 0 and " (not supported)" or "") end
+               if ctl & f[2] == 0 then
+                  off[#off + 1] = f[1] .. (cap & f[2] == 0 and " (not supported)" or "")
+               end
             end
             if #off == 0 then
                good[#good + 1] = fmt("%s (%s: SrcValid ReqRedir CmpltRedir UpstreamFwd on)",

@@ -31,7 +31,9 @@ function M.errname(errno)
       local ok, e = pcall(require, "posix.errno")
       if ok and type(e) == "table" then
          local names = {}
-         for k in pairs(e) do if type(k) == "string" and k:match("^E%u+$") then names[#names + 1] = k end end
+         for k in pairs(e) do
+            if type(k) == "string" and k:match("^E%u+$") then names[#names + 1] = k end
+         end
          table.sort(names)
          for _, k in ipairs(names) do
             local v = e[k]
