@@ -241,6 +241,10 @@ end
 
 local KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 
+--- A size for people: "8 MiB", "1 GiB", "64 KiB".
+-- @function size_text
+-- @tparam integer n bytes
+-- @treturn string the size in the largest binary unit that keeps it readable
 local function size_text(n)
    if n >= GiB and n % GiB == 0 then return fmt("%d GiB", n // GiB) end
    if n >= MiB and n % MiB == 0 then return fmt("%d MiB", n // MiB) end
