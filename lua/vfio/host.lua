@@ -663,11 +663,14 @@ local function check_device(P, add, bdf, st)
       end
       return
    end
-   local members, blockers = {}, {}
+   local members, blockers, binds = {}, {}, {}
    for _, other in ipairs(list(("%s/kernel/iommu_groups/%d/devices"):format(P.sys, n))) do
       local d = pcibus.driver(P.sys, other)
       members[#members + 1] = fmt("%s (%s)", other, d or "no driver")
-      if not harmless_driver(d) then blockers[#blockers + 1] = fmt("%s (%s)", other, d) end
+      if not harmless_driver(d) then
+         blockers[#blockers + 1] = fmt("%s (%s)", other, d)
+         binds[#binds + 1] = fmt('bind("%s")', other)
+      end
    end
    local gname = fmt("group %d", n)
    if not st.groups[n] then
@@ -678,9 +681,9 @@ local function check_device(P, add, bdf, st)
          add(gname, "fail", fmt("not viable: %s %s bound to a host driver (members: %s)",
             table.concat(blockers, ", "), #blockers == 1 and "is" or "are",
             table.concat(members, ", ")), "bind every function of the group to vfio-pci "
-            .. "(bind(BDF) in vfio-poke, or vfio.bind), or unbind the ones you keep on the "
-            .. "host (echo BDF > /sys/bus/pci/devices/BDF/driver/unbind); if the host needs "
-            .. "one of them, the group cannot be passed through")
+            .. "(in vfio-poke: " .. table.concat(binds, "; ") .. "; or vfio.bind), or unbind "
+            .. "the ones you keep off the host (echo BDF > /sys/bus/pci/devices/BDF/driver/"
+            .. "unbind); if the host needs one of them, the group cannot be passed through")
       end
       local node = ("%s/%d"):format(P.vfio, n)
       local ok, what = node_access(node)

@@ -242,7 +242,8 @@ describe("vfio.host.check: devices and groups", function()
       local f = run { devices = { "0000:00:03.0" } }["group 7"]
       assert.are.equal("fail", f.status)
       assert.matches("not viable: 0000:00:03%.1 %(snd_hda_intel%) is bound to a host driver", f.found)
-      assert.matches("bind every function of the group to vfio%-pci", f.fix)
+      assert.matches('bind every function of the group to vfio%-pci %(in vfio%-poke: '
+         .. 'bind%("0000:00:03.1"%); or vfio.bind%)', f.fix)
    end)
 
    it("warns about a device on a host driver, fails one the host uses", function()
