@@ -362,10 +362,11 @@ static int c_map_dma(lua_State *L)
                             "%s: the container is in no-IOMMU mode: there is no IOMMU to map "
                             "DMA through, and a device DMAs to host-physical addresses",
                             c->path);
-    if (r < 0)
-        return lv_syserrorf(L, -r, "VFIO_IOMMU_MAP_DMA",
-                            "%s (iova 0x%llx size 0x%llx)", c->path,
-                            (unsigned long long)iova, (unsigned long long)size);
+    if (r < 0) {
+        lv_syserrorf(L, -r, "VFIO_IOMMU_MAP_DMA", "%s (iova 0x%llx size 0x%llx)", c->path,
+                     (unsigned long long)iova, (unsigned long long)size);
+        return lv_dma_map_error(L, -r, size);
+    }
     /* Keep the source referenced, and unfreeable, while the IOMMU maps it. */
     char mapper[160];
     snprintf(mapper, sizeof mapper, "container %s", c->path);
@@ -539,6 +540,17 @@ static int l_dma_uses(lua_State *L)
     return 3;
 }
 
+/* core._dma_map_error(errno, size) -> nil, message, errno: the error a DMA map of `size`
+ * bytes that failed with errno returns (ENOMEM names the memlock limit), for the specs on
+ * hosts where no map can fail for real. */
+static int l_dma_map_error(lua_State *L)
+{
+    int err = (int)luaL_checkinteger(L, 1);
+    uint64_t size = check_u64(L, 2);
+    lv_syserror(L, err, "VFIO_IOMMU_MAP_DMA", "(spec)");
+    return lv_dma_map_error(L, err, size);
+}
+
 void lv_open_container(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -559,6 +571,8 @@ void lv_open_container(lua_State *L)
     lua_setfield(L, -2, "_dma_record");
     lua_pushcfunction(L, l_dma_uses);
     lua_setfield(L, -2, "_dma_uses");
+    lua_pushcfunction(L, l_dma_map_error);
+    lua_setfield(L, -2, "_dma_map_error");
     lua_createtable(L, 0, 10);
     for (int i = 0; extensions[i].name; i++) {
         lua_pushinteger(L, extensions[i].value);

@@ -171,10 +171,11 @@ static int a_map_dma(lua_State *L)
     uint32_t flags = ((acc & LV_DMA_READ) ? VFIO_IOAS_READ : 0) |
                      ((acc & LV_DMA_WRITE) ? VFIO_IOAS_WRITE : 0);
     int r = vfio_ioas_map(a->ictx->fd, a->id, vaddr, iova, size, flags);
-    if (r < 0)
-        return lv_syserrorf(L, -r, "IOMMU_IOAS_MAP", "%s (ioas %u iova 0x%llx size 0x%llx)",
-                            a->ictx->path, a->id, (unsigned long long)iova,
-                            (unsigned long long)size);
+    if (r < 0) {
+        lv_syserrorf(L, -r, "IOMMU_IOAS_MAP", "%s (ioas %u iova 0x%llx size 0x%llx)",
+                     a->ictx->path, a->id, (unsigned long long)iova, (unsigned long long)size);
+        return lv_dma_map_error(L, -r, size);
+    }
     char mapper[160];
     snprintf(mapper, sizeof mapper, "ioas %u of %s", a->id, a->ictx->path);
     lv_dma_keep(L, 1, 2, iova, 2, size, slot, mapper);

@@ -43,6 +43,10 @@ int lv_syserrorf(lua_State *L, int err, const char *op, const char *fmt, ...)
 /* An optional timeout in milliseconds for poll(): `dflt` when absent, -1 (forever) when
  * negative, saturated at INT_MAX when larger (never truncated: 2^32 ms is no 0). */
 int lv_opt_timeout_ms(lua_State *L, int arg, int dflt);
+/* After lv_syserror's three values for a DMA map of `size` bytes: when err is ENOMEM,
+ * the message on the stack (index -2) gains what the memlock limit (RLIMIT_MEMLOCK) is,
+ * what is locked already, and the `ulimit -l` the map needs. Returns 3. */
+int lv_dma_map_error(lua_State *L, int err, uint64_t size);
 
 /* Create a new full userdata of `size` bytes (zeroed) with `nuv` user values and the
  * metatable `tname`. */

@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 int lv_syserror(lua_State *L, int err, const char *op, const char *subject)
 {
@@ -26,6 +28,55 @@ int lv_syserrorf(lua_State *L, int err, const char *op, const char *fmt, ...)
     vsnprintf(subject, sizeof subject, fmt, ap);
     va_end(ap);
     return lv_syserror(L, err, op, subject);
+}
+
+/* VmLck and VmPin (KiB) and CAP_IPC_LOCK in the effective set, from /proc/self/status. */
+static void locked_now(uint64_t *kib, int *ipc_lock)
+{
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "re");
+    *kib = 0;
+    *ipc_lock = 0;
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long v;
+        if (sscanf(line, "VmLck: %llu kB", &v) == 1 || sscanf(line, "VmPin: %llu kB", &v) == 1)
+            *kib += v;
+        else if (sscanf(line, "CapEff: %llx", &v) == 1)
+            *ipc_lock = (v >> 14) & 1; /* CAP_IPC_LOCK */
+    }
+    fclose(f);
+}
+
+int lv_dma_map_error(lua_State *L, int err, uint64_t size)
+{
+    if (err != ENOMEM)
+        return 3;
+    struct rlimit rl;
+    uint64_t locked;
+    int ipc_lock;
+    char hint[512];
+    locked_now(&locked, &ipc_lock);
+    uint64_t need = locked + (size + 1023) / 1024;
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0)
+        snprintf(hint, sizeof hint, " (the memlock limit could not be read: %s)",
+                 strerror(errno));
+    else if (rl.rlim_cur == RLIM_INFINITY || ipc_lock)
+        snprintf(hint, sizeof hint, " (the memlock limit does not apply: %s; the host is short "
+                 "of memory, or the IOMMU of mappings)",
+                 ipc_lock ? "CAP_IPC_LOCK" : "ulimit -l is unlimited");
+    else
+        snprintf(hint, sizeof hint,
+                 ": VFIO pins mapped memory against the memlock limit (RLIMIT_MEMLOCK), %" PRIu64
+                 " KiB, with %" PRIu64 " KiB locked already: this map needs at least %" PRIu64
+                 " KiB (ulimit -l %" PRIu64 ", or memlock in /etc/security/limits.conf, "
+                 "LimitMEMLOCK= for a systemd service; or CAP_IPC_LOCK, as root)",
+                 (uint64_t)rl.rlim_cur / 1024, locked, need, need);
+    const char *msg = lua_tostring(L, -2);
+    lua_pushfstring(L, "%s%s", msg ? msg : "", hint);
+    lua_replace(L, -3);
+    return 3;
 }
 
 void *lv_newobject(lua_State *L, size_t size, const char *tname, int nuv)

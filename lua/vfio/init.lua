@@ -5,6 +5,7 @@ local core = require "vfio.core"
 local pcibus = require "vfio.pcibus"
 local mdev = require "vfio.mdev"
 local migration = require "vfio.migration"
+local host = require "vfio.host"
 
 local vfio = {
    core = core,
@@ -19,11 +20,14 @@ local vfio = {
    group = core.group,
    mdev = mdev,            -- mediated devices: parents, types, create, remove
    migration = migration,  -- the migration state machine, save and load
-   -- Where sysfs, the VFIO group nodes (and devdir/devices/, the device cdevs) and
-   -- iommufd's node live; specs point these at fake trees.
+   host = host,            -- what the host uses a device for; the host check
+   -- Where sysfs, procfs (mounts, swaps), the VFIO group nodes (and devdir/devices/, the
+   -- device cdevs), iommufd's node and KVM's live; specs point these at fake trees.
    sysfs = "/sys",
+   procfs = "/proc",
    devdir = "/dev/vfio",
    iommudev = "/dev/iommu",
+   kvmdev = "/dev/kvm",
 }
 
 local ENOENT, EACCES, EPERM, ENODEV, EBUSY, EINVAL = 2, 13, 1, 19, 16, 22
@@ -652,15 +656,42 @@ function vfio.devices()
    return list
 end
 
--- vfio.bind(bdf): hand the device to vfio-pci (driver_override, unbind, reprobe).
-function vfio.bind(x)
+--- Hand a device to vfio-pci (driver_override, unbind, reprobe).
+-- Refuses (EBUSY) a device the host uses: a block device below it mounted, swap or held
+-- by dm/md, a network interface below it up, the boot VGA device, a bridge with devices
+-- below it (vfio.host.users); the message says what uses it and names the other functions
+-- of the IOMMU group that must follow it.
+-- @tparam string x the device: "0000:00:03.0", "00:03.0" or its sysfs path
+-- @tparam[opt] table opts force = true binds a device the host uses all the same
+-- @treturn[1] boolean true
+-- @treturn[1] ?string when other functions of its IOMMU group are still on host drivers:
+-- which, and that they must follow it to vfio-pci before the group can be opened
+-- @treturn[2] nil
+-- @treturn[2] string what failed, and the fix
+-- @treturn[2] integer errno
+function vfio.bind(x, opts)
    local bdf = resolve(x)
+   if opts ~= nil and type(opts) ~= "table" then
+      error(("bad argument #2 to 'bind' (table expected, got %s)"):format(type(opts)), 2)
+   end
    local dp = devpath(bdf)
    if not exists(dp) then
       return fail(ENOENT, "bind %s: no such PCI device (%s does not exist)", bdf, dp)
    end
    local drv = driver_of(bdf)
    if drv == "vfio-pci" then return true end
+   local P = host.paths { sysfs = vfio.sysfs, procfs = vfio.procfs, devdir = vfio.devdir,
+                          iommudev = vfio.iommudev, kvmdev = vfio.kvmdev }
+   local followers, n = host.group_followers(bdf, P)
+   local follow = host.followers_text(followers, n)
+   if not (opts and opts.force) then
+      local uses = host.users(bdf, P)
+      if #uses > 0 then
+         return fail(EBUSY, "bind %s: the host uses this device: %s; stop using it first, or "
+            .. "bind it anyway with {force = true}%s", bdf, table.concat(uses, "; "),
+            follow ~= "" and ("; " .. follow) or "")
+      end
+   end
    if not exists(vfio.sysfs .. "/bus/pci/drivers/vfio-pci") then
       return fail(ENODEV, "bind %s: the vfio-pci driver is not loaded (modprobe vfio-pci)",
          bdf)
@@ -678,6 +709,7 @@ function vfio.bind(x)
       return fail(ENODEV, "bind %s: the device is %s after probing (see dmesg)", bdf,
          drv and ("bound to " .. drv) or "unbound")
    end
+   if follow ~= "" then return true, ("bind %s: %s"):format(bdf, follow) end
    return true
 end
 
@@ -707,6 +739,12 @@ end
 -- first use. The virtual function over a device (trap core + layout + quirks) is the VMM
 -- layer's: require "vfio.vmm.passthrough" (the library does not reach up into it).
 function vfio.record(dev, path, opts) return require("vfio.record").record(dev, path, opts) end
+
+--- The symbolic name of an errno number, for messages: 2 -> "ENOENT".
+-- @function errname
+-- @tparam integer errno the number a failed call returned third
+-- @treturn string its name, or "errno N" for a number without one
+vfio.errname = pcibus.errname
 
 -- For tools: the pieces vfio.open uses.
 vfio.resolve = function(x) return resolve(x, 3) end

@@ -8,6 +8,45 @@ M.BDF = "^%x%x%x%x:%x%x:%x%x%.[0-7]$"
 -- strerror from vfio.core (C's own table), loaded on first use.
 function M.strerror(errno) return require("vfio.core").strerror(errno) end
 
+-- errno numbers -> symbolic names, from luaposix's posix.errno (with a fallback for the
+-- common ones when luaposix is missing); aliases resolve to the name strerror(3) pages use.
+local errnames
+local ERRNO_FALLBACK = {
+   [1] = "EPERM", [2] = "ENOENT", [3] = "ESRCH", [4] = "EINTR", [5] = "EIO", [6] = "ENXIO",
+   [7] = "E2BIG", [9] = "EBADF", [11] = "EAGAIN", [12] = "ENOMEM", [13] = "EACCES",
+   [14] = "EFAULT", [16] = "EBUSY", [17] = "EEXIST", [19] = "ENODEV", [20] = "ENOTDIR",
+   [21] = "EISDIR", [22] = "EINVAL", [24] = "EMFILE", [25] = "ENOTTY", [28] = "ENOSPC",
+   [34] = "ERANGE", [38] = "ENOSYS", [95] = "EOPNOTSUPP", [110] = "ETIMEDOUT",
+}
+local ERRNO_PREFERRED = { EAGAIN = true, EOPNOTSUPP = true, EDEADLK = true }
+
+--- The symbolic name of an errno number.
+-- @tparam integer errno the number (2)
+-- @treturn string its name ("ENOENT"), or "errno N" when the number has none here
+function M.errname(errno)
+   if math.type(errno) ~= "integer" then return tostring(errno) end
+   if not errnames then
+      errnames = {}
+      for k, v in pairs(ERRNO_FALLBACK) do errnames[k] = v end
+      local ok, e = pcall(require, "posix.errno")
+      if ok and type(e) == "table" then
+         local names = {}
+         for k in pairs(e) do
+            if type(k) == "string" and k:match("^E%u+$") then names[#names + 1] = k end
+         end
+         table.sort(names)
+         for _, k in ipairs(names) do
+            local v = e[k]
+            if math.type(v) == "integer" and (errnames[v] == nil or ERRNO_PREFERRED[k]) then
+               errnames[v] = k
+            end
+         end
+         for k, v in pairs(ERRNO_FALLBACK) do errnames[k] = v end
+      end
+   end
+   return errnames[errno] or ("errno " .. errno)
+end
+
 local posix
 -- luaposix's functions this module and vfio use; raises when luaposix is missing.
 function M.posix()

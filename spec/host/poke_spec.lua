@@ -151,3 +151,131 @@ describe("poke discovery", function()
       end
    end)
 end)
+
+-- Issue 25 item 8: the REPL never swallows a failure. A call that returns nil, message,
+-- errno shows the message with the errno's name, in an assignment too (which printed
+-- nothing and left the variable nil); and readline's absence is said once at start.
+describe("poke failures", function()
+   local out, s
+   before_each(function()
+      out = {}
+      s = poke.session(poke.env {
+         fail = function() return nil, "open 0000:00:03.0: no IOMMU group", 19 end,
+         fail2 = function() return nil, "lspci x: no such file" end,
+         good = function() return 42 end,
+      }, function(x) out[#out + 1] = x end)
+   end)
+
+   it("an assignment whose call failed shows the message and leaves the variable nil", function()
+      assert.are.equal("failed", s:feed('d = fail()'))
+      assert.are.same({ "failed: open 0000:00:03.0: no IOMMU group (ENODEV); d = nil\n" }, out)
+      assert.is_nil(rawget(s.env, "d"))
+      assert.are.equal("failed", s:feed('local e <close> = fail2()'))
+      assert.are.equal("failed: lspci x: no such file; e = nil\n", out[#out])
+      s:feed("t = {}")
+      assert.are.equal("failed", s:feed('t.x, y = fail()'))
+      assert.are.equal("failed: open 0000:00:03.0: no IOMMU group (ENODEV); t.x = nil\n", out[#out])
+   end)
+
+   it("an expression that failed shows the same line, errno by name", function()
+      assert.are.equal("failed", s:feed('fail()'))
+      assert.are.equal("failed: open 0000:00:03.0: no IOMMU group (ENODEV)\n", out[#out])
+      assert.are.equal("failed", s:feed('=fail()'))
+   end)
+
+   it("a successful assignment prints nothing and assigns every value", function()
+      assert.are.equal("ok", s:feed('a, b = good(), "x"'))
+      assert.are.same({}, out)
+      assert.are.equal(42, rawget(s.env, "a"))
+      assert.are.equal("x", rawget(s.env, "b"))
+      assert.are.equal("ok", s:feed('c = a == 42'))
+      assert.is_true(rawget(s.env, "c"))
+      assert.are.equal("ok", s:feed('t = { k = "v=w" }'))
+      assert.are.equal("v=w", rawget(s.env, "t").k)
+      assert.are.equal("error", s:feed('z = error("boom")'))
+      assert.matches("boom", out[#out])
+   end)
+
+   it("names errno symbolically", function()
+      assert.are.equal("ENOENT", require("vfio.pcibus").errname(2))
+      assert.are.equal("EBUSY", require("vfio.pcibus").errname(16))
+      assert.are.equal("EAGAIN", require("vfio.pcibus").errname(11))
+      assert.are.equal("errno 4000", require("vfio.pcibus").errname(4000))
+   end)
+
+   it("d = open(bdf) on a host without an IOMMU says so (fake sysfs)", function()
+      if not pcall(require, "posix") then pending("luaposix missing") return end
+      local fakehost = require "support.fakehost"
+      local vfio = require "vfio"
+      local host = fakehost.new()
+      host:driver("vfio-pci")
+      host:pci("0000:00:03.0", { driver = "vfio-pci" })
+      local saved = vfio.sysfs
+      vfio.sysfs = host.sys
+      local ok, status = pcall(s.feed, s, 'd = open("0000:00:03.0")')
+      vfio.sysfs = saved
+      host:remove()
+      assert.is_true(ok, status)
+      assert.are.equal("failed", status)
+      assert.matches("^failed: open 0000:00:03%.0: no IOMMU group %(.*iommu_group is missing%): "
+         .. "enable the IOMMU %(intel_iommu=on or amd_iommu=on .*%) %(ENODEV%); d = nil\n$", out[#out])
+   end)
+
+   it("on this machine, through bin/vfio-poke, when a device has no IOMMU group", function()
+      local bdf
+      for name in io.popen("ls /sys/bus/pci/devices 2>/dev/null"):lines() do
+         local f = io.open("/sys/bus/pci/devices/" .. name .. "/iommu_group")
+         if f then f:close() elseif not bdf then bdf = name end
+      end
+      if not bdf then pending("every PCI function here has an IOMMU group") return end
+      local p = assert(io.popen(("printf 'd = open(\"%s\")\\n=d\\n' | bin/vfio-poke 2>&1"):format(bdf)))
+      local text = p:read("a")
+      p:close()
+      assert.matches("^failed: open " .. bdf:gsub("%p", "%%%0") .. ": no IOMMU group .* %(ENODEV%); "
+         .. "d = nil\nnil\n$", text)
+   end)
+end)
+
+describe("poke without lua-readline", function()
+   local function repl(opts)
+      local out, err, lines = {}, {}, { "x = 1", "=x" }
+      opts.env = poke.env()
+      opts.out = function(x) out[#out + 1] = x end
+      opts.err = { write = function(_, x) err[#err + 1] = x end }
+      opts.input = function() return table.remove(lines, 1) end
+      opts.banner = false
+      poke.repl(opts)
+      return table.concat(out), table.concat(err)
+   end
+
+   it("says once at start on a terminal that completion and history are off", function()
+      local out, err = repl { tty = true, readline = false }
+      assert.are.equal(poke.READLINE_NOTE, err)
+      assert.matches("lua%-readline is not installed: Tab completion, line editing and history "
+         .. "are off %(Debian: apt install lua%-readline", err)
+      assert.matches("0x1 %(1%)", out)
+   end)
+
+   it("says nothing when readline is there, or when the input is not a terminal", function()
+      local rl = {}
+      for _, k in ipairs { "set_options", "set_readline_name", "set_complete_function",
+                           "save_history", "set_completion_append_character" } do
+         rl[k] = function() end
+      end
+      local _, err = repl { tty = true, readline = rl }
+      assert.are.equal("", err)
+      _, err = repl { tty = false }
+      assert.are.equal("", err)
+   end)
+
+   it("bin/vfio-poke on a pseudo-terminal with readline hidden", function()
+      if not os.execute("command -v script >/dev/null") then pending("no script(1)") return end
+      local p = assert(io.popen("printf 'x = 1\\n' | timeout 20 script -qec \"lua5.4 -e "
+         .. "'package.preload.readline = function() error(\\\"hidden\\\") end' bin/vfio-poke\" "
+         .. "/dev/null 2>&1"))
+      local text = p:read("a")
+      p:close()
+      local _, n = text:gsub("lua%-readline is not installed", "")
+      assert.are.equal(1, n, text)
+   end)
+end)

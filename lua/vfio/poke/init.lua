@@ -270,7 +270,19 @@ function M.devices()
 end
 
 -- Binding is vfio's (sysfs driver_override, unbind, reprobe); here for the REPL's sake.
-function M.bind(bdf) return M.vfio().bind(M.bdf(bdf)) end
+function M.bind(bdf, opts) return M.vfio().bind(M.bdf(bdf), opts) end
+
+--- The host check (vfio.host.check) as text: what VFIO needs, each finding with its fix.
+-- @tparam[opt] table|string opts vfio.host.check's options, or one BDF
+-- @treturn table text shown as is by the REPL
+function M.check(opts)
+   if type(opts) == "string" then opts = { devices = { M.bdf(opts) } } end
+   local host = require "vfio.host"
+   local o = { sysfs = M.sysfs ~= "/sys" and M.sysfs or nil }
+   for k, v in pairs(opts or {}) do o[k] = v end
+   local text = host.format(host.check(o))
+   return M.text((text:gsub("\n$", "")))
+end
 function M.unbind(bdf, opts) return M.vfio().unbind(M.bdf(bdf), opts) end
 
 -- lspci -vvv style decode of a function from sysfs (no VFIO needed).
@@ -533,7 +545,8 @@ local HELP = [[
 luavfio poke: explore PCI devices. Tab completes names and methods.
   ls()                      PCI functions: BDF, ids, class, driver, IOMMU group, name
   lspci(bdf)                lspci -vvv style decode from sysfs (no VFIO needed)
-  bind(bdf) / unbind(bdf)   to / from vfio-pci
+  bind(bdf) / unbind(bdf)   to / from vfio-pci (bind refuses a device the host uses)
+  check() / check(bdf)      what VFIO needs from this host, each finding with its fix
   d = open(bdf)             open through VFIO; then:
     d:lspci()               decode of the config space VFIO shows
     d:hexdump(0, 0, 64)     hexdump of BAR 0 (or "config"), offset, length
@@ -553,6 +566,7 @@ function M.help() print(HELP) end
 function M.env(extra)
    local env = {
       ls = M.devices, devices = M.devices, lspci = M.lspci, bind = M.bind, unbind = M.unbind,
+      check = M.check,
       open = M.open, hexdump = function(...) return M.text(hexdump(...)) end, decode = decode, regs = regs, pci = pci,
       pciids = pciids, help = M.help, pp = function(...) print(M.pp(...)) end,
    }
@@ -572,6 +586,43 @@ end
 
 local function pack(...) return { n = select("#", ...), ... } end
 
+--- The line a failed call's results (nil, message [, errno]) are shown as.
+-- @tparam table r the packed results (r.n, r[1] nil, r[2] the message)
+-- @treturn string "failed: MESSAGE (ENAME)", errno named symbolically
+function M.failure_text(r)
+   local msg = "failed: " .. tostring(r[2])
+   if math.type(r[3]) == "integer" then msg = msg .. " (" .. pcibus.errname(r[3]) .. ")" end
+   return msg
+end
+
+local function failed(r) return r.n >= 2 and r[1] == nil and type(r[2]) == "string" end
+
+-- An assignment `targets = expressions` whose targets are names or dotted fields (with
+-- `local` and attributes): its two halves, compiled, so the REPL sees what the right side
+-- returned (a failed call's message would otherwise vanish into a nil variable). nil for
+-- any other statement.
+local TARGET = "[%a_][%w_%.]*%s*"
+local function split_assignment(src, env)
+   local from = 1
+   while true do
+      local i = src:find("=", from, true)
+      if not i then return nil end
+      from = i + 1
+      local before, after = src:sub(i - 1, i - 1), src:sub(i + 1, i + 1)
+      if not before:match("[=<>~]") and after ~= "=" then
+         local lhs, rhs = src:sub(1, i - 1), src:sub(i + 1)
+         local names = lhs:gsub("^%s*local%s+", ""):gsub("%s*<%a+>%s*", " ")
+         for name in (names .. ","):gmatch("([^,]*),") do
+            if not name:match("^%s*" .. TARGET .. "$") then return nil end
+         end
+         local value = load("return " .. rhs, "=poke", "t", env)
+         local assign = load(lhs .. " = ...", "=poke", "t", env)
+         if value and assign then return value, assign, names:match("[%a_][%w_%.]*") end
+         return nil
+      end
+   end
+end
+
 local function short_trace(msg)
    if type(msg) == "string" and msg:match("interrupted$") then return msg end
    local tb = debug.traceback(msg, 2)
@@ -586,7 +637,9 @@ local function short_trace(msg)
    return table.concat(keep, "\n")
 end
 
--- Feed one line. Returns "more" when the chunk is incomplete, else "ok"/"error".
+-- Feed one line. Returns "more" when the chunk is incomplete, "error" when it raised,
+-- "failed" when its call (or the right side of its assignment) returned nil, message
+-- [, errno] (the message is shown, errno by name), else "ok".
 function Session:feed(line)
    if self.pending == nil and line:match("^%s*=") then line = "return " .. line:match("^%s*=(.*)") end
    local src = self.pending and (self.pending .. "\n" .. line) or line
@@ -604,6 +657,16 @@ function Session:feed(line)
       return "error"
    end
    self.pending = nil
+   -- An assignment runs as its right side, then the assignment of what it returned: a call
+   -- that failed with nil, message, errno shows the message.
+   local value, assign, targets = split_assignment(src, self.env)
+   local assigned
+   if value then
+      fn = function()
+         assigned = pack(value())
+         assign(table.unpack(assigned, 1, assigned.n))
+      end
+   end
    local res
    if self.signal then
       -- Ctrl-C stops the evaluation (like lua.c's REPL); at the prompt it ends the session.
@@ -623,7 +686,17 @@ function Session:feed(line)
       self.out(tostring(res[2]) .. "\n")
       return "error"
    end
-   if res.n > 1 then
+   if assigned then
+      if failed(assigned) then
+         self.out(M.failure_text(assigned) .. "; " .. targets .. " = nil\n")
+         return "failed"
+      end
+      return "ok"
+   end
+   if res.n > 1 and failed({ n = res.n - 1, table.unpack(res, 2, res.n) }) then
+      self.out(M.failure_text({ n = res.n - 1, table.unpack(res, 2, res.n) }) .. "\n")
+      return "failed"
+   elseif res.n > 1 then
       local parts = {}
       for i = 2, res.n do parts[#parts + 1] = M.pp(res[i]) end
       self.out(table.concat(parts, "\n") .. "\n")
@@ -637,26 +710,39 @@ local function isatty()
    return ok == true
 end
 
--- Run the interactive loop. opts.env, opts.histfile, opts.banner.
+--- What the REPL says once at start, on a terminal, when lua-readline is missing.
+M.READLINE_NOTE = "vfio-poke: lua-readline is not installed: Tab completion, line editing "
+   .. "and history are off (Debian: apt install lua-readline; LuaRocks: the readline rock)\n"
+
+--- Run the interactive loop.
+-- @tparam[opt] table opts env (the session's environment), histfile, banner (false: none),
+-- and for specs: tty (whether stdin is a terminal; default: asked), readline (the readline
+-- module, or false for none; default: require "readline" on a terminal), input (a
+-- function(prompt) -> line or nil), out (where results go; default io.write), err (where
+-- notes go; default io.stderr)
 function M.repl(opts)
    opts = opts or {}
    local env = opts.env or M.env()
-   local s = M.session(env)
-   local tty = isatty()
+   local out = opts.out or io.write
+   local s = M.session(env, out)
+   local tty = opts.tty
+   if tty == nil then tty = isatty() end
    local okp, sig = pcall(require, "posix.signal")
-   if okp and tty then
+   if okp and tty and opts.tty == nil then
       s.signal = sig
       -- At the prompt readline handles Ctrl-C (the line is dropped); the process stays.
       s.prompt_sigint = function() end
       sig.signal(sig.SIGINT, s.prompt_sigint)
    end
-   local RL
-   if tty then
+   local RL = opts.readline or nil
+   if opts.readline == nil and tty then
       local ok, rl = pcall(require, "readline")
       if ok then RL = rl end
    end
+   if tty and not RL then (opts.err or io.stderr):write(M.READLINE_NOTE) end
    local histfile = opts.histfile or ((os.getenv("HOME") or ".") .. "/.luavfio_poke_history")
    local function readline(prompt)
+      if opts.input then return opts.input(prompt) end
       if RL then return RL.readline(prompt) end
       if tty then io.write(prompt); io.flush() end
       return io.read("l")
@@ -678,7 +764,7 @@ function M.repl(opts)
       end)
    end
    if opts.banner ~= false and tty then
-      print("luavfio poke — help() for commands, Tab completes, Ctrl-D quits")
+      out("luavfio poke — help() for commands, Tab completes, Ctrl-D quits\n")
    end
    while true do
       local line = readline(s.pending and "....> " or "poke> ")
@@ -687,7 +773,7 @@ function M.repl(opts)
       io.flush()
    end
    if RL then RL.save_history() end
-   if tty then print() end
+   if tty then out("\n") end
 end
 
 -- `lua5.4 -i -l vfio.poke`: loaded by the interpreter's -l with -i and no script, take over

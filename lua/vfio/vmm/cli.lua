@@ -203,7 +203,7 @@ function cli.main(argv, how)
          local ok
          ok, dev, err, errno = pcall(vfio.open, spec)
          if not ok then give_up(EXIT.usage, "%s", dev) end
-         if not dev then give_up(EXIT.setup, "%s (errno %s)", err, tostring(errno)) end
+         if not dev then give_up(EXIT.setup, "%s (%s)", err, vfio.errname(errno)) end
       end
       devs[#devs + 1] = dev
       local m
