@@ -45,13 +45,13 @@ describe("rockspecs/luavfio-scm-1.rockspec #noasan", function()
 
    it("installs the passthrough command and the guest it boots by default", function()
       -- Run from / so nothing of the source tree can be found.
-      local out, code = sh(("cd / && %s/bin/passthrough --plan --device %s/spec/fixtures/edu.lua")
+      local out, code = sh(("cd / && %s/bin/vfio-passthrough --plan --device %s/spec/fixtures/edu.lua")
          :format(tree, cwd))
       assert.are.equal(0, code, out)
       assert.matches("1234:11e8 class 00ff00 %-> guest 00:04%.0", out)
       -- Without --guest the installed guest image is used: the run gets past the guest
       -- check to /dev/kvm (missing: 125) or the device name (not an address: 64).
-      out, code = sh(("cd / && %s/bin/passthrough --device no-such-device"):format(tree))
+      out, code = sh(("cd / && %s/bin/vfio-passthrough --device no-such-device"):format(tree))
       assert.is_nil(out:find("guest ", 1, true), out)
       assert.is_true(code == 64 or code == 125, out)
    end)
