@@ -2,7 +2,7 @@
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all build setup check check-host check-lab demo lab-shell fuzz clean
+.PHONY: all build setup check check-host check-lab demo lab-shell fuzz dist completions clean
 
 all: build
 
@@ -35,5 +35,19 @@ FUZZ_SECONDS ?= 300
 fuzz: setup build
 	@fuzz/run $(FUZZ_SECONDS)
 
+# The release's archive, rockspecs and packed source rock in dist/ (tools/dist says which);
+# then, offline: luarocks --lua-version=5.4 install dist/luavfio-VERSION-1.src.rock
+dist:
+	@tools/dist
+
+# The commands' shell completion, from their option definitions, in $(BUILD)/completions/
+# (e.g. for bash: cp $(BUILD)/completions/vfio-passthrough.bash
+# ~/.local/share/bash-completion/completions/vfio-passthrough).
+completions:
+	@mkdir -p $(BUILD)/completions
+	@for c in vfio-passthrough vfio-poke; do for s in bash zsh fish; do \
+	  bin/$$c --completion $$s > $(BUILD)/completions/$$c.$$s || exit 1; done; done
+	@ls $(BUILD)/completions/*
+
 clean:
-	rm -rf $(BUILD) build-*
+	rm -rf $(BUILD) build-* dist

@@ -11,7 +11,10 @@ LV_EXPORT int luaopen_vfio_core(lua_State *L)
 #define LV_CALL(name) lv_open_##name(L);
     LV_MODULES(LV_CALL)
     lv_protect_classes(L);
-    lua_pushliteral(L, "luavfio 0.1");
+#ifndef LUAVFIO_VERSION
+#error "LUAVFIO_VERSION comes from lua/vfio/version.lua through CMakeLists.txt"
+#endif
+    lua_pushliteral(L, LUAVFIO_VERSION);
     lua_setfield(L, -2, "_VERSION");
     return 1;
 }

@@ -16,7 +16,7 @@ end
 local COMMANDS = {
    { "lua5.4 passthrough.lua", "usage: lua5.4 passthrough.lua %-%-device BDF",
      "--device 00:03.0 --bogus", 64 },
-   { "bin/passthrough", "usage: passthrough %-%-device BDF", "--bogus", 64 },
+   { "bin/vfio-passthrough", "usage: vfio%-passthrough %-%-device BDF", "--bogus", 64 },
    { "bin/vfio-poke", "usage: vfio%-poke %[BDF%]", "--bogus", 64 },
    { "tools/check-layers", "usage: tools/check%-layers", "--bogus", 2 },
    { "lab/run", "lab/run", "--bogus", 125 },
@@ -47,11 +47,47 @@ describe("commands", function()
       end)
    end
 
-   it("passthrough's --help lists every option the parser takes", function()
-      local _, out = run("bin/passthrough --help")
-      for _, opt in ipairs { "--device", "--guest", "--mem", "--quirk", "--cmdline", "--timeout",
-                             "--no-mmap", "--trace", "--plan" } do
-         assert.matches("\n  " .. opt:gsub("%-", "%%-") .. " ", out)
+   it("vfio-passthrough's --help lists every option the parser takes", function()
+      local _, out = run("bin/vfio-passthrough --help")
+      local p = require("vfio.vmm.cli").parser { prog = "vfio-passthrough", usage = "vfio-passthrough",
+                                               guest = "guest.elf" }
+      local n = 0
+      for _, opt in ipairs(p._options) do
+         for _, alias in ipairs(opt._aliases) do
+            assert.matches("\n  [^\n]-" .. alias:gsub("%-", "%%-") .. "[ ,\n]", out)
+            n = n + 1
+         end
       end
+      assert.is_true(n >= 19, n)
+   end)
+
+   -- The Lua commands print their version, the library's and the rockspec's.
+   for _, cmd in ipairs { "bin/vfio-passthrough", "lua5.4 passthrough.lua", "bin/vfio-poke" } do
+      it(cmd .. " --version prints luavfio's version", function()
+         local code, out, stderr = run(cmd .. " --version")
+         assert.are.equal(0, code, stderr)
+         local name = cmd:match("([%w.-]+)$")
+         assert.are.equal(("%s (luavfio %s)\n"):format(name, require("vfio.version").number), out)
+         assert.are.equal(require("vfio.core")._VERSION, "luavfio " .. require("vfio.version").number)
+      end)
+
+      it(cmd .. " --completion writes bash, zsh and fish scripts; another shell is a usage error", function()
+         for _, shell in ipairs { "bash", "zsh", "fish" } do
+            local code, out, stderr = run(cmd .. " --completion " .. shell)
+            assert.are.equal(0, code, stderr)
+            assert.matches("%-%-version", shell == "fish" and out:gsub("%-l version", "--version") or out)
+         end
+         local code, out, stderr = run(cmd .. " --completion tcsh")
+         assert.are.equal(64, code)
+         assert.are.equal("", out)
+         assert.matches("%-%-completion must be one of 'bash', 'zsh', 'fish'", stderr)
+      end)
+   end
+
+   it("vfio-poke takes one BDF at most", function()
+      local code, out, stderr = run("bin/vfio-poke 00:03.0 00:04.0")
+      assert.are.equal(64, code)
+      assert.are.equal("", out)
+      assert.matches("^vfio%-poke: one BDF at most %(see %-%-help%)\nusage: vfio%-poke", stderr)
    end)
 end)

@@ -59,10 +59,10 @@ describe("vfio.vmm.layout.split_bar", function()
 end)
 
 describe("passthrough.lua before a VM exists", function()
-   it("refuses guest RAM that would cover the ECAM window", function()
+   it("refuses guest RAM that would cover the ECAM window, as a usage error", function()
       local out, code = sh("lua5.4 passthrough.lua --plan --mem 3000 --device spec/fixtures/edu.lua")
-      assert.are_not.equal(0, code)
-      assert.matches("guest RAM of 3000 MiB: it must be 2 to 2816 MiB %(above, it would cover the ECAM"
+      assert.are.equal(64, code)
+      assert.matches("%-%-mem 3000: guest RAM of 3000 MiB: it must be 2 to 2816 MiB %(above, it would cover the ECAM"
          .. " window at 0xb0000000%)", out)
       out, code = sh("lua5.4 passthrough.lua --plan --mem 2816 --device spec/fixtures/edu.lua")
       assert.are.equal(0, code, out)
@@ -92,6 +92,7 @@ describe("passthrough.lua before a VM exists", function()
    it("rejects unknown arguments and quirk names with usage status 64", function()
       local out, code = sh("lua5.4 passthrough.lua")
       assert.are.equal(64, code)
+      assert.matches("%-%-device is needed", out)
       assert.matches("usage: ", out)
       out, code = sh("lua5.4 passthrough.lua --device spec/fixtures/edu.lua --plan --quirk nosuch")
       assert.are.equal(64, code)
@@ -99,7 +100,7 @@ describe("passthrough.lua before a VM exists", function()
       assert.matches("edu%-dma%-guard %(edu_dma_guard%)", out)
       out, code = sh("lua5.4 passthrough.lua --device 00:03.0 --bogus")
       assert.are.equal(64, code)
-      assert.matches("unknown argument %-%-bogus", out)
+      assert.matches("unknown option '%-%-bogus'", out)
    end)
 
    it("says a guest file is not bootable", function()
@@ -113,5 +114,168 @@ describe("passthrough.lua before a VM exists", function()
       assert.are.equal(125, code)
       assert.matches("open /dev/kvm %(hidden by LUAVFIO_NO_KVM%): No such file or directory: "
                      .. "this machine has no KVM", out)
+   end)
+end)
+
+-- The option parser (argparse): every usage error names the option and what it wants,
+-- exits 64 and comes before any device is opened (the devices named here do not exist,
+-- or are addresses this machine cannot open: an error about them would come later).
+describe("passthrough.lua's options", function()
+   local function usage_error(args, want)
+      local out, code = sh("lua5.4 passthrough.lua " .. args)
+      assert.are.equal(64, code, out)
+      assert.matches(want, out)
+      assert.matches("usage: lua5%.4 passthrough%.lua ", out)
+      return out
+   end
+
+   it("take --opt=value as well as --opt value", function()
+      local out, code = sh("lua5.4 passthrough.lua --plan --device=spec/fixtures/edu.lua --mem=128 --quirk=none")
+      assert.are.equal(0, code, out)
+      assert.matches("guest RAM 128 MiB", out)
+      assert.matches("quirks none", out)
+   end)
+
+   it("take --mem with a size suffix; a plain number stays MiB", function()
+      for _, c in ipairs { { "512M", 512 }, { "1G", 1024 }, { "1GiB", 1024 }, { "1.5g", 1536 },
+                           { "2048K", 2 }, { "300", 300 } } do
+         local out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/edu.lua --mem " .. c[1])
+         assert.are.equal(0, code, out)
+         assert.matches("guest RAM " .. c[2] .. " MiB", out)
+      end
+   end)
+
+   it("name the option and what it wants in each error", function()
+      usage_error("--cpus two --device 00:03.0",
+         "passthrough%.lua: %-%-cpus: expected a whole number of vCPUs, got 'two'")
+      usage_error("--device 00:03.0 --timeout", "%-%-timeout: expected a number of seconds, got nothing")
+      usage_error("--device 00:03.0 --timeout soon", "%-%-timeout: expected a number of seconds, got 'soon'")
+      usage_error("--device 00:03.0 --timeout=-1", "%-%-timeout: expected a number of seconds, got '%-1'")
+      local size = "%-%-mem: expected a size in MiB or with a suffix %(512M, 1G%), got "
+      usage_error("--device 00:03.0 --mem lots", size .. "'lots'")
+      usage_error("--device 00:03.0 --mem 100K", size .. "'100K'")
+      usage_error("--device 00:03.0 --mem 1", "%-%-mem 1: guest RAM of 1 MiB: it must be 2 to 2816 MiB")
+      usage_error("--device 00:03.0 --mem=3G", "%-%-mem 3G: guest RAM of 3072 MiB")
+      usage_error("--device 00:03.0 --decompress maybe", "%-%-decompress: expected host or guest, got 'maybe'")
+      usage_error("--device 00:03.0 --halt-poll-us 1.5",
+         "%-%-halt%-poll%-us: expected a whole number of microseconds, got '1%.5'")
+      usage_error("--device", "%-%-device: expected a PCI address such as 0000:00:03%.0, got nothing")
+      usage_error("--device 00:03.0 --cpus 0 --kernel Makefile", "%-%-cpus 0: at least 1")
+      usage_error("--device 00:03.0 --cpus 65 --kernel Makefile", "%-%-cpus 65: at most 64")
+      usage_error("--device 00:03.0 --cpus 2", "%-%-cpus needs %-%-kernel")
+      usage_error("--device 00:03.0 --initrd Makefile", "%-%-initrd needs %-%-kernel")
+      usage_error("--device 00:03.0 --plan=yes", "option '%-%-plan' does not take arguments")
+      usage_error("--device 00:03.0 stray", "unexpected argument")
+      usage_error("--completion tcsh", "%-%-completion must be one of 'bash', 'zsh', 'fish'")
+   end)
+
+   it("report a missing --kernel, --initrd or --guest file as a usage error, before any device", function()
+      -- 0000:00:03.0 is never opened: the file is reported first
+      usage_error("--device 0000:00:03.0 --kernel /nonexistent/bzImage",
+         "%-%-kernel /nonexistent/bzImage: No such file or directory")
+      usage_error("--device 0000:00:03.0 --kernel Makefile --initrd /nonexistent/initrd",
+         "%-%-initrd /nonexistent/initrd: No such file or directory")
+      usage_error("--device 0000:00:03.0 --guest /nonexistent/guest.elf",
+         "%-%-guest /nonexistent/guest%.elf: No such file or directory")
+      -- a file that exists but is no kernel cannot set up the VM (125), as before
+      local out, code = sh("lua5.4 passthrough.lua --device 0000:00:03.0 --kernel Makefile")
+      assert.are.equal(125, code, out)
+      assert.matches("kernel Makefile: ", out)
+   end)
+
+   it("say that names like edu only exist inside the lab", function()
+      local out = usage_error("--device edu", "%-%-device edu: names like edu only exist inside the lab")
+      assert.is_nil(out:find("bad argument", 1, true), out)
+      usage_error("--device 00:3.0", "%-%-device 00:3%.0: not a PCI address")
+      usage_error("--device spec/fixtures/edu.lua", "a recorded fixture only lays out with %-%-plan")
+      -- inside the lab, a name not in its list says which names there are
+      local list = os.tmpname()
+      local f = assert(io.open(list, "w"))
+      f:write("0000:00:03.0 1234:11e8 vfio-pci 7 edu\n")
+      f:close()
+      local out2, code = sh(("LUAVFIO_LAB_DEVICES=%s lua5.4 passthrough.lua --plan --device nvme"):format(list))
+      os.remove(list)
+      assert.are.equal(64, code, out2)
+      assert.matches("%-%-device nvme: the lab has no device of that name %(it has: edu%)", out2)
+   end)
+
+   it("print the version with --version", function()
+      local out, code = sh("lua5.4 passthrough.lua --version")
+      assert.are.equal(0, code, out)
+      assert.are.equal("passthrough.lua (luavfio " .. require("vfio.version").number .. ")\n", out)
+   end)
+
+   it("write bash, zsh and fish completion from the parser's own definition", function()
+      local p = require("vfio.vmm.cli").parser { prog = "vfio-passthrough", usage = "vfio-passthrough",
+                                               guest = "guest.elf" }
+      for _, shell in ipairs { "bash", "zsh", "fish" } do
+         local out, code = sh("lua5.4 bin/vfio-passthrough --completion " .. shell)
+         assert.are.equal(0, code, out)
+         assert.are.equal(p["get_" .. shell .. "_complete"](p), out)
+         for _, opt in ipairs { "device", "kernel", "mem", "quirk", "no-mmap", "plan", "version" } do
+            assert.matches((shell == "fish" and "%-l " or "%-%-") .. opt:gsub("%-", "%%-"), out)
+         end
+      end
+      local out = sh("lua5.4 bin/vfio-passthrough --completion bash")
+      assert.matches("_vfio%-passthrough%(%)", out)
+      assert.matches("complete %-F _vfio%-passthrough", out)
+   end)
+end)
+
+describe("per-device options (--device BDF,no-mmap=on,quirk=NAME)", function()
+   local cli = require "vfio.vmm.cli"
+   local how = { prog = "passthrough.lua", usage = "lua5.4 passthrough.lua", guest = "guest.elf" }
+
+   it("parse into the device's own no_mmap and quirks, the command's options the default", function()
+      local o = assert(cli.parse({ "--device", "0000:00:03.0,no-mmap=on,quirk=none", "--device", "00:04.0",
+                                   "--device=00:05.0,quirk=edu_dma_guard,quirk=e1000e_io_window,no-mmap=off",
+                                   "--no-mmap", "--quirk", "edu-dma-guard" }, how))
+      assert.are.same({ name = "0000:00:03.0", no_mmap = true, quirks = { "none" } }, o.devices[1])
+      assert.are.same({ name = "00:04.0", no_mmap = true, quirks = { "edu-dma-guard" } }, o.devices[2])
+      assert.are.same({ name = "00:05.0", no_mmap = false, quirks = { "edu_dma_guard", "e1000e_io_window" } },
+                      o.devices[3])
+      o = assert(cli.parse({ "--device", "00:03.0,no-mmap" }, how))
+      assert.are.same({ name = "00:03.0", no_mmap = true }, o.devices[1])
+      o = assert(cli.parse({ "--device", "00:03.0" }, how))
+      assert.are.same({ name = "00:03.0" }, o.devices[1])
+   end)
+
+   it("refuse unknown or malformed device options, naming --device", function()
+      local function refused(dev, want)
+         local o, err = cli.parse({ "--device", dev }, how)
+         assert.is_nil(o)
+         assert.matches(want, err)
+      end
+      refused("00:03.0,foo=1",
+         "^%-%-device 00:03%.0,foo=1: unknown device option 'foo=1' %(known: no%-mmap=on|off, quirk=NAME%)")
+      refused("00:03.0,no-mmap=maybe",
+         "^%-%-device 00:03%.0,no%-mmap=maybe: no%-mmap takes on or off, got 'maybe'")
+      refused("00:03.0,quirk=", "quirk= needs a quirk name or none")
+      refused(",no-mmap=on", "^%-%-device: expected a PCI address")
+   end)
+
+   it("apply to that device only: --plan shows one device trapped, the other mapped", function()
+      local out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/edu.lua,no-mmap=on "
+         .. "--device spec/fixtures/nvme.lua")
+      assert.are.equal(0, code, out)
+      local edu, nvme = out:match("^(device spec/fixtures/edu%.lua.-)(\ndevice spec/fixtures/nvme%.lua.*)$")
+      assert.is_truthy(edu, out)
+      assert.matches("BAR0 mem32%s+size 0x100000 at 0x%x+ %(mmap off%)", edu)
+      assert.is_nil(edu:find("mapped (KVM memory slot)", 1, true), edu)
+      assert.matches("%+0%.%.%+0x1fff mapped", nvme)
+      assert.is_nil(nvme:find("mmap off", 1, true), nvme)
+   end)
+
+   it("take quirks per device: none on one, the default on the other", function()
+      local out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/edu.lua,quirk=none "
+         .. "--device spec/fixtures/edu.lua")
+      assert.are.equal(0, code, out)
+      local first, second = out:match("^(device .-)(\ndevice .*)$")
+      assert.matches("quirks none", first)
+      assert.matches("%+0%.%.%+0xfffff mapped", first)
+      assert.matches("quirks edu%-dma%-guard", second)
+      out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/edu.lua,quirk=nosuch")
+      assert.are.equal(64, code, out)
+      assert.matches("unknown quirk nosuch; known: none, ", out)
    end)
 end)

@@ -171,9 +171,10 @@ describe("passthrough.lua in the lab", function()
       local out, code = sh("lua5.4 passthrough.lua --device " .. edu.bdf .. " --guest passthrough.lua")
       assert.are.equal(125, code, out)
       assert.matches("passthrough%.lua is not bootable: ", out)
+      -- a guest file that does not exist is a usage error (64), reported before the device
       out, code = sh("lua5.4 passthrough.lua --device " .. edu.bdf .. " --guest build/no-such.elf")
-      assert.are.equal(125, code, out)
-      assert.matches("no%-such%.elf", out)
+      assert.are.equal(64, code, out)
+      assert.matches("%-%-guest build/no%-such%.elf: No such file or directory", out)
    end)
 
    it("tears the VM down on SIGINT, and the device is usable again afterwards", function()

@@ -560,7 +560,9 @@ luavfio poke: explore PCI devices. Tab completes names and methods.
 Printing and completing only read; writes happen only when you call a write.
 Ctrl-C stops a running evaluation; Ctrl-U clears the line; Ctrl-D quits.]]
 
-function M.help() print(HELP) end
+function M.help()
+   print((HELP:gsub("see examples/", "see " .. (require("vfio.examples").dir() or "examples") .. "/")))
+end
 
 -- The environment a session evaluates in: helpers over _G.
 function M.env(extra)

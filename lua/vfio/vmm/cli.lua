@@ -1,7 +1,11 @@
--- The passthrough command: boot a multiboot guest in a KVM VM with one VFIO device passed
--- through. bin/passthrough (installed) and passthrough.lua (a checkout) are thin wrappers
--- that find the modules and the default guest, then call cli.main; the options and exit
--- statuses are in HELP below (what --help prints).
+-- The passthrough command: boot a Linux kernel or a multiboot guest in a KVM VM with VFIO
+-- devices passed through. bin/vfio-passthrough (installed) and passthrough.lua (a
+-- checkout) are thin wrappers that find the modules and the default guest, then call
+-- cli.main; the options are defined once, in cli.parser (argparse), which parses them,
+-- prints --help (HELP below) and writes the shell completion scripts.
+local argparse = require "argparse"
+local version = require "vfio.version"
+
 local cli = {}
 
 local EXIT = { pass = 0, fail = 1, nodev = 2, exception = 3, other = 4, usage = 64,
@@ -11,13 +15,15 @@ cli.EXIT = EXIT
 -- What --help prints after the synopsis (%s: the default guest).
 local HELP = [[
 Boot a Linux kernel (--kernel) or a multiboot guest in a KVM VM with VFIO devices passed
-through.
+through. Options take their value as --opt VALUE or --opt=VALUE.
 
-  --device BDF    a device to pass through (0000:00:03.0, 00:03.0, a lab device name
-                  such as edu, or with --plan a recorded fixture file
+  --device BDF[,OPT...]  a device to pass through (0000:00:03.0, 00:03.0, inside the lab
+                  a lab device name such as edu, or with --plan a recorded fixture file
                   spec/fixtures/NAME.lua); repeatable: each device gets its own slot
                   from 00:04.0 on, functions of one multi-function device share
-                  one, and devices of one IOMMU group share a container
+                  one, and devices of one IOMMU group share a container. Options for
+                  this device alone, after commas: no-mmap=on|off (as --no-mmap),
+                  quirk=NAME (as --quirk, repeatable), e.g. 00:03.0,no-mmap=on,quirk=none
   --kernel FILE   an x86-64 bzImage (or a vmlinux ELF), booted through the Linux boot
                   protocol with no firmware; its console (ttyS0) streams to stdout
   --decompress WHERE  host (the default): a bzImage's kernel is decompressed on the
@@ -29,12 +35,13 @@ through.
                   guest and says so; an explicit --decompress host fails instead
   --initrd FILE   the Linux guest's initramfs
   --append ARGS   added to the kernel command line after what the machine needs
-  --cpus N        vCPUs of the Linux guest (default 1): a thread each
+  --cpus N        vCPUs of the Linux guest (default 1, at most 64): a thread each
   --halt-poll-us N  a halted vCPU polls N us for its wake-up before it sleeps (KVM's
                   halt polling; default the kernel's halt_poll_ns): lower I/O latency
                   for a CPU spent spinning
   --guest FILE    the multiboot guest, without --kernel (default %s)
-  --mem MIB       guest RAM (default 64; 256 with --kernel)
+  --mem SIZE      guest RAM: MiB, or with a suffix K, M, G (512M, 1G; default 64M,
+                  256M with --kernel; 2M to 2816M)
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
                   every built-in quirk matching the device
   --cmdline ARGS  the guest's multiboot command line
@@ -43,100 +50,327 @@ through.
   --trace         log every trapped access on stderr (config and BARs go through Lua)
   --plan          print the layout (BARs, mapped and trapped parts, interrupts, quirks)
                   without starting a VM
+  --completion SHELL  print a completion script for bash, zsh or fish and exit
+  --version       print the version and exit
   -h, --help      this text
 
 The guest's debug console goes to stdout. Exit status: 0 pass, 1 fail, 2 device not
 found, 3 guest exception (the guest's result), 4 the guest stopped some other way, 64
-usage error, 125 the VM could not be set up, 130 interrupted. With --kernel: 0 when the
-guest powers off or reboots, 1 on a panic (its text on stderr), a triple fault or a
-timeout.
+usage error (a bad option or value, a missing --kernel, --initrd or --guest file),
+125 the VM could not be set up, 130 interrupted. With --kernel: 0 when the guest powers
+off or reboots, 1 on a panic (its text on stderr), a triple fault or a timeout.
 ]]
 
--- cli.main(argv, {prog = name in messages, usage = how to run it, guest = default guest
--- image}): runs the command and exits the process with its status.
+-- What each option's value must be, for the errors that name it.
+local WANTS = {
+   ["--device"] = "a PCI address such as 0000:00:03.0",
+   ["--kernel"] = "a bzImage or vmlinux file", ["--initrd"] = "an initramfs file",
+   ["--guest"] = "a multiboot guest file", ["--append"] = "kernel command line arguments",
+   ["--decompress"] = "host or guest", ["--cpus"] = "a whole number of vCPUs",
+   ["--halt-poll-us"] = "a whole number of microseconds",
+   ["--mem"] = "a size in MiB or with a suffix (512M, 1G)", ["--quirk"] = "a quirk name or none",
+   ["--cmdline"] = "the guest's command line", ["--timeout"] = "a number of seconds",
+   ["--completion"] = "bash, zsh or fish",
+}
+
+local function wanted(opt, got)
+   return ("%s: expected %s, got '%s'"):format(opt, WANTS[opt], got)
+end
+
+local SIZE_SHIFT = { [""] = 20, k = 10, m = 20, g = 30, t = 40 }
+
+--- Parse a guest RAM size into MiB.
+-- A plain number is MiB; K, M, G and T suffixes (with an optional "iB" or "B", any case)
+-- are binary multiples: "512M", "1G", "1.5GiB", "2048".
+-- @tparam string s the size as the user wrote it
+-- @treturn[1] integer the size in MiB
+-- @treturn[2] nil when s is no size or not a whole number of MiB
+-- @treturn[2] string why
+function cli.parse_size(s)
+   local num, suffix = tostring(s):match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
+   local shift = suffix and SIZE_SHIFT[suffix:lower():gsub("i?b$", "")]
+   if not num or not shift or (suffix ~= "" and suffix:lower():match("^[kmgt]?i?b?$") == nil) then
+      return nil, "not a size"
+   end
+   local mib = tonumber(num) * (1 << shift) / (1 << 20)
+   if mib ~= math.floor(mib) or mib >= math.maxinteger then
+      return nil, "not a whole number of MiB"
+   end
+   return math.tointeger(mib)
+end
+
+local ON = { on = true, yes = true, ["true"] = true, ["1"] = true }
+local OFF = { off = false, no = false, ["false"] = false, ["0"] = false }
+
+--- Parse one --device value: the device and its own options.
+-- "BDF[,no-mmap[=on|off]][,quirk=NAME]...": no-mmap and quirk apply to this device only,
+-- over the command's --no-mmap and --quirk.
+-- @tparam string s the value of --device
+-- @treturn[1] table {name = the device as given, no_mmap = boolean or nil, quirks = list
+-- of names or nil}
+-- @treturn[2] nil on an unknown or malformed device option
+-- @treturn[2] string the message, naming --device and the option
+function cli.parse_device(s)
+   local name, rest = s:match("^([^,]*)(.*)$")
+   if name == "" then return nil, wanted("--device", s) end
+   local d = { name = name }
+   for item in rest:gmatch(",([^,]*)") do
+      local key, value = item:match("^([^=]*)=?(.*)$")
+      if key == "no-mmap" then
+         if value == "" and not item:find("=", 1, true) then value = "on" end
+         local v = ON[value:lower()] or OFF[value:lower()]
+         if v == nil then
+            return nil, ("--device %s: no-mmap takes on or off, got '%s'"):format(s, value)
+         end
+         d.no_mmap = v
+      elseif key == "quirk" then
+         if value == "" then return nil, ("--device %s: quirk= needs a quirk name or none"):format(s) end
+         d.quirks = d.quirks or {}
+         d.quirks[#d.quirks + 1] = value
+      else
+         return nil, ("--device %s: unknown device option '%s' (known: no-mmap=on|off, quirk=NAME)")
+            :format(s, item)
+      end
+   end
+   return d
+end
+
+local function converter(opt, fn)
+   return function(v)
+      local r = fn(v)
+      if r == nil then return nil, wanted(opt, v) end
+      return r
+   end
+end
+
+local function whole(v) return math.tointeger(tonumber(v)) end
+
+--- The passthrough command's options, defined once for parsing, --help and completion.
+-- @tparam table how {prog = the command's name in messages, usage = how to run it,
+-- guest = the default guest image}
+-- @treturn table an argparse parser; parse with `:pparse(argv)`
+function cli.parser(how)
+   local synopsis = ("usage: %s --device BDF[,no-mmap=on][,quirk=NAME]... [--kernel BZIMAGE "
+      .. "[--initrd FILE] [--append ARGS] [--decompress host|guest] [--cpus N]] [--guest FILE] "
+      .. "[--mem SIZE] [--quirk NAME]... [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] "
+      .. "[--plan] [--version]"):format(how.usage)
+   local p = argparse(how.prog, "Boot a guest in a KVM VM with VFIO devices passed through.")
+      :add_help(false):usage(synopsis):help(synopsis .. "\n\n" .. HELP:format(how.guest))
+   p:flag("-h --help", "Print the help and exit.")
+      :action(function() io.stdout:write(p:get_help()) os.exit(0) end)
+   p:flag("--version", "Print the version and exit.")
+      :action(function() io.stdout:write(version.line(how.prog), "\n") os.exit(0) end)
+   p:option("--completion", "Print a completion script for SHELL and exit.")
+      :argname("SHELL"):choices { "bash", "zsh", "fish" }
+      :action(function(_, _, shell) io.stdout:write(p["get_" .. shell .. "_complete"](p)) os.exit(0) end)
+   p:option("--device", "A device to pass through: BDF[,no-mmap=on|off][,quirk=NAME]...")
+      :argname("BDF"):count("*"):target("devices")
+      :convert(function(v)
+         local d, why = cli.parse_device(v)
+         if not d then return nil, why end
+         return d
+      end)
+   p:option("--kernel", "An x86-64 bzImage or vmlinux to boot."):argname("FILE")
+   p:option("--initrd", "The Linux guest's initramfs."):argname("FILE")
+   p:option("--append", "Added to the kernel command line."):argname("ARGS")
+   p:option("--decompress", "Where a bzImage is decompressed: host or guest.")
+      :argname("WHERE"):convert(converter("--decompress", function(v)
+         return (v == "host" or v == "guest") and v or nil end))
+   p:option("--cpus", "vCPUs of the Linux guest."):argname("N")
+      :convert(converter("--cpus", whole))
+   p:option("--halt-poll-us", "KVM halt polling in microseconds."):argname("N")
+      :target("halt_poll_us"):convert(converter("--halt-poll-us", whole))
+   p:option("--guest", "The multiboot guest, without --kernel."):argname("FILE")
+   p:option("--mem", "Guest RAM: MiB, or 512M, 1G."):argname("SIZE")
+      :convert(converter("--mem", cli.parse_size))
+   p:option("--quirk", "Apply only the named quirks (none for none)."):argname("NAME")
+      :count("*"):target("quirks")
+   p:option("--cmdline", "The multiboot guest's command line."):argname("ARGS")
+   p:option("--timeout", "End the run after S seconds."):argname("S")
+      :convert(converter("--timeout", function(v)
+         local n = tonumber(v)
+         return n and n > 0 and n < math.huge and n or nil end))
+   p:flag("--no-mmap", "Trap every BAR access, no BAR memory slots."):target("no_mmap")
+   p:flag("--trace", "Log every trapped access on stderr.")
+   p:flag("--plan", "Print the layout without starting a VM.")
+   return p
+end
+
+-- argparse's own messages, reworded to name the option and what it wants.
+local function reword(msg)
+   local opt = msg:match("^option '(%-%-[%w-]+)' requires an argument$")
+   if opt then return ("%s: expected %s, got nothing"):format(opt, WANTS[opt] or "a value") end
+   opt = msg:match("^argument for option '(%-%-[%w-]+)' must be one of")
+   if opt then return msg:gsub("^argument for option '(%-%-[%w-]+)' must be", "%1 must be") end
+   local extra = msg:match("^too many arguments")
+   if extra then return "unexpected argument (options start with --; see --help)" end
+   return msg
+end
+
+--- Parse the command line into the run's options, checking everything that needs no device.
+-- Defaults are filled in (timeout 120, cpus 1, mem 64 or 256 MiB with --kernel), each
+-- device's no_mmap and quirk names fall back to the command's, and the values are
+-- checked against each other.
+-- @tparam {string,...} argv the arguments (arg)
+-- @tparam table how as for cli.parser
+-- @treturn[1] table the options: devices = {{name=, no_mmap=, quirks=}...}, kernel,
+-- initrd, append, decompress, cpus, halt_poll_us, guest, mem, quirks, cmdline, timeout,
+-- no_mmap, trace, plan
+-- @treturn[2] nil on a usage error
+-- @treturn[2] string the message (without the program's name)
+function cli.parse(argv, how)
+   local p = cli.parser(how)
+   local args = {}
+   for i = 1, #argv do args[i] = argv[i] end
+   local ok, o = p:pparse(args)
+   if not ok then return nil, reword(o) end
+   if #o.devices == 0 then return nil, "--device is needed: which device to pass through" end
+   o.guest_given = o.guest ~= nil
+   o.guest = o.guest or how.guest
+   o.cpus = o.cpus or 1
+   o.timeout = o.timeout or 120
+   o.mem = o.mem or (o.kernel and 256 or 64)
+   if o.cpus < 1 then return nil, ("--cpus %d: at least 1"):format(o.cpus) end
+   if o.cpus > 64 then return nil, ("--cpus %d: at most 64"):format(o.cpus) end
+   if o.cpus > 1 and not o.kernel then return nil, "--cpus needs --kernel (the test program is one CPU)" end
+   if o.halt_poll_us and o.halt_poll_us < 0 then
+      return nil, wanted("--halt-poll-us", o.halt_poll_us)
+   end
+   if o.initrd and not o.kernel then return nil, "--initrd needs --kernel" end
+   local machine = require "vfio.vmm.machine"
+   if o.mem < 2 or o.mem > machine.MAX_MEM_MIB then
+      local given
+      for i, a in ipairs(argv) do
+         given = a:match("^%-%-mem=(.*)$") or (a == "--mem" and argv[i + 1]) or given
+      end
+      return nil, ("--mem %s: guest RAM of %d MiB: it must be 2 to %d MiB (above, it would cover "
+         .. "the ECAM window at %#x)"):format(given or o.mem, o.mem, machine.MAX_MEM_MIB, machine.ECAM_BASE)
+   end
+   for _, d in ipairs(o.devices) do
+      if d.no_mmap == nil then d.no_mmap = o.no_mmap or nil end
+      d.quirks = d.quirks or (#o.quirks > 0 and o.quirks or nil)
+   end
+   return o
+end
+
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+--- Resolve a --device name to what vfio.open takes, before anything is opened.
+-- Addresses (0000:00:03.0, 00:03.0), mdev UUIDs and sysfs paths pass as they are; a
+-- recorded fixture (NAME.lua) only with --plan; a lab device name (edu, nvme) through
+-- LUAVFIO_LAB_DEVICES, which lab/run sets.
+-- @tparam string name the device as given to --device
+-- @tparam boolean plan whether --plan was given
+-- @tparam[opt] string lab_devices the lab's device list (default $LUAVFIO_LAB_DEVICES)
+-- @treturn[1] string what to open
+-- @treturn[2] nil when the name cannot be a device
+-- @treturn[2] string the usage error
+function cli.resolve_device(name, plan, lab_devices)
+   if name:match("%.lua$") then
+      if plan then return name end
+      return nil, ("--device %s: a recorded fixture only lays out with --plan"):format(name)
+   end
+   local s = name:lower()
+   if s:match("^%x%x%x%x:%x%x:%x%x%.[0-7]$") or s:match("^%x%x:%x%x%.[0-7]$") or s:match(UUID)
+      or name:sub(1, 1) == "/" then
+      return name
+   end
+   if name:find(":", 1, true) then
+      return nil, ("--device %s: not a PCI address (expected DDDD:BB:DD.F or BB:DD.F, such as "
+         .. "0000:00:03.0; lspci -D lists them)"):format(name)
+   end
+   lab_devices = lab_devices or os.getenv("LUAVFIO_LAB_DEVICES")
+   if not lab_devices then
+      return nil, ("--device %s: names like %s only exist inside the lab (lab/run); outside it, "
+         .. "give a PCI address such as 0000:00:03.0 (lspci -D lists them)"):format(name, name)
+   end
+   local names = {}
+   local f = io.open(lab_devices)
+   if f then
+      for line in f:lines() do
+         local bdf, n = line:match("^(%S+) %S+ %S+ %S+ (%S+)")
+         if n == name then f:close() return bdf end
+         names[#names + 1] = n
+      end
+      f:close()
+   end
+   return nil, ("--device %s: the lab has no device of that name (it has: %s)")
+      :format(name, #names > 0 and table.concat(names, ", ") or "none")
+end
+
+-- Quirk selection by name (a quirk's name or its module name): nil keeps the default.
+local function select_quirks(list)
+   if not list then return true, nil end
+   local quirks = require "vfio.vmm.quirks"
+   local selected, all, names = {}, quirks.load_builtin(), {}
+   for i, q in ipairs(all) do names[#names + 1] = q.name .. " (" .. quirks.builtin[i] .. ")" end
+   for _, n in ipairs(list) do
+      if n ~= "none" then
+         local found
+         for i, q in ipairs(all) do
+            if q.name == n or quirks.builtin[i] == n then found = q end
+         end
+         if not found then
+            return false, ("unknown quirk %s; known: none, %s"):format(n, table.concat(names, ", "))
+         end
+         selected[#selected + 1] = found
+      end
+   end
+   return true, selected
+end
+
+-- An input file named on the command line: one that cannot be opened is a usage error.
+local function open_input(opt, path)
+   local f, err = io.open(path, "rb")
+   if not f then return nil, ("%s %s"):format(opt, err) end
+   return f
+end
+
+--- Run the passthrough command and exit the process with its status.
+-- @tparam {string,...} argv the arguments (arg)
+-- @tparam table how {prog = name in messages, usage = how to run it, guest = default guest
+-- image}
 function cli.main(argv, how)
    local prog = how.prog
    local function die(code, fmt, ...)
       io.stderr:write(prog, ": ", fmt:format(...), "\n")
       os.exit(code)
    end
-
-   local synopsis = ("usage: %s --device BDF... [--kernel BZIMAGE [--initrd FILE] [--append ARGS] "
-      .. "[--decompress host|guest] [--cpus N]] [--guest FILE] [--mem MIB] [--quirk NAME]... "
-      .. "[--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] [--plan]"):format(how.usage)
-   local function usage() die(EXIT.usage, "%s", synopsis) end
-
-   local o = { guest = how.guest, quirks = {}, timeout = 120, devices = {}, cpus = 1 }
-   do
-      local i = 1
-      local function value()
-         i = i + 1
-         if argv[i] == nil then usage() end
-         return argv[i]
-      end
-      while i <= #argv do
-         local a = argv[i]
-         if a == "--device" then o.devices[#o.devices + 1] = value()
-         elseif a == "--guest" then o.guest = value()
-         elseif a == "--kernel" then o.kernel = value()
-         elseif a == "--initrd" then o.initrd = value()
-         elseif a == "--append" then o.append = value()
-         elseif a == "--decompress" then
-            o.decompress = value()
-            if o.decompress ~= "host" and o.decompress ~= "guest" then
-               die(EXIT.usage, "--decompress %s: host or guest", o.decompress)
-            end
-         elseif a == "--cpus" then o.cpus = math.tointeger(tonumber(value())) or usage()
-         elseif a == "--halt-poll-us" then o.halt_poll_us = math.tointeger(tonumber(value())) or usage()
-         elseif a == "--mem" then o.mem = math.tointeger(tonumber(value())) or usage()
-         elseif a == "--quirk" then o.quirks[#o.quirks + 1] = value()
-         elseif a == "--cmdline" then o.cmdline = value()
-         elseif a == "--timeout" then o.timeout = tonumber(value()) or usage()
-         elseif a == "--trace" then o.trace = true
-         elseif a == "--plan" then o.plan = true
-         elseif a == "--no-mmap" then o.no_mmap = true
-         elseif a == "-h" or a == "--help" then
-            io.stdout:write(synopsis, "\n\n", HELP:format(how.guest))
-            os.exit(0)
-         else die(EXIT.usage, "unknown argument %s (see --help)", a) end
-         i = i + 1
-      end
+   local function usage_error(msg)
+      io.stderr:write(prog, ": ", msg, " (see --help)\n", cli.parser(how):get_usage(), "\n")
+      os.exit(EXIT.usage)
    end
-   if #o.devices == 0 then usage() end
-   o.mem = o.mem or (o.kernel and 256 or 64)
-   if o.cpus < 1 then die(EXIT.usage, "--cpus must be at least 1") end
-   if o.cpus > 64 then die(EXIT.usage, "--cpus %d: at most 64", o.cpus) end
-   if o.cpus > 1 and not o.kernel then die(EXIT.usage, "--cpus needs --kernel (the test program is one CPU)") end
+
+   local o, perr = cli.parse(argv, how)
+   if not o then usage_error(perr) end
+
+   -- Every device's name and quirks are checked before anything is opened.
+   for _, d in ipairs(o.devices) do
+      local spec, why = cli.resolve_device(d.name, o.plan)
+      if not spec then usage_error(why) end
+      d.spec = spec
+      local ok, list = select_quirks(d.quirks)
+      if not ok then usage_error(list) end
+      d.quirk_list = list
+   end
 
    local machine = require "vfio.vmm.machine"
-   local quirks = require "vfio.vmm.quirks"
    local multiboot = require "vfio.vmm.multiboot"
 
-   -- Quirk selection by name (a quirk's name or its module name).
-   local quirk_list
-   if #o.quirks > 0 then
-      quirk_list = {}
-      local all, names = quirks.load_builtin(), {}
-      for i, q in ipairs(all) do names[#names + 1] = q.name .. " (" .. quirks.builtin[i] .. ")" end
-      for _, n in ipairs(o.quirks) do
-         if n ~= "none" then
-            local found
-            for i, q in ipairs(all) do
-               if q.name == n or quirks.builtin[i] == n then found = q end
-            end
-            if not found then
-               die(EXIT.usage, "unknown quirk %s; known: none, %s", n, table.concat(names, ", "))
-            end
-            quirk_list[#quirk_list + 1] = found
-         end
+   -- The guest files are checked before anything is opened: a file that cannot be
+   -- opened is a usage error, one that is not bootable cannot set up the VM.
+   local files = { { "--kernel", o.kernel }, { "--initrd", o.initrd },
+                   { "--guest", o.guest_given and o.guest or nil } }
+   for _, f in ipairs(files) do
+      if f[2] then
+         local h, err = open_input(f[1], f[2])
+         if not h then usage_error(err) end
+         h:close()
       end
    end
-
-   -- The guest files are checked before anything is opened.
    local kernel_image
    if o.kernel and not o.plan then
-      local f, err = io.open(o.kernel, "rb")
-      if not f then die(EXIT.setup, "kernel %s", err) end
+      local f = assert(open_input("--kernel", o.kernel))
       local image = f:read("a")
       f:close()
       kernel_image = image -- read once: the boot takes these bytes
@@ -148,14 +382,9 @@ function cli.main(argv, how)
          hdr, why = require("vfio.vmm.linux").parse(image)
          if not hdr then die(EXIT.setup, "kernel %s: %s", o.kernel, why) end
       end
-      if o.initrd then
-         local r, ierr = io.open(o.initrd, "rb")
-         if not r then die(EXIT.setup, "initrd %s", ierr) end
-         r:close()
-      end
    elseif not o.plan then
       local f, err = io.open(o.guest, "rb")
-      if not f then die(EXIT.setup, "guest %s", err) end
+      if not f then die(EXIT.setup, "the default guest %s (make build makes it)", err) end
       local image = f:read("a")
       f:close()
       local ok, why = multiboot.parse(image)
@@ -166,17 +395,6 @@ function cli.main(argv, how)
             .. "inside the lab: lab/run -- lua5.4 passthrough.lua ...)", kvm_err)
       end
       kvm:close()
-   end
-
-   -- Inside the lab a device may be named (edu, nvme...): LUAVFIO_LAB_DEVICES lists them.
-   local function resolve(name)
-      if not name:find(":", 1, true) and not name:match("%.lua$") and os.getenv("LUAVFIO_LAB_DEVICES") then
-         for line in io.lines(os.getenv("LUAVFIO_LAB_DEVICES")) do
-            local bdf, n = line:match("^(%S+) %S+ %S+ %S+ (%S+)")
-            if n == name then return bdf end
-         end
-      end
-      return name
    end
 
    local devs, machines, board = {}, {}, nil
@@ -194,22 +412,26 @@ function cli.main(argv, how)
 
    local vfio = require "vfio"
    local function log(line) io.stderr:write("trace: ", line, "\n") end
-   for _, name in ipairs(o.devices) do
-      local spec = resolve(name)
+   for _, d in ipairs(o.devices) do
+      local spec = d.spec
       local dev, err, errno
       if o.plan and spec:match("%.lua$") then
          dev = spec -- a recorded fixture: layout only
       else
          local ok
          ok, dev, err, errno = pcall(vfio.open, spec)
-         if not ok then give_up(EXIT.usage, "%s", dev) end
+         if not ok then
+            give_up(EXIT.usage, "--device %s: %s", d.name,
+               (tostring(dev):gsub("^bad argument #%d+ %((.*)%)$", "%1")))
+         end
          if not dev then give_up(EXIT.setup, "%s (%s)", err, vfio.errname(errno)) end
       end
       devs[#devs + 1] = dev
       local m
-      m, err = machine.new(dev, { quirks = quirk_list, mem_mib = o.mem, no_mmap = o.no_mmap,
+      -- each device with its own no-mmap and quirks (--device BDF,no-mmap=on,quirk=NAME)
+      m, err = machine.new(dev, { quirks = d.quirk_list, mem_mib = o.mem, no_mmap = d.no_mmap,
                                  trace = o.trace and log or nil })
-      if not m then give_up(EXIT.setup, "device %s: %s", name, tostring(err)) end
+      if not m then give_up(EXIT.setup, "device %s: %s", d.name, tostring(err)) end
       machines[#machines + 1] = m
    end
 
@@ -252,7 +474,7 @@ function cli.main(argv, how)
       if not ok then give_up(EXIT.setup, "placing devices: %s", tostring(err)) end
       for i, mi in ipairs(machines) do
          ok, err = mi:start(board)
-         if not ok then give_up(EXIT.setup, "device %s: %s", o.devices[i], tostring(err)) end
+         if not ok then give_up(EXIT.setup, "device %s: %s", o.devices[i].name, tostring(err)) end
       end
       ok, err = board:place_bars()
       if not ok then give_up(EXIT.setup, "placing BARs: %s", tostring(err)) end
