@@ -2,7 +2,7 @@
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all build setup check check-host check-lab demo lab-shell fuzz clean
+.PHONY: all build setup check check-host check-lab demo lab-shell fuzz clean doc
 
 all: build
 
@@ -34,6 +34,15 @@ lab-shell: setup build
 FUZZ_SECONDS ?= 300
 fuzz: setup build
 	@fuzz/run $(FUZZ_SECONDS)
+
+# The API reference from the doc comments (config.ld; Debian's lua-ldoc and lua-markdown):
+# build/doc/index.html, build/doc/api.lua (the same text as data, for the REPL's help),
+# and the coverage of the public API (spec/host/doc_coverage_spec.lua checks it).
+doc: build
+	@ldoc -q .
+	@LUA_PATH='tools/?.lua;;' LDOC_INDEX_OUT=$(BUILD)/doc/api.lua ldoc -q --filter ldoc_index.filter .
+	@lua5.4 tools/doc_coverage.lua $(BUILD)/doc/api.lua
+	@echo "API reference: $(BUILD)/doc/index.html"
 
 clean:
 	rm -rf $(BUILD) build-*
