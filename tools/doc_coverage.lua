@@ -3,7 +3,7 @@
 -- Used by spec/host/doc_coverage_spec.lua and by `make doc` (lua5.4 tools/doc_coverage.lua
 -- build/doc/api.lua prints the coverage and the undocumented names). A module's public
 -- API is what it returns: the functions in its table, the methods of the classes it
--- holds (a table field whose __index is a table of functions, or a class table reached
+-- holds (a table of functions in a field, or a class table reached
 -- through the upvalues of its functions: a `local Machine = {}` that `new` sets as a
 -- metatable), and for vfio.core every function of the module table and every method of
 -- each class registered from C (a registry metatable whose __name is "vfio.<type>").
@@ -40,12 +40,16 @@ local function is_module_value(v)
    return false
 end
 
--- The methods of a class table: its own functions, or those of its __index table.
-local function methods_of(t)
+-- The methods table of a class: its __index table, or itself.
+local function methods_table(t)
    local idx = rawget(t, "__index")
-   local src = type(idx) == "table" and idx or t
+   return type(idx) == "table" and idx or t
+end
+
+-- The public methods of a class (no metamethods).
+local function methods_of(t)
    local out = {}
-   for k, v in pairs(src) do
+   for k, v in pairs(methods_table(t)) do
       if type(k) == "string" and type(v) == "function" and not k:match("^__") then out[#out + 1] = k end
    end
    return out
@@ -56,6 +60,16 @@ local function looks_like_class(t)
    return idx == t or (type(idx) == "table" and next(methods_of(t)) ~= nil)
 end
 
+-- Record a class under its methods table, by the best name seen: a module field (1), a
+-- variable holding the methods table itself (2), a metatable's variable without its
+-- "MT" suffix (3).
+local function note(found, t, name, rank)
+   local mt = methods_table(t)
+   if mt ~= t then rank, name = math.max(rank, 3), name:gsub("_?MT$", ""):gsub("_?mt$", "") end
+   local cur = found[mt]
+   if not cur or rank < cur.rank then found[mt] = { name = name, rank = rank } end
+end
+
 -- Class tables among the upvalues of fn (recursively through functions, to depth 2).
 local function classes_in_upvalues(fn, found, seen, depth)
    if seen[fn] or depth > 2 then return end
@@ -64,7 +78,7 @@ local function classes_in_upvalues(fn, found, seen, depth)
       local name, v = debug.getupvalue(fn, i)
       if not name then break end
       if type(v) == "table" and not is_module_value(v) and looks_like_class(v) then
-         found[v] = found[v] or name
+         note(found, v, name, 2)
       elseif type(v) == "function" then
          classes_in_upvalues(v, found, seen, depth + 1)
       end
@@ -85,14 +99,14 @@ function M.public(root)
                   if type(v) == "function" then
                      names[k] = true
                      classes_in_upvalues(v, classes, seen, 1)
-                  elseif type(v) == "table" and not is_module_value(v) and looks_like_class(v) then
-                     classes[v] = k
+                  elseif type(v) == "table" and not is_module_value(v) and next(methods_of(v)) ~= nil then
+                     note(classes, v, k, 1) -- a class, or a table of functions, the module exports
                   end
                end
             end
-            for ct, cname in pairs(classes) do
+            for ct, c in pairs(classes) do
                if ct ~= t then
-                  for _, m in ipairs(methods_of(ct)) do names[cname .. ":" .. m] = true end
+                  for _, m in ipairs(methods_of(ct)) do names[c.name .. ":" .. m] = true end
                end
             end
          end
