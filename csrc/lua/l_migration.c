@@ -286,6 +286,91 @@ static int l_migration_abi(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+Spec hook: the sizes and numbers of the migration uAPI this build uses.
+@function migration_abi
+@treturn table
+*/
+
+/***
+VFIO_DEVICE_FEATURE_MIGRATION: the device's migration capabilities.
+@function device:migration
+@treturn table `{flags, stop_copy, p2p, pre_copy}`, or `nil, message, errno` (ENOTTY without a migration driver)
+*/
+
+/***
+VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (get).
+`"pre_copy"`, `"pre_copy_p2p"` or `"error"` (an integer for a newer state), or `nil, message, errno`
+@function device:mig_state
+@treturn string `"running"`, `"stop"`, `"stop_copy"`, `"resuming"`, `"running_p2p"`,
+*/
+
+/***
+VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (set). `"error"` raises: only a reset leaves it.
+the kernel refuses (the message names both states)
+@function device:set_mig_state
+@param state a name as `mig_state` returns, or a number of `MIG_STATE`
+@return a `migfile` when the arc opens a data fd, else true; `nil, message, errno` when
+*/
+
+/***
+VFIO_DEVICE_FEATURE_MIG_DATA_SIZE (Linux 6.2): what STOP_COPY would give.
+@function device:mig_data_size
+@treturn int bytes, or `nil, message, errno`
+*/
+
+/***
+The data fd of a migration state change (`vfio.migfile`); it keeps its device alive.
+@type migfile
+*/
+
+/***
+Read the stream: up to n bytes (all to the end without n; n at most 1 GiB). Retries EINTR
+and continues short reads; bytes read before a failure are returned and the failure comes
+on the next call.
+@function migfile:read
+@tparam[opt] int n bytes
+@treturn string the bytes; `""` at the end (in PRE_COPY: nothing more ready now), or `nil, message, errno`
+*/
+
+/***
+Write s to the stream (EINTR retried, short writes continued).
+@function migfile:write
+@tparam string s the bytes
+@treturn int `#s`, or `nil, message, errno` (the message says how much went in first)
+*/
+
+/***
+VFIO_MIG_GET_PRECOPY_INFO (PRE_COPY states only).
+@function migfile:precopy_info
+@treturn table `{initial_bytes, dirty_bytes, flags}`, or `nil, message, errno`
+*/
+
+/***
+The state whose arc opened this file.
+@function migfile:state
+@treturn string
+*/
+
+/***
+The fd's number.
+@function migfile:fileno
+@treturn int
+*/
+
+/***
+Whether it is closed.
+@function migfile:closed
+@treturn boolean
+*/
+
+/***
+Close the data fd (idempotent).
+@function migfile:close
+*/
+
 void lv_open_migration(lua_State *L)
 {
     static const luaL_Reg dev_methods[] = {{"migration", d_migration},
