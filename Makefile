@@ -39,6 +39,7 @@ fuzz: setup build
 # build/doc/index.html, build/doc/api.lua (the same text as data, for the REPL's help),
 # and the coverage of the public API (spec/host/doc_coverage_spec.lua checks it).
 doc: build
+	@rm -rf $(BUILD)/doc
 	@ldoc -q .
 	@LUA_PATH='tools/?.lua;;' LDOC_INDEX_OUT=$(BUILD)/doc/api.lua ldoc -q --filter ldoc_index.filter .
 	@lua5.4 tools/doc_coverage.lua $(BUILD)/doc/api.lua

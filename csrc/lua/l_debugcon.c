@@ -99,22 +99,6 @@ Free the buffer (idempotent).
 @function debugcon:close
 */
 
-/***
-Answer a debug port in C; the first one is the VM's default (`vm:debug_output`).
-@function vm:add_debugcon
-@tparam int port the port
-@tparam[opt] debugcon d the buffer (a new one by default)
-@return the range id and the `debugcon`, or `nil, message, errno`
-*/
-
-/***
-What the guest wrote to the default debug console.
-@function vm:debug_output
-@tparam[opt] boolean clear empty it after
-@treturn string the bytes (`""` without one)
-@treturn int bytes dropped
-*/
-
 void lv_open_debugcon(lua_State *L)
 {
     static const luaL_Reg methods[] = {

@@ -115,13 +115,6 @@ static int l_ioev_tostring(lua_State *L)
 /*** @module vfio.core */
 
 /***
-KVM_IOEVENTFD: guest writes to an address signal an eventfd without an exit.
-@function vm:ioeventfd
-@tparam table opts `{addr=, len = 4, pio = false, datamatch=, fd=}`
-@treturn ioeventfd the ioeventfd, or `nil, message, errno`
-*/
-
-/***
 An ioeventfd (`vfio.ioeventfd`).
 @type ioeventfd
 */

@@ -203,16 +203,6 @@ static int l_irqfd_tostring(lua_State *L)
 /*** @module vfio.core */
 
 /***
-KVM_IRQFD: an eventfd whose signal injects GSI gsi. Without `fd` an eventfd is created and
-owned; with one, the irqfd keeps its own duplicate. `resample = true` (or an fd) adds the
-resample eventfd for level-triggered INTx (VFIO's unmask eventfd).
-@function vm:irqfd
-@tparam int gsi the GSI
-@tparam[opt] table opts `{fd=, resample = true|fd}`
-@treturn irqfd the irqfd, or `nil, message, errno`
-*/
-
-/***
 An irqfd (`vfio.irqfd`): device interrupts reach the guest without an exit. Detached, a
 masked MSI/MSI-X vector is kept from the guest while the device keeps signalling.
 @type irqfd

@@ -33,24 +33,6 @@ static int l_vm_add_i8042(lua_State *L)
     return 1;
 }
 
-/*** @module vfio.core */
-
-/***
-Legacy PC ports answered in C: reads give value in every byte, writes are dropped.
-@function vm:add_ignore_ports
-@tparam int base first port
-@tparam int size ports
-@tparam[opt=0xff] int value the byte reads give
-@treturn int the range id, or `nil, message, errno`
-*/
-
-/***
-The i8042 controller at ports 0x60/0x64: a reset pulse (0xfe to 0x64) ends `vcpu:run`
-with a `"stop"` exit (the guest's reboot).
-@function vm:add_i8042
-@treturn int the range id, or `nil, message, errno`
-*/
-
 void lv_open_legacy(lua_State *L)
 {
     static const luaL_Reg vm_methods[] = {

@@ -295,33 +295,6 @@ Spec hook: the sizes and numbers of the migration uAPI this build uses.
 */
 
 /***
-VFIO_DEVICE_FEATURE_MIGRATION: the device's migration capabilities.
-@function device:migration
-@treturn table `{flags, stop_copy, p2p, pre_copy}`, or `nil, message, errno` (ENOTTY without a migration driver)
-*/
-
-/***
-VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (get).
-`"pre_copy"`, `"pre_copy_p2p"` or `"error"` (an integer for a newer state), or `nil, message, errno`
-@function device:mig_state
-@treturn string `"running"`, `"stop"`, `"stop_copy"`, `"resuming"`, `"running_p2p"`,
-*/
-
-/***
-VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (set). `"error"` raises: only a reset leaves it.
-the kernel refuses (the message names both states)
-@function device:set_mig_state
-@param state a name as `mig_state` returns, or a number of `MIG_STATE`
-@return a `migfile` when the arc opens a data fd, else true; `nil, message, errno` when
-*/
-
-/***
-VFIO_DEVICE_FEATURE_MIG_DATA_SIZE (Linux 6.2): what STOP_COPY would give.
-@function device:mig_data_size
-@treturn int bytes, or `nil, message, errno`
-*/
-
-/***
 The data fd of a migration state change (`vfio.migfile`); it keeps its device alive.
 @type migfile
 */

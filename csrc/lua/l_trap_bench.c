@@ -98,21 +98,6 @@ static int t_bench(lua_State *L)
     return 1;
 }
 
-/*** @module vfio.core */
-
-/***
-Nanoseconds per operation, measured in C for bench/trap.lua: `"cfg"` n config reads of
-size bytes at offset a; `"bar"` n BAR reads at BAR a, offset b; `"pread"` n preads from a
-temporary file (the syscall floor); `"memcpy"` n copies (the memory floor).
-@function trap:bench
-@tparam string kind `"cfg"`, `"bar"`, `"pread"` or `"memcpy"`
-@tparam int n operations
-@tparam[opt=0] int a see kind
-@tparam[opt=0] int b see kind
-@tparam int size 1 to 8 bytes
-@treturn number ns per operation, or `nil, message, errno`
-*/
-
 void lv_open_trap_bench(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"bench", t_bench}, {NULL, NULL}};

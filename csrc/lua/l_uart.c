@@ -112,14 +112,6 @@ static int l_uart_tostring(lua_State *L)
 /*** @module vfio.core */
 
 /***
-A 16550 UART answered in C. The guest's writes to THR go to the sinks chosen here; the
-last 4 KiB are always kept (`uart:tail`).
-@function vm:add_uart
-@tparam table opts `{port = 0x3f8, irq = 4, stdout = false, capture = bytes (0: none)}`
-@return the range id and the `uart`, or `nil, message, errno`
-*/
-
-/***
 A guest serial port (`vfio.uart`).
 @type uart
 */

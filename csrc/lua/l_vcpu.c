@@ -854,19 +854,6 @@ Close the vCPU (idempotent; from inside its run, when the run returns).
 @function vcpu:close
 */
 
-/***
-Run several vCPUs, each in a thread of its own. What C handles is answered there under
-one lock; handler(exit) sees the io/mmio exits C left, one at a time, with no C access
-running meanwhile. Any other exit, a handler returning false, or the timeout ends the run:
-every thread is kicked out of KVM_RUN and joined before this returns. A read left pending
-by the exit returned is answered with `complete` on its vCPU.
-@function vm:run_vcpus
-@tparam {vcpu,...} vcpus the vCPUs
-@tparam[opt] function handler the exit handler
-@tparam[opt] table opts `{timeout = seconds}`
-@treturn table the exit, with `vcpu` = the id of the vCPU it came from; or `nil, message, errno` when the threads cannot start
-*/
-
 void lv_open_vcpu(lua_State *L)
 {
     static const luaL_Reg m[] = {

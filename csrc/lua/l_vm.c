@@ -732,6 +732,84 @@ allocated until its last mapping goes.
 @return nothing, or `nil, message, EBUSY`
 */
 
+/***
+A 16550 UART answered in C. The guest's writes to THR go to the sinks chosen here; the
+last 4 KiB are always kept (`uart:tail`).
+(Registered by l_uart.c.)
+@function vm:add_uart
+@tparam table opts `{port = 0x3f8, irq = 4, stdout = false, capture = bytes (0: none)}`
+@return the range id and the `uart`, or `nil, message, errno`
+*/
+
+/***
+KVM_IRQFD: an eventfd whose signal injects GSI gsi. Without `fd` an eventfd is created and
+owned; with one, the irqfd keeps its own duplicate. `resample = true` (or an fd) adds the
+resample eventfd for level-triggered INTx (VFIO's unmask eventfd).
+(Registered by l_irqfd.c.)
+@function vm:irqfd
+@tparam int gsi the GSI
+@tparam[opt] table opts `{fd=, resample = true|fd}`
+@treturn irqfd the irqfd, or `nil, message, errno`
+*/
+
+/***
+KVM_IOEVENTFD: guest writes to an address signal an eventfd without an exit.
+(Registered by l_ioeventfd.c.)
+@function vm:ioeventfd
+@tparam table opts `{addr=, len = 4, pio = false, datamatch=, fd=}`
+@treturn ioeventfd the ioeventfd, or `nil, message, errno`
+*/
+
+/***
+Answer a debug port in C; the first one is the VM's default (`vm:debug_output`).
+(Registered by l_debugcon.c.)
+@function vm:add_debugcon
+@tparam int port the port
+@tparam[opt] debugcon d the buffer (a new one by default)
+@return the range id and the `debugcon`, or `nil, message, errno`
+*/
+
+/***
+What the guest wrote to the default debug console.
+(Registered by l_debugcon.c.)
+@function vm:debug_output
+@tparam[opt] boolean clear empty it after
+@treturn string the bytes (`""` without one)
+@treturn int bytes dropped
+*/
+
+/***
+Legacy PC ports answered in C: reads give value in every byte, writes are dropped.
+(Registered by l_legacy.c.)
+@function vm:add_ignore_ports
+@tparam int base first port
+@tparam int size ports
+@tparam[opt=0xff] int value the byte reads give
+@treturn int the range id, or `nil, message, errno`
+*/
+
+/***
+The i8042 controller at ports 0x60/0x64: a reset pulse (0xfe to 0x64) ends `vcpu:run`
+with a `"stop"` exit (the guest's reboot).
+(Registered by l_legacy.c.)
+@function vm:add_i8042
+@treturn int the range id, or `nil, message, errno`
+*/
+
+/***
+Run several vCPUs, each in a thread of its own. What C handles is answered there under
+one lock; handler(exit) sees the io/mmio exits C left, one at a time, with no C access
+running meanwhile. Any other exit, a handler returning false, or the timeout ends the run:
+every thread is kicked out of KVM_RUN and joined before this returns. A read left pending
+by the exit returned is answered with `complete` on its vCPU.
+(Registered by l_vcpu.c.)
+@function vm:run_vcpus
+@tparam {vcpu,...} vcpus the vCPUs
+@tparam[opt] function handler the exit handler
+@tparam[opt] table opts `{timeout = seconds}`
+@treturn table the exit, with `vcpu` = the id of the vCPU it came from; or `nil, message, errno` when the threads cannot start
+*/
+
 void lv_open_vm(lua_State *L)
 {
     static const luaL_Reg vm_m[] = {
