@@ -35,7 +35,8 @@ function M.filter(modules)
          end
          local rets = {}
          for _, r in ipairs(item.ret or {}) do rets[#rets + 1] = q(r) end
-         out[#out + 1] = ("  [%s] = { summary = %s, description = %s, args = %s, kind = %s, params = {%s}, returns = {%s} },")
+         out[#out + 1] = ("  [%s] = { summary = %s, description = %s, args = %s, kind = %s,"
+            .. " params = {%s}, returns = {%s} },")
             :format(q(item.name), q(item.summary), q(item.description), q(item.args),
                     q(item.type), table.concat(params, ", "), table.concat(rets, ", "))
       end

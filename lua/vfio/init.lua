@@ -427,7 +427,9 @@ local function checkdev(self)
    return self
 end
 
---- A device vfio.open returns (`vfio.pci_device`): regions, interrupts, resets, migration; fields `bdf`, `name`, `uuid`, `mdev`, `handle` (the vfio.core device), `interface`, `group`, `container`, `config`, `info`.
+--- A device vfio.open returns (`vfio.pci_device`): regions, interrupts, resets, migration.
+-- Fields: `bdf`, `name`, `uuid`, `mdev`, `handle` (the vfio.core device), `interface`,
+-- `group`, `container`, `config`, `info`.
 -- @type PciDevice
 
 ---

@@ -1,18 +1,19 @@
 -- The REPL's help(x): the API reference's text, as `make doc` writes it from the doc
 -- comments (build/doc/api.lua, by tools/ldoc_index.lua), looked up by name or by value.
 -- Found at $LUAVFIO_APIDOC, then build/doc/api.lua of the checkout this file is in,
--- then vfio/poke/api.lua on package.path (an installed copy).
+-- then vfio/poke/api.lua on package.path (an installed copy); M.path, when set, instead.
 local M = {}
 
 local index, tried
 
 local function candidates()
+   if M.path then return { M.path } end -- set by specs (and tools): the one place to look
    local list = {}
    local env = os.getenv("LUAVFIO_APIDOC")
    if env and env ~= "" then list[#list + 1] = env end
    local src = debug.getinfo(1, "S").source
-   local dir = src:sub(1, 1) == "@" and src:match("^@(.*)/lua/vfio/poke/[^/]*$")
-   if dir then list[#list + 1] = dir .. "/build/doc/api.lua" end
+   local top = src:match("^@(.-)lua/vfio/poke/[^/]*$") -- "" when run from the checkout's top
+   if top then list[#list + 1] = top .. "build/doc/api.lua" end
    local installed = package.searchpath("vfio.poke.api", package.path)
    if installed then list[#list + 1] = installed end
    return list
@@ -31,20 +32,24 @@ end
 
 local function item_text(mod, name, it)
    local out = { ("%s %s%s"):format(mod, name, it.args ~= "" and it.args or "") }
-   if it.summary ~= "" then out[#out + 1] = "  " .. it.summary end
+   if it.summary ~= "" then out[#out + 1] = "  " .. it.summary:gsub("\n", "\n  ") end
    if it.description ~= "" then out[#out + 1] = "  " .. it.description:gsub("\n", "\n  ") end
-   for _, p in ipairs(it.params) do out[#out + 1] = ("  %s: %s"):format(p[1], p[2]) end
-   for _, r in ipairs(it.returns) do out[#out + 1] = "  returns " .. r end
+   for _, p in ipairs(it.params) do
+      if p[2] ~= "" then out[#out + 1] = ("  %s: %s"):format(p[1], p[2]) end
+   end
+   for _, r in ipairs(it.returns) do
+      if r ~= "" then out[#out + 1] = "  returns " .. r:gsub("\n", "\n  ") end
+   end
    return table.concat(out, "\n")
 end
 
 local function module_text(mod, m)
-   local out = { mod .. ": " .. m.summary }
+   local out = { mod .. ": " .. m.summary:match("[^\n]*") }
    local names = {}
    for name in pairs(m.items) do names[#names + 1] = name end
    table.sort(names)
    for _, name in ipairs(names) do
-      out[#out + 1] = ("  %-28s %s"):format(name, m.items[name].summary)
+      out[#out + 1] = ("  %-28s %s"):format(name, m.items[name].summary:match("[^\n]*"))
    end
    return table.concat(out, "\n")
 end
@@ -56,8 +61,27 @@ local function by_value(v, idx)
       if mod == v and idx[name] then return name end
    end
    local mt = (type(v) == "userdata" or type(v) == "table") and getmetatable(v)
-   if type(mt) == "table" and type(mt.__name) == "string" and mt.__name:match("^vfio%.") then
+   if type(mt) == "table" and type(mt.__name) == "string" and mt.__name:match("^vfio%.")
+      and idx["vfio.core"] and idx["vfio.core"].items[mt.__name:match("^vfio%.(.+)$") .. ":close"] then
       return "vfio.core", mt.__name:match("^vfio%.(.+)$") .. ":"
+   end
+   if type(mt) == "table" and type(mt.__index) == "table" then
+      -- a Lua class: the documented class with the most of its methods
+      local count, best, bestn = {}, nil, 0
+      for mname, m in pairs(idx) do
+         for iname in pairs(m.items) do
+            local cls, meth = iname:match("^([%w_]+)[:.]([%w_]+)$")
+            if cls and type(mt.__index[meth]) == "function" then
+               local key = mname .. " " .. cls
+               count[key] = (count[key] or 0) + 1
+               if count[key] > bestn then best, bestn = key, count[key] end
+            end
+         end
+      end
+      if best then
+         local mname, cls = best:match("^(%S+) (%S+)$")
+         return mname, cls .. ":"
+      end
    end
    if type(v) ~= "function" then return nil end
    for name, mod in pairs(package.loaded) do
@@ -119,7 +143,9 @@ function M.text(x)
          if iname:sub(1, #name) == name then names[#names + 1] = iname end
       end
       table.sort(names)
-      for _, n in ipairs(names) do out[#out + 1] = ("  %-28s %s"):format(n, idx[mod].items[n].summary) end
+      for _, n in ipairs(names) do
+         out[#out + 1] = ("  %-28s %s"):format(n, idx[mod].items[n].summary:match("[^\n]*"))
+      end
       return table.concat(out, "\n")
    end
    if name then return item_text(mod, name, idx[mod].items[name]) end

@@ -550,7 +550,11 @@ Ctrl-C stops a running evaluation; Ctrl-U clears the line; Ctrl-D quits.]]
 -- help() prints the commands; help(x) the API reference's entry for x (a name such as
 -- "vfio.open" or "region:read32", a module, a function, an object), from `make doc`.
 function M.help(x)
-   if x == nil then print(HELP) print('help(x): the API reference for x, e.g. help(vfio.open), help("region:read32"), help(d)') return end
+   if x == nil then
+      print(HELP)
+      print('help(x): the API reference for x, e.g. help(vfio.open), help("region:read32"), help(d)')
+      return
+   end
    local text, err = require("vfio.poke.apidoc").text(x)
    print(text or ("help: " .. err))
 end

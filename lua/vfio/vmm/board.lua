@@ -76,7 +76,8 @@ function M.new(opts)
    return b
 end
 
---- A board (vfio.vmm.board.new): one VM, host bridge, GSI router and BAR allocator shared by several passed-through devices.
+--- A board (vfio.vmm.board.new): one VM, host bridge, GSI router and BAR allocator
+-- shared by several passed-through devices.
 -- @type Board
 
 --- Format a line to the board's trace function, when it has one.
