@@ -2,7 +2,7 @@
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all build setup check check-host check-lab demo lab-shell fuzz dist completions clean
+.PHONY: all build setup check check-host check-lab demo lab-shell fuzz dist completions doc clean
 
 all: build
 
@@ -48,6 +48,21 @@ completions:
 	@for c in vfio-passthrough vfio-poke; do for s in bash zsh fish; do \
 	  bin/$$c --completion $$s > $(BUILD)/completions/$$c.$$s || exit 1; done; done
 	@ls $(BUILD)/completions/*
+
+# The API reference from the doc comments (config.ld; Debian's lua-ldoc and lua-markdown):
+# build/doc/index.html, build/doc/api.lua (the same text as data, for the REPL's help),
+# and the coverage of the public API (spec/host/doc_coverage_spec.lua checks it).
+# LDoc's notes on merging the csrc/lua files into one module (found master module, closing
+# section) and on reading config.ld are progress, not warnings: they are left out.
+doc: build
+	@rm -rf $(BUILD)/doc $(BUILD)/ldoc.log
+	@ldoc -q -d $(BUILD)/doc . >$(BUILD)/ldoc.log 2>&1 || { cat $(BUILD)/ldoc.log; exit 1; }
+	@LUA_PATH='tools/?.lua;;' LDOC_INDEX_OUT=$(BUILD)/doc/api.lua ldoc -q --filter ldoc_index.filter . \
+		>>$(BUILD)/ldoc.log 2>&1 || { cat $(BUILD)/ldoc.log; exit 1; }
+	@grep -v -e '^found master module' -e 'closing section from master module' \
+		-e '^reading configuration from' $(BUILD)/ldoc.log || true
+	@lua5.4 tools/doc_coverage.lua $(BUILD)/doc/api.lua
+	@echo "API reference: $(BUILD)/doc/index.html"
 
 clean:
 	rm -rf $(BUILD) build-* dist

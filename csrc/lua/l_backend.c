@@ -343,6 +343,79 @@ static int b_region_read(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+A backend replaying a recorded device (vfio.record's fixtures): config space, region
+contents and IRQ info, no hardware.
+@function replay
+@tparam table fixture `{config = 256 or 4096 bytes, regions = {[0] = {size=, flags=, data = {{off=, bytes=}}}}, irqs = {[0] = {count=, flags=}}, name=}`
+@treturn backend the backend, or `nil, message, errno`
+*/
+
+/***
+A backend over a VFIO device, borrowing it: region and IRQ info come from the device
+(`regions`/`irqs` describe them instead for a file from `device_file`). With mmap (the
+default) it maps each mappable BAR and the ROM itself. Once the device is closed every
+access fails (EBADF).
+@function vfio_backend
+@tparam device dev the device
+@tparam[opt] table opts `{mmap = true, name =, regions =, irqs =}`
+@treturn backend the backend, or `nil, message, errno`
+*/
+
+/***
+A device backend (`vfio.backend`) a trap runs over: a VFIO device or a recording.
+@type backend
+*/
+
+/***
+Close the backend and unmap its BARs. Refused while its mappings back VM memory slots.
+@function backend:close
+@return nothing, or `nil, message, EBUSY`
+*/
+
+/***
+Accesses that reached the recorded device (replay only; raises for other backends).
+@function backend:stats
+@treturn table
+*/
+
+/***
+Reset a replay backend's state to the recording.
+@function backend:reset
+*/
+
+/***
+Regions served through a mapping, or why mapping them failed (empty for recordings).
+@function backend:mapped
+@treturn table `{[region] = true | errno}`
+*/
+
+/***
+The part of a region the backend has mapped (the VM borrows it for `vm:map`).
+@function backend:mapping
+@tparam int region the region index
+@return offset, length; or `nil, message, errno`
+*/
+
+/***
+Raw device config bytes.
+@function backend:config_read
+@tparam int off 0 to 4095
+@tparam int n 1 to 4096
+@treturn string the bytes, or `nil, message, errno`
+*/
+
+/***
+A raw device region read.
+@function backend:region_read
+@tparam int index the region
+@tparam int off offset
+@tparam int size 1 to 8
+@treturn int the value, or `nil, message, errno`
+*/
+
 void lv_open_backend(lua_State *L)
 {
     static const luaL_Reg methods[] = {

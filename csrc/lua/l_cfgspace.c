@@ -101,6 +101,60 @@ static int l_cfgspace_tostring(lua_State *L)
 /* Nothing to release: the bytes live in the userdata. */
 static int l_noop(lua_State *L) { (void)L; return 0; }
 
+/*** @module vfio.core */
+
+/***
+An emulated configuration space (bytes, a guest-writable mask, bytes whose writes notify
+the VM layer) that attaches to the C host bridge.
+@function cfgspace
+@tparam[opt=256] int size 256 or 4096
+@treturn cfgspace
+*/
+
+/***
+An emulated config space (`vfio.cfgspace`).
+@type cfgspace
+*/
+
+/***
+Build content (not a guest write).
+@function cfgspace:set
+@tparam int off offset
+@tparam int len 1, 2 or 4
+@tparam int value the value
+@tparam[opt] int wmask the guest-writable bits
+*/
+
+/***
+A guest read (aligned).
+@function cfgspace:cfg_read
+@tparam int off offset
+@tparam int len 1, 2 or 4
+@treturn int
+*/
+
+/***
+A guest write (aligned), through the writable mask.
+@function cfgspace:cfg_write
+@tparam int off offset
+@tparam int len 1, 2 or 4
+@tparam int v the value
+@treturn boolean whether it touched a notify byte
+*/
+
+/***
+Guest writes to these bytes end the run loop with a `"stop"` exit so Lua can react.
+@function cfgspace:notify
+@tparam int off offset
+@tparam int len bytes
+@tparam[opt=true] boolean on
+*/
+
+/***
+Nothing to release (present for the object conventions).
+@function cfgspace:close
+*/
+
 void lv_open_cfgspace(lua_State *L)
 {
     static const luaL_Reg methods[] = {

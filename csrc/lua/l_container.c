@@ -551,6 +551,124 @@ static int l_dma_map_error(lua_State *L)
     return lv_dma_map_error(L, err, size);
 }
 
+/*** @module vfio.core */
+
+/***
+Open a VFIO container (the type1 IOMMU's `/dev/vfio/vfio`).
+@function container
+@tparam[opt="/dev/vfio/vfio"] string path the node
+@treturn container the container, or `nil, message, errno`
+*/
+
+/***
+Run VFIO_IOMMU_GET_INFO's parser (the capability chain) on a raw buffer, for tools and specs.
+@function parse_iommu_info
+@tparam string bytes the ioctl's buffer
+@treturn table as `container:iommu_info` returns it
+*/
+
+/***
+Spec hook: record a mapping as `map_dma` does after its ioctl, without the ioctl (it maps
+nothing; it can only keep memory longer), for hosts without an IOMMU.
+@function _dma_record
+@tparam container|ioas c where the mapping is recorded
+@param source a `dmabuf`, or a `vm` with `{gpa=, size=}`
+@tparam int iova the IOVA
+@tparam[opt] table opts `{gpa=, size=}` for a VM
+*/
+
+/***
+Spec hook: the counts behind a DMA buffer's lifetime.
+@function _dma_uses
+@tparam dmabuf buf the buffer
+@treturn int VM memory slots that map it
+@treturn int IOMMU mappings of it
+@treturn boolean whether its memory is still allocated
+*/
+
+/***
+A VFIO container (`vfio.container`): the type1 IOMMU context groups attach to.
+@type container
+*/
+
+/***
+VFIO_GET_API_VERSION.
+@function container:api_version
+@treturn int the API version, or `nil, message, errno`
+*/
+
+/***
+VFIO_CHECK_EXTENSION.
+@function container:check_extension
+@param ext a name (`"type1"`, `"type1v2"`, `"noiommu"`, `"unmap_all"`, `"update_vaddr"`...) or a number
+@treturn boolean whether the kernel has it, or `nil, message, errno`
+*/
+
+/***
+VFIO_SET_IOMMU (after a group is attached). Without a type, type1v2 is preferred and type1
+the fallback.
+@function container:set_iommu
+@tparam[opt] string type the IOMMU type
+@treturn string the type chosen, or `nil, message, errno`
+*/
+
+/***
+VFIO_IOMMU_GET_INFO with its capability chain.
+@function container:iommu_info
+@treturn table `{pgsizes, min_pgsize, iova_ranges = {{start, last}}, dma_avail, migration}`, or `nil, message, errno`
+*/
+
+/***
+VFIO_IOMMU_MAP_DMA of memory an object owns, never a raw address: a DMA buffer, or guest
+RAM `[gpa, gpa + size)` inside one RAM slot of a VM. The source stays referenced, and its
+memory allocated, until the mapping is unmapped. In no-IOMMU mode it fails (there is no
+IOMMU to map through).
+@function container:map_dma
+@param source a `dmabuf` or a `vm`
+@tparam int iova where the device sees it
+@tparam[opt] table opts `{read=, write=}`; for a VM also `gpa=`, `size=` (required)
+@treturn boolean true, or `nil, message, errno`
+@usage c:map_dma(buf, 0x100000, {read = true, write = true})
+*/
+
+/***
+VFIO_IOMMU_UNMAP_DMA of `[iova, iova + size)`, releasing the sources it mapped.
+@function container:unmap_dma
+@tparam int iova start
+@tparam int size length
+@treturn int bytes unmapped, or `nil, message, errno`
+*/
+
+/***
+Unmap everything (needs the `unmap_all` extension).
+@function container:unmap_all
+@treturn int bytes unmapped, or `nil, message, errno`
+*/
+
+/***
+The container fd's number.
+@function container:fileno
+@treturn int
+*/
+
+/***
+The node it was opened from.
+@function container:path
+@treturn string
+*/
+
+/***
+Whether it is closed.
+@function container:closed
+@treturn boolean
+*/
+
+/***
+Unmap what it mapped and close the fd (idempotent). A mapping whose unmap the kernel does
+not confirm leaves its memory allocated.
+@function container:close
+*/
+
 void lv_open_container(lua_State *L)
 {
     static const luaL_Reg methods[] = {

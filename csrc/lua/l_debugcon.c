@@ -73,6 +73,32 @@ static int l_vm_debug_output(lua_State *L)
     return l_debugcon_output(L);
 }
 
+/*** @module vfio.core */
+
+/***
+A C-side buffer for a guest's debug port output, to give `vm:add_debugcon`.
+@function debugcon
+@treturn debugcon
+*/
+
+/***
+A debug console (`vfio.debugcon`): the guest's writes to its port, kept in C.
+@type debugcon
+*/
+
+/***
+What the guest wrote so far.
+@function debugcon:output
+@tparam[opt] boolean clear empty the buffer after
+@treturn string the bytes
+@treturn int bytes dropped beyond the cap
+*/
+
+/***
+Free the buffer (idempotent).
+@function debugcon:close
+*/
+
 void lv_open_debugcon(lua_State *L)
 {
     static const luaL_Reg methods[] = {

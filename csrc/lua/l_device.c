@@ -428,6 +428,169 @@ static int d_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+Wrap a device fd obtained elsewhere (a privileged helper over a unix socket; a memfd for
+regions described by hand): the device owns a duplicate of fd.
+@function device_adopt
+@tparam int fd the fd
+@tparam string name names the device in messages
+@treturn device the device, or `nil, message, errno`
+*/
+
+/***
+A device on a file opened read-write: a VFIO device cdev, or any file whose regions are
+described with `region` (host tests).
+@function device_file
+@tparam string path the file
+@tparam[opt=path] string name names the device in messages
+@treturn device the device, or `nil, message, errno`
+*/
+
+/***
+Run VFIO_DEVICE_GET_REGION_INFO's parser (the capability chain) on a raw buffer.
+@function parse_region_info
+@tparam string bytes the ioctl's buffer
+@treturn table as `device:region_info` returns it
+*/
+
+/***
+A VFIO device fd (`vfio.device`), from `group:device`, `cdev`, `device_adopt` or `device_file`.
+@type device
+*/
+
+/***
+VFIO_DEVICE_GET_INFO.
+@function device:info
+@treturn table `{flags, num_regions, num_irqs, pci, reset, ...}`, or `nil, message, errno`
+*/
+
+/***
+VFIO_DEVICE_GET_REGION_INFO of region i with its capabilities.
+@function device:region_info
+@tparam int i the region index
+@treturn table `{index, size, offset, flags, read, write, mmap, sparse, type, subtype, msix_mappable...}`, or `nil, message, errno`
+*/
+
+/***
+The region object of index i. A region whose info fails is still returned, with `error`
+and `errno` set (the VGA region on most devices), and its accesses return that error.
+@function device:region
+@tparam int i the region index
+@treturn region
+*/
+
+/***
+VFIO_DEVICE_GET_IRQ_INFO of index i.
+@function device:irq_info
+@tparam int i the IRQ index
+@treturn table `{count, eventfd, maskable, automasked, noresize, flags}`, or `nil, message, errno`
+*/
+
+/***
+VFIO_DEVICE_SET_IRQS. data: nil (DATA_NONE), a boolean or a list of booleans (DATA_BOOL),
+an eventfd, fd or -1 (de-assign), or a list of them (DATA_EVENTFD); a list holds exactly
+`count` entries.
+@function device:set_irqs
+@tparam int index the IRQ index
+@tparam string action `"mask"`, `"unmask"` or `"trigger"`
+@tparam int start first vector
+@tparam int count vectors
+@param[opt] data see above
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+VFIO_DEVICE_RESET.
+@function device:reset
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: the devices a bus reset affects.
+`devids`, `owned`, and `devid` per device), or `nil, message, errno`
+@function device:hot_reset_info
+@treturn table `{flags, devices = {{bdf, group, segment, bus, devfn}}}` (through iommufd
+*/
+
+/***
+VFIO_DEVICE_PCI_HOT_RESET. Every group the hot reset info names must be in the list,
+proving ownership; a device opened through its cdev passes `{}` (its iommufd proves it).
+@function device:hot_reset
+@tparam {group|int,...} groups group objects or group fds
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Probe a VFIO_DEVICE_FEATURE.
+EINVAL, EOPNOTSUPP); other failures `nil, message, errno`
+@function device:probe_feature
+@tparam int feature the feature number (`FEATURE`)
+@tparam[opt] string op `"get"`, `"set"` or `"getset"`
+@return true; or `false, message, errno` when the kernel or device lacks it (ENOTTY,
+*/
+
+/***
+The device fd's number.
+@function device:fileno
+@treturn int
+*/
+
+/***
+The device's name (a PCI address, an mdev's UUID, or the name given).
+@function device:name
+@treturn string
+*/
+
+/***
+The group it was opened from (nil for an adopted fd or a cdev).
+@function device:group
+@treturn group|nil
+*/
+
+/***
+Whether it is closed.
+@function device:closed
+@treturn boolean
+*/
+
+/***
+Close the device (idempotent); its regions' mappings go with it.
+@function device:close
+*/
+
+/***
+VFIO_DEVICE_FEATURE_MIGRATION: the device's migration capabilities.
+(Registered by l_migration.c.)
+@function device:migration
+@treturn table `{flags, stop_copy, p2p, pre_copy}`, or `nil, message, errno` (ENOTTY without a migration driver)
+*/
+
+/***
+VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (get).
+`"pre_copy"`, `"pre_copy_p2p"` or `"error"` (an integer for a newer state), or `nil, message, errno`
+(Registered by l_migration.c.)
+@function device:mig_state
+@treturn string `"running"`, `"stop"`, `"stop_copy"`, `"resuming"`, `"running_p2p"`,
+*/
+
+/***
+VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (set). `"error"` raises: only a reset leaves it.
+the kernel refuses (the message names both states)
+(Registered by l_migration.c.)
+@function device:set_mig_state
+@param state a name as `mig_state` returns, or a number of `MIG_STATE`
+@return a `migfile` when the arc opens a data fd, else true; `nil, message, errno` when
+*/
+
+/***
+VFIO_DEVICE_FEATURE_MIG_DATA_SIZE (Linux 6.2): what STOP_COPY would give.
+(Registered by l_migration.c.)
+@function device:mig_data_size
+@treturn int bytes, or `nil, message, errno`
+*/
+
 void lv_open_device(lua_State *L)
 {
     static const luaL_Reg methods[] = {

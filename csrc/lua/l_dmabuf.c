@@ -198,6 +198,127 @@ static int b_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+Page-aligned, zeroed anonymous memory for device DMA (and guest RAM), its size rounded up
+to whole pages. It is freed only when no VM slot and no IOMMU mapping uses it.
+@function dmabuf
+@tparam int size bytes
+@treturn dmabuf the buffer, or `nil, message, errno`
+*/
+
+/***
+A DMA buffer (`vfio.dmabuf`). Offsets are checked against the size and raise when outside.
+@type dmabuf
+*/
+
+/***
+Read n bytes at off.
+@function dmabuf:read
+@tparam int off offset
+@tparam int n bytes
+@treturn string
+*/
+
+/***
+Write the bytes of s at off.
+@function dmabuf:write
+@tparam int off offset
+@tparam string s the bytes
+*/
+
+/***
+Fill n bytes from off with a byte.
+@function dmabuf:fill
+@tparam int byte 0 to 255
+@tparam[opt=0] int off offset
+@tparam[opt] int n bytes (default: to the end)
+*/
+
+/***
+memmove between DMA buffers (src may be this one).
+@function dmabuf:copy
+@tparam int dst_off offset in this buffer
+@tparam dmabuf src the source
+@tparam int src_off offset in src
+@tparam int n bytes
+*/
+
+/***
+Read a 8-bit little-endian value at off.
+@function dmabuf:read8
+@tparam int off offset
+@treturn int
+*/
+
+/***
+Read a 16-bit little-endian value at off.
+@function dmabuf:read16
+@tparam int off offset
+@treturn int
+*/
+
+/***
+Read a 32-bit little-endian value at off.
+@function dmabuf:read32
+@tparam int off offset
+@treturn int
+*/
+
+/***
+Read a 64-bit little-endian value at off.
+@function dmabuf:read64
+@tparam int off offset
+@treturn int
+*/
+
+/***
+Write a 8-bit little-endian value at off; raises when v does not fit.
+@function dmabuf:write8
+@tparam int off offset
+@tparam int v the value
+*/
+
+/***
+Write a 16-bit little-endian value at off; raises when v does not fit.
+@function dmabuf:write16
+@tparam int off offset
+@tparam int v the value
+*/
+
+/***
+Write a 32-bit little-endian value at off; raises when v does not fit.
+@function dmabuf:write32
+@tparam int off offset
+@tparam int v the value
+*/
+
+/***
+Write a 64-bit little-endian value at off; raises when v does not fit.
+@function dmabuf:write64
+@tparam int off offset
+@tparam int v the value
+*/
+
+/***
+The size, rounded up to whole pages.
+@function dmabuf:size
+@treturn int bytes
+*/
+
+/***
+Whether it is closed (for Lua; its memory may stay allocated while mapped).
+@function dmabuf:closed
+@treturn boolean
+*/
+
+/***
+Free the buffer. Refused while a VM memory slot or an IOMMU mapping uses it.
+@function dmabuf:close
+@return nothing, or `nil, message, EBUSY` naming the slot or the latest mapping
+*/
+
 void lv_open_dmabuf(lua_State *L)
 {
     static const luaL_Reg methods[] = {

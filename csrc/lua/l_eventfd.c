@@ -130,6 +130,58 @@ static int e_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+A non-blocking eventfd.
+@function eventfd
+@tparam[opt=0] int initval the initial count
+@tparam[opt] table opts `{semaphore = true}`
+@treturn eventfd the eventfd, or `nil, message, errno`
+*/
+
+/***
+An eventfd (`vfio.eventfd`), for interrupts (`device:set_irqs`) and irqfds.
+@type eventfd
+*/
+
+/***
+Read and reset the count.
+@function eventfd:read
+@treturn int the count, or `nil, message, EAGAIN` when nothing is pending
+*/
+
+/***
+Add to the count.
+@function eventfd:write
+@tparam[opt=1] int n the amount
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Wait until the count is not zero, then read it.
+@function eventfd:wait
+@tparam[opt] int ms timeout in milliseconds (none, or negative: forever)
+@treturn int the count, or `nil, "...: timed out", ETIMEDOUT`, or `nil, message, errno`
+*/
+
+/***
+The fd's number (for poll).
+@function eventfd:fileno
+@treturn int
+*/
+
+/***
+Whether it is closed.
+@function eventfd:closed
+@treturn boolean
+*/
+
+/***
+Close the eventfd (idempotent).
+@function eventfd:close
+*/
+
 void lv_open_eventfd(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"read", e_read},     {"write", e_write},

@@ -168,6 +168,81 @@ static int g_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+Open a VFIO group: its number (`/dev/vfio/N`) or a path (`/dev/vfio/noiommu-N`).
+@function group
+@param n the group number or node path
+@treturn group the group, or `nil, message, errno`
+*/
+
+/***
+A VFIO group (`vfio.group`).
+@type group
+*/
+
+/***
+VFIO_GROUP_GET_STATUS.
+@function group:status
+@treturn table `{viable, container_set, flags}`, or `nil, message, errno`
+*/
+
+/***
+VFIO_GROUP_SET_CONTAINER: attach the group to a container (which it then keeps alive).
+@function group:set_container
+@tparam container c the container
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+VFIO_GROUP_UNSET_CONTAINER.
+@function group:unset_container
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+The container the group is attached to, or nil.
+@function group:container
+@treturn container|nil
+*/
+
+/***
+VFIO_GROUP_GET_DEVICE_FD: a device of the group by name (a PCI address or an mdev's UUID).
+@function group:device
+@tparam string name the device's name
+@treturn device the device, or `nil, message, errno`
+*/
+
+/***
+The group fd's number.
+@function group:fileno
+@treturn int
+*/
+
+/***
+The group's number (nil for a group opened by a path with none).
+@function group:number
+@treturn int|nil
+*/
+
+/***
+The node it was opened from.
+@function group:path
+@treturn string
+*/
+
+/***
+Whether it is closed.
+@function group:closed
+@treturn boolean
+*/
+
+/***
+Close the group fd (idempotent).
+@function group:close
+*/
+
 void lv_open_group(lua_State *L)
 {
     static const luaL_Reg methods[] = {

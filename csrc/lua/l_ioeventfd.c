@@ -112,6 +112,31 @@ static int l_ioev_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+An ioeventfd (`vfio.ioeventfd`).
+@type ioeventfd
+*/
+
+/***
+The guest writes since the last call.
+@function ioeventfd:count
+@tparam[opt=0] int ms how long to wait for one
+@treturn int the count
+*/
+
+/***
+The eventfd's number.
+@function ioeventfd:fileno
+@treturn int
+*/
+
+/***
+Deassign and close (idempotent).
+@function ioeventfd:close
+*/
+
 void lv_open_ioeventfd(lua_State *L)
 {
     static const luaL_Reg methods[] = {

@@ -385,6 +385,140 @@ static int l_cdev(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+Open an iommufd.
+@function iommufd
+@tparam[opt="/dev/iommu"] string path the node
+@treturn iommufd the iommufd, or `nil, message, errno`
+*/
+
+/***
+Open a VFIO device cdev (`/dev/vfio/devices/vfioN`) as a `device`, usable once bound
+(`iommufd:bind`) and, for DMA, attached (`ioas:attach`).
+@function cdev
+@tparam string path the cdev
+@tparam[opt=path] string name names the device in messages (the PCI address)
+@treturn device the device, or `nil, message, errno`
+*/
+
+/***
+An iommufd context (`vfio.iommufd`).
+@type iommufd
+*/
+
+/***
+IOMMU_IOAS_ALLOC: a new, empty I/O address space, which keeps this iommufd alive.
+@function iommufd:ioas
+@treturn ioas the IOAS, or `nil, message, errno`
+*/
+
+/***
+VFIO_DEVICE_BIND_IOMMUFD: bind a cdev device, which then keeps this iommufd alive.
+@function iommufd:bind
+@tparam device dev the device (from `cdev`)
+@treturn int the devid, or `nil, message, errno`
+*/
+
+/***
+The iommufd's fd number.
+@function iommufd:fileno
+@treturn int
+*/
+
+/***
+The node it was opened from.
+@function iommufd:path
+@treturn string
+*/
+
+/***
+Whether it is closed.
+@function iommufd:closed
+@treturn boolean
+*/
+
+/***
+Close this handle (idempotent); the kernel keeps the context while bound devices are open.
+@function iommufd:close
+*/
+
+/***
+An I/O address space of an iommufd (`vfio.ioas`): plays the container's part.
+@type ioas
+*/
+
+/***
+IOMMU_IOAS_MAP at a fixed IOVA: the same sources and options as `container:map_dma`; the
+source is kept alive until unmapped.
+@function ioas:map_dma
+@param source a `dmabuf` or a `vm`
+@tparam int iova the IOVA
+@tparam[opt] table opts `{read=, write=}`; for a VM `gpa=`, `size=`
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+IOMMU_IOAS_UNMAP of `[iova, iova + size)`.
+@function ioas:unmap_dma
+@tparam int iova start
+@tparam int size length
+@treturn int bytes unmapped (0 when nothing was mapped there), or `nil, message, errno`
+*/
+
+/***
+Unmap everything.
+@function ioas:unmap_all
+@treturn int bytes unmapped, or `nil, message, errno`
+*/
+
+/***
+IOMMU_IOAS_IOVA_RANGES: where mappings may go now (attached devices narrow it).
+@function ioas:iova_ranges
+@treturn table `{{start=, last=}...}`, or `nil, message, errno`
+@treturn int the alignment of a mapping's start and end
+*/
+
+/***
+VFIO_DEVICE_ATTACH_IOMMUFD_PT: attach a device bound to this IOAS's iommufd (checked); the
+device then keeps the IOAS alive.
+@function ioas:attach
+@tparam device dev the device
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+VFIO_DEVICE_DETACH_IOMMUFD_PT: the device blocks DMA until attached again.
+@function ioas:detach
+@tparam device dev the device
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+The IOAS id inside its iommufd.
+@function ioas:id
+@treturn int
+*/
+
+/***
+The iommufd it belongs to.
+@function ioas:iommufd
+@treturn iommufd
+*/
+
+/***
+Whether it is closed.
+@function ioas:closed
+@treturn boolean
+*/
+
+/***
+Unmap everything, destroy the IOAS (the kernel keeps it while devices are attached) and
+release the mapped sources whose unmap succeeded (idempotent).
+@function ioas:close
+*/
+
 void lv_open_iommufd(lua_State *L)
 {
     static const luaL_Reg imethods[] = {

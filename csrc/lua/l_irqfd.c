@@ -200,6 +200,75 @@ static int l_irqfd_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+An irqfd (`vfio.irqfd`): device interrupts reach the guest without an exit. Detached, a
+masked MSI/MSI-X vector is kept from the guest while the device keeps signalling.
+@type irqfd
+*/
+
+/***
+The eventfd's number (what VFIO_DEVICE_SET_IRQS is given).
+@function irqfd:fileno
+@treturn int
+*/
+
+/***
+The resample eventfd's number, or nothing without one.
+@function irqfd:resample_fileno
+@treturn int
+*/
+
+/***
+The GSI.
+@function irqfd:gsi
+@treturn int
+*/
+
+/***
+Signal the eventfd, as a device's interrupt does.
+@function irqfd:trigger
+@tparam[opt=1] int n the count
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+How many times the guest EOI'd the level interrupt; raises without a resample fd.
+@function irqfd:resampled
+@tparam[opt=0] int ms how long to wait
+@treturn int the count
+*/
+
+/***
+KVM_IRQFD deassign, keeping the eventfd (idempotent).
+@function irqfd:detach
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+KVM_IRQFD assign again (idempotent).
+@function irqfd:attach
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Whether KVM has it assigned.
+@function irqfd:attached
+@treturn boolean
+*/
+
+/***
+Read and clear the eventfd's count: what a device signalled while detached.
+@function irqfd:take
+@treturn int the count (0 if none)
+*/
+
+/***
+Deassign and close (idempotent).
+@function irqfd:close
+*/
+
 void lv_open_irqfd(lua_State *L)
 {
     static const luaL_Reg methods[] = {

@@ -188,6 +188,56 @@ static int l_kvm_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+Open KVM. With `LUAVFIO_NO_KVM` set, fails with ENOENT as a host without KVM would.
+@function kvm_open
+@tparam[opt="/dev/kvm"] string path the node
+@treturn kvm the handle, or `nil, message, errno`
+*/
+
+/***
+The KVM system fd (`vfio.kvm`).
+@type kvm
+*/
+
+/***
+KVM_GET_API_VERSION.
+@function kvm:api_version
+@treturn int the version, or `nil, message, errno`
+*/
+
+/***
+KVM_CHECK_EXTENSION; raises for an unknown capability name.
+@function kvm:check_extension
+@param cap a capability name this module knows, or a number
+@treturn int the kernel's answer (0: absent), or `nil, message, errno`
+*/
+
+/***
+KVM_GET_VCPU_MMAP_SIZE.
+@function kvm:vcpu_mmap_size
+@treturn int bytes, or `nil, message, errno`
+*/
+
+/***
+KVM_CREATE_VM; the VM keeps this handle alive.
+@function kvm:create_vm
+@treturn vm the VM, or `nil, message, errno`
+*/
+
+/***
+The fd's number.
+@function kvm:fileno
+@treturn int
+*/
+
+/***
+Close the fd (idempotent).
+@function kvm:close
+*/
+
 void lv_open_kvm(lua_State *L)
 {
     static const luaL_Reg kvm_m[] = {

@@ -286,6 +286,64 @@ static int l_migration_abi(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+Spec hook: the sizes and numbers of the migration uAPI this build uses.
+@function migration_abi
+@treturn table
+*/
+
+/***
+The data fd of a migration state change (`vfio.migfile`); it keeps its device alive.
+@type migfile
+*/
+
+/***
+Read the stream: up to n bytes (all to the end without n; n at most 1 GiB). Retries EINTR
+and continues short reads; bytes read before a failure are returned and the failure comes
+on the next call.
+@function migfile:read
+@tparam[opt] int n bytes
+@treturn string the bytes; `""` at the end (in PRE_COPY: nothing more ready now), or `nil, message, errno`
+*/
+
+/***
+Write s to the stream (EINTR retried, short writes continued).
+@function migfile:write
+@tparam string s the bytes
+@treturn int `#s`, or `nil, message, errno` (the message says how much went in first)
+*/
+
+/***
+VFIO_MIG_GET_PRECOPY_INFO (PRE_COPY states only).
+@function migfile:precopy_info
+@treturn table `{initial_bytes, dirty_bytes, flags}`, or `nil, message, errno`
+*/
+
+/***
+The state whose arc opened this file.
+@function migfile:state
+@treturn string
+*/
+
+/***
+The fd's number.
+@function migfile:fileno
+@treturn int
+*/
+
+/***
+Whether it is closed.
+@function migfile:closed
+@treturn boolean
+*/
+
+/***
+Close the data fd (idempotent).
+@function migfile:close
+*/
+
 void lv_open_migration(lua_State *L)
 {
     static const luaL_Reg dev_methods[] = {{"migration", d_migration},

@@ -154,6 +154,60 @@ static int l_pcihost_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+The PCI host bridge answered in C: CF8/CFC and an ECAM window, dispatching to functions
+that implement config access in C (`cfgspace`, `trap`).
+@function pcihost
+@tparam table opts `{ecam_base = addr (1 MiB aligned), ecam_buses = n (1 to 256)}`
+@treturn pcihost
+*/
+
+/***
+A host bridge (`vfio.pcihost`).
+@type pcihost
+*/
+
+/***
+Put a function at bus:dev.fn.
+@function pcihost:attach
+@tparam int bus bus
+@tparam int dev device
+@tparam int fn function
+@param obj a `cfgspace` or a `trap`
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Remove the function at bus:dev.fn.
+@function pcihost:detach
+@tparam int bus bus
+@tparam int dev device
+@tparam int fn function
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+The run loop's decode, for an exit table.
+attention), and when a function was reached its bdf (bus << 8 | dev << 3 | fn), offset,
+size, value
+@function pcihost:access
+@tparam table exit `{space=, port= | addr=, size=, write=, value=}`
+@return handled, the read value (nil for writes), event (a written function asked for
+*/
+
+/***
+The ranges to register with `vm:add_range`.
+@function pcihost:ranges
+@treturn table `{{space, base, size}...}`
+*/
+
+/***
+Nothing to release (present for the object conventions).
+@function pcihost:close
+*/
+
 void lv_open_pcihost(lua_State *L)
 {
     static const luaL_Reg h_m[] = {

@@ -647,6 +647,161 @@ static int l_region_new(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+Describe a region by hand instead of REGION_INFO (regions of adopted fds; host tests on a
+memfd). A region reaching past the end of an ordinary file is never mapped.
+@function region
+@tparam device dev the device
+@tparam table info `{index=, offset=, size=, readable=, writable=, mappable=, sparse = {{offset=, size=}...}}`
+@treturn region
+*/
+
+/***
+A region of a device (`vfio.region`): BARs, ROM, config space, VGA. Fields from
+REGION_INFO: `index`, `size`, `offset`, `flags`, `readable`, `writable`, `mappable`,
+`sparse` (mmap-able areas), `type`/`subtype`, `msix_mappable`; or `error` and `errno`
+when REGION_INFO failed. Accesses are checked against the size and flags and raise when
+outside; mapped parts are plain volatile loads and stores, the rest pread/pwrite.
+@type region
+*/
+
+/***
+Read a 8-bit value at off (little-endian, as the device is).
+@function region:read8
+@tparam int off offset in the region
+@treturn int the value, or `nil, message, errno`
+*/
+
+/***
+Read a 16-bit value at off (little-endian, as the device is).
+@function region:read16
+@tparam int off offset in the region
+@treturn int the value, or `nil, message, errno`
+*/
+
+/***
+Read a 32-bit value at off (little-endian, as the device is).
+@function region:read32
+@tparam int off offset in the region
+@treturn int the value, or `nil, message, errno`
+*/
+
+/***
+Read a 64-bit value at off (little-endian, as the device is).
+@function region:read64
+@tparam int off offset in the region
+@treturn int the value, or `nil, message, errno`
+*/
+
+/***
+Write a 8-bit value at off; raises when v does not fit.
+@function region:write8
+@tparam int off offset in the region
+@tparam int v the value
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Write a 16-bit value at off; raises when v does not fit.
+@function region:write16
+@tparam int off offset in the region
+@tparam int v the value
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Write a 32-bit value at off; raises when v does not fit.
+@function region:write32
+@tparam int off offset in the region
+@tparam int v the value
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Write a 64-bit value at off; raises when v does not fit.
+@function region:write64
+@tparam int off offset in the region
+@tparam int v the value
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Read n bytes at off (mapped parts copied with 8-byte device-safe accesses, never vector
+instructions; other parts through pread).
+@function region:read
+@tparam int off offset
+@tparam int n bytes
+@treturn string the bytes, or `nil, message, errno`
+*/
+
+/***
+Write the bytes of s at off.
+@function region:write
+@tparam int off offset
+@tparam string s the bytes
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Copy n bytes of the region at off into a DMA buffer, without a Lua string.
+@function region:read_into
+@tparam int off region offset
+@tparam int n bytes
+@tparam dmabuf buf the buffer
+@tparam[opt=0] int buf_off buffer offset
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Copy n bytes of a DMA buffer into the region at off.
+@function region:write_from
+@tparam int off region offset
+@tparam int n bytes
+@tparam dmabuf buf the buffer
+@tparam[opt=0] int buf_off buffer offset
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+mmap what the kernel allows: the sparse areas when the region has them, else the whole
+region. Accesses outside the mapped areas keep working through pread/pwrite. A region over
+an ordinary file shorter than itself is not mapped (ENXIO).
+@function region:map
+@treturn boolean true, or `nil, message, errno`
+@treturn int the number of mapped areas
+*/
+
+/***
+Unmap the region's mappings (accesses go through pread/pwrite).
+@function region:unmap
+*/
+
+/***
+The areas currently mapped.
+@function region:mapped
+@treturn table `{{offset=, size=}...}` (empty when not mapped)
+*/
+
+/***
+The device the region belongs to.
+@function region:device
+@treturn device
+*/
+
+/***
+Whether the region was closed (its device closing does not count: accesses then say the
+device is closed).
+@function region:closed
+@treturn boolean
+*/
+
+/***
+Unmap and close the region (idempotent).
+@function region:close
+*/
+
 void lv_open_region(lua_State *L)
 {
     static const luaL_Reg methods[] = {

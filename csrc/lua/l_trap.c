@@ -651,6 +651,291 @@ static int t_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+The PCI trap core over a backend: the virtual function a guest sees (virtual config
+space, BARs, MSI/MSI-X, capability edits, quirk windows). Guest-facing accesses never
+raise for guest-controlled values: out-of-range config reads float high; backend failures
+return `nil, message, errno`; only API misuse (an access size other than 1, 2, 4 or 8)
+raises. A closed trap answers all ones and drops writes everywhere.
+@function trap
+@tparam backend b the backend (`vfio_backend`, `replay`)
+@tparam[opt] table opts `{pcie = true}` (false: a conventional 256-byte config space)
+@treturn trap the trap, or `nil, message, errno`
+*/
+
+/***
+A trap (`vfio.trap`): the virtual PCI function over a backend.
+@type trap
+*/
+
+/***
+Read the guest's config space.
+@function trap:cfg_read
+@tparam int off offset
+@tparam int size 1, 2 or 4
+@treturn int the value, or `nil, message, errno`
+*/
+
+/***
+Write the guest's config space (emulated bits to the shadow, the rest as the permissions say).
+@function trap:cfg_write
+@tparam int off offset
+@tparam int size 1, 2 or 4
+@tparam int v the value
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Read BAR bar at off as the guest would (MSI-X table and PBA, windows, then the device).
+@function trap:bar_read
+@tparam int bar 0 to 5
+@tparam int off offset
+@tparam int size 1, 2, 4 or 8
+@treturn int the value, or `nil, message, errno`
+*/
+
+/***
+Write BAR bar at off as the guest would.
+@function trap:bar_write
+@tparam int bar 0 to 5
+@tparam int off offset
+@tparam int size 1, 2, 4 or 8
+@tparam int v the value
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+A guest-physical read, decoded against the BARs as the guest programmed them.
+@function trap:mmio_read
+@tparam int addr guest-physical address
+@tparam int size 1, 2, 4 or 8
+@return the value (all ones when unclaimed) and whether a BAR claimed it; or `nil, message, errno`
+*/
+
+/***
+A guest-physical write, decoded against the BARs.
+@function trap:mmio_write
+@tparam int addr guest-physical address
+@tparam int size 1, 2, 4 or 8
+@tparam int v the value
+@return true and whether a BAR claimed it; or `nil, message, errno`
+*/
+
+/***
+A guest port read, decoded against the I/O BARs.
+@function trap:io_read
+@tparam int port the port
+@tparam int size 1, 2 or 4
+@return the value and whether a BAR claimed it; or `nil, message, errno`
+*/
+
+/***
+A guest port write, decoded against the I/O BARs.
+@function trap:io_write
+@tparam int port the port
+@tparam int size 1, 2 or 4
+@tparam int v the value
+@return true and whether a BAR claimed it; or `nil, message, errno`
+*/
+
+/***
+The device's region itself, bypassing MSI-X and windows (for quirk handlers that forward).
+@function trap:device_read
+@tparam int index region index (0 to 6)
+@tparam int off offset
+@tparam int size 1, 2, 4 or 8
+@treturn int the value, or `nil, message, errno`
+*/
+
+/***
+Write the device's region itself, bypassing MSI-X and windows.
+@function trap:device_write
+@tparam int index region index (0 to 6)
+@tparam int off offset
+@tparam int size 1, 2, 4 or 8
+@tparam int v the value
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Drain the queued events (BAR mapped, decode changed, MSI/MSI-X enabled, routes, masks).
+@function trap:events
+@treturn table `{{type=, ...}...}` in order
+*/
+
+/***
+Call fn(event) for each event instead of queueing it; nil goes back to queueing.
+@function trap:on_event
+@tparam function|nil fn the callback
+*/
+
+/***
+The BARs as the guest sees them.
+@function trap:bars
+@treturn table `[0..6] = {index, size, phys_size, io, is64, prefetch, upper, rom, addr, mapped}`
+*/
+
+/***
+The capability list: `{{id, off, len, ext, hidden, added}...}`.
+@function trap:caps
+@treturn table
+*/
+
+/***
+`{cfg_size, dev_cfg_size, guard_hits, events_lost, events_queued, windows, name}`.
+@function trap:info
+@treturn table
+*/
+
+/***
+The MSI capability's state, or nothing without one.
+@function trap:msi
+@treturn table `{off, vectors, enabled_vectors, enabled, is64, maskable, addr, data, mask}`
+*/
+
+/***
+The MSI-X capability's state, or nothing without one.
+@function trap:msix
+@treturn table `{off, n, table_bar, table_off, pba_bar, pba_off, enabled, fmask}`
+*/
+
+/***
+MSI-X table entry v, or nothing out of range.
+@function trap:msix_entry
+@tparam int v the vector
+@return address, data, masked
+*/
+
+/***
+The BAR windows quirks installed.
+@function trap:windows
+@treturn table `{{bar, off, len, lua}...}`: lua = a Lua handler (the others are config mirrors, served in C)
+*/
+
+/***
+Hide a capability from the guest's chain.
+@function trap:hide_cap
+@tparam int id the capability id
+@tparam[opt] boolean ext an extended capability
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Add a capability to the guest's chain at off.
+@function trap:add_cap
+@tparam int off offset
+@tparam string bytes its contents
+@tparam[opt] string wmask the guest-writable bits (as long as bytes)
+@tparam[opt] boolean ext an extended capability
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Override config bytes at off (emulated from then on).
+@function trap:set_config
+@tparam int off offset
+@tparam string bytes the contents
+@tparam[opt] string wmask the guest-writable bits
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Set the permissions of a config field: emul (bits served from the shadow), wmask (bits the
+guest may write), dwmask (bits a guest write forwards to the device).
+@function trap:set_perm
+@tparam int off offset
+@tparam int size 1, 2 or 4
+@tparam int emul emulated bits
+@tparam int wmask writable bits
+@tparam int dwmask forwarded bits
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Hide the expansion ROM BAR.
+@function trap:hide_rom
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Present BAR bar with another size.
+@function trap:set_bar_size
+@tparam int bar 0 to 5
+@tparam int size bytes
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+A BAR window handled in Lua: read(off, size) returns the value, write(off, size, v). A
+close from inside a handler takes effect when the access ends.
+@function trap:add_window
+@tparam int bar 0 to 5
+@tparam int off offset
+@tparam int len length
+@tparam table handlers `{read = function(off, size), write = function(off, size, v)}`
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+A BAR window that reads and writes config space from cfg_off, served in C.
+@function trap:mirror_config
+@tparam int bar 0 to 5
+@tparam int off offset
+@tparam int len length
+@tparam int cfg_off config offset
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Move the MSI-X table and PBA to BAR bar at the offsets given (as the guest sees them).
+@function trap:relocate_msix
+@tparam int bar 0 to 5
+@tparam int table_off table offset
+@tparam int pba_off PBA offset
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Set or clear a vector's pending bit.
+@function trap:set_pending
+@tparam string kind `"msi"` or `"msix"`
+@tparam int vector the vector
+@tparam boolean on pending
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+While the VM keeps a masked vector from the guest, its irqfd's eventfd is the vector's
+pending state (the PBA, or MSI's pending bits, read its count); nil ends that. The trap
+keeps the irqfd alive.
+@function trap:set_source
+@tparam string kind `"msi"` or `"msix"`
+@tparam int vector the vector
+@tparam irqfd|nil q the irqfd
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Close the trap (idempotent; from a window handler, when the access ends).
+@function trap:close
+*/
+
+/***
+Nanoseconds per operation, measured in C for bench/trap.lua: `"cfg"` n config reads of
+size bytes at offset a; `"bar"` n BAR reads at BAR a, offset b; `"pread"` n preads from a
+temporary file (the syscall floor); `"memcpy"` n copies (the memory floor).
+(Registered by l_trap_bench.c.)
+@function trap:bench
+@tparam string kind `"cfg"`, `"bar"`, `"pread"` or `"memcpy"`
+@tparam int n operations
+@tparam[opt=0] int a see kind
+@tparam[opt=0] int b see kind
+@tparam int size 1 to 8 bytes
+@treturn number ns per operation, or `nil, message, errno`
+*/
+
 void lv_open_trap(lua_State *L)
 {
     static const luaL_Reg tmethods[] = {

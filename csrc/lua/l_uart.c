@@ -124,6 +124,40 @@ static int l_uart_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+A guest serial port (`vfio.uart`).
+@type uart
+*/
+
+/***
+The bytes captured (up to `capture`).
+@function uart:output
+@tparam[opt] boolean clear empty the capture after
+@treturn string the bytes
+@treturn int bytes dropped past the cap
+*/
+
+/***
+The last bytes sent.
+@function uart:tail
+@treturn string up to 4 KiB
+@treturn int how many were sent in all
+*/
+
+/***
+Queue input for the guest (the queue holds 4 KiB); raises on a closed uart.
+@function uart:feed
+@tparam string bytes the input
+@treturn int how many were queued
+*/
+
+/***
+Stop answering (idempotent).
+@function uart:close
+*/
+
 void lv_open_uart(lua_State *L)
 {
     static const luaL_Reg methods[] = {

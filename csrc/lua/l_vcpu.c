@@ -778,6 +778,148 @@ static int l_vm_run_vcpus(lua_State *L)
     return lua_gettop(L) - base;
 }
 
+/*** @module vfio.core */
+
+/***
+A vCPU of a VM (`vfio.vcpu`); it keeps its VM alive.
+@type vcpu
+*/
+
+/***
+KVM_RUN until an exit C does not handle. Without a handler it returns at the first such
+exit; a read exit is answered with `complete` before the next run (else it reads all
+ones). With a handler, handler(exit) is called for every unhandled io/mmio exit: for a
+read its integer or string result is the data; false ends the run with that exit. Other
+exits (hlt, stop, timeout, intr, shutdown...) always end it, as does an error the handler
+raises. A close of the vCPU or VM from a handler ends the run after that handler
+(`closed = true`) and then closes.
+`"intr"`, `"timeout"`, `"fail_entry"`, `"internal_error"`, `"system_event"`, `"other"`),
+`kvm_reason`, and the access's fields for io/mmio
+@function vcpu:run
+@tparam[opt] function handler the exit handler
+@tparam[opt] table opts `{timeout = seconds}`
+@treturn table the exit: `reason` (`"io"`, `"mmio"`, `"hlt"`, `"shutdown"`, `"stop"`,
+*/
+
+/***
+The data of the read exit `run` last returned: an integer (repeated per element) or a
+string of exactly size * count bytes. Raises when no read is pending.
+@function vcpu:complete
+@param value an integer or a string
+*/
+
+/***
+KVM_GET_REGS.
+@function vcpu:get_regs
+@treturn table `{rax=, rbx=, ..., rip=, rflags=}`, or `nil, message, errno`
+*/
+
+/***
+KVM_SET_REGS; fields not given keep their value.
+@function vcpu:set_regs
+@tparam table regs `{rip=, ...}`
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+KVM_GET_SREGS (segments, control registers, descriptor tables).
+@function vcpu:get_sregs
+@treturn table the registers, or `nil, message, errno`
+*/
+
+/***
+Real mode at cs:ip.
+@function vcpu:setup_real
+@tparam int cs code segment
+@tparam int ip instruction pointer
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Flat 32-bit protected mode: the multiboot entry state.
+@function vcpu:setup_flat32
+@tparam int eip entry
+@tparam int eax eax (the multiboot magic)
+@tparam int ebx ebx (the info's address)
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+32-bit flat protected mode with the selectors and GDT given (the Linux boot protocol's
+entry: cs = 0x10, ds = 0x18, esi = boot_params).
+@function vcpu:setup_boot32
+@tparam table regs `{eip=, esi=0, eax=0, ebx=0, cs=0x08, ds=0x10, gdt_base=, gdt_limit=}` (eip required)
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Long mode through the guest's page tables at cr3 (the Linux 64-bit boot protocol's entry
+into a vmlinux: rsi = boot_params); tables and GDT are the caller's, in guest RAM.
+@function vcpu:setup_boot64
+@tparam table regs `{rip=, rsi=0, cr3=, cs=0x10, ds=0x18, gdt_base=, gdt_limit=}`
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+KVM_SET_CPUID2 (before the first run): KVM's supported CPUID with this vCPU's APIC ID, the
+hypervisor bit and KVM's leaves, the given leaves replacing theirs (registers not given
+stay KVM's).
+@function vcpu:set_cpuid
+@tparam[opt] table leaves `{{function=, index=0, eax=, ebx=, ecx=, edx=}...}`
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+KVM_GET_CPUID2: the table set, as `vm:supported_cpuid` lists it.
+@function vcpu:cpuid
+@treturn table the leaves, or `nil, message, errno`
+*/
+
+/***
+LINT0 ExtINT, LINT1 NMI (after `vm:create_irqchip`).
+@function vcpu:set_lapic_lint
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+A 32-bit LAPIC register (KVM_GET_LAPIC).
+@function vcpu:lapic_reg
+@tparam int offset 0 to 0x3fc
+@treturn int the value, or `nil, message, errno`
+*/
+
+/***
+KVM_SET_MSRS of one MSR.
+@function vcpu:set_msr
+@tparam int index the MSR
+@tparam int value the value
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+KVM_GET_MSRS of one MSR.
+@function vcpu:get_msr
+@tparam int index the MSR
+@treturn int the value, or `nil, message, errno`
+*/
+
+/***
+The vCPU's id.
+@function vcpu:id
+@treturn int
+*/
+
+/***
+The vCPU fd's number.
+@function vcpu:fileno
+@treturn int
+*/
+
+/***
+Close the vCPU (idempotent; from inside its run, when the run returns).
+@function vcpu:close
+*/
+
 void lv_open_vcpu(lua_State *L)
 {
     static const luaL_Reg m[] = {

@@ -519,6 +519,297 @@ static int l_vm_tostring(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+A KVM VM (`vfio.vm`): guest memory slots, one guest-physical address map that refuses
+overlaps (EEXIST; the IOAPIC and LAPIC windows included), GSI routes, ranges handled in C,
+vCPUs, and KVM's VFIO device.
+@type vm
+*/
+
+/***
+Map fresh anonymous memory as guest RAM at gpa.
+@function vm:add_ram
+@tparam int gpa guest-physical address
+@tparam int size bytes
+@treturn int the memory slot, or `nil, message, errno`
+*/
+
+/***
+Map memory a source object owns into the guest: a `dmabuf` (offset into it) or BAR
+`region` of a `backend` (its own mapping, borrowed). The source is bounds-checked, kept
+referenced and pinned (its `close()` refuses) until `unmap` or `close`. No address is
+taken from Lua.
+@function vm:map
+@tparam int gpa guest-physical address
+@tparam int size bytes
+@param source a `dmabuf` or a `backend`
+@tparam[opt] table opts `{offset = 0, region =, readonly = false}`
+@treturn int the memory slot, or `nil, message, errno`
+*/
+
+/***
+Remove a memory slot. Refused (EBUSY) for guest RAM an IOMMU maps (`map_dma(vm, ...)`).
+@function vm:unmap
+@tparam int slot the slot
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Copy s into guest RAM at gpa (raises outside RAM).
+@function vm:write
+@tparam int gpa guest-physical address
+@tparam string s the bytes
+*/
+
+/***
+Read len bytes of guest RAM at gpa (at most 1 GiB; raises outside RAM).
+@function vm:read
+@tparam int gpa guest-physical address
+@tparam int len bytes
+@treturn string
+*/
+
+/***
+Zero (or fill with a byte) guest RAM, e.g. an ELF segment's bss.
+@function vm:fill
+@tparam int gpa guest-physical address
+@tparam int len bytes
+@tparam[opt=0] int byte the byte
+*/
+
+/***
+Read len bytes of an open Lua file from offset straight into guest RAM (pread: the file's
+position is left alone). The file ending first is an error (EIO).
+@function vm:load_file
+@tparam int gpa guest-physical address
+@tparam file f an io file
+@tparam int offset file offset
+@tparam int len bytes
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+The memory slots (no host address).
+@function vm:memory
+@treturn table `{{slot, gpa, size, ram, readonly}...}`
+*/
+
+/***
+KVM_CREATE_IRQCHIP (PIC, IOAPIC, LAPICs).
+@function vm:create_irqchip
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+The in-kernel PIT (after the irqchip), KVM answering port 0x61.
+@function vm:create_pit2
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+How long a halted vCPU spins for its wake-up before it sleeps.
+@function vm:set_halt_poll
+@tparam int ns nanoseconds (at most 1 s)
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+KVM_GET_SUPPORTED_CPUID, the base of every vCPU's table.
+@function vm:supported_cpuid
+@treturn table `{{function, index, flags, eax, ebx, ecx, edx}...}`
+*/
+
+/***
+Route GSI gsi to an MSI message (KVM_SET_GSI_ROUTING).
+@function vm:set_msi_route
+@tparam int gsi 0 to 4095
+@tparam int addr the MSI address
+@tparam int data the MSI data
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Remove GSI gsi's route.
+@function vm:remove_route
+@tparam int gsi the GSI
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+The GSI routes.
+@function vm:routes
+@treturn table `{{gsi, type = "irqchip"|"msi", chip, pin | addr, data}...}`
+*/
+
+/***
+KVM_IRQ_LINE: set an irqchip line's level.
+@function vm:irq_line
+@tparam int gsi the line
+@param level the level (truthy: high)
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+KVM_SIGNAL_MSI: inject one MSI.
+@function vm:signal_msi
+@tparam int addr the MSI address
+@tparam int data the MSI data
+@treturn boolean true when delivered, false when the guest blocked it (LAPIC disabled), or `nil, message, errno`
+*/
+
+/***
+Create KVM's VFIO device (KVM_DEV_TYPE_VFIO), once.
+@function vm:vfio_device
+@treturn int its fd, or `nil, message, errno`
+*/
+
+/***
+KVM_DEV_VFIO_GROUP_ADD: tell KVM about a VFIO group (or, on 6.6+, a device cdev).
+@function vm:vfio_group_add
+@param g a group, a device, or an fd
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+KVM_DEV_VFIO_GROUP_DEL.
+@function vm:vfio_group_del
+@param g a group, a device, or an fd
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+Handle accesses to a range in C by an object whose class has a C access handler (a
+`trap`, a `pcihost`, a `debugcon`): they never reach Lua. The VM keeps obj referenced.
+@function vm:add_range
+@tparam string space `"pio"` or `"mmio"`
+@tparam int base start
+@tparam int size length
+@param obj the handler object
+@treturn int the range id, or `nil, message, errno` (EEXIST for an overlap)
+*/
+
+/***
+KVM_CHECK_EXTENSION on the VM (VM-scoped capabilities).
+@function vm:check_extension
+@param cap a capability name or number
+@treturn int the answer, or `nil, message, errno`
+*/
+
+/***
+A port whose guest writes end `vcpu:run` (reads complete).
+@function vm:add_exit_port
+@tparam int port the port
+@treturn int the range id, or `nil, message, errno`
+*/
+
+/***
+Remove a range `add_range` (or the `add_*` devices) made.
+@function vm:remove_range
+@tparam int id the range id
+@treturn boolean true, or `nil, message, errno`
+*/
+
+/***
+KVM_CREATE_VCPU; the vCPU keeps the VM alive.
+@function vm:vcpu
+@tparam int id 0 to 1023
+@treturn vcpu the vCPU, or `nil, message, errno`
+*/
+
+/***
+The VM fd's number.
+@function vm:fileno
+@treturn int
+*/
+
+/***
+Close the VM. Refused (EBUSY) while an IOMMU maps its RAM; from inside a run handler it
+takes effect when the run returns. `__gc`/`__close` close anyway, leaving such RAM
+allocated until its last mapping goes.
+@function vm:close
+@return nothing, or `nil, message, EBUSY`
+*/
+
+/***
+A 16550 UART answered in C. The guest's writes to THR go to the sinks chosen here; the
+last 4 KiB are always kept (`uart:tail`).
+(Registered by l_uart.c.)
+@function vm:add_uart
+@tparam table opts `{port = 0x3f8, irq = 4, stdout = false, capture = bytes (0: none)}`
+@return the range id and the `uart`, or `nil, message, errno`
+*/
+
+/***
+KVM_IRQFD: an eventfd whose signal injects GSI gsi. Without `fd` an eventfd is created and
+owned; with one, the irqfd keeps its own duplicate. `resample = true` (or an fd) adds the
+resample eventfd for level-triggered INTx (VFIO's unmask eventfd).
+(Registered by l_irqfd.c.)
+@function vm:irqfd
+@tparam int gsi the GSI
+@tparam[opt] table opts `{fd=, resample = true|fd}`
+@treturn irqfd the irqfd, or `nil, message, errno`
+*/
+
+/***
+KVM_IOEVENTFD: guest writes to an address signal an eventfd without an exit.
+(Registered by l_ioeventfd.c.)
+@function vm:ioeventfd
+@tparam table opts `{addr=, len = 4, pio = false, datamatch=, fd=}`
+@treturn ioeventfd the ioeventfd, or `nil, message, errno`
+*/
+
+/***
+Answer a debug port in C; the first one is the VM's default (`vm:debug_output`).
+(Registered by l_debugcon.c.)
+@function vm:add_debugcon
+@tparam int port the port
+@tparam[opt] debugcon d the buffer (a new one by default)
+@return the range id and the `debugcon`, or `nil, message, errno`
+*/
+
+/***
+What the guest wrote to the default debug console.
+(Registered by l_debugcon.c.)
+@function vm:debug_output
+@tparam[opt] boolean clear empty it after
+@treturn string the bytes (`""` without one)
+@treturn int bytes dropped
+*/
+
+/***
+Legacy PC ports answered in C: reads give value in every byte, writes are dropped.
+(Registered by l_legacy.c.)
+@function vm:add_ignore_ports
+@tparam int base first port
+@tparam int size ports
+@tparam[opt=0xff] int value the byte reads give
+@treturn int the range id, or `nil, message, errno`
+*/
+
+/***
+The i8042 controller at ports 0x60/0x64: a reset pulse (0xfe to 0x64) ends `vcpu:run`
+with a `"stop"` exit (the guest's reboot).
+(Registered by l_legacy.c.)
+@function vm:add_i8042
+@treturn int the range id, or `nil, message, errno`
+*/
+
+/***
+Run several vCPUs, each in a thread of its own. What C handles is answered there under
+one lock; handler(exit) sees the io/mmio exits C left, one at a time, with no C access
+running meanwhile. Any other exit, a handler returning false, or the timeout ends the run:
+every thread is kicked out of KVM_RUN and joined before this returns. A read left pending
+by the exit returned is answered with `complete` on its vCPU.
+(Registered by l_vcpu.c.)
+@function vm:run_vcpus
+@tparam {vcpu,...} vcpus the vCPUs
+@tparam[opt] function handler the exit handler
+@tparam[opt] table opts `{timeout = seconds}`
+@treturn table the exit, with `vcpu` = the id of the vCPU it came from; or `nil, message, errno` when the threads cannot start
+*/
+
 void lv_open_vm(lua_State *L)
 {
     static const luaL_Reg vm_m[] = {

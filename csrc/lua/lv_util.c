@@ -215,6 +215,15 @@ static int l_strerror(lua_State *L)
     return 1;
 }
 
+/*** @module vfio.core */
+
+/***
+The system's message for an errno, for Lua code that formats its own errors.
+@function strerror
+@tparam int errno the number
+@treturn string
+*/
+
 void lv_open_util(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"strerror", l_strerror}, {NULL, NULL}};

@@ -1,7 +1,9 @@
+---
 -- Decode PCI configuration space the way `lspci -vvv` shows it, from config bytes alone
 -- (plus BAR sizes, which config bytes cannot give: they come from sysfs or VFIO regions).
 -- decode.config(bytes, opts) returns a structured table (header fields, bars, caps with
 -- their registers' fields by name) whose :text() is lspci -vvv style text.
+-- @module vfio.decode
 local pci = require "vfio.pci"
 local pciids = require "vfio.pciids"
 
@@ -18,15 +20,22 @@ local function new_cfg(bytes)
    return setmetatable({ s = bytes, n = #bytes }, Cfg)
 end
 
+--- A config space reader over a byte string, as decode's walks use it.
+-- @type Cfg
+
+--- Whether `len` bytes at `off` lie inside the bytes read.
 function Cfg:has(off, len) return off >= 0 and off + len <= self.n end
+--- The byte at `off`, or nil past the end.
 function Cfg:b(off)
    if not self:has(off, 1) then return nil end
    return self.s:byte(off + 1)
 end
+--- The little-endian 16-bit word at `off`, or nil past the end.
 function Cfg:w(off)
    if not self:has(off, 2) then return nil end
    return string.unpack("<I2", self.s, off + 1)
 end
+--- The little-endian 32-bit dword at `off`, or nil past the end.
 function Cfg:l(off)
    if not self:has(off, 4) then return nil end
    return string.unpack("<I4", self.s, off + 1)
@@ -726,6 +735,14 @@ M.size_string = size_string
 local IORESOURCE_IO, IORESOURCE_MEM = 0x100, 0x200
 local IORESOURCE_PREFETCH, IORESOURCE_MEM_64 = 0x2000, 0x100000
 
+--- Functions of the module.
+-- @section functions
+
+--- lspci's size suffix of a length: `" [size=4K]"`, `""` for nil or 0.
+-- (defined as a local above, exported as M.size_string)
+-- @function size_string
+
+---
 -- Parse the text of /sys/bus/pci/devices/BDF/resource: { [0..6] = {start=, size=, flags=} }.
 function M.parse_resource(text)
    local res, i = {}, 0
@@ -997,6 +1014,10 @@ end
 local Info = {}
 Info.__index = Info
 
+--- What vfio.decode.config returns: the decoded header, capabilities and their text.
+-- @type Info
+
+---
 -- First capability with this key ("msi", "express", "aer", ...) or ID (number), or nil.
 function Info:cap(k, ext)
    for _, c in ipairs(self.caps) do
@@ -1015,6 +1036,7 @@ local function cap_header(c)
 end
 M.cap_header = cap_header
 
+---
 -- lspci -vvv style text (without the lines lspci takes from the kernel rather than config
 -- space, unless given in opts: irq, iommu_group, driver).
 function Info:text()
@@ -1074,6 +1096,15 @@ function Info:__tostring()
    return self:text()
 end
 
+--- Functions of the module.
+-- @section functions2
+
+--- lspci's header line of a decoded capability: `"Capabilities: [40] ..."` (`[100 v1]`
+-- for an extended one).
+-- (defined as a local above, exported as M.cap_header)
+-- @function cap_header
+
+---
 -- bytes: config space as a string (64, 256 or 4096 bytes).
 -- opts.resources: parse_resource() result (sysfs), or opts.bar_sizes {[i]=size} and
 -- opts.rom_size (VFIO regions 0-5 and 6)
@@ -1145,6 +1176,7 @@ function M.config(bytes, opts)
    return info
 end
 
+---
 -- Convenience: lspci -xxxx text -> bytes (the format spec fixtures are stored in).
 function M.parse_hex(text)
    local t, n = {}, 0

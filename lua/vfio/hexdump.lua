@@ -1,5 +1,7 @@
+---
 -- hexdump of bytes, or of any range of something readable: a string, a config/BAR region
 -- object with read(off, n), or a function(off, n) -> string. Reads only; never writes.
+-- @module vfio.hexdump
 local M = {}
 
 local fmt = string.format
@@ -54,6 +56,7 @@ local function fetch(src, off, n, chunk, access)
    return table.concat(parts)
 end
 
+---
 -- Bytes -> lines "OFFSET  hh hh ... |ascii|". opts.width: bytes per line (16);
 -- opts.group: 1, 2, 4 or 8 to show little-endian words of that size instead of bytes;
 -- opts.base: the address printed for the first byte (defaults to off).
@@ -84,6 +87,7 @@ function M.format(bytes, base, opts)
    return table.concat(out, "\n")
 end
 
+---
 -- hexdump(src, off, len, opts) -> text. off defaults to 0; len to the whole string, or 256.
 function M.dump(src, off, len, opts)
    off = off or 0

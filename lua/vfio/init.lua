@@ -1,6 +1,8 @@
+---
 -- luavfio: Linux VFIO device passthrough from Lua. The C half is vfio.core; this module
 -- adds the policy users want: open a device by its PCI address, share containers and
 -- groups, explain the errors people actually hit, and bind devices to vfio-pci.
+-- @module vfio
 local core = require "vfio.core"
 local pcibus = require "vfio.pcibus"
 local mdev = require "vfio.mdev"
@@ -14,9 +16,17 @@ local vfio = {
    IRQ = core.IRQ,
    FEATURE = core.FEATURE,
    PAGE_SIZE = core.PAGE_SIZE,
+   --- vfio.core.eventfd: a non-blocking eventfd object.
+   -- @function eventfd
    eventfd = core.eventfd,
+   --- vfio.core.dmabuf: page-aligned, zeroed memory to map for device DMA.
+   -- @function dmabuf
    dmabuf = core.dmabuf,
+   --- vfio.core.container: a VFIO container.
+   -- @function container
    container = core.container,
+   --- vfio.core.group: a VFIO group by number or path.
+   -- @function group
    group = core.group,
    mdev = mdev,            -- mediated devices: parents, types, create, remove
    migration = migration,  -- the migration state machine, save and load
@@ -94,6 +104,9 @@ local function group_blockers(n)
    table.sort(list)
    return list
 end
+--- For vfio.open's messages and specs: the devices of IOMMU group n held by a host
+-- driver, as sorted `"BDF (driver)"` strings (why the group is not viable).
+-- @function _group_blockers
 vfio._group_blockers = group_blockers
 
 ---------------------------------------------------------------------------------------
@@ -418,6 +431,12 @@ local function checkdev(self)
    return self
 end
 
+--- A device vfio.open returns (`vfio.pci_device`): regions, interrupts, resets, migration.
+-- Fields: `bdf`, `name`, `uuid`, `mdev`, `handle` (the vfio.core device), `interface`,
+-- `group`, `container`, `config`, `info`.
+-- @type PciDevice
+
+---
 -- dev:region(i): the region object (cached), for 0 <= i < num_regions. A region whose
 -- info failed carries .error; the device stays usable.
 function PciDevice:region(i)
@@ -434,6 +453,8 @@ function PciDevice:region(i)
    return r
 end
 
+--- Every region of the device, index 0 to num_regions - 1 (region i at list[i + 1]).
+-- @treturn {vfio.region,...} the cached region objects, as `dev:region(i)` returns them
 function PciDevice:regions()
    checkdev(self)
    local list = {}
@@ -441,6 +462,10 @@ function PciDevice:regions()
    return list
 end
 
+--- VFIO_DEVICE_GET_IRQ_INFO of interrupt index i (a `vfio.IRQ` value).
+-- Raises when i is not a non-negative integer.
+-- @tparam int i the IRQ index
+-- @treturn table `{count, eventfd, maskable, automasked, noresize, flags}`, or `nil, message, errno`
 function PciDevice:irq_info(i)
    checkdev(self)
    if math.type(i) ~= "integer" or i < 0 then
@@ -450,8 +475,11 @@ function PciDevice:irq_info(i)
    return self.handle:irq_info(i)
 end
 
+--- VFIO_DEVICE_SET_IRQS, as the vfio.core device's `set_irqs`.
+-- @usage dev:set_irqs(index, action, start, count [, data])
 function PciDevice:set_irqs(...) return checkdev(self).handle:set_irqs(...) end
 
+---
 -- dev:enable_irq(index, eventfds): route `#eventfds` vectors from 0 to the eventfds.
 function PciDevice:enable_irq(index, efds)
    checkdev(self)
@@ -459,11 +487,15 @@ function PciDevice:enable_irq(index, efds)
    return self.handle:set_irqs(index, "trigger", 0, #efds, efds)
 end
 
+---
 -- dev:disable_irq(index): tear down every vector of the index.
 function PciDevice:disable_irq(index)
    return checkdev(self).handle:set_irqs(index, "trigger", 0, 0)
 end
 
+--- VFIO_DEVICE_RESET. On failure the message says when the device reports no reset
+-- method (no FLR, PM or bus reset).
+-- @treturn boolean true, or `nil, message, errno`
 function PciDevice:reset()
    checkdev(self)
    local ok, err, errno = self.handle:reset()
@@ -473,8 +505,12 @@ function PciDevice:reset()
    return ok, err, errno
 end
 
+--- VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: the devices a bus reset would affect.
+-- @treturn table `{flags, devices = {{bdf, group, segment, bus, devfn}}}` (through iommufd
+-- `devids`, `owned` and each device's `devid`), or `nil, message, errno`
 function PciDevice:hot_reset_info() return checkdev(self).handle:hot_reset_info() end
 
+---
 -- dev:hot_reset([groups]): a bus reset. Without a list, use the groups this process has
 -- open for every device the reset affects.
 function PciDevice:hot_reset(list)
@@ -514,22 +550,37 @@ function PciDevice:hot_reset(list)
    return self.handle:hot_reset(list)
 end
 
+--- Whether the device supports a VFIO_DEVICE_FEATURE, as the vfio.core device's.
+-- @usage dev:probe_feature(n [, "get"|"set"|"getset"]) -> true | false, why, errno
 function PciDevice:probe_feature(...) return checkdev(self).handle:probe_feature(...) end
 
 -- Migration: the kernel's calls one to one (vfio.migration walks the state machine and
 -- saves or loads whole states). A data file keeps the vfio.core device alive itself, and
 -- this device through the weak-keyed table.
 local migfile_owner = setmetatable({}, { __mode = "k" })
+--- VFIO_DEVICE_FEATURE_MIGRATION: the device's migration capabilities.
+-- @treturn table `{stop_copy, p2p, pre_copy, flags}`, or `nil, message, errno` (ENOTTY
+-- for a device without a migration driver)
 function PciDevice:migration() return checkdev(self).handle:migration() end
+--- The device's migration state: `"running"`, `"stop"`, `"stop_copy"`, `"resuming"`,
+-- `"running_p2p"`, `"pre_copy"`, `"pre_copy_p2p"` or `"error"` (an integer for a newer
+-- state), or `nil, message, errno`.
 function PciDevice:mig_state() return checkdev(self).handle:mig_state() end
+--- VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: the bytes STOP_COPY would give, or `nil, message, errno`.
 function PciDevice:mig_data_size() return checkdev(self).handle:mig_data_size() end
+--- Move the device to a migration state (a name, or a number of `vfio.core.MIG_STATE`).
+-- The data file keeps this device alive.
+-- @treturn vfio.migfile|boolean a `vfio.migfile` when the arc opens a data fd, else true;
+-- `nil, message, errno` when the kernel refuses
 function PciDevice:set_mig_state(state)
    local r, err, errno = checkdev(self).handle:set_mig_state(state)
    if r and r ~= true then migfile_owner[r] = self end
    return r, err, errno
 end
+--- The device fd's number (used only during a call that receives it).
 function PciDevice:fileno() return checkdev(self).handle:fileno() end
 
+---
 -- Idempotent. Regions are unmapped; the group and container go when nothing else uses
 -- them (they are shared through weak caches).
 function PciDevice:close()
@@ -571,6 +622,10 @@ local function cdev_device(bdf, h, ci)
    return dev
 end
 
+--- Functions of the module.
+-- @section functions
+
+---
 -- vfio.open(bdf_or_sysfs_path [, {iommufd = true | false | "auto"}])
 --   -> device | nil, message, errno
 -- Through the group and container by default; through the device's cdev, iommufd and a
@@ -645,7 +700,9 @@ end
 
 ---------------------------------------------------------------------------------------
 -- sysfs: listing and binding.
+-- @section sysfs
 
+---
 -- vfio.devices() -> list of {bdf, vendor, device, id, class, driver, group}, by address,
 -- then the mediated devices, {mdev = true, uuid, name, parent, type, driver, group, path}
 -- by UUID (an entry with .mdev has no .bdf: open it by its .uuid).
@@ -713,6 +770,7 @@ function vfio.bind(x, opts)
    return true
 end
 
+---
 -- vfio.unbind(bdf [, {probe = false}]): take the device from vfio-pci, clear the
 -- override and (unless probe = false) let the host driver claim it again.
 function vfio.unbind(x, opts)
@@ -735,6 +793,7 @@ function vfio.unbind(x, opts)
    return true
 end
 
+---
 -- The recorder that captures a device into a fixture for the replay backend, loaded on
 -- first use. The virtual function over a device (trap core + layout + quirks) is the VMM
 -- layer's: require "vfio.vmm.passthrough" (the library does not reach up into it).
@@ -748,7 +807,11 @@ vfio.errname = pcibus.errname
 
 -- For tools: the pieces vfio.open uses.
 vfio.resolve = function(x) return resolve(x, 3) end
+--- The driver a device is bound to (a PCI address or sysfs path), or nil.
+-- @function driver_of
 vfio.driver_of = function(x) return driver_of(resolve(x, 3)) end
+--- The IOMMU group number of a device (a PCI address or sysfs path), or nil.
+-- @function group_of
 vfio.group_of = function(x) return group_of(resolve(x, 3)) end
 
 return vfio

@@ -1,3 +1,4 @@
+---
 -- Mediated devices (mdev) as sysfs shows them: the parents (devices whose driver offers
 -- virtual devices, listed in /sys/class/mdev_bus), their types
 -- (PARENT/mdev_supported_types/TYPE), and the mdevs themselves (/sys/bus/mdev/devices/
@@ -8,6 +9,7 @@
 -- Every function uses M.sysfs ("/sys"; specs point it at a fake tree); the two that
 -- vfio.open and vfio.devices use, M.list and M.lookup, take the root explicitly so they
 -- follow vfio.sysfs. Needs luaposix, loaded on first use (through vfio.pcibus).
+-- @module vfio.mdev
 local pcibus = require "vfio.pcibus"
 
 local M = { sysfs = "/sys" }
@@ -38,9 +40,11 @@ end
 
 local function list_or_none(t) return (t and #t > 0) and table.concat(t, ", ") or "none" end
 
+---
 -- M.is_uuid(s): is s an mdev's name (a UUID, any case)?
 function M.is_uuid(s) return type(s) == "string" and s:lower():match(M.UUID) ~= nil end
 
+---
 -- M.uuid() -> a random UUID (version 4, from /dev/urandom) | nil, message, errno
 function M.uuid()
    local f, err, errno = io.open("/dev/urandom", "rb")
@@ -112,6 +116,7 @@ local function no_parent(op, root, parent, pdir)
       op, parent, pdir, list_or_none(parent_names(root)))
 end
 
+---
 -- M.types(parent) -> list of {id, name, available_instances, device_api, description}, by id
 -- (id is the directory name, "mtty-1"; name the driver's own, "Single port serial"),
 -- or nil, message, errno.
@@ -132,6 +137,7 @@ function M.types(parent)
    return list
 end
 
+---
 -- M.parents() -> list of {name, path, types}, by name; empty when there are none (no mdev
 -- support, or no parent driver loaded).
 function M.parents()
@@ -160,6 +166,7 @@ local function entry(root, uuid)
    }
 end
 
+---
 -- M.list(root) -> the mdevs under sysfs root, by UUID (empty without an mdev bus).
 function M.list(root)
    local list = {}
@@ -169,9 +176,11 @@ function M.list(root)
    return list
 end
 
+---
 -- M.devices() -> M.list of M.sysfs.
 function M.devices() return M.list(M.sysfs) end
 
+---
 -- M.lookup(root, uuid, op) -> the mdev's entry, with its IOMMU group, ready for VFIO;
 -- or nil, "OP UUID: what is wrong", errno.
 function M.lookup(root, uuid, op)
@@ -193,6 +202,7 @@ function M.lookup(root, uuid, op)
    return e
 end
 
+---
 -- M.info(uuid) -> the entry of one mdev of M.sysfs | nil, message, errno
 function M.info(uuid)
    check_uuid(uuid, 1, "info")
@@ -204,6 +214,7 @@ function M.info(uuid)
    return entry(M.sysfs, uuid:lower())
 end
 
+---
 -- M.create(parent, type [, uuid]) -> uuid | nil, message, errno. The UUID is generated when
 -- not given. Checks, in order: the parent, the type, the UUID, the instances left; the
 -- kernel's own refusal is explained the same way.
@@ -251,6 +262,7 @@ function M.create(parent, typ, uuid)
    return uuid
 end
 
+---
 -- M.remove(uuid) -> true | nil, message, errno. Close every VFIO handle on the mdev first:
 -- the kernel's remove waits until the device is no longer open.
 function M.remove(uuid)

@@ -1,3 +1,4 @@
+---
 -- VFIO device migration (the v2 protocol) on top of vfio.core's calls: the state machine
 -- as data (the states, the direct arcs, the shortest walk between two states), a walk that
 -- takes one direct arc per request so a failure names the arc that failed, and save/load
@@ -5,6 +6,7 @@
 --
 -- Works on any object with the device calls migration(), mig_state() and
 -- set_mig_state(state): a vfio.pci_device from vfio.open or a vfio.core device.
+-- @module vfio.migration
 local M = {}
 
 local EINVAL, EPROTO = 22, 71
@@ -64,6 +66,7 @@ local function check_state(s, n, fn)
    end
 end
 
+---
 -- M.path(from, to [, caps]) -> the states to pass through, `to` last ({} when from == to),
 -- or nil, why, EINVAL when the machine has no such walk for this device.
 function M.path(from, to, caps)
@@ -105,6 +108,7 @@ function M.path(from, to, caps)
    return nil, ("no path from %s to %s"):format(from, to), EINVAL
 end
 
+---
 -- M.arcs(caps) -> {state = {next...}}: the direct arcs of a device with these features
 -- ({p2p=, pre_copy=}, as dev:migration() reports them): the requests the kernel hands its
 -- driver as one step. Without P2P, for instance, running -> stop is one.
@@ -135,6 +139,7 @@ local function caps_of(dev)
    return caps
 end
 
+---
 -- M.set(dev, to) -> what the last arc gives (a vfio.migfile when it opens a data fd, else
 -- true) | nil, message, errno. Walks M.path one direct arc per request; a data fd opened
 -- on the way (none is on a shortest path) is closed. On failure the message names the
@@ -176,6 +181,7 @@ local function read_all(f, into)
    end
 end
 
+---
 -- M.save(dev [, {precopy = true}]) -> the device's state as a string | nil, message, errno.
 -- Walks to stop_copy (running -> stop -> stop_copy), reads the data fd to its end and
 -- leaves the device in stop. With precopy (and a device that offers PRE_COPY, from
@@ -231,6 +237,7 @@ function M.save(dev, opts)
    return table.concat(chunks), pre and { precopy_bytes = pre } or nil
 end
 
+---
 -- M.load(dev, blob [, {state = "running"}]) -> true | nil, message, errno. Walks to
 -- resuming (through stop), writes the blob, and goes to stop, where the driver checks and
 -- takes the state (an invalid blob fails here), then to opts.state (running by default).

@@ -1,6 +1,8 @@
+---
 -- PCI configuration space knowledge as data: header registers, capability IDs and names,
 -- bit layouts of the registers that decode.lua and the REPL show. Offsets and bit positions
 -- follow the PCI Local Bus 3.0 and PCI Express Base specifications.
+-- @module vfio.pci
 local M = {}
 
 -- Header registers common to all header types, then type 0 (endpoint) and type 1 (bridge).
@@ -63,6 +65,7 @@ M.header_type1 = {
    { name = "bridge_control",      offset = 0x3e, width = 2 },
 }
 
+---
 -- Register lookup by name for a header type.
 function M.header_registers(htype)
    local t = {}
@@ -228,6 +231,7 @@ M.aer_correctable = {
 -- virtio's vendor capability cfg_type (virtio 1.x, 4.1.4).
 M.virtio_cfg_types = { [1] = "CommonCfg", [2] = "Notify", [3] = "ISR", [4] = "DeviceCfg" }
 
+---
 -- Named bits as a table of booleans (used for structured results).
 function M.bits(value, list)
    local t = {}
@@ -235,6 +239,7 @@ function M.bits(value, list)
    return t
 end
 
+--- The name of capability `id` (extended when `ext`), or `"Capability ID 0x.."`.
 function M.cap_name(id, ext)
    local name = (ext and M.ext_cap_ids or M.cap_ids)[id]
    return name or string.format(ext and "Extended Capability ID %#x" or "Capability ID %#x", id)

@@ -1,10 +1,13 @@
+---
 -- The PCI bus as sysfs shows it: the functions with their IDs, class, driver and IOMMU
 -- group. One owner for vfio (open, bind) and the REPL's ls(). Every function takes the
 -- sysfs root ("/sys", or a fake tree in specs). Needs luaposix, loaded on first use.
+-- @module vfio.pcibus
 local M = {}
 
 M.BDF = "^%x%x%x%x:%x%x:%x%x%.[0-7]$"
 
+---
 -- strerror from vfio.core (C's own table), loaded on first use.
 function M.strerror(errno) return require("vfio.core").strerror(errno) end
 
@@ -48,6 +51,7 @@ function M.errname(errno)
 end
 
 local posix
+---
 -- luaposix's functions this module and vfio use; raises when luaposix is missing.
 function M.posix()
    if not posix then
@@ -71,23 +75,29 @@ function M.posix()
    return posix
 end
 
+--- The last component of a path (trailing slashes ignored), or nil for nil.
 function M.basename(p) return p and p:match("([^/]+)/*$") end
 
+--- The sysfs directory of a PCI device under root: `root/bus/pci/devices/BDF`.
 function M.devpath(root, bdf) return root .. "/bus/pci/devices/" .. bdf end
 
+---
 -- The last component of a symlink's target (a driver's or a group's name), or nil.
 function M.link_base(path)
    local l = M.posix().readlink(path)
    return l and M.basename(l)
 end
 
+--- The driver a PCI device under root is bound to, or nil.
 function M.driver(root, bdf) return M.link_base(M.devpath(root, bdf) .. "/driver") end
 
+--- The IOMMU group number of a PCI device under root, or nil.
 function M.group(root, bdf)
    local g = M.link_base(M.devpath(root, bdf) .. "/iommu_group")
    return g and tonumber(g)
 end
 
+---
 -- An attribute's text without the trailing newline, or nil.
 function M.read(path)
    local f = io.open(path)
@@ -97,6 +107,7 @@ function M.read(path)
    return s and s:gsub("%s+$", "")
 end
 
+---
 -- A write to sysfs is one write(2): the kernel acts on it and reports errors there.
 -- Returns true, or nil, "open|write PATH: strerror", errno.
 function M.write(path, s)
@@ -113,6 +124,7 @@ end
 
 local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end
 
+---
 -- M.devices(root) -> list of {bdf, vendor, device, id, class, driver, group}, by address,
 -- or nil, message, errno.
 function M.devices(root)

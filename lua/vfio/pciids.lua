@@ -1,6 +1,8 @@
+---
 -- pci.ids lookup (vendor, device, subsystem and class names) from Debian's pciutils database.
 -- The file is ~1.3 MB; it is read once on first use and only vendor and class starts are
 -- indexed then. A vendor's device list is parsed the first time one of its devices is asked for.
+-- @module vfio.pciids
 local M = {}
 
 local DEFAULT_PATH = "/usr/share/misc/pci.ids"
@@ -51,6 +53,7 @@ local function getdb()
    return db or nil
 end
 
+---
 -- Use another pci.ids file (tests, or a newer copy); drops the cached index.
 function M.use(path)
    M.path = path
@@ -83,12 +86,14 @@ local function children(entry)
    return kids
 end
 
+--- The vendor name of id v from pci.ids, or nil.
 function M.vendor(v)
    local d = getdb()
    local e = d and d.vendors[v]
    return e and e.name or nil
 end
 
+--- The name of device dev of vendor v from pci.ids, or nil.
 function M.device(v, dev)
    local d = getdb()
    local e = d and d.vendors[v]
@@ -97,6 +102,7 @@ function M.device(v, dev)
    return k and k.name or nil
 end
 
+---
 -- Name of a subsystem (sv:sd) of device v:dev, falling back like lspci: when the subsystem
 -- ids equal the device ids, the device's own name.
 function M.subsystem(v, dev, sv, sd)
@@ -109,6 +115,7 @@ function M.subsystem(v, dev, sv, sd)
    return name
 end
 
+---
 -- Class name: class(0x02) -> "Network controller", class(0x02, 0x00) -> subclass name.
 function M.class(c, s)
    local d = getdb()
@@ -119,6 +126,7 @@ function M.class(c, s)
    return k and k.name or nil
 end
 
+--- The name of programming interface p of class c, subclass s, or nil.
 function M.progif(c, s, p)
    local d = getdb()
    local e = d and d.classes[c]
@@ -127,6 +135,7 @@ function M.progif(c, s, p)
    return k and k.sub[p] or nil
 end
 
+---
 -- The strings lspci prints, built the way lspci builds them from the same database.
 function M.device_label(v, dev)
    local vn, dn = M.vendor(v), M.device(v, dev)
@@ -135,6 +144,8 @@ function M.device_label(v, dev)
    return string.format("Device %04x:%04x", v, dev)
 end
 
+--- The subsystem string lspci prints: vendor and subsystem names, or
+-- `"Vendor Device xxxx"`, or `"Device ssss:dddd"`.
 function M.subsystem_label(v, dev, sv, sd)
    local vn, dn = M.vendor(sv), M.subsystem(v, dev, sv, sd)
    if vn and dn then return vn .. " " .. dn end
@@ -142,6 +153,7 @@ function M.subsystem_label(v, dev, sv, sd)
    return string.format("Device %04x:%04x", sv, sd)
 end
 
+---
 -- class16 is (base << 8 | sub), as lspci's "Class %04x".
 function M.class_label(class16)
    local c, s = class16 >> 8, class16 & 0xff

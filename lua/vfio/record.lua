@@ -1,7 +1,9 @@
+---
 -- Recorded devices: vfio.record(dev, path) captures what the trap core needs from a real
 -- VFIO device (config space as the kernel presents it, region and IRQ info, the first
 -- bytes of each BAR and of the ROM) into a Lua data file; record.backend(path) replays
 -- it as a vfio.core backend so trap specs and the fuzzer run without VFIO.
+-- @module vfio.record
 local core = require "vfio.core"
 
 local record = {}
@@ -39,6 +41,7 @@ local function capture_region(r, idx, n)
    return table.concat(parts)
 end
 
+---
 -- record.capture(dev [, opts]) -> table. opts.bytes = {[bar] = n} overrides how many
 -- bytes of each region are captured (0 skips it).
 function record.capture(dev, opts)
@@ -81,6 +84,7 @@ local function hexlines(s, indent)
    return table.concat(out, "\n")
 end
 
+---
 -- Serialize a captured table as a Lua data file (hex for binary).
 function record.serialize(fx, note)
    local o = {}
@@ -120,6 +124,7 @@ function record.serialize(fx, note)
    return table.concat(o)
 end
 
+---
 -- vfio.record(dev, path [, opts]) -> fixture table | nil, message, errno
 function record.record(dev, path, opts)
    local fx, err, errno = record.capture(dev, opts)
@@ -135,6 +140,7 @@ function record.record(dev, path, opts)
    return fx
 end
 
+---
 -- record.load(path or module name under spec/fixtures) -> table with binary strings.
 function record.load(path)
    if not path:find("/", 1, true) and not path:find("%.lua$") then
@@ -150,6 +156,7 @@ function record.load(path)
    return fx
 end
 
+---
 -- A copy of a loaded fixture whose config bytes at `off` are replaced: used by specs
 -- that substitute IDs (they must say so).
 function record.patch(fx, off, bytes)
@@ -159,6 +166,7 @@ function record.patch(fx, off, bytes)
    return c
 end
 
+---
 -- record.backend(path_or_fixture) -> vfio.backend replaying it
 function record.backend(fx)
    if type(fx) == "string" then
@@ -169,5 +177,10 @@ function record.backend(fx)
    return core.replay(fx)
 end
 
+--- Bytes as lowercase hex digits.
+-- @function tohex
+
+--- Hex digits (whitespace ignored) as bytes; raises on an odd count or a non-hex digit.
+-- @function fromhex
 record.tohex, record.fromhex = tohex, fromhex
 return record

@@ -1,3 +1,4 @@
+---
 -- Register descriptions and register objects.
 --
 -- A description lists a device's registers (name, offset, width in bytes, access mode,
@@ -12,6 +13,7 @@
 -- Access modes: RO (no writes), RW, WO (no reads), W1C (write 1 to clear), RC (read clears:
 -- read only when called, never by dump or tostring). Nothing is written unless a write call
 -- is made; dumps and printing only read registers whose reads have no side effects.
+-- @module vfio.regs
 local M = {}
 
 local fmt = string.format
@@ -35,6 +37,11 @@ do
       sleep = function() end
    end
 end
+--- The clock `wait` uses: luasystem's monotime (seconds), else os.clock.
+-- @function clock
+
+--- The sleep `wait` uses: luasystem's sleep (seconds), else nothing (a busy wait).
+-- @function sleep
 M.clock, M.sleep = clock, sleep
 
 ---------------------------------------------------------------- descriptions
@@ -71,6 +78,7 @@ local function parse_fields(spec, width, where)
    return { list = list, byname = byname }
 end
 
+---
 -- describe{ name=, width=4 (default for entries), access="RW" (default), {entries...} }
 -- Entry: { "name", offset, width=, access=, count=, stride=, fields=, doc= } or with
 -- name=/offset= keys.
@@ -183,7 +191,15 @@ local function reg_write(r, v)
    return true
 end
 
+--- A register of a bank: call it to read (`r()`) or write (`r(v)`), index it for a field.
+-- @type Reg
+
+--- Read the register (masked to its width).
+-- @treturn int the value, or `nil, message` for a write-only register, or the I/O's `nil, message, errno`
 function Reg:read() return reg_read(self) end
+--- Write an integer to the register. Raises for a read-only register or a value that
+-- does not fit its width.
+-- @treturn boolean true, or the I/O's `nil, message, errno`
 function Reg:write(v) return reg_write(self, v) end
 
 -- Read-modify-write needs a value to start from: WO registers have none.
@@ -193,6 +209,8 @@ local function rmw(r, f)
    return reg_write(r, f(v))
 end
 
+--- Set the bits of mask (read-modify-write). Raises for a write-1-to-clear register.
+-- @treturn boolean true, or `nil, message, errno`
 function Reg:set(mask)
    if self._d.access == "W1C" then
       error(self._name .. " is write-1-to-clear (W1C): bits cannot be set", 2)
@@ -200,6 +218,8 @@ function Reg:set(mask)
    return rmw(self, function(v) return v | mask end)
 end
 
+--- Clear the bits of mask (read-modify-write; a W1C register is written the mask).
+-- @treturn boolean true, or `nil, message, errno`
 function Reg:clear(mask)
    if self._d.access == "W1C" then return reg_write(self, mask) end
    return rmw(self, function(v) return v & ~mask end)
@@ -212,6 +232,7 @@ local function field(r, name)
    return f
 end
 
+---
 -- Value of a named bit field (reads the register).
 function Reg:get(name)
    local f = field(self, name)
@@ -220,6 +241,7 @@ function Reg:get(name)
    return (v & f.mask) >> f.lo
 end
 
+---
 -- Write one field, keeping the others (W1C: writes only that field's bits).
 function Reg:put(name, value)
    local f = field(self, name)
@@ -231,6 +253,7 @@ function Reg:put(name, value)
    return rmw(self, function(v) return (v & ~f.mask) | (value << f.lo) end)
 end
 
+---
 -- All fields of a value (or of a fresh read) as a table name -> value.
 function Reg:fields(v)
    if v == nil then
@@ -266,6 +289,7 @@ local function matcher(r, expect, mask)
       fmt("& 0x%x == 0x%x", mask & mask_of(r._d.width * 8), expect & mask)
 end
 
+---
 -- Poll until the register matches. expect: integer (compared under opts.mask), a table of
 -- field values, or a predicate. opts.timeout in seconds (1), opts.interval (0.001).
 -- Returns the matching value, or nil, "timeout ...", last value.
@@ -288,6 +312,7 @@ function Reg:wait(expect, opts)
    end
 end
 
+---
 -- A register's value as text: hex, decimal and fields.
 function Reg:format(v)
    local d = self._d
@@ -303,6 +328,7 @@ function Reg:format(v)
    return s
 end
 
+---
 -- Side-effect-free description; reads only registers whose reads have no side effects.
 function Reg:describe()
    local d = self._d
@@ -314,6 +340,7 @@ function Reg:describe()
    return head .. ": " .. self:format(v)
 end
 
+--- The register's description: `{name, offset, width, access, doc, fields = {{name, lo, hi, doc}}}`.
 function Reg:info()
    local d = self._d
    local t = { name = self._name, offset = self._off, width = d.width, access = d.access, doc = d.doc }
@@ -393,6 +420,10 @@ ArrMT.__complete = function() local t = {} for k in pairs(Arr) do t[#t + 1] = k 
 local Bank = {}
 local BankMT = { __name = "vfio.regs", __index = Bank }
 
+--- A bank of registers (what vfio.regs.bind returns): each register by name.
+-- @type Bank
+
+---
 -- Text listing of every register; reads only the side-effect-free ones.
 function Bank:dump()
    local out = {}
@@ -403,6 +434,7 @@ function Bank:dump()
    return table.concat(out, "\n")
 end
 
+--- The bank's register names, in description order.
 function Bank:registers()
    local t = {}
    for _, d in ipairs(self._desc.list) do t[#t + 1] = d.name end
@@ -413,6 +445,10 @@ BankMT.__tostring = function(b)
    return fmt("%s: %d registers (dump() reads them)", b._desc.name, #b._desc.list)
 end
 
+--- Functions of the module.
+-- @section functions
+
+---
 -- bind(description or spec table, target[, base offset]) -> bank of register objects.
 function M.bind(desc, target, base)
    if desc.byname == nil then desc = M.describe(desc) end

@@ -560,8 +560,16 @@ luavfio poke: explore PCI devices. Tab completes names and methods.
 Printing and completing only read; writes happen only when you call a write.
 Ctrl-C stops a running evaluation; Ctrl-U clears the line; Ctrl-D quits.]]
 
-function M.help()
-   print((HELP:gsub("see examples/", "see " .. (require("vfio.examples").dir() or "examples") .. "/")))
+-- help() prints the commands; help(x) the API reference's entry for x (a name such as
+-- "vfio.open" or "region:read32", a module, a function, an object), from `make doc`.
+function M.help(x)
+   if x == nil then
+      print((HELP:gsub("see examples/", "see " .. (require("vfio.examples").dir() or "examples") .. "/")))
+      print('help(x): the API reference for x, e.g. help(vfio.open), help("region:read32"), help(d)')
+      return
+   end
+   local text, err = require("vfio.poke.apidoc").text(x)
+   print(text or ("help: " .. err))
 end
 
 -- The environment a session evaluates in: helpers over _G.

@@ -1,3 +1,4 @@
+---
 -- The machine's board: one KVM VM (RAM, irqchip, vCPU), its PCI host bridge (CF8/CFC and
 -- ECAM, decoded in C), the GSI router, and the devices passed through into it, each a
 -- vfio.vmm.machine on its own slot of bus 0 (the functions of one multi-function device
@@ -14,6 +15,7 @@
 --   b:add(machine [, slot [, fn]])   machine:start(b) is the same
 --   b:assign(machines)        slots and functions for a whole device list, before adding
 --   b:boot(path, opts)        multiboot guest;   b:close()
+-- @module vfio.vmm.board
 local vmlib = require "vfio.vmm.vm"
 local pcihost = require "vfio.vmm.pcihost"
 local irq = require "vfio.vmm.irq"
@@ -33,6 +35,8 @@ M.FIRST_SLOT = 4         -- devices from 00:04.0 on; 00:00.0 is the host bridge
 -- program drives the PIC).
 M.IOAPIC_LINES = { 16, 17, 18, 19 }
 M.LEGACY_LINES = { 10, 11, 5, 9 }
+--- The GSI of INTx pin (1 = INTA) of the device in slot, by the PCI swizzle over lines
+-- (default `IOAPIC_LINES`).
 function M.intx_gsi(slot, pin, lines)
    return (lines or M.IOAPIC_LINES)[(slot + pin - 1) % 4 + 1]
 end
@@ -42,6 +46,7 @@ local function fail(self, what, err, errno)
    return nil, what .. tostring(err), errno
 end
 
+---
 -- board.new{mem_mib = 64, trace = fn(line), legacy_intx = false, vm = opts for
 --   vfio.vmm.vm.create} -> board, or nil, message, errno.
 function M.new(opts)
@@ -71,10 +76,16 @@ function M.new(opts)
    return b
 end
 
+--- A board (vfio.vmm.board.new): one VM, host bridge, GSI router and BAR allocator
+-- shared by several passed-through devices.
+-- @type Board
+
+--- Format a line to the board's trace function, when it has one.
 function Board:log(fmt, ...)
    if self.trace then self.trace(fmt:format(...)) end
 end
 
+---
 -- board:slot_for([slot [, fn]]) -> slot, fn: a free function of bus 0 (the one asked
 -- for if free; else function 0 of the next free slot).
 function Board:slot_for(slot, fn)
@@ -94,6 +105,10 @@ function Board:slot_for(slot, fn)
    return self.next_slot, 0
 end
 
+--- Functions of the module.
+-- @section functions
+
+---
 -- board.functions(bdfs) -> { {slot = index, fn = n, multifunction = bool}, ... }: where each
 -- device of a list goes. Devices that are functions of one host slot (same domain, bus and
 -- device number) share a guest slot, keeping their host function numbers when function 0
@@ -131,6 +146,10 @@ function M.functions(bdfs)
    return out
 end
 
+--- More methods of Board.
+-- @type Board
+
+---
 -- board:assign(machines): give a list of machines their slots and functions (see
 -- board.functions) before they are added, so a multi-function device keeps its functions
 -- together. Function 0 of a shared slot says it is multi-function.
@@ -155,6 +174,7 @@ function Board:assign(machines)
    return true
 end
 
+---
 -- Guest RAM mapped for DMA in `container`, once per container.
 function Board:map_dma(container)
    if not container or self.dma[container] then return true end
@@ -174,6 +194,7 @@ function Board:map_dma(container)
    return true
 end
 
+---
 -- The KVM VFIO device learns the group once (KVM's bookkeeping for non-coherent DMA): a
 -- group, or a device opened through its cdev (the same attribute takes either file).
 function Board:add_group(group)
@@ -186,9 +207,11 @@ function Board:add_group(group)
    end
 end
 
+---
 -- The INTx line of pin `pin` at `slot` on this board.
 function Board:intx_line(slot, pin) return M.intx_gsi(slot, pin, self.intx_lines) end
 
+---
 -- board:register(machine, slot, fn): the machine's trap answers config at 00:slot.fn.
 function Board:register(m, slot, fn)
    fn = fn or 0
@@ -197,11 +220,13 @@ function Board:register(m, slot, fn)
    self.host:attach(0, slot, fn, m.trap)
 end
 
+---
 -- board:add(machine [, slot [, fn]]) -> machine, or nil, message, errno: machine:start.
 function Board:add(m, slot, fn)
    return m:start(self, slot, fn)
 end
 
+---
 -- Place every device's BARs that the guest has not placed yet, as firmware would, and
 -- turn decoding on (memory, I/O, bus master). For a guest that assigns nothing itself.
 function Board:place_bars()
@@ -212,6 +237,7 @@ function Board:place_bars()
    return true
 end
 
+---
 -- Bring every device's slots, ranges and vectors in line with its trap.
 function Board:sync()
    for _, m in ipairs(self.devices) do
@@ -221,11 +247,13 @@ function Board:sync()
    return true
 end
 
+--- After an access a handler passed on: sync the devices, logging a failure.
 function Board:after_access()
    local ok, err = self:sync()
    if not ok then self:log("event handling failed: %s", tostring(err)) end
 end
 
+---
 -- The run handler for exits C leaves to Lua: the host bridge in --trace mode, then the
 -- device whose trap claims the access. should_stop() true ends the run.
 function Board:handler(should_stop)
@@ -258,6 +286,7 @@ function Board:handler(should_stop)
    end
 end
 
+---
 -- board:boot(path, {cmdline=, timeout=, should_stop=fn}) -> result (vfio.vmm.vm boot).
 function Board:boot(path, opts)
    opts = opts or {}
@@ -269,8 +298,10 @@ function Board:boot(path, opts)
    })
 end
 
+--- The guest's console output so far (its machine's `output`).
 function Board:output() return self.machine:output() end
 
+---
 -- board:boot_linux{kernel=, image= (its bytes, if read already), initrd=, append=, decompress=,
 --   on_note=fn(text), timeout=,
 --   should_stop=fn, slice=, on_slice=fn} -> result
@@ -300,6 +331,7 @@ function Board:boot_linux(opts)
       on_stop = function() me:after_access() end })
 end
 
+---
 -- Teardown: the devices (interrupts, slots, ranges), then DMA mappings, the KVM VFIO
 -- groups, the host bridge ranges, the VM. Idempotent; errors do not stop the rest.
 function Board:close()

@@ -1,3 +1,4 @@
+---
 -- Booting an x86-64 Linux bzImage with no firmware: the PC platform a kernel needs on
 -- top of a vfio.vmm.vm, the boot protocol load (vfio.vmm.linux), and the run until the
 -- guest reboots, powers off, panics or hangs.
@@ -17,6 +18,7 @@
 -- VMM reads that as a power-off. A minimal ACPI (RSDP/XSDT/FADT, a DSDT with \_S5)
 -- would give a real power-off port, but ACPI on also makes Linux look for its CPUs,
 -- interrupts and PCI roots in ACPI first: more tables to get right for one port.
+-- @module vfio.vmm.boot_linux
 local linux = require "vfio.vmm.linux"
 local vmlinux = require "vfio.vmm.vmlinux"
 local mptable = require "vfio.vmm.mptable"
@@ -124,6 +126,7 @@ local function load_kernel(m, image, opts, cmdline, initrd, known)
    return info, lerr
 end
 
+---
 -- setup(m, opts) -> info (linux.load's) or nil, message, errno. m is a vfio.vmm.vm made
 -- with its irqchip. opts: kernel (path) and/or image (its bytes), decompress (above), cache_dir
 -- (vfio.vmm.vmlinux's), initrd (path) or
@@ -230,6 +233,8 @@ end
 -- add to more.pio / more.mmio. counter:count(x) takes an exit ({space=, port= | addr=}).
 M.MAX_UNCLAIMED = 1024
 
+--- A counter of unclaimed exits with at most limit (default `MAX_UNCLAIMED`) distinct
+-- addresses per space (see the comment above).
 function M.unclaimed_counter(limit)
    limit = limit or M.MAX_UNCLAIMED
    local c = { ports = {}, mmio = {}, more = { pio = 0, mmio = 0 } }
@@ -250,6 +255,7 @@ function M.unclaimed_counter(limit)
    return c
 end
 
+---
 -- run(m, {timeout = 60, slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f,
 --        on_slice = f(m) called between slices (false ends the run)}) ->
 --   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,

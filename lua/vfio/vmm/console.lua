@@ -1,8 +1,10 @@
+---
 -- The guest's serial console on the user's terminal: stdin in raw mode, its bytes fed to
 -- the UART between run slices, Ctrl-A x to end the run (Ctrl-A Ctrl-A sends Ctrl-A), the
 -- terminal's mode restored on close. Nothing happens when stdin is not a terminal.
 --   local c = console.open()   -- nil unless stdin is a tty (and luaposix is there)
 --   c:pump(uart) -> false once the user asked to quit;  c:close()
+-- @module vfio.vmm.console
 local M = {}
 local Console = {}
 Console.__index = Console
@@ -16,6 +18,8 @@ local function stty(args)
    return out
 end
 
+--- Put the terminal in raw mode for the guest's console.
+-- @return a console, or nil when stdin is not a terminal or luaposix is missing
 function M.open()
    local okp, unistd = pcall(require, "posix.unistd")
    local okpoll, poll = pcall(require, "posix.poll")
@@ -26,6 +30,10 @@ function M.open()
    return setmetatable({ unistd = unistd, poll = poll, saved = saved, escape = false }, Console)
 end
 
+--- The guest's serial console on the user's terminal (vfio.vmm.console.open).
+-- @type Console
+
+---
 -- Move what the user typed to the UART; false when Ctrl-A x was typed.
 function Console:pump(uart)
    while self.poll.rpoll(0, 0) == 1 do
@@ -51,6 +59,7 @@ function Console:pump(uart)
    return true
 end
 
+--- Restore the terminal's mode (idempotent; also `__close` and `__gc`).
 function Console:close()
    if self.saved then stty(self.saved) end
    self.saved = nil

@@ -1,8 +1,10 @@
+---
 -- Interrupt wiring for a VM: MSI/MSI-X vectors become GSI routes with irqfds, INTx lines
 -- become resampling irqfds on irqchip GSIs (a router); and the device's interrupt mode
 -- as the guest switches it (a mode, at the end). The irqfd's eventfd is what the VFIO side
 -- hands to VFIO_DEVICE_SET_IRQS, so device interrupts reach the guest without an exit;
 -- for INTx the resample eventfd is VFIO's unmask eventfd.
+-- @module vfio.vmm.irq
 local M = {}
 local Router = {}
 Router.__index = Router
@@ -11,6 +13,7 @@ Vector.__index = Vector
 
 M.IRQCHIP_GSIS = 24 -- GSI 0-23 are the PIC/IOAPIC pins of the in-kernel irqchip
 
+---
 -- M.new(vm, {first_gsi = 24, last_gsi = 1023}) -> router. The VM needs an irqchip.
 function M.new(vm, opts)
    opts = opts or {}
@@ -21,6 +24,11 @@ function M.new(vm, opts)
    return setmetatable({ vm = vm, first = first, last = last, used = {}, live = {} }, Router)
 end
 
+--- The GSI router of a VM (vfio.vmm.irq.new): MSI routes and INTx lines with irqfds.
+-- @type Router
+
+--- Take a free GSI of the router's MSI range.
+-- @treturn int the GSI, or `nil, message` when none is free
 function Router:alloc()
    for gsi = self.first, self.last do
       if not self.used[gsi] then
@@ -31,6 +39,7 @@ function Router:alloc()
    return nil, ("no free GSI in [%d, %d]"):format(self.first, self.last)
 end
 
+---
 -- router:msi(addr, data [, {fd = eventfd}]) -> vector {gsi=, irqfd=, addr=, data=}, or
 -- nil, message, errno (nothing left behind on failure).
 function Router:msi(addr, data, opts)
@@ -84,6 +93,7 @@ end
 -- vector:masked() -> true while the vector is kept from the guest.
 function Vector:masked() return not self.irqfd:attached() end
 
+---
 -- router:intx(gsi [, {fd = eventfd, resample = eventfd}]) -> line {gsi=, irqfd=}: a
 -- level-triggered irqfd on an irqchip pin, deasserted when the guest EOIs (the resample
 -- eventfd then fires).
@@ -112,6 +122,7 @@ function Vector:close()
 end
 Vector.__close = Vector.close
 
+---
 -- router:vectors() -> the live vectors and lines, by GSI.
 function Router:vectors()
    local list = {}
@@ -120,6 +131,7 @@ function Router:vectors()
    return list
 end
 
+--- Close every live vector's irqfd (also `__close`).
 function Router:close()
    for v in pairs(self.live) do v:close() end
 end
@@ -143,6 +155,10 @@ Router.__close = Router.close
 local Mode = {}
 Mode.__index = Mode
 
+--- Functions of the module.
+-- @section functions
+
+---
 -- M.mode{intx = bool} -> mode ("none" until started); intx: the device has a usable
 -- INTx pin.
 function M.mode(opts)
@@ -183,6 +199,10 @@ local function remask(self, out, i)
    end
 end
 
+--- The device's interrupt mode as the guest switches it (vfio.vmm.irq.mode).
+-- @type Mode
+
+---
 -- mode:start() -> actions: INTx, what the device has before the guest enables MSI.
 function Mode:start()
    local out = {}
@@ -190,6 +210,7 @@ function Mode:start()
    return out
 end
 
+---
 -- mode:event(e, msix_entry) -> actions. msix_entry(i) -> {addr=, data=, masked=} reads
 -- entry i (0-based) of the guest's MSI-X table.
 function Mode:event(e, msix_entry)
@@ -242,6 +263,7 @@ function Mode:event(e, msix_entry)
    return out
 end
 
+---
 -- mode:off() -> actions: everything off (teardown).
 function Mode:off()
    local out = {}
@@ -249,6 +271,7 @@ function Mode:off()
    return out
 end
 
+---
 -- mode:failed(): an "intx" or "vectors" action failed; the device has no interrupts.
 function Mode:failed()
    self.kind, self.n = "none", 0

@@ -1,8 +1,10 @@
+---
 -- Guest address layout for BARs: windows for 32-bit MMIO, 64-bit MMIO and I/O ports,
 -- each allocated in order with every BAR aligned to its size (PCI requires natural
 -- alignment). The choice of window per BAR is a policy a caller can replace. Then what
 -- each placed BAR becomes in a VM (mapped, C-trapped and Lua-handled pieces) and the
 -- difference to apply when the guest changes them.
+-- @module vfio.vmm.layout
 local layout = {}
 
 -- Defaults fit a q35-like guest: 32-bit MMIO below the IOAPIC/LAPIC at 0xfec00000,
@@ -16,6 +18,7 @@ layout.defaults = {
 -- 64-bit BARs at least this large go above 4 GiB even when not prefetchable.
 layout.large = 256 << 20
 
+---
 -- The default policy: I/O BARs in the I/O window; 64-bit BARs that are prefetchable
 -- or large in the 64-bit window (they would crowd the 32-bit hole); everything else
 -- (and the ROM) below 4 GiB. A policy returns a list of windows to try in order.
@@ -40,6 +43,7 @@ local function copy_windows(w)
    return out
 end
 
+---
 -- layout.new{windows = {...}, policy = function(bar) -> {window names}} -> allocator.
 -- One allocator serves all devices of a VM so their BARs never overlap.
 function layout.new(opts)
@@ -52,6 +56,10 @@ end
 
 local function align_up(v, a) return (v + a - 1) & ~(a - 1) end
 
+--- A guest BAR address allocator (vfio.vmm.layout.new).
+-- @type Alloc
+
+---
 -- Reserve `size` bytes (a power of two) in window `name`; nil if it does not fit.
 function Alloc:reserve(name, size)
    local w = self.windows[name]
@@ -64,6 +72,7 @@ function Alloc:reserve(name, size)
    return a
 end
 
+---
 -- alloc:place(bars) -> {[index] = {addr=, window=}} for the implemented BARs of one
 -- function (trap:bars() form). Largest first, which packs naturally aligned BARs
 -- without holes; a BAR whose windows are all full is an error naming it.
@@ -96,6 +105,10 @@ function Alloc:place(bars)
    return out
 end
 
+--- Functions of the module.
+-- @section functions
+
+---
 -- Program the addresses into the function through its config space, as firmware
 -- would (the trap sees ordinary guest writes).
 function layout.program(trap, placed)
@@ -119,6 +132,7 @@ end
 
 layout.PAGE = 4096
 
+---
 -- Split [0, size) of a BAR into pieces: "map" (mmap-able pages), "trap" (C handled) and
 -- "lua" (quirk windows whose handlers are Lua). Pure: specs check it without a device.
 --   bar = {size=, phys_size=, io=}, o = {mappable=bool, trapped={{off, len}...},
@@ -205,6 +219,7 @@ end
 
 local REGION_MMAP = 4
 
+---
 -- layout.bar_pieces(trap, flags_of, {no_mmap=, read_through=, trace=}) -> {[bar] =
 -- {bar=, pieces=, mappable=}} for every implemented BAR, each piece with its bar, io,
 -- gpa (from the address the guest programmed) and live (the BAR decodes). flags_of(i)
@@ -236,6 +251,7 @@ local function piece_key(p)
    return ("%s %d %x %x %s"):format(p.kind, p.bar, p.gpa, p.len, p.io and "io" or "mem")
 end
 
+---
 -- layout.apply(placed, bars, add, remove, on_fail): make `placed` (piece key -> what
 -- add returned) match the pieces of the decoding BARs in `bars` (bar_pieces' result):
 -- remove(handle) what is gone, add(piece) -> handle | nil, err what is new (on_fail(piece,

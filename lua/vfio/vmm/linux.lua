@@ -1,3 +1,4 @@
+---
 -- The Linux x86 boot protocol (Documentation/arch/x86/boot.rst): parse a bzImage's setup
 -- header, copy the kernel, the initrd and the command line into guest RAM, and build
 -- boot_params (the "zero page") with an e820 map. The real-mode setup code never runs:
@@ -7,6 +8,7 @@
 -- with identity page tables for the 64-bit entry (vfio.vmm.vmlinux makes the vmlinux).
 -- Guest memory is anything with write(gpa, bytes) and fill(gpa, len, byte) (a vfio.vm,
 -- or a table in specs). Every field comes from an untrusted file and is checked first.
+-- @module vfio.vmm.linux
 local M = {}
 
 local MiB = 1 << 20
@@ -53,6 +55,7 @@ local function u64(s, off) return (string.unpack("<I8", s, off + 1)) end
 
 local function align_up(v, a) return (v + a - 1) // a * a end
 
+---
 -- parse(image) -> header table (the fields above, plus setup_size, kernel_offset,
 -- kernel_size, header_end) or nil, message.
 function M.parse(image)
@@ -105,6 +108,7 @@ function M.parse(image)
    return h
 end
 
+---
 -- e820(ram_size) -> {{addr, size, type}}: low RAM, the EBDA and BIOS area (where the MP
 -- table lives), RAM from 1 MiB up, and the pages KVM keeps for the real-mode TSS.
 function M.e820(ram_size)
@@ -198,6 +202,7 @@ local function write_boot_params(mem, header, loadflags, ram, cmdline_addr, init
 end
 
 
+---
 -- load(mem, image, {ram_size=, cmdline="", initrd=bytes}) ->
 --   {entry=, boot_params=, gdt_base=, gdt_limit=, load=, kernel_end=, initrd=, initrd_size=,
 --    cmdline=, e820=, header=}, or nil, message. Nothing is written when it fails.
@@ -241,6 +246,7 @@ local function vmlinux_header()
    return h
 end
 
+---
 -- load_vmlinux(mem, vml, {ram_size=, cmdline="", initrd=bytes, image=the bzImage it came
 -- from, if any}) -> {entry=, boot_params=, gdt_base=, gdt_limit=, cr3=, load=,
 -- kernel_end=, initrd=, ...} or nil, message. vml is vfio.vmm.vmlinux.open's (checked

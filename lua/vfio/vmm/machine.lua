@@ -1,3 +1,4 @@
+---
 -- A KVM machine with one VFIO device passed through: the trap core's virtual function on
 -- a PCI host bridge (CF8/CFC and ECAM), its BARs as memory slots (mmap-able pages) and
 -- handled ranges (trapped pages: MSI-X table/PBA, quirk windows), its interrupts as
@@ -16,6 +17,7 @@
 -- the BAR layout (vfio.vmm.layout) recomputes what must be mapped and trapped from the
 -- trap's state; the machine carries both out on the VM and the device, so slots, ranges
 -- and vectors always follow what the guest programmed.
+-- @module vfio.vmm.machine
 local boardlib = require "vfio.vmm.board"
 local passthrough = require "vfio.vmm.passthrough"
 local irq = require "vfio.vmm.irq"
@@ -44,6 +46,9 @@ local function hex(v) return ("%#x"):format(v) end
 -- address map refuses overlaps as well, csrc/kvm/kvm.c).
 M.MAX_MEM_MIB = M.ECAM_BASE >> 20
 
+--- A machine for dev (no VM yet): see the comment above MAX_MEM_MIB for dev and opts.
+-- @return a machine, or `nil, message, errno` (guest RAM out of 2 to MAX_MEM_MIB MiB, or
+-- vfio.vmm.passthrough.new's error)
 function M.new(dev, opts)
    opts = opts or {}
    local mib = opts.mem_mib or 64
@@ -76,11 +81,16 @@ function M.new(dev, opts)
    return m
 end
 
+--- One device passed through to a VM (vfio.vmm.machine.new), composing the rest.
+-- @type Machine
+
+--- The device's interrupt pin as the trap shows it (config 0x3d; 0: none).
 function Machine:intx_pin()
    local pin = self.trap:cfg_read(0x3d, 1)
    return pin or 0
 end
 
+---
 -- VFIO region flags of region i: from the device, or from a recorded fixture (plan).
 function Machine:region_flags(i)
    local d = self.dev
@@ -95,6 +105,7 @@ function Machine:region_flags(i)
    return r and r.flags
 end
 
+---
 -- Desired pieces of every decoding BAR, from the trap's state (vfio.vmm.layout).
 function Machine:layout()
    return layout.bar_pieces(self.trap, function(i) return self:region_flags(i) end,
@@ -103,6 +114,7 @@ end
 
 -- ---- plan ----
 
+--- The plan: what the VM would be made of (device, bridge, RAM, BARs, interrupts), as text.
 function Machine:plan()
    local out = {}
    local function p(fmt, ...) out[#out + 1] = fmt:format(...) end
@@ -163,10 +175,12 @@ local function fail(self, ...)
    return nil, ...
 end
 
+--- Format a line to the machine's trace function, when it has one.
 function Machine:log(fmt, ...)
    if self.trace then self.trace(fmt:format(...)) end
 end
 
+---
 -- Put the device on a board (its own when none is given: RAM, irqchip, host bridge) at
 -- `slot` (the next free one by default), with guest RAM mapped for its DMA, its group
 -- known to KVM and its interrupts wired. Returns self or nil, message, errno (what this
@@ -201,6 +215,7 @@ function Machine:start(board, slot, fn)
    return self
 end
 
+---
 -- The host PCI address of the device ("0000:00:10.1"), or nil for a recording.
 function Machine:host_bdf()
    local d = self.dev
@@ -209,6 +224,7 @@ function Machine:host_bdf()
    return nil
 end
 
+---
 -- Place every BAR with the board's allocator, as firmware does (the addresses the device
 -- had on the host mean nothing in the guest), and enable decoding and bus mastering: for
 -- a guest that assigns no BARs itself.
@@ -225,6 +241,7 @@ function Machine:place_bars(alloc)
    return self:sync()
 end
 
+---
 -- INTx is usable: the function has a pin and the device an INTx line.
 function Machine:has_intx()
    if self:intx_pin() == 0 or not self.dev.set_irqs then return false end
@@ -316,6 +333,7 @@ function IRQ_ACTIONS.reset(self)
    return true
 end
 
+---
 -- Carry out the interrupt mode's actions in order; the first failure ends them.
 function Machine:irq_actions(actions)
    for _, a in ipairs(actions) do
@@ -328,6 +346,7 @@ function Machine:irq_actions(actions)
    return true
 end
 
+---
 -- The device's interrupts as they are before the guest enables MSI: INTx, if it has it.
 function Machine:start_irqs()
    self.irqmode = self.irqmode or irq.mode { intx = self:has_intx() }
@@ -339,6 +358,7 @@ local function msix_entry(trap, i)
    return { addr = addr or 0, data = data or 0, masked = masked or false }
 end
 
+---
 -- One trap event; interrupt state follows the guest (vfio.vmm.irq's mode decides).
 function Machine:event(e)
    self.stats.events = self.stats.events + 1
@@ -348,6 +368,7 @@ function Machine:event(e)
    return self:irq_actions(self.irqmode:event(e, function(i) return msix_entry(trap, i) end))
 end
 
+---
 -- Drain the trap's events, then make slots and ranges match the BARs.
 function Machine:sync()
    local evs = self.trap:events() or {}
@@ -358,6 +379,7 @@ function Machine:sync()
    return self:apply_layout()
 end
 
+---
 -- The host mapping of a BAR: the one the trap's backend made, so each BAR is mapped
 -- once per device (the slots borrow it, and keep the backend alive while they exist).
 function Machine:region_map(bar)
@@ -374,6 +396,9 @@ function Machine:region_map(bar)
    return mp or nil
 end
 
+--- Make one piece of the BAR layout real: a memory slot of the BAR's mapping, a trapped
+-- MMIO range, or nothing (exits reach Lua).
+-- @return a handle for `remove_piece`, or `nil, message`
 function Machine:add_piece(p)
    local vm = self.vm
    if p.kind == "map" or p.kind == "romap" then
@@ -400,11 +425,13 @@ function Machine:add_piece(p)
    return {} -- "lua": left unregistered, the exits reach the Lua handler
 end
 
+--- Undo `add_piece`: unmap its slot or remove its range.
 function Machine:remove_piece(h)
    if h.slot then self.vm:unmap(h.slot) end
    if h.range then self.vm:remove_range(h.range) end
 end
 
+---
 -- Make slots and ranges match the BARs as the guest has them now.
 function Machine:apply_layout()
    local me = self
@@ -416,6 +443,7 @@ function Machine:apply_layout()
    return true
 end
 
+---
 -- An exit the C side left to Lua, if this device's trap claims it (a Lua quirk window;
 -- any BAR access in --trace mode) -> true, value; else false.
 function Machine:lua_access(x)
@@ -435,16 +463,19 @@ function Machine:lua_access(x)
    return true, v
 end
 
+---
 -- The run handler for this machine's board (vfio.vmm.board's handler).
 function Machine:handler(should_stop)
    return self.board:handler(should_stop)
 end
 
+--- After an access a handler passed on: sync, logging a failure.
 function Machine:after_access()
    local ok, err = self:sync()
    if not ok then self:log("event handling failed: %s", tostring(err)) end
 end
 
+---
 -- m:boot(path, {cmdline=, timeout=, should_stop=fn}) -> result table (see vfio.vmm.vm boot),
 -- or nil, message. should_stop() true ends the run at the next exit that reaches Lua.
 function Machine:boot(path, opts)
@@ -456,6 +487,7 @@ function Machine:boot(path, opts)
    return self.board:boot(path, opts)
 end
 
+---
 -- Teardown, reverse of start: device interrupts off, its vectors and irqfds, its BAR
 -- slots and ranges, its own board if it made one (DMA mappings, the KVM VFIO group, the
 -- VM), then the trap and its backend (which holds the BAR mappings the slots borrowed).

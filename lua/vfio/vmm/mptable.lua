@@ -1,3 +1,4 @@
+---
 -- An Intel MultiProcessor Specification 1.4 table, as bytes: how a guest without ACPI
 -- learns its CPUs, its IOAPIC and how interrupts reach it. Linux finds the floating
 -- pointer by scanning 0xf0000-0xfffff (among other places) on 16-byte boundaries.
@@ -6,6 +7,7 @@
 -- reaches IOAPIC pin n, GSI 0-15 the PICs too: kvm_setup_default_irq_routing): ISA IRQ n
 -- is IOAPIC pin n, identity. That includes IRQ 0: KVM's PIT raises GSI 0, so the timer
 -- is pin 0 (not pin 2 as on PC chipsets, where ACPI needs an override to say so).
+-- @module vfio.vmm.mptable
 local M = {}
 
 M.ADDR = 0xf0000           -- floating pointer; the configuration table follows it
@@ -33,6 +35,7 @@ end
 -- Replace the byte at offset `off` (0-based) of s with b.
 local function put(s, off, b) return s:sub(1, off) .. string.char(b) .. s:sub(off + 2) end
 
+---
 -- build{cpus = 1, pci = {{slot=, pin=1..4, ioapic_pin=}}, addr = M.ADDR,
 --       cpu_signature=, cpu_features=} -> bytes (floating pointer, then the table), addr.
 -- Raises on arguments out of range: they come from the VMM, not the guest.

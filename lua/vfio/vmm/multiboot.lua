@@ -1,7 +1,9 @@
+---
 -- Multiboot v1 loading: parse an ELF32 (or a.out-kludge) multiboot image, copy it into
 -- guest memory and build the multiboot information structure. Guest memory is anything
 -- with write(gpa, bytes) and fill(gpa, len, byte) (a vfio.vmm.vm, or a table in specs).
 -- Every offset and address comes from an untrusted file: each is checked before use.
+-- @module vfio.vmm.multiboot
 local M = {}
 
 local MAGIC = 0x1BADB002
@@ -75,6 +77,7 @@ local function parse_elf(image)
    return { kind = "elf", entry = entry, segments = segments }
 end
 
+---
 -- parse(image) -> {kind = "elf"|"aout", entry, segments = {{paddr, data, memsz}}, flags}
 -- or nil, message.
 function M.parse(image)
@@ -91,6 +94,7 @@ end
 
 local function overlaps(a, alen, b, blen) return a < b + blen and b < a + alen end
 
+---
 -- load(mem, image, {ram_size=, cmdline=, info_addr=0x9000}) -> entry, info_addr
 -- or nil, message. Segments must lie inside RAM and clear of the information area.
 function M.load(mem, image, opts)

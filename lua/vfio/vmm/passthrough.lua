@@ -1,3 +1,4 @@
+---
 -- vfio.vmm.passthrough(dev, opts): a virtual PCI function for a VM layer, built from the
 -- trap core (vfio.core), device quirks (vfio.vmm.quirks) and the BAR layout (vfio.vmm.layout).
 --   dev   a device from vfio.open (kernel VFIO), a vfio.backend, a fixture table or a
@@ -11,6 +12,7 @@
 --         enable=true     set COMMAND memory/I/O decode after programming BARs
 --         on_event=fn     event callback (else drain with pt:events())
 --         mmap=false      reach mappable BARs with pread/pwrite instead of a mapping
+-- @module vfio.vmm.passthrough
 local core = require "vfio.core"
 local layout = require "vfio.vmm.layout"
 local quirks = require "vfio.vmm.quirks"
@@ -47,6 +49,9 @@ local function backend_of(dev, opts)
    error("vfio.vmm.passthrough: expected a VFIO device, a backend or a recorded fixture", 3)
 end
 
+--- The virtual function over dev (see the module's description for dev and opts).
+-- @return a Passthrough, or `nil, message, errno` (the backend's or the trap core's), or
+-- `nil, message` when the BARs cannot be placed
 function passthrough.new(dev, opts)
    opts = opts or {}
    local be, err, errno = backend_of(dev, opts)
@@ -79,20 +84,36 @@ function passthrough.new(dev, opts)
    return pt
 end
 
+--- The virtual PCI function over a device (vfio.vmm.passthrough.new): trap core, quirks and BAR layout.
+-- @type Passthrough
+
+---
 -- Entry points for a VM layer or a spec; all return what the trap core returns.
 function Passthrough:cfg_read(off, size) return self.trap:cfg_read(off, size) end
+--- The trap core's `trap:cfg_write`.
 function Passthrough:cfg_write(off, size, v) return self.trap:cfg_write(off, size, v) end
+--- The trap core's `trap:bar_read`.
 function Passthrough:bar_read(bar, off, size) return self.trap:bar_read(bar, off, size) end
+--- The trap core's `trap:bar_write`.
 function Passthrough:bar_write(bar, off, size, v) return self.trap:bar_write(bar, off, size, v) end
+--- The trap core's `trap:mmio_read`.
 function Passthrough:mmio_read(addr, size) return self.trap:mmio_read(addr, size) end
+--- The trap core's `trap:mmio_write`.
 function Passthrough:mmio_write(addr, size, v) return self.trap:mmio_write(addr, size, v) end
+--- The trap core's `trap:io_read`.
 function Passthrough:io_read(port, size) return self.trap:io_read(port, size) end
+--- The trap core's `trap:io_write`.
 function Passthrough:io_write(port, size, v) return self.trap:io_write(port, size, v) end
+--- The trap core's `trap:events`.
 function Passthrough:events() return self.trap:events() end
+--- The trap core's `trap:on_event`.
 function Passthrough:on_event(fn) return self.trap:on_event(fn) end
+--- The trap core's `trap:bars`.
 function Passthrough:bars() return self.trap:bars() end
+--- The trap core's `trap:caps`.
 function Passthrough:caps() return self.trap:caps() end
 
+---
 -- Closing unmaps the BARs the backend mapped: a mapping keeps the device file, and
 -- with it the VFIO group, open (the group could not be opened again until the GC ran).
 function Passthrough:close()

@@ -1,13 +1,16 @@
+---
 -- The PCI host bridge of a VM: vfio.core.pcihost (csrc/kvm/pcihost.c) decodes
 -- configuration mechanism #1 (ports CF8/CFC-CFF) and ECAM for the C-backed functions
 -- attached to it (traps, config spaces), inside the vCPU run loop. This module adds what
 -- the VMM builds around it: emulated config spaces, the host bridge function, and the
 -- wiring into a VM (handled ranges, or a Lua run handler for tracing). The Lua decoder
 -- that spec/host/pcihost_spec.lua compares it with is spec/support/pcihost_oracle.lua.
+-- @module vfio.vmm.pcihost
 local core = require "vfio.core"
 
 local M = {}
 
+---
 -- An emulated configuration space (vfio.core.cfgspace: bytes plus a guest-writable
 -- mask, config access in C so it also attaches to the C host bridge).
 -- M.config_space{vendor=, device=, class=0xCCSSPP, revision=, header_type=,
@@ -23,15 +26,19 @@ function M.config_space(spec)
    return c
 end
 
+---
 -- The host bridge function most guests expect at 00:00.0.
 function M.host_bridge()
    return M.config_space { vendor = 0x1b36, device = 0x0008, class = 0x060000 }
 end
 
+---
 -- M.new{ecam_base = addr, ecam_buses = n} -> host (vfio.core.pcihost). Functions must be
 -- C-backed: cfgspaces (M.config_space) and traps.
+-- @function new
 M.new = core.pcihost
 
+---
 -- M.handler(host [, fallback [, on_event]]) -> a function for vcpu:run that answers
 -- configuration accesses through host:access (the C decode), calls on_event(exit) after
 -- a write that raised an event, and passes everything else to fallback (whose result is
@@ -47,6 +54,7 @@ function M.handler(host, fallback, on_event)
    end
 end
 
+---
 -- M.install(vm, c_host) -> range ids: CF8-CFF and the ECAM window go to the C host.
 function M.install(vm, host)
    local ids = {}

@@ -1,6 +1,8 @@
+---
 -- A small KVM VM: RAM at guest-physical 0, the in-kernel irqchip, one vCPU, a
 -- debug console and an exit port handled in C, and a multiboot loader. Passthrough
 -- wiring (PCI host bridge, BARs, interrupts) builds on top of this.
+-- @module vfio.vmm.vm
 local core = require "vfio.core"
 local boot_linux = require "vfio.vmm.boot_linux"
 local multiboot = require "vfio.vmm.multiboot"
@@ -17,6 +19,7 @@ local function fail(what, msg, errno)
    return nil, what .. ": " .. tostring(msg), errno
 end
 
+---
 -- M.create{mem_mib = 64, kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9,
 --          exit_port = 0xf4, cpus = 1} -> vm, or nil, message, errno. vm.vcpus lists
 -- the vCPUs (ids 0..cpus-1); vm.vcpu is vCPU 0, the boot processor.
@@ -57,6 +60,10 @@ function M.create(opts)
    return m
 end
 
+--- A small KVM VM (vfio.vmm.vm.create), with one or several vCPUs.
+-- @type VM
+
+---
 -- vm:load_multiboot(image, cmdline) -> entry, or nil, message. `image` is the file's
 -- bytes; the vCPU is left at the multiboot entry state.
 function VM:load_multiboot(image, cmdline)
@@ -67,6 +74,7 @@ function VM:load_multiboot(image, cmdline)
    return entry
 end
 
+---
 -- vm:load_file(path, cmdline): load_multiboot on a file, with the path in errors.
 function VM:load_file(path, cmdline)
    local f, err, e = io.open(path, "rb")
@@ -78,11 +86,13 @@ function VM:load_file(path, cmdline)
    return entry
 end
 
+---
 -- vm:run([handler], [{timeout = s}]) -> exit table (see vcpu:run).
 function VM:run(handler, opts)
    return self.vcpu:run(handler, opts)
 end
 
+---
 -- vm:output() -> what the guest wrote to the debug console so far.
 function VM:output()
    return (self.vm:debug_output())
@@ -91,6 +101,7 @@ end
 -- Result codes the guest writes to the exit port (examples/guest).
 M.RESULT = { [0] = "pass", [1] = "fail", [2] = "nodev", [3] = "exception" }
 
+---
 -- vm:boot(path, {cmdline=, timeout=, handler=, on_stop=})
 --   -> {result=, code=, output=, exit=}
 -- Runs until the guest writes the exit port or something else ends the run. A "stop"
@@ -122,12 +133,14 @@ function VM:boot(path, opts)
    return r
 end
 
+---
 -- vm:setup_linux(opts) -> info: the PC platform and a bzImage loaded for the 32-bit boot
 -- protocol (vfio.vmm.boot_linux.setup: kernel=, initrd=, append=, stdout=, capture=...).
 function VM:setup_linux(opts)
    return boot_linux.setup(self, opts)
 end
 
+---
 -- vm:boot_linux(opts) -> {result=, status=, exit=, tail=, output=, ports=}: setup_linux,
 -- then run until reboot, power-off, panic, triple fault or opts.timeout (60 s).
 function VM:boot_linux(opts)
@@ -136,6 +149,7 @@ function VM:boot_linux(opts)
    return boot_linux.run(self, opts)
 end
 
+---
 -- Teardown: vCPUs first, then the VM (and its RAM), then /dev/kvm. Idempotent.
 function VM:close()
    for _, c in ipairs(self.vcpus or {}) do c:close() end

@@ -1,3 +1,4 @@
+---
 -- The uncompressed kernel: a bzImage's payload decompressed on the host, once per kernel
 -- (cached by its SHA-256), and the vmlinux ELF it holds, checked and placed in guest RAM.
 --
@@ -25,6 +26,7 @@
 --   bytes in hand, never the file hashed again), and an index entry (path, size, times
 --   -> hash) is written only for bytes read while the file's size and times held still
 --   (M.read_image).
+-- @module vfio.vmm.vmlinux
 local M = {}
 
 local MiB = 1 << 20
@@ -51,6 +53,7 @@ local function u32(s, off) return (string.unpack("<I4", s, off + 1)) end
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
+---
 -- payload(image) -> {format=, cmd=, data=compressed bytes, size=uncompressed size} or
 -- nil, message. The last four bytes of a payload are its uncompressed size (the kernel
 -- build's size_append, or gzip's ISIZE; the decompressor reads them the same way).
@@ -88,6 +91,7 @@ end
 M.PT_LOAD = 1
 M.MIN_PADDR = MiB -- below: the zero page, the boot tables and the BIOS area
 
+--- Parse and check a vmlinux's ELF64 program headers (see the comment above PT_LOAD).
 function M.parse_elf(read, file_size, ram_size)
    local eh = file_size >= 64 and read(0, 64) or ""
    if #eh < 64 or eh:sub(1, 4) ~= "\127ELF" then return nil, "not an ELF file" end
@@ -140,6 +144,7 @@ function M.parse_elf(read, file_size, ram_size)
    return { entry = entry, segments = segs, start = lo, end_ = hi }
 end
 
+---
 -- The cache directory: opts.cache_dir, else $LUAVFIO_CACHE/vmlinux, else
 -- $XDG_CACHE_HOME/luavfio/vmlinux, else ~/.cache/luavfio/vmlinux.
 function M.cache_dir(opts)
@@ -152,6 +157,7 @@ function M.cache_dir(opts)
    return base .. "/vmlinux"
 end
 
+---
 -- Where a cache that cannot be written falls back to (a read-only home, the lab's
 -- read-only view of the host): a directory of this user's own under $TMPDIR, used only
 -- when it is a real directory owned by this user and closed to everyone else, since a
@@ -181,6 +187,7 @@ local function not_private(st, what, uid)
    end
 end
 
+---
 -- trusted_dir(dir) -> its real path, or nil, why: dir is a directory of this user's own
 -- that nobody else can write to, below directories only root or this user can change
 -- (a directory others may write to must be sticky, as /tmp is).
@@ -247,6 +254,7 @@ local function make_dirs(path)
 end
 
 
+---
 -- Does a tool run here? (The lab and Debian have gzip and xz; zstd, lz4 and lzop are
 -- packages of their own.)
 function M.have_tool(name)
@@ -255,6 +263,7 @@ end
 
 local index_lookup, index_store
 
+---
 -- The SHA-256 of bytes in hand (never of a file that may have changed since they were
 -- read), or nil.
 function M.sha256(bytes)
@@ -280,6 +289,7 @@ local function stat_key(path, st)
    return ("%s@%d-%d-%d.sha256"):format(name, st.st_size, st.st_mtime, st.st_ctime)
 end
 
+---
 -- read_image(path) -> bytes, known | nil, message: a kernel file's bytes, and the index
 -- key of the file they came from (nil when its size or times changed while it was read:
 -- such bytes are hashed, never looked up). Pass both to decompress: {path =, known =}.
@@ -329,6 +339,7 @@ function index_store(dirs, known, sha, path)
    end
 end
 
+---
 -- decompress(image, {path = the image's file, known = read_image's key for it, cache_dir =})
 --   -> {path = the vmlinux file, file = it open for reading (checked: boot this handle,
 --   not the path), cached = true when it was there already, format =, size =, note = why
@@ -469,6 +480,7 @@ local function checked(read, close, size, ram_size, name, file)
    return info
 end
 
+---
 -- open(path, ram_size [, file]): file, when given, is path already open (decompress's
 -- checked handle), and is read instead of opening path again.
 function M.open(path, ram_size, file)
@@ -481,11 +493,13 @@ function M.open(path, ram_size, file)
    end, function() if io.type(f) == "file" then f:close() end end, f:seek("end"), ram_size, path, f)
 end
 
+--- As `open`, for a vmlinux already in memory (bytes).
 function M.from_string(bytes, ram_size, name)
    return checked(function(off, n) return bytes:sub(off + 1, off + n) end, function() end,
                   #bytes, ram_size, name or "image")
 end
 
+---
 -- load(mem, info): each segment's bytes into guest RAM at its physical address (through
 -- mem:load_file when mem has it, as a VM does), the rest of its memory size zeroed (the
 -- kernel's .bss). Closes the file.
@@ -512,6 +526,7 @@ function M.load(mem, info)
    return true
 end
 
+--- Whether image (bytes) starts with the ELF magic.
 function M.is_elf(image) return type(image) == "string" and image:sub(1, 4) == "\127ELF" end
 
 return M

@@ -1,3 +1,4 @@
+---
 -- Device quirks as data. A quirk is a table:
 --   name, description          for logs and specs
 --   match = {vendor=, device=, class=, class_mask=, subvendor=, subdevice=}
@@ -16,6 +17,7 @@
 --           then let guest reads reach the BAR directly and trap only writes)
 --   mirror = {{bar=, off=, len=, cfg_off=}}
 -- Actions are applied in the order above so later ones see earlier results.
+-- @module vfio.vmm.quirks
 local quirks = {}
 
 -- The shipped quirks, by module name under vfio.vmm.quirks.
@@ -24,6 +26,7 @@ quirks.builtin = {
    "xhci_msix_relocate",
 }
 
+--- The shipped quirk tables (`quirks.builtin`), loaded.
 function quirks.load_builtin()
    local list = {}
    for _, n in ipairs(quirks.builtin) do list[#list + 1] = require("vfio.vmm.quirks." .. n) end
@@ -39,6 +42,7 @@ local function accepts(want, have)
    return want == have
 end
 
+---
 -- ids = {vendor=, device=, class=, subvendor=, subdevice=}
 function quirks.matches(q, ids)
    local m = q.match or {}
@@ -53,6 +57,7 @@ function quirks.matches(q, ids)
    return true
 end
 
+---
 -- The IDs a guest would match on, from the trap's (emulated) config space.
 function quirks.ids(trap)
    return {
@@ -110,6 +115,7 @@ local function relocate_msix(trap, spec, q)
    check(trap:relocate_msix(bar, base, base + pba_at), nil, "relocate MSI-X", q)
 end
 
+---
 -- quirks.apply(trap, q) -> state table shared by the quirk's handlers
 function quirks.apply(trap, q)
    local st = { trap = trap, state = {}, quirk = q }
@@ -153,6 +159,7 @@ function quirks.apply(trap, q)
    return st
 end
 
+---
 -- quirks.apply_matching(trap [, list]) -> names applied, states by name
 function quirks.apply_matching(trap, list)
    list = list or quirks.load_builtin()
