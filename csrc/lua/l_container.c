@@ -587,6 +587,18 @@ Spec hook: the counts behind a DMA buffer's lifetime.
 */
 
 /***
+Spec hook: the error a DMA map of `size` bytes that failed with `errno` returns, as
+`map_dma` builds it (ENOMEM names the memlock limit and the `ulimit -l` the map needs), for
+hosts where no map can fail for real.
+@function _dma_map_error
+@tparam int errno the errno the map failed with
+@tparam int size the bytes the map asked for
+@treturn nil
+@treturn string the message
+@treturn int errno
+*/
+
+/***
 A VFIO container (`vfio.container`): the type1 IOMMU context groups attach to.
 @type container
 */

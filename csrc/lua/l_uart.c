@@ -154,6 +154,15 @@ Queue input for the guest (the queue holds 4 KiB); raises on a closed uart.
 */
 
 /***
+Why streaming to `stdout` stopped: nil while it works (or was never asked for), else the
+error of the write that failed (EPIPE when the reader went away); the guest's output is
+still captured.
+@function uart:stdout_error
+@treturn ?string the failed write's message
+@treturn ?int its errno
+*/
+
+/***
 Stop answering (idempotent).
 @function uart:close
 */

@@ -1,9 +1,10 @@
--- The host as VFIO sees it: what the host itself uses a PCI function for (vfio.bind
+--- The host as VFIO sees it: what the host itself uses a PCI function for (vfio.bind
 -- refuses those), and a check of everything device assignment needs, in the spirit of
 -- libvirt's virt-host-validate: the IOMMU, interrupt remapping, IOMMU groups and ACS,
 -- the device nodes, the memlock limit, huge pages, iommufd. Every finding says how to
 -- fix it. All reads go through the roots of `host.paths` (sysfs, procfs, /dev), so specs
 -- run against fake trees. Needs luaposix (through vfio.pcibus), not vfio.core.
+-- @module vfio.host
 local pcibus = require "vfio.pcibus"
 
 local host = {}
@@ -12,7 +13,7 @@ local px = pcibus.posix
 local read = pcibus.read
 local basename = pcibus.basename
 
----------------------------------------------------------------------------------------
+-- ====================================================================================
 -- Paths
 
 --- Where the check reads: sysfs, procfs, the VFIO nodes, iommufd's and KVM's nodes.
@@ -61,7 +62,7 @@ end
 
 local function hexnum(s) return s and tonumber(s:match("0x(%x+)") or s, 16) end
 
----------------------------------------------------------------------------------------
+-- ====================================================================================
 -- What the host uses a device for
 
 -- Mount table: {source, majmin, target} from mountinfo (or mounts when it is missing).
@@ -236,7 +237,7 @@ function host.followers_text(followers, n)
       #followers == 1 and "it" or "them")
 end
 
----------------------------------------------------------------------------------------
+-- ====================================================================================
 -- The check
 
 local KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024

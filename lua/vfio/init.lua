@@ -805,7 +805,10 @@ function vfio.record(dev, path, opts) return require("vfio.record").record(dev, 
 -- @treturn string its name, or "errno N" for a number without one
 vfio.errname = pcibus.errname
 
--- For tools: the pieces vfio.open uses.
+--- A device's PCI address in full form, from what vfio.open takes (for tools).
+-- @function resolve
+-- @tparam string x "0000:00:03.0", "00:03.0" or the device's sysfs path
+-- @treturn string "0000:00:03.0"; raises on anything else
 vfio.resolve = function(x) return resolve(x, 3) end
 --- The driver a device is bound to (a PCI address or sysfs path), or nil.
 -- @function driver_of

@@ -8,10 +8,10 @@ local M = {
    number = "0.1",
 }
 
---- "luavfio NUMBER", the form Lua's own `_VERSION` takes.
+-- The release as Lua's own `_VERSION` writes itself: "luavfio NUMBER".
 M._VERSION = "luavfio " .. M.number
 
---- What a command's `--version` prints: "PROG (luavfio NUMBER)".
+--- The line each command prints for its version option: "PROG (luavfio NUMBER)".
 -- @tparam string prog the command's name as the user ran it
 -- @treturn string the line, without a newline
 function M.line(prog)
