@@ -399,15 +399,18 @@ void lv_dma_drop(lua_State *L, int self, int uv, uint64_t iova, uint64_t size, i
 
 /* Unmap every mapping recorded for a closing container, so no memory stays mapped behind
  * a closed fd (groups may keep the container alive in the kernel), and release what the
- * kernel confirms unmapped. ENOTTY: the container has no IOMMU any more (its last group
- * left), and with it went every mapping. */
+ * kernel confirms unmapped. A container whose last group left has no IOMMU backend any
+ * more, and with it went every mapping: its unmaps fail with EINVAL (ENOTTY on a file
+ * that is no container at all), which vfio_container_has_iommu tells apart from a real
+ * refusal. */
 static void container_unmap_recorded(lua_State *L, lv_container *c)
 {
     if (!lv_dma_any(L, 1, 1))
         return;
     uint64_t done = 0;
     int r = vfio_container_unmap_dma(c->fd, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL, &done);
-    if (r == 0 || r == -ENOTTY) {
+    int gone = r == -ENOTTY || (r == -EINVAL && !vfio_container_has_iommu(c->fd));
+    if (r == 0 || gone) {
         lv_dma_drop(L, 1, 1, 0, 0, 1);
         return;
     }
@@ -420,7 +423,7 @@ static void container_unmap_recorded(lua_State *L, lv_container *c)
         uint64_t size = (uint64_t)lua_tointeger(L, -1);
         lua_pop(L, 1);
         r = vfio_container_unmap_dma(c->fd, k, size, 0, &done);
-        if ((r == 0 && done > 0) || r == -ENOTTY) {
+        if ((r == 0 && done > 0) || r == -ENOTTY) {   /* EINVAL with no backend: above */
             dma_release(L);
             lua_pop(L, 1);
             lua_pushvalue(L, -1);

@@ -123,6 +123,15 @@ int vfio_container_map_dma(int fd, uint64_t vaddr, uint64_t iova, uint64_t size,
     return ioctl(fd, VFIO_IOMMU_MAP_DMA, &m) < 0 ? -errno : 0;
 }
 
+/* Whether the container still has an IOMMU backend. When its last group leaves, the kernel
+ * releases the backend and every mapping with it (type1 unmaps and unpins all), and the
+ * container answers every IOMMU ioctl with EINVAL: that is what this tells. */
+int vfio_container_has_iommu(int fd)
+{
+    struct vfio_iommu_type1_info info = {.argsz = sizeof info};
+    return ioctl(fd, VFIO_IOMMU_GET_INFO, &info) == 0 || errno != EINVAL;
+}
+
 int vfio_container_unmap_dma(int fd, uint64_t iova, uint64_t size, uint32_t flags,
                              uint64_t *unmapped)
 {

@@ -58,6 +58,7 @@ int vfio_container_api_version(int fd);
 int vfio_container_check_extension(int fd, unsigned ext);
 int vfio_container_set_iommu(int fd, unsigned type);
 int vfio_container_iommu_info(int fd, struct vfio_iommu_desc *out);
+int vfio_container_has_iommu(int fd);
 /* Parse a VFIO_IOMMU_GET_INFO result of bufsz bytes (bounded capability walk). */
 int vfio_iommu_parse(const void *buf, size_t bufsz, struct vfio_iommu_desc *out);
 void vfio_iommu_desc_free(struct vfio_iommu_desc *d);

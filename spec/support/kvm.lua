@@ -4,10 +4,11 @@
 --   local vm, kvm = kvmhost.vm()            -- or kvmhost.vm { ram = 0x20000 }
 --   if not vm then pending(kvm) return end  -- kvm is then the reason
 --
--- spec/run runs #kvm specs on the host when its /dev/kvm is usable, and otherwise inside
--- the lab (tier lab-kvm, nested KVM), so every machine runs them once. Run by hand on a
--- host without KVM they are pending with REASON. LUAVFIO_NO_KVM=1 hides the host's
--- /dev/kvm from the library (core.kvm_open) and so from these specs.
+-- spec/run runs #kvm specs once, against the ASan build: on the host (tier host-asan)
+-- when its /dev/kvm is usable, and otherwise inside the lab (tier lab-kvm, nested KVM),
+-- so every machine runs them once. Run by hand on a host without KVM they are pending
+-- with REASON. LUAVFIO_NO_KVM=1 hides the host's /dev/kvm from the library
+-- (core.kvm_open) and so from these specs.
 local core = require "vfio.core"
 
 local M = {}
