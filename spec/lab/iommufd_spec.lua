@@ -262,7 +262,7 @@ describe("iommufd", function()
       local slot = assert(vm:add_ram(0, 0x200000))
       local dev <close> = open("edu")
       local a, iova, n = dev.container, 0x100000, 1024
-      assert(a:map_dma(vm, iova, { gpa = 0x100000, size = 0x10000 }))
+      assert(a:map_dma(vm, iova, { gpa = 0x100000, size = 0x10000, read = true, write = true }))
       assert(a:detach(dev.handle))
       local ok, err, errno = vm:unmap(slot)
       assert.is_nil(ok)
