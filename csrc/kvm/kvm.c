@@ -1036,10 +1036,93 @@ static int dispatch(struct lv_kvm_vm *vm, int space, uint64_t addr, uint8_t *dat
     return rc;
 }
 
+int lv_kvm_exit_decode(struct lv_kvm_vcpu *c, struct kvm_run *run, struct lv_kvm_exit *out,
+                       int *err)
+{
+    out->reason = run->exit_reason;
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO: {
+        unsigned size = run->io.size, count = run->io.count;
+        uint64_t off = run->io.data_offset;
+        /* Never trust offsets to stay inside the shared page. */
+        if (size == 0 || size > 4 || count == 0 || off >= c->run_size ||
+            (uint64_t)size * count > c->run_size - off) {
+            *err = -EPROTO;
+            return LV_KVM_DECODE_DONE;
+        }
+        uint8_t *data = (uint8_t *)run + off;
+        int is_write = run->io.direction == KVM_EXIT_IO_OUT, stop = 0, handled = 1;
+        for (unsigned i = 0; i < count && handled; i++) {
+            int rc = dispatch(c->vm, LV_KVM_PIO, run->io.port, data + i * size, size,
+                              is_write);
+            if (rc < 0)
+                handled = 0;
+            else if (rc == LV_KVM_IO_STOP)
+                stop = 1;
+        }
+        if (handled && !stop)
+            return LV_KVM_DECODE_RESUME;
+        *out = (struct lv_kvm_exit){
+            .kind = handled ? LV_KVM_EXIT_STOP : LV_KVM_EXIT_IO, .reason = run->exit_reason,
+            .space = LV_KVM_PIO, .addr = run->io.port, .size = size, .count = count,
+            .is_write = is_write, .data = data};
+        if (!handled && !is_write) {
+            memset(data, 0xff, (size_t)size * count); /* nothing there: all ones */
+            c->pending_read = 1;
+        }
+        return LV_KVM_DECODE_DONE;
+    }
+    case KVM_EXIT_MMIO: {
+        unsigned len = run->mmio.len;
+        if (len == 0 || len > sizeof run->mmio.data) {
+            *err = -EPROTO;
+            return LV_KVM_DECODE_DONE;
+        }
+        int is_write = run->mmio.is_write != 0;
+        int rc = dispatch(c->vm, LV_KVM_MMIO, run->mmio.phys_addr, run->mmio.data, len,
+                          is_write);
+        if (rc == LV_KVM_IO_DONE)
+            return LV_KVM_DECODE_RESUME;
+        *out = (struct lv_kvm_exit){
+            .kind = rc < 0 ? LV_KVM_EXIT_MMIO : LV_KVM_EXIT_STOP, .reason = run->exit_reason,
+            .space = LV_KVM_MMIO, .addr = run->mmio.phys_addr, .size = len, .count = 1,
+            .is_write = is_write, .data = run->mmio.data};
+        if (rc < 0 && !is_write) {
+            memset(run->mmio.data, 0xff, len);
+            c->pending_read = 1;
+        }
+        return LV_KVM_DECODE_DONE;
+    }
+    case KVM_EXIT_HLT:
+        out->kind = LV_KVM_EXIT_HLT;
+        return LV_KVM_DECODE_DONE;
+    case KVM_EXIT_SHUTDOWN:
+        out->kind = LV_KVM_EXIT_SHUTDOWN;
+        return LV_KVM_DECODE_DONE;
+    case KVM_EXIT_FAIL_ENTRY:
+        out->kind = LV_KVM_EXIT_FAIL_ENTRY;
+        out->code = run->fail_entry.hardware_entry_failure_reason;
+        return LV_KVM_DECODE_DONE;
+    case KVM_EXIT_INTERNAL_ERROR:
+        out->kind = LV_KVM_EXIT_INTERNAL_ERROR;
+        out->code = run->internal.suberror;
+        return LV_KVM_DECODE_DONE;
+    case KVM_EXIT_SYSTEM_EVENT:
+        out->kind = LV_KVM_EXIT_SYSTEM_EVENT;
+        out->code = run->system_event.type;
+        return LV_KVM_DECODE_DONE;
+    case KVM_EXIT_INTR:
+        out->kind = LV_KVM_EXIT_INTR;
+        return LV_KVM_DECODE_DONE;
+    default:
+        out->kind = LV_KVM_EXIT_OTHER;
+        return LV_KVM_DECODE_DONE;
+    }
+}
+
 int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out)
 {
     struct kvm_run *run = c->run;
-    struct lv_kvm_vm *vm = c->vm;
     timer_t timer;
     int timed = timeout_ns > 0, e = 0;
     if (lv_kvm_vcpu_take_held(c, out, &e))
@@ -1073,87 +1156,10 @@ int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exi
             e = neg_errno();
             break;
         }
-        out->reason = run->exit_reason;
-        switch (run->exit_reason) {
-        case KVM_EXIT_IO: {
-            unsigned size = run->io.size, count = run->io.count;
-            uint64_t off = run->io.data_offset;
-            /* Never trust offsets to stay inside the shared page. */
-            if (size == 0 || size > 4 || count == 0 || off >= c->run_size ||
-                (uint64_t)size * count > c->run_size - off) {
-                e = -EPROTO;
-                goto done;
-            }
-            uint8_t *data = (uint8_t *)run + off;
-            int is_write = run->io.direction == KVM_EXIT_IO_OUT, stop = 0, handled = 1;
-            for (unsigned i = 0; i < count && handled; i++) {
-                int rc = dispatch(vm, LV_KVM_PIO, run->io.port, data + i * size, size,
-                                  is_write);
-                if (rc < 0)
-                    handled = 0;
-                else if (rc == LV_KVM_IO_STOP)
-                    stop = 1;
-            }
-            if (handled && !stop)
-                continue;
-            *out = (struct lv_kvm_exit){
-                .kind = handled ? LV_KVM_EXIT_STOP : LV_KVM_EXIT_IO, .reason = run->exit_reason,
-                .space = LV_KVM_PIO, .addr = run->io.port, .size = size, .count = count,
-                .is_write = is_write, .data = data};
-            if (!handled && !is_write) {
-                memset(data, 0xff, (size_t)size * count); /* nothing there: all ones */
-                c->pending_read = 1;
-            }
-            goto done;
-        }
-        case KVM_EXIT_MMIO: {
-            unsigned len = run->mmio.len;
-            if (len == 0 || len > sizeof run->mmio.data) {
-                e = -EPROTO;
-                goto done;
-            }
-            int is_write = run->mmio.is_write != 0;
-            int rc = dispatch(vm, LV_KVM_MMIO, run->mmio.phys_addr, run->mmio.data, len,
-                              is_write);
-            if (rc == LV_KVM_IO_DONE)
-                continue;
-            *out = (struct lv_kvm_exit){
-                .kind = rc < 0 ? LV_KVM_EXIT_MMIO : LV_KVM_EXIT_STOP, .reason = run->exit_reason,
-                .space = LV_KVM_MMIO, .addr = run->mmio.phys_addr, .size = len, .count = 1,
-                .is_write = is_write, .data = run->mmio.data};
-            if (rc < 0 && !is_write) {
-                memset(run->mmio.data, 0xff, len);
-                c->pending_read = 1;
-            }
-            goto done;
-        }
-        case KVM_EXIT_HLT:
-            out->kind = LV_KVM_EXIT_HLT;
-            goto done;
-        case KVM_EXIT_SHUTDOWN:
-            out->kind = LV_KVM_EXIT_SHUTDOWN;
-            goto done;
-        case KVM_EXIT_FAIL_ENTRY:
-            out->kind = LV_KVM_EXIT_FAIL_ENTRY;
-            out->code = run->fail_entry.hardware_entry_failure_reason;
-            goto done;
-        case KVM_EXIT_INTERNAL_ERROR:
-            out->kind = LV_KVM_EXIT_INTERNAL_ERROR;
-            out->code = run->internal.suberror;
-            goto done;
-        case KVM_EXIT_SYSTEM_EVENT:
-            out->kind = LV_KVM_EXIT_SYSTEM_EVENT;
-            out->code = run->system_event.type;
-            goto done;
-        case KVM_EXIT_INTR:
-            out->kind = LV_KVM_EXIT_INTR;
-            goto done;
-        default:
-            out->kind = LV_KVM_EXIT_OTHER;
-            goto done;
-        }
+        if (lv_kvm_exit_decode(c, run, out, &e) == LV_KVM_DECODE_RESUME)
+            continue;
+        break;
     }
-done:
     if (timed)
         timer_delete(timer);
     tl_run = NULL;

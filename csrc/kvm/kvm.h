@@ -213,6 +213,16 @@ int lv_kvm_vcpu_get_sregs(struct lv_kvm_vcpu *c, struct kvm_sregs *s);
 /* Run until an exit the C side does not handle. timeout_ns <= 0: no timeout. An exit
  * held by lv_kvm_vcpu_hold comes first, without entering KVM_RUN. */
 int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out);
+/* One exit as KVM_RUN left it in `run`, decoded the way the run loop does: an IO or MMIO
+ * exit whose address a handled range answers is dispatched to it (a read's data arriving
+ * as all ones first) and LV_KVM_DECODE_RESUME returned (the guest runs on); anything else
+ * fills *out and returns LV_KVM_DECODE_DONE (an unhandled read answered all ones with
+ * pending_read set; a range asking to stop gives LV_KVM_EXIT_STOP). IO data outside
+ * c->run_size bytes, or an MMIO length past mmio.data, sets *err to -EPROTO (DONE).
+ * The run loop's body, callable without KVM (fuzz/exit_fuzz.c drives it). */
+enum { LV_KVM_DECODE_DONE = 0, LV_KVM_DECODE_RESUME = 1 };
+int lv_kvm_exit_decode(struct lv_kvm_vcpu *c, struct kvm_run *run, struct lv_kvm_exit *out,
+                       int *err);
 /* Rule: an exit lv_kvm_vcpu_run returned (or its error) that no caller has seen must not
  * be dropped: whoever ends a run with one in hand holds it here (its data stays in
  * kvm_run, which only the next KVM_RUN changes), and the next run of the vCPU, by any
