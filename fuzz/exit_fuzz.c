@@ -24,6 +24,7 @@
  * receive queue stay within their caps and agree, and the IRQ line KVM was last told
  * is the one the UART believes, lowered when its range goes. */
 #include "fixture.h"
+#include "input.h"
 #include "kvm/kvm.h"
 #include "kvm/legacy.h"
 #include "kvm/pcihost.h"
@@ -162,22 +163,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 /* ---- input ---- */
 
-struct in {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint64_t take(struct in *in, unsigned k)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < k; i++) {
-        uint8_t b = in->n ? *in->p : 0;
-        if (in->n)
-            in->p++, in->n--;
-        v |= (uint64_t)b << (8 * i);
-    }
-    return v;
-}
 
 /* What this program knows of the port map (independently of the VM's ranges). */
 static int ignored_value(uint64_t port)

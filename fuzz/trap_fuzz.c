@@ -16,6 +16,7 @@
  * device; no access size or offset makes the core touch memory outside its tables.
  * Fixtures: files made by fuzz/export_fixtures.lua in $TRAP_FUZZ_FIXTURES. */
 #include "fixture.h"
+#include "input.h"
 #include "kvm/pcihost.h"
 
 #include <stdint.h>
@@ -39,22 +40,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-struct in {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint64_t take(struct in *in, unsigned k)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < k; i++) {
-        uint8_t b = in->n ? *in->p : 0;
-        if (in->n)
-            in->p++, in->n--;
-        v |= (uint64_t)b << (8 * i);
-    }
-    return v;
-}
 
 static const uint32_t cfg_sizes[4] = {1, 2, 4, 3};        /* 3: must be refused */
 static const uint32_t bar_sizes[5] = {1, 2, 4, 8, 16};
