@@ -4,6 +4,7 @@
 -- cli.main; the options are defined once, in cli.parser (argparse), which parses them,
 -- prints --help (HELP below) and writes the shell completion scripts.
 local argparse = require "argparse"
+local address_map = require "vfio.vmm.address_map"
 local version = require "vfio.version"
 
 local cli = {}
@@ -41,7 +42,7 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   for a CPU spent spinning
   --guest FILE    the multiboot guest, without --kernel (default %s)
   --mem SIZE      guest RAM: MiB, or with a suffix K, M, G (512M, 1G; default 64M,
-                  256M with --kernel; 2M to 2816M)
+                  256M with --kernel; 2M to %dM)
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
                   every built-in quirk matching the device
   --cmdline ARGS  the guest's multiboot command line
@@ -155,7 +156,8 @@ function cli.parser(how)
       .. "[--mem SIZE] [--quirk NAME]... [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] "
       .. "[--plan] [--version]"):format(how.usage)
    local p = argparse(how.prog, "Boot a guest in a KVM VM with VFIO devices passed through.")
-      :add_help(false):usage(synopsis):help(synopsis .. "\n\n" .. HELP:format(how.guest))
+      :add_help(false):usage(synopsis)
+      :help(synopsis .. "\n\n" .. HELP:format(how.guest, address_map.HOLE_START >> 20))
    p:flag("-h --help", "Print the help and exit.")
       :action(function() io.stdout:write(p:get_help()) os.exit(0) end)
    p:flag("--version", "Print the version and exit.")

@@ -18,6 +18,7 @@
 -- trap's state; the machine carries both out on the VM and the device, so slots, ranges
 -- and vectors always follow what the guest programmed.
 -- @module vfio.vmm.machine
+local address_map = require "vfio.vmm.address_map"
 local boardlib = require "vfio.vmm.board"
 local passthrough = require "vfio.vmm.passthrough"
 local irq = require "vfio.vmm.irq"
@@ -42,9 +43,9 @@ local function hex(v) return ("%#x"):format(v) end
 --   opts     quirks = list of quirk tables (nil: the built-in ones), trace = fn(line),
 --            mem_mib = 64, intx_line = 10, no_mmap = true: trap every BAR access
 --            (no memory slots for BARs; QEMU's x-no-mmap)
--- The largest guest RAM: it starts at 0 and must end below the ECAM window (the VM's
--- address map refuses overlaps as well, csrc/kvm/kvm.c).
-M.MAX_MEM_MIB = M.ECAM_BASE >> 20
+-- The largest guest RAM: it starts at 0 and must end below the hole, which begins with
+-- the ECAM window (the VM's address map refuses overlaps as well, csrc/kvm/kvm.c).
+M.MAX_MEM_MIB = address_map.HOLE_START >> 20
 
 --- A machine for dev (no VM yet): see the comment above MAX_MEM_MIB for dev and opts.
 -- @return a machine, or `nil, message, errno` (guest RAM out of 2 to MAX_MEM_MIB MiB, or

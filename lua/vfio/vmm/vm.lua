@@ -4,6 +4,7 @@
 -- wiring (PCI host bridge, BARs, interrupts) builds on top of this.
 -- @module vfio.vmm.vm
 local core = require "vfio.core"
+local address_map = require "vfio.vmm.address_map"
 local boot_linux = require "vfio.vmm.boot_linux"
 local multiboot = require "vfio.vmm.multiboot"
 
@@ -13,7 +14,9 @@ VM.__index = VM
 
 M.DEBUG_PORT = 0xe9
 M.EXIT_PORT = 0xf4
-M.RAM_LIMIT = 0xc0000000 -- RAM stays below the 32-bit PCI hole (BARs, IOAPIC, LAPIC)
+-- A VM's RAM stays below the 32-bit BAR window (and the IOAPIC, LAPIC above it); a board's
+-- stops lower, below its ECAM window (vfio.vmm.machine's MAX_MEM_MIB).
+M.RAM_LIMIT = address_map.MMIO32_START
 
 local function fail(what, msg, errno)
    return nil, what .. ": " .. tostring(msg), errno
@@ -44,7 +47,7 @@ function M.create(opts)
    local vm, vmsg, verr = kvm:create_vm()
    if not vm then kvm:close(); return nil, vmsg, verr end
    local m = setmetatable({ kvm = kvm, vm = vm, ram_size = mib << 20 }, VM)
-   local ok, err, e = vm:add_ram(0, m.ram_size)
+   local ok, err, e = vm:add_ram(address_map.RAM_START, m.ram_size)
    if ok and opts.irqchip ~= false then ok, err, e = vm:create_irqchip() end
    if ok then ok, err, e = vm:add_debugcon(opts.debug_port or M.DEBUG_PORT) end
    if ok then ok, err, e = vm:add_exit_port(opts.exit_port or M.EXIT_PORT) end
