@@ -17,6 +17,7 @@
 --   b:boot(path, opts)        multiboot guest;   b:close()
 -- @module vfio.vmm.board
 local address_map = require "vfio.vmm.address_map"
+local pcibus = require "vfio.pcibus"
 local vmlib = require "vfio.vmm.vm"
 local pcihost = require "vfio.vmm.pcihost"
 local irq = require "vfio.vmm.irq"
@@ -122,10 +123,8 @@ function M.functions(bdfs)
    for i = 1, #bdfs do
       local b = bdfs[i]
       local key, f = nil, 0
-      if type(b) == "string" then
-         local k, fn = b:lower():match("^(%x+:%x+:%x+)%.([0-7])$")
-         if k then key, f = k, tonumber(fn) end
-      end
+      local bdf, at = pcibus.parse_bdf(b)
+      if bdf then key, f = bdf:sub(1, -3), at.func end
       local g = key and by_key[key]
       if not g then
          g = { index = #groups, members = {} }

@@ -5,6 +5,7 @@
 -- prints --help (HELP below) and writes the shell completion scripts.
 local argparse = require "argparse"
 local address_map = require "vfio.vmm.address_map"
+local pcibus = require "vfio.pcibus"
 local version = require "vfio.version"
 
 local cli = {}
@@ -272,9 +273,7 @@ function cli.resolve_device(name, plan, lab_devices)
       if plan then return name end
       return nil, ("--device %s: a recorded fixture only lays out with --plan"):format(name)
    end
-   local s = name:lower()
-   if s:match("^%x%x%x%x:%x%x:%x%x%.[0-7]$") or s:match("^%x%x:%x%x%.[0-7]$") or s:match(UUID)
-      or name:sub(1, 1) == "/" then
+   if pcibus.parse_bdf(name) or name:lower():match(UUID) or name:sub(1, 1) == "/" then
       return name
    end
    if name:find(":", 1, true) then

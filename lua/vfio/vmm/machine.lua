@@ -23,6 +23,7 @@ local boardlib = require "vfio.vmm.board"
 local passthrough = require "vfio.vmm.passthrough"
 local irq = require "vfio.vmm.irq"
 local pci = require "vfio.pci"
+local pcibus = require "vfio.pcibus"
 local layout = require "vfio.vmm.layout"
 
 local M = {}
@@ -221,8 +222,7 @@ end
 function Machine:host_bdf()
    local d = self.dev
    local b = type(d) == "table" and rawget(d, "bdf") or nil
-   if type(b) == "string" and b:match("^%x+:%x+:%x+%.[0-7]$") then return b end
-   return nil
+   return (pcibus.parse_bdf(b))
 end
 
 ---
