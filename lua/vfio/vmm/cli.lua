@@ -359,7 +359,8 @@ function cli.main(argv, how)
    local multiboot = require "vfio.vmm.multiboot"
 
    -- The guest files are checked before anything is opened: a file that cannot be
-   -- opened is a usage error, one that is not bootable cannot set up the VM.
+   -- opened is a usage error, one that is not bootable cannot set up the VM (nor can a
+   -- multiboot guest on a machine without KVM, asked here too).
    local files = { { "--kernel", o.kernel }, { "--initrd", o.initrd },
                    { "--guest", o.guest_given and o.guest or nil } }
    for _, f in ipairs(files) do
@@ -437,7 +438,8 @@ function cli.main(argv, how)
    end
 
    if o.plan then
-      -- several devices: the slots, INTx lines and BAR addresses a shared board gives them
+      -- several devices: the slots, INTx lines (a multiboot guest's legacy ones) and BAR
+      -- addresses a shared board gives them; one device alone shows its own slot and line
       local alloc = #machines > 1 and require("vfio.vmm.layout").new()
       local bdfs = {}
       for i, m in ipairs(machines) do bdfs[i] = m:host_bdf() or false end

@@ -465,18 +465,6 @@ function Machine:lua_access(x)
 end
 
 ---
--- The run handler for this machine's board (vfio.vmm.board's handler).
-function Machine:handler(should_stop)
-   return self.board:handler(should_stop)
-end
-
---- After an access a handler passed on: sync, logging a failure.
-function Machine:after_access()
-   local ok, err = self:sync()
-   if not ok then self:log("event handling failed: %s", tostring(err)) end
-end
-
----
 -- m:boot(path, {cmdline=, timeout=, should_stop=fn}) -> result table (see vfio.vmm.vm boot),
 -- or nil, message. should_stop() true ends the run at the next exit that reaches Lua.
 function Machine:boot(path, opts)

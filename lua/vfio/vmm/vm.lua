@@ -1,7 +1,9 @@
 ---
--- A small KVM VM: RAM at guest-physical 0, the in-kernel irqchip, one vCPU, a
--- debug console and an exit port handled in C, and a multiboot loader. Passthrough
--- wiring (PCI host bridge, BARs, interrupts) builds on top of this.
+-- A small KVM VM: RAM at guest-physical 0 (vfio.vmm.address_map), the in-kernel irqchip,
+-- one or several vCPUs, a debug console and an exit port handled in C; it boots a
+-- multiboot guest (vfio.vmm.multiboot) or a Linux kernel on the PC platform of
+-- vfio.vmm.boot_linux. Passthrough wiring (PCI host bridge, BARs, interrupts) builds on
+-- top of this (vfio.vmm.board).
 -- @module vfio.vmm.vm
 local core = require "vfio.core"
 local address_map = require "vfio.vmm.address_map"
@@ -90,7 +92,8 @@ function VM:load_file(path, cmdline)
 end
 
 ---
--- vm:run([handler], [{timeout = s}]) -> exit table (see vcpu:run).
+-- vm:run([handler], [{timeout = s}]) -> exit table (see vcpu:run): runs vCPU 0, the
+-- boot processor (vfio.vmm.boot_linux runs several with the vfio.vm run_vcpus).
 function VM:run(handler, opts)
    return self.vcpu:run(handler, opts)
 end
