@@ -256,4 +256,13 @@ void lv_open_kvm(lua_State *L)
         lua_setfield(L, -2, caps[i].name);
     }
     lua_setfield(L, -2, "KVM_CAP");
+    /* The pages KVM takes at VM creation (kvm.h), for the Lua address map to check. */
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)LV_KVM_IDENTITY_MAP_ADDR);
+    lua_setfield(L, -2, "identity_map");
+    lua_pushinteger(L, (lua_Integer)LV_KVM_TSS_ADDR);
+    lua_setfield(L, -2, "tss");
+    lua_pushinteger(L, (lua_Integer)LV_KVM_SYSTEM_PAGES_SIZE);
+    lua_setfield(L, -2, "system_pages_size");
+    lua_setfield(L, -2, "kvm_layout");
 }

@@ -5,6 +5,7 @@
 -- their registers' fields by name) whose :text() is lspci -vvv style text.
 -- @module vfio.decode
 local pci = require "vfio.pci"
+local pcibus = require "vfio.pcibus"
 local pciids = require "vfio.pciids"
 
 local M = {}
@@ -1127,12 +1128,8 @@ function M.config(bytes, opts)
    info.bist = cfg:b(0xf)
    info.interrupt_line, info.interrupt_pin = cfg:b(0x3c), cfg:b(0x3d)
    info.min_gnt, info.max_lat = 0, 0
-   if opts.slot then
-      local d, f = opts.slot:match("(%x%x)%.(%x)$")
-      info.slot_dev, info.slot_func = tonumber(d or "0", 16), tonumber(f or "0", 16)
-   else
-      info.slot_dev, info.slot_func = 0, 0
-   end
+   local _, at = pcibus.parse_bdf(opts.slot)
+   info.slot_dev, info.slot_func = at and at.device or 0, at and at.func or 0
    info.vendor_name, info.device_name = pciids.vendor(info.vendor), pciids.device(info.vendor, info.device)
    info.class_name = pciids.class_label(info.class >> 8)
 

@@ -58,8 +58,8 @@ local function resolve(x, level)
          level or 3)
    end
    local s = x:lower()
-   if s:match(BDF) then return s end
-   if s:match("^%x%x:%x%x%.[0-7]$") then return "0000:" .. s end
+   local bdf = pcibus.parse_bdf(s)
+   if bdf then return bdf end
    if mdev.is_uuid(s) then return s end
    if x:sub(1, 1) == "/" then
       local real = px().realpath(x) or x

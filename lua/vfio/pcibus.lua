@@ -2,10 +2,32 @@
 -- The PCI bus as sysfs shows it: the functions with their IDs, class, driver and IOMMU
 -- group. One owner for vfio (open, bind) and the REPL's ls(). Every function takes the
 -- sysfs root ("/sys", or a fake tree in specs). Needs luaposix, loaded on first use.
+-- Also the one parser of PCI addresses (parse_bdf) for the library, the VMM, the REPL and
+-- the commands.
 -- @module vfio.pcibus
 local M = {}
 
+-- A PCI address as sysfs names it: "0000:00:03.0" (domain, bus, device, function 0-7).
 M.BDF = "^%x%x%x%x:%x%x:%x%x%.[0-7]$"
+
+---
+-- Parse a PCI address as a user writes it: "0000:00:03.0", or "00:03.0" in domain 0, in
+-- any case. A function number is 0 to 7.
+-- @tparam string s the address
+-- @treturn[1] string the address as sysfs names it ("0000:00:03.0", lower case)
+-- @treturn[1] table its parts: `{domain =, bus =, device =, func =}` (integers)
+-- @treturn[2] nil when s is not a PCI address
+-- @treturn[2] string why, naming s and the two forms
+function M.parse_bdf(s)
+   local t = type(s) == "string" and s:lower()
+   if t and t:match("^%x%x:%x%x%.[0-7]$") then t = "0000:" .. t end
+   if not t or not t:match(M.BDF) then
+      return nil, ("not a PCI address (want 0000:00:03.0 or 00:03.0): %s"):format(tostring(s))
+   end
+   local d, b, dev, f = t:match("^(%x+):(%x+):(%x+)%.(%x)$")
+   return t, { domain = tonumber(d, 16), bus = tonumber(b, 16), device = tonumber(dev, 16),
+               func = tonumber(f, 16) }
+end
 
 ---
 -- strerror from vfio.core (C's own table), loaded on first use.

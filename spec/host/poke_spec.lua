@@ -118,6 +118,10 @@ describe("poke discovery", function()
       assert.are.equal("0000:00:03.0", poke.bdf("00:03.0"))
       assert.are.equal("0000:00:1f.7", poke.bdf("0000:00:1F.7"))
       assert.has_error(function() poke.bdf("3.0") end)
+      -- a function number is 0 to 7: 8-f name none (the REPL took them once)
+      assert.has_error(function() poke.bdf("0000:00:03.8") end,
+         "not a PCI address (want 0000:00:03.0 or 00:03.0): 0000:00:03.8")
+      assert.has_error(function() poke.bdf("00:03.f") end)
    end)
 
    it("lists the same functions and ids as lspci -n", function()

@@ -234,12 +234,13 @@ local function readfile(path)
    return s
 end
 
--- Normalize "3.0", "00:03.0" or "0000:00:03.0" to the full domain form.
+-- Normalize "00:03.0" or "0000:00:03.0" to the full domain form (vfio.pcibus.parse_bdf:
+-- the function is 0-7); raise on anything else.
 function M.bdf(s)
    if type(s) ~= "string" then error("BDF must be a string such as 0000:00:03.0", 3) end
-   if s:match("^%x%x%x%x:%x%x:%x%x%.%x$") then return s:lower() end
-   if s:match("^%x%x:%x%x%.%x$") then return ("0000:" .. s):lower() end
-   error("not a PCI address (want 0000:00:03.0 or 00:03.0): " .. s, 3)
+   local bdf, why = pcibus.parse_bdf(s)
+   if not bdf then error(why, 3) end
+   return bdf
 end
 
 local DevListMT = { __name = "vfio.poke.devices" }

@@ -16,6 +16,8 @@
 --   b:assign(machines)        slots and functions for a whole device list, before adding
 --   b:boot(path, opts)        multiboot guest;   b:close()
 -- @module vfio.vmm.board
+local address_map = require "vfio.vmm.address_map"
+local pcibus = require "vfio.pcibus"
 local vmlib = require "vfio.vmm.vm"
 local pcihost = require "vfio.vmm.pcihost"
 local irq = require "vfio.vmm.irq"
@@ -25,7 +27,7 @@ local M = {}
 local Board = {}
 Board.__index = Board
 
-M.ECAM_BASE = 0xb0000000 -- below the 32-bit BAR window, above guest RAM
+M.ECAM_BASE = address_map.ECAM_START -- below the 32-bit BAR window, above guest RAM
 M.FIRST_SLOT = 4         -- devices from 00:04.0 on; 00:00.0 is the host bridge
 
 -- The board's INTx wiring, the usual PCI swizzle: pin P (1 = INTA) of slot S is line
@@ -121,10 +123,8 @@ function M.functions(bdfs)
    for i = 1, #bdfs do
       local b = bdfs[i]
       local key, f = nil, 0
-      if type(b) == "string" then
-         local k, fn = b:lower():match("^(%x+:%x+:%x+)%.([0-7])$")
-         if k then key, f = k, tonumber(fn) end
-      end
+      local bdf, at = pcibus.parse_bdf(b)
+      if bdf then key, f = bdf:sub(1, -3), at.func end
       local g = key and by_key[key]
       if not g then
          g = { index = #groups, members = {} }

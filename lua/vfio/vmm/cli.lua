@@ -4,6 +4,8 @@
 -- cli.main; the options are defined once, in cli.parser (argparse), which parses them,
 -- prints --help (HELP below) and writes the shell completion scripts.
 local argparse = require "argparse"
+local address_map = require "vfio.vmm.address_map"
+local pcibus = require "vfio.pcibus"
 local version = require "vfio.version"
 
 local cli = {}
@@ -41,7 +43,7 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   for a CPU spent spinning
   --guest FILE    the multiboot guest, without --kernel (default %s)
   --mem SIZE      guest RAM: MiB, or with a suffix K, M, G (512M, 1G; default 64M,
-                  256M with --kernel; 2M to 2816M)
+                  256M with --kernel; 2M to %dM)
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
                   every built-in quirk matching the device
   --cmdline ARGS  the guest's multiboot command line
@@ -155,7 +157,8 @@ function cli.parser(how)
       .. "[--mem SIZE] [--quirk NAME]... [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] "
       .. "[--plan] [--version]"):format(how.usage)
    local p = argparse(how.prog, "Boot a guest in a KVM VM with VFIO devices passed through.")
-      :add_help(false):usage(synopsis):help(synopsis .. "\n\n" .. HELP:format(how.guest))
+      :add_help(false):usage(synopsis)
+      :help(synopsis .. "\n\n" .. HELP:format(how.guest, address_map.HOLE_START >> 20))
    p:flag("-h --help", "Print the help and exit.")
       :action(function() io.stdout:write(p:get_help()) os.exit(0) end)
    p:flag("--version", "Print the version and exit.")
@@ -270,9 +273,7 @@ function cli.resolve_device(name, plan, lab_devices)
       if plan then return name end
       return nil, ("--device %s: a recorded fixture only lays out with --plan"):format(name)
    end
-   local s = name:lower()
-   if s:match("^%x%x%x%x:%x%x:%x%x%.[0-7]$") or s:match("^%x%x:%x%x%.[0-7]$") or s:match(UUID)
-      or name:sub(1, 1) == "/" then
+   if pcibus.parse_bdf(name) or name:lower():match(UUID) or name:sub(1, 1) == "/" then
       return name
    end
    if name:find(":", 1, true) then
@@ -358,7 +359,8 @@ function cli.main(argv, how)
    local multiboot = require "vfio.vmm.multiboot"
 
    -- The guest files are checked before anything is opened: a file that cannot be
-   -- opened is a usage error, one that is not bootable cannot set up the VM.
+   -- opened is a usage error, one that is not bootable cannot set up the VM (nor can a
+   -- multiboot guest on a machine without KVM, asked here too).
    local files = { { "--kernel", o.kernel }, { "--initrd", o.initrd },
                    { "--guest", o.guest_given and o.guest or nil } }
    for _, f in ipairs(files) do
@@ -436,7 +438,8 @@ function cli.main(argv, how)
    end
 
    if o.plan then
-      -- several devices: the slots, INTx lines and BAR addresses a shared board gives them
+      -- several devices: the slots, INTx lines (a multiboot guest's legacy ones) and BAR
+      -- addresses a shared board gives them; one device alone shows its own slot and line
       local alloc = #machines > 1 and require("vfio.vmm.layout").new()
       local bdfs = {}
       for i, m in ipairs(machines) do bdfs[i] = m:host_bdf() or false end

@@ -5,14 +5,18 @@
 -- each placed BAR becomes in a VM (mapped, C-trapped and Lua-handled pieces) and the
 -- difference to apply when the guest changes them.
 -- @module vfio.vmm.layout
+local address_map = require "vfio.vmm.address_map"
+
 local layout = {}
 
--- Defaults fit a q35-like guest: 32-bit MMIO below the IOAPIC/LAPIC at 0xfec00000,
--- 64-bit MMIO above 512 GiB, ports above the legacy range.
+local function window(start, size) return { base = start, limit = start + size - 1 } end
+
+-- Defaults fit a q35-like guest (vfio.vmm.address_map's windows): 32-bit MMIO below the
+-- IOAPIC/LAPIC, 64-bit MMIO from 512 GiB, ports above the legacy range.
 layout.defaults = {
-   mmio32 = { base = 0xc0000000, limit = 0xfebfffff },
-   mmio64 = { base = 0x8000000000, limit = 0xffffffffff },
-   io = { base = 0xc000, limit = 0xffff },
+   mmio32 = window(address_map.MMIO32_START, address_map.MMIO32_SIZE),
+   mmio64 = window(address_map.MMIO64_START, address_map.MMIO64_SIZE),
+   io = window(address_map.IO_PORT_START, address_map.IO_PORT_SIZE),
 }
 
 -- 64-bit BARs at least this large go above 4 GiB even when not prefetchable.
@@ -130,7 +134,7 @@ end
 -- What each BAR becomes in the VM once placed: mapped pages, C-trapped and Lua-handled
 -- spans, and the difference to apply when the guest moves or toggles a BAR.
 
-layout.PAGE = 4096
+layout.PAGE = address_map.PAGE_SIZE
 
 ---
 -- Split [0, size) of a BAR into pieces: "map" (mmap-able pages), "trap" (C handled) and

@@ -9,22 +9,27 @@
 -- Guest memory is anything with write(gpa, bytes) and fill(gpa, len, byte) (a vfio.vm,
 -- or a table in specs). Every field comes from an untrusted file and is checked first.
 -- @module vfio.vmm.linux
+local address_map = require "vfio.vmm.address_map"
+
 local M = {}
 
+-- Where the loader puts things (vfio.vmm.address_map says why there).
 local MiB = 1 << 20
-M.BOOT_PARAMS = 0x7000   -- the zero page
-M.GDT = 0x1000           -- the boot GDT (selectors 0x10 code, 0x18 data)
-M.CMDLINE = 0x20000
-M.HIGH = 0x100000        -- where a kernel that cannot move is loaded
-M.LOW_RAM_END = 0x9fc00  -- conventional memory; the EBDA and BIOS area follow
+M.BOOT_PARAMS = address_map.ZERO_PAGE_START -- the zero page
+M.GDT = address_map.GDT_START    -- the boot GDT (selectors 0x10 code, 0x18 data)
+M.CMDLINE = address_map.CMDLINE_START
+M.HIGH = address_map.HIMEM_START -- where a kernel that cannot move is loaded
+M.LOW_RAM_END = address_map.EBDA_START -- conventional memory; the EBDA and BIOS area follow
 M.BOOT_CS, M.BOOT_DS = 0x10, 0x18
 -- The 64-bit entry's identity map: a PML4, a PDPT and four page directories of 2 MiB
--- pages covering the low 4 GiB (RAM is below 4 GiB here), from 0x9000 to 0xefff.
-M.PML4 = 0x9000
-M.PAGE_TABLES_END = 0xf000
+-- pages covering the low 4 GiB (RAM is below 4 GiB here), from PML4 to PAGE_TABLES_END.
+M.PML4 = address_map.PAGE_TABLES_START
+M.PAGE_TABLES_END = address_map.PAGE_TABLES_END
+-- RAM past this is refused: it would reach the IOAPIC (and the e820 map names no hole).
+M.RAM_MAX = address_map.IOAPIC_START
 -- A vmlinux without a bzImage around it has no setup header: its command line limit is
 -- x86's COMMAND_LINE_SIZE less the NUL.
-M.VMLINUX_CMDLINE_SIZE = 2047
+M.VMLINUX_CMDLINE_SIZE = address_map.CMDLINE_SIZE - 1
 
 -- loadflags and xloadflags bits
 M.LOADED_HIGH = 0x01
@@ -102,7 +107,7 @@ function M.parse(image)
       if h.relocatable then return nil, ("kernel_alignment 0x%x is not a power of two"):format(h.kernel_alignment) end
       h.kernel_alignment = 0x1000
    end
-   if h.pref_address >= 1 << 32 then
+   if h.pref_address >= address_map.FIRST_ADDR_PAST_32BITS then
       return nil, ("pref_address 0x%x is above 4 GiB"):format(h.pref_address)
    end
    return h
@@ -116,7 +121,8 @@ function M.e820(ram_size)
       { addr = 0, size = M.LOW_RAM_END, type = M.E820_RAM },
       { addr = M.LOW_RAM_END, size = M.HIGH - M.LOW_RAM_END, type = M.E820_RESERVED },
       { addr = M.HIGH, size = ram_size - M.HIGH, type = M.E820_RAM },
-      { addr = 0xfffbc000, size = 0x4000, type = M.E820_RESERVED },
+      { addr = address_map.KVM_SYSTEM_PAGES_START, size = address_map.KVM_SYSTEM_PAGES_SIZE,
+        type = M.E820_RESERVED },
    }
 end
 
@@ -185,7 +191,7 @@ end
 local function write_boot_params(mem, header, loadflags, ram, cmdline_addr, initrd, initrd_size)
    local bp = M.BOOT_PARAMS
    local e820 = M.e820(ram)
-   mem:fill(bp, 0x1000, 0)
+   mem:fill(bp, address_map.ZERO_PAGE_SIZE, 0)
    mem:write(bp + O.setup_sects, header)
    mem:write(bp + O.type_of_loader, string.pack("<I1", 0xff)) -- no registered loader id
    mem:write(bp + O.loadflags, string.pack("<I1", (loadflags | M.CAN_USE_HEAP) & ~M.KEEP_SEGMENTS))
@@ -213,7 +219,7 @@ function M.load(mem, image, opts)
    local initrd = opts.initrd or ""
    local h, err = M.parse(image)
    if not h then return nil, err end
-   if ram < 2 * MiB or ram > 0xfec00000 then return nil, ("RAM size 0x%x unsupported"):format(ram) end
+   if ram < 2 * MiB or ram > M.RAM_MAX then return nil, ("RAM size 0x%x unsupported"):format(ram) end
    local p, perr = plan(h, ram, #initrd, cmdline)
    if not p then return nil, perr end
 
@@ -255,7 +261,7 @@ end
 function M.load_vmlinux(mem, vml, opts)
    local ram = assert(opts.ram_size, "ram_size required")
    local cmdline, initrd = opts.cmdline or "", opts.initrd or ""
-   if ram < 2 * MiB or ram > 0xfec00000 then return nil, ("RAM size 0x%x unsupported"):format(ram) end
+   if ram < 2 * MiB or ram > M.RAM_MAX then return nil, ("RAM size 0x%x unsupported"):format(ram) end
    local header, loadflags, cmdline_size, initrd_max = vmlinux_header(), M.LOADED_HIGH, M.VMLINUX_CMDLINE_SIZE,
       0x7fffffff
    if opts.image then

@@ -18,10 +18,12 @@
 -- trap's state; the machine carries both out on the VM and the device, so slots, ranges
 -- and vectors always follow what the guest programmed.
 -- @module vfio.vmm.machine
+local address_map = require "vfio.vmm.address_map"
 local boardlib = require "vfio.vmm.board"
 local passthrough = require "vfio.vmm.passthrough"
 local irq = require "vfio.vmm.irq"
 local pci = require "vfio.pci"
+local pcibus = require "vfio.pcibus"
 local layout = require "vfio.vmm.layout"
 
 local M = {}
@@ -42,9 +44,9 @@ local function hex(v) return ("%#x"):format(v) end
 --   opts     quirks = list of quirk tables (nil: the built-in ones), trace = fn(line),
 --            mem_mib = 64, intx_line = 10, no_mmap = true: trap every BAR access
 --            (no memory slots for BARs; QEMU's x-no-mmap)
--- The largest guest RAM: it starts at 0 and must end below the ECAM window (the VM's
--- address map refuses overlaps as well, csrc/kvm/kvm.c).
-M.MAX_MEM_MIB = M.ECAM_BASE >> 20
+-- The largest guest RAM: it starts at 0 and must end below the hole, which begins with
+-- the ECAM window (the VM's address map refuses overlaps as well, csrc/kvm/kvm.c).
+M.MAX_MEM_MIB = address_map.HOLE_START >> 20
 
 --- A machine for dev (no VM yet): see the comment above MAX_MEM_MIB for dev and opts.
 -- @return a machine, or `nil, message, errno` (guest RAM out of 2 to MAX_MEM_MIB MiB, or
@@ -220,8 +222,7 @@ end
 function Machine:host_bdf()
    local d = self.dev
    local b = type(d) == "table" and rawget(d, "bdf") or nil
-   if type(b) == "string" and b:match("^%x+:%x+:%x+%.[0-7]$") then return b end
-   return nil
+   return (pcibus.parse_bdf(b))
 end
 
 ---
@@ -461,18 +462,6 @@ function Machine:lua_access(x)
    self:log("%s %s %#x/%d %s %#x", io and "pio " or "mmio", x.write and "write" or "read ",
             addr, x.size, x.write and "<-" or "->", x.write and x.value or v or 0)
    return true, v
-end
-
----
--- The run handler for this machine's board (vfio.vmm.board's handler).
-function Machine:handler(should_stop)
-   return self.board:handler(should_stop)
-end
-
---- After an access a handler passed on: sync, logging a failure.
-function Machine:after_access()
-   local ok, err = self:sync()
-   if not ok then self:log("event handling failed: %s", tostring(err)) end
 end
 
 ---

@@ -8,11 +8,13 @@
 -- is IOAPIC pin n, identity. That includes IRQ 0: KVM's PIT raises GSI 0, so the timer
 -- is pin 0 (not pin 2 as on PC chipsets, where ACPI needs an override to say so).
 -- @module vfio.vmm.mptable
+local address_map = require "vfio.vmm.address_map"
+
 local M = {}
 
-M.ADDR = 0xf0000           -- floating pointer; the configuration table follows it
-M.LAPIC = 0xfee00000
-M.IOAPIC = 0xfec00000
+M.ADDR = address_map.MPTABLE_START -- floating pointer; the configuration table follows it
+M.LAPIC = address_map.LAPIC_START
+M.IOAPIC = address_map.IOAPIC_START
 M.IOAPIC_VERSION = 0x11
 M.LAPIC_VERSION = 0x14
 M.BUS_PCI, M.BUS_ISA = 0, 1

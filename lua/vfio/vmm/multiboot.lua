@@ -4,14 +4,17 @@
 -- with write(gpa, bytes) and fill(gpa, len, byte) (a vfio.vmm.vm, or a table in specs).
 -- Every offset and address comes from an untrusted file: each is checked before use.
 -- @module vfio.vmm.multiboot
+local address_map = require "vfio.vmm.address_map"
+
 local M = {}
 
 local MAGIC = 0x1BADB002
 M.BOOT_MAGIC = 0x2BADB002 -- what the loader puts in EAX
 local SEARCH = 8192       -- the header must lie in the first 8 KiB, 4-byte aligned
 
-local LOW_MEM_END = 0x9fc00 -- conventional memory the guest may use (below the EBDA)
-local HIGH_MEM = 0x100000
+local LOW_MEM_END = address_map.EBDA_START -- conventional memory the guest may use
+local HIGH_MEM = address_map.HIMEM_START
+local INFO_SIZE = address_map.MULTIBOOT_INFO_SIZE
 
 local function u32(s, off) return (string.unpack("<I4", s, off + 1)) end
 
@@ -95,12 +98,13 @@ end
 local function overlaps(a, alen, b, blen) return a < b + blen and b < a + alen end
 
 ---
--- load(mem, image, {ram_size=, cmdline=, info_addr=0x9000}) -> entry, info_addr
+-- load(mem, image, {ram_size=, cmdline=, info_addr=0x9000 (address_map.MULTIBOOT_INFO_START)})
+--   -> entry, info_addr
 -- or nil, message. Segments must lie inside RAM and clear of the information area.
 function M.load(mem, image, opts)
    opts = opts or {}
    local ram = assert(opts.ram_size, "ram_size required")
-   local info = opts.info_addr or 0x9000
+   local info = opts.info_addr or address_map.MULTIBOOT_INFO_START
    local cmdline = opts.cmdline or ""
    if #cmdline > 0xdff or cmdline:find("\0", 1, true) then
       return nil, "command line too long or contains NUL"
@@ -108,11 +112,11 @@ function M.load(mem, image, opts)
    local img, err = M.parse(image)
    if not img then return nil, err end
    for i, s in ipairs(img.segments) do
-      if s.paddr + s.memsz > ram or s.paddr + s.memsz > 0x100000000 then
+      if s.paddr + s.memsz > ram or s.paddr + s.memsz > address_map.FIRST_ADDR_PAST_32BITS then
          return nil, ("segment %d (0x%x+0x%x) does not fit in %d MiB of guest RAM")
             :format(i, s.paddr, s.memsz, ram >> 20)
       end
-      if overlaps(s.paddr, s.memsz, info, 0x1000) then
+      if overlaps(s.paddr, s.memsz, info, INFO_SIZE) then
          return nil, ("segment %d overlaps the multiboot information at 0x%x"):format(i, info)
       end
    end
@@ -126,7 +130,7 @@ function M.load(mem, image, opts)
    local upper_kib = ram > HIGH_MEM and (ram - HIGH_MEM) // 1024 or 0
    local mmap = string.pack("<I4I8I8I4", 20, 0, LOW_MEM_END, 1)
    if ram > HIGH_MEM then mmap = mmap .. string.pack("<I4I8I8I4", 20, HIGH_MEM, ram - HIGH_MEM, 1) end
-   mem:fill(info, 0x1000, 0)
+   mem:fill(info, INFO_SIZE, 0)
    mem:write(info, string.pack("<I4I4I4I4I4", 1 | 4 | 64, LOW_MEM_END // 1024, upper_kib, 0, cmd_addr))
    mem:write(info + 44, string.pack("<I4I4", #mmap, mmap_addr))
    mem:write(cmd_addr, cmdline .. "\0")

@@ -1,9 +1,12 @@
 ---
--- A small KVM VM: RAM at guest-physical 0, the in-kernel irqchip, one vCPU, a
--- debug console and an exit port handled in C, and a multiboot loader. Passthrough
--- wiring (PCI host bridge, BARs, interrupts) builds on top of this.
+-- A small KVM VM: RAM at guest-physical 0 (vfio.vmm.address_map), the in-kernel irqchip,
+-- one or several vCPUs, a debug console and an exit port handled in C; it boots a
+-- multiboot guest (vfio.vmm.multiboot) or a Linux kernel on the PC platform of
+-- vfio.vmm.boot_linux. Passthrough wiring (PCI host bridge, BARs, interrupts) builds on
+-- top of this (vfio.vmm.board).
 -- @module vfio.vmm.vm
 local core = require "vfio.core"
+local address_map = require "vfio.vmm.address_map"
 local boot_linux = require "vfio.vmm.boot_linux"
 local multiboot = require "vfio.vmm.multiboot"
 
@@ -13,7 +16,9 @@ VM.__index = VM
 
 M.DEBUG_PORT = 0xe9
 M.EXIT_PORT = 0xf4
-M.RAM_LIMIT = 0xc0000000 -- RAM stays below the 32-bit PCI hole (BARs, IOAPIC, LAPIC)
+-- A VM's RAM stays below the 32-bit BAR window (and the IOAPIC, LAPIC above it); a board's
+-- stops lower, below its ECAM window (vfio.vmm.machine's MAX_MEM_MIB).
+M.RAM_LIMIT = address_map.MMIO32_START
 
 local function fail(what, msg, errno)
    return nil, what .. ": " .. tostring(msg), errno
@@ -44,7 +49,7 @@ function M.create(opts)
    local vm, vmsg, verr = kvm:create_vm()
    if not vm then kvm:close(); return nil, vmsg, verr end
    local m = setmetatable({ kvm = kvm, vm = vm, ram_size = mib << 20 }, VM)
-   local ok, err, e = vm:add_ram(0, m.ram_size)
+   local ok, err, e = vm:add_ram(address_map.RAM_START, m.ram_size)
    if ok and opts.irqchip ~= false then ok, err, e = vm:create_irqchip() end
    if ok then ok, err, e = vm:add_debugcon(opts.debug_port or M.DEBUG_PORT) end
    if ok then ok, err, e = vm:add_exit_port(opts.exit_port or M.EXIT_PORT) end
@@ -87,7 +92,8 @@ function VM:load_file(path, cmdline)
 end
 
 ---
--- vm:run([handler], [{timeout = s}]) -> exit table (see vcpu:run).
+-- vm:run([handler], [{timeout = s}]) -> exit table (see vcpu:run): runs vCPU 0, the
+-- boot processor (vfio.vmm.boot_linux runs several with the vfio.vm run_vcpus).
 function VM:run(handler, opts)
    return self.vcpu:run(handler, opts)
 end
