@@ -25,6 +25,7 @@
  * is the one the UART believes, lowered when its range goes. */
 #include "fixture.h"
 #include "input.h"
+#include "kvm/debugcon.h"
 #include "kvm/kvm.h"
 #include "kvm/legacy.h"
 #include "kvm/pcihost.h"
@@ -45,7 +46,7 @@
 #define TRAP_DEV 4
 #define MAX_FX 16
 
-/* ---- KVM's stand-in: kvm.c's ioctl calls come here (-Wl,--wrap=ioctl) ---- */
+/* ---- KVM's stand-in: the KVM core's ioctl calls come here (-Wl,--wrap=ioctl) ---- */
 
 static int irq_line[32];   /* the level KVM was last given, -1: never */
 

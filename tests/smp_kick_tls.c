@@ -1,5 +1,6 @@
-/* smp_kick_tls MODULE: the kick handler never allocates. MODULE is smp.c and kvm.c built
- * as a shared object (libsmp_dl.so), dlopen'ed like vfio/core.so is by Lua, so its TLS
+/* smp_kick_tls MODULE: the kick handler never allocates. MODULE is smp.c and the KVM core
+ * (run.c holds the TLS) built as a shared object (libsmp_dl.so), dlopen'ed like
+ * vfio/core.so is by Lua, so its TLS
  * is dynamic: the first access to it from a thread may allocate (glibc's
  * __tls_get_addr), which inside a signal handler can deadlock in malloc or corrupt it.
  *

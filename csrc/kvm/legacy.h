@@ -4,7 +4,7 @@
 #ifndef LUAVFIO_LEGACY_H
 #define LUAVFIO_LEGACY_H
 
-#include "kvm.h"
+#include "iobus.h"
 
 #include <stdint.h>
 

@@ -5,7 +5,7 @@
 #ifndef LUAVFIO_PCIHOST_H
 #define LUAVFIO_PCIHOST_H
 
-#include "kvm.h"
+#include "iobus.h"
 
 #include <stdint.h>
 

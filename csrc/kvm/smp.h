@@ -13,7 +13,8 @@
 #ifndef LUAVFIO_KVM_SMP_H
 #define LUAVFIO_KVM_SMP_H
 
-#include "kvm.h"
+#include "run.h"
+#include "vcpu.h"
 
 #include <pthread.h>
 

@@ -2,6 +2,7 @@
  * 0 RBR/THR (DLL with LCR.DLAB), 1 IER (DLM with DLAB), 2 IIR/FCR, 3 LCR, 4 MCR, 5 LSR,
  * 6 MSR, 7 SCR. Transmission is instant, so THR is always empty (LSR.THRE and TEMT). */
 #include "uart.h"
+#include "irq.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -11,7 +11,7 @@
 #ifndef LUAVFIO_UART_H
 #define LUAVFIO_UART_H
 
-#include "kvm.h"
+#include "iobus.h"
 
 #include <stddef.h>
 #include <stdint.h>

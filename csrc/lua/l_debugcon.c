@@ -1,6 +1,7 @@
-/* vfio.debugcon: a C-side buffer for a guest's debug port output (kvm.h's debug console,
- * answered in the run loop), with vm:add_debugcon and vm:debug_output. */
+/* vfio.debugcon: a C-side buffer for a guest's debug port output (kvm/debugcon.h's debug
+ * console, answered in the run loop), with vm:add_debugcon and vm:debug_output. */
 #include "l_kvm.h"
+#include "kvm/debugcon.h"
 
 #define DEBUGCON_T "vfio.debugcon"
 

@@ -1,13 +1,13 @@
 /* Glue between the trap core (vfio.trap) and the KVM run loop, so a guest's config and
  * trapped BAR accesses are answered in C without reaching Lua:
  *   - the "vfio.trap" class registers LV_CAP_PCI_CFG (C host bridge functions, pcihost.h)
- *     and LV_CAP_KVM_IO (handled ranges, kvm.h); the opaque pointer is the trap's userdata block,
- *     whose first member is its struct trap_fn. Accesses that touch a Lua-handled window
+ *     and LV_CAP_KVM_IO (handled ranges, kvm/iobus.h); the opaque pointer is the trap's
+ *     userdata block, whose first member is its struct trap_fn. Accesses that touch a Lua-handled window
  *     are left alone here: those handlers need a Lua call frame (trap:windows() tells the
  *     VM layer which ones to keep out of the C ranges). */
 #include "l_trap.h"
 #include "base/le.h"
-#include "kvm/kvm.h"
+#include "kvm/iobus.h"
 #include "kvm/pcihost.h"
 
 #include <errno.h>

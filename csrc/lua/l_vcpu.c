@@ -1,4 +1,4 @@
-/* Lua binding: vfio.vcpu (created by vm:vcpu(id)); the run loop itself is in kvm.c. */
+/* Lua binding: vfio.vcpu (created by vm:vcpu(id)); the run loop itself is in kvm/run.c. */
 #include "l_kvm.h"
 #include "kvm/smp.h"
 
@@ -290,7 +290,7 @@ void lv_push_cpuid(lua_State *L, const struct kvm_cpuid2 *t)
 
 /* vcpu:set_cpuid([{ {function=, index=0, eax=, ebx=, ecx=, edx=}, ... }]): the table
  * built from KVM's supported CPUID with this vCPU's APIC ID, the hypervisor bit and KVM's
- * leaves (kvm.h), the given leaves replacing theirs (registers not given stay KVM's).
+ * leaves (kvm/vcpu.h), the given leaves replacing theirs (registers not given stay KVM's).
  * Before the first run only. */
 static int l_vcpu_set_cpuid(lua_State *L)
 {
