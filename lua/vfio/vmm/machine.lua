@@ -43,7 +43,7 @@ local function hex(v) return ("%#x"):format(v) end
 --            mem_mib = 64, intx_line = 10, no_mmap = true: trap every BAR access
 --            (no memory slots for BARs; QEMU's x-no-mmap)
 -- The largest guest RAM: it starts at 0 and must end below the ECAM window (the VM's
--- address map refuses overlaps as well, csrc/kvm/kvm.c).
+-- address map refuses overlaps as well, csrc/kvm/vm.c).
 M.MAX_MEM_MIB = M.ECAM_BASE >> 20
 
 --- A machine for dev (no VM yet): see the comment above MAX_MEM_MIB for dev and opts.
