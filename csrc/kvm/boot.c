@@ -12,7 +12,7 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint64_t base, uint32_t lim
                               .l = 0, .g = (uint8_t)g};
 }
 
-int lv_kvm_vcpu_setup_real(struct lv_kvm_vcpu *c, uint16_t cs, uint16_t ip)
+int kvm_vcpu_setup_real(struct kvm_vcpu *c, uint16_t cs, uint16_t ip)
 {
     struct kvm_sregs s;
     if (ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
@@ -28,7 +28,7 @@ int lv_kvm_vcpu_setup_real(struct lv_kvm_vcpu *c, uint16_t cs, uint16_t ip)
     return ioctl(c->fd, KVM_SET_REGS, &r) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_vcpu_setup_boot32(struct lv_kvm_vcpu *c, const struct lv_kvm_boot32 *b)
+int kvm_vcpu_setup_boot32(struct kvm_vcpu *c, const struct kvm_boot32 *b)
 {
     struct kvm_sregs s;
     if (ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
@@ -53,7 +53,7 @@ int lv_kvm_vcpu_setup_boot32(struct lv_kvm_vcpu *c, const struct lv_kvm_boot32 *
     return ioctl(c->fd, KVM_SET_REGS, &r) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_vcpu_setup_boot64(struct lv_kvm_vcpu *c, const struct lv_kvm_boot64 *b)
+int kvm_vcpu_setup_boot64(struct kvm_vcpu *c, const struct kvm_boot64 *b)
 {
     struct kvm_sregs s;
     if (ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
@@ -74,9 +74,9 @@ int lv_kvm_vcpu_setup_boot64(struct lv_kvm_vcpu *c, const struct lv_kvm_boot64 *
     return ioctl(c->fd, KVM_SET_REGS, &r) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_vcpu_setup_flat32(struct lv_kvm_vcpu *c, uint32_t eip, uint32_t eax, uint32_t ebx)
+int kvm_vcpu_setup_flat32(struct kvm_vcpu *c, uint32_t eip, uint32_t eax, uint32_t ebx)
 {
     /* multiboot: the guest loads its own GDT before reloading segments */
-    struct lv_kvm_boot32 b = {.eip = eip, .eax = eax, .ebx = ebx};
-    return lv_kvm_vcpu_setup_boot32(c, &b);
+    struct kvm_boot32 b = {.eip = eip, .eax = eax, .ebx = ebx};
+    return kvm_vcpu_setup_boot32(c, &b);
 }

@@ -9,16 +9,16 @@
 static int debugcon_access(void *opaque, int space, uint64_t addr, uint8_t *data,
                            unsigned size, int is_write)
 {
-    struct lv_kvm_debugcon *d = opaque;
+    struct kvm_debugcon *d = opaque;
     if (!is_write) {
         /* QEMU's debugcon reads back 0xe9 so guests can probe for it. */
         memset(data, 0, size);
         data[0] = 0xe9;
-        return LV_KVM_IO_DONE;
+        return KVM_VMM_IO_DONE;
     }
     if (d->closed) {
         d->dropped++;
-        return LV_KVM_IO_DONE;
+        return KVM_VMM_IO_DONE;
     }
     if (d->len == d->cap && d->cap < DEBUGCON_CAP) {
         size_t cap = d->cap ? d->cap * 2 : 4096;
@@ -30,12 +30,12 @@ static int debugcon_access(void *opaque, int space, uint64_t addr, uint8_t *data
         d->buf[d->len++] = (char)data[0]; /* the low byte, as on an 8-bit port */
     else
         d->dropped++;
-    return LV_KVM_IO_DONE;
+    return KVM_VMM_IO_DONE;
 }
 
-const struct lv_kvm_io_ops lv_kvm_debugcon_ops = {.access = debugcon_access};
+const struct kvm_io_ops kvm_debugcon_ops = {.access = debugcon_access};
 
-void lv_kvm_debugcon_close(struct lv_kvm_debugcon *d)
+void kvm_debugcon_close(struct kvm_debugcon *d)
 {
     free(d->buf);
     d->buf = NULL;

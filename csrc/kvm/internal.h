@@ -24,14 +24,14 @@ int kvm_read_cpuid(int fd, unsigned long req, struct kvm_cpuid2 **out);
 /* The address map's checks (vm.c): does [gpa, gpa + size) overlap the irqchip's windows
  * or KVM's TSS and identity-map pages; a slot (a writable one, with writable_only); a
  * handled MMIO range? */
-int kvm_reserved_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size);
-int kvm_slot_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size,
+int kvm_reserved_overlap(const struct kvm_vm *vm, uint64_t gpa, uint64_t size);
+int kvm_slot_overlap(const struct kvm_vm *vm, uint64_t gpa, uint64_t size,
                      int writable_only);
-int kvm_mmio_range_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size);
+int kvm_mmio_range_overlap(const struct kvm_vm *vm, uint64_t gpa, uint64_t size);
 
 /* Dispatch one decoded access to a handled range under the VM's io_lock (iobus.c, for
  * run.c); returns the range's answer, or -1 if none handles it. */
-int kvm_dispatch(struct lv_kvm_vm *vm, int space, uint64_t addr, uint8_t *data,
+int kvm_dispatch(struct kvm_vm *vm, int space, uint64_t addr, uint8_t *data,
                  unsigned size, int is_write);
 
 #endif

@@ -9,19 +9,19 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-int lv_kvm_add_range(struct lv_kvm_vm *vm, int space, uint64_t base, uint64_t size,
-                     const struct lv_kvm_io_ops *ops, void *opaque)
+int kvm_add_range(struct kvm_vm *vm, int space, uint64_t base, uint64_t size,
+                  const struct kvm_io_ops *ops, void *opaque)
 {
     if (size == 0 || base + size < base || !ops || !ops->access ||
-        (space != LV_KVM_PIO && space != LV_KVM_MMIO) ||
-        (space == LV_KVM_PIO && base + size > 0x10000))
+        (space != KVM_VMM_PIO && space != KVM_VMM_MMIO) ||
+        (space == KVM_VMM_PIO && base + size > 0x10000))
         return -EINVAL;
     for (unsigned i = 0; i < vm->nranges; i++) {
-        struct lv_kvm_range *r = &vm->ranges[i];
+        struct kvm_range *r = &vm->ranges[i];
         if (r->space == space && base < r->base + r->size && r->base < base + size)
             return -EEXIST;
     }
-    if (space == LV_KVM_MMIO) {
+    if (space == KVM_VMM_MMIO) {
         /* over a writable slot, RAM would answer first: the range could never be hit */
         if (kvm_reserved_overlap(vm, base, size) || kvm_slot_overlap(vm, base, size, 1))
             return -EEXIST;
@@ -35,17 +35,17 @@ int lv_kvm_add_range(struct lv_kvm_vm *vm, int space, uint64_t base, uint64_t si
         vm->cap_ranges = cap;
     }
     int id = vm->next_range_id++;
-    vm->ranges[vm->nranges++] = (struct lv_kvm_range){
+    vm->ranges[vm->nranges++] = (struct kvm_range){
         .id = id, .space = space, .base = base, .size = size, .ops = ops, .opaque = opaque};
     return id;
 }
 
-int lv_kvm_remove_range(struct lv_kvm_vm *vm, int id)
+int kvm_remove_range(struct kvm_vm *vm, int id)
 {
     for (unsigned i = 0; i < vm->nranges; i++) {
         if (vm->ranges[i].id != id)
             continue;
-        struct lv_kvm_range r = vm->ranges[i];
+        struct kvm_range r = vm->ranges[i];
         vm->ranges[i] = vm->ranges[--vm->nranges];
         if (r.ops->release)
             r.ops->release(r.opaque);
@@ -54,10 +54,10 @@ int lv_kvm_remove_range(struct lv_kvm_vm *vm, int id)
     return -ENOENT;
 }
 
-static struct lv_kvm_range *find_range(struct lv_kvm_vm *vm, int space, uint64_t addr)
+static struct kvm_range *find_range(struct kvm_vm *vm, int space, uint64_t addr)
 {
     for (unsigned i = 0; i < vm->nranges; i++) {
-        struct lv_kvm_range *r = &vm->ranges[i];
+        struct kvm_range *r = &vm->ranges[i];
         if (r->space == space && addr >= r->base && addr - r->base < r->size)
             return r;
     }
@@ -65,12 +65,12 @@ static struct lv_kvm_range *find_range(struct lv_kvm_vm *vm, int space, uint64_t
 }
 
 /* Dispatch one decoded access to a handled range; returns -1 if none handles it. */
-int kvm_dispatch(struct lv_kvm_vm *vm, int space, uint64_t addr, uint8_t *data,
+int kvm_dispatch(struct kvm_vm *vm, int space, uint64_t addr, uint8_t *data,
                  unsigned size, int is_write)
 {
     if (vm->io_lock)
         pthread_mutex_lock(vm->io_lock);
-    struct lv_kvm_range *r = find_range(vm, space, addr);
+    struct kvm_range *r = find_range(vm, space, addr);
     int rc = -1;
     if (r) {
         if (!is_write)
@@ -85,21 +85,21 @@ int kvm_dispatch(struct lv_kvm_vm *vm, int space, uint64_t addr, uint8_t *data,
 static int exitport_access(void *opaque, int space, uint64_t addr, uint8_t *data,
                            unsigned size, int is_write)
 {
-    return is_write ? LV_KVM_IO_STOP : LV_KVM_IO_DONE;
+    return is_write ? KVM_VMM_IO_STOP : KVM_VMM_IO_DONE;
 }
 
-static const struct lv_kvm_io_ops exitport_ops = {.access = exitport_access};
+static const struct kvm_io_ops exitport_ops = {.access = exitport_access};
 
-int lv_kvm_add_exit_port(struct lv_kvm_vm *vm, uint16_t port)
+int kvm_add_exit_port(struct kvm_vm *vm, uint16_t port)
 {
-    return lv_kvm_add_range(vm, LV_KVM_PIO, port, 1, &exitport_ops, NULL);
+    return kvm_add_range(vm, KVM_VMM_PIO, port, 1, &exitport_ops, NULL);
 }
 
-int lv_kvm_ioeventfd(struct lv_kvm_vm *vm, int space, uint64_t addr, unsigned len, int fd,
-                     int has_datamatch, uint64_t datamatch, int deassign)
+int kvm_assign_ioeventfd(struct kvm_vm *vm, int space, uint64_t addr, unsigned len, int fd,
+                         int has_datamatch, uint64_t datamatch, int deassign)
 {
     struct kvm_ioeventfd a = {.datamatch = datamatch, .addr = addr, .len = len, .fd = fd};
-    if (space == LV_KVM_PIO)
+    if (space == KVM_VMM_PIO)
         a.flags |= KVM_IOEVENTFD_FLAG_PIO;
     if (has_datamatch)
         a.flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-static int commit_routes(struct lv_kvm_vm *vm)
+static int commit_routes(struct kvm_vm *vm)
 {
     struct kvm_irq_routing *r =
         calloc(1, sizeof *r + vm->nroutes * sizeof(struct kvm_irq_routing_entry));
@@ -22,7 +22,7 @@ static int commit_routes(struct lv_kvm_vm *vm)
     return e;
 }
 
-static int push_route(struct lv_kvm_vm *vm, const struct kvm_irq_routing_entry *ent)
+static int push_route(struct kvm_vm *vm, const struct kvm_irq_routing_entry *ent)
 {
     if (vm->nroutes == vm->cap_routes) {
         unsigned cap = vm->cap_routes ? vm->cap_routes * 2 : 64;
@@ -36,7 +36,7 @@ static int push_route(struct lv_kvm_vm *vm, const struct kvm_irq_routing_entry *
     return 0;
 }
 
-int lv_kvm_create_irqchip(struct lv_kvm_vm *vm)
+int kvm_create_irqchip(struct kvm_vm *vm)
 {
     /* the irqchip claims the IOAPIC and LAPIC windows of the address map */
     if (kvm_slot_overlap(vm, IOAPIC_BASE, IOAPIC_SIZE, 0) ||
@@ -67,7 +67,7 @@ int lv_kvm_create_irqchip(struct lv_kvm_vm *vm)
     return 0;
 }
 
-int lv_kvm_create_pit2(struct lv_kvm_vm *vm)
+int kvm_create_pit2(struct kvm_vm *vm)
 {
     /* The dummy speaker port makes KVM answer port 0x61 too, whose bit 5 (PIT channel 2
      * output) Linux polls to calibrate the TSC against the PIT. */
@@ -77,7 +77,7 @@ int lv_kvm_create_pit2(struct lv_kvm_vm *vm)
     return ioctl(vm->fd, KVM_CREATE_PIT2, &cfg) < 0 ? neg_errno() : 0;
 }
 
-static void drop_routes(struct lv_kvm_vm *vm, uint32_t gsi)
+static void drop_routes(struct kvm_vm *vm, uint32_t gsi)
 {
     unsigned j = 0;
     for (unsigned i = 0; i < vm->nroutes; i++)
@@ -86,7 +86,7 @@ static void drop_routes(struct lv_kvm_vm *vm, uint32_t gsi)
     vm->nroutes = j;
 }
 
-int lv_kvm_set_msi_route(struct lv_kvm_vm *vm, uint32_t gsi, uint64_t addr, uint32_t data)
+int kvm_set_msi_route(struct kvm_vm *vm, uint32_t gsi, uint64_t addr, uint32_t data)
 {
     struct kvm_irq_routing_entry *saved = NULL;
     unsigned nsaved = vm->nroutes;
@@ -112,7 +112,7 @@ int lv_kvm_set_msi_route(struct lv_kvm_vm *vm, uint32_t gsi, uint64_t addr, uint
     return e;
 }
 
-int lv_kvm_remove_route(struct lv_kvm_vm *vm, uint32_t gsi)
+int kvm_remove_route(struct kvm_vm *vm, uint32_t gsi)
 {
     unsigned before = vm->nroutes;
     struct kvm_irq_routing_entry *saved = malloc((before ? before : 1) * sizeof *saved);
@@ -131,7 +131,7 @@ int lv_kvm_remove_route(struct lv_kvm_vm *vm, uint32_t gsi)
     return e;
 }
 
-int lv_kvm_irqfd(struct lv_kvm_vm *vm, uint32_t gsi, int fd, int resample_fd, int deassign)
+int kvm_assign_irqfd(struct kvm_vm *vm, uint32_t gsi, int fd, int resample_fd, int deassign)
 {
     struct kvm_irqfd a = {.fd = (uint32_t)fd, .gsi = gsi};
     if (deassign)
@@ -143,13 +143,13 @@ int lv_kvm_irqfd(struct lv_kvm_vm *vm, uint32_t gsi, int fd, int resample_fd, in
     return ioctl(vm->fd, KVM_IRQFD, &a) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_irq_line(struct lv_kvm_vm *vm, uint32_t gsi, int level)
+int kvm_irq_line(struct kvm_vm *vm, uint32_t gsi, int level)
 {
     struct kvm_irq_level l = {.irq = gsi, .level = (uint32_t)level};
     return ioctl(vm->fd, KVM_IRQ_LINE, &l) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_signal_msi(struct lv_kvm_vm *vm, uint64_t addr, uint32_t data)
+int kvm_signal_msi(struct kvm_vm *vm, uint64_t addr, uint32_t data)
 {
     struct kvm_msi m = {.address_lo = (uint32_t)addr, .address_hi = (uint32_t)(addr >> 32),
                         .data = data};
@@ -157,7 +157,7 @@ int lv_kvm_signal_msi(struct lv_kvm_vm *vm, uint64_t addr, uint32_t data)
     return r < 0 ? neg_errno() : r; /* > 0: delivered, 0: blocked by the guest */
 }
 
-int lv_kvm_vfio_group(struct lv_kvm_vm *vm, int group_fd, int add)
+int kvm_vfio_group(struct kvm_vm *vm, int group_fd, int add)
 {
     if (vm->vfio_fd < 0) {
         struct kvm_create_device d = {.type = KVM_DEV_TYPE_VFIO};

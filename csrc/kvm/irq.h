@@ -10,17 +10,17 @@
 
 /* The irqchip claims its IOAPIC and LAPIC windows in the address map (-EEXIST when a
  * slot or MMIO range is there). */
-int lv_kvm_create_irqchip(struct lv_kvm_vm *vm);
+int kvm_create_irqchip(struct kvm_vm *vm);
 /* The in-kernel i8254 PIT (ports 0x40-0x43, and 0x61), after the irqchip. */
-int lv_kvm_create_pit2(struct lv_kvm_vm *vm);
-int lv_kvm_set_msi_route(struct lv_kvm_vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
-int lv_kvm_remove_route(struct lv_kvm_vm *vm, uint32_t gsi);
-int lv_kvm_irqfd(struct lv_kvm_vm *vm, uint32_t gsi, int fd, int resample_fd, int deassign);
-int lv_kvm_irq_line(struct lv_kvm_vm *vm, uint32_t gsi, int level);
+int kvm_create_pit2(struct kvm_vm *vm);
+int kvm_set_msi_route(struct kvm_vm *vm, uint32_t gsi, uint64_t addr, uint32_t data);
+int kvm_remove_route(struct kvm_vm *vm, uint32_t gsi);
+int kvm_assign_irqfd(struct kvm_vm *vm, uint32_t gsi, int fd, int resample_fd, int deassign);
+int kvm_irq_line(struct kvm_vm *vm, uint32_t gsi, int level);
 /* > 0: delivered, 0: blocked by the guest, or -errno. */
-int lv_kvm_signal_msi(struct lv_kvm_vm *vm, uint64_t addr, uint32_t data);
+int kvm_signal_msi(struct kvm_vm *vm, uint64_t addr, uint32_t data);
 /* The KVM VFIO device (created at the first call), and a group added to it or deleted
  * from it; group_fd < 0: only create the device. */
-int lv_kvm_vfio_group(struct lv_kvm_vm *vm, int group_fd, int add);
+int kvm_vfio_group(struct kvm_vm *vm, int group_fd, int add);
 
 #endif

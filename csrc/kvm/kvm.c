@@ -8,25 +8,25 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 
-int lv_kvm_open(const char *path)
+int kvm_open(const char *path)
 {
     int fd = open(path, O_RDWR | O_CLOEXEC);
     return fd < 0 ? neg_errno() : fd;
 }
 
-int lv_kvm_api_version(int kvm_fd)
+int kvm_api_version(int kvm_fd)
 {
     int v = ioctl(kvm_fd, KVM_GET_API_VERSION, 0);
     return v < 0 ? neg_errno() : v;
 }
 
-int lv_kvm_check_extension(int fd, int cap)
+int kvm_check_extension(int fd, int cap)
 {
     int v = ioctl(fd, KVM_CHECK_EXTENSION, cap);
     return v < 0 ? neg_errno() : v;
 }
 
-int lv_kvm_vcpu_mmap_size(int kvm_fd)
+int kvm_vcpu_mmap_size(int kvm_fd)
 {
     int v = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     return v < 0 ? neg_errno() : v;

@@ -3,7 +3,7 @@
  * per concern:
  *   vm.h     the VM, memory slots and guest RAM, the guest-physical address map
  *   irq.h    irqchip, PIT, GSI routes, irqfds, IRQ lines, MSIs, the KVM VFIO device
- *   iobus.h  handled PIO/MMIO ranges (struct lv_kvm_io_ops), ioeventfds, the exit port
+ *   iobus.h  handled PIO/MMIO ranges (struct kvm_io_ops), ioeventfds, the exit port
  *   vcpu.h   vCPUs: CPUID, LAPIC, MSRs, registers, the held exit
  *   boot.h   x86 boot register presets
  *   run.h    the run loop, the exit decode and the kick signal
@@ -11,10 +11,10 @@
  * as is running several vCPUs with a thread each (smp.h).
  *
  * The run loop decodes exits in C. A PIO or MMIO exit whose address falls in a range
- * registered with lv_kvm_add_range() is handled by that range's ops and the guest resumes
+ * registered with kvm_add_range() is handled by that range's ops and the guest resumes
  * at once; only the remaining exits go back to the caller (and from there to Lua). The
- * trap core plugs in through struct lv_kvm_io_ops. Calls on one VM come from one thread,
- * except while smp.c runs its vCPUs: then each vCPU thread is inside lv_kvm_vcpu_run and
+ * trap core plugs in through struct kvm_io_ops. Calls on one VM come from one thread,
+ * except while smp.c runs its vCPUs: then each vCPU thread is inside kvm_vcpu_run and
  * every C-handled access takes the VM's io_lock, which the caller's thread holds
  * whenever it is not waiting for an exit (smp.h). Functions return 0 or -errno. */
 #ifndef LUAVFIO_KVM_H
@@ -27,11 +27,11 @@
 #include "vcpu.h"
 #include "vm.h"
 
-int lv_kvm_open(const char *path);   /* returns fd or -errno */
+int kvm_open(const char *path);   /* returns fd or -errno */
 /* System-fd queries; check_extension also answers on a VM fd (VM-scoped capabilities).
  * Each returns the kernel's answer (>= 0) or -errno. */
-int lv_kvm_api_version(int kvm_fd);
-int lv_kvm_check_extension(int fd, int cap);
-int lv_kvm_vcpu_mmap_size(int kvm_fd);
+int kvm_api_version(int kvm_fd);
+int kvm_check_extension(int fd, int cap);
+int kvm_vcpu_mmap_size(int kvm_fd);
 
 #endif

@@ -30,7 +30,7 @@ static int timer_signal(void)
     return SIGRTMAX - 3;
 }
 
-int lv_kvm_kick_signal(void)
+int kvm_kick_signal(void)
 {
     return timer_signal();
 }
@@ -71,14 +71,14 @@ static int install_timer_handler(void)
     return sigaction(sig, &sa, NULL) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_kick_prepare(void)
+int kvm_kick_prepare(void)
 {
     tl_fired = 0;   /* the first access: TLS allocated here, not in the handler */
     tl_run = NULL;
     return install_timer_handler();
 }
 
-int lv_kvm_kick(pthread_t t)
+int kvm_kick(pthread_t t)
 {
     int e = install_timer_handler();
     if (e < 0)
@@ -86,8 +86,8 @@ int lv_kvm_kick(pthread_t t)
     return -pthread_kill(t, timer_signal());
 }
 
-int lv_kvm_exit_decode(struct lv_kvm_vcpu *c, struct kvm_run *run, struct lv_kvm_exit *out,
-                       int *err)
+int kvm_exit_decode(struct kvm_vcpu *c, struct kvm_run *run, struct kvm_exit *out,
+                    int *err)
 {
     out->reason = run->exit_reason;
     switch (run->exit_reason) {
@@ -98,84 +98,84 @@ int lv_kvm_exit_decode(struct lv_kvm_vcpu *c, struct kvm_run *run, struct lv_kvm
         if (size == 0 || size > 4 || count == 0 || off >= c->run_size ||
             (uint64_t)size * count > c->run_size - off) {
             *err = -EPROTO;
-            return LV_KVM_DECODE_DONE;
+            return KVM_VMM_DECODE_DONE;
         }
         uint8_t *data = (uint8_t *)run + off;
         int is_write = run->io.direction == KVM_EXIT_IO_OUT, stop = 0, handled = 1;
         for (unsigned i = 0; i < count && handled; i++) {
-            int rc = kvm_dispatch(c->vm, LV_KVM_PIO, run->io.port, data + i * size, size,
+            int rc = kvm_dispatch(c->vm, KVM_VMM_PIO, run->io.port, data + i * size, size,
                                   is_write);
             if (rc < 0)
                 handled = 0;
-            else if (rc == LV_KVM_IO_STOP)
+            else if (rc == KVM_VMM_IO_STOP)
                 stop = 1;
         }
         if (handled && !stop)
-            return LV_KVM_DECODE_RESUME;
-        *out = (struct lv_kvm_exit){
-            .kind = handled ? LV_KVM_EXIT_STOP : LV_KVM_EXIT_IO, .reason = run->exit_reason,
-            .space = LV_KVM_PIO, .addr = run->io.port, .size = size, .count = count,
+            return KVM_VMM_DECODE_RESUME;
+        *out = (struct kvm_exit){
+            .kind = handled ? KVM_VMM_EXIT_STOP : KVM_VMM_EXIT_IO, .reason = run->exit_reason,
+            .space = KVM_VMM_PIO, .addr = run->io.port, .size = size, .count = count,
             .is_write = is_write, .data = data};
         if (!handled && !is_write) {
             memset(data, 0xff, (size_t)size * count); /* nothing there: all ones */
             c->pending_read = 1;
         }
-        return LV_KVM_DECODE_DONE;
+        return KVM_VMM_DECODE_DONE;
     }
     case KVM_EXIT_MMIO: {
         unsigned len = run->mmio.len;
         if (len == 0 || len > sizeof run->mmio.data) {
             *err = -EPROTO;
-            return LV_KVM_DECODE_DONE;
+            return KVM_VMM_DECODE_DONE;
         }
         int is_write = run->mmio.is_write != 0;
-        int rc = kvm_dispatch(c->vm, LV_KVM_MMIO, run->mmio.phys_addr, run->mmio.data, len,
+        int rc = kvm_dispatch(c->vm, KVM_VMM_MMIO, run->mmio.phys_addr, run->mmio.data, len,
                               is_write);
-        if (rc == LV_KVM_IO_DONE)
-            return LV_KVM_DECODE_RESUME;
-        *out = (struct lv_kvm_exit){
-            .kind = rc < 0 ? LV_KVM_EXIT_MMIO : LV_KVM_EXIT_STOP, .reason = run->exit_reason,
-            .space = LV_KVM_MMIO, .addr = run->mmio.phys_addr, .size = len, .count = 1,
+        if (rc == KVM_VMM_IO_DONE)
+            return KVM_VMM_DECODE_RESUME;
+        *out = (struct kvm_exit){
+            .kind = rc < 0 ? KVM_VMM_EXIT_MMIO : KVM_VMM_EXIT_STOP, .reason = run->exit_reason,
+            .space = KVM_VMM_MMIO, .addr = run->mmio.phys_addr, .size = len, .count = 1,
             .is_write = is_write, .data = run->mmio.data};
         if (rc < 0 && !is_write) {
             memset(run->mmio.data, 0xff, len);
             c->pending_read = 1;
         }
-        return LV_KVM_DECODE_DONE;
+        return KVM_VMM_DECODE_DONE;
     }
     case KVM_EXIT_HLT:
-        out->kind = LV_KVM_EXIT_HLT;
-        return LV_KVM_DECODE_DONE;
+        out->kind = KVM_VMM_EXIT_HLT;
+        return KVM_VMM_DECODE_DONE;
     case KVM_EXIT_SHUTDOWN:
-        out->kind = LV_KVM_EXIT_SHUTDOWN;
-        return LV_KVM_DECODE_DONE;
+        out->kind = KVM_VMM_EXIT_SHUTDOWN;
+        return KVM_VMM_DECODE_DONE;
     case KVM_EXIT_FAIL_ENTRY:
-        out->kind = LV_KVM_EXIT_FAIL_ENTRY;
+        out->kind = KVM_VMM_EXIT_FAIL_ENTRY;
         out->code = run->fail_entry.hardware_entry_failure_reason;
-        return LV_KVM_DECODE_DONE;
+        return KVM_VMM_DECODE_DONE;
     case KVM_EXIT_INTERNAL_ERROR:
-        out->kind = LV_KVM_EXIT_INTERNAL_ERROR;
+        out->kind = KVM_VMM_EXIT_INTERNAL_ERROR;
         out->code = run->internal.suberror;
-        return LV_KVM_DECODE_DONE;
+        return KVM_VMM_DECODE_DONE;
     case KVM_EXIT_SYSTEM_EVENT:
-        out->kind = LV_KVM_EXIT_SYSTEM_EVENT;
+        out->kind = KVM_VMM_EXIT_SYSTEM_EVENT;
         out->code = run->system_event.type;
-        return LV_KVM_DECODE_DONE;
+        return KVM_VMM_DECODE_DONE;
     case KVM_EXIT_INTR:
-        out->kind = LV_KVM_EXIT_INTR;
-        return LV_KVM_DECODE_DONE;
+        out->kind = KVM_VMM_EXIT_INTR;
+        return KVM_VMM_DECODE_DONE;
     default:
-        out->kind = LV_KVM_EXIT_OTHER;
-        return LV_KVM_DECODE_DONE;
+        out->kind = KVM_VMM_EXIT_OTHER;
+        return KVM_VMM_DECODE_DONE;
     }
 }
 
-int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out)
+int kvm_vcpu_run(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out)
 {
     struct kvm_run *run = c->run;
     timer_t timer;
     int timed = timeout_ns > 0, e = 0;
-    if (lv_kvm_vcpu_take_held(c, out, &e))
+    if (kvm_vcpu_take_held(c, out, &e))
         return e;
     memset(out, 0, sizeof *out);
     c->pending_read = 0;
@@ -188,7 +188,7 @@ int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exi
     for (;;) {
         if (tl_fired) {
             run->immediate_exit = 0;
-            out->kind = LV_KVM_EXIT_TIMEOUT;
+            out->kind = KVM_VMM_EXIT_TIMEOUT;
             break;
         }
         if (ioctl(c->fd, KVM_RUN, 0) < 0) {
@@ -200,13 +200,13 @@ int lv_kvm_vcpu_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exi
                  * call again to run it */
                 if (errno == EAGAIN)
                     continue;
-                out->kind = LV_KVM_EXIT_INTR;
+                out->kind = KVM_VMM_EXIT_INTR;
                 break;
             }
             e = neg_errno();
             break;
         }
-        if (lv_kvm_exit_decode(c, run, out, &e) == LV_KVM_DECODE_RESUME)
+        if (kvm_exit_decode(c, run, out, &e) == KVM_VMM_DECODE_RESUME)
             continue;
         break;
     }

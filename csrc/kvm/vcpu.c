@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-int lv_kvm_vcpu_create(struct lv_kvm_vcpu *c, struct lv_kvm_vm *vm, int id)
+int kvm_vcpu_create(struct kvm_vcpu *c, struct kvm_vm *vm, int id)
 {
     memset(c, 0, sizeof *c);
     c->fd = -1;
@@ -27,7 +27,7 @@ int lv_kvm_vcpu_create(struct lv_kvm_vcpu *c, struct lv_kvm_vm *vm, int id)
     c->fd = fd;
     c->id = id;
     c->vm = vm;
-    int e = lv_kvm_vcpu_set_cpuid(c, NULL, 0);
+    int e = kvm_vcpu_set_cpuid(c, NULL, 0);
     if (e) {
         munmap(run, (size_t)vm->run_size);
         close(fd);
@@ -60,8 +60,8 @@ static struct kvm_cpuid_entry2 *add_leaf(struct kvm_cpuid2 *t, uint32_t fn, uint
     return e;
 }
 
-int lv_kvm_vcpu_set_cpuid(struct lv_kvm_vcpu *c, const struct kvm_cpuid_entry2 *over,
-                          unsigned nover)
+int kvm_vcpu_set_cpuid(struct kvm_vcpu *c, const struct kvm_cpuid_entry2 *over,
+                       unsigned nover)
 {
     const struct kvm_cpuid2 *sup = c->vm->cpuid;
     if (!sup)
@@ -109,12 +109,12 @@ int lv_kvm_vcpu_set_cpuid(struct lv_kvm_vcpu *c, const struct kvm_cpuid_entry2 *
     return r;
 }
 
-int lv_kvm_vcpu_get_cpuid(struct lv_kvm_vcpu *c, struct kvm_cpuid2 **out)
+int kvm_vcpu_get_cpuid(struct kvm_vcpu *c, struct kvm_cpuid2 **out)
 {
     return kvm_read_cpuid(c->fd, KVM_GET_CPUID2, out);
 }
 
-int lv_kvm_vcpu_set_lapic_lint(struct lv_kvm_vcpu *c)
+int kvm_vcpu_set_lapic_lint(struct kvm_vcpu *c)
 {
     struct kvm_lapic_state st;
     if (ioctl(c->fd, KVM_GET_LAPIC, &st) < 0)
@@ -131,7 +131,7 @@ int lv_kvm_vcpu_set_lapic_lint(struct lv_kvm_vcpu *c)
     return ioctl(c->fd, KVM_SET_LAPIC, &st) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_vcpu_get_lapic_reg(struct lv_kvm_vcpu *c, unsigned off, uint32_t *val)
+int kvm_vcpu_get_lapic_reg(struct kvm_vcpu *c, unsigned off, uint32_t *val)
 {
     struct kvm_lapic_state st;
     if (off > sizeof st.regs - 4 || off % 4)
@@ -142,7 +142,7 @@ int lv_kvm_vcpu_get_lapic_reg(struct lv_kvm_vcpu *c, unsigned off, uint32_t *val
     return 0;
 }
 
-int lv_kvm_vcpu_set_msr(struct lv_kvm_vcpu *c, uint32_t index, uint64_t value)
+int kvm_vcpu_set_msr(struct kvm_vcpu *c, uint32_t index, uint64_t value)
 {
     struct {
         struct kvm_msrs h;
@@ -152,7 +152,7 @@ int lv_kvm_vcpu_set_msr(struct lv_kvm_vcpu *c, uint32_t index, uint64_t value)
     return r < 0 ? neg_errno() : r == 1 ? 0 : -EINVAL; /* 0 set: KVM refused the value */
 }
 
-int lv_kvm_vcpu_get_msr(struct lv_kvm_vcpu *c, uint32_t index, uint64_t *value)
+int kvm_vcpu_get_msr(struct kvm_vcpu *c, uint32_t index, uint64_t *value)
 {
     struct {
         struct kvm_msrs h;
@@ -167,7 +167,7 @@ int lv_kvm_vcpu_get_msr(struct lv_kvm_vcpu *c, uint32_t index, uint64_t *value)
     return 0;
 }
 
-void lv_kvm_vcpu_close(struct lv_kvm_vcpu *c)
+void kvm_vcpu_close(struct kvm_vcpu *c)
 {
     if (c->fd < 0)
         return;
@@ -178,7 +178,7 @@ void lv_kvm_vcpu_close(struct lv_kvm_vcpu *c)
     c->held = 0;
 }
 
-void lv_kvm_vcpu_hold(struct lv_kvm_vcpu *c, const struct lv_kvm_exit *x, int err)
+void kvm_vcpu_hold(struct kvm_vcpu *c, const struct kvm_exit *x, int err)
 {
     c->held = 1;
     c->held_err = err;
@@ -187,7 +187,7 @@ void lv_kvm_vcpu_hold(struct lv_kvm_vcpu *c, const struct lv_kvm_exit *x, int er
     c->held_exit = *x;
 }
 
-int lv_kvm_vcpu_take_held(struct lv_kvm_vcpu *c, struct lv_kvm_exit *out, int *err)
+int kvm_vcpu_take_held(struct kvm_vcpu *c, struct kvm_exit *out, int *err)
 {
     if (!c->held)
         return 0;
@@ -198,17 +198,17 @@ int lv_kvm_vcpu_take_held(struct lv_kvm_vcpu *c, struct lv_kvm_exit *out, int *e
     return 1;
 }
 
-int lv_kvm_vcpu_get_regs(struct lv_kvm_vcpu *c, struct kvm_regs *r)
+int kvm_vcpu_get_regs(struct kvm_vcpu *c, struct kvm_regs *r)
 {
     return ioctl(c->fd, KVM_GET_REGS, r) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_vcpu_set_regs(struct lv_kvm_vcpu *c, const struct kvm_regs *r)
+int kvm_vcpu_set_regs(struct kvm_vcpu *c, const struct kvm_regs *r)
 {
     return ioctl(c->fd, KVM_SET_REGS, r) < 0 ? neg_errno() : 0;
 }
 
-int lv_kvm_vcpu_get_sregs(struct lv_kvm_vcpu *c, struct kvm_sregs *s)
+int kvm_vcpu_get_sregs(struct kvm_vcpu *c, struct kvm_sregs *s)
 {
     return ioctl(c->fd, KVM_GET_SREGS, s) < 0 ? neg_errno() : 0;
 }

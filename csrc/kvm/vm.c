@@ -12,12 +12,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static int load_cpuid(struct lv_kvm_vm *vm, int kvm_fd)
+static int load_cpuid(struct kvm_vm *vm, int kvm_fd)
 {
     return kvm_read_cpuid(kvm_fd, KVM_GET_SUPPORTED_CPUID, &vm->cpuid);
 }
 
-int lv_kvm_vm_create(struct lv_kvm_vm *vm, int kvm_fd)
+int kvm_vm_create(struct kvm_vm *vm, int kvm_fd)
 {
     memset(vm, 0, sizeof *vm);
     vm->fd = -1;
@@ -43,9 +43,9 @@ int lv_kvm_vm_create(struct lv_kvm_vm *vm, int kvm_fd)
     /* Intel VMX needs these pages reserved for real mode; harmless elsewhere. They sit
      * just below the 4 GiB BIOS area, away from RAM and the PCI windows we use, and the
      * address map refuses slots and ranges over them (vm.h). */
-    if (ioctl(fd, KVM_SET_TSS_ADDR, (unsigned long)LV_KVM_TSS_ADDR) < 0 ||
+    if (ioctl(fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_VMM_TSS_ADDR) < 0 ||
         (ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0 &&
-         ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){LV_KVM_IDENTITY_MAP_ADDR}) < 0)) {
+         ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){KVM_VMM_IDENTITY_MAP_ADDR}) < 0)) {
         e = neg_errno();
         close(fd);
         free(vm->cpuid);
@@ -56,9 +56,9 @@ int lv_kvm_vm_create(struct lv_kvm_vm *vm, int kvm_fd)
     return 0;
 }
 
-static int drop_slot(struct lv_kvm_vm *vm, int i);
+static int drop_slot(struct kvm_vm *vm, int i);
 
-void lv_kvm_vm_close(struct lv_kvm_vm *vm)
+void kvm_vm_close(struct kvm_vm *vm)
 {
     if (vm->fd < 0)
         return;
@@ -75,7 +75,7 @@ void lv_kvm_vm_close(struct lv_kvm_vm *vm)
      * object, and with it the slots, alive; a slot left behind would let a vCPU reach host
      * memory unmapped here (and whatever is mapped there next). A slot KVM would not
      * delete keeps its memory mapped: leaked, never handed back to the allocator. */
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
+    for (int i = 0; i < KVM_VMM_MAX_SLOTS; i++)
         if (vm->slots[i].used)
             drop_slot(vm, i);
     close(vm->fd);
@@ -89,7 +89,7 @@ void lv_kvm_vm_close(struct lv_kvm_vm *vm)
 
 /* ---- memory slots ---- */
 
-static int set_slot(struct lv_kvm_vm *vm, int slot, uint64_t gpa, uint64_t size, void *host,
+static int set_slot(struct kvm_vm *vm, int slot, uint64_t gpa, uint64_t size, void *host,
                     int readonly)
 {
     struct kvm_userspace_memory_region r = {
@@ -104,9 +104,9 @@ static int set_slot(struct lv_kvm_vm *vm, int slot, uint64_t gpa, uint64_t size,
 
 /* Delete slot `i` from KVM, then unmap our RAM behind it and release its owner's pin.
  * On failure the slot stays as it was. */
-static int drop_slot(struct lv_kvm_vm *vm, int i)
+static int drop_slot(struct kvm_vm *vm, int i)
 {
-    struct lv_kvm_slot *s = &vm->slots[i];
+    struct kvm_slot *s = &vm->slots[i];
     int e = set_slot(vm, i, s->gpa, 0, s->host, 0); /* size 0 deletes the slot */
     if (e)
         return e;
@@ -121,9 +121,9 @@ static int drop_slot(struct lv_kvm_vm *vm, int i)
     return 0;
 }
 
-static int free_slot(struct lv_kvm_vm *vm)
+static int free_slot(struct kvm_vm *vm)
 {
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
+    for (int i = 0; i < KVM_VMM_MAX_SLOTS; i++)
         if (!vm->slots[i].used && !vm->slots[i].orphaned)
             return i;
     return -ENOSPC;
@@ -144,35 +144,35 @@ static int overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 
 /* The irqchip's windows, and the pages KVM took at VM creation for the real-mode TSS
  * and identity page table (guest memory there would be overwritten by KVM). */
-int kvm_reserved_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
+int kvm_reserved_overlap(const struct kvm_vm *vm, uint64_t gpa, uint64_t size)
 {
-    return overlaps(gpa, size, LV_KVM_IDENTITY_MAP_ADDR, LV_KVM_SYSTEM_PAGES_SIZE) ||
+    return overlaps(gpa, size, KVM_VMM_IDENTITY_MAP_ADDR, KVM_VMM_SYSTEM_PAGES_SIZE) ||
            (vm->irqchip && (overlaps(gpa, size, IOAPIC_BASE, IOAPIC_SIZE) ||
                             overlaps(gpa, size, LAPIC_BASE, LAPIC_SIZE)));
 }
 
 /* Does a slot (a writable one, with writable_only) overlap [gpa, gpa + size)? */
-int kvm_slot_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, int writable_only)
+int kvm_slot_overlap(const struct kvm_vm *vm, uint64_t gpa, uint64_t size, int writable_only)
 {
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
-        const struct lv_kvm_slot *s = &vm->slots[i];
+    for (int i = 0; i < KVM_VMM_MAX_SLOTS; i++) {
+        const struct kvm_slot *s = &vm->slots[i];
         if (s->used && !(writable_only && s->readonly) && overlaps(gpa, size, s->gpa, s->size))
             return 1;
     }
     return 0;
 }
 
-int kvm_mmio_range_overlap(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
+int kvm_mmio_range_overlap(const struct kvm_vm *vm, uint64_t gpa, uint64_t size)
 {
     for (unsigned i = 0; i < vm->nranges; i++)
-        if (vm->ranges[i].space == LV_KVM_MMIO &&
+        if (vm->ranges[i].space == KVM_VMM_MMIO &&
             overlaps(gpa, size, vm->ranges[i].base, vm->ranges[i].size))
             return 1;
     return 0;
 }
 
 /* May a slot (readonly or not) claim [gpa, gpa + size)? */
-static int slot_claim_ok(const struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, int readonly)
+static int slot_claim_ok(const struct kvm_vm *vm, uint64_t gpa, uint64_t size, int readonly)
 {
     if (kvm_reserved_overlap(vm, gpa, size) || kvm_slot_overlap(vm, gpa, size, 0) ||
         (!readonly && kvm_mmio_range_overlap(vm, gpa, size)))
@@ -211,7 +211,7 @@ static void *map_ram(uint64_t gpa, size_t size)
     return p;
 }
 
-int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
+int kvm_add_ram(struct kvm_vm *vm, uint64_t gpa, uint64_t size)
 {
     if (!page_ok(gpa, size) || size > SIZE_MAX)
         return -EINVAL;
@@ -229,13 +229,13 @@ int lv_kvm_add_ram(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size)
         munmap(p, (size_t)size);
         return e;
     }
-    vm->slots[slot] = (struct lv_kvm_slot){.used = 1, .owned = 1, .gpa = gpa, .size = size,
-                                           .host = p};
+    vm->slots[slot] = (struct kvm_slot){.used = 1, .owned = 1, .gpa = gpa, .size = size,
+                                        .host = p};
     return slot;
 }
 
-int lv_kvm_map_host(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, void *host,
-                    int readonly, int *pin)
+int kvm_map_host(struct kvm_vm *vm, uint64_t gpa, uint64_t size, void *host,
+                 int readonly, int *pin)
 {
     if (!page_ok(gpa, size) || (uintptr_t)host % (uintptr_t)sysconf(_SC_PAGESIZE))
         return -EINVAL;
@@ -248,26 +248,26 @@ int lv_kvm_map_host(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t size, void *hos
     e = set_slot(vm, slot, gpa, size, host, readonly);
     if (e)
         return e;
-    vm->slots[slot] = (struct lv_kvm_slot){.used = 1, .readonly = readonly, .gpa = gpa,
-                                           .size = size, .host = host, .pin = pin};
+    vm->slots[slot] = (struct kvm_slot){.used = 1, .readonly = readonly, .gpa = gpa,
+                                        .size = size, .host = host, .pin = pin};
     if (pin)
         (*pin)++;
     return slot;
 }
 
-int lv_kvm_unmap(struct lv_kvm_vm *vm, int slot)
+int kvm_unmap(struct kvm_vm *vm, int slot)
 {
-    if (slot < 0 || slot >= LV_KVM_MAX_SLOTS || !vm->slots[slot].used)
+    if (slot < 0 || slot >= KVM_VMM_MAX_SLOTS || !vm->slots[slot].used)
         return -ENOENT;
     if (vm->slots[slot].dma > 0)
         return -EBUSY;
     return drop_slot(vm, slot);
 }
 
-int lv_kvm_ram_slot(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len)
+int kvm_ram_slot(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
 {
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
-        struct lv_kvm_slot *s = &vm->slots[i];
+    for (int i = 0; i < KVM_VMM_MAX_SLOTS; i++) {
+        struct kvm_slot *s = &vm->slots[i];
         if (s->used && s->owned && gpa >= s->gpa && gpa - s->gpa <= s->size &&
             len <= s->size - (gpa - s->gpa))
             return i;
@@ -275,28 +275,28 @@ int lv_kvm_ram_slot(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len)
     return -1;
 }
 
-void lv_kvm_ram_dma_get(struct lv_kvm_vm *vm, int slot)
+void kvm_ram_dma_get(struct kvm_vm *vm, int slot)
 {
-    if (slot >= 0 && slot < LV_KVM_MAX_SLOTS)
+    if (slot >= 0 && slot < KVM_VMM_MAX_SLOTS)
         vm->slots[slot].dma++;
 }
 
-void lv_kvm_ram_dma_put(struct lv_kvm_vm *vm, int slot)
+void kvm_ram_dma_put(struct kvm_vm *vm, int slot)
 {
-    if (slot < 0 || slot >= LV_KVM_MAX_SLOTS)
+    if (slot < 0 || slot >= KVM_VMM_MAX_SLOTS)
         return;
-    struct lv_kvm_slot *s = &vm->slots[slot];
+    struct kvm_slot *s = &vm->slots[slot];
     if (s->dma > 0)
         s->dma--;
     if (s->dma == 0 && s->orphaned) {
         munmap(s->host, s->size);
-        *s = (struct lv_kvm_slot){0};
+        *s = (struct kvm_slot){0};
     }
 }
 
-int lv_kvm_ram_dma_busy(const struct lv_kvm_vm *vm, int *count)
+int kvm_ram_dma_busy(const struct kvm_vm *vm, int *count)
 {
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++)
+    for (int i = 0; i < KVM_VMM_MAX_SLOTS; i++)
         if (vm->slots[i].used && vm->slots[i].dma > 0) {
             if (count)
                 *count = vm->slots[i].dma;
@@ -305,10 +305,10 @@ int lv_kvm_ram_dma_busy(const struct lv_kvm_vm *vm, int *count)
     return -1;
 }
 
-void *lv_kvm_ram_ptr(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len)
+void *kvm_ram_ptr(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
 {
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
-        struct lv_kvm_slot *s = &vm->slots[i];
+    for (int i = 0; i < KVM_VMM_MAX_SLOTS; i++) {
+        struct kvm_slot *s = &vm->slots[i];
         if (s->used && s->owned && gpa >= s->gpa && gpa - s->gpa <= s->size &&
             len <= s->size - (gpa - s->gpa))
             return (char *)s->host + (gpa - s->gpa);
@@ -317,7 +317,7 @@ void *lv_kvm_ram_ptr(struct lv_kvm_vm *vm, uint64_t gpa, uint64_t len)
 }
 
 
-int lv_kvm_set_halt_poll(struct lv_kvm_vm *vm, uint64_t ns)
+int kvm_set_halt_poll(struct kvm_vm *vm, uint64_t ns)
 {
     struct kvm_enable_cap cap = {.cap = KVM_CAP_HALT_POLL, .args = {ns}};
     return ioctl(vm->fd, KVM_ENABLE_CAP, &cap) < 0 ? neg_errno() : 0;

@@ -7,26 +7,26 @@
 
 static int l_debugcon_new(lua_State *L)
 {
-    lv_newobject(L, sizeof(struct lv_kvm_debugcon), DEBUGCON_T, 0);
+    lv_newobject(L, sizeof(struct kvm_debugcon), DEBUGCON_T, 0);
     return 1;
 }
 
 /* debugcon:output([clear]) -> bytes written so far, bytes dropped (beyond the cap) */
 static int l_debugcon_output(lua_State *L)
 {
-    struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
+    struct kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
     return lv_push_capture(L, d->buf, &d->len, &d->dropped);
 }
 
 static int l_debugcon_close(lua_State *L)
 {
-    lv_kvm_debugcon_close(luaL_checkudata(L, 1, DEBUGCON_T));
+    kvm_debugcon_close(luaL_checkudata(L, 1, DEBUGCON_T));
     return 0;
 }
 
 static int l_debugcon_tostring(lua_State *L)
 {
-    struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
+    struct kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
     if (d->closed)
         lua_pushliteral(L, "vfio.debugcon (closed)");
     else
@@ -46,7 +46,7 @@ static int l_vm_add_debugcon(lua_State *L)
         luaL_checkudata(L, 3, DEBUGCON_T), lua_pushvalue(L, 3);
     int con = lua_gettop(L);
     struct lv_vm_ud *v = lv_checkvm(L, 1);   /* after the allocation (a GC step) */
-    if (lv_vm_add_range_obj(L, v, LV_KVM_PIO, port, 1, con) != 1)
+    if (lv_vm_add_range_obj(L, v, KVM_VMM_PIO, port, 1, con) != 1)
         return 3;
     lua_getiuservalue(L, 1, 2);
     if (lua_getfield(L, -1, "debugcon") == LUA_TNIL) {
@@ -108,7 +108,7 @@ void lv_open_debugcon(lua_State *L)
         {"__gc", l_debugcon_close}, {"__close", l_debugcon_close},
         {"__tostring", l_debugcon_tostring}, {NULL, NULL}};
     lv_newclass(L, DEBUGCON_T, methods, meta);
-    lv_setcap(L, DEBUGCON_T, LV_CAP_KVM_IO, &lv_kvm_debugcon_ops);
+    lv_setcap(L, DEBUGCON_T, LV_CAP_KVM_IO, &kvm_debugcon_ops);
     static const luaL_Reg vm_methods[] = {
         {"add_debugcon", l_vm_add_debugcon}, {"debug_output", l_vm_debug_output}, {NULL, NULL}};
     lv_addmethods(L, LV_VM_T, vm_methods);

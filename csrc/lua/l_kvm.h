@@ -12,7 +12,7 @@
 /* The VM userdata; its address is stable for as long as any vCPU (which keeps the VM
  * userdata alive through its user value) can reach it. */
 struct lv_vm_ud {
-    struct lv_kvm_vm vm;
+    struct kvm_vm vm;
     /* Lifetime rule: guest RAM, the slots and ranges a vCPU can reach stay as they are
      * while any vcpu:run of this VM is on the stack. vm:close() called from a run
      * handler only marks the VM (close_pending); the run ends after that handler and the

@@ -14,7 +14,7 @@ static int l_vm_add_ignore_ports(lua_State *L)
     unsigned base = (unsigned)lv_checkrange(L, 2, 0, 0xffff);
     unsigned size = (unsigned)lv_checkrange(L, 3, 1, 0x10000 - base);
     unsigned value = lua_isnoneornil(L, 4) ? 0xff : (unsigned)lv_checkrange(L, 4, 0, 0xff);
-    int id = lv_kvm_add_ignore(&v->vm, (uint16_t)base, (uint16_t)size, (uint8_t)value);
+    int id = kvm_add_ignore(&v->vm, (uint16_t)base, (uint16_t)size, (uint8_t)value);
     if (id < 0)
         return lv_syserrorf(L, -id, "add ignored ports", "0x%x size 0x%x", base, size);
     lua_pushinteger(L, id);
@@ -26,7 +26,7 @@ static int l_vm_add_ignore_ports(lua_State *L)
 static int l_vm_add_i8042(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    int id = lv_kvm_add_i8042(&v->vm);
+    int id = kvm_add_i8042(&v->vm);
     if (id < 0)
         return lv_syserror(L, -id, "add i8042", "ports 0x60, 0x64");
     lua_pushinteger(L, id);
