@@ -1,5 +1,6 @@
 /* Lua binding: vfio.vcpu (created by vm:vcpu(id)); the run loop itself is in kvm/run.c. */
 #include "l_kvm.h"
+#include "base/le.h"
 #include "kvm/smp.h"
 
 #include <errno.h>
@@ -430,14 +431,6 @@ static const char *const kind_names[] = {
     [KVM_VMM_EXIT_SYSTEM_EVENT] = "system_event", [KVM_VMM_EXIT_OTHER] = "other",
 };
 
-static lua_Integer le_value(const uint8_t *p, unsigned size)
-{
-    uint64_t v = 0;
-    for (unsigned i = size; i-- > 0;)
-        v = (v << 8) | p[i];
-    return (lua_Integer)v;
-}
-
 static void push_exit(lua_State *L, const struct kvm_exit *x)
 {
     lua_createtable(L, 0, 10);
@@ -460,7 +453,7 @@ static void push_exit(lua_State *L, const struct kvm_exit *x)
         lua_pushboolean(L, x->is_write);
         lua_setfield(L, -2, "write");
         if (x->is_write) {
-            lua_pushinteger(L, le_value(x->data, x->size));
+            lua_pushinteger(L, (lua_Integer)lv_le_get(x->data, x->size));
             lua_setfield(L, -2, "value");
             lua_pushlstring(L, (const char *)x->data, (size_t)x->size * x->count);
             lua_setfield(L, -2, "data");
@@ -492,8 +485,7 @@ static void complete_read(lua_State *L, struct vcpu_ud *v, int arg)
     } else {
         uint64_t val = (uint64_t)luaL_checkinteger(L, arg);
         for (unsigned i = 0; i < x->count; i++)
-            for (unsigned b = 0; b < x->size; b++)
-                x->data[i * x->size + b] = (uint8_t)(val >> (8 * b));
+            lv_le_put(x->data + i * x->size, val, x->size);
     }
 }
 
