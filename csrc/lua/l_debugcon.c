@@ -36,7 +36,7 @@ static int l_debugcon_tostring(lua_State *L)
 
 /* vm:add_debugcon(port [, debugcon]) -> id, debugcon. The first one is the VM's default,
  * read by vm:debug_output(). */
-static int l_vm_add_debugcon(lua_State *L)
+int lv_vm_add_debugcon(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     unsigned port = (unsigned)lv_checkrange(L, 2, 0, 0xffff);
@@ -59,7 +59,7 @@ static int l_vm_add_debugcon(lua_State *L)
 }
 
 /* vm:debug_output([clear]) -> what the guest wrote to the default debug console, dropped */
-static int l_vm_debug_output(lua_State *L)
+int lv_vm_debug_output(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     lua_settop(L, 2);
@@ -109,9 +109,6 @@ void lv_open_debugcon(lua_State *L)
         {"__tostring", l_debugcon_tostring}, {NULL, NULL}};
     lv_newclass(L, DEBUGCON_T, methods, meta);
     lv_setcap(L, DEBUGCON_T, LV_CAP_KVM_IO, &kvm_debugcon_ops);
-    static const luaL_Reg vm_methods[] = {
-        {"add_debugcon", l_vm_add_debugcon}, {"debug_output", l_vm_debug_output}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
     lua_pushcfunction(L, l_debugcon_new);
     lua_setfield(L, -2, "debugcon");
 }

@@ -16,7 +16,7 @@ struct ioeventfd_ud {
 };
 
 /* vm:ioeventfd{addr=, len=, pio=bool, datamatch=?, fd=?} -> ioeventfd */
-static int l_vm_ioeventfd(lua_State *L)
+int lv_vm_ioeventfd(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -146,6 +146,4 @@ void lv_open_ioeventfd(lua_State *L)
         {"__gc", l_ioev_close}, {"__close", l_ioev_close}, {"__tostring", l_ioev_tostring},
         {NULL, NULL}};
     lv_newclass(L, IOEVENTFD_T, methods, meta);
-    static const luaL_Reg vm_methods[] = {{"ioeventfd", l_vm_ioeventfd}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
 }

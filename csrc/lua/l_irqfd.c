@@ -27,7 +27,7 @@ static struct irqfd_ud *checkirqfd(lua_State *L, int arg)
 
 /* vm:irqfd(gsi [, {fd=, resample=true|fd}]) -> irqfd. Without fd an eventfd is created
  * (and owned); resample=true creates the resample eventfd for level-triggered INTx. */
-static int l_vm_irqfd(lua_State *L)
+int lv_vm_irqfd(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
@@ -281,6 +281,4 @@ void lv_open_irqfd(lua_State *L)
         {"__gc", l_irqfd_close}, {"__close", l_irqfd_close}, {"__tostring", l_irqfd_tostring},
         {NULL, NULL}};
     lv_newclass(L, IRQFD_T, methods, meta);
-    static const luaL_Reg vm_methods[] = {{"irqfd", l_vm_irqfd}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
 }

@@ -1,6 +1,7 @@
 /* vm methods for the legacy PC ports answered in C (csrc/kvm/legacy.h): ignored port
  * ranges and the i8042 controller whose reset is the guest's reboot. They are built
- * into the VM (no Lua object): the VM frees them when it closes. */
+ * into the VM (no Lua object): the VM frees them when it closes. l_vm.c's method table
+ * lists them. */
 #include "l_kvm.h"
 #include "kvm/legacy.h"
 
@@ -8,7 +9,7 @@
 
 /* vm:add_ignore_ports(base, size [, value = 0xff]) -> id: reads give `value` in every
  * byte, writes are dropped. */
-static int l_vm_add_ignore_ports(lua_State *L)
+int lv_vm_add_ignore_ports(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     unsigned base = (unsigned)lv_checkrange(L, 2, 0, 0xffff);
@@ -23,7 +24,7 @@ static int l_vm_add_ignore_ports(lua_State *L)
 
 /* vm:add_i8042() -> id: ports 0x60/0x64; a reset pulse ends vcpu:run with a "stop" exit
  * at port 0x64 (value 0xfe). */
-static int l_vm_add_i8042(lua_State *L)
+int lv_vm_add_i8042(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     int id = kvm_add_i8042(&v->vm);
@@ -31,12 +32,4 @@ static int l_vm_add_i8042(lua_State *L)
         return lv_syserror(L, -id, "add i8042", "ports 0x60, 0x64");
     lua_pushinteger(L, id);
     return 1;
-}
-
-void lv_open_legacy(lua_State *L)
-{
-    static const luaL_Reg vm_methods[] = {
-        {"add_ignore_ports", l_vm_add_ignore_ports}, {"add_i8042", l_vm_add_i8042},
-        {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
 }

@@ -17,7 +17,7 @@ static struct kvm_uart *checkuart(lua_State *L, int arg)
 /* vm:add_uart{port = 0x3f8, irq = 4, stdout = false, capture = bytes (0: none)}
  *   -> id, uart. The guest's writes to THR go to the sinks chosen here; the last 4 KiB
  * are always kept (uart:tail()). */
-static int l_vm_add_uart(lua_State *L)
+int lv_vm_add_uart(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     lua_Integer port = 0x3f8, irq = 4, capture = 0;
@@ -177,6 +177,4 @@ void lv_open_uart(lua_State *L)
         {NULL, NULL}};
     lv_newclass(L, UART_T, methods, meta);
     lv_setcap(L, UART_T, LV_CAP_KVM_IO, &kvm_uart_ops);
-    static const luaL_Reg vm_methods[] = {{"add_uart", l_vm_add_uart}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
 }

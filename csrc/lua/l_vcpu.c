@@ -698,7 +698,7 @@ static int smp_loop(lua_State *L)
  * from vcpu:run). Any other exit, a handler returning false, or the timeout ends the run:
  * every thread is then kicked out of KVM_RUN and joined before this returns. A read left
  * pending by the exit returned is answered with vcpu:complete on its vCPU. */
-static int l_vm_run_vcpus(lua_State *L)
+int lv_vm_run_vcpus(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -928,6 +928,4 @@ void lv_open_vcpu(lua_State *L)
         {"__gc", l_vcpu_close}, {"__close", l_vcpu_close}, {"__tostring", l_vcpu_tostring},
         {NULL, NULL}};
     lv_newclass(L, LV_VCPU_T, m, mt);
-    static const luaL_Reg vm_methods[] = {{"run_vcpus", l_vm_run_vcpus}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
 }

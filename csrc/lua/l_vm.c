@@ -1,7 +1,8 @@
 /* vfio.vm: a KVM VM (made by kvm:create_vm, l_kvm.c): memory slots, guest RAM access,
  * the irqchip and GSI routes, the KVM VFIO device and the ranges answered in C. The
- * objects a VM creates have files of their own (l_vcpu.c, l_irqfd.c, l_ioeventfd.c,
- * l_debugcon.c), which add their vm methods to this class. */
+ * objects a VM creates and the devices it adds have files of their own (l_vcpu.c,
+ * l_irqfd.c, l_ioeventfd.c, l_debugcon.c, l_uart.c, l_legacy.c), which define their vm
+ * methods (l_kvm.h); the method table at the end of this file lists every vm method. */
 #include "l_kvm.h"
 #include "l_objects.h"
 #include "l_trap.h"
@@ -824,7 +825,12 @@ void lv_open_vm(lua_State *L)
         {"vfio_group_del", l_vm_vfio_group_del}, {"add_range", l_vm_add_range},
         {"check_extension", l_vm_check_extension}, {"add_exit_port", l_vm_add_exit_port},
         {"remove_range", l_vm_remove_range}, {"vcpu", lv_vm_vcpu}, {"fileno", l_vm_fileno},
-        {"close", l_vm_close}, {NULL, NULL}};
+        {"close", l_vm_close},
+        /* defined in the files of what they make or add (l_kvm.h) */
+        {"run_vcpus", lv_vm_run_vcpus}, {"irqfd", lv_vm_irqfd}, {"ioeventfd", lv_vm_ioeventfd},
+        {"add_debugcon", lv_vm_add_debugcon}, {"debug_output", lv_vm_debug_output},
+        {"add_uart", lv_vm_add_uart}, {"add_ignore_ports", lv_vm_add_ignore_ports},
+        {"add_i8042", lv_vm_add_i8042}, {NULL, NULL}};
     static const luaL_Reg vm_mt[] = {
         {"__gc", l_vm_gc}, {"__close", l_vm_gc}, {"__tostring", l_vm_tostring},
         {NULL, NULL}};

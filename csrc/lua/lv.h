@@ -57,10 +57,6 @@ void *lv_newobject(lua_State *L, size_t size, const char *tname, int nuv);
 void lv_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
                  const luaL_Reg *meta);
 
-/* Add `methods` to the class `tname` registered earlier, so one object type can keep a
- * concern of its own in a file of its own (trap:bench). */
-void lv_addmethods(lua_State *L, const char *tname, const luaL_Reg *methods);
-
 /* Copy every field of the table at `from` into the table at `to` (raw, shallow). */
 void lv_copy_fields(lua_State *L, int from, int to);
 
