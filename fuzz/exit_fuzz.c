@@ -1,5 +1,5 @@
 /* libFuzzer target: what a guest reaches in C when it leaves KVM_RUN. The run loop's
- * exit decode and dispatch (lv_kvm_exit_decode, the body of lv_kvm_vcpu_run) over a VM
+ * exit decode and dispatch (kvm_exit_decode, the body of kvm_vcpu_run) over a VM
  * set up without KVM as boot_linux.lua sets one up: the UART at 0x3f8 (IRQ 4, its
  * KVM_IRQ_LINE answered by this program's ioctl stand-in), the i8042, the ignored legacy
  * ranges, a debug console at 0xe9, an exit port at 0xf4 and the PCI host bridge (CF8-CFF
@@ -17,7 +17,7 @@
  * mmio.data are refused with -EPROTO, and nothing else is; an unhandled read answers all
  * ones (with pending_read) and an unhandled access goes back to the caller with its
  * decoded address, size, count and direction; a handled one never does, except as
- * LV_KVM_EXIT_STOP, which the exit port's writes and the i8042's reset pulse always
+ * KVM_VMM_EXIT_STOP, which the exit port's writes and the i8042's reset pulse always
  * give and nothing but them and the host bridge's config writes ever does; ignored
  * ports read their value, the debug console 0xe9, absent PCI functions all ones; the
  * other exit reasons map to their kinds with their codes; the UART's capture, tail and
@@ -25,6 +25,7 @@
  * is the one the UART believes, lowered when its range goes. */
 #include "fixture.h"
 #include "input.h"
+#include "kvm/debugcon.h"
 #include "kvm/kvm.h"
 #include "kvm/legacy.h"
 #include "kvm/pcihost.h"
@@ -45,7 +46,7 @@
 #define TRAP_DEV 4
 #define MAX_FX 16
 
-/* ---- KVM's stand-in: kvm.c's ioctl calls come here (-Wl,--wrap=ioctl) ---- */
+/* ---- KVM's stand-in: the KVM core's ioctl calls come here (-Wl,--wrap=ioctl) ---- */
 
 static int irq_line[32];   /* the level KVM was last given, -1: never */
 
@@ -66,20 +67,20 @@ int __wrap_ioctl(int fd, unsigned long req, ...)
 
 /* ---- the machine, set up once ---- */
 
-static struct lv_kvm_vm vm = {.fd = FAKE_VM_FD, .irqchip = 1, .vfio_fd = -1,
-                              .next_range_id = 1};
-static struct lv_uart uart, uart0;   /* uart0: as set up, copied back per input */
+static struct kvm_vm vm = {.fd = FAKE_VM_FD, .irqchip = 1, .vfio_fd = -1,
+                           .next_range_id = 1};
+static struct kvm_uart uart, uart0;   /* uart0: as set up, copied back per input */
 static int uart_id, i8042_id;
-static struct lv_kvm_debugcon dcon;
-static struct lv_pcihost host;
-static struct lv_cfgspace bridge;
+static struct kvm_debugcon dcon;
+static struct kvm_pcihost host;
+static struct kvm_cfgspace bridge;
 static uint8_t bridge0[256];
 static struct lv_backend backends[MAX_FX];
 static unsigned nfx;
 static struct trap_fn fn;
 static int trap_on;
 static int i8042_touched;   /* its state changed this input: set it up again */
-static struct lv_kvm_vcpu cpu;
+static struct kvm_vcpu cpu;
 static uint8_t *pages[3];
 static size_t page_size[3];
 
@@ -102,9 +103,9 @@ static void must(int rc, const char *what)
 
 static void uart_setup(void)
 {
-    must(lv_uart_init(&uart, UART_IRQ, 0, UART_CAPTURE), "lv_uart_init");
-    lv_uart_attach(&uart, &vm, UART_BASE);
-    uart_id = lv_kvm_add_range(&vm, LV_KVM_PIO, UART_BASE, LV_UART_PORTS, &lv_uart_ops, &uart);
+    must(kvm_uart_init(&uart, UART_IRQ, 0, UART_CAPTURE), "kvm_uart_init");
+    kvm_uart_attach(&uart, &vm, UART_BASE);
+    uart_id = kvm_add_range(&vm, KVM_VMM_PIO, UART_BASE, KVM_UART_PORTS, &kvm_uart_ops, &uart);
     must(uart_id, "the UART's range");
     uart0 = uart;
 }
@@ -119,7 +120,7 @@ static int hb_write(void *opaque, uint32_t off, uint32_t len, uint32_t val)
     return trap_cfg_write(opaque, off, len, val);
 }
 
-static const struct lv_pci_cfg_ops trap_hb_ops = {.read = hb_read, .write = hb_write};
+static const struct kvm_pci_cfg_ops trap_hb_ops = {.read = hb_read, .write = hb_write};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -127,14 +128,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (unsigned i = 0; i < 32; i++)
         irq_line[i] = -1;
     uart_setup();
-    i8042_id = lv_kvm_add_i8042(&vm);
-    must(i8042_id, "lv_kvm_add_i8042");
+    i8042_id = kvm_add_i8042(&vm);
+    must(i8042_id, "kvm_add_i8042");
     for (unsigned i = 0; i < NIGNORED; i++)
-        must(lv_kvm_add_ignore(&vm, ignored[i].base, ignored[i].size, ignored[i].value),
-             "lv_kvm_add_ignore");
-    must(lv_kvm_add_range(&vm, LV_KVM_PIO, DEBUGCON_PORT, 1, &lv_kvm_debugcon_ops, &dcon),
+        must(kvm_add_ignore(&vm, ignored[i].base, ignored[i].size, ignored[i].value),
+             "kvm_add_ignore");
+    must(kvm_add_range(&vm, KVM_VMM_PIO, DEBUGCON_PORT, 1, &kvm_debugcon_ops, &dcon),
          "the debug console");
-    must(lv_kvm_add_exit_port(&vm, EXIT_PORT), "lv_kvm_add_exit_port");
+    must(kvm_add_exit_port(&vm, EXIT_PORT), "kvm_add_exit_port");
     /* the host bridge function (pcihost.host_bridge()): its command register and BAR 0
      * writable, a write to them an event for the VM layer (a stop exit) */
     bridge.size = 256;
@@ -146,9 +147,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     memcpy(bridge0, bridge.bytes, sizeof bridge0);
     host.ecam_base = ECAM_BASE;
     host.ecam_size = ECAM_SIZE;
-    must(lv_pcihost_attach(&host, 0, 0, 0, &lv_cfgspace_ops, &bridge), "lv_pcihost_attach");
-    must(lv_kvm_add_range(&vm, LV_KVM_PIO, 0xcf8, 8, &lv_pcihost_io_ops, &host), "CF8");
-    must(lv_kvm_add_range(&vm, LV_KVM_MMIO, ECAM_BASE, ECAM_SIZE, &lv_pcihost_io_ops, &host),
+    must(kvm_pcihost_attach(&host, 0, 0, 0, &kvm_cfgspace_ops, &bridge), "kvm_pcihost_attach");
+    must(kvm_add_range(&vm, KVM_VMM_PIO, 0xcf8, 8, &kvm_pcihost_io_ops, &host), "CF8");
+    must(kvm_add_range(&vm, KVM_VMM_MMIO, ECAM_BASE, ECAM_SIZE, &kvm_pcihost_io_ops, &host),
          "ECAM");
     /* the shared page: the struct alone, one page, three (x86 KVM's mmap size) */
     page_size[0] = sizeof(struct kvm_run);
@@ -157,7 +158,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (unsigned i = 0; i < 3; i++)
         if (!(pages[i] = calloc(1, page_size[i])))
             abort();
-    cpu = (struct lv_kvm_vcpu){.fd = -1, .vm = &vm};
+    cpu = (struct kvm_vcpu){.fd = -1, .vm = &vm};
     return 0;
 }
 
@@ -175,7 +176,7 @@ static int ignored_value(uint64_t port)
 
 static int pio_handled(uint64_t port)
 {
-    return (port >= UART_BASE && port < UART_BASE + LV_UART_PORTS) || port == 0x60 ||
+    return (port >= UART_BASE && port < UART_BASE + KVM_UART_PORTS) || port == 0x60 ||
            port == 0x64 || port == DEBUGCON_PORT || port == EXIT_PORT ||
            (port >= 0xcf8 && port <= 0xcff) || ignored_value(port) >= 0;
 }
@@ -256,34 +257,34 @@ static void io_exit(struct in *in, struct kvm_run *run, size_t run_size)
     run->io.count = count;
     run->io.data_offset = off;
     int is_write = dir == KVM_EXIT_IO_OUT;
-    struct lv_kvm_exit x;
+    struct kvm_exit x;
     memset(&x, 0x5a, sizeof x);
     int err = 0;
     cpu.pending_read = 0;
-    int rc = lv_kvm_exit_decode(&cpu, run, &x, &err);
+    int rc = kvm_exit_decode(&cpu, run, &x, &err);
     if (bad) {
-        CHECK(rc == LV_KVM_DECODE_DONE && err == -EPROTO && x.reason == KVM_EXIT_IO);
+        CHECK(rc == KVM_VMM_DECODE_DONE && err == -EPROTO && x.reason == KVM_EXIT_IO);
         return;
     }
     CHECK(err == 0);
     if (overlaps)
         return;
-    CHECK(rc == LV_KVM_DECODE_RESUME || x.reason == KVM_EXIT_IO);
+    CHECK(rc == KVM_VMM_DECODE_RESUME || x.reason == KVM_EXIT_IO);
     if (!pio_handled(port)) {
-        CHECK(rc == LV_KVM_DECODE_DONE && x.kind == LV_KVM_EXIT_IO && x.space == LV_KVM_PIO);
+        CHECK(rc == KVM_VMM_DECODE_DONE && x.kind == KVM_VMM_EXIT_IO && x.space == KVM_VMM_PIO);
         CHECK(x.addr == port && x.size == size && x.count == count && x.data == data);
         CHECK(x.is_write == is_write);
         if (!is_write)
             CHECK(cpu.pending_read && all(data, (size_t)bytes, 0xff));
         return;
     }
-    if (rc == LV_KVM_DECODE_DONE) {
+    if (rc == KVM_VMM_DECODE_DONE) {
         /* a handled access comes back only as a stop */
-        CHECK(x.kind == LV_KVM_EXIT_STOP && x.space == LV_KVM_PIO && x.addr == port);
+        CHECK(x.kind == KVM_VMM_EXIT_STOP && x.space == KVM_VMM_PIO && x.addr == port);
         CHECK(is_write && (port == EXIT_PORT || port == 0x64 || (port >= 0xcfc && port <= 0xcff)));
         CHECK(port != 0x64 || stop_byte);
     } else {
-        CHECK(rc == LV_KVM_DECODE_RESUME);
+        CHECK(rc == KVM_VMM_DECODE_RESUME);
         CHECK(!is_write || port != EXIT_PORT);
         CHECK(!is_write || port != 0x64 || !stop_byte);
     }
@@ -295,7 +296,7 @@ static void io_exit(struct in *in, struct kvm_run *run, size_t run_size)
     if (port == DEBUGCON_PORT)
         for (uint32_t i = 0; i < count; i++)
             CHECK(data[(size_t)i * size] == 0xe9 && all(data + (size_t)i * size + 1, size - 1u, 0));
-    if (port >= UART_BASE && port < UART_BASE + LV_UART_PORTS && uart.closed)
+    if (port >= UART_BASE && port < UART_BASE + KVM_UART_PORTS && uart.closed)
         CHECK(all(data, (size_t)bytes, 0xff));
 }
 
@@ -323,31 +324,31 @@ static void mmio_exit(struct in *in, struct kvm_run *run)
     run->mmio.len = len;
     run->mmio.is_write = is_w;
     memcpy(run->mmio.data, &d, 8);
-    struct lv_kvm_exit x;
+    struct kvm_exit x;
     memset(&x, 0x5a, sizeof x);
     int err = 0;
     cpu.pending_read = 0;
-    int rc = lv_kvm_exit_decode(&cpu, run, &x, &err);
+    int rc = kvm_exit_decode(&cpu, run, &x, &err);
     CHECK(x.reason == KVM_EXIT_MMIO);
     if (len == 0 || len > 8) {
-        CHECK(rc == LV_KVM_DECODE_DONE && err == -EPROTO);
+        CHECK(rc == KVM_VMM_DECODE_DONE && err == -EPROTO);
         return;
     }
     CHECK(err == 0);
     int is_write = is_w != 0;
     int ecam = addr >= ECAM_BASE && addr - ECAM_BASE < ECAM_SIZE;
     if (!ecam) {
-        CHECK(rc == LV_KVM_DECODE_DONE && x.kind == LV_KVM_EXIT_MMIO && x.space == LV_KVM_MMIO);
+        CHECK(rc == KVM_VMM_DECODE_DONE && x.kind == KVM_VMM_EXIT_MMIO && x.space == KVM_VMM_MMIO);
         CHECK(x.addr == addr && x.size == len && x.count == 1 && x.is_write == is_write);
         CHECK(x.data == run->mmio.data);
         if (!is_write)
             CHECK(cpu.pending_read && all(run->mmio.data, len, 0xff));
         return;
     }
-    if (rc == LV_KVM_DECODE_DONE)
-        CHECK(x.kind == LV_KVM_EXIT_STOP && is_write && x.addr == addr);   /* an event */
+    if (rc == KVM_VMM_DECODE_DONE)
+        CHECK(x.kind == KVM_VMM_EXIT_STOP && is_write && x.addr == addr);   /* an event */
     else
-        CHECK(rc == LV_KVM_DECODE_RESUME);
+        CHECK(rc == KVM_VMM_DECODE_RESUME);
     /* a function that is not there, or an access no function takes: all ones */
     uint64_t off = addr - ECAM_BASE;
     unsigned bdf = (unsigned)(off >> 12), reg = (unsigned)(off & 0xfff);
@@ -370,31 +371,31 @@ static void other_exit(struct in *in, struct kvm_run *run)
     uint64_t code = take(in, 8);
     run->exit_reason = reason;
     run->fail_entry.hardware_entry_failure_reason = code;
-    struct lv_kvm_exit x;
+    struct kvm_exit x;
     memset(&x, 0, sizeof x);
     int err = 0;
-    int rc = lv_kvm_exit_decode(&cpu, run, &x, &err);
-    CHECK(rc == LV_KVM_DECODE_DONE && err == 0 && x.reason == reason);
+    int rc = kvm_exit_decode(&cpu, run, &x, &err);
+    CHECK(rc == KVM_VMM_DECODE_DONE && err == 0 && x.reason == reason);
     switch (reason) {
-    case KVM_EXIT_HLT: CHECK(x.kind == LV_KVM_EXIT_HLT); break;
-    case KVM_EXIT_SHUTDOWN: CHECK(x.kind == LV_KVM_EXIT_SHUTDOWN); break;
-    case KVM_EXIT_INTR: CHECK(x.kind == LV_KVM_EXIT_INTR); break;
+    case KVM_EXIT_HLT: CHECK(x.kind == KVM_VMM_EXIT_HLT); break;
+    case KVM_EXIT_SHUTDOWN: CHECK(x.kind == KVM_VMM_EXIT_SHUTDOWN); break;
+    case KVM_EXIT_INTR: CHECK(x.kind == KVM_VMM_EXIT_INTR); break;
     case KVM_EXIT_FAIL_ENTRY:
-        CHECK(x.kind == LV_KVM_EXIT_FAIL_ENTRY && x.code == code);
+        CHECK(x.kind == KVM_VMM_EXIT_FAIL_ENTRY && x.code == code);
         break;
     case KVM_EXIT_INTERNAL_ERROR:
-        CHECK(x.kind == LV_KVM_EXIT_INTERNAL_ERROR && x.code == run->internal.suberror);
+        CHECK(x.kind == KVM_VMM_EXIT_INTERNAL_ERROR && x.code == run->internal.suberror);
         break;
     case KVM_EXIT_SYSTEM_EVENT:
-        CHECK(x.kind == LV_KVM_EXIT_SYSTEM_EVENT && x.code == run->system_event.type);
+        CHECK(x.kind == KVM_VMM_EXIT_SYSTEM_EVENT && x.code == run->system_event.type);
         break;
-    default: CHECK(x.kind == LV_KVM_EXIT_OTHER);
+    default: CHECK(x.kind == KVM_VMM_EXIT_OTHER);
     }
 }
 
 static void uart_check(void)
 {
-    CHECK(uart.rx_len <= LV_UART_RX_CAP && uart.rx_head < LV_UART_RX_CAP);
+    CHECK(uart.rx_len <= KVM_UART_RX_CAP && uart.rx_head < KVM_UART_RX_CAP);
     if (uart.closed)
         return;
     CHECK(uart.cap_len <= uart.cap_max && uart.sent == uart.cap_len + uart.dropped);
@@ -402,7 +403,7 @@ static void uart_check(void)
         CHECK(irq_line[UART_IRQ] == uart.line);
 }
 
-static const uint8_t flood[LV_UART_RX_CAP + 100];
+static const uint8_t flood[KVM_UART_RX_CAP + 100];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -417,7 +418,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct lv_backend *be = &backends[take(&in, 1) % nfx];
         lv_replay_reset(be);
         if (trap_init(&fn, be, mode & 0x20) == 0 &&
-            lv_pcihost_attach(&host, 0, TRAP_DEV, 0, &trap_hb_ops, &fn) == 0)
+            kvm_pcihost_attach(&host, 0, TRAP_DEV, 0, &trap_hb_ops, &fn) == 0)
             trap_on = 1;
         else
             trap_free(&fn);
@@ -437,46 +438,46 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t n = b == 0xff ? sizeof flood : b % 64 < in.n ? b % 64 : in.n;
             const uint8_t *p = b == 0xff ? flood : in.p;
             unsigned before = uart.rx_len;
-            size_t got = lv_uart_feed(&uart, p, n);
+            size_t got = kvm_uart_feed(&uart, p, n);
             if (b != 0xff)
                 in.p += n, in.n -= n;
             CHECK(got <= n && (uart.closed ? got == 0 : uart.rx_len == before + got));
-            CHECK(got == n || uart.closed || uart.rx_len == LV_UART_RX_CAP);
+            CHECK(got == n || uart.closed || uart.rx_len == KVM_UART_RX_CAP);
         } else if (op == 13) {   /* the capture and tail, as a VMM shows them */
-            static char tail[LV_UART_TAIL];
-            size_t n = lv_uart_tail(&uart, tail);
-            CHECK(n <= LV_UART_TAIL && n == (uart.sent < LV_UART_TAIL ? uart.sent : LV_UART_TAIL));
+            static char tail[KVM_UART_TAIL];
+            size_t n = kvm_uart_tail(&uart, tail);
+            CHECK(n <= KVM_UART_TAIL && n == (uart.sent < KVM_UART_TAIL ? uart.sent : KVM_UART_TAIL));
             if (!uart.closed && !uart.dropped)
                 CHECK(n == uart.cap_len && !memcmp(tail, uart.cap_buf, n));
         } else if (op == 14) {   /* the range goes (its IRQ line low) and comes back */
             int was = irq_line[UART_IRQ];
-            CHECK(lv_kvm_remove_range(&vm, uart_id) == 0);
+            CHECK(kvm_remove_range(&vm, uart_id) == 0);
             CHECK(uart.vm == NULL && uart.line == 0 && (was != 1 || irq_line[UART_IRQ] == 0));
-            lv_uart_attach(&uart, &vm, UART_BASE);
-            uart_id = lv_kvm_add_range(&vm, LV_KVM_PIO, UART_BASE, LV_UART_PORTS, &lv_uart_ops, &uart);
+            kvm_uart_attach(&uart, &vm, UART_BASE);
+            uart_id = kvm_add_range(&vm, KVM_VMM_PIO, UART_BASE, KVM_UART_PORTS, &kvm_uart_ops, &uart);
             CHECK(uart_id > 0);
         } else if ((take(&in, 1) & 0xf) == 0) {   /* rarely: the UART closed */
-            lv_uart_close(&uart);
+            kvm_uart_close(&uart);
             CHECK(irq_line[UART_IRQ] != 1);
         }
         uart_check();
     }
     /* back to the machine as set up, cheaply */
     if (trap_on) {
-        lv_pcihost_detach(&host, 0, TRAP_DEV, 0);
+        kvm_pcihost_detach(&host, 0, TRAP_DEV, 0);
         trap_free(&fn);
         trap_on = 0;
     }
     if (uart.closed) {
-        must(lv_kvm_remove_range(&vm, uart_id), "removing the closed UART");
+        must(kvm_remove_range(&vm, uart_id), "removing the closed UART");
         uart_setup();
     } else {
         uart = uart0;
     }
     irq_line[UART_IRQ] = -1;
     if (i8042_touched) {
-        CHECK(lv_kvm_remove_range(&vm, i8042_id) == 0 && lv_kvm_remove_range(&vm, i8042_id + 1) == 0);
-        i8042_id = lv_kvm_add_i8042(&vm);
+        CHECK(kvm_remove_range(&vm, i8042_id) == 0 && kvm_remove_range(&vm, i8042_id + 1) == 0);
+        i8042_id = kvm_add_i8042(&vm);
         CHECK(i8042_id > 0);
         i8042_touched = 0;
     }

@@ -71,7 +71,7 @@ static int hb_write(void *opaque, uint32_t off, uint32_t len, uint32_t val)
     return trap_cfg_write(opaque, off, len, val);
 }
 
-static const struct lv_pci_cfg_ops hb_ops = {.read = hb_read, .write = hb_write};
+static const struct kvm_pci_cfg_ops hb_ops = {.read = hb_read, .write = hb_write};
 #define ECAM_BASE 0xe0000000ull
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -115,11 +115,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         trap_free(&fn);
         goto restore;
     }
-    static struct lv_pcihost host;
+    static struct kvm_pcihost host;
     memset(&host, 0, sizeof host);
     host.ecam_base = ECAM_BASE;
     host.ecam_size = 1 << 20;
-    lv_pcihost_attach(&host, 0, 4, 0, &hb_ops, &fn);
+    kvm_pcihost_attach(&host, 0, 4, 0, &hb_ops, &fn);
     bool closed = false;
     uint8_t hdr0[64], hdr1[64];
     be->ops->cfg_read(be->ctx, 0, hdr0, 64);
@@ -234,20 +234,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint64_t addr;
             unsigned pick = (unsigned)take(&in, 1) % 4;
             if (pick == 0) {          /* program the CF8 latch for our slot or another */
-                space = LV_KVM_PIO, addr = 0xcf8, sz = 4, write = true;
+                space = KVM_VMM_PIO, addr = 0xcf8, sz = 4, write = true;
                 uint32_t a = 0x80000000u | (uint32_t)(take(&in, 1) & 1 ? 4 : take(&in, 1) % 32) << 11 |
                              (uint32_t)take(&in, 1);
                 for (unsigned i = 0; i < 4; i++)
                     d[i] = (uint8_t)(a >> (8 * i));
             } else if (pick == 1) {   /* the data ports, any lane, any size */
-                space = LV_KVM_PIO, addr = 0xcf8 + take(&in, 1) % 8;
+                space = KVM_VMM_PIO, addr = 0xcf8 + take(&in, 1) % 8;
             } else {                  /* ECAM: our function's 4 KiB, or anywhere in it */
-                space = LV_KVM_MMIO;
+                space = KVM_VMM_MMIO;
                 addr = ECAM_BASE + (pick == 2 ? (4u << 15) + take(&in, 2) % 4096 : take(&in, 3) % (1 << 20));
             }
-            if (sz > 4 && space == LV_KVM_PIO)
+            if (sz > 4 && space == KVM_VMM_PIO)
                 sz = 4;
-            lv_pcihost_io_ops.access(&host, space, addr, d, sz, write);
+            kvm_pcihost_io_ops.access(&host, space, addr, d, sz, write);
             break;
         }
         case 17: {

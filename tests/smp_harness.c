@@ -1,6 +1,6 @@
 /* smp_harness [SLICES] [SEED]: smp.c's hand-off driven without KVM (no Lua either).
  *
- * Fake vCPUs stand in for KVM_RUN (struct lv_kvm_smp's run and kick): each "runs" for a
+ * Fake vCPUs stand in for KVM_RUN (struct kvm_smp's run and kick): each "runs" for a
  * random while and leaves with a numbered exit (a PIO or MMIO write or read, now and then
  * a halt or a C stop), or with a timeout when kicked. The main thread plays vm:run_vcpus
  * (csrc/lua/l_vcpu.c) over many run slices, ending each the ways a run ends: its
@@ -10,14 +10,14 @@
  * Checked, as KVM would see it: a vCPU is never run again while its last exit has not
  * reached the caller (KVM_RUN would complete it unseen: a write lost, a read of all
  * ones); the caller gets each vCPU's exits once each and in order; a read is completed
- * with the caller's data; every thread is joined when lv_kvm_smp_stop returns; a run's
- * deadline (lv_kvm_smp_deadline) saturates for a huge timeout instead of overflowing.
+ * with the caller's data; every thread is joined when kvm_smp_stop returns; a run's
+ * deadline (kvm_smp_deadline) saturates for a huge timeout instead of overflowing.
  * The lock smp.c hands around is checked too: never unlocked by a thread that does not
  * hold it (pthread_mutex_unlock and the cond waits are wrapped), also when a thread
  * cannot be created (pthread_create is wrapped to fail now and then).
  * Prints "ok: ..." and exits 0, or the first violation and exits 1.
  *
- * smp_harness signal: another handler owns the kick signal: lv_kvm_smp_start must refuse
+ * smp_harness signal: another handler owns the kick signal: kvm_smp_start must refuse
  * (-EBUSY) rather than start threads its stop could never kick (SIGALRM after 5 s). */
 #include "kvm/smp.h"
 
@@ -49,9 +49,9 @@ struct fake {
 };
 
 static struct fake fakes[NCPU];
-static struct lv_kvm_smp smp;
-static struct lv_kvm_vm vm;
-static struct lv_kvm_vcpu cpus[NCPU];
+static struct kvm_smp smp;
+static struct kvm_vm vm;
+static struct kvm_vcpu cpus[NCPU];
 static atomic_int failed;
 static uint64_t n_exits, n_held_first, n_kicks;
 
@@ -154,7 +154,7 @@ static void answer_bytes(uint64_t seq, uint8_t *out)
 }
 
 /* KVM_RUN's stand-in */
-static int fake_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out)
+static int fake_run(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out)
 {
     (void)timeout_ns;
     struct fake *f = &fakes[c->id];
@@ -177,7 +177,7 @@ static int fake_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exi
     }
     for (;;) {
         if (atomic_exchange(&f->kicked, 0)) {
-            out->kind = LV_KVM_EXIT_TIMEOUT;
+            out->kind = KVM_VMM_EXIT_TIMEOUT;
             return 0;
         }
         unsigned r = (unsigned)rand_r(&f->seed);
@@ -185,13 +185,13 @@ static int fake_run(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exi
             f->produced++;
             f->outstanding = 1;
             unsigned k = (r >> 4) % 64;
-            enum lv_kvm_exit_kind kind = k == 0 ? LV_KVM_EXIT_HLT :
-                                         k == 1 ? LV_KVM_EXIT_STOP :
-                                         (k & 1) ? LV_KVM_EXIT_IO : LV_KVM_EXIT_MMIO;
-            f->is_read = (kind == LV_KVM_EXIT_IO || kind == LV_KVM_EXIT_MMIO) && (k & 2);
-            *out = (struct lv_kvm_exit){.kind = kind, .space = kind == LV_KVM_EXIT_MMIO,
-                                        .addr = f->produced, .size = 4, .count = 1,
-                                        .is_write = !f->is_read, .data = f->data};
+            enum kvm_exit_kind kind = k == 0 ? KVM_VMM_EXIT_HLT :
+                                         k == 1 ? KVM_VMM_EXIT_STOP :
+                                         (k & 1) ? KVM_VMM_EXIT_IO : KVM_VMM_EXIT_MMIO;
+            f->is_read = (kind == KVM_VMM_EXIT_IO || kind == KVM_VMM_EXIT_MMIO) && (k & 2);
+            *out = (struct kvm_exit){.kind = kind, .space = kind == KVM_VMM_EXIT_MMIO,
+                                     .addr = f->produced, .size = 4, .count = 1,
+                                     .is_write = !f->is_read, .data = f->data};
             if (f->is_read) {
                 memset(f->data, 0xff, sizeof f->data);
                 c->pending_read = 1;
@@ -213,7 +213,7 @@ static int fake_kick(pthread_t t)
 }
 
 /* The caller got exit x of vCPU id (vm:run_vcpus's handler, or the exit a run returns). */
-static void deliver(int id, const struct lv_kvm_exit *x)
+static void deliver(int id, const struct kvm_exit *x)
 {
     struct fake *f = &fakes[id];
     uint64_t want = atomic_load(&f->delivered) + 1;
@@ -237,12 +237,12 @@ static int64_t now_ns(void)
 static const char *slice(unsigned *seed)
 {
     /* 1 to NCPU of the vCPUs, in a random order */
-    struct lv_kvm_vcpu *list[NCPU];
+    struct kvm_vcpu *list[NCPU];
     for (unsigned i = 0; i < NCPU; i++)
         list[i] = &cpus[i];
     for (unsigned i = NCPU - 1; i > 0; i--) {
         unsigned j = (unsigned)rand_r(seed) % (i + 1);
-        struct lv_kvm_vcpu *t = list[i];
+        struct kvm_vcpu *t = list[i];
         list[i] = list[j], list[j] = t;
     }
     unsigned n = 1 + (unsigned)rand_r(seed) % NCPU;
@@ -252,30 +252,30 @@ static const char *slice(unsigned *seed)
     smp.kick = fake_kick;
     if (n > 1 && rand_r(seed) % 32 == 0)
         atomic_store(&fail_creates, 1 + rand_r(seed) % (int)n);   /* that one fails */
-    int e = lv_kvm_smp_start(&smp, list, n);
+    int e = kvm_smp_start(&smp, list, n);
     atomic_store(&fail_creates, 0);
     if (e == -EAGAIN)
         return "create";    /* the threads made are joined; their exits held */
     if (e < 0) {
-        fail("lv_kvm_smp_start: %s", strerror(-e));
+        fail("kvm_smp_start: %s", strerror(-e));
         return "error";
     }
     int64_t deadline = now_ns() + 100000 + rand_r(seed) % 2000000;
     const char *how;
     for (;;) {
-        int i = lv_kvm_smp_wait(&smp, deadline);
+        int i = kvm_smp_wait(&smp, deadline);
         if (i == -ETIMEDOUT) {
             how = "timeout";
             break;
         }
-        struct lv_kvm_smp_cpu *p = &smp.cpu[i];
+        struct kvm_smp_cpu *p = &smp.cpu[i];
         if (p->err < 0) {
             fail("vcpu %d: run error %d", p->cpu->id, p->err);
             how = "error";
             break;
         }
         deliver(p->cpu->id, &p->exit);
-        if (p->exit.kind != LV_KVM_EXIT_IO && p->exit.kind != LV_KVM_EXIT_MMIO) {
+        if (p->exit.kind != KVM_VMM_EXIT_IO && p->exit.kind != KVM_VMM_EXIT_MMIO) {
             how = "exit";   /* hlt or stop: returned to Lua */
             break;
         }
@@ -284,24 +284,24 @@ static const char *slice(unsigned *seed)
             break;
         }
         p->cpu->pending_read = 0;
-        lv_kvm_smp_answer(&smp, (unsigned)i);
+        kvm_smp_answer(&smp, (unsigned)i);
     }
-    lv_kvm_smp_stop(&smp);
+    kvm_smp_stop(&smp);
     for (unsigned i = 0; i < n; i++)
         if (smp.cpu[i].started && !smp.cpu[i].done)
-            fail("vcpu %d: its thread was not done when lv_kvm_smp_stop returned", i);
+            fail("vcpu %d: its thread was not done when kvm_smp_stop returned", i);
     return how;
 }
 
 /* vcpu:run of one vCPU between two slices: its held exit first, else a run. */
 static void single_run(unsigned *seed)
 {
-    struct lv_kvm_vcpu *c = &cpus[(unsigned)rand_r(seed) % NCPU];
-    struct lv_kvm_exit x;
+    struct kvm_vcpu *c = &cpus[(unsigned)rand_r(seed) % NCPU];
+    struct kvm_exit x;
     int e;
     if (c->held)
         n_held_first++;
-    if (!lv_kvm_vcpu_take_held(c, &x, &e)) {
+    if (!kvm_vcpu_take_held(c, &x, &e)) {
         atomic_store(&fakes[c->id].kicked, 0);
         e = fake_run(c, 0, &x);
     }
@@ -319,23 +319,23 @@ static int signal_mode(void)
 {
     struct sigaction sa = {.sa_handler = signal_owned};
     sigemptyset(&sa.sa_mask);
-    sigaction(lv_kvm_kick_signal(), &sa, NULL);
+    sigaction(kvm_kick_signal(), &sa, NULL);
     alarm(5);   /* a stop that spins for ever ends here, by SIGALRM */
-    struct lv_kvm_vcpu *list[1] = {&cpus[0]};
+    struct kvm_vcpu *list[1] = {&cpus[0]};
     smp.run = fake_run;
     smp.kick = NULL;    /* the real kick */
-    int e = lv_kvm_smp_start(&smp, list, 1);
+    int e = kvm_smp_start(&smp, list, 1);
     if (e == 0) {
-        lv_kvm_smp_stop(&smp);
-        fail("lv_kvm_smp_start ran threads with another handler on the kick signal");
+        kvm_smp_stop(&smp);
+        fail("kvm_smp_start ran threads with another handler on the kick signal");
         return 1;
     }
     if (e != -EBUSY) {
-        fail("lv_kvm_smp_start: %s, expected EBUSY", strerror(-e));
+        fail("kvm_smp_start: %s, expected EBUSY", strerror(-e));
         return 1;
     }
     printf("ok: start refused, the kick signal %d has another handler\n",
-           lv_kvm_kick_signal());
+           kvm_kick_signal());
     return 0;
 }
 
@@ -343,16 +343,16 @@ int main(int argc, char **argv)
 {
     vm.fd = 100;   /* never used: the fake run never reaches KVM */
     for (int i = 0; i < NCPU; i++)
-        cpus[i] = (struct lv_kvm_vcpu){.fd = 200 + i, .id = i, .vm = &vm};
+        cpus[i] = (struct kvm_vcpu){.fd = 200 + i, .id = i, .vm = &vm};
     if (argc > 1 && !strcmp(argv[1], "signal"))
         return signal_mode();
     /* deadlines: none for 0, negative or NaN; saturated, never wrapped, for huge ones */
-    int64_t t0 = lv_kvm_smp_now();
-    if (lv_kvm_smp_deadline(0) || lv_kvm_smp_deadline(-1) || lv_kvm_smp_deadline(0.0 / 0.0) ||
-        lv_kvm_smp_deadline(1e300) != INT64_MAX || lv_kvm_smp_deadline(1.0 / 0.0) != INT64_MAX ||
-        lv_kvm_smp_deadline(9.3e9) != INT64_MAX || lv_kvm_smp_deadline(1e-12) <= t0 ||
-        lv_kvm_smp_deadline(1.0) < t0 + 1000000000)
-        fail("lv_kvm_smp_deadline: a timeout of 0, -1, NaN, 1e300, inf, 9.3e9 s, 1 ps or 1 s "
+    int64_t t0 = kvm_smp_now();
+    if (kvm_smp_deadline(0) || kvm_smp_deadline(-1) || kvm_smp_deadline(0.0 / 0.0) ||
+        kvm_smp_deadline(1e300) != INT64_MAX || kvm_smp_deadline(1.0 / 0.0) != INT64_MAX ||
+        kvm_smp_deadline(9.3e9) != INT64_MAX || kvm_smp_deadline(1e-12) <= t0 ||
+        kvm_smp_deadline(1.0) < t0 + 1000000000)
+        fail("kvm_smp_deadline: a timeout of 0, -1, NaN, 1e300, inf, 9.3e9 s, 1 ps or 1 s "
              "gave a wrong deadline");
     unsigned slices = argc > 1 ? (unsigned)strtoul(argv[1], NULL, 0) : 2000;
     unsigned seed = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 0) : 1;

@@ -1,11 +1,12 @@
-/* smp_kick_tls MODULE: the kick handler never allocates. MODULE is smp.c and kvm.c built
- * as a shared object (libsmp_dl.so), dlopen'ed like vfio/core.so is by Lua, so its TLS
+/* smp_kick_tls MODULE: the kick handler never allocates. MODULE is smp.c and the KVM core
+ * (run.c holds the TLS) built as a shared object (libsmp_dl.so), dlopen'ed like
+ * vfio/core.so is by Lua, so its TLS
  * is dynamic: the first access to it from a thread may allocate (glibc's
  * __tls_get_addr), which inside a signal handler can deadlock in malloc or corrupt it.
  *
- * vCPU threads of lv_kvm_smp_start run a stand-in for lv_kvm_vcpu_run (this program's
- * code: it never touches the module's TLS) until lv_kvm_smp_stop kicks them with the real
- * lv_kvm_kick. malloc and friends are wrapped: one called on a vCPU thread while it is in
+ * vCPU threads of kvm_smp_start run a stand-in for kvm_vcpu_run (this program's
+ * code: it never touches the module's TLS) until kvm_smp_stop kicks them with the real
+ * kvm_kick. malloc and friends are wrapped: one called on a vCPU thread while it is in
  * the stand-in can only be the kick handler's. Prints "ok: ..." and exits 0, or "FAIL:"
  * and exits 1. */
 #include "kvm/smp.h"
@@ -54,11 +55,11 @@ void *memalign(size_t a, size_t n)
     return __libc_memalign(a, n);
 }
 
-static int stand_in(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out)
+static int stand_in(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out)
 {
     (void)c, (void)timeout_ns;
     memset(out, 0, sizeof *out);
-    out->kind = LV_KVM_EXIT_TIMEOUT;
+    out->kind = KVM_VMM_EXIT_TIMEOUT;
     in_stand_in = 1;
     atomic_fetch_add(&entered, 1);
     while (!atomic_load(&stopping)) {
@@ -89,33 +90,33 @@ int main(int argc, char **argv)
         printf("FAIL: dlopen: %s\n", dlerror());
         return 1;
     }
-    int (*start)(struct lv_kvm_smp *, struct lv_kvm_vcpu **, unsigned) =
-        (int (*)(struct lv_kvm_smp *, struct lv_kvm_vcpu **, unsigned))dlsym(h, "lv_kvm_smp_start");
-    int (*stop)(struct lv_kvm_smp *) = (int (*)(struct lv_kvm_smp *))dlsym(h, "lv_kvm_smp_stop");
-    int (*wait)(struct lv_kvm_smp *, int64_t) =
-        (int (*)(struct lv_kvm_smp *, int64_t))dlsym(h, "lv_kvm_smp_wait");
-    int64_t (*now)(void) = (int64_t (*)(void))dlsym(h, "lv_kvm_smp_now");
+    int (*start)(struct kvm_smp *, struct kvm_vcpu **, unsigned) =
+        (int (*)(struct kvm_smp *, struct kvm_vcpu **, unsigned))dlsym(h, "kvm_smp_start");
+    int (*stop)(struct kvm_smp *) = (int (*)(struct kvm_smp *))dlsym(h, "kvm_smp_stop");
+    int (*wait)(struct kvm_smp *, int64_t) =
+        (int (*)(struct kvm_smp *, int64_t))dlsym(h, "kvm_smp_wait");
+    int64_t (*now)(void) = (int64_t (*)(void))dlsym(h, "kvm_smp_now");
     if (!start || !stop || !wait || !now) {
         printf("FAIL: dlsym: %s\n", dlerror());
         return 1;
     }
-    static struct lv_kvm_vm vm = {.fd = 100};
-    static struct lv_kvm_vcpu cpus[4];
-    struct lv_kvm_vcpu *list[4];
+    static struct kvm_vm vm = {.fd = 100};
+    static struct kvm_vcpu cpus[4];
+    struct kvm_vcpu *list[4];
     for (int i = 0; i < 4; i++) {
-        cpus[i] = (struct lv_kvm_vcpu){.fd = 200 + i, .id = i, .vm = &vm};
+        cpus[i] = (struct kvm_vcpu){.fd = 200 + i, .id = i, .vm = &vm};
         list[i] = &cpus[i];
     }
     unsigned rounds = 20;
     for (unsigned r = 0; r < rounds && !atomic_load(&bad); r++) {
-        static struct lv_kvm_smp s;
+        static struct kvm_smp s;
         memset(&s, 0, sizeof s);
-        s.run = stand_in;       /* the kick stays lv_kvm_kick */
+        s.run = stand_in;       /* the kick stays kvm_kick */
         atomic_store(&stopping, 0);
         atomic_store(&entered, 0);
         int e = start(&s, list, 4);
         if (e < 0) {
-            printf("FAIL: lv_kvm_smp_start: %s\n", strerror(-e));
+            printf("FAIL: kvm_smp_start: %s\n", strerror(-e));
             return 1;
         }
         /* as a run does: wait for exits (none come) while the threads enter the stand-in */

@@ -43,13 +43,13 @@ static int pipe_mode(void)
     close(p[0]);               /* no reader */
     dup2(p[1], 1);
     close(p[1]);
-    static struct lv_uart u;
-    if (lv_uart_init(&u, 4, 1, 64) < 0)
+    static struct kvm_uart u;
+    if (kvm_uart_init(&u, 4, 1, 64) < 0)
         return 2;
-    lv_uart_attach(&u, NULL, 0x3f8);   /* no VM: no IRQ line to drive */
+    kvm_uart_attach(&u, NULL, 0x3f8);   /* no VM: no IRQ line to drive */
     for (int i = 0; i < 4; i++) {
         uint8_t b = 'A';
-        lv_uart_ops.access(&u, LV_KVM_PIO, 0x3f8, &b, 1, 1);
+        kvm_uart_ops.access(&u, KVM_VMM_PIO, 0x3f8, &b, 1, 1);
     }
     if (u.stdout_errno != EPIPE || u.to_stdout || u.cap_len != 4 ||
         memcmp(u.cap_buf, "AAAA", 4)) {
@@ -59,31 +59,31 @@ static int pipe_mode(void)
     }
     fprintf(stderr, "ok: 4 bytes to a pipe with no reader: %s, streaming stopped, captured\n",
             strerror(u.stdout_errno));
-    lv_uart_close(&u);
+    kvm_uart_close(&u);
     return 0;
 }
 
 static int release_mode(void)
 {
-    static struct lv_kvm_vm vm = {.fd = 100, .irqchip = 1};
-    static struct lv_uart u;
-    if (lv_uart_init(&u, 4, 0, 0) < 0)
+    static struct kvm_vm vm = {.fd = 100, .irqchip = 1};
+    static struct kvm_uart u;
+    if (kvm_uart_init(&u, 4, 0, 0) < 0)
         return 2;
-    lv_uart_attach(&u, &vm, 0x3f8);
+    kvm_uart_attach(&u, &vm, 0x3f8);
     uint8_t ier = 0x02;   /* THR-empty interrupt on: pending at once, the line goes high */
-    lv_uart_ops.access(&u, LV_KVM_PIO, 0x3f9, &ier, 1, 1);
+    kvm_uart_ops.access(&u, KVM_VMM_PIO, 0x3f9, &ier, 1, 1);
     if (lines[4] != 1) {
         fprintf(stderr, "FAIL: enabling THRI did not raise IRQ 4\n");
         return 1;
     }
-    lv_uart_ops.release(&u);   /* vm:remove_range, or the VM's close */
+    kvm_uart_ops.release(&u);   /* vm:remove_range, or the VM's close */
     if (lines[4] != 0) {
         fprintf(stderr, "FAIL: IRQ 4 left high after the UART's range was released\n");
         return 1;
     }
     fprintf(stderr, "ok: IRQ 4 raised, then lowered by the release (%d KVM_IRQ_LINE)\n",
             calls);
-    lv_uart_close(&u);
+    kvm_uart_close(&u);
     return 0;
 }
 

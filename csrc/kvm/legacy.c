@@ -10,15 +10,15 @@ static int ignore_access(void *opaque, int space, uint64_t addr, uint8_t *data,
 {
     if (!is_write)
         memset(data, (int)(uintptr_t)opaque, size);
-    return LV_KVM_IO_DONE;
+    return KVM_VMM_IO_DONE;
 }
 
-static const struct lv_kvm_io_ops ignore_ops = {.access = ignore_access};
+static const struct kvm_io_ops ignore_ops = {.access = ignore_access};
 
-int lv_kvm_add_ignore(struct lv_kvm_vm *vm, uint16_t base, uint16_t size, uint8_t value)
+int kvm_add_ignore(struct kvm_vm *vm, uint16_t base, uint16_t size, uint8_t value)
 {
     /* the value rides in the opaque pointer: nothing to allocate or release */
-    return lv_kvm_add_range(vm, LV_KVM_PIO, base, size, &ignore_ops, (void *)(uintptr_t)value);
+    return kvm_add_range(vm, KVM_VMM_PIO, base, size, &ignore_ops, (void *)(uintptr_t)value);
 }
 
 /* ---- i8042 ---- */
@@ -42,7 +42,7 @@ static void put_out(struct i8042 *k, uint8_t b)
     k->status |= ST_OBF;
 }
 
-/* Returns LV_KVM_IO_STOP for a reset pulse. */
+/* Returns KVM_VMM_IO_STOP for a reset pulse. */
 static int command(struct i8042 *k, uint8_t cmd)
 {
     k->status |= ST_CMD;
@@ -61,10 +61,10 @@ static int command(struct i8042 *k, uint8_t cmd)
     default:
         /* 0xf0-0xff pulse output lines low for 6 us; bit 0 is the CPU reset line */
         if ((cmd & 0xf0) == 0xf0 && !(cmd & 1))
-            return LV_KVM_IO_STOP;
+            return KVM_VMM_IO_STOP;
         break;
     }
-    return LV_KVM_IO_DONE;
+    return KVM_VMM_IO_DONE;
 }
 
 static void data_write(struct i8042 *k, uint8_t b)
@@ -82,7 +82,7 @@ static int i8042_access(void *opaque, int space, uint64_t addr, uint8_t *data,
                         unsigned size, int is_write)
 {
     struct i8042 *k = opaque;
-    int rc = LV_KVM_IO_DONE;
+    int rc = KVM_VMM_IO_DONE;
     /* only the low byte means anything on these 8-bit ports */
     if (addr == I8042_CMD) {
         if (is_write)
@@ -107,25 +107,25 @@ static void i8042_release(void *opaque)
         free(k);
 }
 
-static const struct lv_kvm_io_ops i8042_ops = {.access = i8042_access,
-                                               .release = i8042_release};
+static const struct kvm_io_ops i8042_ops = {.access = i8042_access,
+                                            .release = i8042_release};
 
-int lv_kvm_add_i8042(struct lv_kvm_vm *vm)
+int kvm_add_i8042(struct kvm_vm *vm)
 {
     struct i8042 *k = calloc(1, sizeof *k);
     if (!k)
         return -ENOMEM;
     k->ctr = 0x01 | 0x04 | 0x40; /* kbd IRQ on, system flag, translation: as a BIOS leaves it */
     k->status = ST_SYS;
-    int id = lv_kvm_add_range(vm, LV_KVM_PIO, I8042_CMD, 1, &i8042_ops, k);
+    int id = kvm_add_range(vm, KVM_VMM_PIO, I8042_CMD, 1, &i8042_ops, k);
     if (id < 0) {
         free(k);
         return id;
     }
     k->refs = 1;
-    int id2 = lv_kvm_add_range(vm, LV_KVM_PIO, I8042_DATA, 1, &i8042_ops, k);
+    int id2 = kvm_add_range(vm, KVM_VMM_PIO, I8042_DATA, 1, &i8042_ops, k);
     if (id2 < 0) {
-        lv_kvm_remove_range(vm, id); /* releases (and frees) it */
+        kvm_remove_range(vm, id); /* releases (and frees) it */
         return id2;
     }
     k->refs = 2;

@@ -4,19 +4,19 @@
 #ifndef LUAVFIO_LEGACY_H
 #define LUAVFIO_LEGACY_H
 
-#include "kvm.h"
+#include "iobus.h"
 
 #include <stdint.h>
 
 /* Ports [base, base + size) that read `value` in every byte and drop writes: what an
  * empty ISA slot (0xff) or an idle device looks like. Returns the range id or -errno. */
-int lv_kvm_add_ignore(struct lv_kvm_vm *vm, uint16_t base, uint16_t size, uint8_t value);
+int kvm_add_ignore(struct kvm_vm *vm, uint16_t base, uint16_t size, uint8_t value);
 
 /* A keyboard controller on ports 0x60 (data) and 0x64 (status/command) with no keyboard
  * or mouse behind it: the controller commands Linux uses (read/write the command byte,
  * self tests, port enables, loopback) answer, device bytes get no reply, and a pulse of
  * the reset line (command 0xfe) ends the run loop with a stop exit at port 0x64 (the
  * reboot). Returns the id of the 0x64 range (> 0; the 0x60 range has id + 1) or -errno. */
-int lv_kvm_add_i8042(struct lv_kvm_vm *vm);
+int kvm_add_i8042(struct kvm_vm *vm);
 
 #endif

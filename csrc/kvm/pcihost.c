@@ -7,8 +7,8 @@
 
 #define BDF(b, d, f) ((uint16_t)((b) << 8 | (d) << 3 | (f)))
 
-int lv_pcihost_attach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned fn,
-                      const struct lv_pci_cfg_ops *ops, void *opaque)
+int kvm_pcihost_attach(struct kvm_pcihost *h, unsigned bus, unsigned dev, unsigned fn,
+                       const struct kvm_pci_cfg_ops *ops, void *opaque)
 {
     if (bus > 255 || dev > 31 || fn > 7 || !ops || !ops->read || !ops->write)
         return -EINVAL;
@@ -16,7 +16,7 @@ int lv_pcihost_attach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned
     for (unsigned i = 0; i < h->nfn; i++)
         if (h->fn[i].bdf == bdf)
             return -EEXIST;
-    if (h->nfn == LV_PCIHOST_MAX_FN)
+    if (h->nfn == KVM_PCIHOST_MAX_FN)
         return -ENOSPC;
     h->fn[h->nfn].bdf = bdf;
     h->fn[h->nfn].ops = ops;
@@ -25,7 +25,7 @@ int lv_pcihost_attach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned
     return 0;
 }
 
-int lv_pcihost_detach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned fn)
+int kvm_pcihost_detach(struct kvm_pcihost *h, unsigned bus, unsigned dev, unsigned fn)
 {
     uint16_t bdf = BDF(bus & 0xff, dev & 0x1f, fn & 7);
     for (unsigned i = 0; i < h->nfn; i++)
@@ -38,7 +38,7 @@ int lv_pcihost_detach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned
 
 /* A configuration access of 1/2/4 bytes that does not cross its own alignment; anything
  * else, or an absent function, reads all ones and is dropped. */
-static int config(struct lv_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *data,
+static int config(struct kvm_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *data,
                   unsigned size, int is_write)
 {
     for (unsigned i = 0; i < h->nfn; i++) {
@@ -54,7 +54,7 @@ static int config(struct lv_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *dat
         if (is_write) {
             h->last.value = (uint32_t)lv_le_get(data, size);
             return h->fn[i].ops->write(h->fn[i].opaque, off, size, h->last.value) ==
-                   LV_PCI_CFG_EVENT;
+                   KVM_PCI_CFG_EVENT;
         }
         uint32_t v;
         if (h->fn[i].ops->read(h->fn[i].opaque, off, size, &v) < 0)
@@ -68,11 +68,11 @@ static int config(struct lv_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *dat
     return 0;
 }
 
-int lv_pcihost_access(struct lv_pcihost *h, int space, uint64_t addr, uint8_t *data,
-                      unsigned size, int is_write)
+int kvm_pcihost_access(struct kvm_pcihost *h, int space, uint64_t addr, uint8_t *data,
+                       unsigned size, int is_write)
 {
     h->last.hit = 0;
-    if (space == LV_KVM_PIO) {
+    if (space == KVM_VMM_PIO) {
         if (addr == 0xcf8 && size == 4) {
             if (is_write)
                 h->addr = (uint32_t)lv_le_get(data, 4);
@@ -107,18 +107,18 @@ int lv_pcihost_access(struct lv_pcihost *h, int space, uint64_t addr, uint8_t *d
 static int host_io(void *opaque, int space, uint64_t addr, uint8_t *data, unsigned size,
                    int is_write)
 {
-    int r = lv_pcihost_access(opaque, space, addr, data, size, is_write);
+    int r = kvm_pcihost_access(opaque, space, addr, data, size, is_write);
     /* Inside our ranges but not ours (e.g. a byte write to CF9): absent. */
     if (r == 0 && !is_write)
         memset(data, 0xff, size);
-    return r == 2 ? LV_KVM_IO_STOP : LV_KVM_IO_DONE;
+    return r == 2 ? KVM_VMM_IO_STOP : KVM_VMM_IO_DONE;
 }
 
-const struct lv_kvm_io_ops lv_pcihost_io_ops = {.access = host_io};
+const struct kvm_io_ops kvm_pcihost_io_ops = {.access = host_io};
 
 static int cfg_read(void *opaque, uint32_t off, uint32_t len, uint32_t *val)
 {
-    struct lv_cfgspace *c = opaque;
+    struct kvm_cfgspace *c = opaque;
     if (off + len > c->size) {
         *val = 0xffffffffu;
         return 0;
@@ -129,7 +129,7 @@ static int cfg_read(void *opaque, uint32_t off, uint32_t len, uint32_t *val)
 
 static int cfg_write(void *opaque, uint32_t off, uint32_t len, uint32_t val)
 {
-    struct lv_cfgspace *c = opaque;
+    struct kvm_cfgspace *c = opaque;
     int ev = 0;
     if (off + len > c->size)
         return 0;
@@ -138,7 +138,7 @@ static int cfg_write(void *opaque, uint32_t off, uint32_t len, uint32_t val)
         c->bytes[off + i] = (uint8_t)((c->bytes[off + i] & ~m) | (b & m));
         ev |= c->notify[off + i] != 0;
     }
-    return ev ? LV_PCI_CFG_EVENT : 0;
+    return ev ? KVM_PCI_CFG_EVENT : 0;
 }
 
-const struct lv_pci_cfg_ops lv_cfgspace_ops = {.read = cfg_read, .write = cfg_write};
+const struct kvm_pci_cfg_ops kvm_cfgspace_ops = {.read = cfg_read, .write = cfg_write};

@@ -1,31 +1,31 @@
 /* A PCI host bridge in C: configuration mechanism #1 (ports CF8-CFF) and ECAM, plugged
- * into the KVM run loop as a handled range (struct lv_kvm_io_ops), so a guest's config
- * accesses never leave C. Functions attach with struct lv_pci_cfg_ops and an opaque
+ * into the KVM run loop as a handled range (struct kvm_io_ops), so a guest's config
+ * accesses never leave C. Functions attach with struct kvm_pci_cfg_ops and an opaque
  * pointer handed back to the ops. */
 #ifndef LUAVFIO_PCIHOST_H
 #define LUAVFIO_PCIHOST_H
 
-#include "kvm.h"
+#include "iobus.h"
 
 #include <stdint.h>
 
-/* A write may return LV_PCI_CFG_EVENT: the function's state changed in a way the VM layer
+/* A write may return KVM_PCI_CFG_EVENT: the function's state changed in a way the VM layer
  * must act on (a BAR moved, decoding or MSI toggled); the run loop then returns a "stop"
  * exit to Lua after completing the access, and Lua resumes the vCPU when done. */
-#define LV_PCI_CFG_EVENT 1
+#define KVM_PCI_CFG_EVENT 1
 
-struct lv_pci_cfg_ops {
-    /* off is aligned to len (1, 2 or 4) and below 4096. Return 0 (or LV_PCI_CFG_EVENT
+struct kvm_pci_cfg_ops {
+    /* off is aligned to len (1, 2 or 4) and below 4096. Return 0 (or KVM_PCI_CFG_EVENT
      * from write) or -errno: a failed read returns all ones, a failed write is dropped. */
     int (*read)(void *opaque, uint32_t off, uint32_t len, uint32_t *val);
     int (*write)(void *opaque, uint32_t off, uint32_t len, uint32_t val);
 };
 
-#define LV_PCIHOST_MAX_FN 64
+#define KVM_PCIHOST_MAX_FN 64
 
-struct lv_pcihost {
+struct kvm_pcihost {
     uint32_t addr;              /* the CF8 latch */
-    /* The function access the last lv_pcihost_access reached, if any (hit): what the
+    /* The function access the last kvm_pcihost_access reached, if any (hit): what the
      * decode made of it, for a tracing VMM. */
     struct {
         int hit, write;
@@ -37,29 +37,29 @@ struct lv_pcihost {
     struct {
         uint16_t bdf;
         void *opaque;
-        const struct lv_pci_cfg_ops *ops;
-    } fn[LV_PCIHOST_MAX_FN];
+        const struct kvm_pci_cfg_ops *ops;
+    } fn[KVM_PCIHOST_MAX_FN];
 };
 
-/* The handled range ops; opaque is the struct lv_pcihost. Ports CF8-CFF and the ECAM
+/* The handled range ops; opaque is the struct kvm_pcihost. Ports CF8-CFF and the ECAM
  * window (if any) belong to the host; other addresses read all ones. */
-extern const struct lv_kvm_io_ops lv_pcihost_io_ops;
+extern const struct kvm_io_ops kvm_pcihost_io_ops;
 
-int lv_pcihost_attach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned fn,
-                      const struct lv_pci_cfg_ops *ops, void *opaque);
-int lv_pcihost_detach(struct lv_pcihost *h, unsigned bus, unsigned dev, unsigned fn);
+int kvm_pcihost_attach(struct kvm_pcihost *h, unsigned bus, unsigned dev, unsigned fn,
+                       const struct kvm_pci_cfg_ops *ops, void *opaque);
+int kvm_pcihost_detach(struct kvm_pcihost *h, unsigned bus, unsigned dev, unsigned fn);
 /* One guest access; returns 0 if it is not the host's, 1 if answered, 2 if answered and
- * a function asked for the VM layer's attention (LV_PCI_CFG_EVENT). */
-int lv_pcihost_access(struct lv_pcihost *h, int space, uint64_t addr, uint8_t *data,
-                      unsigned size, int is_write);
+ * a function asked for the VM layer's attention (KVM_PCI_CFG_EVENT). */
+int kvm_pcihost_access(struct kvm_pcihost *h, int space, uint64_t addr, uint8_t *data,
+                       unsigned size, int is_write);
 
 /* An emulated configuration space: bytes plus a mask of guest-writable bits. */
-struct lv_cfgspace {
+struct kvm_cfgspace {
     uint32_t size;              /* 256 or 4096 */
     uint8_t bytes[4096];
     uint8_t wmask[4096];
-    uint8_t notify[4096];       /* nonzero: a guest write here returns LV_PCI_CFG_EVENT */
+    uint8_t notify[4096];       /* nonzero: a guest write here returns KVM_PCI_CFG_EVENT */
 };
-extern const struct lv_pci_cfg_ops lv_cfgspace_ops;
+extern const struct kvm_pci_cfg_ops kvm_cfgspace_ops;
 
 #endif

@@ -1,4 +1,4 @@
-/* Several vCPUs, one thread each. Every vCPU thread runs lv_kvm_vcpu_run, so the exits
+/* Several vCPUs, one thread each. Every vCPU thread runs kvm_vcpu_run, so the exits
  * C handles (device models, the host bridge, traps) are answered in that thread, one at a
  * time under the VM's io_lock. An exit C does not handle is posted to the caller's thread
  * (the one Lua state), which holds io_lock while it looks at it: Lua therefore sees one
@@ -8,12 +8,12 @@
  * No exit is lost when a run ends (its timeout, a halt, a stop, a handler returning
  * false): an exit a thread took from KVM_RUN that the caller has not taken (posted, or
  * still in the thread's hands when the stop came) is held on its vCPU
- * (lv_kvm_vcpu_hold), and the vCPU's next run, threaded or not, delivers it first. An
+ * (kvm_vcpu_hold), and the vCPU's next run, threaded or not, delivers it first. An
  * exit the caller took is the caller's: it was handed to Lua or returned.
  *
- * Kicks: the stop kicks every thread out of KVM_RUN with lv_kvm_kick's signal. Threads
- * start with it blocked and unblock it only after lv_kvm_kick_prepare, so its handler
- * never makes a thread's first TLS access; lv_kvm_smp_start refuses (-EBUSY) when
+ * Kicks: the stop kicks every thread out of KVM_RUN with kvm_kick's signal. Threads
+ * start with it blocked and unblock it only after kvm_kick_prepare, so its handler
+ * never makes a thread's first TLS access; kvm_smp_start refuses (-EBUSY) when
  * another handler owns the signal, since its threads could not be stopped. */
 #include "smp.h"
 
@@ -27,18 +27,18 @@ enum { RUNNING, POSTED, TAKEN, ANSWERED };
 
 /* Whether an exit that no caller took is worth holding: everything but the kick's
  * timeout and a stray signal's interruption, which carry nothing of the guest. */
-static int worth_holding(const struct lv_kvm_exit *x, int e)
+static int worth_holding(const struct kvm_exit *x, int e)
 {
-    return e < 0 || (x->kind != LV_KVM_EXIT_TIMEOUT && x->kind != LV_KVM_EXIT_INTR);
+    return e < 0 || (x->kind != KVM_VMM_EXIT_TIMEOUT && x->kind != KVM_VMM_EXIT_INTR);
 }
 
 static void *vcpu_thread(void *arg)
 {
-    struct lv_kvm_smp_cpu *p = arg;
-    struct lv_kvm_smp *s = p->smp;
+    struct kvm_smp_cpu *p = arg;
+    struct kvm_smp *s = p->smp;
     /* Ctrl-C and friends go to the caller's thread, whose handlers know what to do; the
      * kick signal (blocked by the creator) is let in once its TLS is touched */
-    lv_kvm_kick_prepare();
+    kvm_kick_prepare();
     sigset_t block, kick;
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
@@ -47,7 +47,7 @@ static void *vcpu_thread(void *arg)
     sigaddset(&block, SIGQUIT);
     pthread_sigmask(SIG_BLOCK, &block, NULL);
     sigemptyset(&kick);
-    sigaddset(&kick, lv_kvm_kick_signal());
+    sigaddset(&kick, kvm_kick_signal());
     pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
     for (;;) {
         pthread_mutex_lock(&s->lock);
@@ -56,12 +56,12 @@ static void *vcpu_thread(void *arg)
         if (stop)
             break;
         int e;
-        /* an exit held from the last run first (lv_kvm_vcpu_run would give it too; a
+        /* an exit held from the last run first (kvm_vcpu_run would give it too; a
          * stand-in for it need not know) */
-        if (!lv_kvm_vcpu_take_held(p->cpu, &p->exit, &e))
+        if (!kvm_vcpu_take_held(p->cpu, &p->exit, &e))
             e = s->run(p->cpu, 0, &p->exit);
         pthread_mutex_lock(&s->lock);
-        if (e < 0 || p->exit.kind != LV_KVM_EXIT_TIMEOUT) {
+        if (e < 0 || p->exit.kind != KVM_VMM_EXIT_TIMEOUT) {
             /* a kick without stop is only a timeout: run on; anything else is posted */
             if (!s->stop) {
                 p->err = e;
@@ -75,7 +75,7 @@ static void *vcpu_thread(void *arg)
             if (!taken) {
                 /* the run ended before the caller took it: the next run's */
                 if (worth_holding(&p->exit, e))
-                    lv_kvm_vcpu_hold(p->cpu, &p->exit, e);
+                    kvm_vcpu_hold(p->cpu, &p->exit, e);
                 pthread_mutex_unlock(&s->lock);
                 break;
             }
@@ -89,20 +89,20 @@ static void *vcpu_thread(void *arg)
     return NULL;
 }
 
-int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n)
+int kvm_smp_start(struct kvm_smp *s, struct kvm_vcpu **cpus, unsigned n)
 {
-    if (n == 0 || n > LV_KVM_SMP_MAX)
+    if (n == 0 || n > KVM_SMP_MAX)
         return -EINVAL;
-    int (*run)(struct lv_kvm_vcpu *, int64_t, struct lv_kvm_exit *) = s->run;
+    int (*run)(struct kvm_vcpu *, int64_t, struct kvm_exit *) = s->run;
     int (*kick)(pthread_t) = s->kick;
     memset(s, 0, sizeof *s);
-    s->run = run ? run : lv_kvm_vcpu_run;
-    s->kick = kick ? kick : lv_kvm_kick;
-    struct lv_kvm_vm *vm = cpus[0]->vm;
+    s->run = run ? run : kvm_vcpu_run;
+    s->kick = kick ? kick : kvm_kick;
+    struct kvm_vm *vm = cpus[0]->vm;
     for (unsigned i = 0; i < n; i++)
         if (cpus[i]->vm != vm || cpus[i]->fd < 0)
             return -EINVAL;
-    int e = lv_kvm_kick_prepare();   /* threads that cannot be kicked cannot be stopped */
+    int e = kvm_kick_prepare();   /* threads that cannot be kicked cannot be stopped */
     if (e < 0)
         return e;
     pthread_mutex_init(&s->lock, NULL);
@@ -112,12 +112,12 @@ int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n
     /* the threads start with the kick signal blocked (they unblock it when ready) */
     sigset_t ksig, old;
     sigemptyset(&ksig);
-    sigaddset(&ksig, lv_kvm_kick_signal());
+    sigaddset(&ksig, kvm_kick_signal());
     pthread_sigmask(SIG_BLOCK, &ksig, &old);
     pthread_mutex_lock(&s->lock);   /* the caller holds it except while it waits */
     vm->io_lock = &s->lock;
     for (unsigned i = 0; i < n; i++) {
-        struct lv_kvm_smp_cpu *p = &s->cpu[i];
+        struct kvm_smp_cpu *p = &s->cpu[i];
         p->smp = s;
         p->cpu = cpus[i];
         pthread_cond_init(&p->answered, NULL);
@@ -125,7 +125,7 @@ int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n
         if (e) {
             s->n = i + 1;   /* this one's cond is made; its thread is not (started 0) */
             pthread_sigmask(SIG_SETMASK, &old, NULL);
-            lv_kvm_smp_stop(s);   /* takes the lock as held, like after a wait */
+            kvm_smp_stop(s);   /* takes the lock as held, like after a wait */
             return -e;
         }
         p->started = 1;
@@ -140,18 +140,18 @@ static void deadline_ts(int64_t deadline_ns, struct timespec *ts)
     ts->tv_nsec = (long)(deadline_ns % 1000000000);
 }
 
-int64_t lv_kvm_smp_now(void)
+int64_t kvm_smp_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t lv_kvm_smp_deadline(double seconds)
+int64_t kvm_smp_deadline(double seconds)
 {
     if (!(seconds > 0))
         return 0;
-    int64_t now = lv_kvm_smp_now();
+    int64_t now = kvm_smp_now();
     /* saturate: a huge timeout is a far deadline, never an overflow (nor at once) */
     if (seconds >= (double)(INT64_MAX - now) / 1e9)
         return INT64_MAX;
@@ -159,7 +159,7 @@ int64_t lv_kvm_smp_deadline(double seconds)
     return now + (ns > 0 ? ns : 1);
 }
 
-int lv_kvm_smp_wait(struct lv_kvm_smp *s, int64_t deadline_ns)
+int kvm_smp_wait(struct kvm_smp *s, int64_t deadline_ns)
 {
     struct timespec ts;
     deadline_ts(deadline_ns, &ts);
@@ -181,14 +181,14 @@ int lv_kvm_smp_wait(struct lv_kvm_smp *s, int64_t deadline_ns)
     }
 }
 
-void lv_kvm_smp_answer(struct lv_kvm_smp *s, unsigned i)
+void kvm_smp_answer(struct kvm_smp *s, unsigned i)
 {
-    struct lv_kvm_smp_cpu *p = &s->cpu[i];
+    struct kvm_smp_cpu *p = &s->cpu[i];
     p->state = ANSWERED;
     pthread_cond_signal(&p->answered);
 }
 
-int lv_kvm_smp_stop(struct lv_kvm_smp *s)
+int kvm_smp_stop(struct kvm_smp *s)
 {
     /* the caller holds the lock (as after start or wait) */
     int err = 0;

@@ -1,59 +1,60 @@
 /* Several vCPUs, a thread each (smp.c): the caller's thread sees the exits C does not
  * handle, one at a time, while it holds the VM's io_lock.
  *
- *   lv_kvm_smp_start(s, cpus, n)      threads started; the caller now holds the lock
+ *   kvm_smp_start(s, cpus, n)         threads started; the caller now holds the lock
  *                                     (-EBUSY: another handler owns the kick signal)
- *   i = lv_kvm_smp_wait(s, deadline)  vCPU i posted an exit (s->cpu[i].exit, .err), or
+ *   i = kvm_smp_wait(s, deadline)     vCPU i posted an exit (s->cpu[i].exit, .err), or
  *                                     -ETIMEDOUT; the lock is released while waiting
- *   lv_kvm_smp_answer(s, i)           vCPU i runs on (a read's data filled in first)
- *   lv_kvm_smp_stop(s)                every thread kicked out of KVM_RUN and joined
+ *   kvm_smp_answer(s, i)              vCPU i runs on (a read's data filled in first)
+ *   kvm_smp_stop(s)                   every thread kicked out of KVM_RUN and joined
  * An exit the caller got from wait is the caller's; any other exit a thread took from
- * KVM_RUN before the stop is held on its vCPU for the next run (lv_kvm_vcpu_hold).
- * The vCPUs and their VM must stay open until lv_kvm_smp_stop returns. */
+ * KVM_RUN before the stop is held on its vCPU for the next run (kvm_vcpu_hold).
+ * The vCPUs and their VM must stay open until kvm_smp_stop returns. */
 #ifndef LUAVFIO_KVM_SMP_H
 #define LUAVFIO_KVM_SMP_H
 
-#include "kvm.h"
+#include "run.h"
+#include "vcpu.h"
 
 #include <pthread.h>
 
-#define LV_KVM_SMP_MAX 64
+#define KVM_SMP_MAX 64
 
-struct lv_kvm_smp;
+struct kvm_smp;
 
-struct lv_kvm_smp_cpu {
-    struct lv_kvm_smp *smp;
-    struct lv_kvm_vcpu *cpu;
+struct kvm_smp_cpu {
+    struct kvm_smp *smp;
+    struct kvm_vcpu *cpu;
     pthread_t thread;
     pthread_cond_t answered;
     int started, done, state, err;
-    struct lv_kvm_exit exit;
+    struct kvm_exit exit;
 };
 
-struct lv_kvm_smp {
+struct kvm_smp {
     pthread_mutex_t lock;         /* the VM's io_lock while running */
     pthread_cond_t to_caller;
-    struct lv_kvm_vm *vm;
+    struct kvm_vm *vm;
     unsigned n, next;
     int stop;
-    struct lv_kvm_smp_cpu cpu[LV_KVM_SMP_MAX];
-    /* Stand-ins for lv_kvm_vcpu_run and lv_kvm_kick, so the hand-off can be driven
+    struct kvm_smp_cpu cpu[KVM_SMP_MAX];
+    /* Stand-ins for kvm_vcpu_run and kvm_kick, so the hand-off can be driven
      * without KVM (tests/smp_harness.c); NULL: the real ones. Set before
-     * lv_kvm_smp_start, which keeps them. */
-    int (*run)(struct lv_kvm_vcpu *c, int64_t timeout_ns, struct lv_kvm_exit *out);
+     * kvm_smp_start, which keeps them. */
+    int (*run)(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out);
     int (*kick)(pthread_t t);
 };
 
-int lv_kvm_smp_start(struct lv_kvm_smp *s, struct lv_kvm_vcpu **cpus, unsigned n);
-/* deadline on CLOCK_REALTIME in ns (lv_kvm_smp_now), <= 0: none */
-int lv_kvm_smp_wait(struct lv_kvm_smp *s, int64_t deadline_ns);
-void lv_kvm_smp_answer(struct lv_kvm_smp *s, unsigned i);
+int kvm_smp_start(struct kvm_smp *s, struct kvm_vcpu **cpus, unsigned n);
+/* deadline on CLOCK_REALTIME in ns (kvm_smp_now), <= 0: none */
+int kvm_smp_wait(struct kvm_smp *s, int64_t deadline_ns);
+void kvm_smp_answer(struct kvm_smp *s, unsigned i);
 /* 0, or the kick's error when the signal was taken over during the run (the threads
  * are still joined: each leaves at its vCPU's next exit) */
-int lv_kvm_smp_stop(struct lv_kvm_smp *s);
-int64_t lv_kvm_smp_now(void);
-/* The deadline `seconds` from now for lv_kvm_smp_wait: 0 (none) for 0, a negative or a
+int kvm_smp_stop(struct kvm_smp *s);
+int64_t kvm_smp_now(void);
+/* The deadline `seconds` from now for kvm_smp_wait: 0 (none) for 0, a negative or a
  * NaN; saturated, never overflowing, for a huge one. */
-int64_t lv_kvm_smp_deadline(double seconds);
+int64_t kvm_smp_deadline(double seconds);
 
 #endif

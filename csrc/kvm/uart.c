@@ -2,6 +2,7 @@
  * 0 RBR/THR (DLL with LCR.DLAB), 1 IER (DLM with DLAB), 2 IIR/FCR, 3 LCR, 4 MCR, 5 LSR,
  * 6 MSR, 7 SCR. Transmission is instant, so THR is always empty (LSR.THRE and TEMT). */
 #include "uart.h"
+#include "irq.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -31,7 +32,7 @@ enum { RBR = 0, IER = 1, IIR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7 };
 #define FCR_ENABLE 0x01
 #define FCR_CLEAR_RX 0x02
 
-int lv_uart_init(struct lv_uart *u, uint32_t irq, int to_stdout, size_t capture)
+int kvm_uart_init(struct kvm_uart *u, uint32_t irq, int to_stdout, size_t capture)
 {
     memset(u, 0, sizeof *u);
     u->irq = irq;
@@ -52,17 +53,17 @@ int lv_uart_init(struct lv_uart *u, uint32_t irq, int to_stdout, size_t capture)
     return 0;
 }
 
-void lv_uart_attach(struct lv_uart *u, struct lv_kvm_vm *vm, uint64_t base)
+void kvm_uart_attach(struct kvm_uart *u, struct kvm_vm *vm, uint64_t base)
 {
     u->vm = vm;
     u->base = base;
     u->line = -1;
 }
 
-void lv_uart_close(struct lv_uart *u)
+void kvm_uart_close(struct kvm_uart *u)
 {
     if (u->line == 1 && u->vm && u->vm->fd >= 0)
-        lv_kvm_irq_line(u->vm, u->irq, 0); /* a closed UART asks for nothing */
+        kvm_irq_line(u->vm, u->irq, 0); /* a closed UART asks for nothing */
     u->line = 0;
     free(u->cap_buf);
     u->cap_buf = NULL;
@@ -75,16 +76,16 @@ void lv_uart_close(struct lv_uart *u)
  * IRQ would stay asserted by a device nobody can reach any more. */
 static void uart_release(void *opaque)
 {
-    struct lv_uart *u = opaque;
+    struct kvm_uart *u = opaque;
     if (u->line == 1 && u->vm && u->vm->fd >= 0 && u->vm->irqchip)
-        lv_kvm_irq_line(u->vm, u->irq, 0);
+        kvm_irq_line(u->vm, u->irq, 0);
     u->line = 0;
     u->vm = NULL;
 }
 
 /* ---- interrupt line ---- */
 
-static int pending(const struct lv_uart *u)
+static int pending(const struct kvm_uart *u)
 {
     return ((u->ier & IER_RLSI) && u->lsr_err) || ((u->ier & IER_RDI) && u->rx_len) ||
            ((u->ier & IER_THRI) && u->thri) || ((u->ier & IER_MSI) && u->msr_delta);
@@ -92,12 +93,12 @@ static int pending(const struct lv_uart *u)
 
 /* ISA interrupts are edge-triggered at the PIC and the IOAPIC: the line follows the
  * pending state exactly, so every new condition after a drop is a new edge. */
-static void update_irq(struct lv_uart *u)
+static void update_irq(struct kvm_uart *u)
 {
     int level = pending(u);
     if (level == u->line || !u->vm || u->vm->fd < 0 || !u->vm->irqchip)
         return;
-    if (lv_kvm_irq_line(u->vm, u->irq, level) == 0)
+    if (kvm_irq_line(u->vm, u->irq, level) == 0)
         u->line = level;
 }
 
@@ -106,7 +107,7 @@ static void update_irq(struct lv_uart *u)
 /* write(1, ...) without SIGPIPE: blocked around the write when stdout is a pipe or a
  * socket (the signal of a write is the writing thread's), and the one the write raised
  * taken back unless it was blocked before. */
-static ssize_t write_stdout(const struct lv_uart *u, const uint8_t *b)
+static ssize_t write_stdout(const struct kvm_uart *u, const uint8_t *b)
 {
     sigset_t pipe, old;
     if (u->stdout_pipe) {
@@ -131,8 +132,8 @@ static ssize_t write_stdout(const struct lv_uart *u, const uint8_t *b)
 }
 
 /* A console that went away must not stop the guest, nor the VMM: the byte is dropped, and
- * with no reader left (EPIPE) streaming stops, the error kept for lv_uart's caller. */
-static void stream(struct lv_uart *u, uint8_t b)
+ * with no reader left (EPIPE) streaming stops, the error kept for kvm_uart's caller. */
+static void stream(struct kvm_uart *u, uint8_t b)
 {
     if (write_stdout(u, &b) >= 0)
         return;
@@ -141,10 +142,10 @@ static void stream(struct lv_uart *u, uint8_t b)
         u->to_stdout = 0;
 }
 
-static void emit(struct lv_uart *u, uint8_t b)
+static void emit(struct kvm_uart *u, uint8_t b)
 {
     u->tail[u->tail_pos] = (char)b;
-    u->tail_pos = (u->tail_pos + 1) % LV_UART_TAIL;
+    u->tail_pos = (u->tail_pos + 1) % KVM_UART_TAIL;
     u->sent++;
     if (u->cap_max) {
         if (u->cap_len < u->cap_max)
@@ -156,25 +157,25 @@ static void emit(struct lv_uart *u, uint8_t b)
         stream(u, b);
 }
 
-static int rx_push(struct lv_uart *u, uint8_t b)
+static int rx_push(struct kvm_uart *u, uint8_t b)
 {
-    if (u->rx_len == LV_UART_RX_CAP)
+    if (u->rx_len == KVM_UART_RX_CAP)
         return 0;
-    u->rx[(u->rx_head + u->rx_len++) % LV_UART_RX_CAP] = b;
+    u->rx[(u->rx_head + u->rx_len++) % KVM_UART_RX_CAP] = b;
     return 1;
 }
 
-static uint8_t rx_pop(struct lv_uart *u)
+static uint8_t rx_pop(struct kvm_uart *u)
 {
     if (!u->rx_len)
         return 0;
     uint8_t b = u->rx[u->rx_head];
-    u->rx_head = (u->rx_head + 1) % LV_UART_RX_CAP;
+    u->rx_head = (u->rx_head + 1) % KVM_UART_RX_CAP;
     u->rx_len--;
     return b;
 }
 
-size_t lv_uart_feed(struct lv_uart *u, const void *data, size_t len)
+size_t kvm_uart_feed(struct kvm_uart *u, const void *data, size_t len)
 {
     const uint8_t *p = data;
     size_t n = 0;
@@ -186,12 +187,12 @@ size_t lv_uart_feed(struct lv_uart *u, const void *data, size_t len)
     return n;
 }
 
-size_t lv_uart_tail(const struct lv_uart *u, char *out)
+size_t kvm_uart_tail(const struct kvm_uart *u, char *out)
 {
-    size_t n = u->sent < LV_UART_TAIL ? (size_t)u->sent : LV_UART_TAIL;
-    size_t start = (u->tail_pos + LV_UART_TAIL - n) % LV_UART_TAIL;
+    size_t n = u->sent < KVM_UART_TAIL ? (size_t)u->sent : KVM_UART_TAIL;
+    size_t start = (u->tail_pos + KVM_UART_TAIL - n) % KVM_UART_TAIL;
     for (size_t i = 0; i < n; i++)
-        out[i] = u->tail[(start + i) % LV_UART_TAIL];
+        out[i] = u->tail[(start + i) % KVM_UART_TAIL];
     return n;
 }
 
@@ -199,7 +200,7 @@ size_t lv_uart_tail(const struct lv_uart *u, char *out)
 
 /* Modem status lines: in loopback they are the MCR outputs wired back; otherwise a
  * connected terminal (CTS, DSR, DCD). */
-static uint8_t msr_lines(const struct lv_uart *u)
+static uint8_t msr_lines(const struct kvm_uart *u)
 {
     if (!(u->mcr & MCR_LOOP))
         return 0xb0;
@@ -207,7 +208,7 @@ static uint8_t msr_lines(const struct lv_uart *u)
                      ((u->mcr & MCR_OUT1) ? 0x40 : 0) | ((u->mcr & MCR_OUT2) ? 0x80 : 0));
 }
 
-static void set_mcr(struct lv_uart *u, uint8_t v)
+static void set_mcr(struct kvm_uart *u, uint8_t v)
 {
     uint8_t before = msr_lines(u);
     u->mcr = v & 0x1f;
@@ -217,7 +218,7 @@ static void set_mcr(struct lv_uart *u, uint8_t v)
                               ((ch & 0x80) ? 0x08 : 0));
 }
 
-static uint8_t iir(const struct lv_uart *u)
+static uint8_t iir(const struct kvm_uart *u)
 {
     uint8_t fifo = (u->fcr & FCR_ENABLE) ? 0xc0 : 0;
     if ((u->ier & IER_RLSI) && u->lsr_err)
@@ -231,7 +232,7 @@ static uint8_t iir(const struct lv_uart *u)
     return fifo | 0x01;
 }
 
-static uint8_t reg_read(struct lv_uart *u, unsigned r)
+static uint8_t reg_read(struct kvm_uart *u, unsigned r)
 {
     uint8_t v;
     switch (r) {
@@ -263,7 +264,7 @@ static uint8_t reg_read(struct lv_uart *u, unsigned r)
     }
 }
 
-static void reg_write(struct lv_uart *u, unsigned r, uint8_t v)
+static void reg_write(struct kvm_uart *u, unsigned r, uint8_t v)
 {
     switch (r) {
     case RBR:
@@ -320,10 +321,10 @@ static void reg_write(struct lv_uart *u, unsigned r, uint8_t v)
 static int uart_access(void *opaque, int space, uint64_t addr, uint8_t *data, unsigned size,
                   int is_write)
 {
-    struct lv_uart *u = opaque;
+    struct kvm_uart *u = opaque;
     for (unsigned i = 0; i < size; i++) {
         uint64_t off = addr + i - u->base;
-        if (addr + i < u->base || off >= LV_UART_PORTS || u->closed) {
+        if (addr + i < u->base || off >= KVM_UART_PORTS || u->closed) {
             if (!is_write)
                 data[i] = 0xff;
             continue;
@@ -334,7 +335,7 @@ static int uart_access(void *opaque, int space, uint64_t addr, uint8_t *data, un
             data[i] = reg_read(u, (unsigned)off);
     }
     update_irq(u);
-    return LV_KVM_IO_DONE;
+    return KVM_VMM_IO_DONE;
 }
 
-const struct lv_kvm_io_ops lv_uart_ops = {.access = uart_access, .release = uart_release};
+const struct kvm_io_ops kvm_uart_ops = {.access = uart_access, .release = uart_release};

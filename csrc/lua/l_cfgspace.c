@@ -15,12 +15,12 @@ static int l_cfgspace_new(lua_State *L)
     lua_Integer size = luaL_optinteger(L, 1, 256);
     if (size != 256 && size != 4096)
         return luaL_argerror(L, 1, "size must be 256 or 4096");
-    struct lv_cfgspace *c = lv_newobject(L, sizeof *c, CFGSPACE_T, 0);
+    struct kvm_cfgspace *c = lv_newobject(L, sizeof *c, CFGSPACE_T, 0);
     c->size = (uint32_t)size;
     return 1;
 }
 
-static void checkspan(lua_State *L, struct lv_cfgspace *c, uint32_t *off, uint32_t *len)
+static void checkspan(lua_State *L, struct kvm_cfgspace *c, uint32_t *off, uint32_t *len)
 {
     *off = (uint32_t)lv_checkrange(L, 2, 0, c->size - 1);
     *len = (uint32_t)luaL_checkinteger(L, 3);
@@ -37,7 +37,7 @@ static void put(uint8_t *p, uint32_t len, uint32_t v)
 /* cfgspace:set(off, len, value [, wmask]): build content (not a guest write). */
 static int l_cfgspace_set(lua_State *L)
 {
-    struct lv_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
+    struct kvm_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
     uint32_t off, len;
     checkspan(L, c, &off, &len);
     put(c->bytes + off, len, (uint32_t)luaL_checkinteger(L, 4));
@@ -58,10 +58,10 @@ static void checkaccess(lua_State *L, uint32_t *off, uint32_t *len)
 /* cfgspace:cfg_read(off, len) / cfg_write(off, len, v): guest view (aligned accesses). */
 static int l_cfgspace_read(lua_State *L)
 {
-    struct lv_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
+    struct kvm_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
     uint32_t off, len, v;
     checkaccess(L, &off, &len);
-    lv_cfgspace_ops.read(c, off, len, &v);
+    kvm_cfgspace_ops.read(c, off, len, &v);
     lua_pushinteger(L, v);
     return 1;
 }
@@ -69,11 +69,11 @@ static int l_cfgspace_read(lua_State *L)
 /* cfg_write returns true when the write touched a notify byte (see cfgspace:notify). */
 static int l_cfgspace_write(lua_State *L)
 {
-    struct lv_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
+    struct kvm_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
     uint32_t off, len;
     checkaccess(L, &off, &len);
-    int ev = lv_cfgspace_ops.write(c, off, len, (uint32_t)luaL_checkinteger(L, 4));
-    lua_pushboolean(L, ev == LV_PCI_CFG_EVENT);
+    int ev = kvm_cfgspace_ops.write(c, off, len, (uint32_t)luaL_checkinteger(L, 4));
+    lua_pushboolean(L, ev == KVM_PCI_CFG_EVENT);
     return 1;
 }
 
@@ -81,7 +81,7 @@ static int l_cfgspace_write(lua_State *L)
  * with a "stop" exit so Lua can react (as a trap core does for BARs and MSI). */
 static int l_cfgspace_notify(lua_State *L)
 {
-    struct lv_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
+    struct kvm_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
     uint32_t off = (uint32_t)lv_checkrange(L, 2, 0, c->size - 1);
     uint32_t len = (uint32_t)lv_checkrange(L, 3, 1, c->size - off);
     memset(c->notify + off, lua_isnone(L, 4) || lua_toboolean(L, 4), len);
@@ -90,7 +90,7 @@ static int l_cfgspace_notify(lua_State *L)
 
 static int l_cfgspace_tostring(lua_State *L)
 {
-    struct lv_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
+    struct kvm_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
     char s[64];   /* lua_pushfstring has no %x */
     snprintf(s, sizeof s, "vfio.cfgspace (%u bytes, %04x:%04x)", (unsigned)c->size,
              c->bytes[0] | c->bytes[1] << 8, c->bytes[2] | c->bytes[3] << 8);
@@ -165,7 +165,7 @@ void lv_open_cfgspace(lua_State *L)
         {"__gc", l_noop}, {"__close", l_noop}, {"__tostring", l_cfgspace_tostring},
         {NULL, NULL}};
     lv_newclass(L, CFGSPACE_T, methods, meta);
-    lv_setcap(L, CFGSPACE_T, LV_CAP_PCI_CFG, &lv_cfgspace_ops);
+    lv_setcap(L, CFGSPACE_T, LV_CAP_PCI_CFG, &kvm_cfgspace_ops);
     lua_pushcfunction(L, l_cfgspace_new);
     lua_setfield(L, -2, "cfgspace");
 }

@@ -254,7 +254,7 @@ void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *s
     struct lv_vm_ud *vm = lv_checkvm(L, src);   /* after the options' reads */
     if (*size == 0)
         luaL_argerror(L, opts, "size must be positive");
-    void *host = lv_kvm_ram_ptr(&vm->vm, gpa, *size);
+    void *host = kvm_ram_ptr(&vm->vm, gpa, *size);
     if (!host) {
         char msg[96];
         snprintf(msg, sizeof msg, "guest RAM 0x%llx+0x%llx is not inside one RAM slot",
@@ -262,7 +262,7 @@ void lv_dma_source(lua_State *L, int src, int opts, uint64_t *vaddr, uint64_t *s
         luaL_argerror(L, opts, msg);
     }
     *vaddr = (uintptr_t)host;
-    *slot = lv_kvm_ram_slot(&vm->vm, gpa, *size);
+    *slot = kvm_ram_slot(&vm->vm, gpa, *size);
 }
 
 /* The entry {source, size, slot} on top is unmapped: release its source. Pops nothing. */
@@ -278,7 +278,7 @@ static void dma_release(lua_State *L)
             b->dma--;
         lv_dmabuf_release(b);
     } else if (vm) {
-        lv_kvm_ram_dma_put(&vm->vm, slot);
+        kvm_ram_dma_put(&vm->vm, slot);
     }
     lua_pop(L, 2);
 }
@@ -303,7 +303,7 @@ void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src, uint64_
         snprintf(b->mapper, sizeof b->mapper, "%s at iova 0x%llx", mapper,
                  (unsigned long long)iova);
     } else
-        lv_kvm_ram_dma_get(&((struct lv_vm_ud *)luaL_checkudata(L, src, LV_VM_T))->vm, slot);
+        kvm_ram_dma_get(&((struct lv_vm_ud *)luaL_checkudata(L, src, LV_VM_T))->vm, slot);
     if (lua_getiuservalue(L, self, uv) != LUA_TTABLE) {
         lua_pop(L, 1); /* the mapper closed meanwhile: the count stays, the memory leaks */
         return;

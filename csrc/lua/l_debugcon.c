@@ -1,31 +1,32 @@
-/* vfio.debugcon: a C-side buffer for a guest's debug port output (kvm.h's debug console,
- * answered in the run loop), with vm:add_debugcon and vm:debug_output. */
+/* vfio.debugcon: a C-side buffer for a guest's debug port output (kvm/debugcon.h's debug
+ * console, answered in the run loop), with vm:add_debugcon and vm:debug_output. */
 #include "l_kvm.h"
+#include "kvm/debugcon.h"
 
 #define DEBUGCON_T "vfio.debugcon"
 
 static int l_debugcon_new(lua_State *L)
 {
-    lv_newobject(L, sizeof(struct lv_kvm_debugcon), DEBUGCON_T, 0);
+    lv_newobject(L, sizeof(struct kvm_debugcon), DEBUGCON_T, 0);
     return 1;
 }
 
 /* debugcon:output([clear]) -> bytes written so far, bytes dropped (beyond the cap) */
 static int l_debugcon_output(lua_State *L)
 {
-    struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
+    struct kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
     return lv_push_capture(L, d->buf, &d->len, &d->dropped);
 }
 
 static int l_debugcon_close(lua_State *L)
 {
-    lv_kvm_debugcon_close(luaL_checkudata(L, 1, DEBUGCON_T));
+    kvm_debugcon_close(luaL_checkudata(L, 1, DEBUGCON_T));
     return 0;
 }
 
 static int l_debugcon_tostring(lua_State *L)
 {
-    struct lv_kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
+    struct kvm_debugcon *d = luaL_checkudata(L, 1, DEBUGCON_T);
     if (d->closed)
         lua_pushliteral(L, "vfio.debugcon (closed)");
     else
@@ -35,7 +36,7 @@ static int l_debugcon_tostring(lua_State *L)
 
 /* vm:add_debugcon(port [, debugcon]) -> id, debugcon. The first one is the VM's default,
  * read by vm:debug_output(). */
-static int l_vm_add_debugcon(lua_State *L)
+int lv_vm_add_debugcon(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     unsigned port = (unsigned)lv_checkrange(L, 2, 0, 0xffff);
@@ -45,7 +46,7 @@ static int l_vm_add_debugcon(lua_State *L)
         luaL_checkudata(L, 3, DEBUGCON_T), lua_pushvalue(L, 3);
     int con = lua_gettop(L);
     struct lv_vm_ud *v = lv_checkvm(L, 1);   /* after the allocation (a GC step) */
-    if (lv_vm_add_range_obj(L, v, LV_KVM_PIO, port, 1, con) != 1)
+    if (lv_vm_add_range_obj(L, v, KVM_VMM_PIO, port, 1, con) != 1)
         return 3;
     lua_getiuservalue(L, 1, 2);
     if (lua_getfield(L, -1, "debugcon") == LUA_TNIL) {
@@ -58,7 +59,7 @@ static int l_vm_add_debugcon(lua_State *L)
 }
 
 /* vm:debug_output([clear]) -> what the guest wrote to the default debug console, dropped */
-static int l_vm_debug_output(lua_State *L)
+int lv_vm_debug_output(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     lua_settop(L, 2);
@@ -107,10 +108,7 @@ void lv_open_debugcon(lua_State *L)
         {"__gc", l_debugcon_close}, {"__close", l_debugcon_close},
         {"__tostring", l_debugcon_tostring}, {NULL, NULL}};
     lv_newclass(L, DEBUGCON_T, methods, meta);
-    lv_setcap(L, DEBUGCON_T, LV_CAP_KVM_IO, &lv_kvm_debugcon_ops);
-    static const luaL_Reg vm_methods[] = {
-        {"add_debugcon", l_vm_add_debugcon}, {"debug_output", l_vm_debug_output}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
+    lv_setcap(L, DEBUGCON_T, LV_CAP_KVM_IO, &kvm_debugcon_ops);
     lua_pushcfunction(L, l_debugcon_new);
     lua_setfield(L, -2, "debugcon");
 }

@@ -608,6 +608,11 @@ void lv_open_device(lua_State *L)
         {"group", d_group},
         {"closed", d_closed},
         {"close", d_close},
+        /* migration (l_migration.c) */
+        {"migration", lv_device_migration},
+        {"mig_state", lv_device_mig_state},
+        {"set_mig_state", lv_device_set_mig_state},
+        {"mig_data_size", lv_device_mig_data_size},
         {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", d_close}, {"__close", d_close}, {"__tostring", d_tostring}, {NULL, NULL}};

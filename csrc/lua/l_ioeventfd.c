@@ -16,7 +16,7 @@ struct ioeventfd_ud {
 };
 
 /* vm:ioeventfd{addr=, len=, pio=bool, datamatch=?, fd=?} -> ioeventfd */
-static int l_vm_ioeventfd(lua_State *L)
+int lv_vm_ioeventfd(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -26,7 +26,7 @@ static int l_vm_ioeventfd(lua_State *L)
     lua_getfield(L, 2, "len");
     q0.len = (unsigned)luaL_optinteger(L, -1, 4);
     lua_getfield(L, 2, "pio");
-    q0.space = lua_toboolean(L, -1) ? LV_KVM_PIO : LV_KVM_MMIO;
+    q0.space = lua_toboolean(L, -1) ? KVM_VMM_PIO : KVM_VMM_MMIO;
     lua_getfield(L, 2, "datamatch");
     if (!lua_isnil(L, -1))
         q0.has_dm = 1, q0.datamatch = (uint64_t)luaL_checkinteger(L, -1);
@@ -49,11 +49,11 @@ static int l_vm_ioeventfd(lua_State *L)
     }
     /* the VM after the options (their metamethods and fileno() methods run Lua) */
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    int e = lv_kvm_ioeventfd(&v->vm, q->space, q->addr, q->len, q->fd, q->has_dm,
-                             q->datamatch, 0);
+    int e = kvm_assign_ioeventfd(&v->vm, q->space, q->addr, q->len, q->fd, q->has_dm,
+                                 q->datamatch, 0);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_IOEVENTFD", "%s 0x%llx len %u",
-                            q->space == LV_KVM_PIO ? "port" : "gpa",
+                            q->space == KVM_VMM_PIO ? "port" : "gpa",
                             (unsigned long long)q->addr, q->len);
     q->assigned = 1;
     lv_set_parent(L, -1, 1, 1);
@@ -75,8 +75,8 @@ static int l_ioev_close(lua_State *L)
         lua_getiuservalue(L, 1, 1);
         struct lv_vm_ud *v = luaL_testudata(L, -1, LV_VM_T);
         if (v && v->vm.fd >= 0)
-            lv_kvm_ioeventfd(&v->vm, q->space, q->addr, q->len, q->fd, q->has_dm,
-                             q->datamatch, 1);
+            kvm_assign_ioeventfd(&v->vm, q->space, q->addr, q->len, q->fd, q->has_dm,
+                                 q->datamatch, 1);
         q->assigned = 0;
     }
     if (q->fd >= 0)
@@ -106,7 +106,7 @@ static int l_ioev_tostring(lua_State *L)
     else {
         char s[80];   /* lua_pushfstring has no %x */
         snprintf(s, sizeof s, "vfio.ioeventfd (%s 0x%llx, fd %d)",
-                 q->space == LV_KVM_PIO ? "port" : "gpa", (unsigned long long)q->addr, q->fd);
+                 q->space == KVM_VMM_PIO ? "port" : "gpa", (unsigned long long)q->addr, q->fd);
         lua_pushstring(L, s);
     }
     return 1;
@@ -146,6 +146,4 @@ void lv_open_ioeventfd(lua_State *L)
         {"__gc", l_ioev_close}, {"__close", l_ioev_close}, {"__tostring", l_ioev_tostring},
         {NULL, NULL}};
     lv_newclass(L, IOEVENTFD_T, methods, meta);
-    static const luaL_Reg vm_methods[] = {{"ioeventfd", l_vm_ioeventfd}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
 }

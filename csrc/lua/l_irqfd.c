@@ -27,7 +27,7 @@ static struct irqfd_ud *checkirqfd(lua_State *L, int arg)
 
 /* vm:irqfd(gsi [, {fd=, resample=true|fd}]) -> irqfd. Without fd an eventfd is created
  * (and owned); resample=true creates the resample eventfd for level-triggered INTx. */
-static int l_vm_irqfd(lua_State *L)
+int lv_vm_irqfd(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
@@ -63,7 +63,7 @@ static int l_vm_irqfd(lua_State *L)
         return lv_syserrorf(L, -q->resample_fd, "eventfd", "resample gsi %u", gsi);
     /* the VM after the options (their metamethods and fileno() methods run Lua) */
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    int e = lv_kvm_irqfd(&v->vm, gsi, q->fd, q->resample_fd, 0);
+    int e = kvm_assign_irqfd(&v->vm, gsi, q->fd, q->resample_fd, 0);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_IRQFD", "gsi %u%s", gsi,
                             q->resample_fd >= 0 ? " resample" : "");
@@ -78,7 +78,7 @@ static void irqfd_release(lua_State *L, struct irqfd_ud *q, int idx)
         lua_getiuservalue(L, idx, 1);
         struct lv_vm_ud *v = luaL_testudata(L, -1, LV_VM_T);
         if (v && v->vm.fd >= 0)
-            lv_kvm_irqfd(&v->vm, q->gsi, q->fd, -1, 1);
+            kvm_assign_irqfd(&v->vm, q->gsi, q->fd, -1, 1);
         lua_pop(L, 1);
         q->assigned = 0;
     }
@@ -112,7 +112,7 @@ static int l_irqfd_attach_op(lua_State *L, int attach)
     struct irqfd_ud *q = checkirqfd(L, 1);
     struct lv_vm_ud *v = irqfd_vm(L, 1);
     if (q->assigned != attach) {
-        int e = lv_kvm_irqfd(&v->vm, q->gsi, q->fd, attach ? q->resample_fd : -1, !attach);
+        int e = kvm_assign_irqfd(&v->vm, q->gsi, q->fd, attach ? q->resample_fd : -1, !attach);
         if (e < 0)
             return lv_syserrorf(L, -e, "KVM_IRQFD", "%s gsi %u", attach ? "assign" : "deassign",
                                 q->gsi);
@@ -281,6 +281,4 @@ void lv_open_irqfd(lua_State *L)
         {"__gc", l_irqfd_close}, {"__close", l_irqfd_close}, {"__tostring", l_irqfd_tostring},
         {NULL, NULL}};
     lv_newclass(L, IRQFD_T, methods, meta);
-    static const luaL_Reg vm_methods[] = {{"irqfd", l_vm_irqfd}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
 }

@@ -72,7 +72,7 @@ static int l_kvm_open(lua_State *L)
     const char *hide = getenv("LUAVFIO_NO_KVM");
     if (hide && *hide && strcmp(hide, "0") != 0 && strcmp(path, "/dev/kvm") == 0)
         return lv_syserror(L, ENOENT, "open", "/dev/kvm (hidden by LUAVFIO_NO_KVM)");
-    int fd = lv_kvm_open(path);
+    int fd = kvm_open(path);
     if (fd < 0)
         return lv_syserror(L, -fd, "open", path);
     k->fd = fd;
@@ -83,7 +83,7 @@ static int l_kvm_open(lua_State *L)
 static int l_kvm_api_version(lua_State *L)
 {
     struct lv_kvm_ud *k = checkkvm(L, 1);
-    int v = lv_kvm_api_version(k->fd);
+    int v = kvm_api_version(k->fd);
     if (v < 0)
         return lv_syserror(L, -v, "KVM_GET_API_VERSION", k->path);
     lua_pushinteger(L, v);
@@ -129,7 +129,7 @@ static int l_kvm_check_extension(lua_State *L)
     luaL_checkudata(L, 1, KVM_T);
     int cap = lv_kvm_checkcap(L, 2);
     struct lv_kvm_ud *k = checkkvm(L, 1);
-    int v = lv_kvm_check_extension(k->fd, cap);
+    int v = kvm_check_extension(k->fd, cap);
     if (v < 0)
         return lv_syserrorf(L, -v, "KVM_CHECK_EXTENSION", "%s cap %d", k->path, cap);
     lua_pushinteger(L, v);
@@ -139,7 +139,7 @@ static int l_kvm_check_extension(lua_State *L)
 static int l_kvm_vcpu_mmap_size(lua_State *L)
 {
     struct lv_kvm_ud *k = checkkvm(L, 1);
-    int v = lv_kvm_vcpu_mmap_size(k->fd);
+    int v = kvm_vcpu_mmap_size(k->fd);
     if (v < 0)
         return lv_syserror(L, -v, "KVM_GET_VCPU_MMAP_SIZE", k->path);
     lua_pushinteger(L, v);
@@ -153,7 +153,7 @@ static int l_kvm_create_vm(lua_State *L)
     v->vm.fd = -1;
     v->vm.vfio_fd = -1;
     struct lv_kvm_ud *k = checkkvm(L, 1);   /* after the allocation (a GC step) */
-    int e = lv_kvm_vm_create(&v->vm, k->fd);
+    int e = kvm_vm_create(&v->vm, k->fd);
     if (e < 0)
         return lv_syserror(L, -e, "KVM_CREATE_VM", k->path);
     lv_set_parent(L, -1, 1, 1);
@@ -256,13 +256,13 @@ void lv_open_kvm(lua_State *L)
         lua_setfield(L, -2, caps[i].name);
     }
     lua_setfield(L, -2, "KVM_CAP");
-    /* The pages KVM takes at VM creation (kvm.h), for the Lua address map to check. */
+    /* The pages KVM takes at VM creation (kvm/vm.h), for the Lua address map to check. */
     lua_createtable(L, 0, 3);
-    lua_pushinteger(L, (lua_Integer)LV_KVM_IDENTITY_MAP_ADDR);
+    lua_pushinteger(L, (lua_Integer)KVM_VMM_IDENTITY_MAP_ADDR);
     lua_setfield(L, -2, "identity_map");
-    lua_pushinteger(L, (lua_Integer)LV_KVM_TSS_ADDR);
+    lua_pushinteger(L, (lua_Integer)KVM_VMM_TSS_ADDR);
     lua_setfield(L, -2, "tss");
-    lua_pushinteger(L, (lua_Integer)LV_KVM_SYSTEM_PAGES_SIZE);
+    lua_pushinteger(L, (lua_Integer)KVM_VMM_SYSTEM_PAGES_SIZE);
     lua_setfield(L, -2, "system_pages_size");
     lua_setfield(L, -2, "kvm_layout");
 }

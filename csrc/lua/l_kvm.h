@@ -12,7 +12,7 @@
 /* The VM userdata; its address is stable for as long as any vCPU (which keeps the VM
  * userdata alive through its user value) can reach it. */
 struct lv_vm_ud {
-    struct lv_kvm_vm vm;
+    struct kvm_vm vm;
     /* Lifetime rule: guest RAM, the slots and ranges a vCPU can reach stay as they are
      * while any vcpu:run of this VM is on the stack. vm:close() called from a run
      * handler only marks the VM (close_pending); the run ends after that handler and the
@@ -27,8 +27,17 @@ struct lv_vm_ud {
 void lv_vm_close_now(struct lv_vm_ud *v);
 
 struct lv_vm_ud *lv_checkvm(lua_State *L, int arg);  /* raises if closed */
-/* vm:vcpu(id): defined in l_vcpu.c, registered by l_vm.c. */
-int lv_vm_vcpu(lua_State *L);
+/* vm methods defined beside the objects they make or the devices they add, and listed
+ * with the rest of the class in l_vm.c's method table. */
+int lv_vm_vcpu(lua_State *L);              /* vm:vcpu(id), l_vcpu.c */
+int lv_vm_run_vcpus(lua_State *L);         /* vm:run_vcpus, l_vcpu.c */
+int lv_vm_irqfd(lua_State *L);             /* vm:irqfd, l_irqfd.c */
+int lv_vm_ioeventfd(lua_State *L);         /* vm:ioeventfd, l_ioeventfd.c */
+int lv_vm_add_debugcon(lua_State *L);      /* vm:add_debugcon, l_debugcon.c */
+int lv_vm_debug_output(lua_State *L);      /* vm:debug_output, l_debugcon.c */
+int lv_vm_add_uart(lua_State *L);          /* vm:add_uart, l_uart.c */
+int lv_vm_add_ignore_ports(lua_State *L);  /* vm:add_ignore_ports, l_legacy.c */
+int lv_vm_add_i8042(lua_State *L);         /* vm:add_i8042, l_legacy.c */
 /* A KVM capability argument: a name from core.KVM_CAP or a number (l_kvm.c). */
 int lv_kvm_checkcap(lua_State *L, int arg);
 /* An fd argument: an integer, or an object whose fileno() method returns one. Such a

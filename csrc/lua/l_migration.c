@@ -53,7 +53,7 @@ static void setbool(lua_State *L, const char *k, int v)
 }
 
 /* d:migration() -> {flags, stop_copy, p2p, pre_copy} | nil, msg, errno */
-static int d_migration(lua_State *L)
+int lv_device_migration(lua_State *L)
 {
     lv_device *d = lv_checkdevice(L, 1);
     uint64_t flags = 0;
@@ -69,7 +69,7 @@ static int d_migration(lua_State *L)
 }
 
 /* d:mig_state() -> name (an integer for a state newer than this module) | nil, msg, errno */
-static int d_mig_state(lua_State *L)
+int lv_device_mig_state(lua_State *L)
 {
     lv_device *d = lv_checkdevice(L, 1);
     uint32_t s = 0;
@@ -113,7 +113,7 @@ static lv_migfile *check_migfile(lua_State *L, int idx)
 
 /* d:set_mig_state(state) -> migfile when the arc opens a data fd, else true;
  * nil, msg, errno when the kernel refuses (the message names both states). */
-static int d_set_mig_state(lua_State *L)
+int lv_device_set_mig_state(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_DEVICE);
     uint32_t s = check_state(L, 2);
@@ -141,7 +141,7 @@ static int d_set_mig_state(lua_State *L)
 }
 
 /* d:mig_data_size() -> bytes | nil, msg, errno */
-static int d_mig_data_size(lua_State *L)
+int lv_device_mig_data_size(lua_State *L)
 {
     lv_device *d = lv_checkdevice(L, 1);
     uint64_t n = 0;
@@ -346,12 +346,6 @@ Close the data fd (idempotent).
 
 void lv_open_migration(lua_State *L)
 {
-    static const luaL_Reg dev_methods[] = {{"migration", d_migration},
-                                           {"mig_state", d_mig_state},
-                                           {"set_mig_state", d_set_mig_state},
-                                           {"mig_data_size", d_mig_data_size},
-                                           {NULL, NULL}};
-    lv_addmethods(L, LV_DEVICE, dev_methods);
     static const luaL_Reg methods[] = {{"read", f_read},     {"write", f_write},
                                        {"precopy_info", f_precopy_info},
                                        {"state", f_state},   {"fileno", f_fileno},

@@ -117,4 +117,10 @@ void lv_device_unmap_regions(lv_device *dev);
 /* Fill the table on top with the fields describing a region. */
 void lv_region_fields(lua_State *L, const struct vfio_region_desc *d);
 
+/* The device's migration methods (l_migration.c), listed in l_device.c's method table. */
+int lv_device_migration(lua_State *L);
+int lv_device_mig_state(lua_State *L);
+int lv_device_set_mig_state(lua_State *L);
+int lv_device_mig_data_size(lua_State *L);
+
 #endif

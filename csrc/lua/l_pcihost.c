@@ -28,7 +28,7 @@ static int l_pcihost_new(lua_State *L)
         if (base && ((base & 0xfffff) || buses < 1 || buses > 256))
             return luaL_argerror(L, 1, "ecam_base must be 1 MiB aligned, ecam_buses in [1, 256]");
     }
-    struct lv_pcihost *h = lv_newobject(L, sizeof *h, PCIHOST_T, 1);
+    struct kvm_pcihost *h = lv_newobject(L, sizeof *h, PCIHOST_T, 1);
     h->ecam_base = base;
     h->ecam_size = base ? buses << 20 : 0;
     lua_newtable(L); /* attached objects, kept alive by bdf */
@@ -46,13 +46,13 @@ static void checkbdf(lua_State *L, unsigned *b, unsigned *d, unsigned *f)
 /* host:attach(bus, dev, fn, obj): obj implements config access in C (LV_CAP_PCI_CFG). */
 static int l_pcihost_attach(lua_State *L)
 {
-    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    struct kvm_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
     unsigned b, d, f;
     checkbdf(L, &b, &d, &f);
-    const struct lv_pci_cfg_ops *ops = lv_testcap(L, 5, LV_CAP_PCI_CFG);
+    const struct kvm_pci_cfg_ops *ops = lv_testcap(L, 5, LV_CAP_PCI_CFG);
     if (!ops)
         return luaL_argerror(L, 5, "a PCI function with config access in C (vfio.trap, vfio.cfgspace)");
-    int e = lv_pcihost_attach(h, b, d, f, ops, lua_touserdata(L, 5));
+    int e = kvm_pcihost_attach(h, b, d, f, ops, lua_touserdata(L, 5));
     if (e < 0)
         return lv_syserrorf(L, -e, "attach", "%02x:%02x.%u", b, d, f);
     lua_getiuservalue(L, 1, 1);
@@ -64,10 +64,10 @@ static int l_pcihost_attach(lua_State *L)
 
 static int l_pcihost_detach(lua_State *L)
 {
-    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    struct kvm_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
     unsigned b, d, f;
     checkbdf(L, &b, &d, &f);
-    int e = lv_pcihost_detach(h, b, d, f);
+    int e = kvm_pcihost_detach(h, b, d, f);
     if (e < 0)
         return lv_syserrorf(L, -e, "detach", "%02x:%02x.%u", b, d, f);
     lua_getiuservalue(L, 1, 1);
@@ -84,11 +84,11 @@ static int l_pcihost_detach(lua_State *L)
  * (bdf = bus << 8 | dev << 3 | fn), when it reached one. */
 static int l_pcihost_access(lua_State *L)
 {
-    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    struct kvm_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_getfield(L, 2, "space");
-    int space = strcmp(luaL_optstring(L, -1, ""), "pio") == 0 ? LV_KVM_PIO : LV_KVM_MMIO;
-    lua_getfield(L, 2, space == LV_KVM_PIO ? "port" : "addr");
+    int space = strcmp(luaL_optstring(L, -1, ""), "pio") == 0 ? KVM_VMM_PIO : KVM_VMM_MMIO;
+    lua_getfield(L, 2, space == KVM_VMM_PIO ? "port" : "addr");
     uint64_t addr = (uint64_t)luaL_checkinteger(L, -1);
     lua_getfield(L, 2, "size");
     lua_Integer size = luaL_checkinteger(L, -1);
@@ -100,7 +100,7 @@ static int l_pcihost_access(lua_State *L)
         return luaL_argerror(L, 2, "size must be 1, 2, 4 or 8");
     uint8_t data[8];
     lv_le_put(data, value, 8);
-    int r = lv_pcihost_access(h, space, addr, data, (unsigned)size, is_write);
+    int r = kvm_pcihost_access(h, space, addr, data, (unsigned)size, is_write);
     if (r == 0) {
         lua_pushboolean(L, 0);
         return 1;
@@ -124,7 +124,7 @@ static int l_pcihost_access(lua_State *L)
 /* host:ranges() -> {{space, base, size}...} to register with vm:add_range. */
 static int l_pcihost_ranges(lua_State *L)
 {
-    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    struct kvm_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
     lua_newtable(L);
     lua_createtable(L, 3, 0);
     lua_pushliteral(L, "pio");
@@ -149,7 +149,7 @@ static int l_pcihost_ranges(lua_State *L)
 
 static int l_pcihost_tostring(lua_State *L)
 {
-    struct lv_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
+    struct kvm_pcihost *h = luaL_checkudata(L, 1, PCIHOST_T);
     lua_pushfstring(L, "vfio.pcihost (%d functions)", (int)h->nfn);
     return 1;
 }
@@ -218,7 +218,7 @@ void lv_open_pcihost(lua_State *L)
         {"__gc", l_noop}, {"__close", l_noop}, {"__tostring", l_pcihost_tostring},
         {NULL, NULL}};
     lv_newclass(L, PCIHOST_T, h_m, h_mt);
-    lv_setcap(L, PCIHOST_T, LV_CAP_KVM_IO, &lv_pcihost_io_ops);
+    lv_setcap(L, PCIHOST_T, LV_CAP_KVM_IO, &kvm_pcihost_io_ops);
     lua_pushcfunction(L, l_pcihost_new);
     lua_setfield(L, -2, "pcihost");
 }

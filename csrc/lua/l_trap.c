@@ -952,6 +952,7 @@ void lv_open_trap(lua_State *L)
         {"add_window", t_add_window}, {"mirror_config", t_mirror_config},
         {"relocate_msix", t_relocate_msix}, {"set_pending", t_set_pending},
         {"set_source", t_set_source},
+        {"bench", lv_trap_bench},  /* l_trap_bench.c */
         {"close", t_close}, {NULL, NULL}};
     static const luaL_Reg tmeta[] = {
         {"__gc", t_close}, {"__close", t_close}, {"__tostring", t_tostring}, {NULL, NULL}};

@@ -33,6 +33,8 @@ struct lv_trap_ud {
 /* Bracket a trap core call that may run Lua (a BAR access reaching a window handler). */
 void lv_trap_enter(struct lv_trap_ud *t);
 void lv_trap_leave(struct lv_trap_ud *t);
+/* trap:bench (l_trap_bench.c), listed in l_trap.c's method table. */
+int lv_trap_bench(lua_State *L);
 
 /* Check arguments, raising when closed. lv_checktrap also readies the trap for an
  * access from L (window handlers run on L). */

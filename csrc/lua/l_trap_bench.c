@@ -1,5 +1,6 @@
 /* trap:bench(kind, n, ...): the trap core's costs measured in C, for bench/trap.lua. A
- * file of its own: benchmarking is not part of the trap binding's job. */
+ * file of its own: benchmarking is not part of the trap binding's job. l_trap.c's method
+ * table lists it. */
 #include "l_trap.h"
 
 #include <errno.h>
@@ -20,7 +21,7 @@ static double now_ns(void)
  *   "bar"    n BAR reads of `size` bytes at BAR a, offset b
  *   "pread"  n preads of `size` bytes from a temporary file (the syscall floor)
  *   "memcpy" n copies of `size` bytes (the memory floor) */
-static int t_bench(lua_State *L)
+int lv_trap_bench(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_TRAP_T);
     static const char *const kinds[] = {"cfg", "bar", "pread", "memcpy", NULL};
@@ -96,10 +97,4 @@ static int t_bench(lua_State *L)
     (void)sink;
     lua_pushnumber(L, (t1 - t0) / (double)n);
     return 1;
-}
-
-void lv_open_trap_bench(lua_State *L)
-{
-    static const luaL_Reg methods[] = {{"bench", t_bench}, {NULL, NULL}};
-    lv_addmethods(L, LV_TRAP_T, methods);
 }

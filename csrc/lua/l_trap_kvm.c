@@ -1,13 +1,13 @@
 /* Glue between the trap core (vfio.trap) and the KVM run loop, so a guest's config and
  * trapped BAR accesses are answered in C without reaching Lua:
  *   - the "vfio.trap" class registers LV_CAP_PCI_CFG (C host bridge functions, pcihost.h)
- *     and LV_CAP_KVM_IO (handled ranges, kvm.h); the opaque pointer is the trap's userdata block,
- *     whose first member is its struct trap_fn. Accesses that touch a Lua-handled window
- *     are left alone here: those handlers need a Lua call frame (trap:windows() tells the
- *     VM layer which ones to keep out of the C ranges). */
+ *     and LV_CAP_KVM_IO (handled ranges, kvm/iobus.h); the opaque pointer is the trap's
+ *     userdata block, whose first member is its struct trap_fn. Accesses that touch a
+ *     Lua-handled window are left alone here: those handlers need a Lua call frame
+ *     (trap:windows() tells the VM layer which ones to keep out of the C ranges). */
 #include "l_trap.h"
 #include "base/le.h"
-#include "kvm/kvm.h"
+#include "kvm/iobus.h"
 #include "kvm/pcihost.h"
 
 #include <errno.h>
@@ -38,27 +38,27 @@ static int cfg_write(void *opaque, uint32_t off, uint32_t len, uint32_t val)
     int rc = trap_cfg_write(fn, off, len, val);
     if (rc < 0)
         return rc;
-    return fn->ev_count ? LV_PCI_CFG_EVENT : 0;
+    return fn->ev_count ? KVM_PCI_CFG_EVENT : 0;
 }
 
-static const struct lv_pci_cfg_ops trap_cfg_ops = {.read = cfg_read, .write = cfg_write};
+static const struct kvm_pci_cfg_ops trap_cfg_ops = {.read = cfg_read, .write = cfg_write};
 
 static int io_access(void *opaque, int space, uint64_t addr, uint8_t *data, unsigned size,
                      int is_write)
 {
     struct trap_fn *fn = live_fn(opaque);
-    bool io = space == LV_KVM_PIO;
+    bool io = space == KVM_VMM_PIO;
     if (!fn || !(size == 1 || size == 2 || size == 4 || size == 8) ||
         trap_addr_needs_lua(fn, io, addr, size))
-        return LV_KVM_IO_DONE;   /* reads stay all ones, writes are dropped */
+        return KVM_VMM_IO_DONE;   /* reads stay all ones, writes are dropped */
     uint64_t v = is_write ? lv_le_get(data, size) : 0;
     int rc = trap_addr_access(fn, io, addr, size, is_write, &v);
     if (!is_write && rc >= 0)
         lv_le_put(data, v, size);
-    return fn->ev_count ? LV_KVM_IO_STOP : LV_KVM_IO_DONE;
+    return fn->ev_count ? KVM_VMM_IO_STOP : KVM_VMM_IO_DONE;
 }
 
-static const struct lv_kvm_io_ops trap_io_ops = {.access = io_access, .release = NULL};
+static const struct kvm_io_ops trap_io_ops = {.access = io_access, .release = NULL};
 
 void lv_open_trap_kvm(lua_State *L)
 {

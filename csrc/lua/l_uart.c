@@ -9,7 +9,7 @@
 
 #define UART_T "vfio.uart"
 
-static struct lv_uart *checkuart(lua_State *L, int arg)
+static struct kvm_uart *checkuart(lua_State *L, int arg)
 {
     return luaL_checkudata(L, arg, UART_T);
 }
@@ -17,7 +17,7 @@ static struct lv_uart *checkuart(lua_State *L, int arg)
 /* vm:add_uart{port = 0x3f8, irq = 4, stdout = false, capture = bytes (0: none)}
  *   -> id, uart. The guest's writes to THR go to the sinks chosen here; the last 4 KiB
  * are always kept (uart:tail()). */
-static int l_vm_add_uart(lua_State *L)
+int lv_vm_add_uart(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     lua_Integer port = 0x3f8, irq = 4, capture = 0;
@@ -33,15 +33,15 @@ static int l_vm_add_uart(lua_State *L)
         to_stdout = lua_getfield(L, 2, "stdout") != LUA_TNIL && lua_toboolean(L, -1);
         lua_pop(L, 4);
     }
-    if (port < 0 || port > 0x10000 - LV_UART_PORTS)
+    if (port < 0 || port > 0x10000 - KVM_UART_PORTS)
         return luaL_argerror(L, 2, "port out of range");
     if (irq < 0 || irq > 23)
         return luaL_argerror(L, 2, "irq must be an irqchip pin in [0, 23]");
     if (capture < 0 || capture > (1 << 30))
         return luaL_argerror(L, 2, "capture must be in [0, 1 GiB]");
-    struct lv_uart *u = lv_newobject(L, sizeof *u, UART_T, 0);
+    struct kvm_uart *u = lv_newobject(L, sizeof *u, UART_T, 0);
     int obj = lua_gettop(L);
-    int e = lv_uart_init(u, (uint32_t)irq, to_stdout, (size_t)capture);
+    int e = kvm_uart_init(u, (uint32_t)irq, to_stdout, (size_t)capture);
     if (e < 0) {
         u->closed = 1;
         return lv_syserrorf(L, -e, "add UART", "port 0x%x", (unsigned)port);
@@ -49,11 +49,11 @@ static int l_vm_add_uart(lua_State *L)
     /* The VM is checked after the options and the allocations, which may run Lua that
      * closes it: a UART is never attached to a closed VM. */
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    if (lv_vm_add_range_obj(L, v, LV_KVM_PIO, (uint64_t)port, LV_UART_PORTS, obj) != 1)
+    if (lv_vm_add_range_obj(L, v, KVM_VMM_PIO, (uint64_t)port, KVM_UART_PORTS, obj) != 1)
         return 3;
     /* attached once the VM holds it: the range's release detaches it again, so a UART
      * never keeps a pointer to a VM that no longer holds it */
-    lv_uart_attach(u, &v->vm, (uint64_t)port);
+    kvm_uart_attach(u, &v->vm, (uint64_t)port);
     lua_pushvalue(L, obj);
     return 2;
 }
@@ -61,16 +61,16 @@ static int l_vm_add_uart(lua_State *L)
 /* uart:output([clear]) -> captured bytes, bytes dropped past the cap */
 static int l_uart_output(lua_State *L)
 {
-    struct lv_uart *u = checkuart(L, 1);
+    struct kvm_uart *u = checkuart(L, 1);
     return lv_push_capture(L, u->cap_buf, &u->cap_len, &u->dropped);
 }
 
 /* uart:tail() -> the last (up to 4 KiB) bytes sent, and how many were sent in all */
 static int l_uart_tail(lua_State *L)
 {
-    struct lv_uart *u = checkuart(L, 1);
-    char buf[LV_UART_TAIL];
-    size_t n = lv_uart_tail(u, buf);
+    struct kvm_uart *u = checkuart(L, 1);
+    char buf[KVM_UART_TAIL];
+    size_t n = kvm_uart_tail(u, buf);
     lua_pushlstring(L, buf, n);
     lua_pushinteger(L, (lua_Integer)u->sent);
     return 2;
@@ -79,12 +79,12 @@ static int l_uart_tail(lua_State *L)
 /* uart:feed(bytes) -> how many were queued for the guest (the queue holds 4 KiB) */
 static int l_uart_feed(lua_State *L)
 {
-    struct lv_uart *u = checkuart(L, 1);
+    struct kvm_uart *u = checkuart(L, 1);
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
     if (u->closed)
         return luaL_error(L, "attempt to use a closed uart");
-    lua_pushinteger(L, (lua_Integer)lv_uart_feed(u, s, len));
+    lua_pushinteger(L, (lua_Integer)kvm_uart_feed(u, s, len));
     return 1;
 }
 
@@ -93,7 +93,7 @@ static int l_uart_feed(lua_State *L)
  * (EPIPE) ends streaming; the VMM and the guest go on. */
 static int l_uart_stdout_error(lua_State *L)
 {
-    struct lv_uart *u = checkuart(L, 1);
+    struct kvm_uart *u = checkuart(L, 1);
     if (!u->stdout_errno)
         return 0;
     lua_pushfstring(L, "uart write to stdout: %s%s", strerror(u->stdout_errno),
@@ -104,15 +104,15 @@ static int l_uart_stdout_error(lua_State *L)
 
 static int l_uart_close(lua_State *L)
 {
-    struct lv_uart *u = checkuart(L, 1);
+    struct kvm_uart *u = checkuart(L, 1);
     if (!u->closed)
-        lv_uart_close(u);
+        kvm_uart_close(u);
     return 0;
 }
 
 static int l_uart_tostring(lua_State *L)
 {
-    struct lv_uart *u = checkuart(L, 1);
+    struct kvm_uart *u = checkuart(L, 1);
     if (u->closed)
         lua_pushliteral(L, "vfio.uart (closed)");
     else {
@@ -176,7 +176,5 @@ void lv_open_uart(lua_State *L)
         {"__gc", l_uart_close}, {"__close", l_uart_close}, {"__tostring", l_uart_tostring},
         {NULL, NULL}};
     lv_newclass(L, UART_T, methods, meta);
-    lv_setcap(L, UART_T, LV_CAP_KVM_IO, &lv_uart_ops);
-    static const luaL_Reg vm_methods[] = {{"add_uart", l_vm_add_uart}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
+    lv_setcap(L, UART_T, LV_CAP_KVM_IO, &kvm_uart_ops);
 }

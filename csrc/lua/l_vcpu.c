@@ -1,5 +1,6 @@
-/* Lua binding: vfio.vcpu (created by vm:vcpu(id)); the run loop itself is in kvm.c. */
+/* Lua binding: vfio.vcpu (created by vm:vcpu(id)); the run loop itself is in kvm/run.c. */
 #include "l_kvm.h"
+#include "base/le.h"
 #include "kvm/smp.h"
 
 #include <errno.h>
@@ -26,8 +27,8 @@
 enum { IDLE = 0, RUN_HERE = 1, RUN_THREAD = 2 };
 
 struct vcpu_ud {
-    struct lv_kvm_vcpu c;
-    struct lv_kvm_exit last; /* the exit last returned, for complete() */
+    struct kvm_vcpu c;
+    struct kvm_exit last; /* the exit last returned, for complete() */
     struct lv_vm_ud *vm;
     int running;             /* IDLE, RUN_HERE (vcpu:run) or RUN_THREAD (vm:run_vcpus) */
     int parked;              /* RUN_THREAD, its exit handed to Lua: its thread waits */
@@ -70,7 +71,7 @@ int lv_vm_vcpu(lua_State *L)
     v->c.fd = -1;
     struct lv_vm_ud *vm = lv_checkvm(L, 1);   /* after the allocation (a GC step) */
     v->vm = vm;
-    int e = lv_kvm_vcpu_create(&v->c, &vm->vm, id);
+    int e = kvm_vcpu_create(&v->c, &vm->vm, id);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_CREATE_VCPU", "vcpu %d", id);
     lv_set_parent(L, -1, 1, 1); /* the vcpu keeps its vm (and the vm its kvm) alive */
@@ -83,7 +84,7 @@ static int l_vcpu_close(lua_State *L)
     if (v->running)
         v->close_pending = 1;   /* from a handler: run() ends, then closes the vCPU */
     else
-        lv_kvm_vcpu_close(&v->c);
+        kvm_vcpu_close(&v->c);
     return 0;
 }
 
@@ -119,7 +120,7 @@ static int l_vcpu_get_regs(lua_State *L)
 {
     struct vcpu_ud *v = checkvcpu_idle(L, 1);
     struct kvm_regs r;
-    int e = lv_kvm_vcpu_get_regs(&v->c, &r);
+    int e = kvm_vcpu_get_regs(&v->c, &r);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_GET_REGS", "vcpu %d", v->c.id);
     lua_createtable(L, 0, 18);
@@ -145,14 +146,14 @@ static int l_vcpu_set_regs(lua_State *L)
 #undef GET
     struct vcpu_ud *v = checkvcpu_idle(L, 1);
     struct kvm_regs r;
-    int e = lv_kvm_vcpu_get_regs(&v->c, &r);
+    int e = kvm_vcpu_get_regs(&v->c, &r);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_GET_REGS", "vcpu %d", v->c.id);
     bit = 1;
 #define PUT(n) if (mask & bit) r.n = given.n; bit <<= 1;
     REGS(PUT)
 #undef PUT
-    if ((e = lv_kvm_vcpu_set_regs(&v->c, &r)) < 0)
+    if ((e = kvm_vcpu_set_regs(&v->c, &r)) < 0)
         return lv_syserrorf(L, -e, "KVM_SET_REGS", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
     return 1;
@@ -162,7 +163,7 @@ static int l_vcpu_get_sregs(lua_State *L)
 {
     struct vcpu_ud *v = checkvcpu_idle(L, 1);
     struct kvm_sregs s;
-    int e = lv_kvm_vcpu_get_sregs(&v->c, &s);
+    int e = kvm_vcpu_get_sregs(&v->c, &s);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_GET_SREGS", "vcpu %d", v->c.id);
     lua_createtable(L, 0, 8);
@@ -179,7 +180,7 @@ static int l_vcpu_setup_real(lua_State *L)
     struct vcpu_ud *v = checkvcpu_idle(L, 1);
     uint16_t cs = (uint16_t)lv_checkrange(L, 2, 0, 0xffff);
     uint16_t ip = (uint16_t)lv_checkrange(L, 3, 0, 0xffff);
-    int e = lv_kvm_vcpu_setup_real(&v->c, cs, ip);
+    int e = kvm_vcpu_setup_real(&v->c, cs, ip);
     if (e < 0)
         return lv_syserrorf(L, -e, "set real-mode registers", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
@@ -193,7 +194,7 @@ static int l_vcpu_setup_flat32(lua_State *L)
     uint32_t eip = (uint32_t)lv_checkrange(L, 2, 0, UINT32_MAX);
     uint32_t eax = (uint32_t)lv_checkrange(L, 3, 0, UINT32_MAX);
     uint32_t ebx = (uint32_t)lv_checkrange(L, 4, 0, UINT32_MAX);
-    int e = lv_kvm_vcpu_setup_flat32(&v->c, eip, eax, ebx);
+    int e = kvm_vcpu_setup_flat32(&v->c, eip, eax, ebx);
     if (e < 0)
         return lv_syserrorf(L, -e, "set protected-mode registers", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
@@ -207,7 +208,7 @@ static int l_vcpu_setup_boot32(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VCPU_T);
     luaL_checktype(L, 2, LUA_TTABLE);
-    struct lv_kvm_boot32 b = {0};
+    struct kvm_boot32 b = {0};
     static const char *const names[] = {"eip", "esi", "eax", "ebx", "cs", "ds",
                                         "gdt_base", "gdt_limit"};
     lua_Integer val[8] = {0};
@@ -227,7 +228,7 @@ static int l_vcpu_setup_boot32(lua_State *L)
     b.ebx = (uint32_t)val[3], b.cs = (uint16_t)val[4], b.ds = (uint16_t)val[5];
     b.gdt_base = (uint64_t)val[6], b.gdt_limit = (uint16_t)val[7];
     struct vcpu_ud *v = checkvcpu_idle(L, 1);   /* after the table's reads */
-    int e = lv_kvm_vcpu_setup_boot32(&v->c, &b);
+    int e = kvm_vcpu_setup_boot32(&v->c, &b);
     if (e < 0)
         return lv_syserrorf(L, -e, "set protected-mode registers", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
@@ -260,12 +261,12 @@ static int l_vcpu_setup_boot64(lua_State *L)
     }
     if (val[2] & 0xfff)
         return luaL_error(L, "setup_boot64: cr3 must be page aligned");
-    struct lv_kvm_boot64 b = {.rip = (uint64_t)val[0], .rsi = (uint64_t)val[1],
-                              .cr3 = (uint64_t)val[2], .gdt_base = (uint64_t)val[3],
-                              .gdt_limit = (uint16_t)val[4], .cs = (uint16_t)val[5],
-                              .ds = (uint16_t)val[6]};
+    struct kvm_boot64 b = {.rip = (uint64_t)val[0], .rsi = (uint64_t)val[1],
+                           .cr3 = (uint64_t)val[2], .gdt_base = (uint64_t)val[3],
+                           .gdt_limit = (uint16_t)val[4], .cs = (uint16_t)val[5],
+                           .ds = (uint16_t)val[6]};
     struct vcpu_ud *v = checkvcpu_idle(L, 1);   /* after the table's reads */
-    int e = lv_kvm_vcpu_setup_boot64(&v->c, &b);
+    int e = kvm_vcpu_setup_boot64(&v->c, &b);
     if (e < 0)
         return lv_syserrorf(L, -e, "set long-mode registers", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
@@ -290,7 +291,7 @@ void lv_push_cpuid(lua_State *L, const struct kvm_cpuid2 *t)
 
 /* vcpu:set_cpuid([{ {function=, index=0, eax=, ebx=, ecx=, edx=}, ... }]): the table
  * built from KVM's supported CPUID with this vCPU's APIC ID, the hypervisor bit and KVM's
- * leaves (kvm.h), the given leaves replacing theirs (registers not given stay KVM's).
+ * leaves (kvm/vcpu.h), the given leaves replacing theirs (registers not given stay KVM's).
  * Before the first run only. */
 static int l_vcpu_set_cpuid(lua_State *L)
 {
@@ -348,7 +349,7 @@ static int l_vcpu_set_cpuid(lua_State *L)
                 break;
             }
     }
-    int e = lv_kvm_vcpu_set_cpuid(&v->c, over, (unsigned)n);
+    int e = kvm_vcpu_set_cpuid(&v->c, over, (unsigned)n);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_SET_CPUID2", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
@@ -360,7 +361,7 @@ static int l_vcpu_cpuid(lua_State *L)
 {
     struct vcpu_ud *v = checkvcpu_idle(L, 1);
     struct kvm_cpuid2 *t = NULL;
-    int e = lv_kvm_vcpu_get_cpuid(&v->c, &t);
+    int e = kvm_vcpu_get_cpuid(&v->c, &t);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_GET_CPUID2", "vcpu %d", v->c.id);
     lv_push_cpuid(L, t);
@@ -372,7 +373,7 @@ static int l_vcpu_cpuid(lua_State *L)
 static int l_vcpu_set_lapic_lint(lua_State *L)
 {
     struct vcpu_ud *v = checkvcpu_idle(L, 1);
-    int e = lv_kvm_vcpu_set_lapic_lint(&v->c);
+    int e = kvm_vcpu_set_lapic_lint(&v->c);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_SET_LAPIC", "vcpu %d", v->c.id);
     lua_pushboolean(L, 1);
@@ -387,7 +388,7 @@ static int l_vcpu_lapic_reg(lua_State *L)
     if (off % 4)
         return luaL_argerror(L, 2, "LAPIC registers are 4-byte aligned");
     uint32_t val;
-    int e = lv_kvm_vcpu_get_lapic_reg(&v->c, off, &val);
+    int e = kvm_vcpu_get_lapic_reg(&v->c, off, &val);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_GET_LAPIC", "vcpu %d", v->c.id);
     lua_pushinteger(L, val);
@@ -400,7 +401,7 @@ static int l_vcpu_set_msr(lua_State *L)
     struct vcpu_ud *v = checkvcpu_idle(L, 1);
     uint32_t index = (uint32_t)lv_checkrange(L, 2, 0, UINT32_MAX);
     uint64_t value = (uint64_t)luaL_checkinteger(L, 3);
-    int e = lv_kvm_vcpu_set_msr(&v->c, index, value);
+    int e = kvm_vcpu_set_msr(&v->c, index, value);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_SET_MSRS", "vcpu %d msr 0x%x", v->c.id, index);
     lua_pushboolean(L, 1);
@@ -412,7 +413,7 @@ static int l_vcpu_get_msr(lua_State *L)
     struct vcpu_ud *v = checkvcpu_idle(L, 1);
     uint32_t index = (uint32_t)lv_checkrange(L, 2, 0, UINT32_MAX);
     uint64_t value;
-    int e = lv_kvm_vcpu_get_msr(&v->c, index, &value);
+    int e = kvm_vcpu_get_msr(&v->c, index, &value);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_GET_MSRS", "vcpu %d msr 0x%x", v->c.id, index);
     lua_pushinteger(L, (lua_Integer)value);
@@ -422,23 +423,15 @@ static int l_vcpu_get_msr(lua_State *L)
 /* ---- run ---- */
 
 static const char *const kind_names[] = {
-    [LV_KVM_EXIT_IO] = "io",         [LV_KVM_EXIT_MMIO] = "mmio",
-    [LV_KVM_EXIT_HLT] = "hlt",       [LV_KVM_EXIT_SHUTDOWN] = "shutdown",
-    [LV_KVM_EXIT_STOP] = "stop",     [LV_KVM_EXIT_INTR] = "intr",
-    [LV_KVM_EXIT_TIMEOUT] = "timeout", [LV_KVM_EXIT_FAIL_ENTRY] = "fail_entry",
-    [LV_KVM_EXIT_INTERNAL_ERROR] = "internal_error",
-    [LV_KVM_EXIT_SYSTEM_EVENT] = "system_event", [LV_KVM_EXIT_OTHER] = "other",
+    [KVM_VMM_EXIT_IO] = "io",         [KVM_VMM_EXIT_MMIO] = "mmio",
+    [KVM_VMM_EXIT_HLT] = "hlt",       [KVM_VMM_EXIT_SHUTDOWN] = "shutdown",
+    [KVM_VMM_EXIT_STOP] = "stop",     [KVM_VMM_EXIT_INTR] = "intr",
+    [KVM_VMM_EXIT_TIMEOUT] = "timeout", [KVM_VMM_EXIT_FAIL_ENTRY] = "fail_entry",
+    [KVM_VMM_EXIT_INTERNAL_ERROR] = "internal_error",
+    [KVM_VMM_EXIT_SYSTEM_EVENT] = "system_event", [KVM_VMM_EXIT_OTHER] = "other",
 };
 
-static lua_Integer le_value(const uint8_t *p, unsigned size)
-{
-    uint64_t v = 0;
-    for (unsigned i = size; i-- > 0;)
-        v = (v << 8) | p[i];
-    return (lua_Integer)v;
-}
-
-static void push_exit(lua_State *L, const struct lv_kvm_exit *x)
+static void push_exit(lua_State *L, const struct kvm_exit *x)
 {
     lua_createtable(L, 0, 10);
     lua_pushstring(L, kind_names[x->kind]);
@@ -446,13 +439,13 @@ static void push_exit(lua_State *L, const struct lv_kvm_exit *x)
     lua_pushinteger(L, x->reason);
     lua_setfield(L, -2, "kvm_reason");
     switch (x->kind) {
-    case LV_KVM_EXIT_IO:
-    case LV_KVM_EXIT_MMIO:
-    case LV_KVM_EXIT_STOP:
-        lua_pushstring(L, x->space == LV_KVM_PIO ? "pio" : "mmio");
+    case KVM_VMM_EXIT_IO:
+    case KVM_VMM_EXIT_MMIO:
+    case KVM_VMM_EXIT_STOP:
+        lua_pushstring(L, x->space == KVM_VMM_PIO ? "pio" : "mmio");
         lua_setfield(L, -2, "space");
         lua_pushinteger(L, (lua_Integer)x->addr);
-        lua_setfield(L, -2, x->space == LV_KVM_PIO ? "port" : "addr");
+        lua_setfield(L, -2, x->space == KVM_VMM_PIO ? "port" : "addr");
         lua_pushinteger(L, x->size);
         lua_setfield(L, -2, "size");
         lua_pushinteger(L, x->count);
@@ -460,15 +453,15 @@ static void push_exit(lua_State *L, const struct lv_kvm_exit *x)
         lua_pushboolean(L, x->is_write);
         lua_setfield(L, -2, "write");
         if (x->is_write) {
-            lua_pushinteger(L, le_value(x->data, x->size));
+            lua_pushinteger(L, (lua_Integer)lv_le_get(x->data, x->size));
             lua_setfield(L, -2, "value");
             lua_pushlstring(L, (const char *)x->data, (size_t)x->size * x->count);
             lua_setfield(L, -2, "data");
         }
         break;
-    case LV_KVM_EXIT_FAIL_ENTRY:
-    case LV_KVM_EXIT_INTERNAL_ERROR:
-    case LV_KVM_EXIT_SYSTEM_EVENT:
+    case KVM_VMM_EXIT_FAIL_ENTRY:
+    case KVM_VMM_EXIT_INTERNAL_ERROR:
+    case KVM_VMM_EXIT_SYSTEM_EVENT:
         lua_pushinteger(L, (lua_Integer)x->code);
         lua_setfield(L, -2, "code");
         break;
@@ -481,7 +474,7 @@ static void push_exit(lua_State *L, const struct lv_kvm_exit *x)
  * string of exactly size*count bytes. Returns 0 or raises through arg. */
 static void complete_read(lua_State *L, struct vcpu_ud *v, int arg)
 {
-    struct lv_kvm_exit *x = &v->last;
+    struct kvm_exit *x = &v->last;
     size_t total = (size_t)x->size * x->count;
     if (lua_type(L, arg) == LUA_TSTRING) {
         size_t len;
@@ -492,8 +485,7 @@ static void complete_read(lua_State *L, struct vcpu_ud *v, int arg)
     } else {
         uint64_t val = (uint64_t)luaL_checkinteger(L, arg);
         for (unsigned i = 0; i < x->count; i++)
-            for (unsigned b = 0; b < x->size; b++)
-                x->data[i * x->size + b] = (uint8_t)(val >> (8 * b));
+            lv_le_put(x->data + i * x->size, val, x->size);
     }
 }
 
@@ -529,7 +521,7 @@ static void end_run(struct vcpu_ud *v)
     v->vm->running--;
     if (v->close_pending) {
         v->close_pending = 0;
-        lv_kvm_vcpu_close(&v->c);
+        kvm_vcpu_close(&v->c);
     }
     if (v->vm->close_pending && !v->vm->running)
         lv_vm_close_now(v->vm);
@@ -549,7 +541,7 @@ static int give_exit(lua_State *L, struct vcpu_ud *v, int handler, struct vcpu_u
         lua_setfield(L, -2, "vcpu");
     }
     int k = v->last.kind;
-    if (!handler || (k != LV_KVM_EXIT_IO && k != LV_KVM_EXIT_MMIO))
+    if (!handler || (k != KVM_VMM_EXIT_IO && k != KVM_VMM_EXIT_MMIO))
         return 1;
     lua_pushvalue(L, handler);
     lua_pushvalue(L, -2);
@@ -593,16 +585,16 @@ static int run_loop(lua_State *L, struct vcpu_ud *v, int handler, double deadlin
             double left = deadline - now_s();
             if (left <= 0) {
                 v->c.pending_read = 0;
-                push_exit(L, &(struct lv_kvm_exit){.kind = LV_KVM_EXIT_TIMEOUT});
+                push_exit(L, &(struct kvm_exit){.kind = KVM_VMM_EXIT_TIMEOUT});
                 return 1;
             }
             ns = secs_to_ns(left);
         }
-        int e = lv_kvm_vcpu_run(&v->c, ns, &v->last);
+        int e = kvm_vcpu_run(&v->c, ns, &v->last);
         if (e == -EBUSY)
             return lv_syserrorf(L, EBUSY, "KVM_RUN", "vcpu %d: its timeout signal %d "
                                 "(SIGRTMAX-%d) has another handler", v->c.id,
-                                lv_kvm_kick_signal(), SIGRTMAX - lv_kvm_kick_signal());
+                                kvm_kick_signal(), SIGRTMAX - kvm_kick_signal());
         if (e < 0)
             return lv_syserrorf(L, -e, "KVM_RUN", "vcpu %d", v->c.id);
         if (give_exit(L, v, handler, NULL, 0))
@@ -667,26 +659,26 @@ static int l_vcpu_run(lua_State *L)
 /* ---- several vCPUs, a thread each (csrc/kvm/smp.c) ---- */
 
 struct smp_run {
-    struct lv_kvm_smp s;
-    struct vcpu_ud *v[LV_KVM_SMP_MAX];
+    struct kvm_smp s;
+    struct vcpu_ud *v[KVM_SMP_MAX];
     unsigned n;
     int64_t deadline_ns;     /* CLOCK_REALTIME, 0: none */
 };
 
-/* The loop, under pcall, holding the VM's io_lock except inside lv_kvm_smp_wait:
+/* The loop, under pcall, holding the VM's io_lock except inside kvm_smp_wait:
  * (smp_run, handler or nil) */
 static int smp_loop(lua_State *L)
 {
     struct smp_run *r = lua_touserdata(L, 1);
     int handler = lua_isfunction(L, 2) ? 2 : 0;
     for (;;) {
-        int i = lv_kvm_smp_wait(&r->s, r->deadline_ns);
+        int i = kvm_smp_wait(&r->s, r->deadline_ns);
         if (i == -ETIMEDOUT) {
-            push_exit(L, &(struct lv_kvm_exit){.kind = LV_KVM_EXIT_TIMEOUT});
+            push_exit(L, &(struct kvm_exit){.kind = KVM_VMM_EXIT_TIMEOUT});
             return 1;
         }
         struct vcpu_ud *v = r->v[i];
-        struct lv_kvm_smp_cpu *p = &r->s.cpu[i];
+        struct kvm_smp_cpu *p = &r->s.cpu[i];
         if (p->err < 0)
             return lv_syserrorf(L, -p->err, "KVM_RUN", "vcpu %d", v->c.id);
         v->last = p->exit;
@@ -695,7 +687,7 @@ static int smp_loop(lua_State *L)
             return 1;    /* parked until the run ends: the exit is returned */
         v->parked = 0;
         v->c.pending_read = 0;
-        lv_kvm_smp_answer(&r->s, (unsigned)i);
+        kvm_smp_answer(&r->s, (unsigned)i);
     }
 }
 
@@ -706,14 +698,14 @@ static int smp_loop(lua_State *L)
  * from vcpu:run). Any other exit, a handler returning false, or the timeout ends the run:
  * every thread is then kicked out of KVM_RUN and joined before this returns. A read left
  * pending by the exit returned is answered with vcpu:complete on its vCPU. */
-static int l_vm_run_vcpus(lua_State *L)
+int lv_vm_run_vcpus(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     luaL_checktype(L, 2, LUA_TTABLE);
     double timeout;
     int handler = run_args(L, 3, &timeout);   /* the options first: they may run Lua */
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
-    if (n < 1 || n > LV_KVM_SMP_MAX)
+    if (n < 1 || n > KVM_SMP_MAX)
         return luaL_argerror(L, 2, "a list of 1 to 64 vCPUs");
     /* on the stack for the whole run: the run's state, and in its user value the vCPUs
      * it runs (a handler may empty the caller's list and collect) */
@@ -726,7 +718,7 @@ static int l_vm_run_vcpus(lua_State *L)
     r->n = (unsigned)n;
     lua_createtable(L, (int)n, 0);
     int anchors = lua_gettop(L);
-    struct lv_kvm_vcpu *cs[LV_KVM_SMP_MAX];
+    struct kvm_vcpu *cs[KVM_SMP_MAX];
     for (unsigned i = 0; i < r->n; i++) {
         lua_rawgeti(L, 2, (lua_Integer)i + 1);
         struct vcpu_ud *v = checkvcpu(L, -1);
@@ -747,12 +739,12 @@ static int l_vm_run_vcpus(lua_State *L)
             return luaL_argerror(L, 2, "a vCPU of the list is closed");
     if (vm->vm.fd < 0 || vm->close_pending)
         return luaL_error(L, "attempt to use a closed vm");
-    r->deadline_ns = lv_kvm_smp_deadline(timeout);
-    int e = lv_kvm_smp_start(&r->s, cs, r->n);
+    r->deadline_ns = kvm_smp_deadline(timeout);
+    int e = kvm_smp_start(&r->s, cs, r->n);
     if (e == -EBUSY)
         return lv_syserrorf(L, EBUSY, "start vCPU threads", "%u vCPUs: their kick signal %d "
-                            "(SIGRTMAX-%d) has another handler", r->n, lv_kvm_kick_signal(),
-                            SIGRTMAX - lv_kvm_kick_signal());
+                            "(SIGRTMAX-%d) has another handler", r->n, kvm_kick_signal(),
+                            SIGRTMAX - kvm_kick_signal());
     if (e < 0)
         return lv_syserrorf(L, -e, "start vCPU threads", "%u vCPUs", r->n);
     for (unsigned i = 0; i < r->n; i++)
@@ -766,15 +758,15 @@ static int l_vm_run_vcpus(lua_State *L)
     else
         lua_pushnil(L);
     int st = lua_pcall(L, 2, LUA_MULTRET, 0);
-    int se = lv_kvm_smp_stop(&r->s);   /* every thread gone before anything may close */
+    int se = kvm_smp_stop(&r->s);   /* every thread gone before anything may close */
     for (unsigned i = 0; i < r->n; i++)
         end_run(r->v[i]);
     if (st != LUA_OK)
         return lua_error(L);
     if (se < 0)
         return luaL_error(L, "vm:run_vcpus: the kick signal %d (SIGRTMAX-%d) was taken over "
-                          "by another handler during the run", lv_kvm_kick_signal(),
-                          SIGRTMAX - lv_kvm_kick_signal());
+                          "by another handler during the run", kvm_kick_signal(),
+                          SIGRTMAX - kvm_kick_signal());
     return lua_gettop(L) - base;
 }
 
@@ -936,6 +928,4 @@ void lv_open_vcpu(lua_State *L)
         {"__gc", l_vcpu_close}, {"__close", l_vcpu_close}, {"__tostring", l_vcpu_tostring},
         {NULL, NULL}};
     lv_newclass(L, LV_VCPU_T, m, mt);
-    static const luaL_Reg vm_methods[] = {{"run_vcpus", l_vm_run_vcpus}, {NULL, NULL}};
-    lv_addmethods(L, LV_VM_T, vm_methods);
 }

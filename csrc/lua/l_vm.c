@@ -1,7 +1,8 @@
 /* vfio.vm: a KVM VM (made by kvm:create_vm, l_kvm.c): memory slots, guest RAM access,
  * the irqchip and GSI routes, the KVM VFIO device and the ranges answered in C. The
- * objects a VM creates have files of their own (l_vcpu.c, l_irqfd.c, l_ioeventfd.c,
- * l_debugcon.c), which add their vm methods to this class. */
+ * objects a VM creates and the devices it adds have files of their own (l_vcpu.c,
+ * l_irqfd.c, l_ioeventfd.c, l_debugcon.c, l_uart.c, l_legacy.c), which define their vm
+ * methods (l_kvm.h); the method table at the end of this file lists every vm method. */
 #include "l_kvm.h"
 #include "l_objects.h"
 #include "l_trap.h"
@@ -47,7 +48,7 @@ static int l_vm_add_ram(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     uint64_t gpa = checku64(L, 2), size = checku64(L, 3);
-    return slot_result(L, lv_kvm_add_ram(&v->vm, gpa, size), "add guest RAM", gpa, size);
+    return slot_result(L, kvm_add_ram(&v->vm, gpa, size), "add guest RAM", gpa, size);
 }
 
 /* vm:map(gpa, size, source [, {offset = 0, region =, readonly = false}]) -> slot: host
@@ -101,7 +102,7 @@ static int l_vm_map(lua_State *L)
     } else {
         return luaL_typeerror(L, 4, "vfio.dmabuf or vfio.backend");
     }
-    int r = lv_kvm_map_host(&v->vm, gpa, size, host, ro, pin);
+    int r = kvm_map_host(&v->vm, gpa, size, host, ro, pin);
     if (r < 0)
         return slot_result(L, r, "KVM_SET_USER_MEMORY_REGION", gpa, size);
     lua_getiuservalue(L, 1, 2);
@@ -115,8 +116,8 @@ static int l_vm_map(lua_State *L)
 static int l_vm_unmap(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    int slot = (int)lv_checkrange(L, 2, 0, LV_KVM_MAX_SLOTS - 1);
-    int e = lv_kvm_unmap(&v->vm, slot);
+    int slot = (int)lv_checkrange(L, 2, 0, KVM_VMM_MAX_SLOTS - 1);
+    int e = kvm_unmap(&v->vm, slot);
     if (e == -EBUSY)
         return lv_syserrorf(L, EBUSY, "unmap",
                             "memory slot %d: its guest RAM is mapped for device DMA by %d IOMMU "
@@ -133,7 +134,7 @@ static int l_vm_unmap(lua_State *L)
 
 static void *checkram(lua_State *L, struct lv_vm_ud *v, uint64_t gpa, uint64_t len)
 {
-    void *p = lv_kvm_ram_ptr(&v->vm, gpa, len);
+    void *p = kvm_ram_ptr(&v->vm, gpa, len);
     if (!p) {
         char s[80];   /* lua_pushfstring has no %x */
         snprintf(s, sizeof s, "guest RAM 0x%llx+0x%llx is not inside one RAM slot",
@@ -215,8 +216,8 @@ static int l_vm_memory(lua_State *L)
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     lua_newtable(L);
     int n = 0;
-    for (int i = 0; i < LV_KVM_MAX_SLOTS; i++) {
-        struct lv_kvm_slot *s = &v->vm.slots[i];
+    for (int i = 0; i < KVM_VMM_MAX_SLOTS; i++) {
+        struct kvm_slot *s = &v->vm.slots[i];
         if (!s->used)
             continue;
         lua_createtable(L, 0, 5);
@@ -238,14 +239,14 @@ static int l_vm_memory(lua_State *L)
 static int l_vm_create_irqchip(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    return push_result(L, lv_kvm_create_irqchip(&v->vm), "KVM_CREATE_IRQCHIP", "vm");
+    return push_result(L, kvm_create_irqchip(&v->vm), "KVM_CREATE_IRQCHIP", "vm");
 }
 
 /* vm:create_pit2(): the in-kernel PIT (after the irqchip), with KVM answering port 0x61 */
 static int l_vm_create_pit2(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    return push_result(L, lv_kvm_create_pit2(&v->vm), "KVM_CREATE_PIT2", "vm");
+    return push_result(L, kvm_create_pit2(&v->vm), "KVM_CREATE_PIT2", "vm");
 }
 
 /* vm:set_halt_poll(ns) -> true | nil, msg, errno: a halted vCPU spins that long for its
@@ -254,7 +255,7 @@ static int l_vm_set_halt_poll(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     uint64_t ns = (uint64_t)lv_checkrange(L, 2, 0, 1000000000);
-    return push_result(L, lv_kvm_set_halt_poll(&v->vm, ns), "KVM_ENABLE_CAP HALT_POLL", "vm");
+    return push_result(L, kvm_set_halt_poll(&v->vm, ns), "KVM_ENABLE_CAP HALT_POLL", "vm");
 }
 
 /* vm:supported_cpuid() -> list of {function, index, flags, eax, ebx, ecx, edx}: what
@@ -281,7 +282,7 @@ static int l_vm_set_msi_route(lua_State *L)
     uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
     uint64_t addr = checku64(L, 3);
     uint32_t data = (uint32_t)lv_checkrange(L, 4, 0, UINT32_MAX);
-    int e = lv_kvm_set_msi_route(&v->vm, gsi, addr, data);
+    int e = kvm_set_msi_route(&v->vm, gsi, addr, data);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_SET_GSI_ROUTING", "MSI gsi %u", gsi);
     lua_pushboolean(L, 1);
@@ -292,7 +293,7 @@ static int l_vm_remove_route(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
-    int e = lv_kvm_remove_route(&v->vm, gsi);
+    int e = kvm_remove_route(&v->vm, gsi);
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_SET_GSI_ROUTING", "remove gsi %u", gsi);
     lua_pushboolean(L, 1);
@@ -337,7 +338,7 @@ static int l_vm_irq_line(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     uint32_t gsi = (uint32_t)lv_checkrange(L, 2, 0, 4095);
-    int e = lv_kvm_irq_line(&v->vm, gsi, lua_toboolean(L, 3));
+    int e = kvm_irq_line(&v->vm, gsi, lua_toboolean(L, 3));
     if (e < 0)
         return lv_syserrorf(L, -e, "KVM_IRQ_LINE", "gsi %u", gsi);
     lua_pushboolean(L, 1);
@@ -349,7 +350,7 @@ static int l_vm_signal_msi(lua_State *L)
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     uint64_t addr = checku64(L, 2);
     uint32_t data = (uint32_t)lv_checkrange(L, 3, 0, UINT32_MAX);
-    int r = lv_kvm_signal_msi(&v->vm, addr, data);
+    int r = kvm_signal_msi(&v->vm, addr, data);
     if (r < 0)
         return lv_syserrorf(L, -r, "KVM_SIGNAL_MSI", "addr 0x%llx data 0x%x",
                             (unsigned long long)addr, data);
@@ -362,7 +363,7 @@ static int group_fd_op(lua_State *L, int add)
     luaL_checkudata(L, 1, LV_VM_T);
     int gfd = lv_checkfd(L, 2);   /* may call the object's fileno() */
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    int e = lv_kvm_vfio_group(&v->vm, gfd, add);
+    int e = kvm_vfio_group(&v->vm, gfd, add);
     if (e < 0)
         return lv_syserrorf(L, -e, add ? "KVM_DEV_VFIO_GROUP_ADD" : "KVM_DEV_VFIO_GROUP_DEL",
                             "group fd %d", gfd);
@@ -373,7 +374,7 @@ static int group_fd_op(lua_State *L, int add)
 static int l_vm_vfio_device(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    int e = lv_kvm_vfio_group(&v->vm, -1, 1);
+    int e = kvm_vfio_group(&v->vm, -1, 1);
     if (e < 0)
         return lv_syserror(L, -e, "KVM_CREATE_DEVICE", "KVM_DEV_TYPE_VFIO");
     lua_pushinteger(L, v->vm.vfio_fd);
@@ -394,7 +395,7 @@ static int range_result(lua_State *L, int r, const char *what, unsigned port)
 static int checkspace(lua_State *L, int arg)
 {
     static const char *const names[] = {"pio", "mmio", NULL};
-    return luaL_checkoption(L, arg, NULL, names) == 0 ? LV_KVM_PIO : LV_KVM_MMIO;
+    return luaL_checkoption(L, arg, NULL, names) == 0 ? KVM_VMM_PIO : KVM_VMM_MMIO;
 }
 
 int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t base,
@@ -405,13 +406,13 @@ int lv_vm_add_range_obj(lua_State *L, struct lv_vm_ud *v, int space, uint64_t ba
      * check it again, so no range is ever added to a closed VM. */
     if (lv_checkvm(L, 1) != v)
         return luaL_argerror(L, 1, "not the VM checked before");
-    const struct lv_kvm_io_ops *ops = lv_testcap(L, obj, LV_CAP_KVM_IO);
+    const struct kvm_io_ops *ops = lv_testcap(L, obj, LV_CAP_KVM_IO);
     if (!ops)
         return luaL_argerror(L, obj, "an object with a C access handler (vfio.trap, vfio.pcihost, vfio.debugcon)");
-    int id = lv_kvm_add_range(&v->vm, space, base, size, ops, lua_touserdata(L, obj));
+    int id = kvm_add_range(&v->vm, space, base, size, ops, lua_touserdata(L, obj));
     if (id < 0)
         return lv_syserrorf(L, -id, "add handled range", "%s 0x%llx size 0x%llx",
-                            space == LV_KVM_PIO ? "port" : "gpa", (unsigned long long)base,
+                            space == KVM_VMM_PIO ? "port" : "gpa", (unsigned long long)base,
                             (unsigned long long)size);
     lua_getiuservalue(L, 1, 2);
     lua_pushvalue(L, obj);
@@ -436,7 +437,7 @@ static int l_vm_add_exit_port(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     unsigned port = (unsigned)lv_checkrange(L, 2, 0, 0xffff);
-    return range_result(L, lv_kvm_add_exit_port(&v->vm, (uint16_t)port), "add exit port",
+    return range_result(L, kvm_add_exit_port(&v->vm, (uint16_t)port), "add exit port",
                         port);
 }
 
@@ -444,7 +445,7 @@ static int l_vm_remove_range(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     int id = (int)luaL_checkinteger(L, 2);
-    int e = lv_kvm_remove_range(&v->vm, id);
+    int e = kvm_remove_range(&v->vm, id);
     if (e < 0)
         return lv_syserrorf(L, -e, "remove handled range", "%d", id);
     lua_getiuservalue(L, 1, 2);
@@ -460,7 +461,7 @@ static int l_vm_check_extension(lua_State *L)
     luaL_checkudata(L, 1, LV_VM_T);
     int cap = lv_kvm_checkcap(L, 2);
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    int r = lv_kvm_check_extension(v->vm.fd, cap);
+    int r = kvm_check_extension(v->vm.fd, cap);
     if (r < 0)
         return lv_syserrorf(L, -r, "KVM_CHECK_EXTENSION", "vm cap %d", cap);
     lua_pushinteger(L, r);
@@ -477,16 +478,16 @@ static int l_vm_fileno(lua_State *L)
 void lv_vm_close_now(struct lv_vm_ud *v)
 {
     v->close_pending = 0;
-    lv_kvm_vm_close(&v->vm);
+    kvm_vm_close(&v->vm);
 }
 
 /* vm:close() -> nothing | nil, message, EBUSY: refused while an IOMMU maps guest RAM
  * (memory is freed only when no IOMMU mapping uses it). __gc and __close close anyway
- * and leave such RAM allocated until its last mapping goes (lv_kvm_ram_dma_put). */
+ * and leave such RAM allocated until its last mapping goes (kvm_ram_dma_put). */
 static int l_vm_close(lua_State *L)
 {
     struct lv_vm_ud *v = luaL_checkudata(L, 1, LV_VM_T);
-    int n = 0, busy = v->vm.fd >= 0 ? lv_kvm_ram_dma_busy(&v->vm, &n) : -1;
+    int n = 0, busy = v->vm.fd >= 0 ? kvm_ram_dma_busy(&v->vm, &n) : -1;
     if (busy >= 0)
         return lv_syserrorf(L, EBUSY, "close",
                             "vfio.vm: guest RAM in memory slot %d is mapped for device DMA by %d IOMMU "
@@ -824,7 +825,12 @@ void lv_open_vm(lua_State *L)
         {"vfio_group_del", l_vm_vfio_group_del}, {"add_range", l_vm_add_range},
         {"check_extension", l_vm_check_extension}, {"add_exit_port", l_vm_add_exit_port},
         {"remove_range", l_vm_remove_range}, {"vcpu", lv_vm_vcpu}, {"fileno", l_vm_fileno},
-        {"close", l_vm_close}, {NULL, NULL}};
+        {"close", l_vm_close},
+        /* defined in the files of what they make or add (l_kvm.h) */
+        {"run_vcpus", lv_vm_run_vcpus}, {"irqfd", lv_vm_irqfd}, {"ioeventfd", lv_vm_ioeventfd},
+        {"add_debugcon", lv_vm_add_debugcon}, {"debug_output", lv_vm_debug_output},
+        {"add_uart", lv_vm_add_uart}, {"add_ignore_ports", lv_vm_add_ignore_ports},
+        {"add_i8042", lv_vm_add_i8042}, {NULL, NULL}};
     static const luaL_Reg vm_mt[] = {
         {"__gc", l_vm_gc}, {"__close", l_vm_gc}, {"__tostring", l_vm_tostring},
         {NULL, NULL}};

@@ -57,10 +57,6 @@ void *lv_newobject(lua_State *L, size_t size, const char *tname, int nuv);
 void lv_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
                  const luaL_Reg *meta);
 
-/* Add `methods` to the class `tname` registered earlier, so one object type can keep a
- * concern of its own in a file of its own (trap:bench). */
-void lv_addmethods(lua_State *L, const char *tname, const luaL_Reg *methods);
-
 /* Copy every field of the table at `from` into the table at `to` (raw, shallow). */
 void lv_copy_fields(lua_State *L, int from, int to);
 
@@ -71,8 +67,8 @@ void lv_protect_classes(lua_State *L);
 
 /* Record that objects of class `tname` implement `cap` with the C table `ops`, and find
  * it again for the object at `idx` (NULL when the object is not of such a class). */
-#define LV_CAP_KVM_IO "kvm_io"   /* struct lv_kvm_io_ops: a handled range of a VM */
-#define LV_CAP_PCI_CFG "pci_cfg" /* struct lv_pci_cfg_ops: a function of the host bridge */
+#define LV_CAP_KVM_IO "kvm_io"   /* struct kvm_io_ops: a handled range of a VM */
+#define LV_CAP_PCI_CFG "pci_cfg" /* struct kvm_pci_cfg_ops: a function of the host bridge */
 void lv_setcap(lua_State *L, const char *tname, const char *cap, const void *ops);
 const void *lv_testcap(lua_State *L, int idx, const char *cap);
 

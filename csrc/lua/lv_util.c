@@ -100,14 +100,6 @@ void lv_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
     lua_pop(L, 1);
 }
 
-void lv_addmethods(lua_State *L, const char *tname, const luaL_Reg *methods)
-{
-    luaL_getmetatable(L, tname);
-    lua_getfield(L, -1, "__index");
-    luaL_setfuncs(L, methods, 0);
-    lua_pop(L, 2);
-}
-
 /* Registry key of the capability table: metatable -> { cap name -> light userdata }. */
 static const char CAPS_KEY[] = "luavfio.caps";
 

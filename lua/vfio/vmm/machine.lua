@@ -45,7 +45,7 @@ local function hex(v) return ("%#x"):format(v) end
 --            mem_mib = 64, intx_line = 10, no_mmap = true: trap every BAR access
 --            (no memory slots for BARs; QEMU's x-no-mmap)
 -- The largest guest RAM: it starts at 0 and must end below the hole, which begins with
--- the ECAM window (the VM's address map refuses overlaps as well, csrc/kvm/kvm.c).
+-- the ECAM window (the VM's address map refuses overlaps as well, csrc/kvm/vm.c).
 M.MAX_MEM_MIB = address_map.HOLE_START >> 20
 
 --- A machine for dev (no VM yet): see the comment above MAX_MEM_MIB for dev and opts.
