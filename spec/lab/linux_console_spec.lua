@@ -17,12 +17,32 @@ local function start(run_script)
    term:start(cmd)
 end
 
+-- The lab kernel's last messages, for a guest that never came up (one line).
+local function lab_dmesg()
+   local p = io.popen("dmesg | tail -n 3")
+   local out = p:read("a"):gsub("%s*\n%s*", " | ")
+   p:close()
+   return out
+end
+
+-- Wait for the guest's prompt; when it never comes, the first line of the error says
+-- what passthrough.lua said (after a timeout: where the vCPU was) and what the lab's
+-- kernel said last, so the one-line digest at the end of a run carries them.
+local function wait_prompt()
+   local ok, err = pcall(term.wait_for, term, "guest: type a line", 180)
+   if ok then return end
+   local screen = term:screen()
+   error(("no prompt in 180 s; %s; lab: %s\n%s"):format(
+      screen:match("passthrough%.lua: guest [^\n]*") or "passthrough.lua gave no verdict",
+      lab_dmesg(), tostring(err)), 0)
+end
+
 describe("the Linux guest's console on a terminal", function()
    after_each(function() term:kill() end)
 
    it("takes typed lines to the guest and its answers back, and powers off", function()
       start("spec/support/console_guest.sh")
-      term:wait_for("guest: type a line", 180)
+      wait_prompt()
       term:keys("-l 'hello luavfio'")
       term:keys("Enter")
       term:wait_for("guest got: hello luavfio", 60)
@@ -35,7 +55,7 @@ describe("the Linux guest's console on a terminal", function()
 
    it("ends with status 0 when the guest reboots (reboot -f)", function()
       start("spec/support/console_guest.sh")
-      term:wait_for("guest: type a line", 180)
+      wait_prompt()
       term:keys("-l reboot")
       term:keys("Enter")
       local s = term:wait_for("TTY%-%S+", 120)
@@ -47,7 +67,7 @@ describe("the Linux guest's console on a terminal", function()
 
    it("ends on Ctrl-A x, tearing the VM down", function()
       start("spec/support/console_guest.sh")
-      term:wait_for("guest: type a line", 180)
+      wait_prompt()
       term:keys("C-a")
       term:keys("-l x")
       local s = term:wait_for("TTY%-%S+", 60)
@@ -75,7 +95,8 @@ describe("the Linux guest without a terminal", function()
          .. "n=$((n+1)); [ $n -gt 360 ] && break; sleep 0.5; done; kill -INT $pid; wait $pid; "
          .. "echo EXIT $?; exec 4>&-; rm -f $f; cat %s"):format(kernel, img, nvme, log, log, log))
       os.remove(log)
-      assert.matches("guest: type a line", out)
+      assert(out:find("guest: type a line", 1, true), ("no prompt; %s; lab: %s"):format(
+         out:match("passthrough%.lua: guest [^\n]*") or out:sub(-200), lab_dmesg()))
       assert.matches("EXIT 130", out)
       assert.matches("interrupted by signal 2; VM torn down", out)
       local d = assert(require("vfio").open(nvme))

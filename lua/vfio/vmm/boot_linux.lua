@@ -260,6 +260,7 @@ end
 --        on_slice = f(m) called between slices (false ends the run)}) ->
 --   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,
 --    exit = last exit, tail = last console text, output = captured console, ports = {},
+--    where = "vcpu0 rip 0x..., ..." after a timeout,
 --    mmio = {}, unclaimed_more = {pio =, mmio =}}
 -- Exits nothing in C answers reach Lua here: reads get all ones, writes are dropped, and
 -- each port or MMIO address is counted (M.unclaimed_counter: bounded), so a probe of
@@ -307,7 +308,18 @@ function M.run(m, opts)
    until exit
    local tail = m.uart:tail()
    local result, status = verdict(exit, tail)
-   return { result = result, status = status, exit = exit, tail = tail,
+   -- where a guest that ran out of time was: each vCPU's instruction pointer, so a stalled
+   -- boot says where it stalled (a kernel address to look up in System.map)
+   local where
+   if exit.reason == "timeout" then
+      where = {}
+      for i, c in ipairs(m.vcpus or { m.vcpu }) do
+         local regs = c:get_regs()
+         where[#where + 1] = ("vcpu%d rip %#x"):format(i - 1, regs and regs.rip or -1)
+      end
+      where = table.concat(where, ", ")
+   end
+   return { result = result, status = status, exit = exit, tail = tail, where = where,
             output = (m.uart:output()), ports = unclaimed.ports, mmio = unclaimed.mmio,
             unclaimed_more = unclaimed.more }
 end

@@ -518,8 +518,9 @@ function cli.main(argv, how)
       local ending = ""
       if r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
          local x = r.exit
-         ending = (" (exit %s, KVM reason %s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
-            x.vcpu and (", vcpu " .. x.vcpu) or "", x.code and (", code " .. x.code) or "")
+         ending = (" (exit %s, KVM reason %s%s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
+            x.vcpu and (", vcpu " .. x.vcpu) or "", x.code and (", code " .. x.code) or "",
+            r.where and ("; " .. r.where) or "")
       end
       io.stderr:write(("%s: guest %s%s\n"):format(prog, r.result, ending))
       os.exit(r.status)
