@@ -41,14 +41,15 @@ int wire_trap_access(struct trap_fn *fn, int space, uint64_t addr, uint8_t *data
 {
     fn = live_fn(fn);
     bool io = space == KVM_VMM_PIO;
-    if (!fn || !(size == 1 || size == 2 || size == 4 || size == 8) ||
-        trap_addr_needs_lua(fn, io, addr, size))
+    if (!fn || !(size == 1 || size == 2 || size == 4 || size == 8))
         return KVM_VMM_IO_DONE;   /* reads stay all ones, writes are dropped */
     uint64_t v = is_write ? lv_le_get(data, size) : 0;
-    int rc = trap_addr_access(fn, io, addr, size, is_write, &v);
+    int rc = trap_addr_try(fn, io, addr, size, is_write, &v);
+    if (rc == TRAP_PASS)
+        return KVM_VMM_IO_PASS;   /* a handler window: the run's caller makes the access */
     if (!is_write && rc >= 0)
         lv_le_put(data, v, size);
-    return fn->ev_count ? KVM_VMM_IO_STOP : KVM_VMM_IO_DONE;
+    return fn->ev_count ? KVM_VMM_IO_STOP(KVM_VMM_STOP_BAR) : KVM_VMM_IO_DONE;
 }
 
 static int io_access(void *opaque, int space, uint64_t addr, uint8_t *data, unsigned size,
