@@ -18,7 +18,8 @@
  * ones (with pending_read) and an unhandled access goes back to the caller with its
  * decoded address, size, count and direction; a handled one never does, except as
  * KVM_VMM_EXIT_STOP, which the exit port's writes and the i8042's reset pulse always
- * give and nothing but them and the host bridge's config writes ever does; ignored
+ * give and nothing but them and the host bridge's config writes ever does, each with its
+ * stop reason; ignored
  * ports read their value, the debug console 0xe9, absent PCI functions all ones; the
  * other exit reasons map to their kinds with their codes; the UART's capture, tail and
  * receive queue stay within their caps and agree, and the IRQ line KVM was last told
@@ -281,6 +282,9 @@ static void io_exit(struct in *in, struct kvm_run *run, size_t run_size)
     if (rc == KVM_VMM_DECODE_DONE) {
         /* a handled access comes back only as a stop */
         CHECK(x.kind == KVM_VMM_EXIT_STOP && x.space == KVM_VMM_PIO && x.addr == port);
+        CHECK(x.stop == (port == EXIT_PORT ? KVM_VMM_STOP_EXIT_PORT
+                         : port == 0x64     ? KVM_VMM_STOP_RESET
+                                            : KVM_VMM_STOP_CONFIG));   /* C names the cause */
         CHECK(is_write && (port == EXIT_PORT || port == 0x64 || (port >= 0xcfc && port <= 0xcff)));
         CHECK(port != 0x64 || stop_byte);
     } else {
@@ -346,7 +350,8 @@ static void mmio_exit(struct in *in, struct kvm_run *run)
         return;
     }
     if (rc == KVM_VMM_DECODE_DONE)
-        CHECK(x.kind == KVM_VMM_EXIT_STOP && is_write && x.addr == addr);   /* an event */
+        CHECK(x.kind == KVM_VMM_EXIT_STOP && is_write && x.addr == addr &&
+              x.stop == KVM_VMM_STOP_CONFIG);   /* an event */
     else
         CHECK(rc == KVM_VMM_DECODE_RESUME);
     /* a function that is not there, or an access no function takes: all ones */

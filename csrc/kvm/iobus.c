@@ -64,7 +64,8 @@ static struct kvm_range *find_range(struct kvm_vm *vm, int space, uint64_t addr)
     return NULL;
 }
 
-/* Dispatch one decoded access to a handled range; returns -1 if none handles it. */
+/* Dispatch one decoded access to a handled range: its answer (iobus.h), or -1 if no range
+ * covers it. */
 int kvm_dispatch(struct kvm_vm *vm, int space, uint64_t addr, uint8_t *data,
                  unsigned size, int is_write)
 {
@@ -85,7 +86,7 @@ int kvm_dispatch(struct kvm_vm *vm, int space, uint64_t addr, uint8_t *data,
 static int exitport_access(void *opaque, int space, uint64_t addr, uint8_t *data,
                            unsigned size, int is_write)
 {
-    return is_write ? KVM_VMM_IO_STOP : KVM_VMM_IO_DONE;
+    return is_write ? KVM_VMM_IO_STOP(KVM_VMM_STOP_EXIT_PORT) : KVM_VMM_IO_DONE;
 }
 
 static const struct kvm_io_ops exitport_ops = {.access = exitport_access};

@@ -42,7 +42,7 @@ static void put_out(struct i8042 *k, uint8_t b)
     k->status |= ST_OBF;
 }
 
-/* Returns KVM_VMM_IO_STOP for a reset pulse. */
+/* Returns a stop (KVM_VMM_STOP_RESET) for a reset pulse. */
 static int command(struct i8042 *k, uint8_t cmd)
 {
     k->status |= ST_CMD;
@@ -61,7 +61,7 @@ static int command(struct i8042 *k, uint8_t cmd)
     default:
         /* 0xf0-0xff pulse output lines low for 6 us; bit 0 is the CPU reset line */
         if ((cmd & 0xf0) == 0xf0 && !(cmd & 1))
-            return KVM_VMM_IO_STOP;
+            return KVM_VMM_IO_STOP(KVM_VMM_STOP_RESET);
         break;
     }
     return KVM_VMM_IO_DONE;

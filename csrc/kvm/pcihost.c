@@ -111,7 +111,7 @@ static int host_io(void *opaque, int space, uint64_t addr, uint8_t *data, unsign
     /* Inside our ranges but not ours (e.g. a byte write to CF9): absent. */
     if (r == 0 && !is_write)
         memset(data, 0xff, size);
-    return r == 2 ? KVM_VMM_IO_STOP : KVM_VMM_IO_DONE;
+    return r == 2 ? KVM_VMM_IO_STOP(KVM_VMM_STOP_CONFIG) : KVM_VMM_IO_DONE;
 }
 
 const struct kvm_io_ops kvm_pcihost_io_ops = {.access = host_io};

@@ -10,8 +10,9 @@
 #include <stdint.h>
 
 /* A write may return KVM_PCI_CFG_EVENT: the function's state changed in a way the VM layer
- * must act on (a BAR moved, decoding or MSI toggled); the run loop then returns a "stop"
- * exit to Lua after completing the access, and Lua resumes the vCPU when done. */
+ * must act on (a BAR moved, decoding or MSI toggled); the run loop then returns a stop
+ * exit (KVM_VMM_STOP_CONFIG) to its caller after completing the access, and the caller
+ * resumes the vCPU when done. */
 #define KVM_PCI_CFG_EVENT 1
 
 struct kvm_pci_cfg_ops {

@@ -90,6 +90,7 @@ int kvm_exit_decode(struct kvm_vcpu *c, struct kvm_run *run, struct kvm_exit *ou
                     int *err)
 {
     out->reason = run->exit_reason;
+    out->stop = KVM_VMM_STOP_NONE;
     switch (run->exit_reason) {
     case KVM_EXIT_IO: {
         unsigned size = run->io.size, count = run->io.count;
@@ -101,21 +102,22 @@ int kvm_exit_decode(struct kvm_vcpu *c, struct kvm_run *run, struct kvm_exit *ou
             return KVM_VMM_DECODE_DONE;
         }
         uint8_t *data = (uint8_t *)run + off;
-        int is_write = run->io.direction == KVM_EXIT_IO_OUT, stop = 0, handled = 1;
+        int is_write = run->io.direction == KVM_EXIT_IO_OUT, handled = 1;
+        enum kvm_stop stop = KVM_VMM_STOP_NONE;
         for (unsigned i = 0; i < count && handled; i++) {
             int rc = kvm_dispatch(c->vm, KVM_VMM_PIO, run->io.port, data + i * size, size,
                                   is_write);
-            if (rc < 0)
-                handled = 0;
-            else if (rc == KVM_VMM_IO_STOP)
-                stop = 1;
+            if (rc < 0 || rc == KVM_VMM_IO_PASS)
+                handled = 0;   /* no range, or passed on: the caller's */
+            else if (stop == KVM_VMM_STOP_NONE)
+                stop = kvm_io_stop_reason(rc);
         }
-        if (handled && !stop)
+        if (handled && stop == KVM_VMM_STOP_NONE)
             return KVM_VMM_DECODE_RESUME;
         *out = (struct kvm_exit){
             .kind = handled ? KVM_VMM_EXIT_STOP : KVM_VMM_EXIT_IO, .reason = run->exit_reason,
             .space = KVM_VMM_PIO, .addr = run->io.port, .size = size, .count = count,
-            .is_write = is_write, .data = data};
+            .is_write = is_write, .data = data, .stop = handled ? stop : KVM_VMM_STOP_NONE};
         if (!handled && !is_write) {
             memset(data, 0xff, (size_t)size * count); /* nothing there: all ones */
             c->pending_read = 1;
@@ -131,13 +133,15 @@ int kvm_exit_decode(struct kvm_vcpu *c, struct kvm_run *run, struct kvm_exit *ou
         int is_write = run->mmio.is_write != 0;
         int rc = kvm_dispatch(c->vm, KVM_VMM_MMIO, run->mmio.phys_addr, run->mmio.data, len,
                               is_write);
-        if (rc == KVM_VMM_IO_DONE)
+        int pass = rc < 0 || rc == KVM_VMM_IO_PASS;   /* no range, or passed on */
+        enum kvm_stop stop = pass ? KVM_VMM_STOP_NONE : kvm_io_stop_reason(rc);
+        if (!pass && stop == KVM_VMM_STOP_NONE)
             return KVM_VMM_DECODE_RESUME;
         *out = (struct kvm_exit){
-            .kind = rc < 0 ? KVM_VMM_EXIT_MMIO : KVM_VMM_EXIT_STOP, .reason = run->exit_reason,
+            .kind = pass ? KVM_VMM_EXIT_MMIO : KVM_VMM_EXIT_STOP, .reason = run->exit_reason,
             .space = KVM_VMM_MMIO, .addr = run->mmio.phys_addr, .size = len, .count = 1,
-            .is_write = is_write, .data = run->mmio.data};
-        if (rc < 0 && !is_write) {
+            .is_write = is_write, .data = run->mmio.data, .stop = stop};
+        if (pass && !is_write) {
             memset(run->mmio.data, 0xff, len);
             c->pending_read = 1;
         }

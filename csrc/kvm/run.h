@@ -16,8 +16,10 @@ int kvm_vcpu_run(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out);
 /* One exit as KVM_RUN left it in `run`, decoded the way the run loop does: an IO or MMIO
  * exit whose address a handled range answers is dispatched to it (a read's data arriving
  * as all ones first) and KVM_VMM_DECODE_RESUME returned (the guest runs on); anything else
- * fills *out and returns KVM_VMM_DECODE_DONE (an unhandled read answered all ones with
- * pending_read set; a range asking to stop gives KVM_VMM_EXIT_STOP). IO data outside
+ * fills *out and returns KVM_VMM_DECODE_DONE: an access no range covers, or one its range
+ * passed on (KVM_VMM_IO_PASS), as an IO or MMIO exit (a read answered all ones with
+ * pending_read set); a range asking to stop as KVM_VMM_EXIT_STOP with the range's stop
+ * reason in out->stop. IO data outside
  * c->run_size bytes, or an MMIO length past mmio.data, sets *err to -EPROTO (DONE).
  * The run loop's body, callable without KVM (fuzz/exit_fuzz.c drives it). */
 enum { KVM_VMM_DECODE_DONE = 0, KVM_VMM_DECODE_RESUME = 1 };

@@ -17,6 +17,16 @@ enum kvm_exit_kind {
     KVM_VMM_EXIT_INTERNAL_ERROR, KVM_VMM_EXIT_SYSTEM_EVENT, KVM_VMM_EXIT_OTHER
 };
 
+/* Why a handled range ended the run loop (a STOP exit's stop; iobus.h's access answers). */
+enum kvm_stop {
+    KVM_VMM_STOP_NONE,       /* not a STOP exit */
+    KVM_VMM_STOP_EXIT_PORT,  /* the guest wrote the exit port: it is done */
+    KVM_VMM_STOP_RESET,      /* the guest pulsed the CPU reset line (the i8042's) */
+    KVM_VMM_STOP_CONFIG,     /* a config write asked for the VM layer's attention */
+    KVM_VMM_STOP_BAR,        /* a BAR access queued events the VM layer must act on */
+    KVM_VMM_STOP_KINDS
+};
+
 struct kvm_exit {
     enum kvm_exit_kind kind;
     uint32_t reason;             /* raw KVM_EXIT_* */
@@ -26,6 +36,7 @@ struct kvm_exit {
     int is_write;
     uint8_t *data;               /* inside kvm_run; valid until the next run */
     uint64_t code;               /* FAIL_ENTRY reason, INTERNAL_ERROR suberror, event type */
+    enum kvm_stop stop;          /* STOP: why; else KVM_VMM_STOP_NONE */
 };
 
 struct kvm_vcpu {

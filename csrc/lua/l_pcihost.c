@@ -1,5 +1,5 @@
 /* Lua binding: vfio.core.pcihost, the C host bridge (kvm/pcihost.h). The functions it
- * serves are C-backed: a trap (l_trap_kvm.c) or an emulated config space (l_cfgspace.c). */
+ * serves are C-backed: a trap (wire/trap_kvm.h, registered by l_trap_kvm.c) or an emulated config space (l_cfgspace.c). */
 #include "lv.h"
 #include "kvm/pcihost.h"
 #include "base/le.h"

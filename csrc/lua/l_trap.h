@@ -1,6 +1,6 @@
 /* Shared by the trap binding files: l_backend.c (vfio.backend: the devices the trap core
  * reaches), l_trap.c (vfio.trap), l_trap_bench.c (trap:bench) and l_trap_kvm.c (a trap in
- * the KVM run loop and the C host bridge). */
+ * the KVM run loop and the C host bridge, with the seam's ops of wire/trap_kvm.h). */
 #ifndef LUAVFIO_L_TRAP_H
 #define LUAVFIO_L_TRAP_H
 
@@ -17,7 +17,7 @@ struct lv_backend_ud {
     int close_pending;        /* close() called while busy: done when the last one ends */
 };
 
-/* The trap userdata. fn comes first: the KVM glue gets the userdata block as the opaque
+/* The trap userdata. fn comes first: the seam (wire/) gets the userdata block as the opaque
  * pointer of its ops and uses it as the struct trap_fn. */
 struct lv_trap_ud {
     struct trap_fn fn;

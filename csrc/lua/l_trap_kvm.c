@@ -1,67 +1,13 @@
-/* Glue between the trap core (vfio.trap) and the KVM run loop, so a guest's config and
- * trapped BAR accesses are answered in C without reaching Lua:
- *   - the "vfio.trap" class registers LV_CAP_PCI_CFG (C host bridge functions, pcihost.h)
- *     and LV_CAP_KVM_IO (handled ranges, kvm/iobus.h); the opaque pointer is the trap's
- *     userdata block, whose first member is its struct trap_fn. Accesses that touch a
- *     Lua-handled window are left alone here: those handlers need a Lua call frame
- *     (trap:windows() tells the VM layer which ones to keep out of the C ranges). */
+/* The "vfio.trap" class in the KVM run loop: it registers LV_CAP_PCI_CFG (a function of
+ * the C host bridge) and LV_CAP_KVM_IO (handled ranges) with the seam's ops
+ * (wire/trap_kvm.h). The opaque pointer is the trap's userdata block, whose first member
+ * is its struct trap_fn. An access to a Lua-handled window is not answered there: those
+ * handlers need a Lua call frame, which only the run's caller has. */
 #include "l_trap.h"
-#include "base/le.h"
-#include "kvm/iobus.h"
-#include "kvm/pcihost.h"
-
-#include <errno.h>
-#include <stdint.h>
-
-/* A trap whose backend is closed (no ops) answers like an absent function. A closed
- * trap needs no test here: the trap core answers all ones, drops writes and has no
- * events left (trap_free). */
-static struct trap_fn *live_fn(void *opaque)
-{
-    struct trap_fn *fn = opaque;
-    return fn && fn->be && fn->be->ops ? fn : NULL;
-}
-
-static int cfg_read(void *opaque, uint32_t off, uint32_t len, uint32_t *val)
-{
-    struct trap_fn *fn = live_fn(opaque);
-    if (!fn)
-        return -ENODEV;
-    return trap_cfg_read(fn, off, len, val);
-}
-
-static int cfg_write(void *opaque, uint32_t off, uint32_t len, uint32_t val)
-{
-    struct trap_fn *fn = live_fn(opaque);
-    if (!fn)
-        return -ENODEV;
-    int rc = trap_cfg_write(fn, off, len, val);
-    if (rc < 0)
-        return rc;
-    return fn->ev_count ? KVM_PCI_CFG_EVENT : 0;
-}
-
-static const struct kvm_pci_cfg_ops trap_cfg_ops = {.read = cfg_read, .write = cfg_write};
-
-static int io_access(void *opaque, int space, uint64_t addr, uint8_t *data, unsigned size,
-                     int is_write)
-{
-    struct trap_fn *fn = live_fn(opaque);
-    bool io = space == KVM_VMM_PIO;
-    if (!fn || !(size == 1 || size == 2 || size == 4 || size == 8) ||
-        trap_addr_needs_lua(fn, io, addr, size))
-        return KVM_VMM_IO_DONE;   /* reads stay all ones, writes are dropped */
-    uint64_t v = is_write ? lv_le_get(data, size) : 0;
-    int rc = trap_addr_access(fn, io, addr, size, is_write, &v);
-    if (!is_write && rc >= 0)
-        lv_le_put(data, v, size);
-    return fn->ev_count ? KVM_VMM_IO_STOP : KVM_VMM_IO_DONE;
-}
-
-static const struct kvm_io_ops trap_io_ops = {.access = io_access, .release = NULL};
+#include "wire/trap_kvm.h"
 
 void lv_open_trap_kvm(lua_State *L)
 {
-    lv_setcap(L, LV_TRAP_T, LV_CAP_PCI_CFG, &trap_cfg_ops);
-    lv_setcap(L, LV_TRAP_T, LV_CAP_KVM_IO, &trap_io_ops);
+    lv_setcap(L, LV_TRAP_T, LV_CAP_PCI_CFG, &wire_trap_cfg_ops);
+    lv_setcap(L, LV_TRAP_T, LV_CAP_KVM_IO, &wire_trap_io_ops);
 }

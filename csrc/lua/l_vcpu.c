@@ -431,9 +431,16 @@ static const char *const kind_names[] = {
     [KVM_VMM_EXIT_SYSTEM_EVENT] = "system_event", [KVM_VMM_EXIT_OTHER] = "other",
 };
 
+/* A stop exit's reason (struct kvm_exit's stop), as Lua reads it in exit.stop. */
+static const char *const stop_names[] = {
+    [KVM_VMM_STOP_NONE] = NULL,            [KVM_VMM_STOP_EXIT_PORT] = "exit_port",
+    [KVM_VMM_STOP_RESET] = "reset",        [KVM_VMM_STOP_CONFIG] = "config",
+    [KVM_VMM_STOP_BAR] = "bar",
+};
+
 static void push_exit(lua_State *L, const struct kvm_exit *x)
 {
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 11);
     lua_pushstring(L, kind_names[x->kind]);
     lua_setfield(L, -2, "reason");
     lua_pushinteger(L, x->reason);
@@ -452,6 +459,11 @@ static void push_exit(lua_State *L, const struct kvm_exit *x)
         lua_setfield(L, -2, "count");
         lua_pushboolean(L, x->is_write);
         lua_setfield(L, -2, "write");
+        if (x->kind == KVM_VMM_EXIT_STOP && x->stop > KVM_VMM_STOP_NONE &&
+            x->stop < KVM_VMM_STOP_KINDS) {
+            lua_pushstring(L, stop_names[x->stop]);
+            lua_setfield(L, -2, "stop");
+        }
         if (x->is_write) {
             lua_pushinteger(L, (lua_Integer)lv_le_get(x->data, x->size));
             lua_setfield(L, -2, "value");
@@ -511,7 +523,11 @@ static double now_s(void)
  * answered with vcpu:complete(value) before the next run (else it reads all ones).
  * With a handler: handler(exit) is called for every unhandled io/mmio exit; for reads
  * its integer or string result is the data; returning false ends run() with that exit.
- * Other exits (hlt, stop, timeout, intr, shutdown, ...) always end run(). */
+ * An unhandled io/mmio exit is one no range covers or one its range passed on (a Lua
+ * quirk window inside a trap's range). Other exits (hlt, stop, timeout, intr, shutdown,
+ * ...) always end run(); a stop carries its reason in exit.stop: "exit_port", "reset",
+ * "config" (a config write asking for attention) or "bar" (a BAR access that queued
+ * trap events). */
 /* Leave run(): the closes asked for by a handler happen now, when nothing of the run
  * is on the stack any more. */
 static void end_run(struct vcpu_ud *v)

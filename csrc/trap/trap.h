@@ -189,18 +189,24 @@ int trap_bar_access(struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len
                     uint64_t *val);
 int trap_addr_access(struct trap_fn *fn, bool io, uint64_t addr, uint32_t len, bool write,
                      uint64_t *val);
+/* trap_addr_access for a caller that cannot run a window handler (the run loop's seam,
+ * wire/): the same one decode and dispatch, except that an access a handler window
+ * (WIN_HANDLER) would take is not made and TRAP_PASS returned, *val untouched: the
+ * caller hands it to whoever installed the handler, who makes it with trap_addr_access.
+ * A closed function never passes. */
+#define TRAP_PASS 1
+int trap_addr_try(struct trap_fn *fn, bool io, uint64_t addr, uint32_t len, bool write,
+                  uint64_t *val);
 /* The one address decode every caller shares: the BAR that claims a guest access of `len`
  * bytes at `addr` (the first enabled BAR of that space holding the whole access) and the
- * offset in it; -1 when none does. trap_addr_access dispatches with it, and the run loop
- * asks trap_addr_needs_lua with it whether the access lands on a Lua-handled window, so
- * the two can never disagree. */
+ * offset in it; -1 when none does. trap_addr_access and trap_addr_try dispatch with it,
+ * once per access. */
 int trap_decode(const struct trap_fn *fn, bool io, uint64_t addr, uint32_t len, uint64_t *off);
 /* The window an access at [off, off+len) of `bar` is dispatched to, or NULL. */
 const struct trap_window *trap_window_at(const struct trap_fn *fn, unsigned bar, uint64_t off,
                                          uint32_t len);
 /* True if the MSI-X table or PBA takes an access at [off, off+len) of `bar`. */
 bool trap_msix_claims(const struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len);
-bool trap_addr_needs_lua(const struct trap_fn *fn, bool io, uint64_t addr, uint32_t len);
 int trap_set_bar_size(struct trap_fn *fn, unsigned bar, uint64_t size);
 int trap_hide_rom(struct trap_fn *fn);
 int trap_add_window(struct trap_fn *fn, const struct trap_window *w);

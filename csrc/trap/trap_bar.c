@@ -270,29 +270,42 @@ const struct trap_window *trap_window_at(const struct trap_fn *fn, unsigned bar,
     return NULL;
 }
 
-bool trap_addr_needs_lua(const struct trap_fn *fn, bool io, uint64_t addr, uint32_t len)
+/* Whether trap_bar_access would give [off, off+len) of `bar` to a handler window: the
+ * MSI-X table and PBA come first, then a window that holds the whole access (one that
+ * straddles a window's edge reads all ones without a handler). */
+static bool handler_takes(const struct trap_fn *fn, unsigned bar, uint64_t off, uint32_t len)
+{
+    if (bar == 6 || fn->closed || trap_msix_claims(fn, bar, off, len))
+        return false;
+    const struct trap_window *w = trap_window_at(fn, bar, off, len);
+    return w && w->kind == WIN_HANDLER && off >= w->off && off + len <= w->off + w->len;
+}
+
+static int addr_access(struct trap_fn *fn, bool io, uint64_t addr, uint32_t len, bool write,
+                       uint64_t *val, bool handlers)
 {
     uint64_t off;
     int bar = trap_decode(fn, io, addr, len, &off);
-    if (bar < 0 || bar == 6 || fn->closed)
-        return false;
-    /* trap_bar_access tries the MSI-X table and PBA first, the windows after them */
-    if (trap_msix_claims(fn, (unsigned)bar, off, len))
-        return false;
-    const struct trap_window *w = trap_window_at(fn, (unsigned)bar, off, len);
-    return w && w->kind == WIN_HANDLER && off >= w->off && off + len <= w->off + w->len;
+    if (bar >= 0) {
+        if (!handlers && handler_takes(fn, (unsigned)bar, off, len))
+            return TRAP_PASS;
+        return trap_bar_access(fn, (unsigned)bar, off, len, write, val);
+    }
+    if (!write)
+        *val = ones(len);
+    return -ENXIO;   /* nobody decodes it: reads float high */
 }
 
 int trap_addr_access(struct trap_fn *fn, bool io, uint64_t addr, uint32_t len, bool write,
                      uint64_t *val)
 {
-    uint64_t off;
-    int bar = trap_decode(fn, io, addr, len, &off);
-    if (bar >= 0)
-        return trap_bar_access(fn, (unsigned)bar, off, len, write, val);
-    if (!write)
-        *val = ones(len);
-    return -ENXIO;   /* nobody decodes it: reads float high */
+    return addr_access(fn, io, addr, len, write, val, true);
+}
+
+int trap_addr_try(struct trap_fn *fn, bool io, uint64_t addr, uint32_t len, bool write,
+                  uint64_t *val)
+{
+    return addr_access(fn, io, addr, len, write, val, false);
 }
 
 int trap_set_bar_size(struct trap_fn *fn, unsigned bar, uint64_t size)

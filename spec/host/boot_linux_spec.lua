@@ -69,6 +69,7 @@ describe("vfio.vmm.vm:boot_linux on stand-in kernels #kvm", function()
       assert.are.equal("reboot", r.result)
       assert.are.equal(0, r.status)
       assert.are.equal(0x64, r.exit.port)
+      assert.are.equal("reset", r.exit.stop)
       assert.are.equal(require("vfio.vmm.boot_linux").CMDLINE .. " root=/dev/ram0\nbye\n", r.output)
       assert.are.equal(r.output, r.tail)
       -- the machine's pieces are in place: the MP table where Linux scans for it

@@ -21,10 +21,13 @@ describe("vfio.vmm.layout.split_bar", function()
          kinds(layout.split_bar({ size = 0x100000, phys_size = 0x100000 }, { mappable = true })))
    end)
 
-   it("traps the pages of trapped spans, and leaves Lua windows to Lua", function()
+   it("traps the pages of trapped spans whole, a Lua window's too (its C range passes it on)", function()
       local p = layout.split_bar({ size = 0x100000, phys_size = 0x100000 },
-         { mappable = true, lua = { { 0x80, 0x20 } } })
-      assert.are.same({ "trap 0+80", "lua 80+20", "trap a0+f60", "map 1000+ff000" }, kinds(p))
+         { mappable = true, trapped = { { 0x80, 0x20 } } })
+      assert.are.same({ "trap 0+1000", "map 1000+ff000" }, kinds(p))
+      p = layout.split_bar({ size = 0x100000, phys_size = 0x100000 },
+         { mappable = true, trapped = { { 0xff0, 0x20 } } })              -- over a page edge
+      assert.are.same({ "trap 0+2000", "map 2000+fe000" }, kinds(p))
       p = layout.split_bar({ size = 0x4000, phys_size = 0x4000 },
          { mappable = true, trapped = { { 0x2000, 65 * 16 }, { 0x3000, 16 } } })
       assert.are.same({ "map 0+2000", "trap 2000+2000" }, kinds(p))
@@ -32,11 +35,14 @@ describe("vfio.vmm.layout.split_bar", function()
 
    it("maps a page read-only when its only trapped spans are read-through windows", function()
       local p = layout.split_bar({ size = 0x2000, phys_size = 0x2000 },
-         { mappable = true, lua = { { 0x80, 0x20, ro = true } } })
-      assert.are.same({ "romap 0+1000", "trap 0+80", "lua 80+20", "trap a0+f60", "map 1000+1000" }, kinds(p))
+         { mappable = true, trapped = { { 0x80, 0x20, ro = true } } })
+      assert.are.same({ "romap 0+1000", "trap 0+1000", "map 1000+1000" }, kinds(p))
       p = layout.split_bar({ size = 0x2000, phys_size = 0x2000 },
-         { mappable = true, lua = { { 0x80, 0x20, ro = true } }, trapped = { { 0x800, 16 } } })
-      assert.are.same({ "trap 0+80", "lua 80+20", "trap a0+f60", "map 1000+1000" }, kinds(p))
+         { mappable = true, trapped = { { 0x80, 0x20, ro = true }, { 0x800, 16 } } })
+      assert.are.same({ "trap 0+1000", "map 1000+1000" }, kinds(p))
+      p = layout.split_bar({ size = 0x3000, phys_size = 0x3000 },         -- one page each
+         { mappable = true, trapped = { { 0x80, 0x20, ro = true }, { 0x1800, 16 } } })
+      assert.are.same({ "romap 0+1000", "trap 0+2000", "map 2000+1000" }, kinds(p))
    end)
 
    it("traps what cannot be mapped: I/O BARs, sub-page BARs, bytes past the region", function()
@@ -47,14 +53,17 @@ describe("vfio.vmm.layout.split_bar", function()
       assert.are.same({ "trap 0+4000" }, kinds(layout.split_bar({ size = 0x4000 }, { mappable = false })))
    end)
 
-   it("sends everything to Lua when tracing", function()
-      assert.are.same({ "lua 0+2000" },
+   it("sends everything to Lua when tracing: no slot, no range", function()
+      assert.are.same({},
          kinds(layout.split_bar({ size = 0x2000 }, { mappable = true, trace = true })))
+      assert.are.same({},
+         kinds(layout.split_bar({ size = 0x2000 }, { mappable = true, trace = true,
+                                                     trapped = { { 0x80, 0x20, ro = true } } })))
    end)
 
    it("ignores windows that lie outside the BAR", function()
       assert.are.same({ "map 0+1000" },
-         kinds(layout.split_bar({ size = 0x1000 }, { mappable = true, lua = { { 0x5000, 8 } } })))
+         kinds(layout.split_bar({ size = 0x1000 }, { mappable = true, trapped = { { 0x5000, 8 } } })))
    end)
 end)
 
@@ -74,7 +83,8 @@ describe("passthrough.lua before a VM exists", function()
       assert.matches("1234:11e8 class 00ff00 %-> guest 00:04%.0", out)
       assert.matches("BAR0 mem32%s+size 0x100000 at 0xc0000000\n", out)
       assert.matches("  %+0%.%.%+0xfff mapped read%-only %(reads direct, writes trapped%)\n"
-         .. "  %+0%.%.%+0x7f trapped %(C dispatch%)\n  %+0x80%.%.%+0x9f trapped %(Lua handler%)", out)
+         .. "  %+0%.%.%+0xfff trapped %(C dispatch%)\n    %+0x80%.%.%+0x9f trapped %(Lua handler%)\n"
+         .. "  %+0x1000%.%.%+0xfffff mapped %(KVM memory slot%)\n", out)
       assert.matches("%+0x1000%.%.%+0xfffff mapped %(KVM memory slot%)", out)
       assert.matches("irq INTx pin A %-> line 10 %(GSI 10%)", out)
       assert.matches("quirks edu%-dma%-guard", out)

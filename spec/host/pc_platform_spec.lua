@@ -271,6 +271,7 @@ describe("legacy ports answered in C #kvm", function()
       ]]
       local exit, out = run(vm, false, src)
       assert.are.equal("stop", exit.reason)          -- no "io" exit came first
+      assert.are.equal("exit_port", exit.stop)
       assert.are.equal("\255\0\255", out)
       assert.has_error(function() vm:add_ignore_ports(0xfff0, 0x20) end)
       assert.has_error(function() vm:add_ignore_ports(0x80, 1, 256) end)
@@ -295,6 +296,7 @@ describe("legacy ports answered in C #kvm", function()
       local exit, out = run(vm, false, src)
       assert.are.equal("stop", exit.reason)
       assert.are.equal(0x64, exit.port)
+      assert.are.equal("reset", exit.stop)           -- the i8042's reset pulse, told by C
       assert.are.equal(0xfe, exit.value)
       -- system flag; output full after the self test; 0x55; empty again; CTR as a BIOS
       -- leaves it; the written CTR; the looped byte; nothing after the reset

@@ -36,6 +36,7 @@ local function skip_if_none(g, err)
    if not g then pending(err) return true end
    assert.are.equal("stop", g.exit.reason, "the guest did not reach the exit port")
    assert.are.equal(0xf4, g.exit.port)
+   assert.are.equal("exit_port", g.exit.stop)
    return false
 end
 

@@ -8,8 +8,11 @@
 --   - each VFIO group joins the KVM VFIO device once;
 --   - BARs come from one allocator, so no two devices overlap (the board places them as
 --     firmware would before a guest that does not, such as Linux booted directly);
---   - the run handler gives a Lua-handled exit to the device whose trap claims it, and a
---     stop exit (a function asking for attention) syncs every device.
+--   - the run handler gives a Lua-handled exit (one no range covers, or one a device's C
+--     range passed on: a Lua quirk window) to the device whose trap claims it; after it,
+--     and after a stop exit (a function asking for attention), every device's events are
+--     carried out, and the BAR layouts are derived again only after an event that can
+--     change them (a BAR moved, decoding toggled).
 --
 --   local b = board.new{mem_mib=, trace=fn}
 --   b:add(machine [, slot [, fn]])   machine:start(b) is the same
@@ -238,11 +241,18 @@ function Board:place_bars()
 end
 
 ---
--- Bring every device's slots, ranges and vectors in line with its trap.
+-- Bring every device's vectors in line with its trap, and after an event that can change
+-- a BAR layout (a BAR moved, decoding toggled) every device's slots and ranges: a piece
+-- that could not be placed (over another device's BAR) is tried again then.
 function Board:sync()
+   local changed = false
    for _, m in ipairs(self.devices) do
-      local ok, err, errno = m:sync()
-      if not ok then return nil, err, errno end
+      local ok, c, errno = m:take_events()
+      if not ok then return nil, c, errno end
+      changed = changed or c
+   end
+   if changed then
+      for _, m in ipairs(self.devices) do m:apply_layout() end
    end
    return true
 end

@@ -218,7 +218,7 @@ local function verdict(exit, tail)
    local power = tail:find(M.POWER_DOWN, 1, true) or tail:find(M.HALTED)
    if power and (not panic or power < panic) then return "poweroff", 0 end
    if panic then return "panic", 1 end
-   if exit.reason == "stop" and exit.port == 0x64 then return "reboot", 0 end
+   if exit.reason == "stop" and exit.stop == "reset" then return "reboot", 0 end
    if exit.reason == "system_event" then
       if exit.code == 1 then return "poweroff", 0 end -- KVM_SYSTEM_EVENT_SHUTDOWN
       if exit.code == 2 then return "reboot", 0 end   -- KVM_SYSTEM_EVENT_RESET
@@ -300,8 +300,8 @@ function M.run(m, opts)
       local tail = m.uart:tail()
       if exit.reason == "timeout" and not tail:find(M.PANIC, 1, true)
          and not tail:find(M.HALTED) then exit = nil end
-      -- stops from other C handlers (a function asking for attention) resume the guest
-      if exit and exit.reason == "stop" and exit.port ~= 0x64 then
+      -- stops for other reasons (a function asking for attention) resume the guest
+      if exit and exit.reason == "stop" and exit.stop ~= "reset" then
          if opts.on_stop then opts.on_stop(exit) end
          exit = nil
       end

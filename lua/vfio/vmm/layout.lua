@@ -2,8 +2,10 @@
 -- Guest address layout for BARs: windows for 32-bit MMIO, 64-bit MMIO and I/O ports,
 -- each allocated in order with every BAR aligned to its size (PCI requires natural
 -- alignment). The choice of window per BAR is a policy a caller can replace. Then what
--- each placed BAR becomes in a VM (mapped, C-trapped and Lua-handled pieces) and the
--- difference to apply when the guest changes them.
+-- each placed BAR becomes in a VM (mapped and C-trapped pieces) and the difference to
+-- apply when the guest changes them. A Lua quirk window is no piece of its own: the C
+-- range over its page asks the trap core, which passes an access to a Lua window on to
+-- the run's caller (csrc/wire), so the window reaches Lua through the run handler.
 -- @module vfio.vmm.layout
 local address_map = require "vfio.vmm.address_map"
 
@@ -131,25 +133,28 @@ function layout.program(trap, placed)
 end
 
 ---------------------------------------------------------------------------------------
--- What each BAR becomes in the VM once placed: mapped pages, C-trapped and Lua-handled
--- spans, and the difference to apply when the guest moves or toggles a BAR.
+-- What each BAR becomes in the VM once placed: mapped pages and C-trapped spans, and the
+-- difference to apply when the guest moves or toggles a BAR.
 
 layout.PAGE = address_map.PAGE_SIZE
 
 ---
--- Split [0, size) of a BAR into pieces: "map" (mmap-able pages), "trap" (C handled) and
--- "lua" (quirk windows whose handlers are Lua). Pure: specs check it without a device.
---   bar = {size=, phys_size=, io=}, o = {mappable=bool, trapped={{off, len}...},
---   lua={{off, len, ro=bool}...}, trace=bool}
--- A trapped page whose only trapped spans are windows with ro (reads return the
+-- Split [0, size) of a BAR into pieces: "map" (mmap-able pages) and "trap" (a C handled
+-- range). Pure: specs check it without a device.
+--   bar = {size=, phys_size=, io=}, o = {mappable=bool, trapped={{off, len, ro=bool}...},
+--   trace=bool}
+-- Every page a trapped span touches is trapped whole; the spans are the MSI-X table and
+-- PBA and every quirk window, a Lua one included (its C range passes its accesses on to
+-- Lua). A trapped page whose only trapped spans are windows with ro (reads return the
 -- device's value) also gets a "romap" piece: a read-only slot, so reads go straight to
--- the device and only writes exit (to the "trap"/"lua" pieces over the same bytes).
+-- the device and only writes exit (to the "trap" piece over the same page). With trace,
+-- no piece at all: every access of the BAR is an exit no range covers, which reaches Lua.
 function layout.split_bar(bar, o)
    local size, page = bar.size, layout.PAGE
    local phys = math.min(bar.phys_size or size, size)
    local pieces = {}
+   if o.trace then return pieces end
    local function add(kind, off, len)
-      if len <= 0 then return end
       local last = pieces[#pieces]
       if last and last.kind == kind and last.off + last.len == off then
          last.len = last.len + len
@@ -160,51 +165,28 @@ function layout.split_bar(bar, o)
    -- which pages must trap: those touching a trapped span, and anything past the
    -- device's region (it reads as zero, no mapping can give that)
    local npages = (size + page - 1) // page
-   local trapped, romap = {}, {}
-   local can_map = o.mappable and not bar.io and size >= page and not o.trace
+   local can_map = o.mappable and not bar.io and size >= page
    for p = 0, npages - 1 do
       local lo, hi = p * page, math.min((p + 1) * page, size)
       local t = not can_map or hi > phys
       local ro = not t
       for _, s in ipairs(o.trapped or {}) do
-         if s[1] < hi and s[1] + s[2] > lo then t, ro = true, false end
-      end
-      for _, s in ipairs(o.lua or {}) do
          if s[1] < hi and s[1] + s[2] > lo then
             t = true
             if not s.ro then ro = false end
          end
       end
-      trapped[p], romap[p] = t, t and ro
-   end
-   -- walk byte spans: Lua windows first, then the trapped/mapped page kind
-   local cuts = { 0, size }
-   for _, s in ipairs(o.lua or {}) do
-      cuts[#cuts + 1] = math.max(0, math.min(size, s[1]))
-      cuts[#cuts + 1] = math.max(0, math.min(size, s[1] + s[2]))
-   end
-   for p = 1, npages - 1 do cuts[#cuts + 1] = p * page end
-   table.sort(cuts)
-   for i = 1, #cuts - 1 do
-      local a, b = cuts[i], cuts[i + 1]
-      if b > a then
-         local kind
-         for _, s in ipairs(o.lua or {}) do
-            if a >= s[1] and b <= s[1] + s[2] then kind = "lua" end
-         end
-         if o.trace and not kind then kind = "lua" end
-         kind = kind or (trapped[a // page] and "trap" or "map")
-         if a % page == 0 and romap[a // page] then
-            pieces[#pieces + 1] = { kind = "romap", off = a, len = math.min(page, size - a) }
-         end
-         add(kind, a, b - a)
+      if t and ro then
+         pieces[#pieces + 1] = { kind = "romap", off = lo, len = hi - lo }
       end
+      add(t and "trap" or "map", lo, hi - lo)
    end
    return pieces
 end
 
 -- The trapped byte spans of BAR i: MSI-X table and PBA, and quirk windows (mirrors in C,
--- handlers in Lua).
+-- handlers in Lua; a handler window's ro says its reads are the device's), and the Lua
+-- windows alone (what a plan shows).
 local function bar_spans(trap, i, read_through)
    local trapped, lua = {}, {}
    local x = trap:msix()
@@ -214,8 +196,9 @@ local function bar_spans(trap, i, read_through)
    end
    for _, w in ipairs(trap:windows()) do
       if w.bar == i then
-         local list = w.lua and lua or trapped
-         list[#list + 1] = { w.off, w.len, ro = read_through[("%d:%d:%d"):format(i, w.off, w.len)] }
+         local ro = w.lua and read_through[("%d:%d:%d"):format(i, w.off, w.len)] or nil
+         trapped[#trapped + 1] = { w.off, w.len, ro = ro }
+         if w.lua then lua[#lua + 1] = { off = w.off, len = w.len } end
       end
    end
    return trapped, lua
@@ -225,7 +208,8 @@ local REGION_MMAP = 4
 
 ---
 -- layout.bar_pieces(trap, flags_of, {no_mmap=, read_through=, trace=}) -> {[bar] =
--- {bar=, pieces=, mappable=}} for every implemented BAR, each piece with its bar, io,
+-- {bar=, pieces=, mappable=, lua_windows = {{off=, len=}...}}} for every implemented BAR
+-- (lua_windows: its Lua quirk windows, inside its trap pieces), each piece with its bar, io,
 -- gpa (from the address the guest programmed) and live (the BAR decodes). flags_of(i)
 -- gives the VFIO region flags of region i (nil: unknown, not mappable).
 function layout.bar_pieces(trap, flags_of, o)
@@ -238,14 +222,14 @@ function layout.bar_pieces(trap, flags_of, o)
          local mappable = not o.no_mmap and flags and (flags & REGION_MMAP) ~= 0
             and i < 6 or false
          local trapped, lua = bar_spans(trap, i, o.read_through or {})
-         local pieces = layout.split_bar(b, { mappable = mappable, trapped = trapped, lua = lua,
+         local pieces = layout.split_bar(b, { mappable = mappable, trapped = trapped,
                                               trace = o.trace })
          for _, p in ipairs(pieces) do
             p.bar, p.io = i, b.io
             p.gpa = b.addr + p.off
             p.live = b.mapped
          end
-         list[i] = { bar = b, pieces = pieces, mappable = mappable }
+         list[i] = { bar = b, pieces = pieces, mappable = mappable, lua_windows = lua }
       end
    end
    return list

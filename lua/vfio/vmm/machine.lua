@@ -134,11 +134,20 @@ function Machine:plan()
          local why = e.mappable and "" or self.opts.no_mmap and " (mmap off)" or " (not mmap-able)"
          p("BAR%d %s %s size %s at %s%s", i, kind, b.prefetch and "prefetch" or "", hex(b.size),
            hex(b.addr), why)
+         if #e.pieces == 0 and self.trace then
+            p("  +0..+%s traced (every access reaches Lua)", hex(b.size - 1))
+         end
          for _, piece in ipairs(e.pieces) do
             local what = piece.kind == "map" and "mapped (KVM memory slot)"
                or piece.kind == "romap" and "mapped read-only (reads direct, writes trapped)"
-               or piece.kind == "trap" and "trapped (C dispatch)" or "trapped (Lua handler)"
+               or "trapped (C dispatch)"
             p("  +%s..+%s %s", hex(piece.off), hex(piece.off + piece.len - 1), what)
+            -- the Lua quirk windows inside a trapped piece: its C range passes them on
+            for _, w in ipairs(piece.kind == "trap" and e.lua_windows or {}) do
+               if w.off >= piece.off and w.off < piece.off + piece.len then
+                  p("    +%s..+%s trapped (Lua handler)", hex(w.off), hex(w.off + w.len - 1))
+               end
+            end
          end
       end
    end
@@ -212,7 +221,7 @@ function Machine:start(board, slot, fn)
    board:register(self, s, f)
    ok, err, errno = self:start_irqs()
    if not ok then return fail(self, err, errno) end
-   ok, err, errno = self:sync()
+   ok, err, errno = self:sync(true)
    if not ok then return fail(self, err, errno) end
    return self
 end
@@ -239,7 +248,7 @@ function Machine:place_bars(alloc)
       self:log("bar  %02x.%d BAR%d at %#x (%s)", self.slot or 0, self.fn or 0, i, p.addr, p.window)
    end
    if not self.vm then self.trap:events() return true end   -- a plan: no VM to follow it
-   return self:sync()
+   return self:sync(true)
 end
 
 ---
@@ -369,15 +378,31 @@ function Machine:event(e)
    return self:irq_actions(self.irqmode:event(e, function(i) return msix_entry(trap, i) end))
 end
 
+-- Trap events after which the BAR layout may differ: a BAR moved, decoding toggled.
+local LAYOUT_EVENTS = { bar = true, decode = true }
+
 ---
--- Drain the trap's events, then make slots and ranges match the BARs.
-function Machine:sync()
-   local evs = self.trap:events() or {}
-   for _, e in ipairs(evs) do
+-- Drain the trap's events, carrying out what they ask of the interrupts.
+-- @return true, changed (an event that can change the BAR layout came), or nil, message,
+-- errno
+function Machine:take_events()
+   local changed = false
+   for _, e in ipairs(self.trap:events() or {}) do
       local ok, err, errno = self:event(e)
       if not ok then return nil, err, errno end
+      if LAYOUT_EVENTS[e.type] then changed = true end
    end
-   return self:apply_layout()
+   return true, changed
+end
+
+---
+-- Drain the trap's events; then, after one that can change the BAR layout (or with
+-- `force`), make slots and ranges match the BARs.
+function Machine:sync(force)
+   local ok, changed, errno = self:take_events()
+   if not ok then return nil, changed, errno end
+   if changed or force then return self:apply_layout() end
+   return true
 end
 
 ---
@@ -397,8 +422,9 @@ function Machine:region_map(bar)
    return mp or nil
 end
 
---- Make one piece of the BAR layout real: a memory slot of the BAR's mapping, a trapped
--- MMIO range, or nothing (exits reach Lua).
+--- Make one piece of the BAR layout real: a memory slot of the BAR's mapping, or a
+-- trapped range (the trap answers in C; a Lua quirk window's accesses it passes on, and
+-- they reach the run handler).
 -- @return a handle for `remove_piece`, or `nil, message`
 function Machine:add_piece(p)
    local vm = self.vm
@@ -418,12 +444,9 @@ function Machine:add_piece(p)
          return { slot = slot }
       end
    end
-   if p.kind == "trap" then
-      local id, err = vm:add_range(p.io and "pio" or "mmio", p.gpa, p.len, self.trap)
-      if not id then return nil, err end
-      return { range = id }
-   end
-   return {} -- "lua": left unregistered, the exits reach the Lua handler
+   local id, err = vm:add_range(p.io and "pio" or "mmio", p.gpa, p.len, self.trap)
+   if not id then return nil, err end
+   return { range = id }
 end
 
 --- Undo `add_piece`: unmap its slot or remove its range.

@@ -111,13 +111,12 @@ M.RESULT = { [0] = "pass", [1] = "fail", [2] = "nodev", [3] = "exception" }
 -- vm:boot(path, {cmdline=, timeout=, handler=, on_stop=})
 --   -> {result=, code=, output=, exit=}
 -- Runs until the guest writes the exit port or something else ends the run. A "stop"
--- from any other C handler (a function asking for attention) calls on_stop(exit) and
--- the guest resumes.
+-- for any other reason (exit.stop "config" or "bar": a function asking for attention;
+-- "reset") calls on_stop(exit) and the guest resumes.
 function VM:boot(path, opts)
    opts = opts or {}
    local entry, err, e = self:load_file(path, opts.cmdline)
    if not entry then return nil, err, e end
-   local exit_port = opts.exit_port or M.EXIT_PORT
    local clock = os.time()
    local budget = opts.timeout or 60
    local exit, rerr, rerrno
@@ -126,11 +125,11 @@ function VM:boot(path, opts)
       if left <= 0 then exit = { reason = "timeout" } break end
       exit, rerr, rerrno = self:run(opts.handler, { timeout = left })
       if not exit then return nil, rerr, rerrno end
-      local other_stop = exit.reason == "stop" and not (exit.space == "pio" and exit.port == exit_port)
+      local other_stop = exit.reason == "stop" and exit.stop ~= "exit_port"
       if other_stop and opts.on_stop then opts.on_stop(exit) end
    until not other_stop
    local r = { exit = exit, output = self:output() }
-   if exit.reason == "stop" and exit.port == exit_port then
+   if exit.reason == "stop" and exit.stop == "exit_port" then
       r.code = exit.value & 0xff
       r.result = M.RESULT[r.code] or "unknown"
    else
