@@ -125,7 +125,7 @@ describe("vfio.vmm.vm:boot_linux on stand-in kernels #kvm", function()
       if not r then pending(m) return end
       assert.are.equal("timeout", r.result)
       -- where it was: spinning in the kernel's code, loaded from 1 MiB on
-      local rip = tonumber(assert(r.where):match("^vcpu0 rip (0x%x+)$"), 16)
+      local rip = tonumber(assert(r.where):match("^vcpu0 rip (0x%x+)$"))
       assert.is_true(rip >= 0x100000 and rip < 0x1000000, r.where)
       assert.are.equal(1, r.ports[0x1f7])
       assert.are.equal("\255", r.output:sub(-1))
