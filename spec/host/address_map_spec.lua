@@ -169,7 +169,7 @@ describe("vfio.vmm.address_map", function()
       assert.are.equal(map.ECAM_START, require("vfio.vmm.board").ECAM_BASE)
       -- today's limits, kept: a board's RAM ends at the hole, a bare VM's below the BAR
       -- window, the Linux loader's below the IOAPIC
-      assert.are.equal(map.HOLE_START, require("vfio.vmm.machine").MAX_MEM_MIB << 20)
+      assert.are.equal(map.HOLE_START, require("vfio.vmm.board").MAX_MEM_MIB << 20)
       assert.are.equal(map.MMIO32_START, require("vfio.vmm.vm").RAM_LIMIT)
       -- the e820 map reserves the low legacy area and the pages KVM takes
       local e820 = linux.e820(64 * MiB)

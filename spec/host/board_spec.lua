@@ -1,11 +1,12 @@
--- Several devices on one board (vfio.vmm.board): each on its own slot of bus 0 with its
+-- Several devices on one board (vfio.vmm.board, each a vfio.vmm.assigned device added
+-- with board:add_device or board:add_devices): each on its own slot of bus 0 with its
 -- INTx line from the PCI swizzle, every BAR placed by one allocator (64-bit prefetchable
 -- ones above 4 GiB), and the VM's address map taking all their slots and ranges, which it
 -- would refuse if any two overlapped. The devices are lab recordings; the VM is the
 -- host's /dev/kvm (the spec says so when it is absent; the lab runs the same with real
 -- devices).
 local board = require "vfio.vmm.board"
-local machine = require "vfio.vmm.machine"
+local assigned = require "vfio.vmm.assigned"
 local kvmhost = require "support.kvm"
 
 local function cf8(bus, dev, fn, reg)
@@ -28,20 +29,20 @@ describe("vfio.vmm.board", function()
       local names = { "edu", "nvme", "e1000e", "virtio-net-pci", "qemu-xhci" }
       local ms = {}
       for i, n in ipairs(names) do
-         ms[i] = assert(machine.new("spec/fixtures/" .. n .. ".lua", { mem_mib = 16 }))
-         assert(b:add(ms[i]))
-         assert.are.equal(3 + i, ms[i].slot)
+         ms[i] = assert(assigned.new("spec/fixtures/" .. n .. ".lua"))
+         assert(b:add_device(ms[i]))
+         assert.are.equal(3 + i, b:where(ms[i]).slot)
       end
-      assert(b:place_bars())
       -- config space through the C host bridge: each slot answers with its own ids
       for i, m in ipairs(ms) do
-         local want = m.trap:cfg_read(0, 4)
-         assert(b.host:access(pio(0xcf8, 4, true, cf8(0, m.slot, 0, 0))))
+         local want, slot = m.trap:cfg_read(0, 4), b:where(m).slot
+         assert(b.host:access(pio(0xcf8, 4, true, cf8(0, slot, 0, 0))))
          local _, v = b.host:access(pio(0xcfc, 4, false))
          assert.are.equal(want, v, names[i])
          local pin = m:intx_pin()
          if pin ~= 0 then
-            assert.are.equal(board.intx_gsi(m.slot, pin), m.trap:cfg_read(0x3c, 1))
+            assert.are.equal(board.intx_gsi(slot, pin), m.trap:cfg_read(0x3c, 1))
+            assert.are.equal(board.intx_gsi(slot, pin), b:where(m).intx_line)
          end
          assert.are.equal(0x7, m.trap:cfg_read(4, 2) & 0x7)   -- decoding and bus master on
       end
@@ -83,13 +84,15 @@ describe("vfio.vmm.board", function()
    it("refuses a slot that is taken #kvm", function()
       local b = board.new { mem_mib = 16 }
       if not b then pending(kvmhost.REASON) return end
-      local m1 = assert(machine.new("spec/fixtures/edu.lua"))
-      local m2 = assert(machine.new("spec/fixtures/edu.lua"))
-      assert(b:add(m1, 6))
-      local ok, err = b:add(m2, 6)
+      local m1 = assert(assigned.new("spec/fixtures/edu.lua"))
+      local m2 = assert(assigned.new("spec/fixtures/edu.lua"))
+      assert(b:add_device(m1, { slot = 6 }))
+      local ok, err = b:add_device(m2, { slot = 6 })
       assert.is_nil(ok)
       assert.matches("slot 6 function 0 is taken", err)
+      assert.is_nil(b:where(m2))
       b:close()
+      m2:close()
    end)
 
    it("keeps the functions of one host slot together on one guest slot", function()
@@ -119,23 +122,23 @@ describe("vfio.vmm.board", function()
                       { "edu", "0000:00:10.1" } }
       local ms = {}
       for i, sp in ipairs(specs) do
-         ms[i] = assert(machine.new("spec/fixtures/" .. sp[1] .. ".lua", { mem_mib = 16 }))
+         ms[i] = assert(assigned.new("spec/fixtures/" .. sp[1] .. ".lua"))
          local bdf = sp[2]
          ms[i].host_bdf = function() return bdf end
       end
-      assert(b:assign(ms))
-      for _, m in ipairs(ms) do assert(b:add(m)) end
-      assert(b:place_bars())
-      assert.are.same({ 4, 0 }, { ms[1].slot, ms[1].fn })
-      assert.are.same({ 5, 0 }, { ms[2].slot, ms[2].fn })
-      assert.are.same({ 4, 1 }, { ms[3].slot, ms[3].fn })
+      assert(b:add_devices(ms))
+      local function at(m) local w = b:where(m) return { w.slot, w.fn } end
+      assert.are.same({ 4, 0 }, at(ms[1]))
+      assert.are.same({ 5, 0 }, at(ms[2]))
+      assert.are.same({ 4, 1 }, at(ms[3]))
       local function cfg(slot, fn, reg, size)
          assert(b.host:access(pio(0xcf8, 4, true, cf8(0, slot, fn, reg & ~3))))
          local _, v = b.host:access(pio(0xcfc + (reg & 3), size, false))
          return v
       end
       for _, m in ipairs(ms) do
-         assert.are.equal(m.trap:cfg_read(0, 4), cfg(m.slot, m.fn, 0, 4))
+         local w = b:where(m)
+         assert.are.equal(m.trap:cfg_read(0, 4), cfg(w.slot, w.fn, 0, 4))
       end
       -- function 0 says the slot is multi-function (what makes a guest scan 1-7); the
       -- other device's slot does not

@@ -5,7 +5,7 @@
 -- checked on recorded devices; the delivery path uses the host's /dev/kvm (irqfds on
 -- MSI routes of a VM with an in-kernel irqchip) and says so when it is absent.
 local fixture = require "support.fixture"
-local machine = require "vfio.vmm.machine"
+local assigned = require "vfio.vmm.assigned"
 local irq = require "vfio.vmm.irq"
 local record = require "vfio.record"
 local core = require "vfio.core"
@@ -117,15 +117,16 @@ describe("trap pending sources #kvm", function()
    end)
 end)
 
-describe("machine MSI-X masking over a real irqchip #kvm", function()
+describe("assigned device MSI-X masking over a real irqchip #kvm", function()
    -- The trap is the recorded e1000e (5 MSI-X vectors, table in BAR3); the VM, its GSI
    -- routes and irqfds are real (host /dev/kvm); the device side is a fake that logs the
    -- eventfds VFIO would be given, and the test fires them as the device would.
    local function setup()
       local vm, kvm = kvm_vm()
       if not vm then return nil end
-      local m = assert(machine.new("spec/fixtures/e1000e.lua"))
-      m.vm, m.router = vm, irq.new(vm)
+      local m = assert(assigned.new("spec/fixtures/e1000e.lua"))
+      -- BARs placed as a board places them (its allocator, then programmed)
+      assert(m:program_bars(assert(require("vfio.vmm.layout").new():place(m:bars()))))
       local given = {}
       m.dev = {
          set_irqs = function(_, index, action, _, count)
@@ -134,6 +135,7 @@ describe("machine MSI-X masking over a real irqchip #kvm", function()
          end,
          irq_info = function() return nil end,
       }
+      assert(m:wire_irqs(irq.new(vm)))
       local function sync()
          for _, e in ipairs(m.trap:events()) do assert(m:event(e)) end
       end
@@ -152,7 +154,7 @@ describe("machine MSI-X masking over a real irqchip #kvm", function()
       t:bar_write(3, tb + 12, 4, 0)                         -- unmask vector 0 only
       t:cfg_write(x.off + 2, 2, 0x8000)                     -- enable MSI-X
       sync()
-      local v0, v1 = m.vectors[1], m.vectors[2]
+      local v0, v1 = m.irqs.vectors[1], m.irqs.vectors[2]
       assert.is_false(v0:masked())
       assert.is_true(v1:masked())                           -- masked in the table at enable
       -- vector 1 fires while masked: pending in the PBA, the guest gets nothing
@@ -184,7 +186,7 @@ describe("machine MSI-X masking over a real irqchip #kvm", function()
       assert.is_true(v0:masked())
       t:cfg_write(x.off + 2, 2, 0)
       sync()
-      assert.is_nil(m.vectors)
+      assert.is_nil(m.irqs.vectors)
       assert.are.equal(0, #only(m.trap:events(), "msix_mask"))
       vm:close(); kvm:close()
    end)

@@ -1,8 +1,9 @@
--- The machine's interrupt wiring follows the guest (INTx at start, MSI and MSI-X when the
+-- An assigned device's interrupt wiring (vfio.vmm.assigned over vfio.vmm.irq's wiring,
+-- the executor beside the router) follows the guest (INTx at start, MSI and MSI-X when the
 -- guest enables them, back to INTx when it disables them, vectors reprogrammed in
 -- place), driven here without KVM or VFIO: the device, the VM and the MSI-X table are
--- fakes that log what the machine asks of them.
-local machine = require "vfio.vmm.machine"
+-- fakes that log what the wiring asks of them.
+local assigned = require "vfio.vmm.assigned"
 local irq = require "vfio.vmm.irq"
 
 local function fds_text(fds)
@@ -10,11 +11,13 @@ local function fds_text(fds)
    return tostring(fds)
 end
 
--- A plan-only machine over the recorded edu (MSI, INTx pin A) with fakes wired in.
-local function fake_machine(opts)
+-- A plan-only assigned device over the recorded edu (MSI, INTx pin A), seated as a
+-- board seats it (slot 4, INTx line 10), with fakes wired in.
+local function fake_device(opts)
    opts = opts or {}
    local log = {}
-   local m = assert(machine.new("spec/fixtures/edu.lua"))
+   local m = assert(assigned.new("spec/fixtures/edu.lua"))
+   assert(m:seat { slot = 4, fn = 0, intx_line = 10 })
    local real = m.trap
    m.trap = {
       cfg_read = function(_, ...) return real:cfg_read(...) end,
@@ -35,7 +38,7 @@ local function fake_machine(opts)
          }
       end,
    }
-   m.router = irq.new(vm)
+   local router = irq.new(vm)
    m.dev = {
       set_irqs = function(_, index, action, start, count, fds)
          log[#log + 1] = ("set_irqs %d %s %d %d %s"):format(index, action, start, count,
@@ -46,6 +49,7 @@ local function fake_machine(opts)
       irq_info = function(_, i) return i == 0 and { count = 1 } or nil end,
       reset = function() log[#log + 1] = "reset" end,
    }
+   m.start_irqs = function(self) return self:wire_irqs(router) end
    return m, log
 end
 
@@ -55,9 +59,9 @@ local function take(log)
    return out
 end
 
-describe("vfio.vmm.machine interrupt wiring", function()
+describe("vfio.vmm.assigned interrupt wiring", function()
    it("starts with INTx, switches to MSI and back, and reprograms vectors in place", function()
-      local m, log = fake_machine()
+      local m, log = fake_device()
       assert.is_true(m:start_irqs())
       assert.are.same({ "irqfd 10 resample", "set_irqs 0 trigger 0 1 110",
                         "set_irqs 0 unmask 0 1 210" }, take(log))
@@ -77,7 +81,7 @@ describe("vfio.vmm.machine interrupt wiring", function()
    end)
 
    it("takes MSI-X vectors from the table, updates one on a mask or route change", function()
-      local m, log = fake_machine()
+      local m, log = fake_device()
       assert.is_true(m:start_irqs())
       take(log)
       assert.is_true(m:event { type = "msix_enable", enabled = true, count = 2 })
@@ -99,7 +103,7 @@ describe("vfio.vmm.machine interrupt wiring", function()
    end)
 
    it("leaves the device without interrupts when VFIO refuses the vectors", function()
-      local m, log = fake_machine { fail = function(index, _, count) return index == 1 and count > 0 end }
+      local m, log = fake_device { fail = function(index, _, count) return index == 1 and count > 0 end }
       assert.is_true(m:start_irqs())
       take(log)
       local ok, err, errno = m:event { type = "msi_enable", enabled = true, count = 1,

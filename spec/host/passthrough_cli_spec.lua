@@ -90,6 +90,25 @@ describe("passthrough.lua before a VM exists", function()
       assert.matches("quirks edu%-dma%-guard", out)
    end)
 
+   it("--plan shows the INTx lines the run would wire: legacy ones for the multiboot guest, "
+      .. "IOAPIC pins (which the MP table names) with --kernel", function()
+      local two = " --device spec/fixtures/edu.lua --device spec/fixtures/e1000e.lua"
+      local out, code = sh("lua5.4 passthrough.lua --plan" .. two)
+      assert.are.equal(0, code, out)
+      local lines = {}
+      for l in out:gmatch("irq INTx pin A %-> line (%d+)") do lines[#lines + 1] = tonumber(l) end
+      assert.are.same({ 10, 11 }, lines)
+      out, code = sh("lua5.4 passthrough.lua --plan --kernel passthrough.lua" .. two)
+      assert.are.equal(0, code, out)
+      lines = {}
+      for l in out:gmatch("irq INTx pin A %-> line (%d+) %(GSI %d+%)") do lines[#lines + 1] = tonumber(l) end
+      assert.are.same({ 16, 17 }, lines)
+      -- one device is a board with one device: the same lines as the first of several
+      out, code = sh("lua5.4 passthrough.lua --plan --kernel passthrough.lua --device spec/fixtures/edu.lua")
+      assert.are.equal(0, code, out)
+      assert.matches("guest 00:04%.0.*irq INTx pin A %-> line 16 %(GSI 16%)", out)
+   end)
+
    it("--plan shows nvme's MSI-X table and PBA trapped, the rest of BAR0 mapped", function()
       local out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/nvme.lua")
       assert.are.equal(0, code, out)

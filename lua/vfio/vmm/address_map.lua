@@ -14,7 +14,7 @@
 --   4 GiB       RAM above the hole (ram_ranges: the part of a RAM size past HOLE_START)
 --   512 GiB     the 64-bit BAR window, to 1 TiB
 --
--- Today's VMM keeps all RAM below the hole (vfio.vmm.vm and vfio.vmm.machine refuse more);
+-- Today's VMM keeps all RAM below the hole (vfio.vmm.vm and vfio.vmm.board refuse more);
 -- ram_ranges already says where the rest would go.
 -- @module vfio.vmm.address_map
 local M = {}

@@ -240,14 +240,14 @@ function cli.parse(argv, how)
       return nil, wanted("--halt-poll-us", o.halt_poll_us)
    end
    if o.initrd and not o.kernel then return nil, "--initrd needs --kernel" end
-   local machine = require "vfio.vmm.machine"
-   if o.mem < 2 or o.mem > machine.MAX_MEM_MIB then
+   local board = require "vfio.vmm.board"
+   if not board.check_mem(o.mem) then
       local given
       for i, a in ipairs(argv) do
          given = a:match("^%-%-mem=(.*)$") or (a == "--mem" and argv[i + 1]) or given
       end
       return nil, ("--mem %s: guest RAM of %d MiB: it must be 2 to %d MiB (above, it would cover "
-         .. "the ECAM window at %#x)"):format(given or o.mem, o.mem, machine.MAX_MEM_MIB, machine.ECAM_BASE)
+         .. "the ECAM window at %#x)"):format(given or o.mem, o.mem, board.MAX_MEM_MIB, board.ECAM_BASE)
    end
    for _, d in ipairs(o.devices) do
       if d.no_mmap == nil then d.no_mmap = o.no_mmap or nil end
@@ -327,93 +327,87 @@ local function open_input(opt, path)
    return f
 end
 
---- Run the passthrough command and exit the process with its status.
--- @tparam {string,...} argv the arguments (arg)
--- @tparam table how {prog = name in messages, usage = how to run it, guest = default guest
--- image}
-function cli.main(argv, how)
-   local prog = how.prog
-   local function die(code, fmt, ...)
-      io.stderr:write(prog, ": ", fmt:format(...), "\n")
-      os.exit(code)
-   end
-   local function usage_error(msg)
-      io.stderr:write(prog, ": ", msg, " (see --help)\n", cli.parser(how):get_usage(), "\n")
-      os.exit(EXIT.usage)
-   end
+-- How the command ends: a message on stderr and the exit status.
+local function die(how, code, fmt, ...)
+   io.stderr:write(how.prog, ": ", fmt:format(...), "\n")
+   os.exit(code)
+end
 
-   local o, perr = cli.parse(argv, how)
-   if not o then usage_error(perr) end
+local function usage_error(how, msg)
+   io.stderr:write(how.prog, ": ", msg, " (see --help)\n", cli.parser(how):get_usage(), "\n")
+   os.exit(EXIT.usage)
+end
 
-   -- Every device's name and quirks are checked before anything is opened.
+-- Everything that needs no device, checked before anything is opened: each device's
+-- name and quirks, the guest files (one that cannot be opened is a usage error, one that
+-- is not bootable cannot set up the VM, nor can a multiboot guest on a machine without
+-- KVM, asked here too). Returns the kernel's bytes when a kernel will be booted.
+local function check_inputs(o, how)
    for _, d in ipairs(o.devices) do
       local spec, why = cli.resolve_device(d.name, o.plan)
-      if not spec then usage_error(why) end
+      if not spec then usage_error(how, why) end
       d.spec = spec
       local ok, list = select_quirks(d.quirks)
-      if not ok then usage_error(list) end
+      if not ok then usage_error(how, list) end
       d.quirk_list = list
    end
-
-   local machine = require "vfio.vmm.machine"
-   local multiboot = require "vfio.vmm.multiboot"
-
-   -- The guest files are checked before anything is opened: a file that cannot be
-   -- opened is a usage error, one that is not bootable cannot set up the VM (nor can a
-   -- multiboot guest on a machine without KVM, asked here too).
    local files = { { "--kernel", o.kernel }, { "--initrd", o.initrd },
                    { "--guest", o.guest_given and o.guest or nil } }
    for _, f in ipairs(files) do
       if f[2] then
          local h, err = open_input(f[1], f[2])
-         if not h then usage_error(err) end
+         if not h then usage_error(how, err) end
          h:close()
       end
    end
-   local kernel_image
-   if o.kernel and not o.plan then
+   if o.plan then return nil end
+   if o.kernel then
       local f = assert(open_input("--kernel", o.kernel))
-      local image = f:read("a")
+      local image = f:read("a")   -- read once: the boot takes these bytes
       f:close()
-      kernel_image = image -- read once: the boot takes these bytes
       local hdr, why
       if require("vfio.vmm.vmlinux").is_elf(image) then
          hdr, why = require("vfio.vmm.vmlinux").from_string(image, o.mem << 20, o.kernel)
-         if not hdr then die(EXIT.setup, "kernel %s", why) end
+         if not hdr then die(how, EXIT.setup, "kernel %s", why) end
       else
          hdr, why = require("vfio.vmm.linux").parse(image)
-         if not hdr then die(EXIT.setup, "kernel %s: %s", o.kernel, why) end
+         if not hdr then die(how, EXIT.setup, "kernel %s: %s", o.kernel, why) end
       end
-   elseif not o.plan then
-      local f, err = io.open(o.guest, "rb")
-      if not f then die(EXIT.setup, "the default guest %s (make build makes it)", err) end
-      local image = f:read("a")
-      f:close()
-      local ok, why = multiboot.parse(image)
-      if not ok then die(EXIT.setup, "guest %s is not bootable: %s", o.guest, why) end
-      local kvm, kvm_err = require("vfio.core").kvm_open()
-      if not kvm then
-         die(EXIT.setup, "%s: this machine has no KVM (load kvm-intel or kvm-amd, or run "
-            .. "inside the lab: lab/run -- lua5.4 passthrough.lua ...)", kvm_err)
-      end
-      kvm:close()
+      return image
    end
+   local f, err = io.open(o.guest, "rb")
+   if not f then die(how, EXIT.setup, "the default guest %s (make build makes it)", err) end
+   local image = f:read("a")
+   f:close()
+   local ok, why = require("vfio.vmm.multiboot").parse(image)
+   if not ok then die(how, EXIT.setup, "guest %s is not bootable: %s", o.guest, why) end
+   local kvm, kvm_err = require("vfio.core").kvm_open()
+   if not kvm then
+      die(how, EXIT.setup, "%s: this machine has no KVM (load kvm-intel or kvm-amd, or run "
+         .. "inside the lab: lab/run -- lua5.4 passthrough.lua ...)", kvm_err)
+   end
+   kvm:close()
+   return nil
+end
 
-   local devs, machines, board = {}, {}, nil
+-- The devices opened (a recorded fixture only with --plan) and made assigned devices,
+-- each with its own no-mmap and quirks (--device BDF,no-mmap=on,quirk=NAME). Returns
+-- the assigned devices and a cleanup function for them and what they were opened from.
+local function open_devices(o, how)
+   local vfio = require "vfio"
+   local assigned = require "vfio.vmm.assigned"
+   local devs, list = {}, {}
    local function cleanup()
-      for i = #machines, 1, -1 do machines[i]:close() end
-      if board then board:close() end
+      for i = #list, 1, -1 do list[i]:close() end
       for i = #devs, 1, -1 do
          if type(devs[i]) == "table" and devs[i].close then devs[i]:close() end
       end
    end
    local function give_up(code, fmt, ...)
       cleanup()
-      die(code, fmt, ...)
+      die(how, code, fmt, ...)
    end
-
-   local vfio = require "vfio"
-   local function log(line) io.stderr:write("trace: ", line, "\n") end
+   local trace = o.trace and function(line) io.stderr:write("trace: ", line, "\n") end or nil
    for _, d in ipairs(o.devices) do
       local spec = d.spec
       local dev, err, errno
@@ -429,62 +423,54 @@ function cli.main(argv, how)
          if not dev then give_up(EXIT.setup, "%s (%s)", err, vfio.errname(errno)) end
       end
       devs[#devs + 1] = dev
-      local m
-      -- each device with its own no-mmap and quirks (--device BDF,no-mmap=on,quirk=NAME)
-      m, err = machine.new(dev, { quirks = d.quirk_list, mem_mib = o.mem, no_mmap = d.no_mmap,
-                                 trace = o.trace and log or nil })
-      if not m then give_up(EXIT.setup, "device %s: %s", d.name, tostring(err)) end
-      machines[#machines + 1] = m
+      local a
+      a, err = assigned.new(dev, { quirks = d.quirk_list, no_mmap = d.no_mmap, trace = trace })
+      if not a then give_up(EXIT.setup, "device %s: %s", d.name, tostring(err)) end
+      list[#list + 1] = a
    end
+   return list, cleanup, trace
+end
 
-   if o.plan then
-      -- several devices: the slots, INTx lines (a multiboot guest's legacy ones) and BAR
-      -- addresses a shared board gives them; one device alone shows its own slot and line
-      local alloc = #machines > 1 and require("vfio.vmm.layout").new()
-      local bdfs = {}
-      for i, m in ipairs(machines) do bdfs[i] = m:host_bdf() or false end
-      local placed = require("vfio.vmm.board").functions(bdfs)
-      for i, m in ipairs(machines) do
-         m.slot, m.fn = machine.SLOT + placed[i].slot, placed[i].fn
-         if alloc then
-            local pin = m:intx_pin()
-            local b = require "vfio.vmm.board"
-            if pin ~= 0 then m.intx_line = b.intx_gsi(m.slot, pin, b.LEGACY_LINES) end
-            local ok, err = m:place_bars(alloc)
-            if not ok then give_up(EXIT.setup, "placing BARs: %s", tostring(err)) end
-         end
-         io.write(m:plan())
-      end
+-- The board the run would have, or has (plan: no VM): a Linux guest gets IOAPIC INTx
+-- lines, which its MP table describes; the multiboot test program legacy ones it drives
+-- through the PIC. Every device is added to it (slots, lines, BARs).
+local function build_board(o, how, devices, cleanup, trace)
+   local board, err = require("vfio.vmm.board").new {
+      mem_mib = o.mem, trace = trace, vm = { cpus = o.cpus }, halt_poll_us = o.halt_poll_us,
+      legacy_intx = not o.kernel, plan = o.plan }
+   if not board then
       cleanup()
-      os.exit(0)
+      die(how, EXIT.setup, "%s", tostring(err))
    end
-
-   -- One device alone keeps its own board (slot 4, INTx line 10, as the test program
-   -- expects); several share one, each on the next slot. A Linux guest always gets a
-   -- board with IOAPIC INTx lines, which its MP table describes.
-   local m = machines[1]
-   if o.kernel or #machines > 1 then
-      local err
-      board, err = require("vfio.vmm.board").new {
-         mem_mib = o.mem, trace = o.trace and log or nil, vm = { cpus = o.cpus },
-         legacy_intx = not o.kernel }
-      if not board then give_up(EXIT.setup, "%s", tostring(err)) end
-      local ok = true
-      if o.halt_poll_us then ok, err = board.vm:set_halt_poll(o.halt_poll_us * 1000) end
-      if not ok then give_up(EXIT.setup, "%s", tostring(err)) end
-      -- functions of one host slot stay together on one guest slot
-      ok, err = board:assign(machines)
-      if not ok then give_up(EXIT.setup, "placing devices: %s", tostring(err)) end
-      for i, mi in ipairs(machines) do
-         ok, err = mi:start(board)
-         if not ok then give_up(EXIT.setup, "device %s: %s", o.devices[i].name, tostring(err)) end
+   local ok, aerr = board:add_devices(devices)
+   if not ok then
+      board:close()
+      cleanup()
+      for i, d in ipairs(devices) do
+         if not board:where(d) and aerr then
+            die(how, EXIT.setup, "device %s: %s", o.devices[i].name, tostring(aerr))
+         end
       end
-      ok, err = board:place_bars()
-      if not ok then give_up(EXIT.setup, "placing BARs: %s", tostring(err)) end
-      m = board
+      die(how, EXIT.setup, "placing devices: %s", tostring(aerr))
    end
+   return board
+end
 
-   -- SIGINT/SIGTERM: KVM_RUN returns EINTR, the run loop ends, teardown runs below.
+--- Print what a run would build (--plan): the board asked for its plan.
+-- @tparam table o the options (cli.parse), their devices checked
+-- @tparam table how as for cli.main
+function cli.plan(o, how)
+   local devices, cleanup, trace = open_devices(o, how)
+   local board = build_board(o, how, devices, cleanup, trace)
+   io.write(board:plan())
+   board:close()
+   cleanup()
+   os.exit(0)
+end
+
+-- SIGINT/SIGTERM: KVM_RUN returns EINTR, the run loop ends, teardown follows. Returns a
+-- function saying which signal came, if one did.
+local function catch_signals()
    local interrupted
    local okp, signal = pcall(require, "posix.signal")
    if okp then
@@ -492,52 +478,86 @@ function cli.main(argv, how)
       signal.signal(signal.SIGINT, on_signal)
       signal.signal(signal.SIGTERM, on_signal)
    end
+   return function() return interrupted end
+end
 
-   if o.kernel then
-      -- A terminal on stdin becomes the guest's serial console: raw, every key to the
-      -- UART, Ctrl-A x ends the run (Ctrl-A Ctrl-A sends a Ctrl-A), as QEMU's -nographic.
-      local console = require("vfio.vmm.console").open()
-      if console then io.stderr:write(prog, ": the terminal is the guest's console; Ctrl-A x quits\r\n") end
-      local ok, r, why = pcall(board.boot_linux, board, {
-         kernel = o.kernel, image = kernel_image, initrd = o.initrd, append = o.append, timeout = o.timeout,
-         -- an explicit "host" fails where the default falls back to the guest's decompressor
-         decompress = o.decompress or "auto",
-         on_note = function(text) io.stderr:write(prog, ": ", text, "\r\n") end,
-         should_stop = function() return interrupted end,
-         slice = console and 0.05 or nil,
-         on_slice = console and function(vm) return console:pump(vm.uart) end or nil })
-      if console then console:close() end
-      io.stdout:flush()
-      cleanup()
-      if interrupted then die(EXIT.interrupted, "interrupted by signal %d; VM torn down", interrupted) end
-      if not ok then die(EXIT.setup, "%s", tostring(r)) end
-      if not r then die(EXIT.setup, "%s", tostring(why)) end
-      if r.result == "panic" then
-         io.stderr:write(prog, ": the guest panicked:\n", (r.tail:match(".*(Kernel panic.-)$") or r.tail), "\n")
-      end
-      local ending = ""
-      if r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
-         local x = r.exit
-         ending = (" (exit %s, KVM reason %s%s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
-            x.vcpu and (", vcpu " .. x.vcpu) or "", x.code and (", code " .. x.code) or "",
-            r.where and ("; " .. r.where) or "")
-      end
-      io.stderr:write(("%s: guest %s%s\n"):format(prog, r.result, ending))
-      os.exit(r.status)
+--- Boot a Linux kernel (--kernel) on a board with the devices, and exit with its verdict.
+-- @tparam table o the options (cli.parse), their devices checked
+-- @tparam table how as for cli.main
+-- @tparam string image the kernel's bytes (read once, when checked)
+function cli.run_linux(o, how, image)
+   local prog = how.prog
+   local devices, cleanup, trace = open_devices(o, how)
+   local board = build_board(o, how, devices, cleanup, trace)
+   local interrupted = catch_signals()
+   -- A terminal on stdin becomes the guest's serial console: raw, every key to the
+   -- UART, Ctrl-A x ends the run (Ctrl-A Ctrl-A sends a Ctrl-A), as QEMU's -nographic.
+   local console = require("vfio.vmm.console").open()
+   if console then io.stderr:write(prog, ": the terminal is the guest's console; Ctrl-A x quits\r\n") end
+   local ok, r, why = pcall(board.boot_linux, board, {
+      kernel = o.kernel, image = image, initrd = o.initrd, append = o.append, timeout = o.timeout,
+      -- an explicit "host" fails where the default falls back to the guest's decompressor
+      decompress = o.decompress or "auto",
+      on_note = function(text) io.stderr:write(prog, ": ", text, "\r\n") end,
+      should_stop = interrupted,
+      slice = console and 0.05 or nil,
+      on_slice = console and function(vm) return console:pump(vm.uart) end or nil })
+   if console then console:close() end
+   io.stdout:flush()
+   board:close()
+   cleanup()
+   if interrupted() then die(how, EXIT.interrupted, "interrupted by signal %d; VM torn down", interrupted()) end
+   if not ok then die(how, EXIT.setup, "%s", tostring(r)) end
+   if not r then die(how, EXIT.setup, "%s", tostring(why)) end
+   if r.result == "panic" then
+      io.stderr:write(prog, ": the guest panicked:\n", (r.tail:match(".*(Kernel panic.-)$") or r.tail), "\n")
    end
+   local ending = ""
+   if r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
+      local x = r.exit
+      ending = (" (exit %s, KVM reason %s%s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
+         x.vcpu and (", vcpu " .. x.vcpu) or "", x.code and (", code " .. x.code) or "",
+         r.where and ("; " .. r.where) or "")
+   end
+   io.stderr:write(("%s: guest %s%s\n"):format(prog, r.result, ending))
+   os.exit(r.status)
+end
 
-   local ok, r, why = pcall(m.boot, m, o.guest, { cmdline = o.cmdline, timeout = o.timeout,
-                                                  should_stop = function() return interrupted end })
-   local out = m.machine and m.machine:output() or ""
+--- Boot the multiboot guest (--guest, the test program by default) on a board with the
+-- devices, and exit with the result it wrote to the exit port.
+-- @tparam table o the options (cli.parse), their devices checked
+-- @tparam table how as for cli.main
+function cli.run_multiboot(o, how)
+   local devices, cleanup, trace = open_devices(o, how)
+   local board = build_board(o, how, devices, cleanup, trace)
+   local interrupted = catch_signals()
+   local ok, r, why = pcall(board.boot, board, o.guest, { cmdline = o.cmdline, timeout = o.timeout,
+                                                         should_stop = interrupted })
+   local out = board:output()
+   board:close()
    cleanup()
    io.write(out)
    io.stdout:flush()
-   if interrupted then die(EXIT.interrupted, "interrupted by signal %d; VM torn down", interrupted) end
-   if not ok then die(EXIT.setup, "%s", tostring(r)) end
-   if not r then die(EXIT.setup, "%s", tostring(why)) end
-   io.stderr:write(("%s: guest %s%s\n"):format(prog, r.result,
+   if interrupted() then die(how, EXIT.interrupted, "interrupted by signal %d; VM torn down", interrupted()) end
+   if not ok then die(how, EXIT.setup, "%s", tostring(r)) end
+   if not r then die(how, EXIT.setup, "%s", tostring(why)) end
+   io.stderr:write(("%s: guest %s%s\n"):format(how.prog, r.result,
       r.code and (" (exit code " .. r.code .. ")") or ""))
    os.exit(EXIT[r.result] or EXIT.other)
+end
+
+--- Run the passthrough command and exit the process with its status: parse, check what
+-- needs no device, then plan, boot Linux or boot the multiboot guest.
+-- @tparam {string,...} argv the arguments (arg)
+-- @tparam table how {prog = name in messages, usage = how to run it, guest = default guest
+-- image}
+function cli.main(argv, how)
+   local o, perr = cli.parse(argv, how)
+   if not o then usage_error(how, perr) end
+   local image = check_inputs(o, how)
+   if o.plan then return cli.plan(o, how) end
+   if o.kernel then return cli.run_linux(o, how, image) end
+   return cli.run_multiboot(o, how)
 end
 
 return cli

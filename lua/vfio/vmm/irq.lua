@@ -3,7 +3,8 @@
 -- become resampling irqfds on irqchip GSIs (a router); and the device's interrupt mode
 -- as the guest switches it (a mode, at the end). The irqfd's eventfd is what the VFIO side
 -- hands to VFIO_DEVICE_SET_IRQS, so device interrupts reach the guest without an exit;
--- for INTx the resample eventfd is VFIO's unmask eventfd.
+-- for INTx the resample eventfd is VFIO's unmask eventfd. Between them, the executor (a
+-- wiring, at the end) carries a device's mode's actions out on the router and the device.
 -- @module vfio.vmm.irq
 local M = {}
 local Router = {}
@@ -275,6 +276,154 @@ end
 -- mode:failed(): an "intx" or "vectors" action failed; the device has no interrupts.
 function Mode:failed()
    self.kind, self.n = "none", 0
+end
+
+---------------------------------------------------------------------------------------
+-- The executor: what a mode's actions do to one device and the VM. A wiring holds the
+-- device's live interrupt resources (its INTx line, its MSI/MSI-X vectors, the trap's
+-- pending sources for masked vectors) and the mode that decides; the device gives it
+-- its VFIO side, its trap and its INTx GSI, and nothing else.
+
+local INTX, MSI, MSIX = 0, 1, 2
+local INDEX = { intx = INTX, msi = MSI, msix = MSIX }
+
+local Wiring = {}
+Wiring.__index = Wiring
+
+--- More functions of the module.
+-- @section functions
+
+---
+-- M.wiring(router, {device = vfio device (set_irqs, irq_info, reset), trap = the trap
+-- core (set_source, cfg_read), intx_line = GSI, log = fn(fmt, ...)}) -> wiring. The mode
+-- starts with INTx when the trap shows a pin, the line is given and VFIO has an INTx.
+function M.wiring(router, o)
+   local w = setmetatable({ router = router, device = o.device, trap = o.trap,
+                            line = o.intx_line, log = o.log or function() end }, Wiring)
+   local intx = false
+   if o.intx_line and (o.trap:cfg_read(0x3d, 1) or 0) ~= 0 and o.device.set_irqs then
+      local info = o.device:irq_info(INTX)
+      intx = info ~= nil and (info.count or 0) >= 1
+   end
+   w.mode = M.mode { intx = intx }
+   return w
+end
+
+--- A device's interrupts on the router (vfio.vmm.irq.wiring): the executor of its mode.
+-- @type Wiring
+
+-- Close vectors, after removing the trap's pending sources that name them.
+local function drop_vectors(self, kind, vecs)
+   for i in pairs(self.sources or {}) do self.trap:set_source(kind, i - 1, nil) end
+   self.sources = nil
+   for _, v in ipairs(vecs or {}) do v:close() end
+end
+
+local ACTIONS = {}
+
+function ACTIONS.off(self, kind)
+   self.device:set_irqs(INDEX[kind], "trigger", 0, 0)
+   drop_vectors(self, kind, self.vectors)
+   self.vectors = nil
+   return true
+end
+
+function ACTIONS.intx(self)
+   local line, err, errno = self.intx
+   if not line then
+      line, err, errno = self.router:intx(self.line)
+      if not line then return nil, "INTx irqfd: " .. tostring(err), errno end
+      self.intx = line
+   end
+   local ok
+   ok, err, errno = self.device:set_irqs(INTX, "trigger", 0, 1, line.irqfd:fileno())
+   if not ok then return nil, err, errno end
+   ok, err, errno = self.device:set_irqs(INTX, "unmask", 0, 1, line.irqfd:resample_fileno())
+   if not ok then
+      self.device:set_irqs(INTX, "trigger", 0, 0)
+      return nil, err, errno
+   end
+   return true
+end
+
+function ACTIONS.vectors(self, kind, entries)
+   local vecs, fds = {}, {}
+   for i, e in ipairs(entries) do
+      local v, err, errno = self.router:msi(e.addr, e.data)
+      if not v then
+         drop_vectors(self, kind, vecs)
+         return nil, err, errno
+      end
+      vecs[i], fds[i] = v, v.irqfd:fileno()
+      if e.masked then
+         local ok, merr, merrno = ACTIONS.mask(self, i, true, vecs, kind)
+         if not ok then
+            drop_vectors(self, kind, vecs)
+            return nil, merr, merrno
+         end
+      end
+   end
+   local ok, err, errno = self.device:set_irqs(INDEX[kind], "trigger", 0, #fds, fds)
+   if not ok then
+      drop_vectors(self, kind, vecs)
+      return nil, err, errno
+   end
+   self.vectors = vecs
+   self.log("irq  %s on, %d vector(s), GSI %d..", kind, #vecs, vecs[1] and vecs[1].gsi or -1)
+   return true
+end
+
+function ACTIONS.update(self, i, addr, data) return self.vectors[i]:update(addr, data) end
+
+-- A masked vector is detached from the guest, and its eventfd becomes the trap's pending
+-- source for it (the PBA, or MSI's pending bits, show what fired meanwhile).
+function ACTIONS.mask(self, i, masked, vecs, kind)
+   local v = (vecs or self.vectors)[i]
+   local ok, err, errno = v:mask(masked)
+   if not ok then return nil, err, errno end
+   self.trap:set_source(kind or self.mode.kind, i - 1, masked and v.irqfd or nil)
+   self.sources = self.sources or {}
+   self.sources[i] = masked or nil
+   self.log("irq  vector %d %s", i, masked and "masked" or "unmasked")
+   return true
+end
+
+function ACTIONS.reset(self)
+   if self.device.reset then self.device:reset() end
+   return true
+end
+
+---
+-- Carry out actions (a mode's) in order; the first failure ends them (a failed "intx" or
+-- "vectors" leaves the device with no interrupts).
+function Wiring:carry_out(actions)
+   for _, a in ipairs(actions) do
+      local ok, err, errno = ACTIONS[a[1]](self, table.unpack(a, 2))
+      if not ok then
+         if a[1] == "intx" or a[1] == "vectors" then self.mode:failed() end
+         return nil, err, errno
+      end
+   end
+   return true
+end
+
+--- The device's interrupts before the guest enables MSI: INTx, if it has it.
+function Wiring:start() return self:carry_out(self.mode:start()) end
+
+---
+-- One trap event: what the mode decides, carried out. msix_entry(i) reads entry i
+-- (0-based) of the guest's MSI-X table (vfio.vmm.irq's Mode:event).
+function Wiring:event(e, msix_entry) return self:carry_out(self.mode:event(e, msix_entry)) end
+
+---
+-- Teardown: the device's interrupts off (when it has a VFIO side), its vectors and INTx
+-- line closed, their GSIs free again. Idempotent; errors do not stop the rest.
+function Wiring:close()
+   if self.closed then return end
+   self.closed = true
+   if self.device.set_irqs then pcall(self.carry_out, self, self.mode:off()) end
+   if self.intx then pcall(self.intx.close, self.intx) end
+   self.intx = nil
 end
 
 return M

@@ -66,10 +66,23 @@ local function align_up(v, a) return (v + a - 1) & ~(a - 1) end
 -- @type Alloc
 
 ---
--- Reserve `size` bytes (a power of two) in window `name`; nil if it does not fit.
+-- Reserve `size` bytes (a power of two) in window `name`; nil if it does not fit. A range
+-- given back (alloc:free) is reused first, when it fits aligned; else the window grows.
 function Alloc:reserve(name, size)
    local w = self.windows[name]
    if not w then return nil, "no window " .. name end
+   for i, f in ipairs(w.freed or {}) do
+      local a = align_up(f.addr, size)
+      if a >= f.addr and a + size <= f.addr + f.size then
+         table.remove(w.freed, i)
+         -- what is left on either side stays free
+         if a > f.addr then w.freed[#w.freed + 1] = { addr = f.addr, size = a - f.addr } end
+         if a + size < f.addr + f.size then
+            w.freed[#w.freed + 1] = { addr = a + size, size = f.addr + f.size - a - size }
+         end
+         return a
+      end
+   end
    local a = align_up(w.next, size)
    if a < w.next or a + size - 1 > w.limit or a + size - 1 < a then
       return nil, ("window %s full (%#x bytes at %#x..%#x)"):format(name, size, w.next, w.limit)
@@ -79,7 +92,24 @@ function Alloc:reserve(name, size)
 end
 
 ---
--- alloc:place(bars) -> {[index] = {addr=, window=}} for the implemented BARs of one
+-- alloc:free(placed): give back what alloc:place returned for one function (a device
+-- leaving the machine), so later devices can use its ranges.
+function Alloc:free(placed)
+   for _, p in pairs(placed or {}) do
+      local w = p.size and self.windows[p.window]
+      if w then
+         if p.addr + p.size == w.next then
+            w.next = p.addr                          -- the top of the window: grow back
+         else
+            w.freed = w.freed or {}
+            w.freed[#w.freed + 1] = { addr = p.addr, size = p.size }
+         end
+      end
+   end
+end
+
+---
+-- alloc:place(bars) -> {[index] = {addr=, window=, size=}} for the implemented BARs of one
 -- function (trap:bars() form). Largest first, which packs naturally aligned BARs
 -- without holes; a BAR whose windows are all full is an error naming it.
 function Alloc:place(bars)
@@ -101,7 +131,7 @@ function Alloc:place(bars)
             err = "a 32-bit BAR cannot go above 4 GiB"
          else
             addr, err = self:reserve(name, b.size)
-            if addr then out[b.index] = { addr = addr, window = name }; break end
+            if addr then out[b.index] = { addr = addr, window = name, size = b.size }; break end
          end
       end
       if not addr then
