@@ -1,4 +1,4 @@
--- The Linux boot driver (vfio.vmm.boot_linux through vfio.vmm.vm) end to end on the
+-- The Linux boot driver (vfio.vmm.boot_linux on a vfio.vmm.vm) end to end on the
 -- host's /dev/kvm, with stand-in bzImages: a valid setup header in front of 32-bit code
 -- that prints the command line boot_params points at, then ends as a kernel would
 -- (reboot through the i8042, a panic, "poweroff -f" without ACPI, a triple fault). The
@@ -58,11 +58,11 @@ local function boot(image, opts)
    if not m then return nil, err end
    opts = opts or {}
    opts.image, opts.stdout, opts.timeout = image, false, opts.timeout or 10
-   local r = assert(m:boot_linux(opts))
+   local r = assert(require("vfio.vmm.boot_linux").boot(m, opts))
    return r, m
 end
 
-describe("vfio.vmm.vm:boot_linux on stand-in kernels #kvm", function()
+describe("vfio.vmm.boot_linux.boot on stand-in kernels #kvm", function()
    it("enters the kernel with boot_params in ESI and the machine's command line, and sees a reboot", function()
       local r, m = boot(kernel(print_string("bye\n") .. RESET), { append = "root=/dev/ram0" })
       if not r then pending(m) return end
@@ -135,10 +135,10 @@ describe("vfio.vmm.vm:boot_linux on stand-in kernels #kvm", function()
    it("refuses what it cannot boot, with the loader's reasons", function()
       local m, err = vmm.create { mem_mib = 64 }
       if not m then pending(err) return end
-      local r, msg = m:boot_linux { image = ("\0"):rep(4096) }
+      local r, msg = require("vfio.vmm.boot_linux").boot(m, { image = ("\0"):rep(4096) })
       assert.is_nil(r)
       assert.are.equal("not a bzImage (no HdrS magic)", msg)
-      r, msg = m:boot_linux { kernel = "/nonexistent/bzImage" }
+      r, msg = require("vfio.vmm.boot_linux").boot(m, { kernel = "/nonexistent/bzImage" })
       assert.is_nil(r)
       assert.matches("^kernel: /nonexistent/bzImage", msg)
       m:close()

@@ -120,7 +120,7 @@ local function boot(image, opts)
    local m, err = vmm.create { mem_mib = 64 }
    if not m then return nil, err end
    opts.image, opts.stdout, opts.timeout = image, false, 10
-   local r, why = m:boot_linux(opts)
+   local r, why = require("vfio.vmm.boot_linux").boot(m, opts)
    return r, m, why
 end
 

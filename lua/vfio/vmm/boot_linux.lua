@@ -1,7 +1,8 @@
 ---
 -- Booting an x86-64 Linux bzImage with no firmware: the PC platform a kernel needs on
 -- top of a vfio.vmm.vm, the boot protocol load (vfio.vmm.linux), and the run until the
--- guest reboots, powers off, panics or hangs.
+-- guest reboots, powers off, panics or hangs. A board (vfio.vmm.board:boot_linux) calls
+-- setup with its host bridge and INTx routing, then run; M.boot does both on a bare VM.
 --
 -- The machine: RAM from 0, the in-kernel PIC/IOAPIC/LAPIC and PIT, a 16550A on
 -- 0x3f8/IRQ 4 (ttyS0, answered in C, streamed live and/or captured), an i8042 whose
@@ -322,6 +323,16 @@ function M.run(m, opts)
    return { result = result, status = status, exit = exit, tail = tail, where = where,
             output = (m.uart:output()), ports = unclaimed.ports, mmio = unclaimed.mmio,
             unclaimed_more = unclaimed.more }
+end
+
+---
+-- boot(m, opts) -> {result=, status=, exit=, tail=, output=, ports=}: setup, then run
+-- until reboot, power-off, panic, triple fault or opts.timeout (60 s), on a bare
+-- vfio.vmm.vm (no devices; a board boots through board:boot_linux).
+function M.boot(m, opts)
+   local info, err, errno = M.setup(m, opts)
+   if not info then return nil, err, errno end
+   return M.run(m, opts)
 end
 
 return M

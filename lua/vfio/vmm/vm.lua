@@ -1,13 +1,13 @@
 ---
 -- A small KVM VM: RAM at guest-physical 0 (vfio.vmm.address_map), the in-kernel irqchip,
 -- one or several vCPUs, a debug console and an exit port handled in C; it boots a
--- multiboot guest (vfio.vmm.multiboot) or a Linux kernel on the PC platform of
--- vfio.vmm.boot_linux. Passthrough wiring (PCI host bridge, BARs, interrupts) builds on
--- top of this (vfio.vmm.board).
+-- multiboot guest (vfio.vmm.multiboot). A Linux kernel boots on it through
+-- vfio.vmm.boot_linux (which this module does not know); passthrough wiring (PCI host
+-- bridge, BARs, interrupts) builds on top of it in the board (vfio.vmm.board), which
+-- creates it.
 -- @module vfio.vmm.vm
 local core = require "vfio.core"
 local address_map = require "vfio.vmm.address_map"
-local boot_linux = require "vfio.vmm.boot_linux"
 local multiboot = require "vfio.vmm.multiboot"
 
 local M = {}
@@ -17,7 +17,7 @@ VM.__index = VM
 M.DEBUG_PORT = 0xe9
 M.EXIT_PORT = 0xf4
 -- A VM's RAM stays below the 32-bit BAR window (and the IOAPIC, LAPIC above it); a board's
--- stops lower, below its ECAM window (vfio.vmm.machine's MAX_MEM_MIB).
+-- stops lower, below its ECAM window (vfio.vmm.board's MAX_MEM_MIB).
 M.RAM_LIMIT = address_map.MMIO32_START
 
 local function fail(what, msg, errno)
@@ -136,22 +136,6 @@ function VM:boot(path, opts)
       r.result = exit.reason
    end
    return r
-end
-
----
--- vm:setup_linux(opts) -> info: the PC platform and a bzImage loaded for the 32-bit boot
--- protocol (vfio.vmm.boot_linux.setup: kernel=, initrd=, append=, stdout=, capture=...).
-function VM:setup_linux(opts)
-   return boot_linux.setup(self, opts)
-end
-
----
--- vm:boot_linux(opts) -> {result=, status=, exit=, tail=, output=, ports=}: setup_linux,
--- then run until reboot, power-off, panic, triple fault or opts.timeout (60 s).
-function VM:boot_linux(opts)
-   local info, err, errno = self:setup_linux(opts)
-   if not info then return nil, err, errno end
-   return boot_linux.run(self, opts)
 end
 
 ---
