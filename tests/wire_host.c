@@ -12,7 +12,10 @@
  *     to a closed trap are answered in C (all ones), never passed;
  *   - a BAR access while the trap holds events stops with the BAR reason, a config
  *     write that queues events asks for attention (KVM_PCI_CFG_EVENT), and the run loop
- *     reports the stop with its reason.
+ *     reports the stop with its reason;
+ *   - a string access whose first element, answered in C through a config mirror, moves
+ *     another BAR's handler window onto the port: the run loop hands back the elements
+ *     from there on, never the one it answered (an invariant of fuzz/exit_fuzz.c).
  * Prints "ok: ..." on stderr and exits 0, else "FAIL: ..." and 1. */
 #include "kvm/run.h"
 #include "trap/backend.h"
@@ -24,6 +27,7 @@
 
 #define BAR0 0xc0000000u
 #define IOBAR 0x2000u
+#define IOBAR2 0x3000u
 
 static int failures, handler_calls;
 
@@ -73,6 +77,7 @@ int main(void)
     uint8_t cfg[256] = {0};
     cfg[0] = 0x34, cfg[1] = 0x12, cfg[2] = 0xe8, cfg[3] = 0x11;   /* 1234:11e8 */
     cfg[0x14] = 0x01;                                             /* BAR1: I/O */
+    cfg[0x18] = 0x01;                                             /* BAR2: I/O */
     static uint8_t region[0x1000];
     for (unsigned i = 0; i < sizeof region; i++)
         region[i] = (uint8_t)(i * 7 + 1);
@@ -80,7 +85,8 @@ int main(void)
     if (lv_backend_replay_init(&be, cfg, sizeof cfg) < 0 ||
         lv_replay_set_region(&be, 0, sizeof region, LV_REGION_READ | LV_REGION_WRITE) < 0 ||
         lv_replay_fill(&be, 0, 0, region, sizeof region) < 0 ||
-        lv_replay_set_region(&be, 1, 0x20, LV_REGION_READ | LV_REGION_WRITE) < 0) {
+        lv_replay_set_region(&be, 1, 0x20, LV_REGION_READ | LV_REGION_WRITE) < 0 ||
+        lv_replay_set_region(&be, 2, 0x20, LV_REGION_READ | LV_REGION_WRITE) < 0) {
         fprintf(stderr, "FAIL: replay backend\n");
         return 1;
     }
@@ -95,6 +101,10 @@ int main(void)
     struct trap_window wio = {.bar = 1, .kind = WIN_HANDLER, .off = 0x10, .len = 0x4,
                               .handler = handler};
     CHECK(trap_add_window(&fn, &wio) == 0);
+    /* a config mirror in BAR2 over BAR1's address register, as some devices have one */
+    struct trap_window wmir = {.bar = 2, .kind = WIN_MIRROR, .off = 0x10, .len = 0x4,
+                               .cfg_off = 0x14};
+    CHECK(trap_add_window(&fn, &wmir) == 0);
 
     /* the guest places the BARs (nothing decodes yet: no event) and turns decoding on,
      * which asks for the VM layer's attention (events queued) */
@@ -177,6 +187,26 @@ int main(void)
     CHECK(kvm_exit_decode(&cpu, run, &x, &err) == KVM_VMM_DECODE_DONE);
     CHECK(x.kind == KVM_VMM_EXIT_STOP && x.stop == KVM_VMM_STOP_BAR && !cpu.pending_read);
     CHECK(memcmp(run->mmio.data, region + 0x10, 4) == 0);   /* answered all the same */
+    drain(&fn);
+
+    /* a string OUT to BAR2's mirror: its first element moves BAR1 to IOBAR2, so the port
+     * now decodes to BAR1's handler window (BAR1 comes first): the second element passes,
+     * and only it goes back to the caller, the first being answered already */
+    CHECK(wire_trap_cfg_ops.write(&fn, 0x18, 4, IOBAR2) == 0);
+    CHECK(wire_trap_cfg_ops.write(&fn, 0x04, 2, 0x3) == KVM_PCI_CFG_EVENT);   /* I/O on */
+    drain(&fn);
+    CHECK(kvm_add_range(&vm, KVM_VMM_PIO, IOBAR2, 0x20, &wire_trap_io_ops, &fn) > 0);
+    run->exit_reason = KVM_EXIT_IO;
+    run->io.direction = KVM_EXIT_IO_OUT, run->io.size = 4, run->io.port = IOBAR2 + 0x10;
+    run->io.count = 2, run->io.data_offset = 2048;
+    uint32_t moves[2] = {IOBAR2 | 1, 0x12345678};
+    memcpy(page.page + 2048, moves, sizeof moves);
+    cpu.pending_read = 0;
+    CHECK(kvm_exit_decode(&cpu, run, &x, &err) == KVM_VMM_DECODE_DONE && err == 0);
+    CHECK(wire_trap_cfg_ops.read(&fn, 0x14, 4, &v32) == 0 && v32 == (IOBAR2 | 1));
+    CHECK(x.kind == KVM_VMM_EXIT_IO && x.addr == IOBAR2 + 0x10 && x.is_write);
+    CHECK(x.count == 1 && x.size == 4 && x.data == page.page + 2048 + 4);
+    CHECK(fn.ev_count > 0 && handler_calls == 0 && !cpu.pending_read);
     drain(&fn);
     CHECK(kvm_io_stop_reason(KVM_VMM_IO_DONE) == KVM_VMM_STOP_NONE);
     CHECK(kvm_io_stop_reason(KVM_VMM_IO_PASS) == KVM_VMM_STOP_NONE);

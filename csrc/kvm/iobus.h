@@ -21,7 +21,9 @@ enum { KVM_VMM_PIO = 0, KVM_VMM_MMIO = 1 };
  *                          came) and the run loop returns the exit to its caller
  *                          unanswered, as for an address no range covers (an IO or MMIO
  *                          exit, a read's data all ones and pending). A string PIO exit
- *                          goes back whole when any element passes. */
+ *                          goes back from the first element that passes on: the elements
+ *                          before it were answered and are not in it (its data and count
+ *                          are the rest's). */
 enum { KVM_VMM_IO_DONE = 0, KVM_VMM_IO_PASS = 1, KVM_VMM_IO_STOP_FLAG = 0x100 };
 #define KVM_VMM_IO_STOP(why) (KVM_VMM_IO_STOP_FLAG | (int)(why))
 /* The stop reason of an access callback's answer; KVM_VMM_STOP_NONE when it is no stop. */

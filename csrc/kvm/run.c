@@ -104,16 +104,25 @@ int kvm_exit_decode(struct kvm_vcpu *c, struct kvm_run *run, struct kvm_exit *ou
         uint8_t *data = (uint8_t *)run + off;
         int is_write = run->io.direction == KVM_EXIT_IO_OUT, handled = 1;
         enum kvm_stop stop = KVM_VMM_STOP_NONE;
-        for (unsigned i = 0; i < count && handled; i++) {
-            int rc = kvm_dispatch(c->vm, KVM_VMM_PIO, run->io.port, data + i * size, size,
+        unsigned made = 0;
+        for (; made < count; made++) {
+            int rc = kvm_dispatch(c->vm, KVM_VMM_PIO, run->io.port, data + made * size, size,
                                   is_write);
-            if (rc < 0 || rc == KVM_VMM_IO_PASS)
+            if (rc < 0 || rc == KVM_VMM_IO_PASS) {
                 handled = 0;   /* no range, or passed on: the caller's */
-            else if (stop == KVM_VMM_STOP_NONE)
+                break;
+            }
+            if (stop == KVM_VMM_STOP_NONE)
                 stop = kvm_io_stop_reason(rc);
         }
         if (handled && stop == KVM_VMM_STOP_NONE)
             return KVM_VMM_DECODE_RESUME;
+        if (!handled) {
+            /* a string access whose first elements were answered here (one of them moved
+             * what the port decodes to): the caller gets the rest, never those again */
+            data += made * size;
+            count -= made;
+        }
         *out = (struct kvm_exit){
             .kind = handled ? KVM_VMM_EXIT_STOP : KVM_VMM_EXIT_IO, .reason = run->exit_reason,
             .space = KVM_VMM_PIO, .addr = run->io.port, .size = size, .count = count,
