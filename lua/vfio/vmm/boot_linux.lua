@@ -313,12 +313,13 @@ function M.run(m, opts)
    -- boot says where it stalled (a kernel address to look up in System.map)
    local where
    if exit.reason == "timeout" then
-      where = {}
+      local each = {}
       for i, c in ipairs(m.vcpus or { m.vcpu }) do
-         local regs = c:get_regs()
-         where[#where + 1] = ("vcpu%d rip %#x"):format(i - 1, regs and regs.rip or -1)
+         local regs, rerr = c:get_regs()
+         each[i] = regs and ("vcpu%d rip %#x"):format(i - 1, regs.rip)
+            or ("vcpu%d rip unknown (%s)"):format(i - 1, tostring(rerr))
       end
-      where = table.concat(where, ", ")
+      where = table.concat(each, ", ")
    end
    return { result = result, status = status, exit = exit, tail = tail, where = where,
             output = (m.uart:output()), ports = unclaimed.ports, mmio = unclaimed.mmio,
