@@ -1,7 +1,8 @@
 ---
--- A small KVM VM: RAM at guest-physical 0 (vfio.vmm.address_map), the in-kernel irqchip,
--- one or several vCPUs, a debug console and an exit port handled in C; it boots a
--- multiboot guest (vfio.vmm.multiboot). A Linux kernel boots on it through
+-- A small KVM VM: RAM at guest-physical 0 (vfio.vmm.address_map), the platform every
+-- guest has (vfio.vmm.platform's base: the in-kernel irqchip, a debug console and an exit
+-- port, handled in C; made before the vCPUs, as KVM requires of the irqchip), and one or
+-- several vCPUs; it boots a multiboot guest (vfio.vmm.multiboot). A Linux kernel boots on it through
 -- vfio.vmm.boot_linux (which this module does not know); passthrough wiring (PCI host
 -- bridge, BARs, interrupts) builds on top of it in the board (vfio.vmm.board), which
 -- creates it.
@@ -9,13 +10,15 @@
 local core = require "vfio.core"
 local address_map = require "vfio.vmm.address_map"
 local multiboot = require "vfio.vmm.multiboot"
+local platform = require "vfio.vmm.platform"
 
 local M = {}
 local VM = {}
 VM.__index = VM
 
-M.DEBUG_PORT = 0xe9
-M.EXIT_PORT = 0xf4
+-- The debug console's and exit port's defaults (vfio.vmm.platform's).
+M.DEBUG_PORT = platform.DEBUG_PORT
+M.EXIT_PORT = platform.EXIT_PORT
 -- A VM's RAM stays below the 32-bit BAR window (and the IOAPIC, LAPIC above it); a board's
 -- stops lower, below its ECAM window (vfio.vmm.board's MAX_MEM_MIB).
 M.RAM_LIMIT = address_map.MMIO32_START
@@ -50,9 +53,8 @@ function M.create(opts)
    if not vm then kvm:close(); return nil, vmsg, verr end
    local m = setmetatable({ kvm = kvm, vm = vm, ram_size = mib << 20 }, VM)
    local ok, err, e = vm:add_ram(address_map.RAM_START, m.ram_size)
-   if ok and opts.irqchip ~= false then ok, err, e = vm:create_irqchip() end
-   if ok then ok, err, e = vm:add_debugcon(opts.debug_port or M.DEBUG_PORT) end
-   if ok then ok, err, e = vm:add_exit_port(opts.exit_port or M.EXIT_PORT) end
+   -- the irqchip before the first vCPU (KVM refuses it after)
+   if ok then ok, err, e = platform.base(vm, opts) end
    m.vcpus = {}
    for id = 0, (opts.cpus or 1) - 1 do
       if not ok then break end
