@@ -25,6 +25,7 @@ local linux = require "vfio.vmm.linux"
 local vmlinux = require "vfio.vmm.vmlinux"
 local mptable = require "vfio.vmm.mptable"
 local platform = require "vfio.vmm.platform"
+local vmlib = require "vfio.vmm.vm"
 
 local M = {}
 
@@ -242,7 +243,10 @@ end
 -- something absent costs only time.
 function M.run(m, opts)
    opts = opts or {}
-   local budget, slice = opts.timeout or 60, opts.slice or 0.5
+   local slice = opts.slice or 0.5
+   -- one deadline for the whole run, on the monotonic clock (vfio.vmm.vm.now), passed
+   -- down to every slice's run call, which ends at the earlier of the slice and it
+   local deadline = vmlib.deadline(opts.timeout or 60)
    local unclaimed = M.unclaimed_counter()
    local first = opts.handler
    local function handler(x)
@@ -256,17 +260,15 @@ function M.run(m, opts)
       if opts.trace then opts.trace(x) end
       return nil -- a read keeps the all-ones the run loop put there
    end
-   local clock = os.time()
    local exit, err, errno
    repeat
-      local left = budget - (os.time() - clock)
-      if left <= 0 then exit = { reason = "timeout" } break end
+      if vmlib.now() >= deadline then exit = { reason = "timeout" } break end
       -- one vCPU runs on this thread; several run a thread each (vm:run_vcpus), and
       -- their exits that need Lua reach this handler one at a time
       if m.vcpus and #m.vcpus > 1 then
-         exit, err, errno = m.vm:run_vcpus(m.vcpus, handler, { timeout = math.min(slice, left) })
+         exit, err, errno = m.vm:run_vcpus(m.vcpus, handler, { timeout = slice, deadline = deadline })
       else
-         exit, err, errno = m.vcpu:run(handler, { timeout = math.min(slice, left) })
+         exit, err, errno = m.vcpu:run(handler, { timeout = slice, deadline = deadline })
       end
       if not exit then return nil, err, errno end
       if opts.should_stop and opts.should_stop() then exit = { reason = "interrupted" } break end

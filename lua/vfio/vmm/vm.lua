@@ -11,6 +11,7 @@ local core = require "vfio.core"
 local address_map = require "vfio.vmm.address_map"
 local multiboot = require "vfio.vmm.multiboot"
 local platform = require "vfio.vmm.platform"
+local ptime = require "posix.time"
 
 local M = {}
 local VM = {}
@@ -22,6 +23,22 @@ M.EXIT_PORT = platform.EXIT_PORT
 -- A VM's RAM stays below the 32-bit BAR window (and the IOAPIC, LAPIC above it); a board's
 -- stops lower, below its ECAM window (vfio.vmm.board's MAX_MEM_MIB).
 M.RAM_LIMIT = address_map.MMIO32_START
+
+---
+-- vm.now() -> seconds on CLOCK_MONOTONIC: the clock of a run's deadline, the one
+-- vcpu:run and vm:run_vcpus take as opts.deadline (a wall clock would jump with a clock
+-- change, and os.time counts whole seconds).
+function M.now()
+   local t = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
+   return t.tv_sec + t.tv_nsec * 1e-9
+end
+
+---
+-- vm.deadline(timeout) -> the CLOCK_MONOTONIC time (vm.now) `timeout` seconds from now:
+-- a run's one deadline, computed once and passed down to every run call.
+function M.deadline(timeout)
+   return M.now() + timeout
+end
 
 local function fail(what, msg, errno)
    return nil, what .. ": " .. tostring(msg), errno
@@ -94,7 +111,8 @@ function VM:load_file(path, cmdline)
 end
 
 ---
--- vm:run([handler], [{timeout = s}]) -> exit table (see vcpu:run): runs vCPU 0, the
+-- vm:run([handler], [{timeout = s, deadline = vm.now() time}]) -> exit table (see
+-- vcpu:run): runs vCPU 0, the
 -- boot processor (vfio.vmm.boot_linux runs several with the vfio.vm run_vcpus).
 function VM:run(handler, opts)
    return self.vcpu:run(handler, opts)
@@ -119,13 +137,12 @@ function VM:boot(path, opts)
    opts = opts or {}
    local entry, err, e = self:load_file(path, opts.cmdline)
    if not entry then return nil, err, e end
-   local clock = os.time()
-   local budget = opts.timeout or 60
+   -- one deadline for the whole run, on the monotonic clock, passed down to vcpu:run
+   local deadline = M.deadline(opts.timeout or 60)
    local exit, rerr, rerrno
    repeat
-      local left = budget - (os.time() - clock)
-      if left <= 0 then exit = { reason = "timeout" } break end
-      exit, rerr, rerrno = self:run(opts.handler, { timeout = left })
+      if M.now() >= deadline then exit = { reason = "timeout" } break end
+      exit, rerr, rerrno = self:run(opts.handler, { deadline = deadline })
       if not exit then return nil, rerr, rerrno end
       local other_stop = exit.reason == "stop" and exit.stop ~= "exit_port"
       if other_stop and opts.on_stop then opts.on_stop(exit) end
