@@ -40,9 +40,7 @@ function M.deadline(timeout)
    return M.now() + timeout
 end
 
-local function fail(what, msg, errno)
-   return nil, what .. ": " .. tostring(msg), errno
-end
+local fail = require("vfio.errors").fail
 
 ---
 -- M.create{mem_mib = 64, kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9,
@@ -58,12 +56,12 @@ function M.create(opts)
    local kvm, msg, errno = core.kvm_open(path)
    if not kvm then
       if errno == 2 then msg = msg .. " (no KVM here: load kvm-intel or kvm-amd, or run in the lab)" end
-      return fail("KVM unavailable", msg, errno)
+      return fail(errno, "KVM unavailable: %s", tostring(msg))
    end
    local api, amsg, aerr = kvm:api_version()
    if api ~= 12 then
       kvm:close()
-      if not api then return fail("KVM unavailable", amsg, aerr) end
+      if not api then return fail(aerr, "KVM unavailable: %s", tostring(amsg)) end
       return nil, ("KVM unavailable: %s has API version %d, expected 12"):format(path, api)
    end
    local vm, vmsg, verr = kvm:create_vm()
