@@ -226,10 +226,11 @@ static void deliver(int id, const struct kvm_exit *x)
     n_exits++;
 }
 
+/* kvm_smp_wait's clock (kvm_smp_now's) */
 static int64_t now_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 

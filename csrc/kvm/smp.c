@@ -106,7 +106,13 @@ int kvm_smp_start(struct kvm_smp *s, struct kvm_vcpu **cpus, unsigned n)
     if (e < 0)
         return e;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->to_caller, NULL);
+    /* the caller's waits (its deadline, the stop's short wait) are on CLOCK_MONOTONIC:
+     * a change of the wall clock neither ends a run early nor stretches it */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->to_caller, &ca);
+    pthread_condattr_destroy(&ca);
     s->vm = vm;
     s->n = n;
     /* the threads start with the kick signal blocked (they unblock it when ready) */
@@ -143,7 +149,7 @@ static void deadline_ts(int64_t deadline_ns, struct timespec *ts)
 int64_t kvm_smp_now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -222,7 +228,7 @@ int kvm_smp_stop(struct kvm_smp *s)
             continue;
         }
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);   /* to_caller's clock */
         until.tv_nsec += 2000000;
         if (until.tv_nsec >= 1000000000) {
             until.tv_sec++;

@@ -46,12 +46,13 @@ struct kvm_smp {
 };
 
 int kvm_smp_start(struct kvm_smp *s, struct kvm_vcpu **cpus, unsigned n);
-/* deadline on CLOCK_REALTIME in ns (kvm_smp_now), <= 0: none */
+/* deadline on CLOCK_MONOTONIC in ns (kvm_smp_now), <= 0: none */
 int kvm_smp_wait(struct kvm_smp *s, int64_t deadline_ns);
 void kvm_smp_answer(struct kvm_smp *s, unsigned i);
 /* 0, or the kick's error when the signal was taken over during the run (the threads
  * are still joined: each leaves at its vCPU's next exit) */
 int kvm_smp_stop(struct kvm_smp *s);
+/* now on CLOCK_MONOTONIC, in ns: the clock of every deadline here */
 int64_t kvm_smp_now(void);
 /* The deadline `seconds` from now for kvm_smp_wait: 0 (none) for 0, a negative or a
  * NaN; saturated, never overflowing, for a huge one. */

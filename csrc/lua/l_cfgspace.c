@@ -2,6 +2,7 @@
  * whose writes notify the VM layer) that attaches to the C host bridge (its class
  * registers LV_CAP_PCI_CFG), made with core.cfgspace(size). */
 #include "lv.h"
+#include "base/le.h"
 #include "kvm/pcihost.h"
 
 #include <errno.h>
@@ -28,21 +29,15 @@ static void checkspan(lua_State *L, struct kvm_cfgspace *c, uint32_t *off, uint3
         luaL_argerror(L, 3, "length must be 1, 2 or 4 and stay inside the space");
 }
 
-static void put(uint8_t *p, uint32_t len, uint32_t v)
-{
-    for (uint32_t i = 0; i < len; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* cfgspace:set(off, len, value [, wmask]): build content (not a guest write). */
 static int l_cfgspace_set(lua_State *L)
 {
     struct kvm_cfgspace *c = luaL_checkudata(L, 1, CFGSPACE_T);
     uint32_t off, len;
     checkspan(L, c, &off, &len);
-    put(c->bytes + off, len, (uint32_t)luaL_checkinteger(L, 4));
+    lv_le_put(c->bytes + off, (uint32_t)luaL_checkinteger(L, 4), len);
     if (!lua_isnoneornil(L, 5))
-        put(c->wmask + off, len, (uint32_t)luaL_checkinteger(L, 5));
+        lv_le_put(c->wmask + off, (uint32_t)luaL_checkinteger(L, 5), len);
     return 0;
 }
 

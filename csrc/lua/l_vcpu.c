@@ -518,7 +518,7 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* vcpu:run([handler], [{timeout = seconds}]) -> exit table.
+/* vcpu:run([handler], [{timeout = seconds, deadline = monotonic seconds}]) -> exit table.
  * Without a handler: returns at the first exit the C side does not handle; a read exit is
  * answered with vcpu:complete(value) before the next run (else it reads all ones).
  * With a handler: handler(exit) is called for every unhandled io/mmio exit; for reads
@@ -624,23 +624,36 @@ static int run_protected(lua_State *L)
     return run_loop(L, lua_touserdata(L, 1), lua_isfunction(L, 2) ? 2 : 0, lua_tonumber(L, 3));
 }
 
-/* The ([handler], [{timeout = seconds}]) arguments of run and run_vcpus from `arg` on:
- * the handler's stack index (0: none) and the timeout (0: none). */
-static int run_args(lua_State *L, int arg, double *timeout)
+/* The ([handler], [{timeout = seconds, deadline = seconds}]) arguments of run and
+ * run_vcpus from `arg` on: the handler's stack index (0: none) and the run's deadline
+ * on CLOCK_MONOTONIC in seconds (0: none), the earlier of now + timeout and `deadline`
+ * (a caller's one deadline for a run made of several calls, on the same clock as
+ * posix.time.clock_gettime(CLOCK_MONOTONIC)). */
+static int run_args(lua_State *L, int arg, double *deadline)
 {
     int handler = 0, optarg = arg;
     if (lua_isfunction(L, arg))
         handler = arg, optarg = arg + 1;
     else if (lua_isnil(L, arg) && !lua_isnone(L, arg + 1))
         optarg = arg + 1;
-    *timeout = 0;
+    *deadline = 0;
     if (!lua_isnoneornil(L, optarg)) {
         luaL_checktype(L, optarg, LUA_TTABLE);
         lua_getfield(L, optarg, "timeout");
-        *timeout = luaL_optnumber(L, -1, 0);
+        double timeout = luaL_optnumber(L, -1, 0);
         lua_pop(L, 1);
-        if (!(*timeout >= 0))   /* NaN too */
+        if (!(timeout >= 0))   /* NaN too */
             luaL_argerror(L, optarg, "timeout must be a number of seconds >= 0");
+        lua_getfield(L, optarg, "deadline");
+        double at = luaL_optnumber(L, -1, 0);
+        int given = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (given && !(at > 0))   /* NaN too */
+            luaL_argerror(L, optarg, "deadline must be a monotonic time in seconds > 0");
+        if (timeout > 0)
+            *deadline = now_s() + timeout;
+        if (given && (*deadline == 0 || at < *deadline))
+            *deadline = at;
     }
     return handler;
 }
@@ -648,11 +661,10 @@ static int run_args(lua_State *L, int arg, double *timeout)
 static int l_vcpu_run(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VCPU_T);
-    double timeout;
-    int handler = run_args(L, 2, &timeout);   /* the options first: they may run Lua */
+    double deadline;
+    int handler = run_args(L, 2, &deadline);   /* the options first: they may run Lua */
     struct vcpu_ud *v = checkvcpu(L, 1);
     check_vm_idle(L, v->vm, "vcpu:run");   /* its own run or any other of its VM */
-    double deadline = timeout > 0 ? now_s() + timeout : 0;
     /* The loop runs under pcall so that a handler's error still ends the run properly
      * (running cleared, pending closes done) before it propagates. */
     int base = lua_gettop(L);
@@ -678,7 +690,7 @@ struct smp_run {
     struct kvm_smp s;
     struct vcpu_ud *v[KVM_SMP_MAX];
     unsigned n;
-    int64_t deadline_ns;     /* CLOCK_REALTIME, 0: none */
+    int64_t deadline_ns;     /* CLOCK_MONOTONIC, 0: none */
 };
 
 /* The loop, under pcall, holding the VM's io_lock except inside kvm_smp_wait:
@@ -707,7 +719,7 @@ static int smp_loop(lua_State *L)
     }
 }
 
-/* vm:run_vcpus({vcpu...}, [handler], [{timeout = seconds}]) -> exit table (with vcpu =
+/* vm:run_vcpus({vcpu...}, [handler], [{timeout =, deadline =}]) -> exit table (with vcpu =
  * the id of the vCPU it came from). Each vCPU runs in a thread of its own; what C handles
  * is answered there, under one lock; handler(exit) sees the io/mmio exits C left, one at
  * a time, with no C access running meanwhile (so it may touch traps, ranges and slots as
@@ -718,8 +730,8 @@ int lv_vm_run_vcpus(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VM_T);
     luaL_checktype(L, 2, LUA_TTABLE);
-    double timeout;
-    int handler = run_args(L, 3, &timeout);   /* the options first: they may run Lua */
+    double deadline;
+    int handler = run_args(L, 3, &deadline);   /* the options first: they may run Lua */
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
     if (n < 1 || n > KVM_SMP_MAX)
         return luaL_argerror(L, 2, "a list of 1 to 64 vCPUs");
@@ -755,7 +767,13 @@ int lv_vm_run_vcpus(lua_State *L)
             return luaL_argerror(L, 2, "a vCPU of the list is closed");
     if (vm->vm.fd < 0 || vm->close_pending)
         return luaL_error(L, "attempt to use a closed vm");
-    r->deadline_ns = kvm_smp_deadline(timeout);
+    /* the same deadline in the SMP wait's nanoseconds (a passed one: at once) */
+    if (deadline > 0) {
+        double left = deadline - now_s();
+        r->deadline_ns = kvm_smp_deadline(left > 1e-9 ? left : 1e-9);
+    } else {
+        r->deadline_ns = 0;
+    }
     int e = kvm_smp_start(&r->s, cs, r->n);
     if (e == -EBUSY)
         return lv_syserrorf(L, EBUSY, "start vCPU threads", "%u vCPUs: their kick signal %d "
@@ -805,7 +823,10 @@ raises. A close of the vCPU or VM from a handler ends the run after that handler
 `kvm_reason`, and the access's fields for io/mmio
 @function vcpu:run
 @tparam[opt] function handler the exit handler
-@tparam[opt] table opts `{timeout = seconds}`
+@tparam[opt] table opts `{timeout = seconds, deadline = seconds}`: the run ends (a
+`"timeout"` exit) at the earlier of now + `timeout` and `deadline`, a time on
+CLOCK_MONOTONIC (`posix.time.clock_gettime(posix.time.CLOCK_MONOTONIC)`), so one
+deadline can bound a run made of several calls
 @treturn table the exit: `reason` (`"io"`, `"mmio"`, `"hlt"`, `"shutdown"`, `"stop"`,
 */
 

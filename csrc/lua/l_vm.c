@@ -807,7 +807,8 @@ by the exit returned is answered with `complete` on its vCPU.
 @function vm:run_vcpus
 @tparam {vcpu,...} vcpus the vCPUs
 @tparam[opt] function handler the exit handler
-@tparam[opt] table opts `{timeout = seconds}`
+@tparam[opt] table opts `{timeout = seconds, deadline = seconds}` (as for `vcpu:run`:
+the earlier of now + timeout and the CLOCK_MONOTONIC time `deadline`)
 @treturn table the exit, with `vcpu` = the id of the vCPU it came from; or `nil, message, errno` when the threads cannot start
 */
 

@@ -84,7 +84,7 @@ local function is_vfio_driver(d) return d ~= nil and d:find("vfio", 1, true) ~= 
 -- A write to sysfs is one write(2): the kernel acts on it and reports errors there.
 local write_sysfs = pcibus.write
 
-local function fail(errno, fmt, ...) return nil, fmt:format(...), errno end
+local fail = require("vfio.errors").fail
 
 -- Devices of an IOMMU group held by a host driver: why the group is not viable.
 local function group_blockers(n)

@@ -23,7 +23,7 @@ M.UUID = "^" .. X4 .. X4 .. "%-" .. X4 .. "%-" .. X4 .. "%-" .. X4 .. "%-" .. X4
 local px = pcibus.posix
 local basename, link_base, read = pcibus.basename, pcibus.link_base, pcibus.read
 
-local function fail(errno, fmt, ...) return nil, fmt:format(...), errno end
+local fail = require("vfio.errors").fail
 local function exists(path) return px().stat(path) ~= nil end
 
 -- The entries of a directory, sorted, without . and ..; nil when it cannot be listed.

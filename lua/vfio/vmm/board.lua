@@ -67,9 +67,12 @@ function M.check_mem(mib)
    return true
 end
 
-local function fail(self, what, err, errno)
+local fail = require("vfio.errors").fail
+
+-- A failure while the board is being made: what was made is closed.
+local function close_fail(self, what, err, errno)
    self:close()
-   return nil, what .. tostring(err), errno
+   return fail(errno, "%s%s", what, tostring(err))
 end
 
 ---
@@ -102,12 +105,12 @@ function M.new(opts)
    if opts.halt_poll_us then
       local ok
       ok, err, errno = b.vm:set_halt_poll(opts.halt_poll_us * 1000)
-      if not ok then return fail(b, "", err, errno) end
+      if not ok then return close_fail(b, "", err, errno) end
    end
    if not b.trace then
       local ids
       ids, err, errno = pcihost.install(b.vm, b.host)
-      if not ids then return fail(b, "PCI host bridge: ", err, errno) end
+      if not ids then return close_fail(b, "PCI host bridge: ", err, errno) end
       b.host_ranges = ids
    end
    return b

@@ -7,8 +7,9 @@
 -- The machine: RAM from 0, the in-kernel PIC/IOAPIC/LAPIC and PIT, a 16550A on
 -- 0x3f8/IRQ 4 (ttyS0, answered in C, streamed live and/or captured), an i8042 whose
 -- reset is the reboot, a PCI host bridge (config mechanism #1), and the legacy ports
--- Linux probes answered in C. No ACPI: an MP table (vfio.vmm.mptable) describes the
--- CPUs, the IOAPIC and the interrupt routing.
+-- Linux probes answered in C: vfio.vmm.platform assembles them (its pc, called by
+-- setup). No ACPI: an MP table (vfio.vmm.mptable) describes the CPUs, the IOAPIC and
+-- the interrupt routing.
 --
 -- Why no ACPI, and how the VMM tells the endings apart: without ACPI Linux cannot power
 -- off (no PM1 control port), but it can reset through the keyboard controller, so the
@@ -23,11 +24,12 @@
 local linux = require "vfio.vmm.linux"
 local vmlinux = require "vfio.vmm.vmlinux"
 local mptable = require "vfio.vmm.mptable"
-local pcihost = require "vfio.vmm.pcihost"
+local platform = require "vfio.vmm.platform"
+local vmlib = require "vfio.vmm.vm"
 
 local M = {}
 
-M.UART_PORT, M.UART_IRQ = 0x3f8, 4
+M.UART_PORT, M.UART_IRQ = platform.UART_PORT, platform.UART_IRQ
 M.MSR_IA32_MISC_ENABLE = 0x1a0
 M.MSR_IA32_TSC = 0x10
 M.MISC_ENABLE_FAST_STRING = 0x1
@@ -55,18 +57,8 @@ M.MISC_ENABLE_FAST_STRING = 0x1
 M.CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off pci=conf1,noearly 8250.nr_uarts=1 "
    .. "i8042.noaux i8042.nomux i8042.dumbkbd no_timer_check"
 
--- Legacy ports answered in C: {base, size, read value}. 0xff is an empty ISA bus.
-M.IGNORED = {
-   { 0x22, 2, 0xff },    -- IMCR (the MP table says virtual wire, but probes happen)
-   { 0x70, 2, 0x00 },    -- CMOS/RTC: 0 keeps "update in progress" clear, so no wait
-   { 0x80, 16, 0xff },   -- POST code port (Linux's I/O delay) and the DMA page registers
-   { 0x92, 1, 0xff },    -- system control port A
-   { 0x2e8, 8, 0xff },   -- ttyS3
-   { 0x2f8, 8, 0xff },   -- ttyS1
-   { 0x3b0, 0x30, 0xff }, -- MDA and VGA registers
-   { 0x3e8, 8, 0xff },   -- ttyS2
-   { 0x3f0, 8, 0xff },   -- floppy controller
-}
+-- The PC platform's devices and ports live in vfio.vmm.platform (its pc); kept here too.
+M.IGNORED = platform.IGNORED
 
 M.PANIC = "Kernel panic - not syncing"
 M.POWER_DOWN = "reboot: Power down"
@@ -157,26 +149,9 @@ function M.setup(m, opts)
    local info, lerr = load_kernel(m, image, opts, cmdline, initrd, kernel_known)
    if not info then return nil, lerr end
 
-   local ok, e, errno = vm:create_pit2()
+   -- the PC platform (vfio.vmm.platform): PIT, UART, i8042, legacy ports, host bridge
+   local ok, e, errno = platform.pc(m, { stdout = opts.stdout, capture = opts.capture, pcihost = opts.pcihost })
    if not ok then return nil, e, errno end
-   local id, uart, uerr = vm:add_uart { port = M.UART_PORT, irq = M.UART_IRQ, stdout = opts.stdout ~= false,
-                                        capture = opts.capture or (1 << 20) }
-   if not id then return nil, uart, uerr end
-   m.uart = uart
-   ok, e, errno = vm:add_i8042()
-   if not ok then return nil, e, errno end
-   for _, r in ipairs(M.IGNORED) do
-      ok, e, errno = vm:add_ignore_ports(r[1], r[2], r[3])
-      if not ok then return nil, e, errno end
-   end
-   local host = opts.pcihost
-   if not host then
-      host = pcihost.new {}
-      host:attach(0, 0, 0, pcihost.host_bridge())
-      ok, e, errno = pcihost.install(vm, host)
-      if not ok then return nil, e, errno end
-   end
-   m.pcihost = host
 
    local leaf1
    for _, l in ipairs(vm:supported_cpuid()) do
@@ -268,7 +243,10 @@ end
 -- something absent costs only time.
 function M.run(m, opts)
    opts = opts or {}
-   local budget, slice = opts.timeout or 60, opts.slice or 0.5
+   local slice = opts.slice or 0.5
+   -- one deadline for the whole run, on the monotonic clock (vfio.vmm.vm.now), passed
+   -- down to every slice's run call, which ends at the earlier of the slice and it
+   local deadline = vmlib.deadline(opts.timeout or 60)
    local unclaimed = M.unclaimed_counter()
    local first = opts.handler
    local function handler(x)
@@ -282,17 +260,15 @@ function M.run(m, opts)
       if opts.trace then opts.trace(x) end
       return nil -- a read keeps the all-ones the run loop put there
    end
-   local clock = os.time()
    local exit, err, errno
    repeat
-      local left = budget - (os.time() - clock)
-      if left <= 0 then exit = { reason = "timeout" } break end
+      if vmlib.now() >= deadline then exit = { reason = "timeout" } break end
       -- one vCPU runs on this thread; several run a thread each (vm:run_vcpus), and
       -- their exits that need Lua reach this handler one at a time
       if m.vcpus and #m.vcpus > 1 then
-         exit, err, errno = m.vm:run_vcpus(m.vcpus, handler, { timeout = math.min(slice, left) })
+         exit, err, errno = m.vm:run_vcpus(m.vcpus, handler, { timeout = slice, deadline = deadline })
       else
-         exit, err, errno = m.vcpu:run(handler, { timeout = math.min(slice, left) })
+         exit, err, errno = m.vcpu:run(handler, { timeout = slice, deadline = deadline })
       end
       if not exit then return nil, err, errno end
       if opts.should_stop and opts.should_stop() then exit = { reason = "interrupted" } break end

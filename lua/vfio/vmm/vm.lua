@@ -1,7 +1,8 @@
 ---
--- A small KVM VM: RAM at guest-physical 0 (vfio.vmm.address_map), the in-kernel irqchip,
--- one or several vCPUs, a debug console and an exit port handled in C; it boots a
--- multiboot guest (vfio.vmm.multiboot). A Linux kernel boots on it through
+-- A small KVM VM: RAM at guest-physical 0 (vfio.vmm.address_map), the platform every
+-- guest has (vfio.vmm.platform's base: the in-kernel irqchip, a debug console and an exit
+-- port, handled in C; made before the vCPUs, as KVM requires of the irqchip), and one or
+-- several vCPUs; it boots a multiboot guest (vfio.vmm.multiboot). A Linux kernel boots on it through
 -- vfio.vmm.boot_linux (which this module does not know); passthrough wiring (PCI host
 -- bridge, BARs, interrupts) builds on top of it in the board (vfio.vmm.board), which
 -- creates it.
@@ -9,20 +10,37 @@
 local core = require "vfio.core"
 local address_map = require "vfio.vmm.address_map"
 local multiboot = require "vfio.vmm.multiboot"
+local platform = require "vfio.vmm.platform"
+local ptime = require "posix.time"
 
 local M = {}
 local VM = {}
 VM.__index = VM
 
-M.DEBUG_PORT = 0xe9
-M.EXIT_PORT = 0xf4
+-- The debug console's and exit port's defaults (vfio.vmm.platform's).
+M.DEBUG_PORT = platform.DEBUG_PORT
+M.EXIT_PORT = platform.EXIT_PORT
 -- A VM's RAM stays below the 32-bit BAR window (and the IOAPIC, LAPIC above it); a board's
 -- stops lower, below its ECAM window (vfio.vmm.board's MAX_MEM_MIB).
 M.RAM_LIMIT = address_map.MMIO32_START
 
-local function fail(what, msg, errno)
-   return nil, what .. ": " .. tostring(msg), errno
+---
+-- vm.now() -> seconds on CLOCK_MONOTONIC: the clock of a run's deadline, the one
+-- vcpu:run and vm:run_vcpus take as opts.deadline (a wall clock would jump with a clock
+-- change, and os.time counts whole seconds).
+function M.now()
+   local t = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
+   return t.tv_sec + t.tv_nsec * 1e-9
 end
+
+---
+-- vm.deadline(timeout) -> the CLOCK_MONOTONIC time (vm.now) `timeout` seconds from now:
+-- a run's one deadline, computed once and passed down to every run call.
+function M.deadline(timeout)
+   return M.now() + timeout
+end
+
+local fail = require("vfio.errors").fail
 
 ---
 -- M.create{mem_mib = 64, kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9,
@@ -38,21 +56,20 @@ function M.create(opts)
    local kvm, msg, errno = core.kvm_open(path)
    if not kvm then
       if errno == 2 then msg = msg .. " (no KVM here: load kvm-intel or kvm-amd, or run in the lab)" end
-      return fail("KVM unavailable", msg, errno)
+      return fail(errno, "KVM unavailable: %s", tostring(msg))
    end
    local api, amsg, aerr = kvm:api_version()
    if api ~= 12 then
       kvm:close()
-      if not api then return fail("KVM unavailable", amsg, aerr) end
+      if not api then return fail(aerr, "KVM unavailable: %s", tostring(amsg)) end
       return nil, ("KVM unavailable: %s has API version %d, expected 12"):format(path, api)
    end
    local vm, vmsg, verr = kvm:create_vm()
    if not vm then kvm:close(); return nil, vmsg, verr end
    local m = setmetatable({ kvm = kvm, vm = vm, ram_size = mib << 20 }, VM)
    local ok, err, e = vm:add_ram(address_map.RAM_START, m.ram_size)
-   if ok and opts.irqchip ~= false then ok, err, e = vm:create_irqchip() end
-   if ok then ok, err, e = vm:add_debugcon(opts.debug_port or M.DEBUG_PORT) end
-   if ok then ok, err, e = vm:add_exit_port(opts.exit_port or M.EXIT_PORT) end
+   -- the irqchip before the first vCPU (KVM refuses it after)
+   if ok then ok, err, e = platform.base(vm, opts) end
    m.vcpus = {}
    for id = 0, (opts.cpus or 1) - 1 do
       if not ok then break end
@@ -92,7 +109,8 @@ function VM:load_file(path, cmdline)
 end
 
 ---
--- vm:run([handler], [{timeout = s}]) -> exit table (see vcpu:run): runs vCPU 0, the
+-- vm:run([handler], [{timeout = s, deadline = vm.now() time}]) -> exit table (see
+-- vcpu:run): runs vCPU 0, the
 -- boot processor (vfio.vmm.boot_linux runs several with the vfio.vm run_vcpus).
 function VM:run(handler, opts)
    return self.vcpu:run(handler, opts)
@@ -117,13 +135,12 @@ function VM:boot(path, opts)
    opts = opts or {}
    local entry, err, e = self:load_file(path, opts.cmdline)
    if not entry then return nil, err, e end
-   local clock = os.time()
-   local budget = opts.timeout or 60
+   -- one deadline for the whole run, on the monotonic clock, passed down to vcpu:run
+   local deadline = M.deadline(opts.timeout or 60)
    local exit, rerr, rerrno
    repeat
-      local left = budget - (os.time() - clock)
-      if left <= 0 then exit = { reason = "timeout" } break end
-      exit, rerr, rerrno = self:run(opts.handler, { timeout = left })
+      if M.now() >= deadline then exit = { reason = "timeout" } break end
+      exit, rerr, rerrno = self:run(opts.handler, { deadline = deadline })
       if not exit then return nil, rerr, rerrno end
       local other_stop = exit.reason == "stop" and exit.stop ~= "exit_port"
       if other_stop and opts.on_stop then opts.on_stop(exit) end
