@@ -7,7 +7,7 @@
 -- through the upvalues of its functions: a `local Machine = {}` that `new` sets as a
 -- metatable), and for vfio.core every function of the module table and every method of
 -- each class registered from C (a registry metatable whose __name is "vfio.<type>").
--- Names are compared as LDoc gives them: `open`, `Machine:run`, `container:map_dma`.
+-- Names are compared as LDoc gives them: `open`, `vcpu:run`, `container:map_dma`.
 local M = {}
 
 -- Modules left out of the check, and why.

@@ -4,7 +4,7 @@
 --
 -- The file returns { [module] = { summary =, description =, items = { [name] = {
 -- summary =, description =, args =, params = { {name, text} }, returns = { text },
--- kind = } } } }; an item's name is as LDoc gives it: `open`, `Machine:run`,
+-- kind = } } } }; an item's name is as LDoc gives it: `open`, `vcpu:run`,
 -- `container:map_dma`. Output: $LDOC_INDEX_OUT, or stdout.
 local M = {}
 
