@@ -13,6 +13,8 @@ local address_map = require "vfio.vmm.address_map"
 local EXP = 0x40
 local SLTCTL, SLTSTA = EXP + 0x18, EXP + 0x1a
 
+local function p_io(b) return b.ports[1].windows.io end
+
 local function fixture(name) return assert(assigned.new("spec/fixtures/" .. name .. ".lua")) end
 
 -- A guest's config access through mechanism #1.
@@ -67,6 +69,7 @@ describe("root ports on the board", function()
          assert.are.equal(pref.base >> 32, cfg(b, 0, slot, 0x28, 4))
          assert.are.equal(0xffffffff, cfg(b, i, 0, 0, 4))   -- nothing behind it yet
       end
+      assert.is_nil(p_io(b))                                    -- no I/O window when empty
       -- the windows of two ports do not overlap
       assert.is_true(b.ports[1].windows.mmio32.limit < b.ports[2].windows.mmio32.base)
       -- the MP table: each port's slot, all four pins
@@ -75,6 +78,16 @@ describe("root ports on the board", function()
       assert.are.same({ slot = 0x10, pin = 1, ioapic_pin = board.intx_gsi(0x10, 1) }, irqs[1])
       assert.matches("root port 00:10.0 %(slot 1, bus 1%): empty", b:plan())
       b:close()
+   end)
+
+   it("sizes a boot device's port to its BARs, bridge-wise", function()
+      local MiB = 1 << 20
+      assert.are.same({ mem = 32 * MiB, pref = 64 * MiB, io = 0x1000 }, hotplug.windows_for {
+         [0] = { size = 16 * MiB }, [1] = { size = 8 * MiB, is64 = true },   -- not prefetchable: below 4 GiB
+         [2] = { size = 0x20, io = true }, [4] = { size = 64 * MiB, is64 = true, prefetch = true },
+         [5] = { size = 0, upper = true }, [6] = { size = 0x40000 } })
+      assert.are.same(hotplug.WINDOWS, hotplug.windows_for {})
+      assert.are.same({ "mmio32" }, hotplug.bridge_policy { size = 4096, prefetch = true })   -- 32-bit
    end)
 
    it("seats a device behind its own port at boot, its BARs in the port's windows", function()

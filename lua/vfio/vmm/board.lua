@@ -212,7 +212,7 @@ function Board:add_device(d, at)
       local p = at.port
       if p == true then
          local err
-         p, err = self:add_root_port()
+         p, err = self:add_root_port { windows = hotplug.windows_for(d:bars()) }
          if not p then return nil, err end
       end
       return self:seat_behind(d, p, true)
@@ -310,7 +310,7 @@ end
 -- board:add_root_port([{windows = {mem=, pref=, io=} (bytes)}]) -> port, or nil, message:
 -- an empty root port on the next free slot from 0x10, its secondary bus the next number,
 -- its bridge windows reserved from the board's allocator (sizes: hotplug.WINDOWS; an
--- I/O window only while the I/O window has room), attached to the host bridge.
+-- I/O window only while the board's I/O window has room), attached to the host bridge.
 function Board:add_root_port(opts)
    opts = opts or {}
    local slot = hotplug.FIRST_SLOT

@@ -25,12 +25,36 @@ local M = {}
 
 local MiB = 1 << 20
 
--- The bridge windows firmware leaves a hot-plug port, so that a device hot-added later
--- fits: 32-bit non-prefetchable memory (the nvme's and e1000e's BARs), 64-bit
--- prefetchable memory above 4 GiB, and I/O (4 KiB, the bridge granule; taken only while
--- the board's port window has room, since it is small: a device's I/O BARs are optional
--- to the drivers this VMM serves).
-M.WINDOWS = { mem = 2 * MiB, pref = 2 * MiB, io = 0x1000 }
+-- The bridge windows firmware leaves an empty hot-plug port, so that a device hot-added
+-- later fits: 32-bit non-prefetchable memory (the nvme's and e1000e's BARs) and 64-bit
+-- prefetchable memory above 4 GiB. No I/O window: the I/O space is 16 KiB in all, four
+-- ports would take it from the devices on bus 0, and the drivers this VMM serves do not
+-- need their I/O BARs (Linux leaves them unassigned).
+M.WINDOWS = { mem = 2 * MiB, pref = 2 * MiB, io = 0 }
+
+local function pow2ceil(n)
+   local p = 1
+   while p < n do p = p << 1 end
+   return p
+end
+
+---
+-- The windows a port needs for a device seated behind it at boot (`bars`: trap:bars()
+-- form): at least M.WINDOWS, grown to the device's memory BARs (each window a power of
+-- two of at least 1 MiB, the bridge granule), and 4 KiB of I/O when it has I/O BARs.
+function M.windows_for(bars)
+   local need = { mmio32 = 0, mmio64 = 0, io = 0 }
+   for i = 0, 6 do
+      local b = bars[i]
+      if b and b.size > 0 and not b.upper then
+         local w = M.bridge_policy(b)[1]
+         need[w] = need[w] + b.size
+      end
+   end
+   return { mem = math.max(M.WINDOWS.mem, pow2ceil(need.mmio32)),
+            pref = math.max(M.WINDOWS.pref, pow2ceil(need.mmio64)),
+            io = need.io > 0 and 0x1000 or 0 }
+end
 
 -- Seconds a guest has to power a slot off after the attention button before the device
 -- is removed by surprise: pciehp waits 5 s for a second press that cancels, then unbinds.
