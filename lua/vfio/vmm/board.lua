@@ -422,6 +422,17 @@ function Board:device_add(d, opts)
 end
 
 ---
+-- board:find_device(host_bdf) -> the device on the board passed through from that host
+-- function (its d:host_bdf(), as vfio.pcibus.parse_bdf writes it), or nil: what a
+-- device_del request names.
+function Board:find_device(host_bdf)
+   local want = pcibus.parse_bdf(host_bdf) or host_bdf
+   for _, d in ipairs(self.devices) do
+      if d:host_bdf() == want then return d end
+   end
+end
+
+---
 -- board:device_del(d [, {timeout = seconds}]) -> true, or nil, message: ask the guest to
 -- give a device behind a root port back (the attention button). The board releases it
 -- when the guest has powered the slot off, or removes it by surprise after `timeout`
