@@ -9,6 +9,7 @@ local board = require "vfio.vmm.board"
 local assigned = require "vfio.vmm.assigned"
 local hotplug = require "vfio.vmm.hotplug"
 local address_map = require "vfio.vmm.address_map"
+local kvmhost = require "support.kvm"
 
 local EXP = 0x40
 local SLTCTL, SLTSTA = EXP + 0x18, EXP + 0x1a
@@ -170,6 +171,29 @@ describe("root ports on the board", function()
       assert.is_false(st.present)
       assert.is_false(st.link_up)
       assert.are.equal(0x0108, st.slot_status & 0x0108)       -- presence and link changed
+      b:close()
+   end)
+
+   it("gives a hot-added device's slots and ranges back in a VM once the slot is off #kvm", function()
+      local b = board.new { mem_mib = 16, hotplug_slots = 1 }
+      if not b then pending(kvmhost.REASON) return end
+      local g = guest(b, 0x10)
+      g.probe()                                                 -- its MSIs go to KVM now
+      local d = fixture("nvme")
+      local p = assert(b:device_add(d))
+      g.isr()
+      g.power_on()
+      cfg(b, 1, 0, 0x10, 4, p.windows.mmio32.base)
+      cfg(b, 1, 0, 0x14, 4, 0)
+      cfg(b, 1, 0, 0x04, 2, 0x0006)
+      assert(b:sync())                                          -- the config stop's work
+      assert.is_not_nil(next(d.pieces))                         -- its BAR in the VM
+      assert(b:device_del(d))
+      g.isr()
+      g.power_off()
+      assert.is_true(d.closed)
+      assert.is_nil(next(d.pieces))
+      assert.is_nil(b:where(d))
       b:close()
    end)
 

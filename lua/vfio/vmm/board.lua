@@ -490,7 +490,7 @@ function Board:attend_ports()
             if a[1] == "msi" then
                if self.vm then
                   local ok, err = self.vm:signal_msi(a[2], a[3])
-                  if not ok then self:log("root port %d: MSI: %s", p.index, tostring(err)) end
+                  if ok == nil then self:log("root port %d: MSI: %s", p.index, tostring(err)) end
                end
             elseif a[1] == "intx" then
                if self.vm then self.vm:irq_line(p.intx_line, a[2]) end
