@@ -23,7 +23,7 @@ struct kvm_pci_cfg_ops {
     /* A bridge only (else NULL): the function that answers bus:devfn below it, in *ops
      * and *fn (*ops NULL: the bridge decodes that bus but nothing answers there), or
      * -ENOENT if the bus is not below it. The host asks the functions of bus 0 for a
-     * bus no function was attached on directly. */
+     * function of another bus that was not attached directly. */
     int (*route)(void *opaque, unsigned bus, unsigned devfn,
                  const struct kvm_pci_cfg_ops **ops, void **fn);
 };
