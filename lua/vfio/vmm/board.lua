@@ -98,7 +98,7 @@ function M.new(opts)
    local b = setmetatable({
       trace = opts.trace, mem_mib = mib, devices = {}, by_devfn = {}, seats = {},
       dma = {}, groups = {}, next_slot = M.FIRST_SLOT, reserved = {}, ports = {},
-      on_release = {},
+      on_release = {}, names = {},
       intx_lines = opts.legacy_intx and M.LEGACY_LINES or M.IOAPIC_LINES,
       bars = layout.new(opts.windows and { windows = opts.windows } or nil),
    }, Board)
@@ -398,7 +398,7 @@ function Board:remove_behind(d, seat)
 end
 
 ---
--- board:device_add(d [, {port = index, on_release = fn(d, surprise)}]) -> port, or nil,
+-- board:device_add(d [, {port = index, name =, on_release = fn(d, surprise)}]) -> port, or nil,
 -- message, errno: hot-add a device (vfio.vmm.assigned) into an empty root port (the one
 -- asked for, else the first): connected to the VM, present in the slot, the attention
 -- button pressed; the guest's pciehp powers the slot on, assigns its BARs and binds its
@@ -417,18 +417,22 @@ function Board:device_add(d, opts)
    local ok, err, errno = self:seat_behind(d, port, false)
    if not ok then return nil, err, errno end
    self.on_release[d] = opts.on_release
+   self.names[d] = opts.name
    self:attend_ports()
    return port
 end
 
 ---
--- board:find_device(host_bdf) -> the device on the board passed through from that host
--- function (its d:host_bdf(), as vfio.pcibus.parse_bdf writes it), or nil: what a
--- device_del request names.
-function Board:find_device(host_bdf)
-   local want = pcibus.parse_bdf(host_bdf) or host_bdf
+-- board:find_device(name) -> the device on the board hot-added under that name
+-- (device_add's `name`) or passed through from that host function (its d:host_bdf(), as
+-- vfio.pcibus.parse_bdf writes it), or nil: what a device_del request names.
+function Board:find_device(name)
    for _, d in ipairs(self.devices) do
-      if d:host_bdf() == want then return d end
+      if self.names[d] == name then return d end
+   end
+   local want = pcibus.parse_bdf(name)
+   for _, d in ipairs(self.devices) do
+      if want and d:host_bdf() == want then return d end
    end
 end
 
@@ -471,7 +475,7 @@ function Board:release(d, surprise)
    end
    pcall(d.close, d)
    local cb = self.on_release[d]
-   self.on_release[d] = nil
+   self.on_release[d], self.names[d] = nil, nil
    if cb then cb(d, surprise) end
 end
 

@@ -188,4 +188,58 @@ function Port:describe()
       w(self.windows.mmio64), w(self.windows.io))
 end
 
+--- Functions of the module.
+-- @section functions
+
+---
+-- hotplug.add(board, name [, {port = index, quirks =, no_mmap =, trace =,
+-- on_release = fn(name, surprise)}]) -> port, or nil, message, errno: what a device_add
+-- request does: open `name` (a PCI address, or a recording spec/fixtures/NAME.lua),
+-- make it an assigned device and hot-add it into an empty root port of `board`
+-- (board:device_add). The board closes it when it releases it, and what it was opened
+-- from is closed then too.
+function M.add(board, name, opts)
+   opts = opts or {}
+   local assigned = require "vfio.vmm.assigned"
+   local dev, err, errno
+   if type(name) == "string" and name:match("%.lua$") then
+      dev = name
+   else
+      local ok
+      ok, dev, err, errno = pcall(require("vfio").open, name)
+      if not ok then return nil, tostring(dev) end
+      if not dev then return nil, err, errno end
+   end
+   local function close_dev() if type(dev) == "table" then dev:close() end end
+   local d
+   d, err, errno = assigned.new(dev, { quirks = opts.quirks, no_mmap = opts.no_mmap,
+                                      trace = opts.trace })
+   if not d then
+      close_dev()
+      return nil, err, errno
+   end
+   local p
+   p, err, errno = board:device_add(d, { port = opts.port, name = name,
+                                         on_release = function(_, surprise)
+                                            close_dev()
+                                            if opts.on_release then opts.on_release(name, surprise) end
+                                         end })
+   if not p then
+      d:close()
+      close_dev()
+      return nil, err, errno
+   end
+   return p
+end
+
+---
+-- hotplug.del(board, name [, {timeout = seconds}]) -> true, or nil, message: what a
+-- device_del request does: ask the guest to give back the device added as `name` (or
+-- passed through from that PCI address), board:device_del.
+function M.del(board, name, opts)
+   local d = board:find_device(name)
+   if not d then return nil, ("no device %s on this board"):format(tostring(name)) end
+   return board:device_del(d, opts)
+end
+
 return M
