@@ -83,7 +83,8 @@ static int l_rootport_insert(lua_State *L)
     const struct kvm_pci_cfg_ops *ops = lv_testcap(L, 2, LV_CAP_PCI_CFG);
     bool at_boot = lua_toboolean(L, 3);
     if (!ops)
-        return luaL_argerror(L, 2, "a PCI function with config access in C (vfio.trap, vfio.cfgspace)");
+        return luaL_argerror(L, 2, "a PCI function with config access in C (vfio.trap, "
+                                   "vfio.cfgspace)");
     if (lua_rawequal(L, 1, 2))
         return luaL_argerror(L, 2, "a port cannot sit behind itself");
     int e = kvm_rootport_insert(p, ops, lua_touserdata(L, 2), at_boot);

@@ -444,7 +444,8 @@ end
 function Board:device_del(d, opts)
    local seat = self.seats[d]
    if not seat or not seat.port then return nil, "that device is not behind a root port" end
-   local ok, err = seat.port:request_removal(vmlib.now() + (opts and opts.timeout or hotplug.REMOVE_TIMEOUT))
+   local timeout = opts and opts.timeout or hotplug.REMOVE_TIMEOUT
+   local ok, err = seat.port:request_removal(vmlib.now() + timeout)
    if not ok then return nil, err end
    self:attend_ports()
    return true
@@ -457,7 +458,8 @@ end
 function Board:release(d, surprise)
    local container, group = d:dma_container(), d:kvm_file()
    local seat = self.seats[d]
-   self:log("release the device behind root port 00:%02x.0%s", seat and seat.port and seat.port.slot or 0,
+   self:log("release the device behind root port 00:%02x.0%s",
+            seat and seat.port and seat.port.slot or 0,
             surprise and " (surprise removal: the guest did not power the slot off in time)" or "")
    self:remove_device(d)
    local shared_c, shared_g = false, false
@@ -466,7 +468,9 @@ function Board:release(d, surprise)
       shared_g = shared_g or (group ~= nil and x:kvm_file() == group)
    end
    if container and not shared_c and self.dma[container] then
-      for _, s in ipairs(self.dma[container]) do pcall(container.unmap_dma, container, s.gpa, s.size) end
+      for _, s in ipairs(self.dma[container]) do
+         pcall(container.unmap_dma, container, s.gpa, s.size)
+      end
       self.dma[container] = nil
    end
    if group and not shared_g and self.groups[group] ~= nil then
@@ -515,8 +519,9 @@ function Board:plan()
    for _, p in ipairs(self.ports) do out[#out + 1] = p:describe() end
    for _, d in ipairs(self.devices) do
       local seat, desc = self.seats[d], d:describe()
+      local behind = seat.port and (" (behind root port 00:%02x.0)"):format(seat.port.slot) or ""
       out[#out + 1] = ("device %s -> guest %02x:%02x.%d%s"):format(desc.id, seat.bus or 0,
-         seat.slot, seat.fn, seat.port and (" (behind root port 00:%02x.0)"):format(seat.port.slot) or "")
+         seat.slot, seat.fn, behind)
       out[#out + 1] = ("host bridge 00:00.0, config: CF8/CFC and ECAM at %#x"):format(M.ECAM_BASE)
       out[#out + 1] = ("guest RAM %d MiB at 0x0, mapped for device DMA at IOVA == GPA")
          :format(self.mem_mib)

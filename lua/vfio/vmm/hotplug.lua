@@ -219,11 +219,11 @@ function M.add(board, name, opts)
       return nil, err, errno
    end
    local p
-   p, err, errno = board:device_add(d, { port = opts.port, name = name,
-                                         on_release = function(_, surprise)
-                                            close_dev()
-                                            if opts.on_release then opts.on_release(name, surprise) end
-                                         end })
+   local function released(_, surprise)
+      close_dev()
+      if opts.on_release then opts.on_release(name, surprise) end
+   end
+   p, err, errno = board:device_add(d, { port = opts.port, name = name, on_release = released })
    if not p then
       d:close()
       close_dev()
