@@ -3,6 +3,7 @@
 #include "base/le.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #define BDF(b, d, f) ((uint16_t)((b) << 8 | (d) << 3 | (f)))
@@ -36,16 +37,35 @@ int kvm_pcihost_detach(struct kvm_pcihost *h, unsigned bus, unsigned dev, unsign
     return -ENOENT;
 }
 
+/* The function that answers bdf: one attached there, else one a bridge on bus 0 routes
+ * the access to (through its secondary and subordinate bus numbers); false if none. */
+static bool find(const struct kvm_pcihost *h, uint16_t bdf, const struct kvm_pci_cfg_ops **ops,
+                 void **opaque)
+{
+    for (unsigned i = 0; i < h->nfn; i++)
+        if (h->fn[i].bdf == bdf) {
+            *ops = h->fn[i].ops;
+            *opaque = h->fn[i].opaque;
+            return true;
+        }
+    if (bdf >> 8 == 0)
+        return false;
+    for (unsigned i = 0; i < h->nfn; i++)
+        if (h->fn[i].bdf >> 8 == 0 && h->fn[i].ops->route &&
+            h->fn[i].ops->route(h->fn[i].opaque, bdf >> 8, bdf & 0xff, ops, opaque) == 0)
+            return *ops != NULL;
+    return false;
+}
+
 /* A configuration access of 1/2/4 bytes that does not cross its own alignment; anything
  * else, or an absent function, reads all ones and is dropped. */
 static int config(struct kvm_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *data,
                   unsigned size, int is_write)
 {
-    for (unsigned i = 0; i < h->nfn; i++) {
-        if (h->fn[i].bdf != bdf)
-            continue;
-        if ((size != 1 && size != 2 && size != 4) || off % size || off >= 4096)
-            break;
+    const struct kvm_pci_cfg_ops *ops;
+    void *opaque;
+    if (find(h, bdf, &ops, &opaque) && (size == 1 || size == 2 || size == 4) &&
+        off % size == 0 && off < 4096) {
         h->last.hit = 1;
         h->last.bdf = bdf;
         h->last.off = off;
@@ -53,11 +73,10 @@ static int config(struct kvm_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *da
         h->last.write = is_write;
         if (is_write) {
             h->last.value = (uint32_t)lv_le_get(data, size);
-            return h->fn[i].ops->write(h->fn[i].opaque, off, size, h->last.value) ==
-                   KVM_PCI_CFG_EVENT;
+            return ops->write(opaque, off, size, h->last.value) == KVM_PCI_CFG_EVENT;
         }
         uint32_t v;
-        if (h->fn[i].ops->read(h->fn[i].opaque, off, size, &v) < 0)
+        if (ops->read(opaque, off, size, &v) < 0)
             v = 0xffffffff;
         h->last.value = v & (uint32_t)((1ull << (8 * size)) - 1);
         lv_le_put(data, v, size);

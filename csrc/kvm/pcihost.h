@@ -20,6 +20,12 @@ struct kvm_pci_cfg_ops {
      * from write) or -errno: a failed read returns all ones, a failed write is dropped. */
     int (*read)(void *opaque, uint32_t off, uint32_t len, uint32_t *val);
     int (*write)(void *opaque, uint32_t off, uint32_t len, uint32_t val);
+    /* A bridge only (else NULL): the function that answers bus:devfn below it, in *ops
+     * and *fn (*ops NULL: the bridge decodes that bus but nothing answers there), or
+     * -ENOENT if the bus is not below it. The host asks the functions of bus 0 for a
+     * function of another bus that was not attached directly. */
+    int (*route)(void *opaque, unsigned bus, unsigned devfn,
+                 const struct kvm_pci_cfg_ops **ops, void **fn);
 };
 
 #define KVM_PCIHOST_MAX_FN 64

@@ -21,6 +21,7 @@
     X(uart)           \
     X(cfgspace)       \
     X(pcihost)        \
+    X(rootport)       \
     X(backend)        \
     X(trap)           \
     X(trap_kvm)

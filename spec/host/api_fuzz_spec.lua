@@ -21,6 +21,9 @@ local function new_world()
    w.region2 = core.region(w.dev, { offset = 0x2000, size = 0x2000, readable = true })
    w.cfg = core.cfgspace(4096)
    w.host = core.pcihost { ecam_base = 0xe0000000 }
+   w.port = core.rootport { secondary = 1 }
+   w.host:attach(0, 0x1c, 0, w.port)
+   w.port:insert(w.cfg)
    w.efd = core.eventfd()
    w.iommufd = core.iommufd("/dev/null") -- no iommufd: every call reaches the ioctl and fails
    w.buf = core.dmabuf(0x3000)
@@ -69,7 +72,7 @@ describe("the vfio.core API under random use", function()
          math.randomseed(0xf022 + seed)
          local w = new_world()
          local objs = {}
-         for _, k in ipairs { "dev", "region", "region2", "cfg", "host", "efd", "buf", "trap",
+         for _, k in ipairs { "dev", "region", "region2", "cfg", "host", "port", "efd", "buf", "trap",
                               "backend", "vm", "vcpu", "iommufd" } do
             if w[k] then objs[#objs + 1] = w[k] end
          end

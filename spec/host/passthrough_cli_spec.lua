@@ -276,11 +276,31 @@ describe("per-device options (--device BDF,no-mmap=on,quirk=NAME)", function()
          assert.matches(want, err)
       end
       refused("00:03.0,foo=1",
-         "^%-%-device 00:03%.0,foo=1: unknown device option 'foo=1' %(known: no%-mmap=on|off, quirk=NAME%)")
+         "^%-%-device 00:03%.0,foo=1: unknown device option 'foo=1' %(known: no%-mmap=on|off, quirk=NAME, "
+         .. "port=on|off%)")
+      refused("00:03.0,port=maybe", "^%-%-device 00:03%.0,port=maybe: port takes on or off, got 'maybe'")
       refused("00:03.0,no-mmap=maybe",
          "^%-%-device 00:03%.0,no%-mmap=maybe: no%-mmap takes on or off, got 'maybe'")
       refused("00:03.0,quirk=", "quirk= needs a quirk name or none")
       refused(",no-mmap=on", "^%-%-device: expected a PCI address")
+   end)
+
+   it("port=on seats a device behind a root port of its own; --hotplug-slots adds empty ones", function()
+      local o = assert(cli.parse({ "--device", "00:03.0,port=on", "--device", "00:04.0,port",
+                                   "--device", "00:05.0,port=off", "--hotplug-slots", "2" }, how))
+      assert.are.same({ true, true }, { o.devices[1].port, o.devices[2].port })
+      assert.is_nil(o.devices[3].port)
+      assert.are.equal(2, o.hotplug_slots)
+      local bad, err = cli.parse({ "--device", "00:03.0", "--hotplug-slots", "17" }, how)
+      assert.is_nil(bad)
+      assert.matches("^%-%-hotplug%-slots 17: 0 to 16", err)
+      local out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/nvme.lua "
+         .. "--device spec/fixtures/e1000e.lua,port=on --hotplug-slots 1")
+      assert.are.equal(0, code, out)
+      assert.matches("root port 00:10%.0 %(slot 1, bus 1%): empty", out)
+      assert.matches("root port 00:11%.0 %(slot 2, bus 2%): on", out)
+      assert.matches("device spec/fixtures/nvme%.lua [^\n]*%-> guest 00:04%.0\n", out)
+      assert.matches("device spec/fixtures/e1000e%.lua [^\n]*%-> guest 02:00%.0 %(behind root port 00:11%.0%)", out)
    end)
 
    it("apply to that device only: --plan shows one device trapped, the other mapped", function()

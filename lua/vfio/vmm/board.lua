@@ -20,9 +20,18 @@
 --     change them (a BAR moved, decoding toggled).
 -- A board with `plan = true` has no VM: it seats the devices and places their BARs as a
 -- real one would, and board:plan() says what the run would make of them.
+-- PCIe root ports (vfio.vmm.hotplug) sit on bus 0 from slot 0x10 with bridge windows
+-- from the one allocator: `hotplug_slots` empty ones, and one for each device added
+-- with `{port = true}` (seated behind it at boot, its BARs in the port's windows).
+-- board:device_add(d) hot-adds a device into an empty port; board:device_del(d) asks
+-- the guest for it back and releases it (interrupts, slots, ranges, DMA, KVM's group,
+-- the device closed) once the guest has powered the slot off, or by surprise after a
+-- timeout; the ports' events are carried out with the devices' (board:sync).
 --
---   local b = board.new{mem_mib=, trace=fn, legacy_intx=, vm={cpus=}, halt_poll_us=}
---   b:add_devices{d1, d2...}   b:add_device(d [, {slot=, fn=}])   b:remove_device(d)
+--   local b = board.new{mem_mib=, trace=fn, legacy_intx=, vm={cpus=}, halt_poll_us=,
+--                       hotplug_slots=}
+--   b:add_devices{d1, d2...}   b:add_device(d [, {slot=, fn=} or {port = true}])
+--   b:remove_device(d)   b:device_add(d [, {on_release=}])   b:device_del(d [, {timeout=}])
 --   b:boot(path, opts) (multiboot)   b:boot_linux(opts)   b:plan()   b:close()
 -- @module vfio.vmm.board
 local address_map = require "vfio.vmm.address_map"
@@ -31,6 +40,7 @@ local vmlib = require "vfio.vmm.vm"
 local pcihost = require "vfio.vmm.pcihost"
 local irq = require "vfio.vmm.irq"
 local layout = require "vfio.vmm.layout"
+local hotplug = require "vfio.vmm.hotplug"
 
 local M = {}
 local Board = {}
@@ -78,7 +88,8 @@ end
 ---
 -- board.new{mem_mib = 64, trace = fn(line), legacy_intx = false, vm = opts for
 --   vfio.vmm.vm.create (cpus=), halt_poll_us = n, windows = BAR windows, plan = true: no
---   VM, for board:plan()} -> board, or nil, message, errno.
+--   VM, for board:plan(), hotplug_slots = n: empty PCIe root ports for board:device_add}
+--   -> board, or nil, message, errno.
 function M.new(opts)
    opts = opts or {}
    local mib = opts.mem_mib or (opts.vm and opts.vm.mem_mib) or 64
@@ -86,7 +97,8 @@ function M.new(opts)
    if not okm then return nil, why end
    local b = setmetatable({
       trace = opts.trace, mem_mib = mib, devices = {}, by_devfn = {}, seats = {},
-      dma = {}, groups = {}, next_slot = M.FIRST_SLOT, reserved = {},
+      dma = {}, groups = {}, next_slot = M.FIRST_SLOT, reserved = {}, ports = {},
+      on_release = {}, names = {},
       intx_lines = opts.legacy_intx and M.LEGACY_LINES or M.IOAPIC_LINES,
       bars = layout.new(opts.windows and { windows = opts.windows } or nil),
    }, Board)
@@ -94,6 +106,10 @@ function M.new(opts)
    -- in --trace mode reached through the Lua run handler, which logs what it decoded.
    b.host = pcihost.new { ecam_base = M.ECAM_BASE }
    b.host:attach(0, 0, 0, pcihost.host_bridge())
+   for _ = 1, opts.hotplug_slots or 0 do
+      local p, perr = b:add_root_port()
+      if not p then return nil, perr end
+   end
    if opts.plan then return b end
    local vmopts = {}
    for k, v in pairs(opts.vm or {}) do vmopts[k] = v end
@@ -192,6 +208,15 @@ end
 -- this call did is undone (the device itself stays open: the caller's).
 function Board:add_device(d, at)
    at = at or {}
+   if at.port then
+      local p = at.port
+      if p == true then
+         local err
+         p, err = self:add_root_port { windows = hotplug.windows_for(d:bars()) }
+         if not p then return nil, err end
+      end
+      return self:seat_behind(d, p, true)
+   end
    local s, f = self:slot_for(at.slot, at.fn)
    if not s then return nil, f end
    local pin = d:intx_pin()
@@ -253,6 +278,7 @@ end
 function Board:remove_device(d)
    local seat = self.seats[d]
    if not seat then return end
+   if seat.port then return self:remove_behind(d, seat) end
    pcall(d.disconnect, d)
    self.bars:free(seat.bars)
    pcall(self.host.detach, self.host, 0, seat.slot, seat.fn)
@@ -273,7 +299,216 @@ end
 -- Where the board put a device: {slot=, fn=, intx_line=} (nil when it is not on it).
 function Board:where(d)
    local seat = self.seats[d]
-   return seat and { slot = seat.slot, fn = seat.fn, intx_line = seat.intx_line }
+   return seat and { slot = seat.slot, fn = seat.fn, intx_line = seat.intx_line,
+                     bus = seat.bus or 0, port = seat.port and seat.port.index }
+end
+
+---------------------------------------------------------------------------------------
+-- PCIe root ports and native hot-plug (vfio.vmm.hotplug)
+
+---
+-- board:add_root_port([{windows = {mem=, pref=, io=} (bytes)}]) -> port, or nil, message:
+-- an empty root port on the next free slot from 0x10, its secondary bus the next number,
+-- its bridge windows reserved from the board's allocator (sizes: hotplug.WINDOWS; an
+-- I/O window only while the board's I/O window has room), attached to the host bridge.
+function Board:add_root_port(opts)
+   opts = opts or {}
+   local slot = hotplug.FIRST_SLOT
+   local function used(s)
+      for f = 0, 7 do if self.by_devfn[s << 3 | f] then return true end end
+      return self.reserved[s]
+   end
+   while slot <= 31 and used(slot) do slot = slot + 1 end
+   if slot > 31 then return nil, "bus 0 has no free slot for a root port" end
+   local sizes = opts.windows or hotplug.WINDOWS
+   local windows = {}
+   for _, w in ipairs { { "mem", "mmio32" }, { "pref", "mmio64" }, { "io", "io" } } do
+      local name, win = w[1], w[2]
+      local size = sizes[name]
+      if size and size > 0 then
+         local addr, err = self.bars:reserve(win, size)
+         if addr then
+            windows[win] = { base = addr, limit = addr + size - 1 }
+         elseif name ~= "io" then
+            return nil, ("root port at 00:%02x.0: its %s window: %s"):format(slot, name, err)
+         end
+      end
+   end
+   local p = hotplug.port { index = #self.ports, slot = slot, secondary = #self.ports + 1,
+                            windows = windows, intx_line = self:intx_line(slot, 1) }
+   self.host:attach(0, slot, 0, p.rootport)
+   self.reserved[slot] = true
+   self.ports[#self.ports + 1] = p
+   return p
+end
+
+---
+-- board:seat_behind(d, port, at_boot) -> d, or nil, message, errno (add_device with
+-- {port =}, device_add). A device behind port p: device 0 of the port's secondary bus, its INTx
+-- pins reaching bus 0 through the port's slot (the swizzle over a bridge keeps device 0's
+-- pins); at boot its BARs are placed in the port's windows and programmed as firmware
+-- would, and it is present from power-on; hot, the guest assigns its BARs itself once
+-- pciehp scans.
+function Board:seat_behind(d, p, at_boot)
+   if p.device then return nil, ("root port 00:%02x.0 is occupied"):format(p.slot) end
+   local pin = d:intx_pin()
+   local seat = { bus = p.secondary, slot = 0, fn = 0, port = p,
+                  intx_line = pin ~= 0 and self:intx_line(p.slot, pin) or nil }
+   local ok, err, errno = d:seat(seat)
+   if not ok then return nil, err, errno end
+   self.devices[#self.devices + 1] = d
+   self.seats[d] = seat
+   if at_boot then
+      local bars, dropped = p:placeable(d:bars())
+      seat.bars, err = p.alloc:place(bars)
+      if not seat.bars then
+         self:remove_device(d)
+         return nil, err
+      end
+      ok, err, errno = d:program_bars(seat.bars)
+      if ok and dropped then   -- an I/O BAR the port cannot forward: no I/O decoding
+         local cf = d:config_function()
+         cf:cfg_write(4, 2, cf:cfg_read(4, 2) & ~1)
+      end
+   end
+   if ok and self.vm then
+      self:add_group(d:kvm_file())
+      ok, err, errno = self:map_dma(d:dma_container())
+      if ok then ok, err, errno = d:connect(self.vm, self.router) end
+   end
+   if ok then ok, err = p:insert(d, d:config_function(), at_boot) end
+   if not ok then
+      self:remove_device(d)
+      return nil, err, errno
+   end
+   return d
+end
+
+---
+-- board:remove_behind(d, seat): remove_device for a device behind a port: out of the VM,
+-- its BARs back to the port's windows, the port empty (presence and link lost).
+function Board:remove_behind(d, seat)
+   pcall(d.disconnect, d)
+   if seat.bars then seat.port.alloc:free(seat.bars) end
+   if seat.port.device == d then seat.port:take_out() end
+   self.seats[d] = nil
+   for i, x in ipairs(self.devices) do
+      if x == d then table.remove(self.devices, i) break end
+   end
+end
+
+---
+-- board:device_add(d [, {port = index, name =, on_release = fn(d, surprise)}]) -> port, or nil,
+-- message, errno: hot-add a device (vfio.vmm.assigned) into an empty root port (the one
+-- asked for, else the first): connected to the VM, present in the slot, the attention
+-- button pressed; the guest's pciehp powers the slot on, assigns its BARs and binds its
+-- driver. on_release runs after the board released it (board:device_del, or the guest
+-- powering the slot off): the caller closes what it opened the device from.
+function Board:device_add(d, opts)
+   opts = opts or {}
+   local port
+   for _, p in ipairs(self.ports) do
+      if not p.device and (opts.port == nil or opts.port == p.index) then port = p break end
+   end
+   if not port then
+      return nil, opts.port and ("root port %s is not an empty hot-plug slot"):format(opts.port)
+         or "no empty hot-plug slot (board.new{hotplug_slots = n}, --hotplug-slots N)"
+   end
+   local ok, err, errno = self:seat_behind(d, port, false)
+   if not ok then return nil, err, errno end
+   self.on_release[d] = opts.on_release
+   self.names[d] = opts.name
+   self:attend_ports()
+   return port
+end
+
+---
+-- board:find_device(name) -> the device on the board hot-added under that name
+-- (device_add's `name`) or passed through from that host function (its d:host_bdf(), as
+-- vfio.pcibus.parse_bdf writes it), or nil: what a device_del request names.
+function Board:find_device(name)
+   for _, d in ipairs(self.devices) do
+      if self.names[d] == name then return d end
+   end
+   local want = pcibus.parse_bdf(name)
+   for _, d in ipairs(self.devices) do
+      if want and d:host_bdf() == want then return d end
+   end
+end
+
+---
+-- board:device_del(d [, {timeout = seconds}]) -> true, or nil, message: ask the guest to
+-- give a device behind a root port back (the attention button). The board releases it
+-- when the guest has powered the slot off, or removes it by surprise after `timeout`
+-- (hotplug.REMOVE_TIMEOUT) seconds of the run.
+function Board:device_del(d, opts)
+   local seat = self.seats[d]
+   if not seat or not seat.port then return nil, "that device is not behind a root port" end
+   local timeout = opts and opts.timeout or hotplug.REMOVE_TIMEOUT
+   local ok, err = seat.port:request_removal(vmlib.now() + timeout)
+   if not ok then return nil, err end
+   self:attend_ports()
+   return true
+end
+
+---
+-- board:release(d, surprise): take a device out completely so the host can use it again:
+-- out of the machine, its DMA mappings and KVM's knowledge of its group dropped when no
+-- other device shares them, the assigned device closed, then the caller's on_release.
+function Board:release(d, surprise)
+   local container, group = d:dma_container(), d:kvm_file()
+   local seat = self.seats[d]
+   self:log("release the device behind root port 00:%02x.0%s",
+            seat and seat.port and seat.port.slot or 0,
+            surprise and " (surprise removal: the guest did not power the slot off in time)" or "")
+   self:remove_device(d)
+   local shared_c, shared_g = false, false
+   for _, x in ipairs(self.devices) do
+      shared_c = shared_c or (container ~= nil and x:dma_container() == container)
+      shared_g = shared_g or (group ~= nil and x:kvm_file() == group)
+   end
+   if container and not shared_c and self.dma[container] then
+      for _, s in ipairs(self.dma[container]) do
+         pcall(container.unmap_dma, container, s.gpa, s.size)
+      end
+      self.dma[container] = nil
+   end
+   if group and not shared_g and self.groups[group] ~= nil then
+      if self.groups[group] then pcall(self.vm.vfio_group_del, self.vm, group:fileno()) end
+      self.groups[group] = nil
+   end
+   pcall(d.close, d)
+   local cb = self.on_release[d]
+   self.on_release[d], self.names[d] = nil, nil
+   if cb then cb(d, surprise) end
+end
+
+---
+-- Carry out what the root ports ask for: their slot interrupts (MSI through KVM, or the
+-- INTx line), and the release of a device the guest powered off or did not give back in
+-- time. Called with the devices' events (board:sync) and between run slices.
+function Board:attend_ports()
+   if #self.ports == 0 then return end
+   local now = vmlib.now()
+   for _ = 1, 4 do   -- a release raises events of its own (presence and link lost)
+      local any = false
+      for _, p in ipairs(self.ports) do
+         for _, a in ipairs(p:actions(now)) do
+            any = true
+            if a[1] == "msi" then
+               if self.vm then
+                  local ok, err = self.vm:signal_msi(a[2], a[3])
+                  if ok == nil then self:log("root port %d: MSI: %s", p.index, tostring(err)) end
+               end
+            elseif a[1] == "intx" then
+               if self.vm then self.vm:irq_line(p.intx_line, a[2]) end
+            elseif a[1] == "release" then
+               self:release(a[2], a.surprise)
+            end
+         end
+      end
+      if not any then return end
+   end
 end
 
 ---
@@ -281,9 +516,12 @@ end
 -- RAM, BARs with their mapped and trapped parts, interrupts, quirks), as text.
 function Board:plan()
    local out = {}
+   for _, p in ipairs(self.ports) do out[#out + 1] = p:describe() end
    for _, d in ipairs(self.devices) do
       local seat, desc = self.seats[d], d:describe()
-      out[#out + 1] = ("device %s -> guest 00:%02x.%d"):format(desc.id, seat.slot, seat.fn)
+      local behind = seat.port and (" (behind root port 00:%02x.0)"):format(seat.port.slot) or ""
+      out[#out + 1] = ("device %s -> guest %02x:%02x.%d%s"):format(desc.id, seat.bus or 0,
+         seat.slot, seat.fn, behind)
       out[#out + 1] = ("host bridge 00:00.0, config: CF8/CFC and ECAM at %#x"):format(M.ECAM_BASE)
       out[#out + 1] = ("guest RAM %d MiB at 0x0, mapped for device DMA at IOVA == GPA")
          :format(self.mem_mib)
@@ -297,6 +535,7 @@ end
 -- a BAR layout (a BAR moved, decoding toggled) every device's slots and ranges: a piece
 -- that could not be placed (over another device's BAR) is tried again then.
 function Board:sync()
+   self:attend_ports()
    local changed = false
    for _, d in ipairs(self.devices) do
       local ok, c, errno = d:take_events()
@@ -369,9 +608,17 @@ function Board:output() return self.machine and self.machine:output() or "" end
 -- INTx line, one per slot and pin (functions of one slot share its pins).
 function Board:pci_irqs()
    local out, seen = {}, {}
+   -- a root port's slot: its own INTA and the pins of the device behind it (swizzled
+   -- to the port's slot: Linux looks a device behind a bridge up there)
+   for _, p in ipairs(self.ports) do
+      for pin = 1, 4 do
+         seen[p.slot << 3 | pin] = true
+         out[#out + 1] = { slot = p.slot, pin = pin, ioapic_pin = self:intx_line(p.slot, pin) }
+      end
+   end
    for _, d in ipairs(self.devices) do
       local pin, seat = d:intx_pin(), self.seats[d]
-      if pin ~= 0 and not seen[seat.slot << 3 | pin] then
+      if pin ~= 0 and not seat.port and not seen[seat.slot << 3 | pin] then
          seen[seat.slot << 3 | pin] = true
          out[#out + 1] = { slot = seat.slot, pin = pin, ioapic_pin = seat.intx_line }
       end
@@ -395,7 +642,10 @@ function Board:boot_linux(opts)
    if self.machine.boot_note and opts.on_note then opts.on_note(self.machine.boot_note) end
    return boot_linux.run(self.machine, {
       timeout = opts.timeout, should_stop = opts.should_stop, slice = opts.slice,
-      on_slice = opts.on_slice,
+      on_slice = function(m)
+         me:attend_ports()   -- a removal's deadline
+         if opts.on_slice then return opts.on_slice(m) end
+      end,
       handler = self:handler(opts.should_stop),
       on_stop = function() me:after_access() end })
 end

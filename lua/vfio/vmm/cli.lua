@@ -25,7 +25,9 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   from 00:04.0 on, functions of one multi-function device share
                   one, and devices of one IOMMU group share a container. Options for
                   this device alone, after commas: no-mmap=on|off (as --no-mmap),
-                  quirk=NAME (as --quirk, repeatable), e.g. 00:03.0,no-mmap=on,quirk=none
+                  quirk=NAME (as --quirk, repeatable), e.g. 00:03.0,no-mmap=on,quirk=none;
+                  port=on: behind a PCIe root port of its own (from 00:10.0), which
+                  the guest's pciehp can power off (the device is then released)
   --kernel FILE   an x86-64 bzImage (or a vmlinux ELF), booted through the Linux boot
                   protocol with no firmware; its console (ttyS0) streams to stdout
   --decompress WHERE  host (the default): a bzImage's kernel is decompressed on the
@@ -46,6 +48,8 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   256M with --kernel; 2M to %dM)
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
                   every built-in quirk matching the device
+  --hotplug-slots N  N empty PCIe root ports with hot-plug slots (from 00:10.0) for
+                  devices added while the guest runs
   --cmdline ARGS  the guest's multiboot command line
   --timeout S     end the run after S seconds (default 120)
   --no-mmap       trap every BAR access in C, no BAR memory slots (QEMU's x-no-mmap)
@@ -105,11 +109,12 @@ local ON = { on = true, yes = true, ["true"] = true, ["1"] = true }
 local OFF = { off = false, no = false, ["false"] = false, ["0"] = false }
 
 --- Parse one --device value: the device and its own options.
--- "BDF[,no-mmap[=on|off]][,quirk=NAME]...": no-mmap and quirk apply to this device only,
--- over the command's --no-mmap and --quirk.
+-- "BDF[,no-mmap[=on|off]][,quirk=NAME]...[,port[=on|off]]": no-mmap and quirk apply to
+-- this device only, over the command's --no-mmap and --quirk; port puts it behind a PCIe
+-- root port of its own.
 -- @tparam string s the value of --device
 -- @treturn[1] table {name = the device as given, no_mmap = boolean or nil, quirks = list
--- of names or nil}
+-- of names or nil, port = true or nil}
 -- @treturn[2] nil on an unknown or malformed device option
 -- @treturn[2] string the message, naming --device and the option
 function cli.parse_device(s)
@@ -125,12 +130,20 @@ function cli.parse_device(s)
             return nil, ("--device %s: no-mmap takes on or off, got '%s'"):format(s, value)
          end
          d.no_mmap = v
+      elseif key == "port" then
+         if value == "" and not item:find("=", 1, true) then value = "on" end
+         local v = ON[value:lower()] or OFF[value:lower()]
+         if v == nil then
+            return nil, ("--device %s: port takes on or off, got '%s'"):format(s, value)
+         end
+         d.port = v or nil
       elseif key == "quirk" then
          if value == "" then return nil, ("--device %s: quirk= needs a quirk name or none"):format(s) end
          d.quirks = d.quirks or {}
          d.quirks[#d.quirks + 1] = value
       else
-         return nil, ("--device %s: unknown device option '%s' (known: no-mmap=on|off, quirk=NAME)")
+         return nil, ("--device %s: unknown device option '%s' (known: no-mmap=on|off, quirk=NAME, "
+            .. "port=on|off)")
             :format(s, item)
       end
    end
@@ -188,6 +201,8 @@ function cli.parser(how)
       :convert(converter("--mem", cli.parse_size))
    p:option("--quirk", "Apply only the named quirks (none for none)."):argname("NAME")
       :count("*"):target("quirks")
+   p:option("--hotplug-slots", "Empty PCIe root ports for hot-plug."):argname("N")
+      :target("hotplug_slots"):convert(converter("--hotplug-slots", whole))
    p:option("--cmdline", "The multiboot guest's command line."):argname("ARGS")
    p:option("--timeout", "End the run after S seconds."):argname("S")
       :convert(converter("--timeout", function(v)
@@ -218,7 +233,7 @@ end
 -- @tparam table how as for cli.parser
 -- @treturn[1] table the options: devices = {{name=, no_mmap=, quirks=}...}, kernel,
 -- initrd, append, decompress, cpus, halt_poll_us, guest, mem, quirks, cmdline, timeout,
--- no_mmap, trace, plan
+-- no_mmap, trace, plan, hotplug_slots
 -- @treturn[2] nil on a usage error
 -- @treturn[2] string the message (without the program's name)
 function cli.parse(argv, how)
@@ -240,6 +255,10 @@ function cli.parse(argv, how)
       return nil, wanted("--halt-poll-us", o.halt_poll_us)
    end
    if o.initrd and not o.kernel then return nil, "--initrd needs --kernel" end
+   if o.hotplug_slots and (o.hotplug_slots < 0 or o.hotplug_slots > 16) then
+      return nil, ("--hotplug-slots %d: 0 to 16 (root ports take slots 0x10 to 0x1f)")
+         :format(o.hotplug_slots)
+   end
    local board = require "vfio.vmm.board"
    if not board.check_mem(o.mem) then
       local given
@@ -437,12 +456,21 @@ end
 local function build_board(o, how, devices, cleanup, trace)
    local board, err = require("vfio.vmm.board").new {
       mem_mib = o.mem, trace = trace, vm = { cpus = o.cpus }, halt_poll_us = o.halt_poll_us,
-      legacy_intx = not o.kernel, plan = o.plan }
+      legacy_intx = not o.kernel, plan = o.plan, hotplug_slots = o.hotplug_slots }
    if not board then
       cleanup()
       die(how, EXIT.setup, "%s", tostring(err))
    end
-   local ok, aerr = board:add_devices(devices)
+   -- devices behind a root port of their own (port=on) apart from those on bus 0
+   local on_bus0, behind = {}, {}
+   for i, d in ipairs(devices) do
+      if o.devices[i].port then behind[#behind + 1] = i else on_bus0[#on_bus0 + 1] = d end
+   end
+   local ok, aerr = board:add_devices(on_bus0)
+   for _, i in ipairs(behind) do
+      if not ok then break end
+      ok, aerr = board:add_device(devices[i], { port = true })
+   end
    if not ok then
       board:close()
       cleanup()
