@@ -23,4 +23,5 @@
     X(pcihost)        \
     X(backend)        \
     X(trap)           \
-    X(trap_kvm)
+    X(trap_kvm)       \
+    X(socket)

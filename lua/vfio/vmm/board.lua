@@ -382,7 +382,7 @@ end
 ---
 -- board:boot_linux{kernel=, image= (its bytes, if read already), initrd=, append=, decompress=,
 --   on_note=fn(text), timeout=,
---   should_stop=fn, slice=, on_slice=fn} -> result
+--   should_stop=fn, slice=, on_slice=fn, wake=fn() -> fds} -> result
 -- (vfio.vmm.boot_linux's run): the PC platform on this board's VM, the MP table naming
 -- every device's INTx line, the kernel loaded, and the run with this board's handler.
 function Board:boot_linux(opts)
@@ -395,7 +395,7 @@ function Board:boot_linux(opts)
    if self.machine.boot_note and opts.on_note then opts.on_note(self.machine.boot_note) end
    return boot_linux.run(self.machine, {
       timeout = opts.timeout, should_stop = opts.should_stop, slice = opts.slice,
-      on_slice = opts.on_slice,
+      on_slice = opts.on_slice, wake = opts.wake,
       handler = self:handler(opts.should_stop),
       on_stop = function() me:after_access() end })
 end
