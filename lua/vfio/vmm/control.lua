@@ -69,7 +69,7 @@ Server.__index = Server
 local function claim_path(path)
    local st = stat.lstat(path)
    if not st then return true end
-   if not stat.S_ISSOCK(st.st_mode) then
+   if stat.S_ISSOCK(st.st_mode) == 0 then
       return nil, ("%s exists and is not a socket: not replaced"):format(path)
    end
    local fd = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
@@ -330,7 +330,7 @@ function Server:close()
    unistd.close(self.fd)
    -- remove the path only if it is still the socket we made (not one a successor bound)
    local st = stat.lstat(self.path)
-   if st and stat.S_ISSOCK(st.st_mode) then unistd.unlink(self.path) end
+   if st and stat.S_ISSOCK(st.st_mode) ~= 0 then unistd.unlink(self.path) end
    self.closed = true
 end
 Server.__close = Server.close
