@@ -59,8 +59,6 @@ end
 
 local function core() return require "vfio.core" end
 
---- A listening control server (control.listen).
--- @type Server
 local Server = {}
 Server.__index = Server
 
@@ -83,6 +81,9 @@ local function claim_path(path)
    unistd.unlink(path)
    return true
 end
+
+--- Functions of the module.
+-- @section functions
 
 ---
 -- listen(path, {handlers = {cmd = fn(args, client) -> result | nil, message},
@@ -122,6 +123,9 @@ function M.listen(path, opts)
       stats = { accepted = 0, refused = 0, requests = 0, errors = 0, dropped = 0 },
    }, Server)
 end
+
+--- A listening control server (control.listen).
+-- @type Server
 
 ---
 -- The fds a run wakes on: the listener and every client (a list of integers, fresh).
@@ -203,6 +207,7 @@ function Server:request(c, line)
    for _, e in ipairs(events) do self:broadcast(e[1], e[2]) end
 end
 
+--- Parse one request line of client c, run its command and queue the reply.
 function Server:run_request(c, line)
    self.stats.requests = self.stats.requests + 1
    local req, err, id = protocol.parse(line)
@@ -353,6 +358,9 @@ local function device_id(d)
    return type(dev) == "string" and dev or tostring(dev)
 end
 
+--- Functions of the module.
+-- @section functions2
+
 --- What info says of one device on `board`.
 function M.device_info(board, d)
    local seat = board:where(d)
@@ -374,8 +382,6 @@ function M.device_info(board, d)
    }
 end
 
---- A control server over a board (control.open).
--- @type Control
 local Control = {}
 Control.__index = Control
 
@@ -590,6 +596,9 @@ function M.open(opts)
    self.server = server
    return self
 end
+
+--- A control server over a board (control.open).
+-- @type Control
 
 --- The run's wake fds (opts.wake of vcpu:run / vm:run_vcpus).
 function Control:fds() return self.server:fds() end

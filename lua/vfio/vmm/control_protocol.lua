@@ -204,8 +204,6 @@ function M.object(t)
    return setmetatable(t or {}, { __jsontype = "object" })
 end
 
---- The request framer of one client (framer()).
--- @type Framer
 local Framer = {}
 Framer.__index = Framer
 
@@ -215,6 +213,9 @@ Framer.__index = Framer
 function M.framer()
    return setmetatable({ buf = {}, len = 0, discarding = false }, Framer)
 end
+
+--- The request framer of one client (framer()).
+-- @type Framer
 
 ---
 -- framer:feed(bytes) -> list of items, each {line = text} or {error = message} (a line
