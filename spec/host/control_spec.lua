@@ -298,6 +298,43 @@ describe("control socket: the server", function()
       ctl:close()
    end)
 
+   it("reads a flooding client a round at a time and wakes no run on it meanwhile", function()
+      local b = plan_board()
+      local ctl = assert(control.open { path = new_path(), board = b })
+      local c = connect(ctl.server.path)
+      ctl.server:service()
+      assert.are.equal(2, #ctl:fds())
+      -- more than a round's worth of requests in the socket at once (a small round: the
+      -- socket's own buffer holds less than the real one)
+      local saved = control.READ_ROUND
+      control.READ_ROUND = 8192
+      local line = '{"cmd":"x","id":1}\n'   -- a short error reply each
+      local burst = line:rep(control.READ_ROUND // #line + 200)
+      local quiet = 0
+      local sent = 0
+      for _ = 1, 100000 do
+         if sent >= #burst then break end
+         local n, _, errno = unistd.write(c.fd, burst:sub(sent + 1, sent + 65536))
+         assert(n or errno == EAGAIN, "the server closed the flooding client")
+         if n then sent = sent + n else
+            ctl.server:service()
+            if #ctl:fds() == 1 then quiet = quiet + 1 end
+            socket.recv(c.fd, 1 << 22)   -- read the replies so the server's queue drains
+         end
+      end
+      for _ = 1, 50 do
+         ctl.server:service()
+         if #ctl:fds() == 1 then quiet = quiet + 1 end
+         socket.recv(c.fd, 1 << 22)
+      end
+      control.READ_ROUND = saved
+      assert.is_true(quiet > 0, "the flooding client was never left out of the wake fds")
+      -- once drained it is a wake fd again
+      assert.are.equal(2, #ctl:fds())
+      unistd.close(c.fd)
+      ctl:close()
+   end)
+
    it("drops a client that does not read its replies, and no one else", function()
       local b = plan_board()
       local path = new_path()
@@ -586,5 +623,20 @@ describe("the run's wake fds #kvm", function()
       for i = 1, 65 do many[i] = 0 end
       assert.has_error(function() cpus[1]:run(nil, { wake = many }) end)
       vm:close(); kvm:close()
+   end)
+end)
+
+describe("--control on the command line", function()
+   local cli = require "vfio.vmm.cli"
+   local how = { prog = "vfio-passthrough", usage = "vfio-passthrough", guest = "guest.elf" }
+   it("needs --kernel and a path, and goes with a run", function()
+      local o = assert(cli.parse({ "--device", "00:03.0", "--kernel", "bz", "--control", "/tmp/x.sock" }, how))
+      assert.are.equal("/tmp/x.sock", o.control)
+      local _, err = cli.parse({ "--device", "00:03.0", "--control", "/tmp/x.sock" }, how)
+      assert.matches("%-%-control needs %-%-kernel", err)
+      _, err = cli.parse({ "--device", "00:03.0", "--kernel", "bz", "--plan", "--control", "/tmp/x" }, how)
+      assert.matches("not with %-%-plan", err)
+      _, err = cli.parse({ "--device", "00:03.0", "--kernel", "bz", "--control" }, how)
+      assert.matches("%-%-control: expected a socket path", err)
    end)
 end)

@@ -128,10 +128,15 @@ end
 -- @type Server
 
 ---
--- The fds a run wakes on: the listener and every client (a list of integers, fresh).
+-- The fds a run wakes on (a list of integers, fresh): the listener and every client,
+-- but one that has sent its EOF (readable for ever) or that sent more than a round's
+-- worth (READ_ROUND) last time: its rest is read at the next round anyway, and a wake on
+-- it would end every run at once, so a flooding client could keep the guest stopped.
 function Server:fds()
    local out = { self.fd }
-   for _, c in ipairs(self.clients) do out[#out + 1] = c.fd end
+   for _, c in ipairs(self.clients) do
+      if not c.eof and not c.throttled then out[#out + 1] = c.fd end
+   end
    return out
 end
 
@@ -236,7 +241,12 @@ end
 
 local function read_client(self, c)
    local got = 0
-   while got < M.READ_ROUND and not c.dead and not self.closing do
+   c.throttled = false
+   while not c.dead and not self.closing do
+      if got >= M.READ_ROUND then
+         c.throttled = true   -- the rest next round; no wake on it meanwhile (fds)
+         return
+      end
       local data, _, errno = socket.recv(c.fd, M.READ_CHUNK)
       if not data then
          if errno ~= perrno.EAGAIN and errno ~= perrno.EINTR then c.dead = "gone" end
