@@ -295,10 +295,11 @@ end
 ---
 -- Wait up to `seconds` for a peer to connect or send (or for a signal), then service.
 function Server:wait(seconds)
-   local fds = {}
-   for _, fd in ipairs(self:fds()) do fds[fd] = { events = { IN = true } } end
+   -- no guest runs meanwhile: a throttled client is read as soon as it has more; one at
+   -- EOF only matters while its replies are still going out
+   local fds = { [self.fd] = { events = { IN = true } } }
    for _, c in ipairs(self.clients) do
-      if #c.out > 0 then fds[c.fd].events.OUT = true end
+      fds[c.fd] = { events = { IN = not c.eof, OUT = #c.out > 0 } }
    end
    pposix_poll.poll(fds, math.max(0, math.floor(seconds * 1000)))
    self:service()
