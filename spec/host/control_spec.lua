@@ -548,6 +548,45 @@ describe("control socket: commands", function()
    end)
 end)
 
+describe("vfio-poke --attach", function()
+   it("runs Lua inside the VMM and its commands over the socket", function()
+      local b = plan_board()
+      local ctl = assert(control.open { path = new_path(), board = b })
+      -- the VMM's side in a child process, serving until quit (or 30 s)
+      local pid = unistd.fork()
+      if pid == 0 then
+         local t = os.time() + 30
+         while not ctl.quit and os.time() < t do ctl.server:wait(0.05) end
+         ctl.server:service()
+         unistd._exit(ctl.quit and 0 or 1)
+      end
+      local p = io.popen(("printf '%%s\\n' 'x = 20' '= x * 2 + #board.devices' 'for i = 1, 2 do' "
+         .. "'print(\"line\", i)' 'end' 'lspci(\"00:04.0\")' ':pause' ':nope' 'error(\"boom\")' ':quit' "
+         .. "| bin/vfio-poke --attach %s 2>&1"):format(ctl.server.path))
+      local out = p:read("a")
+      local ok = p:close()
+      local _, how, code = pwait.wait(pid)
+      assert.is_true(ok, out)
+      assert.are.same({ "exited", 0 }, { how, code })
+      assert.matches("\n41\n", out)
+      assert.matches("line\t1\nline\t2\n", out)
+      assert.matches("00:04.0 Unclassified device %[00ff%]: Device 1234:11e8", out)
+      assert.matches('"state":"paused"', out)
+      assert.matches("event: paused", out)
+      assert.matches("error: unknown command \"nope\"", out)
+      assert.matches("error: eval:1: boom", out)
+      assert.matches('"state":"quitting"', out)
+      ctl:close()
+      -- no VMM there: a clear message, status 1
+      local p2 = io.popen("bin/vfio-poke --attach " .. dir .. "/none.sock </dev/null 2>&1")
+      local out2 = p2:read("a")
+      local ok2, _, rc = p2:close()
+      assert.is_falsy(ok2)
+      assert.are.equal(1, rc)
+      assert.matches("cannot attach to .*none%.sock", out2)
+   end)
+end)
+
 -- Real-mode guest: cli; hlt; jmp back. With the in-kernel irqchip the HLT never leaves
 -- KVM (no interrupt can come), as a Linux guest idles: only a wake ends the run.
 local HALT = string.char(0xFA, 0xF4, 0xEB, 0xFD)
