@@ -1,5 +1,7 @@
 /* Lua binding: core.peercred(fd), the credentials of a UNIX socket's peer (SO_PEERCRED),
- * which luaposix (36.x) does not expose; the VMM's control socket refuses a peer that is
+ * which luaposix does not expose: 36.3 has no SO_PEERCRED constant, and its getsockopt
+ * reads any other option as one int, which for SO_PEERCRED is the pid alone (struct
+ * ucred's first field), never the uid. The VMM's control socket refuses a peer that is
  * neither its owner nor root by them. */
 #include "lv.h"
 #include "l_kvm.h"

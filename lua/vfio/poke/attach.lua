@@ -3,7 +3,7 @@
 -- control socket (vfio-passthrough --control PATH, doc/control.md) and sends each Lua
 -- chunk typed as an `eval` request; the VMM runs it on its own Lua thread between two
 -- runs of the guest, where `board`, `vm`, `devices` (by id), `lspci(id or device)` (a
--- device's config space decoded like lspci -vvv, as the guest sees it) and `trace(n)`
+-- device's config space decoded like lspci -vvv, as the guest sees it) and `trace(n [, id])`
 -- (the last trace lines, with --trace) are there, and sends back what it printed and
 -- returned. A line starting with ":" is a protocol command instead: `:info`, `:pause`,
 -- `:resume`, `:quit`, `:help`, `:device_add BDF`, `:device_del ID`. Events the VMM pushes

@@ -417,10 +417,16 @@ local function open_devices(o, how)
       cleanup()
       die(how, code, fmt, ...)
    end
-   local trace = o.trace and function(line)
-      io.stderr:write("trace: ", line, "\n")
-      if o.on_trace then o.on_trace(line) end   -- the control socket's eval keeps them
-   end or nil
+   -- with --trace, each device's lines are tagged with its host address for the control
+   -- socket's eval (trace(n, device)); the board's own lines carry no tag
+   local function tracer(tag)
+      return o.trace and function(line)
+         io.stderr:write("trace: ", line, "\n")
+         if o.on_trace then o.on_trace(line, tag) end
+      end or nil
+   end
+   o.tracer = tracer
+   local trace = tracer(nil)
    for _, d in ipairs(o.devices) do
       local spec = d.spec
       local dev, err, errno
@@ -437,7 +443,8 @@ local function open_devices(o, how)
       end
       devs[#devs + 1] = dev
       local a
-      a, err = assigned.new(dev, { quirks = d.quirk_list, no_mmap = d.no_mmap, trace = trace })
+      a, err = assigned.new(dev, { quirks = d.quirk_list, no_mmap = d.no_mmap,
+                                   trace = tracer(pcibus.parse_bdf(spec) or spec) })
       if not a then give_up(EXIT.setup, "device %s: %s", d.name, tostring(err)) end
       list[#list + 1] = a
    end
@@ -484,7 +491,7 @@ end
 -- device_add's opener for the control socket: a device opened as --device opens one,
 -- with the command's --quirk and --no-mmap. Returns the assigned device, or nil,
 -- message, errno; close_device closes both.
-local function hotplug_opener(o, trace)
+local function hotplug_opener(o)
    local opened = setmetatable({}, { __mode = "k" })
    local function open_device(bdf)
       local vfio = require "vfio"
@@ -494,7 +501,7 @@ local function hotplug_opener(o, trace)
       local qok, list = select_quirks(#o.quirks > 0 and o.quirks or nil)
       if not qok then dev:close() return nil, list end
       local a, aerr, aerrno = require("vfio.vmm.assigned").new(dev, {
-         quirks = list, no_mmap = o.no_mmap or nil, trace = trace })
+         quirks = list, no_mmap = o.no_mmap or nil, trace = o.tracer and o.tracer(bdf) })
       if not a then dev:close() return nil, aerr, aerrno end
       opened[a] = dev
       return a
@@ -507,8 +514,8 @@ local function hotplug_opener(o, trace)
 end
 
 -- The control socket (--control) over the board, or the command ends (status 125).
-local function open_control(o, how, board, cleanup, trace)
-   local open_device, close_device = hotplug_opener(o, trace)
+local function open_control(o, how, board, cleanup)
+   local open_device, close_device = hotplug_opener(o)
    local ctl, err = require("vfio.vmm.control").open {
       path = o.control, board = board, open_device = open_device, close_device = close_device }
    if not ctl then
@@ -516,7 +523,7 @@ local function open_control(o, how, board, cleanup, trace)
       cleanup()
       die(how, EXIT.setup, "%s", tostring(err))
    end
-   o.on_trace = function(line) ctl:log(line) end
+   o.on_trace = function(line, tag) ctl:log(line, tag) end
    io.stderr:write(how.prog, ": control socket ", o.control, "\r\n")
    return ctl
 end
@@ -543,7 +550,7 @@ function cli.run_linux(o, how, image)
    local devices, cleanup, trace = open_devices(o, how)
    local board = build_board(o, how, devices, cleanup, trace)
    local interrupted = catch_signals()
-   local ctl = o.control and open_control(o, how, board, cleanup, trace)
+   local ctl = o.control and open_control(o, how, board, cleanup)
    -- A terminal on stdin becomes the guest's serial console: raw, every key to the
    -- UART, Ctrl-A x ends the run (Ctrl-A Ctrl-A sends a Ctrl-A), as QEMU's -nographic.
    local console = require("vfio.vmm.console").open()

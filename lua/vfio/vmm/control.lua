@@ -537,10 +537,15 @@ local function eval_env(self, out)
       --- the devices by id
       devices = {},
       lspci = function(which) return lspci_of(self, which) end,
-      trace = function(n)
-         local t = self.trace_lines
-         n = n or #t
-         return table.concat(t, "\n", math.max(1, #t - n + 1), #t)
+      trace = function(n, which)
+         local d = which and (type(which) == "table" and which or find_device(self, tostring(which)))
+         if which and not d then return nil, ("no device %s"):format(tostring(which)) end
+         local id, lines = d and device_id(d), {}
+         for _, e in ipairs(self.trace_lines) do
+            if not id or e.tag == id then lines[#lines + 1] = e.line end
+         end
+         n = n or #lines
+         return table.concat(lines, "\n", math.max(1, #lines - n + 1), #lines)
       end,
    }
    for _, d in ipairs(self.board.devices) do env.devices[device_id(d)] = d end
@@ -614,10 +619,11 @@ end
 --- The run's wake fds (opts.wake of vcpu:run / vm:run_vcpus).
 function Control:fds() return self.server:fds() end
 
---- Keep a trace line for eval's trace() (the last 1000).
-function Control:log(line)
+--- Keep a trace line for eval's trace(n [, device]) (the last 1000), tagged with the id of
+-- the device it is about (nil: the board's).
+function Control:log(line, tag)
    local t = self.trace_lines
-   t[#t + 1] = line
+   t[#t + 1] = { line = line, tag = tag }
    if #t > 1000 then table.remove(t, 1) end
 end
 
