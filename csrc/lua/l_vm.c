@@ -807,8 +807,10 @@ by the exit returned is answered with `complete` on its vCPU.
 @function vm:run_vcpus
 @tparam {vcpu,...} vcpus the vCPUs
 @tparam[opt] function handler the exit handler
-@tparam[opt] table opts `{timeout = seconds, deadline = seconds}` (as for `vcpu:run`:
-the earlier of now + timeout and the CLOCK_MONOTONIC time `deadline`)
+@tparam[opt] table opts `{timeout = seconds, deadline = seconds, wake = {fd...}}` (as
+for `vcpu:run`: the earlier of now + timeout and the CLOCK_MONOTONIC time `deadline`; a
+`"wake"` exit once a wake fd is readable, the vCPUs' threads stopped and their exits
+held for the next run)
 @treturn table the exit, with `vcpu` = the id of the vCPU it came from; or `nil, message, errno` when the threads cannot start
 */
 

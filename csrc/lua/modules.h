@@ -24,4 +24,5 @@
     X(rootport)       \
     X(backend)        \
     X(trap)           \
-    X(trap_kvm)
+    X(trap_kvm)       \
+    X(socket)

@@ -15,6 +15,7 @@
 --   d:connect(vm, router) / d:disconnect()           in and out of a running VM
 --   d:sync(force), d:take_events(), d:apply_layout(), d:lua_access(x)   while it runs
 --   d:describe() -> {id=, lines=}                    for the board's plan
+--   d:status() -> {irq=, quirks=}                    for the control socket's info
 --
 -- Guest-driven changes (a BAR moved, decoding toggled, MSI enabled or reprogrammed) come
 -- from the trap core as events: the interrupt mode (vfio.vmm.irq) turns them into
@@ -223,6 +224,21 @@ function AssignedDevice:describe()
    end
    p("quirks %s", #self.pt.quirks > 0 and table.concat(self.pt.quirks, ", ") or "none")
    return { id = name, lines = out }
+end
+
+---
+-- What the device is doing now, for the control socket's info: {irq = {mode = "none" |
+-- "intx" | "msi" | "msix", vectors = n, gsis = {GSI of each vector...}, intx_line =},
+-- quirks = {names}}. The mode is the guest's current choice (vfio.vmm.irq's mode).
+function AssignedDevice:status()
+   local w = self.irqs
+   local mode = w and w.mode and w.mode.kind or "none"
+   local gsis = {}
+   for i, v in ipairs(w and w.vectors or {}) do gsis[i] = v.gsi end
+   local quirks = {}
+   for i, q in ipairs(self.pt and self.pt.quirks or {}) do quirks[i] = q end
+   return { irq = { mode = mode, vectors = w and w.mode and w.mode.n or 0, gsis = gsis,
+                    intx_line = self.intx_line }, quirks = quirks }
 end
 
 ---

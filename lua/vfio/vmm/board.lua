@@ -629,7 +629,7 @@ end
 ---
 -- board:boot_linux{kernel=, image= (its bytes, if read already), initrd=, append=, decompress=,
 --   on_note=fn(text), timeout=,
---   should_stop=fn, slice=, on_slice=fn} -> result
+--   should_stop=fn, slice=, on_slice=fn, wake=fn() -> fds} -> result
 -- (vfio.vmm.boot_linux's run): the PC platform on this board's VM, the MP table naming
 -- every device's INTx line, the kernel loaded, and the run with this board's handler.
 function Board:boot_linux(opts)
@@ -646,6 +646,7 @@ function Board:boot_linux(opts)
          me:attend_ports()   -- a removal's deadline
          if opts.on_slice then return opts.on_slice(m) end
       end,
+      wake = opts.wake,
       handler = self:handler(opts.should_stop),
       on_stop = function() me:after_access() end })
 end

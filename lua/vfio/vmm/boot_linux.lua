@@ -233,7 +233,9 @@ end
 
 ---
 -- run(m, {timeout = 60, slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f,
---        on_slice = f(m) called between slices (false ends the run)}) ->
+--        on_slice = f(m) called between slices (false ends the run),
+--        wake = f() -> fds: a slice also ends, and on_slice runs, as soon as one of these
+--        is readable (the control socket: vcpu:run's opts.wake)}) ->
 --   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,
 --    exit = last exit, tail = last console text, output = captured console, ports = {},
 --    where = "vcpu0 rip 0x..., ..." after a timeout,
@@ -265,10 +267,11 @@ function M.run(m, opts)
       if vmlib.now() >= deadline then exit = { reason = "timeout" } break end
       -- one vCPU runs on this thread; several run a thread each (vm:run_vcpus), and
       -- their exits that need Lua reach this handler one at a time
+      local ropts = { timeout = slice, deadline = deadline, wake = opts.wake and opts.wake() }
       if m.vcpus and #m.vcpus > 1 then
-         exit, err, errno = m.vm:run_vcpus(m.vcpus, handler, { timeout = slice, deadline = deadline })
+         exit, err, errno = m.vm:run_vcpus(m.vcpus, handler, ropts)
       else
-         exit, err, errno = m.vcpu:run(handler, { timeout = slice, deadline = deadline })
+         exit, err, errno = m.vcpu:run(handler, ropts)
       end
       if not exit then return nil, err, errno end
       if opts.should_stop and opts.should_stop() then exit = { reason = "interrupted" } break end
@@ -277,6 +280,8 @@ function M.run(m, opts)
       local tail = m.uart:tail()
       if exit.reason == "timeout" and not tail:find(M.PANIC, 1, true)
          and not tail:find(M.HALTED) then exit = nil end
+      -- a wake fd ended the slice early: on_slice has seen to it; the guest runs on
+      if exit and exit.reason == "wake" then exit = nil end
       -- stops for other reasons (a function asking for attention) resume the guest
       if exit and exit.reason == "stop" and exit.stop ~= "reset" then
          if opts.on_stop then opts.on_stop(exit) end

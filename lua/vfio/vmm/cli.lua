@@ -52,6 +52,10 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   devices added while the guest runs
   --cmdline ARGS  the guest's multiboot command line
   --timeout S     end the run after S seconds (default 120)
+  --control PATH  with --kernel: a control socket at PATH (mode 0600, its owner and root
+                  only) speaking JSON lines: info, pause, resume, quit, device_add,
+                  device_del, eval, and events (doc/control.md); vfio-poke --attach PATH
+                  is a REPL inside the running VMM
   --no-mmap       trap every BAR access in C, no BAR memory slots (QEMU's x-no-mmap)
   --trace         log every trapped access on stderr (config and BARs go through Lua)
   --plan          print the layout (BARs, mapped and trapped parts, interrupts, quirks)
@@ -76,7 +80,7 @@ local WANTS = {
    ["--halt-poll-us"] = "a whole number of microseconds",
    ["--mem"] = "a size in MiB or with a suffix (512M, 1G)", ["--quirk"] = "a quirk name or none",
    ["--cmdline"] = "the guest's command line", ["--timeout"] = "a number of seconds",
-   ["--completion"] = "bash, zsh or fish",
+   ["--completion"] = "bash, zsh or fish", ["--control"] = "a socket path",
 }
 
 local function wanted(opt, got)
@@ -167,8 +171,8 @@ local function whole(v) return math.tointeger(tonumber(v)) end
 function cli.parser(how)
    local synopsis = ("usage: %s --device BDF[,no-mmap=on][,quirk=NAME]... [--kernel BZIMAGE "
       .. "[--initrd FILE] [--append ARGS] [--decompress host|guest] [--cpus N]] [--guest FILE] "
-      .. "[--mem SIZE] [--quirk NAME]... [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] "
-      .. "[--plan] [--version]"):format(how.usage)
+      .. "[--mem SIZE] [--quirk NAME]... [--cmdline ARGS] [--timeout S] [--control PATH] [--no-mmap] "
+      .. "[--trace] [--plan] [--version]"):format(how.usage)
    local p = argparse(how.prog, "Boot a guest in a KVM VM with VFIO devices passed through.")
       :add_help(false):usage(synopsis)
       :help(synopsis .. "\n\n" .. HELP:format(how.guest, address_map.HOLE_START >> 20))
@@ -208,6 +212,7 @@ function cli.parser(how)
       :convert(converter("--timeout", function(v)
          local n = tonumber(v)
          return n and n > 0 and n < math.huge and n or nil end))
+   p:option("--control", "A control socket at PATH (JSON lines; doc/control.md)."):argname("PATH")
    p:flag("--no-mmap", "Trap every BAR access, no BAR memory slots."):target("no_mmap")
    p:flag("--trace", "Log every trapped access on stderr.")
    p:flag("--plan", "Print the layout without starting a VM.")
@@ -233,7 +238,7 @@ end
 -- @tparam table how as for cli.parser
 -- @treturn[1] table the options: devices = {{name=, no_mmap=, quirks=}...}, kernel,
 -- initrd, append, decompress, cpus, halt_poll_us, guest, mem, quirks, cmdline, timeout,
--- no_mmap, trace, plan, hotplug_slots
+-- control, no_mmap, trace, plan, hotplug_slots
 -- @treturn[2] nil on a usage error
 -- @treturn[2] string the message (without the program's name)
 function cli.parse(argv, how)
@@ -259,6 +264,11 @@ function cli.parse(argv, how)
       return nil, ("--hotplug-slots %d: 0 to 16 (root ports take slots 0x10 to 0x1f)")
          :format(o.hotplug_slots)
    end
+   if o.control and not o.kernel then
+      return nil, "--control needs --kernel (the multiboot test program runs without one)"
+   end
+   if o.control and o.plan then return nil, "--control goes with a run, not with --plan" end
+   if o.control == "" then return nil, wanted("--control", "") end
    local board = require "vfio.vmm.board"
    if not board.check_mem(o.mem) then
       local given
@@ -426,7 +436,16 @@ local function open_devices(o, how)
       cleanup()
       die(how, code, fmt, ...)
    end
-   local trace = o.trace and function(line) io.stderr:write("trace: ", line, "\n") end or nil
+   -- with --trace, each device's lines are tagged with its host address for the control
+   -- socket's eval (trace(n, device)); the board's own lines carry no tag
+   local function tracer(tag)
+      return o.trace and function(line)
+         io.stderr:write("trace: ", line, "\n")
+         if o.on_trace then o.on_trace(line, tag) end
+      end or nil
+   end
+   o.tracer = tracer
+   local trace = tracer(nil)
    for _, d in ipairs(o.devices) do
       local spec = d.spec
       local dev, err, errno
@@ -443,7 +462,8 @@ local function open_devices(o, how)
       end
       devs[#devs + 1] = dev
       local a
-      a, err = assigned.new(dev, { quirks = d.quirk_list, no_mmap = d.no_mmap, trace = trace })
+      a, err = assigned.new(dev, { quirks = d.quirk_list, no_mmap = d.no_mmap,
+                                   trace = tracer(pcibus.parse_bdf(spec) or spec) })
       if not a then give_up(EXIT.setup, "device %s: %s", d.name, tostring(err)) end
       list[#list + 1] = a
    end
@@ -496,6 +516,46 @@ function cli.plan(o, how)
    os.exit(0)
 end
 
+-- device_add's opener for the control socket: a device opened as --device opens one,
+-- with the command's --quirk and --no-mmap. Returns the assigned device, or nil,
+-- message, errno; close_device closes both.
+local function hotplug_opener(o)
+   local opened = setmetatable({}, { __mode = "k" })
+   local function open_device(bdf)
+      local vfio = require "vfio"
+      local ok, dev, err, errno = pcall(vfio.open, bdf)
+      if not ok then return nil, tostring(dev) end
+      if not dev then return nil, err, errno end
+      local qok, list = select_quirks(#o.quirks > 0 and o.quirks or nil)
+      if not qok then dev:close() return nil, list end
+      local a, aerr, aerrno = require("vfio.vmm.assigned").new(dev, {
+         quirks = list, no_mmap = o.no_mmap or nil, trace = o.tracer and o.tracer(bdf) })
+      if not a then dev:close() return nil, aerr, aerrno end
+      opened[a] = dev
+      return a
+   end
+   local function close_device(a)
+      a:close()
+      if opened[a] then opened[a]:close() opened[a] = nil end
+   end
+   return open_device, close_device
+end
+
+-- The control socket (--control) over the board, or the command ends (status 125).
+local function open_control(o, how, board, cleanup)
+   local open_device, close_device = hotplug_opener(o)
+   local ctl, err = require("vfio.vmm.control").open {
+      path = o.control, board = board, open_device = open_device, close_device = close_device }
+   if not ctl then
+      board:close()
+      cleanup()
+      die(how, EXIT.setup, "%s", tostring(err))
+   end
+   o.on_trace = function(line, tag) ctl:log(line, tag) end
+   io.stderr:write(how.prog, ": control socket ", o.control, "\r\n")
+   return ctl
+end
+
 -- SIGINT/SIGTERM: KVM_RUN returns EINTR, the run loop ends, teardown follows. Returns a
 -- function saying which signal came, if one did.
 local function catch_signals()
@@ -518,6 +578,7 @@ function cli.run_linux(o, how, image)
    local devices, cleanup, trace = open_devices(o, how)
    local board = build_board(o, how, devices, cleanup, trace)
    local interrupted = catch_signals()
+   local ctl = o.control and open_control(o, how, board, cleanup)
    -- A terminal on stdin becomes the guest's serial console: raw, every key to the
    -- UART, Ctrl-A x ends the run (Ctrl-A Ctrl-A sends a Ctrl-A), as QEMU's -nographic.
    local console = require("vfio.vmm.console").open()
@@ -529,11 +590,32 @@ function cli.run_linux(o, how, image)
       on_note = function(text) io.stderr:write(prog, ": ", text, "\r\n") end,
       should_stop = interrupted,
       slice = console and 0.05 or nil,
-      on_slice = console and function(vm) return console:pump(vm.uart) end or nil })
+      -- the control socket wakes a slice as soon as a client connects or sends; its
+      -- commands run between slices, and while paused it waits there (pumping the console)
+      wake = ctl and function() return ctl:fds() end or nil,
+      on_slice = (console or ctl) and function(vm)
+         if console and console:pump(vm.uart) == false then return false end
+         if ctl then
+            return ctl:between_runs(console and function() return console:pump(vm.uart) end,
+                                    interrupted)
+         end
+         return true
+      end or nil })
    if console then console:close() end
    io.stdout:flush()
+   local quit = ctl and ctl.quit
+   if ctl then
+      -- the clients learn how the guest ended before the socket closes
+      ctl:stopped(quit and { result = "quit", status = 0 } or (ok and r) or { result = "error", status = EXIT.setup })
+      ctl:close()
+   end
    board:close()
+   if ctl then ctl:release() end
    cleanup()
+   if quit and not interrupted() then
+      io.stderr:write(prog, ": guest stopped by the control socket (quit); VM torn down\n")
+      os.exit(0)
+   end
    if interrupted() then die(how, EXIT.interrupted, "interrupted by signal %d; VM torn down", interrupted()) end
    if not ok then die(how, EXIT.setup, "%s", tostring(r)) end
    if not r then die(how, EXIT.setup, "%s", tostring(why)) end
