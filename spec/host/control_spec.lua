@@ -467,14 +467,67 @@ describe("control socket: commands", function()
       ctl:close()
    end)
 
-   describe("with hot-plug (the board's add_device/remove_device standing in)", function()
+   it("hot-plugs through the board's root ports: device_del ends when the guest powers the slot off", function()
+      local pciehp = require "support.pciehp"
+      local b = assert(board.new { plan = true, mem_mib = 64, hotplug_slots = 1 })
+      local g = pciehp.guest(b, 0x10)
+      g.probe()
+      local live, closed = {}, 0
+      local ctl = assert(control.open {
+         path = new_path(), board = b,
+         open_device = function(bdf)
+            local d = fixture("nvme", bdf)
+            live[d] = true
+            return d
+         end,
+         close_device = function(d) live[d] = nil closed = closed + 1 d:close() end })
+      local c1, c2 = connect(ctl.server.path), connect(ctl.server.path)
+      ctl.server:service()
+      local v = request(ctl.server, c1, { id = 1, cmd = "info" })
+      assert.is_true(v.result.hotplug)
+      v = request(ctl.server, c1, { id = 2, cmd = "device_add", device = "0000:00:03.0", slot = 2 })
+      assert.matches("root port 1 is not an empty hot%-plug slot", v.error)
+      assert.are.equal(1, closed)                     -- what the failed add opened is closed
+      v = request(ctl.server, c1, { id = 3, cmd = "device_add", device = "0000:00:03.0", slot = 1 })
+      assert.is_true(v.ok, v.error)
+      local added = lines(ctl.server, c2, 1)[1]
+      assert.are.same({ "device_added", "0000:00:03.0", "01:00.0" }, { added.event, added.host, added.guest })
+      local port = b.ports[1]
+      g.isr()                                         -- pciehp sees the button and presence
+      g.power_on()
+      assert.are.equal("on", port.state)
+      -- device_del presses the button; nothing is released until the guest powers off
+      v = request(ctl.server, c1, { id = 4, cmd = "device_del", device = "0000:00:03.0" })
+      assert.is_true(v.ok, v.error)
+      assert.is_true(v.result.removing)
+      assert.are.equal("removing", port.state)
+      v = request(ctl.server, c1, { id = 5, cmd = "device_del", device = "0000:00:03.0" })
+      assert.matches("already being removed", v.error)
+      assert.is_not_nil(next(live))                   -- still open: the guest has it
+      g.isr()
+      g.power_off()                                   -- pciehp unbound the driver, slot off
+      ctl.server:service()
+      local ev = lines(ctl.server, c2, 1)[1]
+      assert.are.same({ "device_removed", "0000:00:03.0", false }, { ev.event, ev.host, ev.surprise })
+      assert.is_nil(next(live))
+      assert.are.equal(2, closed)
+      assert.are.equal("empty", port.state)
+      v = request(ctl.server, c1, { id = 6, cmd = "device_del", device = "0000:00:03.0" })
+      assert.matches("no device 0000:00:03.0 in the VM", v.error)
+      unistd.close(c1.fd)
+      unistd.close(c2.fd)
+      ctl:close()
+      b:close()
+   end)
+
+   describe("with hot-plug (the board's add_device and release standing in)", function()
       local function setup()
          local b = plan_board()
          local live, closed = {}, {}
          local ctl = assert(control.open {
             path = new_path(), board = b,
             hotplug = { add = function(d, at) return b:add_device(d, at) end,
-                        remove = function(d) b:remove_device(d) return true end },
+                        remove = function(d) b:release(d) return true end },
             open_device = function(bdf)
                if bdf == "0000:00:1f.0" then return nil, "VFIO_GROUP_GET_DEVICE_FD 0000:00:1f.0: No such device", 19 end
                local d = fixture("nvme", bdf)

@@ -11,48 +11,12 @@ local hotplug = require "vfio.vmm.hotplug"
 local address_map = require "vfio.vmm.address_map"
 local kvmhost = require "support.kvm"
 
-local EXP = 0x40
-local SLTCTL, SLTSTA = EXP + 0x18, EXP + 0x1a
+local pciehp = require "support.pciehp"
+local cfg, guest = pciehp.cfg, pciehp.guest
 
 local function p_io(b) return b.ports[1].windows.io end
 
 local function fixture(name) return assert(assigned.new("spec/fixtures/" .. name .. ".lua")) end
-
--- A guest's config access through mechanism #1.
-local function cfg(b, bus, dev, off, size, value)
-   b.host:access { space = "pio", port = 0xcf8, size = 4, write = true,
-                   value = 0x80000000 | bus << 16 | dev << 11 | (off & 0xfc) }
-   local _, v = b.host:access { space = "pio", port = 0xcfc + (off & 3), size = size,
-                                write = value ~= nil, value = value }
-   return v
-end
-
--- What pciehp does on the port at slot `slot`: probe (MSI, notifications), then the
--- commands its state machine issues, each followed by its interrupt handler clearing
--- Slot Status.
-local function guest(b, slot)
-   local g = {}
-   local function isr()
-      local st = cfg(b, 0, slot, SLTSTA, 2) & 0x011f
-      if st ~= 0 then cfg(b, 0, slot, SLTSTA, 2, st) end
-   end
-   function g.cmd(v, mask)
-      cfg(b, 0, slot, SLTCTL, 2, (cfg(b, 0, slot, SLTCTL, 2) & ~mask) | (v & mask))
-      b:attend_ports()   -- what the board does after the config stop (board:sync)
-      isr()
-   end
-   function g.probe()
-      cfg(b, 0, slot, 0x84, 4, 0xfee00000)
-      cfg(b, 0, slot, 0x8c, 2, 0x4041)
-      cfg(b, 0, slot, 0x82, 2, 1)
-      cfg(b, 0, slot, 0x04, 2, 0x0007)
-      g.cmd(0x1031, 0x103f)   -- DLLSCE, ABPE, HPIE, CCIE
-   end
-   function g.power_on() g.cmd(0x0200, 0x0700) end    -- power on, indicator blinking
-   function g.power_off() g.cmd(0x0400, 0x0400) end
-   g.isr = isr
-   return g
-end
 
 describe("root ports on the board", function()
    it("puts empty ports on bus 0 with bus numbers and windows from the allocator", function()

@@ -98,7 +98,7 @@ function M.new(opts)
    local b = setmetatable({
       trace = opts.trace, mem_mib = mib, devices = {}, by_devfn = {}, seats = {},
       dma = {}, groups = {}, next_slot = M.FIRST_SLOT, reserved = {}, ports = {},
-      on_release = {}, names = {},
+      on_release = {}, names = {}, release_listeners = {},
       intx_lines = opts.legacy_intx and M.LEGACY_LINES or M.IOAPIC_LINES,
       bars = layout.new(opts.windows and { windows = opts.windows } or nil),
    }, Board)
@@ -477,10 +477,21 @@ function Board:release(d, surprise)
       if self.groups[group] then pcall(self.vm.vfio_group_del, self.vm, group:fileno()) end
       self.groups[group] = nil
    end
+   local host, where = d:host_bdf(), seat and { slot = seat.slot, fn = seat.fn, port = seat.port and seat.port.index }
    pcall(d.close, d)
    local cb = self.on_release[d]
    self.on_release[d], self.names[d] = nil, nil
    if cb then cb(d, surprise) end
+   for _, fn in ipairs(self.release_listeners) do fn(d, { host = host, seat = where, surprise = surprise }) end
+end
+
+---
+-- board:on_released(fn): fn(d, {host =, seat = {slot =, fn =, port =}, surprise =}) after every
+-- release (board:release), whoever added the device (a --device behind a port at boot, or a
+-- device_add): how a control socket learns that a device has left the guest and the host has it back.
+function Board:on_released(fn)
+   assert(type(fn) == "function", "board:on_released: a function")
+   self.release_listeners[#self.release_listeners + 1] = fn
 end
 
 ---

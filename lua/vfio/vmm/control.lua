@@ -358,7 +358,7 @@ Server.__gc = Server.close
 local function hex(v) return v and ("%#x"):format(v) or nil end
 
 local function guest_address(seat)
-   return seat and ("00:%02x.%d"):format(seat.slot, seat.fn) or nil
+   return seat and ("%02x:%02x.%d"):format(seat.bus or 0, seat.slot, seat.fn) or nil
 end
 
 -- A device's id on the socket: its host address, or for a recording its file.
@@ -386,7 +386,8 @@ function M.device_info(board, d)
    local st = d.status and d:status() or {}
    return {
       id = device_id(d), host = d:host_bdf(), guest = guest_address(seat),
-      slot = seat and seat.slot, ["function"] = seat and seat.fn,
+      bus = seat and seat.bus, slot = seat and seat.slot, ["function"] = seat and seat.fn,
+      port = seat and seat.port,   -- the root port (0-based) a hot-plug slot device sits behind
       intx_line = seat and seat.intx_line, bars = protocol.array(bars),
       irq = st.irq and protocol.object(st.irq) or protocol.object { mode = "none" },
       quirks = protocol.array(st.quirks or {}),
@@ -492,14 +493,36 @@ function COMMANDS.device_del(self, args)
          :format(device_id(d), tostring(guest_address(self.board:where(d))), NO_SLOT)
    end
    local info = M.device_info(self.board, d)
+   if self.removing[d] then
+      return nil, ("device_del: %s is already being removed: the guest has not given it back yet "
+         .. "(event device_removed when it has)"):format(info.id)
+   end
+   -- A removal is the guest's to finish (its pciehp powers the slot off, or the board
+   -- removes the device by surprise after a timeout): device_removed is sent then, by
+   -- Control:released, which may run before remove returns.
+   self.removing[d] = info
    local ok, err = self.hotplug.remove(d)
-   if not ok then return nil, ("device_del: %s: %s"):format(info.id, tostring(err)) end
+   if not ok then
+      self.removing[d] = nil
+      return nil, ("device_del: %s: %s"):format(info.id, tostring(err))
+   end
+   return { device = info.id, guest = info.guest, host = info.host,
+            removing = self.removing[d] ~= nil }
+end
+
+-- A device has left the machine (board:release): what device_add opened is closed, and
+-- every client hears of it.
+function Control:released(d, how)
+   local info = self.removing[d] or { id = device_id(d), host = how.host }
+   self.removing[d] = nil
    if self.opened[d] then
       self.opened[d] = nil
       pcall(self.close_device, d)
    end
-   self.server:broadcast("device_removed", { device = info.id, guest = info.guest, host = info.host })
-   return { device = info.id, guest = info.guest, host = info.host }
+   if self.server then
+      self.server:broadcast("device_removed", { device = info.id, guest = info.guest,
+         host = info.host or how.host, surprise = how.surprise and true or false })
+   end
 end
 
 -- eval: the environment an attached REPL works in.
@@ -585,21 +608,28 @@ end
 -- open{path =, board = a vfio.vmm.board, open_device = fn(bdf) -> assigned device or
 --   nil, message, errno (device_add's), close_device = fn(d) (what closes a device
 --   open_device opened, when it cannot be added or is removed; default d:close()),
---   hotplug = {add = fn(d, {slot=}), remove = fn(d)}
---   (nil: the board's board:hotplug_add / hotplug_remove when it has them, else none),
+--   hotplug = {add = fn(d, {slot=}), remove = fn(d) (asks for the removal; the board's
+--   release ends it)} (nil: the board's root ports, board:device_add / device_del, when it
+--   has any, else none),
 --   cpus = n (info on a board without a VM), eval = false (no eval command),
 --   owner = uid} -> control, or nil, message, errno.
 function M.open(opts)
    local self = setmetatable({ board = assert(opts.board, "control.open: board required"),
                                open_device = opts.open_device, cpus = opts.cpus,
                                close_device = opts.close_device or function(d) d:close() end,
-                               opened = {}, paused = false, quit = false, trace_lines = {},
+                               opened = {}, removing = {}, paused = false, quit = false, trace_lines = {},
                                globals = setmetatable({}, { __index = _G }) }, Control)
    self.hotplug = opts.hotplug
    local b = self.board
-   if not self.hotplug and type(b.hotplug_add) == "function" and type(b.hotplug_remove) == "function" then
-      self.hotplug = { add = function(d, at) return b:hotplug_add(d, at) end,
-                       remove = function(d) return b:hotplug_remove(d) end }
+   if not self.hotplug and b.ports and #b.ports > 0 then
+      -- the board's root ports: an add is seated and announced to the guest at once, a
+      -- removal ends when the board releases the device (Control:released)
+      -- `slot` is the slot's physical number, as the guest's /sys/bus/pci/slots names it (1 to N)
+      self.hotplug = { add = function(d, at) return b:device_add(d, { port = at.slot and at.slot - 1 }) end,
+                       remove = function(d) return b:device_del(d) end }
+   end
+   if type(b.on_released) == "function" then
+      b:on_released(function(d, how) self:released(d, how) end)
    end
    local handlers = {}
    for name, fn in pairs(COMMANDS) do

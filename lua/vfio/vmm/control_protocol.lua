@@ -32,7 +32,7 @@ M.COMMANDS = {
       .. "each device with its guest and host address, slot, BARs, interrupt mode and vectors" },
    device_add = { args = { device = "string", slot = "integer?" },
       doc = "hot-plug the host device `device` (a PCI address) into a free hot-plug slot "
-         .. "(or `slot`); event device_added" },
+         .. "(or `slot`, its number as the guest's /sys/bus/pci/slots names it); event device_added" },
    device_del = { args = { device = "string" },
       doc = "unplug the device `device` (its id from info, its host or its guest "
          .. "address); event device_removed" },
