@@ -303,6 +303,26 @@ describe("per-device options (--device BDF,no-mmap=on,quirk=NAME)", function()
       assert.matches("device spec/fixtures/e1000e%.lua [^\n]*%-> guest 02:00%.0 %(behind root port 00:11%.0%)", out)
    end)
 
+   it("--device may be left out only for a board of hot-plug slots the control socket fills", function()
+      local o = assert(cli.parse({ "--kernel", "bz", "--hotplug-slots", "2", "--control", "/tmp/x.sock" }, how))
+      assert.are.same({}, o.devices)
+      assert.are.equal(2, o.hotplug_slots)
+      for _, argv in ipairs {
+         { "--kernel", "bz", "--hotplug-slots", "2" },                    -- nothing could fill them
+         { "--kernel", "bz", "--hotplug-slots", "0", "--control", "/tmp/x.sock" },
+         { "--kernel", "bz", "--control", "/tmp/x.sock" } } do
+         local bad, err = cli.parse(argv, how)
+         assert.is_nil(bad, table.concat(argv, " "))
+         assert.matches("^%-%-device is needed: which device to pass through %(none at boot only with "
+            .. "%-%-hotplug%-slots N and %-%-control PATH", err)
+      end
+      -- --plan shows such a board: its empty ports and nothing else
+      local out, code = sh("lua5.4 passthrough.lua --plan --hotplug-slots 2")
+      assert.are.equal(0, code, out)
+      assert.matches("^root port 00:10%.0 %(slot 1, bus 1%): empty[^\n]*\nroot port 00:11%.0 %(slot 2, bus 2%): "
+         .. "empty[^\n]*\n$", out)
+   end)
+
    it("apply to that device only: --plan shows one device trapped, the other mapped", function()
       local out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/edu.lua,no-mmap=on "
          .. "--device spec/fixtures/nvme.lua")

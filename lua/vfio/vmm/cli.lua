@@ -49,7 +49,8 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
                   every built-in quirk matching the device
   --hotplug-slots N  N empty PCIe root ports with hot-plug slots (from 00:10.0) for
-                  devices added while the guest runs
+                  devices added while the guest runs; with --control, --device may be
+                  left out (a guest that boots with empty slots)
   --cmdline ARGS  the guest's multiboot command line
   --timeout S     end the run after S seconds (default 120)
   --control PATH  with --kernel: a control socket at PATH (mode 0600, its owner and root
@@ -247,7 +248,12 @@ function cli.parse(argv, how)
    for i = 1, #argv do args[i] = argv[i] end
    local ok, o = p:pparse(args)
    if not ok then return nil, reword(o) end
-   if #o.devices == 0 then return nil, "--device is needed: which device to pass through" end
+   -- no device at boot: only a board with hot-plug slots and a way to fill them (the
+   -- control socket), or --plan to see those slots
+   if #o.devices == 0 and not ((o.hotplug_slots or 0) > 0 and (o.control or o.plan)) then
+      return nil, "--device is needed: which device to pass through (none at boot only with "
+         .. "--hotplug-slots N and --control PATH, to add devices while the guest runs)"
+   end
    o.guest_given = o.guest ~= nil
    o.guest = o.guest or how.guest
    o.cpus = o.cpus or 1
