@@ -591,6 +591,8 @@ luavfio poke: explore PCI devices. Tab completes names and methods.
     i = d:irq("msi")        route MSI to an eventfd; i:wait(1) -> count
     b = d:dma(4096)         DMA buffer mapped at b.iova; b:read/b:write/b:hexdump
     d:cfg().command:set(4)  config header registers by name (here: Bus Master on)
+    d:notices()             what the host said: {request = n} (it wants d back: the
+                            prompt says so too; d:close() lets its unbind finish)
   hexdump(s), decode, regs, pci, pciids, vfio   modules
 Printing and completing only read; writes happen only when you call a write.
 Ctrl-C stops a running evaluation; Ctrl-U clears the line; Ctrl-D quits.]]
