@@ -523,7 +523,7 @@ function Board:attend_host(note)
    note = note or function(text) io.stderr:write(text, "\n") end
    local list, devs = {}, {}
    for _, d in ipairs(self.devices) do
-      local n = d:host_notices()
+      local n = d.host_notices and d:host_notices() or {}
       if n.request or n.error then
          local seat = self.seats[d]
          list[#list + 1] = { name = d:host_bdf() or "?", request = n.request, error = n.error,
