@@ -122,6 +122,47 @@ describe("VFIO's request interrupt: the host wants a device back", function()
    end)
 end)
 
+describe("the REPL and the host's request", function()
+   it("says before its next prompt that the host wants an opened device back", function()
+      assert.is_true(lab.inside, "run me with lab/run")
+      collectgarbage(); collectgarbage()
+      local poke = require "vfio.poke"
+      local bdf = lab.need("edu").bdf
+      local done = os.tmpname()
+      os.remove(done)
+      local started = false
+      local env = poke.env()
+      finally(function()
+         local d = rawget(env, "d")
+         if d then pcall(d.close, d) end
+         if started then wait_for(function() return readfile(done) end, 30) end
+         rebind(bdf)
+         os.remove(done)
+      end)
+      local lines = { ("d = open(%q)"):format(bdf), "x = 1", "d:close()" }
+      local i, shown = 0, {}
+      poke.repl { env = env, tty = false, readline = false, banner = false,
+                  out = function(text) shown[#shown + 1] = text end,
+                  input = function()
+                     i = i + 1
+                     if i == 2 then   -- the host asks while the user types
+                        unbind_in_background(bdf, done)
+                        started = true
+                        unistd.sleep(1)
+                     end
+                     return lines[i]
+                  end }
+      local text = table.concat(shown)
+      assert.matches("poke: the host wants " .. bdf:gsub("%p", "%%%0") .. " back %(a driver "
+         .. "unbind is waiting for it%): close it", text)
+      -- said before the third prompt, after the second line ran
+      assert.are.equal(4, i)
+      assert.is_truthy(wait_for(function() return readfile(done) end, 10),
+         "the unbind did not return once the REPL closed the device")
+      assert.are.equal(0, (status_of(done)))
+   end)
+end)
+
 describe("the VMM giving a device back while a Linux guest runs #nested", function()
    it("unplugs the device in a hot-plug slot, keeps the one with none and runs on", function()
       assert.is_true(lab.inside, "run me with lab/run")
