@@ -41,6 +41,7 @@ local pcihost = require "vfio.vmm.pcihost"
 local irq = require "vfio.vmm.irq"
 local layout = require "vfio.vmm.layout"
 local hotplug = require "vfio.vmm.hotplug"
+local reclaim = require "vfio.vmm.reclaim"
 
 local M = {}
 local Board = {}
@@ -523,6 +524,44 @@ function Board:attend_ports()
 end
 
 ---
+-- What the host said about the devices since the last call (VFIO's request and error
+-- interrupts, vfio.vmm.reclaim decides): a device in a hot-plug slot the host wants back
+-- is asked of the guest (board:device_del; its VFIO device is closed with its release, so
+-- the host's unbind completes), one with no slot stays and `note(text)` says so once per
+-- burst of requests. Returns the text to stop the run with when a device reported an
+-- uncorrectable error, else nil. Called between run slices.
+function Board:attend_host(note)
+   note = note or function(text) io.stderr:write(text, "\n") end
+   local list, devs = {}, {}
+   for _, d in ipairs(self.devices) do
+      local n = d.host_notices and d:host_notices() or {}
+      if n.request or n.error then
+         local seat = self.seats[d]
+         list[#list + 1] = { name = d:host_bdf() or "?", request = n.request, error = n.error,
+                             slot = seat ~= nil and seat.port ~= nil }
+         devs[#list] = d
+      end
+   end
+   if #list == 0 then return nil end
+   self.host_watch = self.host_watch or reclaim.new { remove_timeout = hotplug.REMOVE_TIMEOUT }
+   local stop
+   for _, a in ipairs(self.host_watch:decide(list, vmlib.now())) do
+      local d = devs[a[2]]
+      if a[1] == "stop" then
+         stop = stop or a[3]
+      elseif a[1] == "note" then
+         note(a[3])
+      elseif a[1] == "unplug" then
+         if a.note then note(a.note) end
+         d:give_back()
+         local ok, err = self:device_del(d)
+         if not ok then note(("%s: %s"):format(list[a[2]].name, tostring(err))) end
+      end
+   end
+   return stop
+end
+
+---
 -- The plan: what the run would make of every device (its guest address, the host bridge,
 -- RAM, BARs with their mapped and trapped parts, interrupts, quirks), as text.
 function Board:plan()
@@ -639,7 +678,7 @@ end
 
 ---
 -- board:boot_linux{kernel=, image= (its bytes, if read already), initrd=, append=, decompress=,
---   on_note=fn(text), timeout=,
+--   on_note=fn(text) (boot notes and the host's requests), timeout=,
 --   should_stop=fn, slice=, on_slice=fn, wake=fn() -> fds} -> result
 -- (vfio.vmm.boot_linux's run): the PC platform on this board's VM, the MP table naming
 -- every device's INTx line, the kernel loaded, and the run with this board's handler.
@@ -655,9 +694,23 @@ function Board:boot_linux(opts)
       timeout = opts.timeout, should_stop = opts.should_stop, slice = opts.slice,
       on_slice = function(m)
          me:attend_ports()   -- a removal's deadline
+         -- the host's requests and error reports: their eventfds end a slice (wake below)
+         local stop = me:attend_host(opts.on_note)
+         if stop then return false, stop end
          if opts.on_slice then return opts.on_slice(m) end
       end,
-      wake = opts.wake,
+      -- a slice ends at once when the control socket speaks or the host asks for a
+      -- device back (its request or error interrupt): attend_host answers then
+      wake = function()
+         local fds = opts.wake and opts.wake() or {}
+         for _, d in ipairs(me.devices) do
+            for _, efd in ipairs(d.host_notice_fds and d:host_notice_fds() or {}) do
+               -- a run takes 64 wake fds: past them, the slice's end still polls
+               if #fds < 64 then fds[#fds + 1] = efd end
+            end
+         end
+         return fds
+      end,
       handler = self:handler(opts.should_stop),
       on_stop = function() me:after_access() end })
 end

@@ -190,6 +190,7 @@ end
 
 -- The verdict from how the run ended and what the console said last.
 local function verdict(exit, tail)
+   if exit.reason == "stopped" then return "stopped", 1 end   -- the VMM's word: exit.why
    local panic = tail:find(M.PANIC, 1, true)
    local power = tail:find(M.POWER_DOWN, 1, true) or tail:find(M.HALTED)
    if power and (not panic or power < panic) then return "poweroff", 0 end
@@ -233,10 +234,12 @@ end
 
 ---
 -- run(m, {timeout = 60, slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f,
---        on_slice = f(m) called between slices (false ends the run),
+--        on_slice = f(m) called between slices (false ends the run: "interrupted";
+--        false, why ends it "stopped", with why),
 --        wake = f() -> fds: a slice also ends, and on_slice runs, as soon as one of these
 --        is readable (the control socket: vcpu:run's opts.wake)}) ->
---   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,
+--   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|"stopped"|..., status = 0|1,
+--    why = why the VMM stopped it ("stopped"),
 --    exit = last exit, tail = last console text, output = captured console, ports = {},
 --    where = "vcpu0 rip 0x..., ..." after a timeout,
 --    mmio = {}, unclaimed_more = {pio =, mmio =}}
@@ -275,7 +278,10 @@ function M.run(m, opts)
       end
       if not exit then return nil, err, errno end
       if opts.should_stop and opts.should_stop() then exit = { reason = "interrupted" } break end
-      if opts.on_slice and opts.on_slice(m) == false then exit = { reason = "interrupted" } break end
+      if opts.on_slice then
+         local go, why = opts.on_slice(m)
+         if go == false then exit = { reason = why and "stopped" or "interrupted", why = why } break end
+      end
       -- a panic with panic=0 (the user's choice) spins forever: the console tells
       local tail = m.uart:tail()
       if exit.reason == "timeout" and not tail:find(M.PANIC, 1, true)
@@ -302,7 +308,7 @@ function M.run(m, opts)
       end
       where = table.concat(each, ", ")
    end
-   return { result = result, status = status, exit = exit, tail = tail, where = where,
+   return { result = result, status = status, exit = exit, tail = tail, where = where, why = exit.why,
             output = (m.uart:output()), ports = unclaimed.ports, mmio = unclaimed.mmio,
             unclaimed_more = unclaimed.more }
 end

@@ -27,7 +27,9 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   this device alone, after commas: no-mmap=on|off (as --no-mmap),
                   quirk=NAME (as --quirk, repeatable), e.g. 00:03.0,no-mmap=on,quirk=none;
                   port=on: behind a PCIe root port of its own (from 00:10.0), which
-                  the guest's pciehp can power off (the device is then released)
+                  the guest's pciehp can power off (the device is then released); the
+                  host taking it back (an unbind from vfio-pci) unplugs it from the
+                  guest there, where a device with no slot stays until the run ends
   --kernel FILE   an x86-64 bzImage (or a vmlinux ELF), booted through the Linux boot
                   protocol with no firmware; its console (ttyS0) streams to stdout
   --decompress WHERE  host (the default): a bzImage's kernel is decompressed on the
@@ -68,7 +70,8 @@ The guest's debug console goes to stdout. Exit status: 0 pass, 1 fail, 2 device 
 found, 3 guest exception (the guest's result), 4 the guest stopped some other way, 64
 usage error (a bad option or value, a missing --kernel, --initrd or --guest file),
 125 the VM could not be set up, 130 interrupted. With --kernel: 0 when the guest powers
-off or reboots, 1 on a panic (its text on stderr), a triple fault or a timeout.
+off or reboots, 1 on a panic (its text on stderr), a triple fault, a timeout or an
+uncorrectable error the host reports on a device (the run stops, naming it).
 ]]
 
 -- What each option's value must be, for the errors that name it.
@@ -623,7 +626,9 @@ function cli.run_linux(o, how, image)
       io.stderr:write(prog, ": the guest panicked:\n", (r.tail:match(".*(Kernel panic.-)$") or r.tail), "\n")
    end
    local ending = ""
-   if r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
+   if r.why then                      -- the VMM stopped it (a device's error, vfio.vmm.reclaim)
+      ending = ": " .. r.why
+   elseif r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
       local x = r.exit
       ending = (" (exit %s, KVM reason %s%s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
          x.vcpu and (", vcpu " .. x.vcpu) or "", x.code and (", code " .. x.code) or "",
