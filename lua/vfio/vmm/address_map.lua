@@ -11,11 +11,16 @@
 --   1 MiB       RAM on, the kernel (or a multiboot image) at its start
 --   HOLE_START  the hole below 4 GiB, no RAM: ECAM, the 32-bit BAR window, the IOAPIC,
 --               the LAPIC, the pages KVM keeps for itself
---   4 GiB       RAM above the hole (ram_ranges: the part of a RAM size past HOLE_START)
---   512 GiB     the 64-bit BAR window, to 1 TiB
+--   4 GiB       RAM above the hole: the part of a RAM size past HOLE_START (ram_ranges)
+--   RAM's end   the 64-bit BAR window, from the next GiB boundary (mmio64_window), 256 GiB
 --
--- Today's VMM keeps all RAM below the hole (vfio.vmm.vm and vfio.vmm.board refuse more);
--- ram_ranges already says where the rest would go.
+-- A guest's RAM is thus one range or two, and the e820 map, the multiboot memory map, the
+-- VM's slots and the IOMMU's DMA mappings are all made from ram_ranges. Everything a loader
+-- writes (the kernel, the initrd, boot_params) stays below the hole (low_ram_end). RAM may
+-- end up to RAM_END_MAX, which leaves the 64-bit window inside a 40-bit guest physical
+-- address width; the board narrows the BAR windows further to what the IOMMU can address
+-- (its usable IOVA ranges), and the host's memory, the memlock limit and huge pages set
+-- their own limits, each explained where it is met (vfio.vmm.ram).
 -- @module vfio.vmm.address_map
 local M = {}
 
@@ -62,9 +67,14 @@ M.KVM_SYSTEM_PAGES_START = M.KVM_IDENTITY_MAP_START -- the two together, reserve
 M.KVM_SYSTEM_PAGES_SIZE = 0x4000
 
 -- ---- above 4 GiB ----
-M.RAM_HIGH_START = M.FIRST_ADDR_PAST_32BITS -- RAM past HOLE_START continues here (next issue)
-M.MMIO64_START = 512 * GiB       -- 64-bit BARs (prefetchable or large), far above any RAM
-M.MMIO64_SIZE = 512 * GiB        -- to 1 TiB, inside a 40-bit physical address width
+M.RAM_HIGH_START = M.FIRST_ADDR_PAST_32BITS -- RAM past HOLE_START continues here
+M.MMIO64_START = M.FIRST_ADDR_PAST_32BITS -- the lowest the 64-bit BAR window starts (RAM all
+                                 -- below the hole); it starts above RAM's end (mmio64_window)
+M.MMIO64_ALIGN = 1 * GiB         -- the window starts on a GiB boundary past RAM's end
+M.MMIO64_SIZE = 256 * GiB        -- 64-bit BARs (prefetchable or large)
+M.RAM_END_MAX = (1 << 40) - M.MMIO64_SIZE -- RAM ends at or below this: RAM and the window
+                                 -- above it stay inside a 40-bit guest physical width
+M.RAM_SIZE_MAX = M.RAM_END_MAX - (M.RAM_HIGH_START - M.HOLE_START) -- the RAM that reaches it
 
 -- ---- I/O ports ----
 M.IO_PORT_START = 0xc000         -- I/O BARs: above the legacy ISA and PC ports
@@ -87,11 +97,44 @@ function M.ram_ranges(size)
 end
 
 ---
+-- Where guest RAM of `size` bytes ends: the address past its highest byte.
+-- @tparam integer size bytes of guest RAM
+-- @treturn integer the end address
+function M.ram_end(size)
+   local r = M.ram_ranges(size)
+   return r[#r].start + r[#r].size
+end
+
+---
+-- Where RAM below the hole ends, for what a loader must put below 4 GiB (a kernel, an
+-- initrd, boot information): the whole of a small RAM, else HOLE_START.
+-- @tparam integer size bytes of guest RAM
+-- @treturn integer the end address of the low range
+function M.low_ram_end(size)
+   return M.ram_ranges(size)[1].size
+end
+
+---
+-- The 64-bit BAR window of a guest with `size` bytes of RAM: from the first GiB boundary
+-- at or above both 4 GiB and RAM's end, MMIO64_SIZE long.
+-- @tparam integer size bytes of guest RAM
+-- @treturn integer the window's start
+-- @treturn integer its size
+function M.mmio64_window(size)
+   local e = math.max(M.ram_end(size), M.MMIO64_START)
+   return (e + M.MMIO64_ALIGN - 1) & ~(M.MMIO64_ALIGN - 1), M.MMIO64_SIZE
+end
+
+---
 -- The regions above as a list, for checks and listings: `{name =, start =, size =,
 -- boot = "linux" | "multiboot" | nil}` (boot: only that guest kind uses it; nil: every
--- guest), the MMIO and port windows with `space = "io"` for the port window.
+-- guest), the MMIO and port windows with `space = "io"` for the port window. With
+-- `ram_size`, RAM's ranges ("ram", "ram high") are listed too and the 64-bit window sits
+-- above them; without, the window is where it sits over RAM that all fits below the hole.
+-- @tparam[opt] integer ram_size bytes of guest RAM
 -- @treturn {table,...} the regions, by start address
-function M.regions()
+function M.regions(ram_size)
+   local mmio64_start, mmio64_size = M.mmio64_window(ram_size or 0)
    local list = {
       { name = "gdt", start = M.GDT_START, size = M.GDT_SIZE, boot = "linux" },
       { name = "zero page", start = M.ZERO_PAGE_START, size = M.ZERO_PAGE_SIZE, boot = "linux" },
@@ -107,9 +150,17 @@ function M.regions()
       { name = "lapic", start = M.LAPIC_START, size = M.LAPIC_SIZE },
       { name = "kvm identity map", start = M.KVM_IDENTITY_MAP_START, size = M.PAGE_SIZE },
       { name = "kvm tss", start = M.KVM_TSS_START, size = 3 * M.PAGE_SIZE },
-      { name = "mmio64", start = M.MMIO64_START, size = M.MMIO64_SIZE },
+      { name = "mmio64", start = mmio64_start, size = mmio64_size },
       { name = "io ports", start = M.IO_PORT_START, size = M.IO_PORT_SIZE, space = "io" },
    }
+   if ram_size then
+      local r = M.ram_ranges(ram_size)
+      -- low RAM holds the loader's pages: it is listed as what lies from 1 MiB up
+      if r[1].size > M.HIMEM_START then
+         table.insert(list, 7, { name = "ram", start = M.HIMEM_START, size = r[1].size - M.HIMEM_START })
+      end
+      if r[2] then table.insert(list, #list - 1, { name = "ram high", start = r[2].start, size = r[2].size }) end
+   end
    return list
 end
 

@@ -232,7 +232,7 @@ function M.unclaimed_counter(limit)
 end
 
 ---
--- run(m, {timeout = 60, slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f,
+-- run(m, {timeout = 60 (false: no limit), slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f,
 --        on_slice = f(m) called between slices (false ends the run)}) ->
 --   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,
 --    exit = last exit, tail = last console text, output = captured console, ports = {},
@@ -246,7 +246,8 @@ function M.run(m, opts)
    local slice = opts.slice or 0.5
    -- one deadline for the whole run, on the monotonic clock (vfio.vmm.vm.now), passed
    -- down to every slice's run call, which ends at the earlier of the slice and it
-   local deadline = vmlib.deadline(opts.timeout or 60)
+   -- (timeout false: none, the run ends only with the guest or should_stop)
+   local deadline = opts.timeout ~= false and vmlib.deadline(opts.timeout or 60) or nil
    local unclaimed = M.unclaimed_counter()
    local first = opts.handler
    local function handler(x)
@@ -262,7 +263,7 @@ function M.run(m, opts)
    end
    local exit, err, errno
    repeat
-      if vmlib.now() >= deadline then exit = { reason = "timeout" } break end
+      if deadline and vmlib.now() >= deadline then exit = { reason = "timeout" } break end
       -- one vCPU runs on this thread; several run a thread each (vm:run_vcpus), and
       -- their exits that need Lua reach this handler one at a time
       if m.vcpus and #m.vcpus > 1 then

@@ -42,12 +42,22 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   halt polling; default the kernel's halt_poll_ns): lower I/O latency
                   for a CPU spent spinning
   --guest FILE    the multiboot guest, without --kernel (default %s)
-  --mem SIZE      guest RAM: MiB, or with a suffix K, M, G (512M, 1G; default 64M,
-                  256M with --kernel; 2M to %dM)
+  --mem SIZE      guest RAM: MiB, or with a suffix K, M, G, T (512M, 6G; default 64M,
+                  256M with --kernel; 2M to %dM): up to %d MiB below the hole under
+                  4 GiB, the rest from 4 GiB up (the e820 map says so); the host's
+                  memory, the memlock limit (ulimit -l: VFIO pins DMA-mapped RAM) and
+                  the IOMMU's aperture bound it further, each failure saying which
+  --mem-backing KIND  where guest RAM comes from: anonymous (the default: private
+                  memory, transparent huge pages asked for), memfd (a sealed memfd,
+                  shareable with another process) or hugetlbfs (as --hugepages)
+  --hugepages [PATH]  guest RAM on huge pages: a huge-page memfd of the default size,
+                  or a file in the hugetlbfs mount PATH; too few reserved pages is an
+                  error that says how many to reserve
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
                   every built-in quirk matching the device
   --cmdline ARGS  the guest's multiboot command line
-  --timeout S     end the run after S seconds (default 120)
+  --timeout S     end the run after S seconds (S > 0; default: no limit, the guest
+                  runs until it powers off, reboots, panics or the user stops it)
   --no-mmap       trap every BAR access in C, no BAR memory slots (QEMU's x-no-mmap)
   --trace         log every trapped access on stderr (config and BARs go through Lua)
   --plan          print the layout (BARs, mapped and trapped parts, interrupts, quirks)
@@ -70,7 +80,8 @@ local WANTS = {
    ["--guest"] = "a multiboot guest file", ["--append"] = "kernel command line arguments",
    ["--decompress"] = "host or guest", ["--cpus"] = "a whole number of vCPUs",
    ["--halt-poll-us"] = "a whole number of microseconds",
-   ["--mem"] = "a size in MiB or with a suffix (512M, 1G)", ["--quirk"] = "a quirk name or none",
+   ["--mem"] = "a size in MiB or with a suffix (512M, 6G)", ["--quirk"] = "a quirk name or none",
+   ["--mem-backing"] = "anonymous, memfd or hugetlbfs", ["--hugepages"] = "a hugetlbfs mount",
    ["--cmdline"] = "the guest's command line", ["--timeout"] = "a number of seconds",
    ["--completion"] = "bash, zsh or fish",
 }
@@ -154,11 +165,13 @@ local function whole(v) return math.tointeger(tonumber(v)) end
 function cli.parser(how)
    local synopsis = ("usage: %s --device BDF[,no-mmap=on][,quirk=NAME]... [--kernel BZIMAGE "
       .. "[--initrd FILE] [--append ARGS] [--decompress host|guest] [--cpus N]] [--guest FILE] "
-      .. "[--mem SIZE] [--quirk NAME]... [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] "
+      .. "[--mem SIZE] [--mem-backing KIND] [--hugepages [PATH]] [--quirk NAME]... [--cmdline ARGS] "
+      .. "[--timeout S] [--no-mmap] [--trace] "
       .. "[--plan] [--version]"):format(how.usage)
    local p = argparse(how.prog, "Boot a guest in a KVM VM with VFIO devices passed through.")
       :add_help(false):usage(synopsis)
-      :help(synopsis .. "\n\n" .. HELP:format(how.guest, address_map.HOLE_START >> 20))
+      :help(synopsis .. "\n\n" .. HELP:format(how.guest, address_map.RAM_SIZE_MAX >> 20,
+                                                address_map.HOLE_START >> 20))
    p:flag("-h --help", "Print the help and exit.")
       :action(function() io.stdout:write(p:get_help()) os.exit(0) end)
    p:flag("--version", "Print the version and exit.")
@@ -184,15 +197,25 @@ function cli.parser(how)
    p:option("--halt-poll-us", "KVM halt polling in microseconds."):argname("N")
       :target("halt_poll_us"):convert(converter("--halt-poll-us", whole))
    p:option("--guest", "The multiboot guest, without --kernel."):argname("FILE")
-   p:option("--mem", "Guest RAM: MiB, or 512M, 1G."):argname("SIZE")
+   p:option("--mem", "Guest RAM: MiB, or 512M, 6G."):argname("SIZE")
       :convert(converter("--mem", cli.parse_size))
+   p:option("--mem-backing", "Where guest RAM comes from: anonymous, memfd or hugetlbfs.")
+      :argname("KIND"):target("mem_backing"):choices { "anonymous", "memfd", "hugetlbfs" }
+   p:option("--hugepages", "Guest RAM on huge pages (PATH: a hugetlbfs mount).")
+      :argname("PATH"):args("?")
    p:option("--quirk", "Apply only the named quirks (none for none)."):argname("NAME")
       :count("*"):target("quirks")
    p:option("--cmdline", "The multiboot guest's command line."):argname("ARGS")
-   p:option("--timeout", "End the run after S seconds."):argname("S")
-      :convert(converter("--timeout", function(v)
+   p:option("--timeout", "End the run after S seconds (default: no limit)."):argname("S")
+      :convert(function(v)
          local n = tonumber(v)
-         return n and n > 0 and n < math.huge and n or nil end))
+         if n == 0 then
+            return nil, "--timeout 0: a run limit must be more than 0 seconds; leave --timeout out "
+               .. "for no limit"
+         end
+         if n and n > 0 and n < math.huge then return n end
+         return nil, wanted("--timeout", v)
+      end)
    p:flag("--no-mmap", "Trap every BAR access, no BAR memory slots."):target("no_mmap")
    p:flag("--trace", "Log every trapped access on stderr.")
    p:flag("--plan", "Print the layout without starting a VM.")
@@ -211,13 +234,15 @@ local function reword(msg)
 end
 
 --- Parse the command line into the run's options, checking everything that needs no device.
--- Defaults are filled in (timeout 120, cpus 1, mem 64 or 256 MiB with --kernel), each
+-- Defaults are filled in (no timeout: false, cpus 1, mem 64 or 256 MiB with --kernel,
+-- mem_backing anonymous, or hugetlbfs with --hugepages), each
 -- device's no_mmap and quirk names fall back to the command's, and the values are
 -- checked against each other.
 -- @tparam {string,...} argv the arguments (arg)
 -- @tparam table how as for cli.parser
 -- @treturn[1] table the options: devices = {{name=, no_mmap=, quirks=}...}, kernel,
--- initrd, append, decompress, cpus, halt_poll_us, guest, mem, quirks, cmdline, timeout,
+-- initrd, append, decompress, cpus, halt_poll_us, guest, mem (MiB), mem_backing,
+-- hugetlbfs (a mount, or nil), quirks, cmdline, timeout (seconds, or false: none),
 -- no_mmap, trace, plan
 -- @treturn[2] nil on a usage error
 -- @treturn[2] string the message (without the program's name)
@@ -231,7 +256,15 @@ function cli.parse(argv, how)
    o.guest_given = o.guest ~= nil
    o.guest = o.guest or how.guest
    o.cpus = o.cpus or 1
-   o.timeout = o.timeout or 120
+   o.timeout = o.timeout or false
+   if o.hugepages then
+      if o.mem_backing and o.mem_backing ~= "hugetlbfs" then
+         return nil, ("--hugepages puts guest RAM on huge pages: it cannot go with --mem-backing %s")
+            :format(o.mem_backing)
+      end
+      o.mem_backing, o.hugetlbfs = "hugetlbfs", o.hugepages[1]
+   end
+   o.mem_backing = o.mem_backing or "anonymous"
    o.mem = o.mem or (o.kernel and 256 or 64)
    if o.cpus < 1 then return nil, ("--cpus %d: at least 1"):format(o.cpus) end
    if o.cpus > 64 then return nil, ("--cpus %d: at most 64"):format(o.cpus) end
@@ -241,13 +274,13 @@ function cli.parse(argv, how)
    end
    if o.initrd and not o.kernel then return nil, "--initrd needs --kernel" end
    local board = require "vfio.vmm.board"
-   if not board.check_mem(o.mem) then
+   local fits, why = board.check_mem(o.mem)
+   if not fits then
       local given
       for i, a in ipairs(argv) do
          given = a:match("^%-%-mem=(.*)$") or (a == "--mem" and argv[i + 1]) or given
       end
-      return nil, ("--mem %s: guest RAM of %d MiB: it must be 2 to %d MiB (above, it would cover "
-         .. "the ECAM window at %#x)"):format(given or o.mem, o.mem, board.MAX_MEM_MIB, board.ECAM_BASE)
+      return nil, ("--mem %s: %s"):format(given or o.mem, why)
    end
    for _, d in ipairs(o.devices) do
       if d.no_mmap == nil then d.no_mmap = o.no_mmap or nil end
@@ -436,8 +469,8 @@ end
 -- through the PIC. Every device is added to it (slots, lines, BARs).
 local function build_board(o, how, devices, cleanup, trace)
    local board, err = require("vfio.vmm.board").new {
-      mem_mib = o.mem, trace = trace, vm = { cpus = o.cpus }, halt_poll_us = o.halt_poll_us,
-      legacy_intx = not o.kernel, plan = o.plan }
+      mem_mib = o.mem, backing = o.mem_backing, hugetlbfs = o.hugetlbfs, trace = trace,
+      vm = { cpus = o.cpus }, halt_poll_us = o.halt_poll_us, legacy_intx = not o.kernel, plan = o.plan }
    if not board then
       cleanup()
       die(how, EXIT.setup, "%s", tostring(err))

@@ -22,11 +22,14 @@ M.HIGH = address_map.HIMEM_START -- where a kernel that cannot move is loaded
 M.LOW_RAM_END = address_map.EBDA_START -- conventional memory; the EBDA and BIOS area follow
 M.BOOT_CS, M.BOOT_DS = 0x10, 0x18
 -- The 64-bit entry's identity map: a PML4, a PDPT and four page directories of 2 MiB
--- pages covering the low 4 GiB (RAM is below 4 GiB here), from PML4 to PAGE_TABLES_END.
+-- pages covering the low 4 GiB, from PML4 to PAGE_TABLES_END. That is all the entry needs:
+-- everything the loader writes lies below the hole, and the kernel builds its own map of
+-- RAM above 4 GiB (from the e820 map) before it touches it.
 M.PML4 = address_map.PAGE_TABLES_START
 M.PAGE_TABLES_END = address_map.PAGE_TABLES_END
--- RAM past this is refused: it would reach the IOAPIC (and the e820 map names no hole).
-M.RAM_MAX = address_map.IOAPIC_START
+-- RAM past this is refused (address_map.RAM_SIZE_MAX: RAM and the 64-bit BAR window above
+-- it inside a 40-bit guest physical width).
+M.RAM_MAX = address_map.RAM_SIZE_MAX
 -- A vmlinux without a bzImage around it has no setup header: its command line limit is
 -- x86's COMMAND_LINE_SIZE less the NUL.
 M.VMLINUX_CMDLINE_SIZE = address_map.CMDLINE_SIZE - 1
@@ -115,15 +118,19 @@ end
 
 ---
 -- e820(ram_size) -> {{addr, size, type}}: low RAM, the EBDA and BIOS area (where the MP
--- table lives), RAM from 1 MiB up, and the pages KVM keeps for the real-mode TSS.
+-- table lives), RAM from 1 MiB to the hole (or RAM's end), the pages KVM keeps for the
+-- real-mode TSS, and RAM past the hole from 4 GiB (address_map.ram_ranges), by address.
 function M.e820(ram_size)
-   return {
+   local ranges = address_map.ram_ranges(ram_size)
+   local map = {
       { addr = 0, size = M.LOW_RAM_END, type = M.E820_RAM },
       { addr = M.LOW_RAM_END, size = M.HIGH - M.LOW_RAM_END, type = M.E820_RESERVED },
-      { addr = M.HIGH, size = ram_size - M.HIGH, type = M.E820_RAM },
+      { addr = M.HIGH, size = ranges[1].size - M.HIGH, type = M.E820_RAM },
       { addr = address_map.KVM_SYSTEM_PAGES_START, size = address_map.KVM_SYSTEM_PAGES_SIZE,
         type = M.E820_RESERVED },
    }
+   if ranges[2] then map[#map + 1] = { addr = ranges[2].start, size = ranges[2].size, type = M.E820_RAM } end
+   return map
 end
 
 -- Where the initrd goes: below the top of RAM (and initrd_addr_max), above `above`.
@@ -142,6 +149,7 @@ end
 -- the initrd below the top of RAM (and initrd_addr_max) but above all that.
 local function plan(h, ram, initrd_size, cmdline)
    local p = {}
+   local low = address_map.low_ram_end(ram)   -- the kernel and the initrd stay below the hole
    if #cmdline > h.cmdline_size then
       return nil, ("command line of %d bytes exceeds the kernel's cmdline_size %d"):format(#cmdline, h.cmdline_size)
    end
@@ -157,12 +165,12 @@ local function plan(h, ram, initrd_size, cmdline)
    end
    local run_at = math.max(align_up(p.load, h.kernel_alignment), h.pref_address)
    p.kernel_end = math.max(run_at + h.init_size, p.load + h.kernel_size)
-   if p.kernel_end > ram then
+   if p.kernel_end > low then
       return nil, ("kernel needs %d MiB but --mem gives %d"):format(
-         align_up(p.kernel_end, MiB) // MiB, ram // MiB)
+         align_up(p.kernel_end, MiB) // MiB, low // MiB)
    end
    local ierr
-   p.initrd, ierr = place_initrd(initrd_size, h.initrd_addr_max, p.kernel_end, ram)
+   p.initrd, ierr = place_initrd(initrd_size, h.initrd_addr_max, p.kernel_end, low)
    if ierr then return nil, ierr end
    return p
 end
@@ -274,7 +282,7 @@ function M.load_vmlinux(mem, vml, opts)
       return nil, ("command line of %d bytes exceeds the kernel's cmdline_size %d"):format(#cmdline, cmdline_size)
    end
    if cmdline:find("\0", 1, true) then return nil, "command line contains NUL" end
-   local initrd_at, ierr = place_initrd(#initrd, initrd_max, vml.end_, ram)
+   local initrd_at, ierr = place_initrd(#initrd, initrd_max, vml.end_, address_map.low_ram_end(ram))
    if ierr then return nil, ierr end
 
    local ok, lerr = require("vfio.vmm.vmlinux").load(mem, vml)
