@@ -82,15 +82,22 @@ M.IO_PORT_SIZE = 0x4000          -- to 0xffff
 
 ---
 -- The guest-physical RAM ranges of a guest with `size` bytes of RAM: [0, HOLE_START) holds
--- what fits below the hole, the rest starts at 4 GiB.
+-- what fits below the hole, the rest starts at 4 GiB. `below` puts less below the hole
+-- (as QEMU's max-ram-below-4g): a guest with little RAM can still have some above 4 GiB.
 -- @tparam integer size bytes of guest RAM (at least 0)
+-- @tparam[opt=HOLE_START] integer below the most RAM below the hole (1 MiB to HOLE_START)
 -- @treturn {table,...} `{start =, size =}` each, lowest first: one range, or two when
--- `size` passes HOLE_START
-function M.ram_ranges(size)
+-- `size` passes HOLE_START (or `below`)
+function M.ram_ranges(size, below)
    if math.type(size) ~= "integer" or size < 0 then
       error(("RAM size must be a non-negative integer, got %s"):format(tostring(size)), 2)
    end
-   local low = math.min(size, M.HOLE_START)
+   below = below or M.HOLE_START
+   if math.type(below) ~= "integer" or below < M.HIMEM_START or below > M.HOLE_START then
+      error(("RAM below 4 GiB must be an integer in [%#x, %#x], got %s"):format(M.HIMEM_START,
+         M.HOLE_START, tostring(below)), 2)
+   end
+   local low = math.min(size, below)
    local ranges = { { start = M.RAM_START, size = low } }
    if size > low then ranges[2] = { start = M.RAM_HIGH_START, size = size - low } end
    return ranges
@@ -99,29 +106,32 @@ end
 ---
 -- Where guest RAM of `size` bytes ends: the address past its highest byte.
 -- @tparam integer size bytes of guest RAM
+-- @tparam[opt] integer below as for ram_ranges
 -- @treturn integer the end address
-function M.ram_end(size)
-   local r = M.ram_ranges(size)
+function M.ram_end(size, below)
+   local r = M.ram_ranges(size, below)
    return r[#r].start + r[#r].size
 end
 
 ---
 -- Where RAM below the hole ends, for what a loader must put below 4 GiB (a kernel, an
--- initrd, boot information): the whole of a small RAM, else HOLE_START.
+-- initrd, boot information): the whole of a small RAM, else HOLE_START (or `below`).
 -- @tparam integer size bytes of guest RAM
+-- @tparam[opt] integer below as for ram_ranges
 -- @treturn integer the end address of the low range
-function M.low_ram_end(size)
-   return M.ram_ranges(size)[1].size
+function M.low_ram_end(size, below)
+   return M.ram_ranges(size, below)[1].size
 end
 
 ---
 -- The 64-bit BAR window of a guest with `size` bytes of RAM: from the first GiB boundary
 -- at or above both 4 GiB and RAM's end, MMIO64_SIZE long.
 -- @tparam integer size bytes of guest RAM
+-- @tparam[opt] integer below as for ram_ranges
 -- @treturn integer the window's start
 -- @treturn integer its size
-function M.mmio64_window(size)
-   local e = math.max(M.ram_end(size), M.MMIO64_START)
+function M.mmio64_window(size, below)
+   local e = math.max(M.ram_end(size, below), M.MMIO64_START)
    return (e + M.MMIO64_ALIGN - 1) & ~(M.MMIO64_ALIGN - 1), M.MMIO64_SIZE
 end
 
@@ -132,9 +142,10 @@ end
 -- `ram_size`, RAM's ranges ("ram", "ram high") are listed too and the 64-bit window sits
 -- above them; without, the window is where it sits over RAM that all fits below the hole.
 -- @tparam[opt] integer ram_size bytes of guest RAM
+-- @tparam[opt] integer below as for ram_ranges
 -- @treturn {table,...} the regions, by start address
-function M.regions(ram_size)
-   local mmio64_start, mmio64_size = M.mmio64_window(ram_size or 0)
+function M.regions(ram_size, below)
+   local mmio64_start, mmio64_size = M.mmio64_window(ram_size or 0, below)
    local list = {
       { name = "gdt", start = M.GDT_START, size = M.GDT_SIZE, boot = "linux" },
       { name = "zero page", start = M.ZERO_PAGE_START, size = M.ZERO_PAGE_SIZE, boot = "linux" },
@@ -154,7 +165,7 @@ function M.regions(ram_size)
       { name = "io ports", start = M.IO_PORT_START, size = M.IO_PORT_SIZE, space = "io" },
    }
    if ram_size then
-      local r = M.ram_ranges(ram_size)
+      local r = M.ram_ranges(ram_size, below)
       -- low RAM holds the loader's pages: it is listed as what lies from 1 MiB up
       if r[1].size > M.HIMEM_START then
          table.insert(list, 7, { name = "ram", start = M.HIMEM_START, size = r[1].size - M.HIMEM_START })

@@ -24,7 +24,7 @@
 -- A board with `plan = true` has no VM: it seats the devices and places their BARs as a
 -- real one would, and board:plan() says what the run would make of them.
 --
---   local b = board.new{mem_mib=, backing=, hugetlbfs=, trace=fn, legacy_intx=, vm={cpus=},
+--   local b = board.new{mem_mib=, ram_below_4g=, backing=, hugetlbfs=, trace=fn, legacy_intx=, vm={cpus=},
 --                       halt_poll_us=}
 --   b:add_devices{d1, d2...}   b:add_device(d [, {slot=, fn=}])   b:remove_device(d)
 --   b:boot(path, opts) (multiboot)   b:boot_linux(opts)   b:plan()   b:close()
@@ -83,8 +83,8 @@ local function close_fail(self, what, err, errno)
 end
 
 ---
--- board.new{mem_mib = 64, backing = "anonymous" | "memfd" | "hugetlbfs", hugetlbfs = a
---   mount (vfio.vmm.ram), trace = fn(line), legacy_intx = false, vm = opts for
+-- board.new{mem_mib = 64, ram_below_4g = bytes (address_map.ram_ranges), backing =
+--   "anonymous" | "memfd" | "hugetlbfs", hugetlbfs = a mount (vfio.vmm.ram), trace = fn(line), legacy_intx = false, vm = opts for
 --   vfio.vmm.vm.create (cpus=), halt_poll_us = n, windows = BAR windows (default
 --   layout.windows for this RAM), plan = true: no VM, for board:plan()} -> board, or nil,
 --   message, errno.
@@ -97,7 +97,9 @@ function M.new(opts)
       trace = opts.trace, mem_mib = mib, devices = {}, by_devfn = {}, seats = {},
       dma = {}, groups = {}, next_slot = M.FIRST_SLOT, reserved = {},
       intx_lines = opts.legacy_intx and M.LEGACY_LINES or M.IOAPIC_LINES,
-      bars = layout.new { windows = opts.windows or layout.windows(mib << 20) },
+      ram_below_4g = opts.ram_below_4g,
+      bars = layout.new { windows = opts.windows
+                          or layout.windows(mib << 20, opts.ram_below_4g) },
       backing = opts.backing or (opts.vm and opts.vm.backing) or "anonymous",
    }, Board)
    -- One host bridge decode (vfio.core.pcihost, in C): installed as handled ranges, or
@@ -109,6 +111,7 @@ function M.new(opts)
    for k, v in pairs(opts.vm or {}) do vmopts[k] = v end
    vmopts.mem_mib = mib
    vmopts.backing = b.backing
+   vmopts.ram_below_4g = b.ram_below_4g
    vmopts.hugetlbfs = opts.hugetlbfs or vmopts.hugetlbfs
    local m, err, errno = vmlib.create(vmopts)
    if not m then return nil, err, errno end
@@ -166,7 +169,7 @@ function Board:intx_line(slot, pin) return M.intx_gsi(slot, pin, self.intx_lines
 -- lies inside the container's usable IOVA ranges (mapped at IOVA == guest-physical).
 function Board:map_dma(container)
    if not container or self.dma[container] then return true end
-   local fits, why = ram.check_aperture(self.mem_mib << 20, ram.iova_ranges(container))
+   local fits, why = ram.check_aperture(self.mem_mib << 20, ram.iova_ranges(container), self.ram_below_4g)
    if not fits then return nil, why end
    local done = {}
    for _, s in ipairs(self.vm:memory()) do
@@ -304,7 +307,7 @@ function Board:plan()
       out[#out + 1] = ("device %s -> guest 00:%02x.%d"):format(desc.id, seat.slot, seat.fn)
       out[#out + 1] = ("host bridge 00:00.0, config: CF8/CFC and ECAM at %#x"):format(M.ECAM_BASE)
       local ranges = {}
-      for i, r in ipairs(address_map.ram_ranges(self.mem_mib << 20)) do
+      for i, r in ipairs(address_map.ram_ranges(self.mem_mib << 20, self.ram_below_4g)) do
          ranges[i] = ("0x%x..0x%x"):format(r.start, r.start + r.size - 1)
       end
       out[#out + 1] = ("guest RAM %d MiB (%s) at %s, mapped for device DMA at IOVA == GPA")

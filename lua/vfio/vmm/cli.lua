@@ -42,11 +42,13 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   halt polling; default the kernel's halt_poll_ns): lower I/O latency
                   for a CPU spent spinning
   --guest FILE    the multiboot guest, without --kernel (default %s)
-  --mem SIZE      guest RAM: MiB, or with a suffix K, M, G, T (512M, 6G; default 64M,
-                  256M with --kernel; 2M to %dM): up to %d MiB below the hole under
-                  4 GiB, the rest from 4 GiB up (the e820 map says so); the host's
-                  memory, the memlock limit (ulimit -l: VFIO pins DMA-mapped RAM) and
-                  the IOMMU's aperture bound it further, each failure saying which
+  --mem SIZE[,below-4g=SIZE]  guest RAM: MiB, or with a suffix K, M, G, T (512M,
+                  6G; default 64M, 256M with --kernel; 2M to %dM): up to %d MiB below
+                  the hole under 4 GiB (or below-4g, at least 1M, as QEMU's
+                  max-ram-below-4g), the rest from 4 GiB up (the e820 map says so);
+                  the host's memory, the memlock limit (ulimit -l: VFIO pins
+                  DMA-mapped RAM) and the IOMMU's aperture bound it further, each
+                  failure saying which
   --mem-backing KIND  where guest RAM comes from: anonymous (the default: private
                   memory, transparent huge pages asked for), memfd (a sealed memfd,
                   shareable with another process) or hugetlbfs (as --hugepages)
@@ -197,8 +199,14 @@ function cli.parser(how)
    p:option("--halt-poll-us", "KVM halt polling in microseconds."):argname("N")
       :target("halt_poll_us"):convert(converter("--halt-poll-us", whole))
    p:option("--guest", "The multiboot guest, without --kernel."):argname("FILE")
-   p:option("--mem", "Guest RAM: MiB, or 512M, 6G."):argname("SIZE")
-      :convert(converter("--mem", cli.parse_size))
+   p:option("--mem", "Guest RAM: MiB, or 512M, 6G; ,below-4g=SIZE puts less below 4 GiB.")
+      :argname("SIZE"):convert(function(v)
+         local size, below = v:match("^([^,]*),below%-4g=(.*)$")
+         local mib = cli.parse_size(size or v)
+         local below_mib = below and cli.parse_size(below)
+         if not mib or (below and not below_mib) then return nil, wanted("--mem", v) end
+         return { mib = mib, below_mib = below_mib }
+      end)
    p:option("--mem-backing", "Where guest RAM comes from: anonymous, memfd or hugetlbfs.")
       :argname("KIND"):target("mem_backing"):choices { "anonymous", "memfd", "hugetlbfs" }
    p:option("--hugepages", "Guest RAM on huge pages (PATH: a hugetlbfs mount).")
@@ -241,7 +249,8 @@ end
 -- @tparam {string,...} argv the arguments (arg)
 -- @tparam table how as for cli.parser
 -- @treturn[1] table the options: devices = {{name=, no_mmap=, quirks=}...}, kernel,
--- initrd, append, decompress, cpus, halt_poll_us, guest, mem (MiB), mem_backing,
+-- initrd, append, decompress, cpus, halt_poll_us, guest, mem (MiB), mem_below_4g (MiB or
+-- nil), mem_backing,
 -- hugetlbfs (a mount, or nil), quirks, cmdline, timeout (seconds, or false: none),
 -- no_mmap, trace, plan
 -- @treturn[2] nil on a usage error
@@ -265,7 +274,12 @@ function cli.parse(argv, how)
       o.mem_backing, o.hugetlbfs = "hugetlbfs", o.hugepages[1]
    end
    o.mem_backing = o.mem_backing or "anonymous"
-   o.mem = o.mem or (o.kernel and 256 or 64)
+   local mem = o.mem or { mib = o.kernel and 256 or 64 }
+   o.mem, o.mem_below_4g = mem.mib, mem.below_mib
+   if o.mem_below_4g and (o.mem_below_4g < 1 or o.mem_below_4g > address_map.HOLE_START >> 20) then
+      return nil, ("--mem below-4g=%d MiB: it must be 1 to %d MiB (the hole begins at %#x)")
+         :format(o.mem_below_4g, address_map.HOLE_START >> 20, address_map.HOLE_START)
+   end
    if o.cpus < 1 then return nil, ("--cpus %d: at least 1"):format(o.cpus) end
    if o.cpus > 64 then return nil, ("--cpus %d: at most 64"):format(o.cpus) end
    if o.cpus > 1 and not o.kernel then return nil, "--cpus needs --kernel (the test program is one CPU)" end
@@ -400,7 +414,8 @@ local function check_inputs(o, how)
       f:close()
       local hdr, why
       if require("vfio.vmm.vmlinux").is_elf(image) then
-         hdr, why = require("vfio.vmm.vmlinux").from_string(image, o.mem << 20, o.kernel)
+         hdr, why = require("vfio.vmm.vmlinux").from_string(image,
+            address_map.low_ram_end(o.mem << 20, o.mem_below_4g and o.mem_below_4g << 20), o.kernel)
          if not hdr then die(how, EXIT.setup, "kernel %s", why) end
       else
          hdr, why = require("vfio.vmm.linux").parse(image)
@@ -469,7 +484,8 @@ end
 -- through the PIC. Every device is added to it (slots, lines, BARs).
 local function build_board(o, how, devices, cleanup, trace)
    local board, err = require("vfio.vmm.board").new {
-      mem_mib = o.mem, backing = o.mem_backing, hugetlbfs = o.hugetlbfs, trace = trace,
+      mem_mib = o.mem, ram_below_4g = o.mem_below_4g and o.mem_below_4g << 20,
+      backing = o.mem_backing, hugetlbfs = o.hugetlbfs, trace = trace,
       vm = { cpus = o.cpus }, halt_poll_us = o.halt_poll_us, legacy_intx = not o.kernel, plan = o.plan }
    if not board then
       cleanup()

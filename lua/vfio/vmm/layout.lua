@@ -18,11 +18,12 @@ local function window(start, size) return { base = start, limit = start + size -
 -- a q35-like guest): 32-bit MMIO below the IOAPIC/LAPIC, 64-bit MMIO from the first GiB
 -- boundary above RAM's end (address_map.mmio64_window), ports above the legacy range.
 -- @tparam[opt=0] integer ram_size bytes of guest RAM
+-- @tparam[opt] integer below the most RAM below the hole (address_map.ram_ranges)
 -- @treturn table `{mmio32 =, mmio64 =, io =}`, each `{base =, limit =}`
-function layout.windows(ram_size)
+function layout.windows(ram_size, below)
    return {
       mmio32 = window(address_map.MMIO32_START, address_map.MMIO32_SIZE),
-      mmio64 = window(address_map.mmio64_window(ram_size or 0)),
+      mmio64 = window(address_map.mmio64_window(ram_size or 0, below)),
       io = window(address_map.IO_PORT_START, address_map.IO_PORT_SIZE),
    }
 end

@@ -117,11 +117,11 @@ function M.parse(image)
 end
 
 ---
--- e820(ram_size) -> {{addr, size, type}}: low RAM, the EBDA and BIOS area (where the MP
+-- e820(ram_size [, below]) -> {{addr, size, type}}: low RAM, the EBDA and BIOS area (where the MP
 -- table lives), RAM from 1 MiB to the hole (or RAM's end), the pages KVM keeps for the
 -- real-mode TSS, and RAM past the hole from 4 GiB (address_map.ram_ranges), by address.
-function M.e820(ram_size)
-   local ranges = address_map.ram_ranges(ram_size)
+function M.e820(ram_size, below)
+   local ranges = address_map.ram_ranges(ram_size, below)
    local map = {
       { addr = 0, size = M.LOW_RAM_END, type = M.E820_RAM },
       { addr = M.LOW_RAM_END, size = M.HIGH - M.LOW_RAM_END, type = M.E820_RESERVED },
@@ -147,9 +147,8 @@ end
 
 -- The placement: where the kernel goes, how far it reaches while it decompresses, and
 -- the initrd below the top of RAM (and initrd_addr_max) but above all that.
-local function plan(h, ram, initrd_size, cmdline)
+local function plan(h, low, initrd_size, cmdline)
    local p = {}
-   local low = address_map.low_ram_end(ram)   -- the kernel and the initrd stay below the hole
    if #cmdline > h.cmdline_size then
       return nil, ("command line of %d bytes exceeds the kernel's cmdline_size %d"):format(#cmdline, h.cmdline_size)
    end
@@ -196,9 +195,9 @@ local function page_tables()
 end
 
 -- boot_params: zeroed, the setup header at 0x1f1, then what the loader fills.
-local function write_boot_params(mem, header, loadflags, ram, cmdline_addr, initrd, initrd_size)
+local function write_boot_params(mem, header, loadflags, ram, below, cmdline_addr, initrd, initrd_size)
    local bp = M.BOOT_PARAMS
-   local e820 = M.e820(ram)
+   local e820 = M.e820(ram, below)
    mem:fill(bp, address_map.ZERO_PAGE_SIZE, 0)
    mem:write(bp + O.setup_sects, header)
    mem:write(bp + O.type_of_loader, string.pack("<I1", 0xff)) -- no registered loader id
@@ -217,7 +216,8 @@ end
 
 
 ---
--- load(mem, image, {ram_size=, cmdline="", initrd=bytes}) ->
+-- load(mem, image, {ram_size=, ram_below_4g= (address_map.ram_ranges' below), cmdline="",
+--   initrd=bytes}) ->
 --   {entry=, boot_params=, gdt_base=, gdt_limit=, load=, kernel_end=, initrd=, initrd_size=,
 --    cmdline=, e820=, header=}, or nil, message. Nothing is written when it fails.
 function M.load(mem, image, opts)
@@ -228,7 +228,8 @@ function M.load(mem, image, opts)
    local h, err = M.parse(image)
    if not h then return nil, err end
    if ram < 2 * MiB or ram > M.RAM_MAX then return nil, ("RAM size 0x%x unsupported"):format(ram) end
-   local p, perr = plan(h, ram, #initrd, cmdline)
+   -- the kernel and the initrd stay below the hole
+   local p, perr = plan(h, address_map.low_ram_end(ram, opts.ram_below_4g), #initrd, cmdline)
    if not p then return nil, perr end
 
    mem:write(p.load, image:sub(h.kernel_offset + 1))
@@ -237,7 +238,7 @@ function M.load(mem, image, opts)
    mem:write(M.GDT, gdt())
 
    local bp, e820 = write_boot_params(mem, image:sub(O.setup_sects + 1, h.header_end), h.loadflags,
-                                      ram, M.CMDLINE, p.initrd, #initrd)
+                                      ram, opts.ram_below_4g, M.CMDLINE, p.initrd, #initrd)
    return { entry = p.entry, boot_params = bp, gdt_base = M.GDT, gdt_limit = #gdt() - 1,
             load = p.load, kernel_end = p.kernel_end, initrd = p.initrd, initrd_size = #initrd,
             cmdline = M.CMDLINE, e820 = e820, header = h }
@@ -261,8 +262,8 @@ local function vmlinux_header()
 end
 
 ---
--- load_vmlinux(mem, vml, {ram_size=, cmdline="", initrd=bytes, image=the bzImage it came
--- from, if any}) -> {entry=, boot_params=, gdt_base=, gdt_limit=, cr3=, load=,
+-- load_vmlinux(mem, vml, {ram_size=, ram_below_4g=, cmdline="", initrd=bytes, image=the
+-- bzImage it came from, if any}) -> {entry=, boot_params=, gdt_base=, gdt_limit=, cr3=, load=,
 -- kernel_end=, initrd=, ...} or nil, message. vml is vfio.vmm.vmlinux.open's (checked
 -- against ram_size already); its segments are written here. Nothing is written when the
 -- placement fails.
@@ -282,7 +283,8 @@ function M.load_vmlinux(mem, vml, opts)
       return nil, ("command line of %d bytes exceeds the kernel's cmdline_size %d"):format(#cmdline, cmdline_size)
    end
    if cmdline:find("\0", 1, true) then return nil, "command line contains NUL" end
-   local initrd_at, ierr = place_initrd(#initrd, initrd_max, vml.end_, address_map.low_ram_end(ram))
+   local initrd_at, ierr = place_initrd(#initrd, initrd_max, vml.end_,
+                                        address_map.low_ram_end(ram, opts.ram_below_4g))
    if ierr then return nil, ierr end
 
    local ok, lerr = require("vfio.vmm.vmlinux").load(mem, vml)
@@ -291,7 +293,8 @@ function M.load_vmlinux(mem, vml, opts)
    mem:write(M.CMDLINE, cmdline .. "\0")
    mem:write(M.GDT, gdt(true))
    mem:write(M.PML4, page_tables())
-   local bp, e820 = write_boot_params(mem, header, loadflags, ram, M.CMDLINE, initrd_at, #initrd)
+   local bp, e820 = write_boot_params(mem, header, loadflags, ram, opts.ram_below_4g, M.CMDLINE,
+                                      initrd_at, #initrd)
    return { entry = vml.entry, boot_params = bp, gdt_base = M.GDT, gdt_limit = #gdt(true) - 1,
             cr3 = M.PML4, long_mode = true, load = vml.start, kernel_end = vml.end_, initrd = initrd_at,
             initrd_size = #initrd, cmdline = M.CMDLINE, e820 = e820 }

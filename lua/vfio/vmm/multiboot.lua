@@ -98,13 +98,14 @@ end
 local function overlaps(a, alen, b, blen) return a < b + blen and b < a + alen end
 
 ---
--- load(mem, image, {ram_size=, cmdline=, info_addr=0x9000 (address_map.MULTIBOOT_INFO_START)})
+-- load(mem, image, {ram_size=, ram_below_4g= (address_map.ram_ranges' below), cmdline=,
+--   info_addr=0x9000 (address_map.MULTIBOOT_INFO_START)})
 --   -> entry, info_addr
 -- or nil, message. Segments must lie inside RAM and clear of the information area.
 function M.load(mem, image, opts)
    opts = opts or {}
    local ram_size = assert(opts.ram_size, "ram_size required")
-   local ranges = address_map.ram_ranges(ram_size)
+   local ranges = address_map.ram_ranges(ram_size, opts.ram_below_4g)
    local ram = ranges[1].size -- the image and the information lie below the hole
    local info = opts.info_addr or address_map.MULTIBOOT_INFO_START
    local cmdline = opts.cmdline or ""

@@ -117,9 +117,10 @@ end
 -- @param vm the vfio.core vm
 -- @tparam integer size bytes
 -- @param[opt] ramfd a vfio.core ramfd of at least `size` bytes, or false
+-- @tparam[opt] integer below the most RAM below the hole (address_map.ram_ranges)
 -- @treturn {table,...} the ranges, each with its `slot`; or nil, message, errno
-function M.add(vm, size, ramfd)
-   local ranges, offset = address_map.ram_ranges(size), 0
+function M.add(vm, size, ramfd, below)
+   local ranges, offset = address_map.ram_ranges(size, below), 0
    for _, r in ipairs(ranges) do
       local slot, err, errno = vm:add_ram(r.start, r.size, ramfd and { fd = ramfd, offset = offset } or nil)
       if not slot then
@@ -147,12 +148,13 @@ end
 -- that reports no ranges): true.
 -- @tparam integer size bytes of guest RAM
 -- @tparam {table,...} iova the usable IOVA ranges
+-- @tparam[opt] integer below the most RAM below the hole (address_map.ram_ranges)
 -- @return true, or nil and the message
-function M.check_aperture(size, iova)
+function M.check_aperture(size, iova, below)
    if not iova or #iova == 0 then return true end
    local top = 0
    for _, u in ipairs(iova) do top = math.max(top, u.last) end
-   for _, r in ipairs(address_map.ram_ranges(size)) do
+   for _, r in ipairs(address_map.ram_ranges(size, below)) do
       if r.size > 0 and not covered(iova, r.start, r.size) then
          local bits = 0
          while bits < 64 and (1 << bits) - 1 < top do bits = bits + 1 end

@@ -44,8 +44,9 @@ end
 local fail = require("vfio.errors").fail
 
 ---
--- M.create{mem_mib = 64, backing = "anonymous" | "memfd" | "hugetlbfs", hugetlbfs = a mount,
---          kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9, exit_port = 0xf4, cpus = 1}
+-- M.create{mem_mib = 64, ram_below_4g = bytes (address_map.ram_ranges' below: the most RAM
+--          below the hole), backing = "anonymous" | "memfd" | "hugetlbfs", hugetlbfs = a
+--          mount, kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9, exit_port = 0xf4, cpus = 1}
 -- -> vm, or nil, message, errno. RAM of mem_mib MiB is one slot below the hole and, past
 -- it, one from 4 GiB up (vfio.vmm.ram, which explains what can fail). vm.vcpus lists the
 -- vCPUs (ids 0..cpus-1); vm.vcpu is vCPU 0, the boot processor; vm.ram_ranges the RAM's
@@ -58,6 +59,7 @@ function M.create(opts)
       error(("mem_mib must be an integer in [2, %d]"):format(M.RAM_LIMIT >> 20), 2)
    end
    local size = mib << 20
+   address_map.ram_ranges(size, opts.ram_below_4g)   -- raises on a bad ram_below_4g
    local fits, why = ram.check_host(size)
    if not fits then return nil, why end
    local path = opts.kvm or "/dev/kvm"
@@ -74,11 +76,11 @@ function M.create(opts)
    end
    local vm, vmsg, verr = kvm:create_vm()
    if not vm then kvm:close(); return nil, vmsg, verr end
-   local m = setmetatable({ kvm = kvm, vm = vm, ram_size = size }, VM)
+   local m = setmetatable({ kvm = kvm, vm = vm, ram_size = size, ram_below_4g = opts.ram_below_4g }, VM)
    local ok, err, e = ram.open(size, opts)
    if ok ~= nil then
       m.ram_fd = ok or nil
-      ok, err, e = ram.add(vm, size, m.ram_fd)
+      ok, err, e = ram.add(vm, size, m.ram_fd, m.ram_below_4g)
       m.ram_ranges = ok
    end
    -- the irqchip before the first vCPU (KVM refuses it after)
@@ -102,7 +104,8 @@ end
 -- vm:load_multiboot(image, cmdline) -> entry, or nil, message. `image` is the file's
 -- bytes; the vCPU is left at the multiboot entry state.
 function VM:load_multiboot(image, cmdline)
-   local entry, info = multiboot.load(self.vm, image, { ram_size = self.ram_size, cmdline = cmdline })
+   local entry, info = multiboot.load(self.vm, image, { ram_size = self.ram_size,
+                                                        ram_below_4g = self.ram_below_4g, cmdline = cmdline })
    if not entry then return nil, "not bootable: " .. info end
    local ok, err, e = self.vcpu:setup_flat32(entry, multiboot.BOOT_MAGIC, info)
    if not ok then return nil, err, e end
