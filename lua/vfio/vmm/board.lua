@@ -85,9 +85,9 @@ end
 ---
 -- board.new{mem_mib = 64, ram_below_4g = bytes (address_map.ram_ranges), backing =
 --   "anonymous" | "memfd" | "hugetlbfs", hugetlbfs = a mount (vfio.vmm.ram), trace =
---   fn(line), legacy_intx = false, vm = opts for vfio.vmm.vm.create (cpus=), halt_poll_us = n, windows = BAR windows (default
---   layout.windows for this RAM), plan = true: no VM, for board:plan()} -> board, or nil,
---   message, errno.
+--   fn(line), legacy_intx = false, vm = opts for vfio.vmm.vm.create (cpus=), halt_poll_us =
+--   n, windows = BAR windows (default layout.windows for this RAM), plan = true: no VM,
+--   for board:plan()} -> board, or nil, message, errno.
 function M.new(opts)
    opts = opts or {}
    local mib = opts.mem_mib or (opts.vm and opts.vm.mem_mib) or 64
