@@ -178,6 +178,11 @@ function Board:map_dma(container)
                                                                     read = true, write = true })
          if not ok then
             for _, d in ipairs(done) do pcall(container.unmap_dma, container, d.gpa, d.size) end
+            if errno == 12 then   -- ENOMEM: the map's message names the memlock limit
+               err = ("%s (all of guest RAM is pinned, %d MiB in %d range(s): the limit must "
+                  .. "cover %d KiB for it)"):format(tostring(err), self.mem_mib,
+                     #address_map.ram_ranges(self.mem_mib << 20, self.ram_below_4g), self.mem_mib * 1024)
+            end
             return nil, "DMA map of guest RAM: " .. tostring(err), errno
          end
          done[#done + 1] = s

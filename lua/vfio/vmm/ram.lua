@@ -68,9 +68,18 @@ function M.hugepages_hint(size, page_size, info)
    local need = (size + page_size - 1) // page_size
    local free, total = info.HugePages_Free or 0, info.HugePages_Total or 0
    local default = info.Hugepagesize and info.Hugepagesize * 1024 == page_size
-   local where = default and "/proc/sys/vm/nr_hugepages"
-      or ("/sys/kernel/mm/hugepages/hugepages-%dkB/nr_hugepages"):format(page_size // 1024)
-   local have = default and (", %d free of %d"):format(free, total) or ""
+   local where = "/proc/sys/vm/nr_hugepages"
+   if not default then   -- another size's pool is in sysfs, not in /proc/meminfo
+      local dir = ("/sys/kernel/mm/hugepages/hugepages-%dkB/"):format(page_size // 1024)
+      local function read(name)
+         local f = io.open(dir .. name)
+         local v = f and math.tointeger(tonumber(f:read("l") or ""))
+         if f then f:close() end
+         return v or 0
+      end
+      where, free, total = dir .. "nr_hugepages", read("free_hugepages"), read("nr_hugepages")
+   end
+   local have = (", %d free of %d"):format(free, total)
    return ("not enough huge pages: guest RAM of %d MiB needs %d pages of %d KiB%s; reserve them "
       .. "with echo %d > %s (as root; or hugepages=%d on the host's kernel command line), or "
       .. "leave --hugepages out"):format(size // MiB, need, page_size // 1024, have,
