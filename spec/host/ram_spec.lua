@@ -263,6 +263,17 @@ describe("guest RAM above 4 GiB in a VM #kvm", function()
       end
    end)
 
+   it("boots the multiboot test program with RAM above 4 GiB and no time limit: it ends itself", function()
+      local ok, why = kvmhost.usable()
+      if not ok then pending(why) return end
+      local m <close> = assert(require("vfio.vmm.vm").create { mem_mib = 64, ram_below_4g = 32 * MiB,
+                                                                backing = "memfd" })
+      local r = assert(m:boot("build/guest/guest.elf", { cmdline = "dev=1234:11e8", timeout = false }))
+      assert.are.equal("nodev", r.result, r.output)
+      -- mem_upper names RAM below the hole only; the rest is in the memory map
+      assert.matches("memory 32 MiB\n", r.output)
+   end)
+
    it("refuses to map a memfd past its end, or unaligned", function()
       local vm, kvm = kvmhost.vm()
       if not vm then pending(kvm) return end
