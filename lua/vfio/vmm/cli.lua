@@ -43,8 +43,8 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   for a CPU spent spinning
   --guest FILE    the multiboot guest, without --kernel (default %s)
   --mem SIZE[,below-4g=SIZE]  guest RAM: MiB, or with a suffix K, M, G, T (512M,
-                  6G; default 64M, 256M with --kernel; 2M to %dM): up to %d MiB below
-                  the hole under 4 GiB (or below-4g, at least 1M, as QEMU's
+                  6G; default 64M, 256M with --kernel; 2M to %dM): up to %d MiB
+                  below the hole under 4 GiB (or below-4g, at least 1M, as QEMU's
                   max-ram-below-4g), the rest from 4 GiB up (the e820 map says so);
                   the host's memory, the memlock limit (ulimit -l: VFIO pins
                   DMA-mapped RAM) and the IOMMU's aperture bound it further, each
