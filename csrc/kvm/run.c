@@ -66,7 +66,11 @@ static int install_timer_handler(void)
         return 0;
     if (cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN)
         return -EBUSY; /* someone else owns the signal */
-    struct sigaction sa = {.sa_handler = timer_handler};
+    /* SA_RESTART: a kick that lands just after a run returned (a wake racing the run's
+     * end) restarts the caller's interrupted read or write instead of failing it with
+     * EINTR; KVM_RUN itself still ends on the signal (KVM answers -EINTR, which is never
+     * restarted) */
+    struct sigaction sa = {.sa_handler = timer_handler, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     return sigaction(sig, &sa, NULL) < 0 ? neg_errno() : 0;
 }

@@ -6,6 +6,7 @@
 #include "l_kvm.h"
 #include "l_objects.h"
 #include "l_trap.h"
+#include "kvm/ram.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -44,11 +45,37 @@ static int slot_result(lua_State *L, int r, const char *op, uint64_t gpa, uint64
     return 1;
 }
 
+/* vm:add_ram(gpa, size [, {fd = ramfd, offset = 0}]) -> slot: fresh anonymous memory, or
+ * `size` bytes of a vfio.ramfd from `offset` mapped shared (l_ramfd.c). */
 static int l_vm_add_ram(lua_State *L)
 {
+    luaL_checkudata(L, 1, LV_VM_T);
+    uint64_t gpa = checku64(L, 2), size = checku64(L, 3), offset = 0;
+    int has_fd = 0;
+    if (!lua_isnoneornil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        if (lua_getfield(L, 4, "offset") != LUA_TNIL)
+            offset = checku64(L, -1);
+        has_fd = lua_getfield(L, 4, "fd") != LUA_TNIL;
+        if (has_fd)
+            luaL_checkudata(L, -1, LV_RAMFD_T);   /* left on the stack at index 6 */
+    }
+    /* after the options (they may run Lua) */
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    uint64_t gpa = checku64(L, 2), size = checku64(L, 3);
-    return slot_result(L, kvm_add_ram(&v->vm, gpa, size), "add guest RAM", gpa, size);
+    if (!has_fd)
+        return slot_result(L, kvm_add_ram(&v->vm, gpa, size), "add guest RAM", gpa, size);
+    struct lv_ramfd_ud *r = lv_checkramfd(L, 6);
+    int slot = kvm_add_ram_fd(&v->vm, gpa, size, r->fd, offset);
+    if (slot == -EINVAL)
+        return lv_syserrorf(L, EINVAL, "add guest RAM",
+                            "gpa 0x%llx size 0x%llx from offset 0x%llx of a %s of 0x%llx bytes "
+                            "(gpa, offset and size must be multiples of its page size 0x%llx, "
+                            "and the range inside it)",
+                            (unsigned long long)gpa, (unsigned long long)size,
+                            (unsigned long long)offset, r->kind == KVM_RAM_MEMFD ? "memfd" :
+                            r->kind == KVM_RAM_MEMFD_HUGETLB ? "huge-page memfd" : "hugetlbfs file",
+                            (unsigned long long)r->size, (unsigned long long)r->page_size);
+    return slot_result(L, slot, "add guest RAM", gpa, size);
 }
 
 /* vm:map(gpa, size, source [, {offset = 0, region =, readonly = false}]) -> slot: host
@@ -209,7 +236,7 @@ static int l_vm_fill(lua_State *L)
     return 0;
 }
 
-/* vm:memory() -> list of {slot, gpa, size, ram, readonly}. No host address: Lua never
+/* vm:memory() -> list of {slot, gpa, size, ram, readonly, shared (RAM from a ramfd)}. No host address: Lua never
  * sees one (container:map_dma(vm, iova, {gpa=, size=}) finds guest RAM itself). */
 static int l_vm_memory(lua_State *L)
 {
@@ -220,7 +247,7 @@ static int l_vm_memory(lua_State *L)
         struct kvm_slot *s = &v->vm.slots[i];
         if (!s->used)
             continue;
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 6);
         lua_pushinteger(L, i);
         lua_setfield(L, -2, "slot");
         lua_pushinteger(L, (lua_Integer)s->gpa);
@@ -231,6 +258,8 @@ static int l_vm_memory(lua_State *L)
         lua_setfield(L, -2, "ram");
         lua_pushboolean(L, s->readonly);
         lua_setfield(L, -2, "readonly");
+        lua_pushboolean(L, s->fd_backed);
+        lua_setfield(L, -2, "shared");
         lua_rawseti(L, -2, ++n);
     }
     return 1;
@@ -530,10 +559,13 @@ vCPUs, and KVM's VFIO device.
 */
 
 /***
-Map fresh anonymous memory as guest RAM at gpa.
+Map guest RAM at gpa: fresh anonymous memory (transparent huge pages asked for), or with
+`fd` the bytes of a `ramfd` from `offset`, mapped shared (what the guest writes is in the
+file). The mapping holds the file. ENOMEM from a huge-page file: its pool is short of pages.
 @function vm:add_ram
 @tparam int gpa guest-physical address
 @tparam int size bytes
+@tparam[opt] table opts `{fd = ramfd, offset = 0}`
 @treturn int the memory slot, or `nil, message, errno`
 */
 
@@ -594,7 +626,7 @@ position is left alone). The file ending first is an error (EIO).
 /***
 The memory slots (no host address).
 @function vm:memory
-@treturn table `{{slot, gpa, size, ram, readonly}...}`
+@treturn table `{{slot, gpa, size, ram, readonly, shared}...}` (shared: RAM from a `ramfd`)
 */
 
 /***

@@ -14,6 +14,7 @@
     X(dmabuf)         \
     X(kvm)            \
     X(vm)             \
+    X(ramfd)          \
     X(vcpu)           \
     X(irqfd)          \
     X(ioeventfd)      \

@@ -68,13 +68,18 @@ describe("vfio.vmm.layout.split_bar", function()
 end)
 
 describe("passthrough.lua before a VM exists", function()
-   it("refuses guest RAM that would cover the ECAM window, as a usage error", function()
-      local out, code = sh("lua5.4 passthrough.lua --plan --mem 3000 --device spec/fixtures/edu.lua")
-      assert.are.equal(64, code)
-      assert.matches("%-%-mem 3000: guest RAM of 3000 MiB: it must be 2 to 2816 MiB %(above, it would cover the ECAM"
-         .. " window at 0xb0000000%)", out)
-      out, code = sh("lua5.4 passthrough.lua --plan --mem 2816 --device spec/fixtures/edu.lua")
+   it("lays out RAM past the hole from 4 GiB up, and refuses more than the address map holds", function()
+      local out, code = sh("lua5.4 passthrough.lua --plan --mem 6G --device spec/fixtures/edu.lua")
       assert.are.equal(0, code, out)
+      assert.matches("guest RAM 6144 MiB %(anonymous%) at 0x0%.%.0xafffffff and 0x100000000%.%.0x1cfffffff, "
+         .. "mapped for device DMA at IOVA == GPA", out)
+      out, code = sh("lua5.4 passthrough.lua --plan --mem 2816 --device spec/fixtures/edu.lua --mem-backing memfd")
+      assert.are.equal(0, code, out)
+      assert.matches("guest RAM 2816 MiB %(memfd%) at 0x0%.%.0xafffffff,", out)
+      out, code = sh("lua5.4 passthrough.lua --plan --mem 800G --device spec/fixtures/edu.lua")
+      assert.are.equal(64, code)
+      assert.matches("%-%-mem 800G: guest RAM of 819200 MiB: it must be 2 to 785152 MiB %(RAM past the hole at "
+         .. "0xb0000000 continues at 4 GiB and ends by 768 GiB, below the 64%-bit BAR window%)", out)
    end)
 
    it("--plan lays out a recorded edu: BAR address, mapped and trapped parts, IRQs, quirks", function()
@@ -180,11 +185,17 @@ describe("passthrough.lua's options", function()
       usage_error("--device 00:03.0 --timeout", "%-%-timeout: expected a number of seconds, got nothing")
       usage_error("--device 00:03.0 --timeout soon", "%-%-timeout: expected a number of seconds, got 'soon'")
       usage_error("--device 00:03.0 --timeout=-1", "%-%-timeout: expected a number of seconds, got '%-1'")
-      local size = "%-%-mem: expected a size in MiB or with a suffix %(512M, 1G%), got "
+      usage_error("--device 00:03.0 --timeout 0", "%-%-timeout 0: a run limit must be more than 0 seconds; "
+         .. "leave %-%-timeout out for no limit")
+      usage_error("--device 00:03.0 --mem-backing shm", "%-%-mem%-backing must be one of 'anonymous', 'memfd', "
+         .. "'hugetlbfs'")
+      usage_error("--device 00:03.0 --mem-backing memfd --hugepages",
+         "%-%-hugepages puts guest RAM on huge pages: it cannot go with %-%-mem%-backing memfd")
+      local size = "%-%-mem: expected a size in MiB or with a suffix %(512M, 6G%), got "
       usage_error("--device 00:03.0 --mem lots", size .. "'lots'")
       usage_error("--device 00:03.0 --mem 100K", size .. "'100K'")
-      usage_error("--device 00:03.0 --mem 1", "%-%-mem 1: guest RAM of 1 MiB: it must be 2 to 2816 MiB")
-      usage_error("--device 00:03.0 --mem=3G", "%-%-mem 3G: guest RAM of 3072 MiB")
+      usage_error("--device 00:03.0 --mem 1", "%-%-mem 1: guest RAM of 1 MiB: it must be 2 to 785152 MiB")
+      usage_error("--device 00:03.0 --mem=1T", "%-%-mem 1T: guest RAM of 1048576 MiB")
       usage_error("--device 00:03.0 --decompress maybe", "%-%-decompress: expected host or guest, got 'maybe'")
       usage_error("--device 00:03.0 --halt-poll-us 1.5",
          "%-%-halt%-poll%-us: expected a whole number of microseconds, got '1%.5'")

@@ -11,7 +11,10 @@
 --   - BARs are placed by the one allocator, as firmware would before a guest that does
 --     not (Linux booted directly), so no two devices overlap;
 --   - guest RAM is mapped for DMA once per VFIO container (devices of one IOMMU group,
---     or opened into one container, share it), at IOVA == guest-physical;
+--     or opened into one container, share it), at IOVA == guest-physical, each of its
+--     ranges (below the hole, and from 4 GiB up) checked first against the container's
+--     usable IOVA ranges, and the memory BARs go only inside those ranges too (64-bit
+--     ones from above RAM's end), where the IOMMU can address them;
 --   - each VFIO group joins the KVM VFIO device once;
 --   - the run handler gives a Lua-handled exit (one no range covers, or one a device's C
 --     range passed on: a Lua quirk window) to the device whose trap claims it; after it,
@@ -28,8 +31,8 @@
 -- the device closed) once the guest has powered the slot off, or by surprise after a
 -- timeout; the ports' events are carried out with the devices' (board:sync).
 --
---   local b = board.new{mem_mib=, trace=fn, legacy_intx=, vm={cpus=}, halt_poll_us=,
---                       hotplug_slots=}
+--   local b = board.new{mem_mib=, ram_below_4g=, backing=, hugetlbfs=, trace=fn, legacy_intx=,
+--                       vm={cpus=}, halt_poll_us=, hotplug_slots=}
 --   b:add_devices{d1, d2...}   b:add_device(d [, {slot=, fn=} or {port = true}])
 --   b:remove_device(d)   b:device_add(d [, {on_release=}])   b:device_del(d [, {timeout=}])
 --   b:boot(path, opts) (multiboot)   b:boot_linux(opts)   b:plan()   b:close()
@@ -41,6 +44,8 @@ local pcihost = require "vfio.vmm.pcihost"
 local irq = require "vfio.vmm.irq"
 local layout = require "vfio.vmm.layout"
 local hotplug = require "vfio.vmm.hotplug"
+local reclaim = require "vfio.vmm.reclaim"
+local ram = require "vfio.vmm.ram"
 
 local M = {}
 local Board = {}
@@ -62,17 +67,19 @@ function M.intx_gsi(slot, pin, lines)
    return (lines or M.IOAPIC_LINES)[(slot + pin - 1) % 4 + 1]
 end
 
--- The largest guest RAM: it starts at 0 and must end below the hole, which begins with
--- the ECAM window (the VM's address map refuses overlaps as well, csrc/kvm/vm.c).
-M.MAX_MEM_MIB = address_map.HOLE_START >> 20
+-- The largest guest RAM: from 0 to the hole, where the ECAM window begins, and the rest
+-- from 4 GiB up to address_map.RAM_END_MAX (the host's memory, the memlock limit, huge
+-- pages and the IOMMU's aperture are checked when met: vfio.vmm.ram).
+M.MAX_MEM_MIB = address_map.RAM_SIZE_MAX >> 20
 
 ---
--- board.check_mem(mib) -> true, or nil, message: guest RAM of mib MiB fits this board
--- (2 to MAX_MEM_MIB).
+-- board.check_mem(mib) -> true, or nil, message: guest RAM of mib MiB fits this board's
+-- address map (2 to MAX_MEM_MIB).
 function M.check_mem(mib)
    if math.type(mib) ~= "integer" or mib < 2 or mib > M.MAX_MEM_MIB then
-      return nil, ("guest RAM of %s MiB: it must be 2 to %d MiB (above, it would cover the ECAM"
-         .. " window at %#x)"):format(tostring(mib), M.MAX_MEM_MIB, M.ECAM_BASE)
+      return nil, ("guest RAM of %s MiB: it must be 2 to %d MiB (RAM past the hole at %#x continues"
+         .. " at 4 GiB and ends by %d GiB, below the 64-bit BAR window)"):format(tostring(mib),
+            M.MAX_MEM_MIB, address_map.HOLE_START, address_map.RAM_END_MAX >> 30)
    end
    return true
 end
@@ -86,9 +93,11 @@ local function close_fail(self, what, err, errno)
 end
 
 ---
--- board.new{mem_mib = 64, trace = fn(line), legacy_intx = false, vm = opts for
---   vfio.vmm.vm.create (cpus=), halt_poll_us = n, windows = BAR windows, plan = true: no
---   VM, for board:plan(), hotplug_slots = n: empty PCIe root ports for board:device_add}
+-- board.new{mem_mib = 64, ram_below_4g = bytes (address_map.ram_ranges), backing =
+--   "anonymous" | "memfd" | "hugetlbfs", hugetlbfs = a mount (vfio.vmm.ram), trace =
+--   fn(line), legacy_intx = false, vm = opts for vfio.vmm.vm.create (cpus=), halt_poll_us =
+--   n, windows = BAR windows (default layout.windows for this RAM), plan = true: no VM,
+--   for board:plan(), hotplug_slots = n: empty PCIe root ports for board:device_add}
 --   -> board, or nil, message, errno.
 function M.new(opts)
    opts = opts or {}
@@ -100,7 +109,10 @@ function M.new(opts)
       dma = {}, groups = {}, next_slot = M.FIRST_SLOT, reserved = {}, ports = {},
       on_release = {}, names = {}, release_listeners = {},
       intx_lines = opts.legacy_intx and M.LEGACY_LINES or M.IOAPIC_LINES,
-      bars = layout.new(opts.windows and { windows = opts.windows } or nil),
+      ram_below_4g = opts.ram_below_4g,
+      bars = layout.new { windows = opts.windows
+                          or layout.windows(mib << 20, opts.ram_below_4g) },
+      backing = opts.backing or (opts.vm and opts.vm.backing) or "anonymous",
    }, Board)
    -- One host bridge decode (vfio.core.pcihost, in C): installed as handled ranges, or
    -- in --trace mode reached through the Lua run handler, which logs what it decoded.
@@ -114,6 +126,9 @@ function M.new(opts)
    local vmopts = {}
    for k, v in pairs(opts.vm or {}) do vmopts[k] = v end
    vmopts.mem_mib = mib
+   vmopts.backing = b.backing
+   vmopts.ram_below_4g = b.ram_below_4g
+   vmopts.hugetlbfs = opts.hugetlbfs or vmopts.hugetlbfs
    local m, err, errno = vmlib.create(vmopts)
    if not m then return nil, err, errno end
    b.machine, b.vm = m, m.vm
@@ -166,9 +181,12 @@ end
 function Board:intx_line(slot, pin) return M.intx_gsi(slot, pin, self.intx_lines) end
 
 ---
--- Guest RAM mapped for DMA in `container`, once per container.
+-- Guest RAM mapped for DMA in `container`, once per container, after checking that it
+-- lies inside the container's usable IOVA ranges (mapped at IOVA == guest-physical).
 function Board:map_dma(container)
    if not container or self.dma[container] then return true end
+   local fits, why = ram.check_aperture(self.mem_mib << 20, ram.iova_ranges(container), self.ram_below_4g)
+   if not fits then return nil, why end
    local done = {}
    for _, s in ipairs(self.vm:memory()) do
       if s.ram then
@@ -176,6 +194,11 @@ function Board:map_dma(container)
                                                                     read = true, write = true })
          if not ok then
             for _, d in ipairs(done) do pcall(container.unmap_dma, container, d.gpa, d.size) end
+            if errno == 12 then   -- ENOMEM: the map's message names the memlock limit
+               err = ("%s (all of guest RAM is pinned, %d MiB in %d range(s): the limit must "
+                  .. "cover %d KiB for it)"):format(tostring(err), self.mem_mib,
+                     #address_map.ram_ranges(self.mem_mib << 20, self.ram_below_4g), self.mem_mib * 1024)
+            end
             return nil, "DMA map of guest RAM: " .. tostring(err), errno
          end
          done[#done + 1] = s
@@ -228,6 +251,9 @@ function Board:add_device(d, at)
    self.devices[#self.devices + 1] = d
    self.seats[d] = seat
    self.host:attach(0, s, f, d:config_function())
+   -- memory BARs only where the device's IOMMU can address them (peer-to-peer DMA)
+   local okr, iova = pcall(ram.iova_ranges, d:dma_container())
+   if okr and iova then self.bars:restrict(iova) end
    seat.bars, err = self.bars:place(d:bars())
    if not seat.bars then
       self:remove_device(d)
@@ -523,6 +549,44 @@ function Board:attend_ports()
 end
 
 ---
+-- What the host said about the devices since the last call (VFIO's request and error
+-- interrupts, vfio.vmm.reclaim decides): a device in a hot-plug slot the host wants back
+-- is asked of the guest (board:device_del; its VFIO device is closed with its release, so
+-- the host's unbind completes), one with no slot stays and `note(text)` says so once per
+-- burst of requests. Returns the text to stop the run with when a device reported an
+-- uncorrectable error, else nil. Called between run slices.
+function Board:attend_host(note)
+   note = note or function(text) io.stderr:write(text, "\n") end
+   local list, devs = {}, {}
+   for _, d in ipairs(self.devices) do
+      local n = d.host_notices and d:host_notices() or {}
+      if n.request or n.error then
+         local seat = self.seats[d]
+         list[#list + 1] = { name = d:host_bdf() or "?", request = n.request, error = n.error,
+                             slot = seat ~= nil and seat.port ~= nil }
+         devs[#list] = d
+      end
+   end
+   if #list == 0 then return nil end
+   self.host_watch = self.host_watch or reclaim.new { remove_timeout = hotplug.REMOVE_TIMEOUT }
+   local stop
+   for _, a in ipairs(self.host_watch:decide(list, vmlib.now())) do
+      local d = devs[a[2]]
+      if a[1] == "stop" then
+         stop = stop or a[3]
+      elseif a[1] == "note" then
+         note(a[3])
+      elseif a[1] == "unplug" then
+         if a.note then note(a.note) end
+         d:give_back()
+         local ok, err = self:device_del(d)
+         if not ok then note(("%s: %s"):format(list[a[2]].name, tostring(err))) end
+      end
+   end
+   return stop
+end
+
+---
 -- The plan: what the run would make of every device (its guest address, the host bridge,
 -- RAM, BARs with their mapped and trapped parts, interrupts, quirks), as text.
 function Board:plan()
@@ -534,8 +598,12 @@ function Board:plan()
       out[#out + 1] = ("device %s -> guest %02x:%02x.%d%s"):format(desc.id, seat.bus or 0,
          seat.slot, seat.fn, behind)
       out[#out + 1] = ("host bridge 00:00.0, config: CF8/CFC and ECAM at %#x"):format(M.ECAM_BASE)
-      out[#out + 1] = ("guest RAM %d MiB at 0x0, mapped for device DMA at IOVA == GPA")
-         :format(self.mem_mib)
+      local ranges = {}
+      for i, r in ipairs(address_map.ram_ranges(self.mem_mib << 20, self.ram_below_4g)) do
+         ranges[i] = ("0x%x..0x%x"):format(r.start, r.start + r.size - 1)
+      end
+      out[#out + 1] = ("guest RAM %d MiB (%s) at %s, mapped for device DMA at IOVA == GPA")
+         :format(self.mem_mib, self.backing, table.concat(ranges, " and "))
       for _, l in ipairs(desc.lines) do out[#out + 1] = l end
    end
    return #out > 0 and table.concat(out, "\n") .. "\n" or ""
@@ -639,7 +707,7 @@ end
 
 ---
 -- board:boot_linux{kernel=, image= (its bytes, if read already), initrd=, append=, decompress=,
---   on_note=fn(text), timeout=,
+--   on_note=fn(text) (boot notes and the host's requests), timeout=,
 --   should_stop=fn, slice=, on_slice=fn, wake=fn() -> fds} -> result
 -- (vfio.vmm.boot_linux's run): the PC platform on this board's VM, the MP table naming
 -- every device's INTx line, the kernel loaded, and the run with this board's handler.
@@ -655,9 +723,23 @@ function Board:boot_linux(opts)
       timeout = opts.timeout, should_stop = opts.should_stop, slice = opts.slice,
       on_slice = function(m)
          me:attend_ports()   -- a removal's deadline
+         -- the host's requests and error reports: their eventfds end a slice (wake below)
+         local stop = me:attend_host(opts.on_note)
+         if stop then return false, stop end
          if opts.on_slice then return opts.on_slice(m) end
       end,
-      wake = opts.wake,
+      -- a slice ends at once when the control socket speaks or the host asks for a
+      -- device back (its request or error interrupt): attend_host answers then
+      wake = function()
+         local fds = opts.wake and opts.wake() or {}
+         for _, d in ipairs(me.devices) do
+            for _, efd in ipairs(d.host_notice_fds and d:host_notice_fds() or {}) do
+               -- a run takes 64 wake fds: past them, the slice's end still polls
+               if #fds < 64 then fds[#fds + 1] = efd end
+            end
+         end
+         return fds
+      end,
       handler = self:handler(opts.should_stop),
       on_stop = function() me:after_access() end })
 end

@@ -27,7 +27,9 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   this device alone, after commas: no-mmap=on|off (as --no-mmap),
                   quirk=NAME (as --quirk, repeatable), e.g. 00:03.0,no-mmap=on,quirk=none;
                   port=on: behind a PCIe root port of its own (from 00:10.0), which
-                  the guest's pciehp can power off (the device is then released)
+                  the guest's pciehp can power off (the device is then released); the
+                  host taking it back (an unbind from vfio-pci) unplugs it from the
+                  guest there, where a device with no slot stays until the run ends
   --kernel FILE   an x86-64 bzImage (or a vmlinux ELF), booted through the Linux boot
                   protocol with no firmware; its console (ttyS0) streams to stdout
   --decompress WHERE  host (the default): a bzImage's kernel is decompressed on the
@@ -44,15 +46,27 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   halt polling; default the kernel's halt_poll_ns): lower I/O latency
                   for a CPU spent spinning
   --guest FILE    the multiboot guest, without --kernel (default %s)
-  --mem SIZE      guest RAM: MiB, or with a suffix K, M, G (512M, 1G; default 64M,
-                  256M with --kernel; 2M to %dM)
+  --mem SIZE[,below-4g=SIZE]  guest RAM: MiB, or with a suffix K, M, G, T (512M,
+                  6G; default 64M, 256M with --kernel; 2M to %dM): up to %d MiB
+                  below the hole under 4 GiB (or below-4g, at least 1M, as QEMU's
+                  max-ram-below-4g), the rest from 4 GiB up (the e820 map says so);
+                  the host's memory, the memlock limit (ulimit -l: VFIO pins
+                  DMA-mapped RAM) and the IOMMU's aperture bound it further, each
+                  failure saying which
+  --mem-backing KIND  where guest RAM comes from: anonymous (the default: private
+                  memory, transparent huge pages asked for), memfd (a sealed memfd,
+                  shareable with another process) or hugetlbfs (as --hugepages)
+  --hugepages [PATH]  guest RAM on huge pages: a huge-page memfd of the default size,
+                  or a file in the hugetlbfs mount PATH; too few reserved pages is an
+                  error that says how many to reserve
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
                   every built-in quirk matching the device
   --hotplug-slots N  N empty PCIe root ports with hot-plug slots (from 00:10.0) for
                   devices added while the guest runs; with --control, --device may be
                   left out (a guest that boots with empty slots)
   --cmdline ARGS  the guest's multiboot command line
-  --timeout S     end the run after S seconds (default 120)
+  --timeout S     end the run after S seconds (S > 0; default: no limit, the guest
+                  runs until it powers off, reboots, panics or the user stops it)
   --control PATH  with --kernel: a control socket at PATH (mode 0600, its owner and root
                   only) speaking JSON lines: info, pause, resume, quit, device_add,
                   device_del, eval, and events (doc/control.md); vfio-poke --attach PATH
@@ -69,7 +83,8 @@ The guest's debug console goes to stdout. Exit status: 0 pass, 1 fail, 2 device 
 found, 3 guest exception (the guest's result), 4 the guest stopped some other way, 64
 usage error (a bad option or value, a missing --kernel, --initrd or --guest file),
 125 the VM could not be set up, 130 interrupted. With --kernel: 0 when the guest powers
-off or reboots, 1 on a panic (its text on stderr), a triple fault or a timeout.
+off or reboots, 1 on a panic (its text on stderr), a triple fault, a timeout or an
+uncorrectable error the host reports on a device (the run stops, naming it).
 ]]
 
 -- What each option's value must be, for the errors that name it.
@@ -79,7 +94,8 @@ local WANTS = {
    ["--guest"] = "a multiboot guest file", ["--append"] = "kernel command line arguments",
    ["--decompress"] = "host or guest", ["--cpus"] = "a whole number of vCPUs",
    ["--halt-poll-us"] = "a whole number of microseconds",
-   ["--mem"] = "a size in MiB or with a suffix (512M, 1G)", ["--quirk"] = "a quirk name or none",
+   ["--mem"] = "a size in MiB or with a suffix (512M, 6G)", ["--quirk"] = "a quirk name or none",
+   ["--mem-backing"] = "anonymous, memfd or hugetlbfs", ["--hugepages"] = "a hugetlbfs mount",
    ["--cmdline"] = "the guest's command line", ["--timeout"] = "a number of seconds",
    ["--completion"] = "bash, zsh or fish", ["--control"] = "a socket path",
 }
@@ -172,11 +188,13 @@ local function whole(v) return math.tointeger(tonumber(v)) end
 function cli.parser(how)
    local synopsis = ("usage: %s --device BDF[,no-mmap=on][,quirk=NAME]... [--kernel BZIMAGE "
       .. "[--initrd FILE] [--append ARGS] [--decompress host|guest] [--cpus N]] [--guest FILE] "
-      .. "[--mem SIZE] [--quirk NAME]... [--cmdline ARGS] [--timeout S] [--control PATH] [--no-mmap] "
-      .. "[--trace] [--plan] [--version]"):format(how.usage)
+      .. "[--mem SIZE] [--mem-backing KIND] [--hugepages [PATH]] [--quirk NAME]... [--cmdline ARGS] "
+      .. "[--timeout S] [--control PATH] [--hotplug-slots N] [--no-mmap] [--trace] "
+      .. "[--plan] [--version]"):format(how.usage)
    local p = argparse(how.prog, "Boot a guest in a KVM VM with VFIO devices passed through.")
       :add_help(false):usage(synopsis)
-      :help(synopsis .. "\n\n" .. HELP:format(how.guest, address_map.HOLE_START >> 20))
+      :help(synopsis .. "\n\n" .. HELP:format(how.guest, address_map.RAM_SIZE_MAX >> 20,
+                                                address_map.HOLE_START >> 20))
    p:flag("-h --help", "Print the help and exit.")
       :action(function() io.stdout:write(p:get_help()) os.exit(0) end)
    p:flag("--version", "Print the version and exit.")
@@ -202,17 +220,33 @@ function cli.parser(how)
    p:option("--halt-poll-us", "KVM halt polling in microseconds."):argname("N")
       :target("halt_poll_us"):convert(converter("--halt-poll-us", whole))
    p:option("--guest", "The multiboot guest, without --kernel."):argname("FILE")
-   p:option("--mem", "Guest RAM: MiB, or 512M, 1G."):argname("SIZE")
-      :convert(converter("--mem", cli.parse_size))
+   p:option("--mem", "Guest RAM: MiB, or 512M, 6G; ,below-4g=SIZE puts less below 4 GiB.")
+      :argname("SIZE"):convert(function(v)
+         local size, below = v:match("^([^,]*),below%-4g=(.*)$")
+         local mib = cli.parse_size(size or v)
+         local below_mib = below and cli.parse_size(below)
+         if not mib or (below and not below_mib) then return nil, wanted("--mem", v) end
+         return { mib = mib, below_mib = below_mib }
+      end)
+   p:option("--mem-backing", "Where guest RAM comes from: anonymous, memfd or hugetlbfs.")
+      :argname("KIND"):target("mem_backing"):choices { "anonymous", "memfd", "hugetlbfs" }
+   p:option("--hugepages", "Guest RAM on huge pages (PATH: a hugetlbfs mount).")
+      :argname("PATH"):args("?")
    p:option("--quirk", "Apply only the named quirks (none for none)."):argname("NAME")
       :count("*"):target("quirks")
    p:option("--hotplug-slots", "Empty PCIe root ports for hot-plug."):argname("N")
       :target("hotplug_slots"):convert(converter("--hotplug-slots", whole))
    p:option("--cmdline", "The multiboot guest's command line."):argname("ARGS")
-   p:option("--timeout", "End the run after S seconds."):argname("S")
-      :convert(converter("--timeout", function(v)
+   p:option("--timeout", "End the run after S seconds (default: no limit)."):argname("S")
+      :convert(function(v)
          local n = tonumber(v)
-         return n and n > 0 and n < math.huge and n or nil end))
+         if n == 0 then
+            return nil, "--timeout 0: a run limit must be more than 0 seconds; leave --timeout out "
+               .. "for no limit"
+         end
+         if n and n > 0 and n < math.huge then return n end
+         return nil, wanted("--timeout", v)
+      end)
    p:option("--control", "A control socket at PATH (JSON lines; doc/control.md)."):argname("PATH")
    p:flag("--no-mmap", "Trap every BAR access, no BAR memory slots."):target("no_mmap")
    p:flag("--trace", "Log every trapped access on stderr.")
@@ -232,14 +266,16 @@ local function reword(msg)
 end
 
 --- Parse the command line into the run's options, checking everything that needs no device.
--- Defaults are filled in (timeout 120, cpus 1, mem 64 or 256 MiB with --kernel), each
+-- Defaults are filled in (no timeout: false, cpus 1, mem 64 or 256 MiB with --kernel,
+-- mem_backing anonymous, or hugetlbfs with --hugepages), each
 -- device's no_mmap and quirk names fall back to the command's, and the values are
 -- checked against each other.
 -- @tparam {string,...} argv the arguments (arg)
 -- @tparam table how as for cli.parser
 -- @treturn[1] table the options: devices = {{name=, no_mmap=, quirks=}...}, kernel,
--- initrd, append, decompress, cpus, halt_poll_us, guest, mem, quirks, cmdline, timeout,
--- control, no_mmap, trace, plan, hotplug_slots
+-- initrd, append, decompress, cpus, halt_poll_us, guest, mem (MiB), mem_below_4g (MiB or
+-- nil), mem_backing, hugetlbfs (a mount, or nil), quirks, cmdline, timeout (seconds, or
+-- false: none), control, no_mmap, trace, plan, hotplug_slots
 -- @treturn[2] nil on a usage error
 -- @treturn[2] string the message (without the program's name)
 function cli.parse(argv, how)
@@ -257,8 +293,21 @@ function cli.parse(argv, how)
    o.guest_given = o.guest ~= nil
    o.guest = o.guest or how.guest
    o.cpus = o.cpus or 1
-   o.timeout = o.timeout or 120
-   o.mem = o.mem or (o.kernel and 256 or 64)
+   o.timeout = o.timeout or false
+   if o.hugepages then
+      if o.mem_backing and o.mem_backing ~= "hugetlbfs" then
+         return nil, ("--hugepages puts guest RAM on huge pages: it cannot go with --mem-backing %s")
+            :format(o.mem_backing)
+      end
+      o.mem_backing, o.hugetlbfs = "hugetlbfs", o.hugepages[1]
+   end
+   o.mem_backing = o.mem_backing or "anonymous"
+   local mem = o.mem or { mib = o.kernel and 256 or 64 }
+   o.mem, o.mem_below_4g = mem.mib, mem.below_mib
+   if o.mem_below_4g and (o.mem_below_4g < 1 or o.mem_below_4g > address_map.HOLE_START >> 20) then
+      return nil, ("--mem below-4g=%d MiB: it must be 1 to %d MiB (the hole begins at %#x)")
+         :format(o.mem_below_4g, address_map.HOLE_START >> 20, address_map.HOLE_START)
+   end
    if o.cpus < 1 then return nil, ("--cpus %d: at least 1"):format(o.cpus) end
    if o.cpus > 64 then return nil, ("--cpus %d: at most 64"):format(o.cpus) end
    if o.cpus > 1 and not o.kernel then return nil, "--cpus needs --kernel (the test program is one CPU)" end
@@ -276,13 +325,13 @@ function cli.parse(argv, how)
    if o.control and o.plan then return nil, "--control goes with a run, not with --plan" end
    if o.control == "" then return nil, wanted("--control", "") end
    local board = require "vfio.vmm.board"
-   if not board.check_mem(o.mem) then
+   local fits, why = board.check_mem(o.mem)
+   if not fits then
       local given
       for i, a in ipairs(argv) do
          given = a:match("^%-%-mem=(.*)$") or (a == "--mem" and argv[i + 1]) or given
       end
-      return nil, ("--mem %s: guest RAM of %d MiB: it must be 2 to %d MiB (above, it would cover "
-         .. "the ECAM window at %#x)"):format(given or o.mem, o.mem, board.MAX_MEM_MIB, board.ECAM_BASE)
+      return nil, ("--mem %s: %s"):format(given or o.mem, why)
    end
    for _, d in ipairs(o.devices) do
       if d.no_mmap == nil then d.no_mmap = o.no_mmap or nil end
@@ -402,7 +451,8 @@ local function check_inputs(o, how)
       f:close()
       local hdr, why
       if require("vfio.vmm.vmlinux").is_elf(image) then
-         hdr, why = require("vfio.vmm.vmlinux").from_string(image, o.mem << 20, o.kernel)
+         hdr, why = require("vfio.vmm.vmlinux").from_string(image,
+            address_map.low_ram_end(o.mem << 20, o.mem_below_4g and o.mem_below_4g << 20), o.kernel)
          if not hdr then die(how, EXIT.setup, "kernel %s", why) end
       else
          hdr, why = require("vfio.vmm.linux").parse(image)
@@ -481,8 +531,10 @@ end
 -- through the PIC. Every device is added to it (slots, lines, BARs).
 local function build_board(o, how, devices, cleanup, trace)
    local board, err = require("vfio.vmm.board").new {
-      mem_mib = o.mem, trace = trace, vm = { cpus = o.cpus }, halt_poll_us = o.halt_poll_us,
-      legacy_intx = not o.kernel, plan = o.plan, hotplug_slots = o.hotplug_slots }
+      mem_mib = o.mem, ram_below_4g = o.mem_below_4g and o.mem_below_4g << 20,
+      backing = o.mem_backing, hugetlbfs = o.hugetlbfs, trace = trace,
+      vm = { cpus = o.cpus }, halt_poll_us = o.halt_poll_us, legacy_intx = not o.kernel, plan = o.plan,
+      hotplug_slots = o.hotplug_slots }
    if not board then
       cleanup()
       die(how, EXIT.setup, "%s", tostring(err))
@@ -629,7 +681,9 @@ function cli.run_linux(o, how, image)
       io.stderr:write(prog, ": the guest panicked:\n", (r.tail:match(".*(Kernel panic.-)$") or r.tail), "\n")
    end
    local ending = ""
-   if r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
+   if r.why then                      -- the VMM stopped it (a device's error, vfio.vmm.reclaim)
+      ending = ": " .. r.why
+   elseif r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
       local x = r.exit
       ending = (" (exit %s, KVM reason %s%s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
          x.vcpu and (", vcpu " .. x.vcpu) or "", x.code and (", code " .. x.code) or "",

@@ -510,8 +510,11 @@ function COMMANDS.device_del(self, args)
             removing = self.removing[d] ~= nil }
 end
 
--- A device has left the machine (board:release): what device_add opened is closed, and
--- every client hears of it.
+---
+-- A device has left the machine (the board's release, board:on_released): what
+-- device_add opened is closed, and every client hears of it (event device_removed).
+-- @param d the assigned device
+-- @tparam table how `{host =, seat =, surprise =}` as board:on_released gives it
 function Control:released(d, how)
    local info = self.removing[d] or { id = device_id(d), host = how.host }
    self.removing[d] = nil
