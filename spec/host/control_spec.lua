@@ -665,6 +665,8 @@ local function halted_vm(ncpu)
 end
 
 -- A pipe whose read end becomes readable `after` seconds from now (a child writes it).
+-- The write end stays open here too (closed by the caller at the end): a pipe with no
+-- writer left reads as hung up, which wakes a run as readiness does.
 local function late_pipe(after)
    local r, w = unistd.pipe()
    local pid = unistd.fork()
@@ -674,15 +676,14 @@ local function late_pipe(after)
       unistd.write(w, "x")
       unistd._exit(0)
    end
-   unistd.close(w)
-   return r, pid
+   return r, pid, w
 end
 
 describe("the run's wake fds #kvm", function()
    it("end a single vCPU's run that idles in an in-kernel HLT", function()
       local vm, kvm, cpus = halted_vm(1)
       if not vm then pending(kvm) return end
-      local r, pid = late_pipe(0.3)
+      local r, pid, w = late_pipe(0.3)
       local e = assert(cpus[1]:run(nil, { timeout = 30, wake = { r } }))
       assert.are.equal("wake", e.reason)
       pwait.wait(pid)
@@ -695,6 +696,10 @@ describe("the run's wake fds #kvm", function()
       assert.are.equal("timeout", e.reason)
       e = assert(cpus[1]:run(nil, { timeout = 0.2, wake = { r } }))
       assert.are.equal("timeout", e.reason)
+      -- the last writer gone, the pipe reads as hung up: that wakes a run too
+      unistd.close(w)
+      e = assert(cpus[1]:run(nil, { timeout = 30, wake = { r } }))
+      assert.are.equal("wake", e.reason)
       unistd.close(r)
       vm:close(); kvm:close()
    end)
@@ -702,13 +707,14 @@ describe("the run's wake fds #kvm", function()
    it("end vm:run_vcpus while every vCPU waits in KVM", function()
       local vm, kvm, cpus = halted_vm(2)
       if not vm then pending(kvm) return end
-      local r, pid = late_pipe(0.3)
+      local r, pid, w = late_pipe(0.3)
       local e = assert(vm:run_vcpus(cpus, function() end, { timeout = 30, wake = { r } }))
       assert.are.equal("wake", e.reason)
       pwait.wait(pid)
       unistd.read(r, 16)
       e = assert(vm:run_vcpus(cpus, function() end, { timeout = 0.2, wake = { r } }))
       assert.are.equal("timeout", e.reason)
+      unistd.close(w)
       unistd.close(r)
       vm:close(); kvm:close()
    end)
