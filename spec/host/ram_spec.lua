@@ -230,6 +230,32 @@ describe("BAR placement inside the IOMMU's usable IOVA ranges", function()
       assert.is_true(bar4.addr >= map.MMIO32_START and bar4.addr < FOUR_GIB)
       b:close()
    end)
+
+   it("maps every RAM range for DMA once per container, and keeps what the maps took", function()
+      local board = require "vfio.vmm.board"
+      local b = assert(board.new { mem_mib = 6144, plan = true })
+      -- the VM's memory slots as KVM lists them: RAM below the hole and above 4 GiB, and
+      -- a BAR slot the board must not map
+      local slots = { { gpa = 0, size = 0xb0000000, ram = true },
+                      { gpa = 0xc0000000, size = 0x1000, ram = false },
+                      { gpa = FOUR_GIB, size = 6 * GiB - 0xb0000000, ram = true } }
+      b.vm = { memory = function() return slots end }
+      local maps, unmaps = {}, {}
+      local container = { iommu_info = function() return { iova_ranges = bits39 } end,
+                          map_dma = function(_, vm, iova, o)
+                             assert.are.equal(b.vm, vm)
+                             maps[#maps + 1] = { iova, o.gpa, o.size, o.read, o.write }
+                             return true end,
+                          unmap_dma = function(_, iova, size) unmaps[#unmaps + 1] = { iova, size } end }
+      assert.is_true(b:map_dma(container))
+      assert.is_true(b:map_dma(container))   -- once per container
+      assert.are.same({ { 0, 0, 0xb0000000, true, true },
+                        { FOUR_GIB, FOUR_GIB, 6 * GiB - 0xb0000000, true, true } }, maps)
+      assert.are.equal(6 * GiB, b.dma_timing.bytes)
+      assert.is_true(b.dma_timing.seconds >= 0 and b.dma_timing.seconds < 60)
+      b:close()
+      assert.are.same({ { 0, 0xb0000000 }, { FOUR_GIB, 6 * GiB - 0xb0000000 } }, unmaps)
+   end)
 end)
 
 describe("guest RAM above 4 GiB in a VM #kvm", function()

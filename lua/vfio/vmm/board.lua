@@ -183,11 +183,13 @@ function Board:intx_line(slot, pin) return M.intx_gsi(slot, pin, self.intx_lines
 ---
 -- Guest RAM mapped for DMA in `container`, once per container, after checking that it
 -- lies inside the container's usable IOVA ranges (mapped at IOVA == guest-physical).
+-- What the maps took is kept in board.dma_timing `{seconds =, bytes =}` (all maps so far;
+-- VFIO pins every page, faulting in what was never touched: most of a big guest's setup).
 function Board:map_dma(container)
    if not container or self.dma[container] then return true end
    local fits, why = ram.check_aperture(self.mem_mib << 20, ram.iova_ranges(container), self.ram_below_4g)
    if not fits then return nil, why end
-   local done = {}
+   local done, t0, bytes = {}, vmlib.now(), 0
    for _, s in ipairs(self.vm:memory()) do
       if s.ram then
          local ok, err, errno = container:map_dma(self.vm, s.gpa, { gpa = s.gpa, size = s.size,
@@ -202,9 +204,15 @@ function Board:map_dma(container)
             return nil, "DMA map of guest RAM: " .. tostring(err), errno
          end
          done[#done + 1] = s
+         bytes = bytes + s.size
       end
    end
    self.dma[container] = done
+   local dt = vmlib.now() - t0
+   local t = self.dma_timing or { seconds = 0, bytes = 0 }
+   t.seconds, t.bytes = t.seconds + dt, t.bytes + bytes
+   self.dma_timing = t
+   self:log("guest RAM mapped for DMA: %d MiB in %.1f ms", bytes >> 20, dt * 1000)
    return true
 end
 

@@ -559,6 +559,12 @@ local function build_board(o, how, devices, cleanup, trace)
       end
       die(how, EXIT.setup, "placing devices: %s", tostring(aerr))
    end
+   -- LUAVFIO_TIMING=1: what mapping guest RAM for the devices' DMA took (bench/ram.lua)
+   local t = board.dma_timing
+   if t and (os.getenv("LUAVFIO_TIMING") or "") ~= "" and os.getenv("LUAVFIO_TIMING") ~= "0" then
+      io.stderr:write(("%s: guest RAM mapped for DMA: %d MiB in %.3f s (%.1f ms per GiB)\n"):format(how.prog,
+         t.bytes >> 20, t.seconds, t.bytes > 0 and t.seconds * 1000 / (t.bytes / (1 << 30)) or 0))
+   end
    return board
 end
 
