@@ -15,9 +15,10 @@
 --   released: device_del sent -> the host can open the device again (vfio.open succeeds:
 --             the VMM closed the device, its group and container).
 -- Printed: medians and min-max per VMM, ratios ours/QEMU of the medians (target <= 1).
--- The guest notices a device by polling sysfs every 0.2 s and the host reads the consoles
--- every 0.05 s, so `add` carries up to ~0.25 s of polling, alike for both VMMs.
---   lab/run --smp 2 -- lua5.4 bench/hotplug.lua [ROUNDS]     (default 5)
+-- The guest notices a device, then its driver, by polling sysfs every 0.2 s, and the host
+-- reads the consoles every 0.05 s: `add` carries up to ~0.45 s of polling, alike for both.
+--   lab/run --smp 2 --timeout 1800 -- lua5.4 bench/hotplug.lua [ROUNDS]     (default 5)
+-- (two CPUs: the guest not being measured idles on its own; one works too, slower)
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = (os.getenv("LUAVFIO_BUILD") or "build") .. "/?.so;" .. package.cpath
 local vfio = require "vfio"
