@@ -236,18 +236,21 @@ static int l_vm_fill(lua_State *L)
     return 0;
 }
 
-/* vm:memory() -> list of {slot, gpa, size, ram, readonly, shared (RAM from a ramfd)}. No host address: Lua never
- * sees one (container:map_dma(vm, iova, {gpa=, size=}) finds guest RAM itself). */
+/* vm:memory() -> list of {slot, gpa, size, ram, readonly, shared (RAM from a ramfd), dma
+ * (the IOMMU mappings of its RAM)}. No host address: Lua never sees one
+ * (container:map_dma(vm, iova, {gpa=, size=}) finds guest RAM itself). */
 static int l_vm_memory(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     lua_newtable(L);
     int n = 0;
     for (int i = 0; i < KVM_VMM_MAX_SLOTS; i++) {
-        struct kvm_slot *s = &v->vm.slots[i];
+        /* a copy, read before the allocations that push it (GC steps, whose finalizers
+         * may close the VM: its slots are unused then, and the rest are skipped) */
+        struct kvm_slot copy = v->vm.slots[i], *s = &copy;
         if (!s->used)
             continue;
-        lua_createtable(L, 0, 6);
+        lua_createtable(L, 0, 7);
         lua_pushinteger(L, i);
         lua_setfield(L, -2, "slot");
         lua_pushinteger(L, (lua_Integer)s->gpa);
@@ -260,7 +263,34 @@ static int l_vm_memory(lua_State *L)
         lua_setfield(L, -2, "readonly");
         lua_pushboolean(L, s->fd_backed);
         lua_setfield(L, -2, "shared");
+        lua_pushinteger(L, s->dma);
+        lua_setfield(L, -2, "dma");
         lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* vm:ranges() -> list of {id, space = "pio"|"mmio", base, size}: the handled ranges (a
+ * device's trapped BAR pieces, the host bridge, the platform devices), in no particular
+ * order. Read-only. */
+static int l_vm_ranges(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    lua_createtable(L, (int)v->vm.nranges, 0);
+    for (unsigned i = 0; i < v->vm.nranges; i++) {
+        /* a copy, read before the allocations (a finalizer may close the VM: nranges is
+         * 0 then, and the loop ends) */
+        struct kvm_range r = v->vm.ranges[i];
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, r.id);
+        lua_setfield(L, -2, "id");
+        lua_pushstring(L, r.space == KVM_VMM_PIO ? "pio" : "mmio");
+        lua_setfield(L, -2, "space");
+        lua_pushinteger(L, (lua_Integer)r.base);
+        lua_setfield(L, -2, "base");
+        lua_pushinteger(L, (lua_Integer)r.size);
+        lua_setfield(L, -2, "size");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
 }
@@ -626,7 +656,16 @@ position is left alone). The file ending first is an error (EIO).
 /***
 The memory slots (no host address).
 @function vm:memory
-@treturn table `{{slot, gpa, size, ram, readonly, shared}...}` (shared: RAM from a `ramfd`)
+@treturn table `{{slot, gpa, size, ram, readonly, shared, dma}...}` (shared: RAM from a
+`ramfd`; dma: how many IOMMU mappings, of any container or ioas, hold its RAM)
+*/
+
+/***
+The handled ranges (answered in C: a device's trapped BAR pieces, the host bridge, the
+platform devices), in no particular order. Read-only: what a VMM that must give a removed
+device's ranges back counts.
+@function vm:ranges
+@treturn table `{{id, space = "pio"|"mmio", base, size}...}`
 */
 
 /***
@@ -852,7 +891,7 @@ void lv_open_vm(lua_State *L)
         {"add_ram", l_vm_add_ram}, {"map", l_vm_map}, {"unmap", l_vm_unmap},
         {"write", l_vm_write}, {"read", l_vm_read}, {"fill", l_vm_fill},
         {"load_file", l_vm_load_file},
-        {"memory", l_vm_memory}, {"create_irqchip", l_vm_create_irqchip},
+        {"memory", l_vm_memory}, {"ranges", l_vm_ranges}, {"create_irqchip", l_vm_create_irqchip},
         {"create_pit2", l_vm_create_pit2}, {"set_halt_poll", l_vm_set_halt_poll}, {"supported_cpuid", l_vm_supported_cpuid},
         {"set_msi_route", l_vm_set_msi_route}, {"remove_route", l_vm_remove_route},
         {"routes", l_vm_routes}, {"irq_line", l_vm_irq_line}, {"signal_msi", l_vm_signal_msi},

@@ -520,6 +520,60 @@ describe("control socket: commands", function()
       b:close()
    end)
 
+   it("through root ports: a full machine, a boot device, adds while the guest removes: refused, closed",
+      function()
+      local pciehp = require "support.pciehp"
+      local b = assert(board.new { plan = true, mem_mib = 64, hotplug_slots = 1 })
+      assert(b:add_device(fixture("edu", "0000:00:11.0")))
+      local g = pciehp.guest(b, 0x10)
+      g.probe()
+      local live, closed = {}, 0
+      local ctl = assert(control.open {
+         path = new_path(), board = b,
+         open_device = function(bdf)
+            local d = fixture("nvme", bdf)
+            live[d] = true
+            return d
+         end,
+         close_device = function(d) live[d] = nil closed = closed + 1 d:close() end })
+      local c = connect(ctl.server.path)
+      ctl.server:service()
+      local v = request(ctl.server, c, { id = 1, cmd = "device_add", device = "0000:00:03.0" })
+      assert.is_true(v.ok, v.error)
+      g.isr()
+      g.power_on()
+      v = request(ctl.server, c, { id = 2, cmd = "device_add", device = "0000:00:05.0" })
+      assert.are.equal("device_add: 0000:00:05.0: no empty hot-plug slot (board.new{hotplug_slots = n}, "
+         .. "--hotplug-slots N)", v.error)
+      assert.are.equal(1, closed)
+      v = request(ctl.server, c, { id = 3, cmd = "device_del", device = "0000:00:11.0" })
+      assert.are.equal("device_del: 0000:00:11.0: that device is not behind a root port", v.error)
+      assert.are.equal(0, next(ctl.removing) and 1 or 0)
+      v = request(ctl.server, c, { id = 4, cmd = "device_del", device = "0000:00:03.0" })
+      assert.is_true(v.ok, v.error)
+      -- while the guest removes it: its slot is taken, and it is still in the VM
+      v = request(ctl.server, c, { id = 5, cmd = "device_add", device = "0000:00:05.0", slot = 1 })
+      assert.are.equal("device_add: 0000:00:05.0: root port 0 is not an empty hot-plug slot", v.error)
+      assert.are.equal(2, closed)
+      v = request(ctl.server, c, { id = 6, cmd = "device_add", device = "0000:00:03.0" })
+      assert.are.equal("device_add: 0000:00:03.0 is already in the VM (guest 01:00.0)", v.error)
+      local open_now = 0
+      for _ in pairs(live) do open_now = open_now + 1 end
+      assert.are.equal(1, open_now)             -- the one the guest is removing
+      g.isr()
+      g.power_off()
+      ctl.server:service()
+      assert.is_nil(next(live))
+      assert.are.equal(3, closed)
+      assert.are.same({}, ctl.opened)
+      assert.are.same({}, ctl.removing)
+      assert.are.equal(1, #b.devices)
+      assert.are.equal("empty", b.ports[1].state)
+      unistd.close(c.fd)
+      ctl:close()
+      b:close()
+   end)
+
    describe("with hot-plug (the board's add_device and release standing in)", function()
       local function setup()
          local b = plan_board()
