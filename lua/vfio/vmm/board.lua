@@ -24,8 +24,9 @@
 -- A board with `plan = true` has no VM: it seats the devices and places their BARs as a
 -- real one would, and board:plan() says what the run would make of them.
 -- PCIe root ports (vfio.vmm.hotplug) sit on bus 0 from slot 0x10, their secondary buses
--- 1 to 16 inside the host bridge's ECAM window, with bridge windows from the one allocator: `hotplug_slots` empty ones, and one for each device added
--- with `{port = true}` (seated behind it at boot, its BARs in the port's windows).
+-- 1 to 16 inside the host bridge's ECAM window, with bridge windows from the one
+-- allocator: `hotplug_slots` empty ones, and one for each device added with
+-- `{port = true}` (seated behind it at boot, its BARs in the port's windows).
 -- board:device_add(d) hot-adds a device into an empty port; board:device_del(d) asks
 -- the guest for it back and releases it (interrupts, slots, ranges, DMA, KVM's group,
 -- the device closed) once the guest has powered the slot off, or by surprise after a
