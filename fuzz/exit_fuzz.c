@@ -3,7 +3,8 @@
  * set up without KVM as boot_linux.lua sets one up: the UART at 0x3f8 (IRQ 4, its
  * KVM_IRQ_LINE answered by this program's ioctl stand-in), the i8042, the ignored legacy
  * ranges, a debug console at 0xe9, an exit port at 0xf4 and the PCI host bridge (CF8-CFF
- * and an ECAM window over buses 0 to 15) with an emulated host bridge function at 00:00.0,
+ * and an ECAM window over buses 0 to 16, the board's: address_map.lua's ECAM_BUSES) with
+ * an emulated host bridge function at 00:00.0,
  * a PCIe root port with a hot-plug slot at 00:1c.0 (csrc/kvm/rootport.c: bus 1 behind
  * it, empty or holding the function below or another) and, in three inputs of four, a
  * passed-through function at 00:04.0 or behind the port: a trap over a recorded lab device
@@ -64,8 +65,9 @@
  * reads its registers (zero past 256 bytes) and a config write to it stops exactly when
  * it holds events; presence follows what the VMM put behind it, the link presence and
  * power; the function behind it answers at secondary:00.0 only while the link is up and
- * the bus numbers decode it (this program's own model of the routing), everything else
- * on those buses all ones; an MSI is queued on each rise of "HPIE, an enabled event
+ * the bus numbers decode it (this program's own model of the routing), through ECAM
+ * (its bus from the address) as through CF8, the trap with the trap core's config and
+ * the other function with its own bytes, everything else on those buses all ones; an MSI is queued on each rise of "HPIE, an enabled event
  * pending, MSI and bus master on", INTx is that level's when MSI is off, and an MSI
  * event comes only with MSI enabled. */
 #include "base/le.h"
@@ -88,7 +90,8 @@
 #define UART_IRQ 4
 #define UART_CAPTURE 256
 #define ECAM_BASE 0xb0000000ull
-#define ECAM_SIZE (16ull << 20)   /* buses 0 to 15 */
+#define ECAM_BUSES 17u            /* the board's: bus 0 and 16 root ports' secondary buses */
+#define ECAM_SIZE ((uint64_t)ECAM_BUSES << 20)
 #define EXIT_PORT 0xf4
 #define DEBUGCON_PORT 0xe9
 #define TRAP_DEV 4
@@ -483,8 +486,8 @@ static void port_cfg_exit(struct in *in, struct kvm_run *run)
         len = c & 8 ? 2 : 4, v = take(in, 4);
         break;
     case 3: reg = 0x04, v = take(in, 2) & 0x0547; break;
-    case 4: {   /* bus numbers: mostly a secondary bus ECAM reaches */
-        uint8_t sec = (uint8_t)(c & 8 ? take(in, 1) : 1 + take(in, 1) % 15);
+    case 4: {   /* bus numbers: mostly a secondary bus ECAM reaches (its last one too) */
+        uint8_t sec = (uint8_t)(c & 8 ? take(in, 1) : 1 + take(in, 1) % (ECAM_BUSES - 1));
         uint8_t sub = (uint8_t)(c & 16 ? take(in, 1) : sec);
         reg = 0x18, len = 4, v = (uint32_t)sub << 16 | (uint32_t)sec << 8;
         break;
@@ -1040,6 +1043,11 @@ static void mmio_do(struct kvm_run *run, uint64_t addr, uint32_t len, uint8_t is
             CHECK(run->mmio.data[k] == (reg + k < 256 ? rport.cfg[reg + k] : 0));
         return;
     }
+    if (!is_write && shape_ok && behind(bdf) == &leaf) {
+        /* the other function behind the port, on a bus past 0: its bytes, 4 KiB of them */
+        CHECK(!memcmp(run->mmio.data, leaf.bytes + reg, len));
+        return;
+    }
     if (bdf != fn_bdf() || !reachable(bdf) || !shape_ok)
         return;
     if (is_write) {
@@ -1069,10 +1077,13 @@ static void mmio_exit(struct in *in, struct kvm_run *run)
         addr = trap_pick(in, 0);
     } else {
         switch (b % 8) {
-        case 0: case 1: case 2:   /* the host bridge's function, the trap's, the port's */
-            addr = ECAM_BASE + ((uint64_t)(b & 8 ? fn_bdf() : b & 16 ? PORT_BDF : 0) << 12) +
+        case 0: case 1: case 2: {   /* the host bridge's function, the trap's, the port's,
+                                       the port's secondary bus (device 0 or any) */
+            unsigned sec = (unsigned)rport.cfg[PORT_SEC] << 8 | (b & 64 ? (unsigned)take(in, 1) : 0);
+            addr = ECAM_BASE + ((uint64_t)(b & 8 ? fn_bdf() : b & 16 ? PORT_BDF : b & 32 ? sec : 0) << 12) +
                    take(in, 2) % 4096;
             break;
+        }
         case 3: addr = ECAM_BASE + take(in, 3) % ECAM_SIZE; break;
         case 4: addr = ECAM_BASE + ECAM_SIZE - 8 + take(in, 1) % 16; break;   /* its end */
         case 5: addr = ECAM_BASE - 8 + take(in, 1) % 16; break;               /* its start */

@@ -7,7 +7,9 @@
  *     number), DLL Link Active reporting, the windows firmware left, the write masks;
  *   - the bus numbers route config accesses: secondary:00.0 reaches the function behind
  *     the port while its link is up, other devices and buses below read all ones, and
- *     follow the guest's reprogramming of the bus numbers;
+ *     follow the guest's reprogramming of the bus numbers; through ECAM (the board's
+ *     window: buses 0 to 16) as through CF8, up to the window's last bus, a bus past it
+ *     not the host bridge's, and a window said to be past 256 buses never aliasing bus 0;
  *   - pciehp's probe (clear events, power an empty slot off, enable notifications with
  *     MSI), Command Completed after every Slot Control write, RW1C status bits;
  *   - a hot-add (presence, then the attention button; the guest powers the slot on and
@@ -64,7 +66,9 @@ static void check(int ok, const char *what, int line)
 }
 #define CHECK(c) check((c), #c, __LINE__)
 
-static struct kvm_pcihost host = {.ecam_base = ECAM_BASE, .ecam_size = 16ull << 20};
+#define ECAM_BUSES 17u   /* the board's: bus 0 and the 16 root ports' secondary buses */
+static struct kvm_pcihost host = {.ecam_base = ECAM_BASE,
+                                  .ecam_size = ECAM_BUSES * KVM_PCIHOST_ECAM_BUS_SIZE};
 static int last_event;   /* the last write's answer: 2 when a function asked for attention */
 
 /* Mechanism #1: the address latch, then the data port's lanes. */
@@ -87,13 +91,24 @@ static void wr(unsigned bus, unsigned dev, unsigned fn, unsigned off, unsigned l
     last_event = kvm_pcihost_access(&host, KVM_VMM_PIO, 0xcfc + (off & 3), d, len, 1);
 }
 
-/* ECAM, for the extended space */
+/* ECAM: the extended space, and every bus of the window */
+static uint64_t ecam_addr(unsigned bus, unsigned dev, unsigned fn, unsigned off)
+{
+    return ECAM_BASE + ((uint64_t)bus << 20 | dev << 15 | fn << 12 | off);
+}
+
 static uint32_t ecam_rd(unsigned bus, unsigned dev, unsigned fn, unsigned off, unsigned len)
 {
     uint8_t d[4] = {0};
-    uint64_t a = ECAM_BASE + ((uint64_t)bus << 20 | dev << 15 | fn << 12 | off);
-    kvm_pcihost_access(&host, KVM_VMM_MMIO, a, d, len, 0);
+    kvm_pcihost_access(&host, KVM_VMM_MMIO, ecam_addr(bus, dev, fn, off), d, len, 0);
     return (uint32_t)lv_le_get(d, len);
+}
+
+static void ecam_wr(unsigned bus, unsigned dev, unsigned fn, unsigned off, unsigned len, uint32_t v)
+{
+    uint8_t d[4];
+    lv_le_put(d, v, 4);
+    last_event = kvm_pcihost_access(&host, KVM_VMM_MMIO, ecam_addr(bus, dev, fn, off), d, len, 1);
 }
 
 #define PRD(off, len) rd(0, PORT_DEV, 0, (off), (len))
@@ -145,6 +160,7 @@ int main(void)
     struct kvm_cfgspace child = {.size = 4096};
     lv_le_put(child.bytes, 0x5845144d, 4);      /* 144d:5845 */
     memset(child.wmask + 0x40, 0xff, 4);
+    lv_le_put(child.bytes + 0x100, 0x00010001, 4);    /* an extended capability header */
     struct kvm_cfgspace other = {.size = 256};  /* a function on bus 0 */
     lv_le_put(other.bytes, 0x11118086, 4);
     CHECK(kvm_pcihost_attach(&host, 0, 3, 0, &kvm_cfgspace_ops, &other) == 0);
@@ -263,12 +279,42 @@ int main(void)
     kvm_rootport_state(&port, &st);
     CHECK(st.present && st.powered && st.link_up && st.power_indicator == 1);
 
-    /* the guest moves the bus numbers: the child follows */
+    /* the guest moves the bus numbers: the child follows, through CF8 and ECAM */
     PWR(0x18, 4, 0x00050500);
     CHECK(rd(2, 0, 0, 0, 4) == 0xffffffff);
+    CHECK(ecam_rd(2, 0, 0, 0, 4) == 0xffffffff);
     CHECK(rd(5, 0, 0, 0, 4) == 0x5845144d);
+    CHECK(ecam_rd(5, 0, 0, 0, 4) == 0x5845144d);
     PWR(0x18, 4, 0x00060500);                           /* subordinate 6: bus 6 decoded, empty */
     CHECK(rd(6, 0, 0, 0, 4) == 0xffffffff);
+    CHECK(ecam_rd(6, 0, 0, 0, 4) == 0xffffffff);
+    /* the window's last bus (the board's last root port's): ECAM reaches the child there,
+     * its extended space and its registers written */
+    ecam_wr(0, PORT_DEV, 0, 0x18, 4, (ECAM_BUSES - 1) << 16 | (ECAM_BUSES - 1) << 8);
+    CHECK(PRD(0x18, 4) == ((ECAM_BUSES - 1) << 16 | (ECAM_BUSES - 1) << 8));
+    CHECK(ecam_rd(ECAM_BUSES - 1, 0, 0, 0, 4) == 0x5845144d);
+    CHECK(ecam_rd(ECAM_BUSES - 1, 0, 0, 0, 2) == 0x144d);
+    CHECK(ecam_rd(ECAM_BUSES - 1, 0, 0, 0x100, 4) == 0x00010001);
+    ecam_wr(ECAM_BUSES - 1, 0, 0, 0x40, 4, 0x600dcafe);
+    CHECK(host.last.hit && host.last.bdf == (ECAM_BUSES - 1) << 8 && host.last.off == 0x40);
+    CHECK(rd(ECAM_BUSES - 1, 0, 0, 0x40, 4) == 0x600dcafe);
+    ecam_wr(ECAM_BUSES - 1, 0, 0, 0x40, 4, 0xcafef00d);
+    CHECK(ecam_rd(ECAM_BUSES - 1, 1, 0, 0, 4) == 0xffffffff);
+    /* one past it: CF8 reaches the child, ECAM's window has ended (not the host's) */
+    PWR(0x18, 4, ECAM_BUSES << 16 | ECAM_BUSES << 8);
+    CHECK(rd(ECAM_BUSES, 0, 0, 0, 4) == 0x5845144d);
+    {
+        uint8_t d[4] = {0};
+        CHECK(kvm_pcihost_access(&host, KVM_VMM_MMIO, ecam_addr(ECAM_BUSES, 0, 0, 0), d, 4, 0) == 0);
+        /* a window larger than 256 buses: past bus 255 all ones, never bus 0 again */
+        uint64_t size = host.ecam_size;
+        host.ecam_size = 2 * KVM_PCIHOST_ECAM_MAX;
+        CHECK(kvm_pcihost_access(&host, KVM_VMM_MMIO, ECAM_BASE + KVM_PCIHOST_ECAM_MAX + (3 << 15), d,
+                                 4, 0) == 1);   /* where 00:03.0 would alias */
+        CHECK(lv_le_get(d, 4) == 0xffffffff);
+        CHECK(ecam_rd(0, 3, 0, 0, 4) == 0x11118086);   /* bus 0 is there */
+        host.ecam_size = size;
+    }
     PWR(0x18, 4, 0x00020200);
     CHECK(rd(2, 0, 0, 0, 4) == 0x5845144d);
 

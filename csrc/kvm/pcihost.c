@@ -112,8 +112,17 @@ int kvm_pcihost_access(struct kvm_pcihost *h, int space, uint64_t addr, uint8_t 
     }
     if (!h->ecam_size || addr < h->ecam_base || addr - h->ecam_base >= h->ecam_size)
         return 0;
+    /* bus (bits 27:20), device and function (19:12), register (11:0); a bus other than 0
+     * is routed as a CF8 access to it is (find). A window said to be larger than 256 buses
+     * does not alias bus 0 past them: that part reads all ones. */
     uint64_t off = addr - h->ecam_base;
-    uint16_t bdf = (uint16_t)(off >> 12);
+    if (off >= KVM_PCIHOST_ECAM_MAX) {
+        if (!is_write)
+            memset(data, 0xff, size);
+        return 1;
+    }
+    unsigned bus = (unsigned)(off >> 20), devfn = (unsigned)(off >> 12 & 0xff);
+    uint16_t bdf = (uint16_t)(bus << 8 | devfn);
     uint32_t reg = (uint32_t)(off & 0xfff);
     if (size == 8 && reg % 8 == 0) { /* two dwords, low first */
         int ev = config(h, bdf, reg, data, 4, is_write);

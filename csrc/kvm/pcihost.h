@@ -29,6 +29,8 @@ struct kvm_pci_cfg_ops {
 };
 
 #define KVM_PCIHOST_MAX_FN 64
+#define KVM_PCIHOST_ECAM_BUS_SIZE (1ull << 20)  /* 32 devices x 8 functions x 4 KiB */
+#define KVM_PCIHOST_ECAM_MAX (256 * KVM_PCIHOST_ECAM_BUS_SIZE)  /* buses 0 to 255 */
 
 struct kvm_pcihost {
     uint32_t addr;              /* the CF8 latch */
@@ -39,6 +41,8 @@ struct kvm_pcihost {
         uint16_t bdf;
         uint32_t off, size, value;
     } last;
+    /* The ECAM window (size 0: none): 1 MiB per bus from bus 0, at most
+     * KVM_PCIHOST_ECAM_MAX. Buses past 0 reach the functions behind bridges (route). */
     uint64_t ecam_base, ecam_size;
     unsigned nfn;
     struct {

@@ -31,7 +31,7 @@ static int l_pcihost_new(lua_State *L)
     }
     struct kvm_pcihost *h = lv_newobject(L, sizeof *h, PCIHOST_T, 1);
     h->ecam_base = base;
-    h->ecam_size = base ? buses << 20 : 0;
+    h->ecam_size = base ? buses * KVM_PCIHOST_ECAM_BUS_SIZE : 0;
     lua_newtable(L); /* attached objects, kept alive by bdf */
     lua_setiuservalue(L, -2, 1);
     return 1;

@@ -66,8 +66,9 @@ describe("vfio.vmm.address_map", function()
       end
       assert.are.equal(PAGE, map.PAGE_SIZE)
       -- ECAM: 1 MiB per bus, the window aligned to it (the C host bridge refuses less)
+      assert.are.equal(MiB, map.ECAM_BUS_SIZE)
       assert.are.equal(0, map.ECAM_START % MiB)
-      assert.are.equal(0, map.ECAM_SIZE % MiB)
+      assert.are.equal(map.ECAM_BUSES * MiB, map.ECAM_SIZE)
       -- the MP floating pointer is found on 16-byte boundaries of the BIOS area
       assert.are.equal(0, map.MPTABLE_START % 16)
       -- BAR windows: a BAR is aligned to its size, so a window aligned to its own size
@@ -116,6 +117,8 @@ describe("vfio.vmm.address_map", function()
       -- the 32-bit BAR window runs up to the IOAPIC; the 64-bit one starts past 4 GiB
       assert.are.equal(map.IOAPIC_START, map.MMIO32_START + map.MMIO32_SIZE)
       assert.is_true(map.ECAM_START + map.ECAM_SIZE <= map.MMIO32_START)
+      -- ECAM below the 32-bit BAR window has room for every bus there can be
+      assert.are.equal(map.MMIO32_START, map.ECAM_START + 256 * map.ECAM_BUS_SIZE)
       assert.is_true(map.MMIO64_START >= FOUR_GIB)
       -- the largest RAM and the 64-bit window above it: a 40-bit guest reaches both
       local start, size = map.mmio64_window(map.RAM_SIZE_MAX)
@@ -181,16 +184,19 @@ describe("vfio.vmm.address_map", function()
       assert.are.equal(map.LAPIC_START, mptable.LAPIC)
       assert.are.equal(map.IOAPIC_START, mptable.IOAPIC)
       assert.are.equal(map.ECAM_START, require("vfio.vmm.board").ECAM_BASE)
+      assert.are.equal(map.ECAM_BUSES, require("vfio.vmm.board").ECAM_BUSES)
       -- one RAM limit for the board, a bare VM and the Linux loader: RAM around the hole,
       -- ending at RAM_END_MAX
       assert.are.equal(map.RAM_SIZE_MAX, require("vfio.vmm.board").MAX_MEM_MIB << 20)
       assert.are.equal(map.RAM_SIZE_MAX, require("vfio.vmm.vm").RAM_LIMIT)
-      -- the e820 map reserves the low legacy area and the pages KVM takes
+      -- the e820 map reserves the low legacy area, the whole ECAM window and the pages KVM
+      -- takes
       local e820 = linux.e820(64 * MiB)
       assert.are.same({ addr = map.EBDA_START, size = map.HIMEM_START - map.EBDA_START,
                         type = linux.E820_RESERVED }, e820[2])
+      assert.are.same({ addr = map.ECAM_START, size = map.ECAM_SIZE, type = linux.E820_RESERVED }, e820[4])
       assert.are.same({ addr = map.KVM_SYSTEM_PAGES_START, size = map.KVM_SYSTEM_PAGES_SIZE,
-                        type = linux.E820_RESERVED }, e820[4])
+                        type = linux.E820_RESERVED }, e820[5])
    end)
 
    it("lists RAM's ranges among the regions when given a RAM size, the 64-bit window above", function()
@@ -225,11 +231,31 @@ describe("vfio.vmm.address_map", function()
       end)
 
       it("on the host bridge's ECAM window (vfio.core.pcihost, as the board makes it)", function()
-         local ranges = core.pcihost({ ecam_base = map.ECAM_START }):ranges()
-         assert.are.same({ "mmio", map.ECAM_START, map.ECAM_SIZE }, ranges[2])
+         local k = core.kvm_layout
+         assert.are.equal(map.ECAM_BUS_SIZE, k.ecam_bus_size)
+         assert.are.equal(256 * k.ecam_bus_size, k.ecam_max)
+         assert.is_true(map.ECAM_SIZE <= k.ecam_max)
+         local ranges = core.pcihost({ ecam_base = map.ECAM_START, ecam_buses = map.ECAM_BUSES }):ranges()
          assert.are.same({ "pio", 0xcf8, 8 }, ranges[1])
-         ranges = core.pcihost({ ecam_base = map.ECAM_START, ecam_buses = map.ECAM_SIZE // MiB }):ranges()
          assert.are.same({ "mmio", map.ECAM_START, map.ECAM_SIZE }, ranges[2])
+         -- one bus when not told: the board tells it every bus
+         ranges = core.pcihost({ ecam_base = map.ECAM_START }):ranges()
+         assert.are.same({ "mmio", map.ECAM_START, map.ECAM_BUS_SIZE }, ranges[2])
+         local b = assert(require("vfio.vmm.board").new { plan = true })
+         assert.are.same({ "mmio", map.ECAM_START, map.ECAM_SIZE }, b.host:ranges()[2])
+         b:close()
+      end)
+
+      it("on the buses the board can number: bus 0 and one per root port slot", function()
+         local hotplug = require "vfio.vmm.hotplug"
+         assert.are.equal(32 - hotplug.FIRST_SLOT, map.ECAM_BUSES - 1)
+         local board = require "vfio.vmm.board"
+         local b = assert(board.new { plan = true, hotplug_slots = map.ECAM_BUSES - 1 })
+         assert.are.equal(map.ECAM_BUSES - 1, b.ports[#b.ports].secondary)
+         local ok, err = b:add_root_port()
+         assert.is_nil(ok)
+         assert.matches("no free slot", err)
+         b:close()
       end)
    end)
 end)

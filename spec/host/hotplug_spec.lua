@@ -81,41 +81,78 @@ describe("root ports on the board", function()
       b:close()
    end)
 
-   it("hot-adds into an empty port, and releases when the guest powers the slot off", function()
-      local b = assert(board.new { plan = true, hotplug_slots = 1 })
-      local g = guest(b, 0x10)
-      g.probe()
-      local released = {}
-      for round = 1, 2 do
-         local d = fixture("nvme")
-         local p = assert(b:device_add(d, { on_release = function(x, surprise)
-            released[#released + 1] = { x, surprise }
-         end }))
-         assert.are.equal("adding", p.state)
-         assert.are.equal(0xffffffff, cfg(b, 1, 0, 0, 4))      -- powered off: no link yet
-         g.isr()                                                -- the button and presence
-         g.power_on()
-         assert.are.equal("on", p.state)
-         assert.are.equal(d.trap:cfg_read(0, 4), cfg(b, 1, 0, 0, 4))
-         -- the guest assigns the BAR in the port's window and enables the device
-         cfg(b, 1, 0, 0x10, 4, p.windows.mmio32.base)
-         cfg(b, 1, 0, 0x14, 4, 0)
-         cfg(b, 1, 0, 0x04, 2, 0x0006)
-         assert.are.equal(p.windows.mmio32.base, d.trap:bars()[0].addr)
-         -- device_del: the button; pciehp unbinds, then powers the slot off
-         assert(b:device_del(d))
-         assert.are.equal("removing", p.state)
-         g.isr()
-         assert.are.equal(round - 1, #released)
-         g.power_off()
-         assert.are.equal(round, #released)
-         assert.are.same({ d, nil }, released[round])
-         assert.are.equal("empty", p.state)
-         assert.is_nil(b:where(d))
-         assert.is_true(d.closed)
-         assert.are.equal(0xffffffff, cfg(b, 1, 0, 0, 4))
-         assert.is_false(p.rootport:state().present)
-      end
+   for _, via in ipairs { { "CF8/CFC", pciehp.cfg }, { "ECAM", pciehp.ecam } } do
+      local how, conf = via[1], via[2]
+      it("hot-adds into an empty port, and releases when the guest powers the slot off, config through "
+         .. how, function()
+         local b = assert(board.new { plan = true, hotplug_slots = 1 })
+         local g = guest(b, 0x10, conf)
+         g.probe()
+         local released = {}
+         for round = 1, 2 do
+            local d = fixture("nvme")
+            local p = assert(b:device_add(d, { on_release = function(x, surprise)
+               released[#released + 1] = { x, surprise }
+            end }))
+            assert.are.equal("adding", p.state)
+            assert.are.equal(0xffffffff, conf(b, 1, 0, 0, 4))      -- powered off: no link yet
+            g.isr()                                                -- the button and presence
+            g.power_on()
+            assert.are.equal("on", p.state)
+            assert.are.equal(d.trap:cfg_read(0, 4), conf(b, 1, 0, 0, 4))
+            -- the guest assigns the BAR in the port's window and enables the device
+            conf(b, 1, 0, 0x10, 4, p.windows.mmio32.base)
+            conf(b, 1, 0, 0x14, 4, 0)
+            conf(b, 1, 0, 0x04, 2, 0x0006)
+            assert.are.equal(p.windows.mmio32.base, d.trap:bars()[0].addr)
+            -- device_del: the button; pciehp unbinds, then powers the slot off
+            assert(b:device_del(d))
+            assert.are.equal("removing", p.state)
+            g.isr()
+            assert.are.equal(round - 1, #released)
+            g.power_off()
+            assert.are.equal(round, #released)
+            assert.are.same({ d, nil }, released[round])
+            assert.are.equal("empty", p.state)
+            assert.is_nil(b:where(d))
+            assert.is_true(d.closed)
+            assert.are.equal(0xffffffff, conf(b, 1, 0, 0, 4))
+            assert.is_false(p.rootport:state().present)
+         end
+         b:close()
+      end)
+   end
+
+   it("reaches a device behind the last root port through ECAM: the board's highest bus", function()
+      local ports = address_map.ECAM_BUSES - 1    -- every slot from hotplug.FIRST_SLOT
+      local b = assert(board.new { plan = true, hotplug_slots = ports - 1 })
+      local d = fixture("e1000e")
+      assert(b:add_device(d, { port = true }))
+      local bus = ports
+      assert.are.equal(bus, b:where(d).bus)
+      local slot = b.ports[ports].slot
+      assert.are.equal(0x1f, slot)
+      -- the port through ECAM on bus 0: its bus numbers route the last bus to it
+      assert.are.equal(bus << 16 | bus << 8, pciehp.ecam(b, 0, slot, 0x18, 4))
+      -- the device: the same config through ECAM as through CF8, the extended space only there
+      assert.are.equal(d.trap:cfg_read(0, 4), pciehp.ecam(b, bus, 0, 0, 4))
+      assert.are.equal(pciehp.cfg(b, bus, 0, 0, 4), pciehp.ecam(b, bus, 0, 0, 4))
+      assert.are.equal(d.trap:cfg_read(8, 4), pciehp.ecam(b, bus, 0, 8, 4))
+      assert.are.equal(d.trap:cfg_read(0x100, 4), pciehp.ecam(b, bus, 0, 0x100, 4))
+      local _, v, _, bdf, off = b.host:access { space = "mmio", addr = pciehp.ecam_addr(bus, 0, 0, 0x100), size = 4 }
+      assert.are.same({ d.trap:cfg_read(0x100, 4), bus << 8, 0x100 }, { v, bdf, off })
+      -- a guest write through ECAM reaches it: the BAR moved inside the port's window
+      local w = b.ports[ports].windows.mmio32
+      local bar0 = d.trap:bars()[0]
+      assert.is_true(bar0.addr >= w.base and bar0.addr <= w.limit)
+      pciehp.ecam(b, bus, 0, 0x10, 4, w.limit + 1 - bar0.size)
+      assert.are.equal(w.limit + 1 - bar0.size, d.trap:bars()[0].addr)
+      -- nothing else on that bus, and the window ends with it: a bus past it is not the host's
+      assert.are.equal(0xffffffff, pciehp.ecam(b, bus, 1, 0, 4))
+      assert.are.equal(0xffffffff, pciehp.ecam(b, bus - 1, 0, 0x100, 4))  -- the port before is empty
+      local handled = b.host:access { space = "mmio", addr = pciehp.ecam_addr(bus + 1, 0, 0, 0), size = 4 }
+      assert.is_false(handled)
+      assert.are.equal(address_map.ECAM_START + address_map.ECAM_SIZE, pciehp.ecam_addr(bus + 1, 0, 0, 0))
       b:close()
    end)
 

@@ -19,18 +19,19 @@ describe("guest RAM past the hole", function()
    it("is in the e820 map from 4 GiB up, after the pages KVM keeps", function()
       local e = linux.e820(6 * GiB)
       assert.are.same({ addr = 0x100000, size = map.HOLE_START - 0x100000, type = linux.E820_RAM }, e[3])
+      assert.are.same({ addr = map.ECAM_START, size = map.ECAM_SIZE, type = linux.E820_RESERVED }, e[4])
       assert.are.same({ addr = map.KVM_SYSTEM_PAGES_START, size = map.KVM_SYSTEM_PAGES_SIZE,
-                        type = linux.E820_RESERVED }, e[4])
-      assert.are.same({ addr = FOUR_GIB, size = 6 * GiB - map.HOLE_START, type = linux.E820_RAM }, e[5])
-      assert.are.equal(5, #e)
+                        type = linux.E820_RESERVED }, e[5])
+      assert.are.same({ addr = FOUR_GIB, size = 6 * GiB - map.HOLE_START, type = linux.E820_RAM }, e[6])
+      assert.are.equal(6, #e)
       -- RAM that fits below the hole has no entry above it
-      assert.are.equal(4, #linux.e820(map.HOLE_START))
+      assert.are.equal(5, #linux.e820(map.HOLE_START))
       assert.are.same({ addr = 0x100000, size = map.HOLE_START - 0x100000, type = linux.E820_RAM },
                       linux.e820(map.HOLE_START)[3])
       -- less below the hole (--mem 768M,below-4g=256M): the rest from 4 GiB
       e = linux.e820(768 * MiB, 256 * MiB)
       assert.are.same({ addr = 0x100000, size = 255 * MiB, type = linux.E820_RAM }, e[3])
-      assert.are.same({ addr = FOUR_GIB, size = 512 * MiB, type = linux.E820_RAM }, e[5])
+      assert.are.same({ addr = FOUR_GIB, size = 512 * MiB, type = linux.E820_RAM }, e[6])
       -- the entries add up to the RAM asked for
       local total = 0
       for _, x in ipairs(linux.e820(768 * MiB, 256 * MiB)) do

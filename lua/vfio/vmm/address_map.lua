@@ -9,8 +9,9 @@
 --               information, the kernel command line (what a loader leaves for the guest)
 --   0x9fc00     the EBDA and the BIOS area up to 1 MiB: reserved, the MP table in it
 --   1 MiB       RAM on, the kernel (or a multiboot image) at its start
---   HOLE_START  the hole below 4 GiB, no RAM: ECAM, the 32-bit BAR window, the IOAPIC,
---               the LAPIC, the pages KVM keeps for itself
+--   HOLE_START  the hole below 4 GiB, no RAM: ECAM (bus 0 and the root ports' secondary
+--               buses, reserved in the e820 map), the 32-bit BAR window, the IOAPIC, the
+--               LAPIC, the pages KVM keeps for itself
 --   4 GiB       RAM above the hole: the part of a RAM size past HOLE_START (ram_ranges)
 --   RAM's end   the 64-bit BAR window, from the next GiB boundary (mmio64_window), 256 GiB
 --
@@ -52,8 +53,13 @@ M.HIMEM_START = 0x100000         -- 1 MiB: RAM above the legacy area; a kernel t
 -- ---- the hole below 4 GiB: no RAM, the devices' windows ----
 M.FIRST_ADDR_PAST_32BITS = 1 << 32 -- 4 GiB: the end of what 32-bit fields can name
 M.HOLE_START = 0xb0000000        -- RAM below 4 GiB ends here, where ECAM begins
-M.ECAM_START = 0xb0000000        -- the host bridge's ECAM window (bus 0), below the BAR window
-M.ECAM_SIZE = 1 * MiB            -- one bus: 32 devices x 8 functions x 4 KiB
+M.ECAM_START = 0xb0000000        -- the host bridge's ECAM window, below the BAR window
+M.ECAM_BUS_SIZE = 1 * MiB        -- ECAM per bus: 32 devices x 8 functions x 4 KiB
+M.ECAM_BUSES = 1 + (32 - 0x10)   -- bus 0 and a secondary bus per PCIe root port: the ports
+                                 -- take bus 0's slots 0x10-0x1f (vfio.vmm.hotplug.FIRST_SLOT),
+                                 -- the board numbers their buses 1 to 16; the hole up to
+                                 -- MMIO32_START has room for all 256 buses
+M.ECAM_SIZE = M.ECAM_BUSES * M.ECAM_BUS_SIZE -- bus b's functions at ECAM_START + (b << 20)
 M.MMIO32_START = 0xc0000000      -- BARs below 4 GiB (32-bit BARs, the ROM, small 64-bit ones)
 M.MMIO32_SIZE = 0xfec00000 - 0xc0000000 -- up to the IOAPIC
 M.IOAPIC_START = 0xfec00000      -- the in-kernel IOAPIC's registers (KVM's fixed address)

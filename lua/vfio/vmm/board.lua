@@ -23,9 +23,10 @@
 --     change them (a BAR moved, decoding toggled).
 -- A board with `plan = true` has no VM: it seats the devices and places their BARs as a
 -- real one would, and board:plan() says what the run would make of them.
--- PCIe root ports (vfio.vmm.hotplug) sit on bus 0 from slot 0x10 with bridge windows
--- from the one allocator: `hotplug_slots` empty ones, and one for each device added
--- with `{port = true}` (seated behind it at boot, its BARs in the port's windows).
+-- PCIe root ports (vfio.vmm.hotplug) sit on bus 0 from slot 0x10, their secondary buses
+-- 1 to 16 inside the host bridge's ECAM window, with bridge windows from the one
+-- allocator: `hotplug_slots` empty ones, and one for each device added with
+-- `{port = true}` (seated behind it at boot, its BARs in the port's windows).
 -- board:device_add(d) hot-adds a device into an empty port; board:device_del(d) asks
 -- the guest for it back and releases it (interrupts, slots, ranges, DMA, KVM's group,
 -- the device closed) once the guest has powered the slot off, or by surprise after a
@@ -52,6 +53,7 @@ local Board = {}
 Board.__index = Board
 
 M.ECAM_BASE = address_map.ECAM_START -- below the 32-bit BAR window, above guest RAM
+M.ECAM_BUSES = address_map.ECAM_BUSES -- bus 0 and every root port's secondary bus
 M.FIRST_SLOT = 4         -- devices from 00:04.0 on; 00:00.0 is the host bridge
 
 -- The board's INTx wiring, the usual PCI swizzle: pin P (1 = INTA) of slot S is line
@@ -116,7 +118,7 @@ function M.new(opts)
    }, Board)
    -- One host bridge decode (vfio.core.pcihost, in C): installed as handled ranges, or
    -- in --trace mode reached through the Lua run handler, which logs what it decoded.
-   b.host = pcihost.new { ecam_base = M.ECAM_BASE }
+   b.host = pcihost.new { ecam_base = M.ECAM_BASE, ecam_buses = M.ECAM_BUSES }
    b.host:attach(0, 0, 0, pcihost.host_bridge())
    for _ = 1, opts.hotplug_slots or 0 do
       local p, perr = b:add_root_port()
@@ -354,6 +356,12 @@ function Board:add_root_port(opts)
    end
    while slot <= 31 and used(slot) do slot = slot + 1 end
    if slot > 31 then return nil, "bus 0 has no free slot for a root port" end
+   -- a guest that configures through ECAM reaches only the buses its window holds
+   local secondary = #self.ports + 1
+   if secondary >= M.ECAM_BUSES then
+      return nil, ("root port at 00:%02x.0: bus %d is past the ECAM window (buses 0-%d)")
+         :format(slot, secondary, M.ECAM_BUSES - 1)
+   end
    local sizes = opts.windows or hotplug.WINDOWS
    local windows = {}
    for _, w in ipairs { { "mem", "mmio32" }, { "pref", "mmio64" }, { "io", "io" } } do
@@ -368,7 +376,7 @@ function Board:add_root_port(opts)
          end
       end
    end
-   local p = hotplug.port { index = #self.ports, slot = slot, secondary = #self.ports + 1,
+   local p = hotplug.port { index = #self.ports, slot = slot, secondary = secondary,
                             windows = windows, intx_line = self:intx_line(slot, 1) }
    self.host:attach(0, slot, 0, p.rootport)
    self.reserved[slot] = true
@@ -605,7 +613,8 @@ function Board:plan()
       local behind = seat.port and (" (behind root port 00:%02x.0)"):format(seat.port.slot) or ""
       out[#out + 1] = ("device %s -> guest %02x:%02x.%d%s"):format(desc.id, seat.bus or 0,
          seat.slot, seat.fn, behind)
-      out[#out + 1] = ("host bridge 00:00.0, config: CF8/CFC and ECAM at %#x"):format(M.ECAM_BASE)
+      out[#out + 1] = ("host bridge 00:00.0, config: CF8/CFC and ECAM at %#x (buses 0-%d)")
+         :format(M.ECAM_BASE, M.ECAM_BUSES - 1)
       local ranges = {}
       for i, r in ipairs(address_map.ram_ranges(self.mem_mib << 20, self.ram_below_4g)) do
          ranges[i] = ("0x%x..0x%x"):format(r.start, r.start + r.size - 1)

@@ -118,14 +118,19 @@ end
 
 ---
 -- e820(ram_size [, below]) -> {{addr, size, type}}: low RAM, the EBDA and BIOS area (where the MP
--- table lives), RAM from 1 MiB to the hole (or RAM's end), the pages KVM keeps for the
--- real-mode TSS, and RAM past the hole from 4 GiB (address_map.ram_ranges), by address.
+-- table lives), RAM from 1 MiB to the hole (or RAM's end), the host bridge's ECAM window,
+-- the pages KVM keeps for the real-mode TSS, and RAM past the hole from 4 GiB
+-- (address_map.ram_ranges), by address. ECAM is reserved as firmware reserves MMCONFIG:
+-- without it Linux takes the hole from RAM's end as free for the BARs and bridge windows
+-- it assigns itself (from the largest gap's start, which is ECAM's with RAM up to the
+-- hole), and a guest that learns of ECAM (an MCFG) trusts it only where it is reserved.
 function M.e820(ram_size, below)
    local ranges = address_map.ram_ranges(ram_size, below)
    local map = {
       { addr = 0, size = M.LOW_RAM_END, type = M.E820_RAM },
       { addr = M.LOW_RAM_END, size = M.HIGH - M.LOW_RAM_END, type = M.E820_RESERVED },
       { addr = M.HIGH, size = ranges[1].size - M.HIGH, type = M.E820_RAM },
+      { addr = address_map.ECAM_START, size = address_map.ECAM_SIZE, type = M.E820_RESERVED },
       { addr = address_map.KVM_SYSTEM_PAGES_START, size = address_map.KVM_SYSTEM_PAGES_SIZE,
         type = M.E820_RESERVED },
    }
