@@ -627,6 +627,18 @@ describe("control socket: commands", function()
          ctl:close()
       end)
 
+      it("adds a host device whose address reads like a guest address already taken", function()
+         local b, ctl = setup()
+         local c = connect(ctl.server.path)
+         -- the boot device sits at guest 00:04.0; the host's 0000:00:04.0 is another device
+         local v = request(ctl.server, c, { id = 1, cmd = "device_add", device = "0000:00:04.0" })
+         assert.is_true(v.ok, v.error)
+         assert.are.equal("0000:00:04.0", v.result.host)
+         assert.are.equal(2, #b.devices)
+         unistd.close(c.fd)
+         ctl:close()
+      end)
+
       it("into a full machine: a clear error, the opened device closed, the board as it was", function()
          local b, ctl, live, closed = setup()
          for s = 0, 31 do b.reserved[s] = true end   -- every slot of bus 0 taken

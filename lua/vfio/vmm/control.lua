@@ -462,7 +462,12 @@ local NO_SLOT = "no hot-plug slot: this board has no PCIe root port to plug a de
 function COMMANDS.device_add(self, args)
    local bdf, why = pcibus.parse_bdf(args.device)
    if not bdf then return nil, ("device_add: %s"):format(why or "not a PCI address") end
-   local there = find_device(self, bdf)
+   -- by host address only: a guest address can read the same as another host's (the
+   -- boot device at guest 00:04.0, the host's 0000:00:04.0 being added)
+   local there
+   for _, d in ipairs(self.board.devices) do
+      if d:host_bdf() == bdf or device_id(d) == bdf then there = d break end
+   end
    if there then
       return nil, ("device_add: %s is already in the VM (guest %s)")
          :format(bdf, tostring(guest_address(self.board:where(there))))
