@@ -399,10 +399,14 @@ Control.__index = Control
 
 local function find_device(self, name)
    local want = pcibus.parse_bdf(name) or name
+   -- host addresses first: a host address can read like another device's guest address
+   -- (the host's 0000:00:04.0 behind a port, a boot device at guest 00:04.0)
+   for _, d in ipairs(self.board.devices) do
+      if device_id(d) == want or d:host_bdf() == want then return d end
+   end
    for _, d in ipairs(self.board.devices) do
       local seat = self.board:where(d)
-      if device_id(d) == want or d:host_bdf() == want or guest_address(seat) == name
-         or (seat and ("0000:" .. guest_address(seat)) == name) then
+      if guest_address(seat) == name or (seat and ("0000:" .. guest_address(seat)) == name) then
          return d
       end
    end
