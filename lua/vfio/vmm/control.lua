@@ -398,18 +398,21 @@ local Control = {}
 Control.__index = Control
 
 local function find_device(self, name)
+   name = tostring(name)
    local want = pcibus.parse_bdf(name) or name
-   -- host addresses first: a host address can read like another device's guest address
-   -- (the host's 0000:00:04.0 behind a port, a boot device at guest 00:04.0)
-   for _, d in ipairs(self.board.devices) do
-      if device_id(d) == want or d:host_bdf() == want then return d end
-   end
-   for _, d in ipairs(self.board.devices) do
-      local seat = self.board:where(d)
-      if guest_address(seat) == name or (seat and ("0000:" .. guest_address(seat)) == name) then
-         return d
+   local function by_host()
+      for _, d in ipairs(self.board.devices) do
+         if device_id(d) == want or d:host_bdf() == want then return d end
       end
    end
+   -- With its domain ("0000:00:04.0") a name is a host address (or a recording's id);
+   -- without ("00:04.0") a guest address first, as info shows them, then a host one:
+   -- the two can read alike (the host's 00:04.0 behind a port, a device at guest 00:04.0).
+   if name:match("^%x+:%x+:%x+%.%x$") then return by_host() end
+   for _, d in ipairs(self.board.devices) do
+      if guest_address(self.board:where(d)) == name then return d end
+   end
+   return by_host()
 end
 
 local COMMANDS = {}
