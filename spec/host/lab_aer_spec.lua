@@ -40,7 +40,7 @@ local function run_and_inject(command, cue)
    return table.concat(out, "\n"), answer
 end
 
-describe("AER through the lab's QEMU monitor #noasan", function()
+describe("AER through the lab's QEMU monitor #noasan #labboot", function()
    it("reaches vfio-pci's error interrupt of the device below the port, and no request", function()
       local out, answer = run_and_inject("lua5.4 spec/support/aer_watch.lua",
          "aer-watch: armed")

@@ -152,7 +152,7 @@ local function ticks(out)
    return n
 end
 
-describe("the control socket on a running Linux guest", function()
+describe("the control socket on a running Linux guest #onekernel", function()
    local vmm
    after_each(function() if vmm then vmm.stop() vmm = nil end end)
 
