@@ -97,7 +97,8 @@ static int any_number(struct jp *p)
         while (DIGIT(i))
             i++;
     if (i < p->n && s[i] == '.') {
-        if (!DIGIT(++i))
+        i++;
+        if (!DIGIT(i))
             return -EINVAL;
         while (DIGIT(i))
             i++;
