@@ -431,6 +431,8 @@ static int decode_dma_rw(const struct user_limits *lim, struct user_msg *m, bool
         rw->addr = g(m->body, 0, 8);
         rw->count = g(m->body, 8, m->body_len == USER_DMA_RW_SIZE ? 8 : 4);
         m->has_payload = true;
+        if (rw->count > lim->max_data_xfer_size)
+            return -E2BIG;   /* more than it may have been asked to write */
         return no_fds(m);
     }
     bool c32 = lim->dma_count32 && has_data;
