@@ -946,8 +946,13 @@ static void read_request(lua_State *L, int idx, struct user_hdr *h)
     luaL_checktype(L, idx, LUA_TTABLE);
     memset(h, 0, sizeof *h);
     h->id = (uint16_t)field_int(L, idx, "id", -1, 0, UINT16_MAX);
+    /* a number may name a command this end does not know: its error reply names it */
+    h->cmd = (uint16_t)field_int(L, idx, "cmd", 0, 0, UINT16_MAX);
     lua_getfield(L, idx, "command");
-    h->cmd = (uint16_t)check_command(L, lua_gettop(L));
+    if (lua_type(L, -1) == LUA_TNUMBER)
+        h->cmd = (uint16_t)field_int(L, idx, "command", 0, 0, UINT16_MAX);
+    else if (!lua_isnil(L, -1) || !h->cmd)
+        h->cmd = (uint16_t)check_command(L, lua_gettop(L));
     lua_pop(L, 1);
 }
 

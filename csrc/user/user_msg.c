@@ -502,8 +502,8 @@ int user_decode(const struct user_limits *lim, const uint8_t *buf, uint32_t len,
         return -EINVAL;
     bool reply = type == USER_F_REPLY;
     unsigned cmd = m->hdr.cmd;
-    if (!user_cmd_name(cmd))
-        return -ENOSYS;
+    if (!user_cmd_name(cmd))   /* an error reply may answer a command unknown here */
+        return reply && (m->hdr.flags & USER_F_ERROR) ? no_fds(m) : -ENOSYS;
     if (lim->role != USER_ROLE_ANY) {
         /* a server takes the client's requests and the replies to its own */
         bool from_client = user_cmd_from_client(cmd) != reply;
