@@ -210,11 +210,10 @@ describe("hostile bytes written raw to a vfio-user connection", function()
       local before = open_fds()
       local peer, server = assert(core.user_socketpair { max_msg_fds = 2 })
       assert(peer:request("dma_map", { address = 0, size = 0x1000, read = true }, { ram }))
-      local m = assert(server:recv(1000))
-      local f = m.fds[1]
+      local held = { msg = assert(server:recv(1000)) }
+      assert.is_false(held.msg.fds[1]:closed())
       assert.are.equal(before + 3, open_fds())               -- two sockets and the fd
-      assert.is_false(f:closed())
-      m, f = nil, nil                                         -- open_fds collects them
+      held.msg = nil                                          -- open_fds collects it
       assert.are.equal(before + 2, open_fds())               -- collected: closed
       peer:close(); server:close()
       assert.are.equal(before, open_fds())
