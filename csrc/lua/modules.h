@@ -26,4 +26,5 @@
     X(backend)        \
     X(trap)           \
     X(trap_kvm)       \
-    X(socket)
+    X(socket)         \
+    X(user)
