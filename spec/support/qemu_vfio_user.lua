@@ -82,8 +82,7 @@ function M.available()
    local out = p:read("a")
    local ok = p:close()
    if not ok then
-      return nil, "QEMU 11.1's vfio-user client is not unpacked: run lab/setup (or lab/vfio-user-client): "
-         .. out:gsub("%s+$", "")
+      return nil, "QEMU's vfio-user client (lab/vfio-user-client --status): " .. out:gsub("%s+$", "")
    end
    local version, root = out:match("^ready: qemu%-system%-x86 (%S+) in (%S+)")
    return root, version
