@@ -10,13 +10,14 @@
 -- * INTx: s:irq_intercept_in("ioapic") makes QEMU report the IOAPIC's input lines as
 --   "IRQ raise N" / "IRQ lower N"; s:irq_level(n) is the last state seen, s:wait_irq(n)
 --   waits for a raise. On q35, PCI INTA..D of the root bus reach IOAPIC inputs 16..23
---   without any firmware set-up (the ICH9 routes PIRQA..H there unconditionally).
+--   without any firmware set-up (the ICH9 routes PIRQA..H there); which one depends on
+--   the slot (seen: 03.0 INTA on 23, 04.0 INTA on 20), so s:wait_irq() takes any.
 -- * MSI and MSI-X: a message is a memory write by the device (QEMU's msi_notify writes
 --   the data at the address through the function's bus-master address space). Aimed at
 --   the APIC (0xfee00000) it would only set a bit in a vCPU's APIC that qtest never
 --   shows; aimed at guest RAM it is a plain write the spec reads back. So a spec programs
 --   the capability with an address in RAM (s:msi_enable), sets bus mastering, and polls
---   that address (s:wait_mem). This is how QEMU's own qtests observe MSI-X.
+--   that address (s:wait_mem), as QEMU's own virtio qtests do with MSI-X.
 --
 -- M.start_guest{...} boots a Linux kernel and initramfs under TCG with the device, its
 -- console on the serial port in a log (for specs where a guest driver is the judge).
@@ -179,8 +180,10 @@ function M.start(opts)
    if not root then return nil, why end
    -- A write to a QEMU that died must fail with EPIPE, not end the spec's process.
    psignal.signal(psignal.SIGPIPE, psignal.SIG_IGN)
+   -- exit-with-parent: a spec process that dies leaves no QEMU behind (its own group).
    local args = { "-machine", "q35", "-accel", "qtest", "-qtest", "stdio",
-                  "-qtest-log", opts.qtest_log or "none", "-display", "none", "-nodefaults" }
+                  "-qtest-log", opts.qtest_log or "none", "-display", "none", "-nodefaults",
+                  "-run-with", "exit-with-parent=on" }
    memory_args(args, opts.memory or "256M", opts.shared)
    device_args(args, opts)
    local dir = private_dir()
@@ -583,6 +586,7 @@ function M.start_guest(opts)
    assert(opts.kernel and opts.initrd, "start_guest needs kernel and initrd paths")
    local args = { "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", tostring(opts.cpus or 1),
                   "-display", "none", "-nodefaults", "-no-reboot", "-serial", "stdio",
+                  "-run-with", "exit-with-parent=on",
                   "-kernel", opts.kernel, "-initrd", opts.initrd,
                   "-append", "console=ttyS0 panic=-1 " .. (opts.append or "") }
    memory_args(args, opts.memory or "256M", opts.shared ~= false)
