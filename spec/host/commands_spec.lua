@@ -24,6 +24,7 @@ local COMMANDS = {
    { "lab/setup", "Install what a fresh Debian 12 machine lacks", "--bogus", 2 },
    { "lab/nested-soak", "lab/nested%-soak", "--bogus", 125 },
    { "lab/kernel/build", "lab/kernel/build", "--bogus", 2 },
+   { "lab/vfio-user-client", "lab/vfio%-user%-client", "--bogus", 2 },
 }
 
 describe("commands", function()
