@@ -122,6 +122,7 @@ local function reset(dev)
       lsr_err = 0, msr_delta = 0, thre = false,
       cable = old.cable or (MSR_CTS | MSR_DSR | MSR_DCD), echo = echo,
    }
+   refill(dev.state)
 end
 
 local dev = model.new {
