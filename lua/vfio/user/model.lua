@@ -231,9 +231,6 @@ local Device = {}
 Device.__index = Device
 Device.__name = "vfio.user.model"
 
---- A served device: what `model.new` returns.
--- @type Device
-
 -- Config space as bytes with per-byte write and write-1-to-clear masks: the policy is
 -- data (like the kernel's perm_bits), the handlers after a write are few and named.
 local function cfg_put(dev, off, width, value, wmask, w1c)
@@ -541,6 +538,10 @@ local function refuse(dev, errno, f, ...)
 end
 
 ---------------------------------------------------------------- the interface: info
+
+--- A served device: what `model.new` returns. The methods up to `reset` are what a
+-- vfio-user server calls; the rest are for the model's own code.
+-- @type Device
 
 --- Device info, as VFIO_DEVICE_GET_INFO gives it.
 -- @treturn table `{flags, num_regions, num_irqs, pci = true, reset = true}`
