@@ -60,7 +60,8 @@ describe("tools/check-layers #noasan", function()
 
    it("fails when vfio-user (lua/vfio/user) requires the VMM or the REPL", function()
       local dir = copy_tree()
-      append(dir .. "/lua/vfio/user/model.lua", 'local _ = function() return require("vfio.vmm.board"), require "vfio.poke" end\n')
+      append(dir .. "/lua/vfio/user/model.lua",
+             'local _ = function() return require("vfio.vmm.board"), require "vfio.poke" end\n')
       local out, code = sh(dir .. "/tools/check-layers")
       os.execute("rm -rf " .. dir)
       assert.are.equal(1, code, out)
