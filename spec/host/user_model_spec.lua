@@ -654,6 +654,13 @@ describe("vfio.user.model", function()
          assert.are.equal(3, #answer(dev.region_read, 0, 0x13, 3))
          assert.are.equal(0x80, #answer(dev.region_read, 0, 0, 0x80))
          assert.are.equal(0x10000, #answer(dev.region_read, 2, 0, 0x10000))
+         local big = model.new(description { bars = { { index = 0, kind = "mem64", size = 1 << 40 } },
+                                             capabilities = {} })
+         cfg_write(big, 0x04, 2, 0x0002)
+         assert.are.equal(1 << 20, #assert(big:region_read(0, (1 << 40) - (1 << 20), 1 << 20)))
+         local ok, _, errno = big:region_read(0, 0, (1 << 20) + 1)
+         assert.is_nil(ok)
+         assert.are.equal(7, errno, "E2BIG: more than max_data_xfer_size")
          assert.is_true(answer(dev.region_write, 4, 29, "abc"))
       end)
 

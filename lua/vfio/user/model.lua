@@ -62,7 +62,7 @@
 -- device's failed request does.
 --
 -- Errors: a description or a call from model code that is wrong raises; what the peer
--- sends is refused with `nil, message, errno` (EINVAL, ENOTTY, EEXIST, ENOENT, ENOSPC),
+-- sends is refused with `nil, message, errno` (EINVAL, E2BIG, ENOTTY, EEXIST, ENOENT, ENOSPC),
 -- a BAR access while its decoding is off or the function in D3hot is EIO, and an error
 -- raised by a model hook during a peer's access is caught and answered EIO (the message
 -- kept in dev.last_error), so a broken model never takes the server down.
@@ -75,7 +75,7 @@ local M = {}
 local fmt = string.format
 local fail = errors.fail
 
-local EPERM, ENOENT, EIO, EFAULT, EEXIST, EINVAL, ENOTTY, ENOSPC = 1, 2, 5, 14, 17, 22, 25, 28
+local EPERM, ENOENT, EIO, E2BIG, EFAULT, EEXIST, EINVAL, ENOTTY, ENOSPC = 1, 2, 5, 7, 14, 17, 22, 25, 28
 
 --- VFIO PCI region indices.
 M.REGION = { BAR0 = 0, BAR1 = 1, BAR2 = 2, BAR3 = 3, BAR4 = 4, BAR5 = 5, ROM = 6, CONFIG = 7,
@@ -90,6 +90,9 @@ M.REGION_FLAGS = { READ = 1, WRITE = 2, MMAP = 4 }
 M.IRQ_FLAGS = { EVENTFD = 1, MASKABLE = 2, AUTOMASKED = 4, NORESIZE = 8 }
 --- The most DMA ranges a device keeps (vfio-user's max_dma_maps default).
 M.MAX_DMA_MAPS = 65535
+--- The largest region access answered (vfio-user's max_data_xfer_size default): a peer
+-- cannot make the model build a string the size of a huge BAR.
+M.MAX_ACCESS = 1 << 20
 
 local REGION_NAMES = { [0] = "BAR0", "BAR1", "BAR2", "BAR3", "BAR4", "BAR5", "ROM", "config", "VGA" }
 local IRQ_NAMES = { [0] = "INTx", "MSI", "MSI-X", "ERR", "REQ" }
@@ -586,6 +589,10 @@ local function check_range(dev, index, off, n, size, verb)
    if n < 1 or off < 0 or n > size or off > size - n then
       return refuse(dev, EINVAL, "%s %s: %d bytes at 0x%x are outside the region (%d bytes)", verb,
                     REGION_NAMES[index], n, off, size)
+   end
+   if n > M.MAX_ACCESS then
+      return refuse(dev, E2BIG, "%s %s: %d bytes is more than one access may carry (%d)", verb,
+                    REGION_NAMES[index], n, M.MAX_ACCESS)
    end
    return true
 end
