@@ -1,8 +1,12 @@
 /* vfio.dmabuf: page-aligned anonymous memory for device DMA (csrc/vfio/vfio_dma.c). */
 #include "l_objects.h"
+#include "l_kvm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx)
 {
@@ -29,12 +33,87 @@ static int l_dmabuf_new(lua_State *L)
     return 1;
 }
 
+/* core.dmabuf_map(fd, offset, size [, {write = false}]) -> buffer | nil, message, errno:
+ * a shared mapping of [offset, offset + size) of a regular file (a memfd a vfio-user client
+ * lends for DMA), page-aligned, inside the file. Read-only unless write. The mapping is
+ * a DMA buffer like any other (read/write from Lua, map_dma into a container or an ioas);
+ * a file shrunk later by its owner would fault on access: check its seals first
+ * (core.fd_seals). */
+static int l_dmabuf_map(lua_State *L)
+{
+    lua_Integer off = luaL_checkinteger(L, 2);
+    lua_Integer size = luaL_checkinteger(L, 3);
+    int write = 0;
+    if (!lua_isnoneornil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        lua_getfield(L, 4, "write");
+        write = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    int fd = lv_checkfd(L, 1);   /* may call fileno(): after the other arguments */
+    size_t pg = vfio_page_size();
+    if (size <= 0 || off < 0 || (uint64_t)off % pg || (uint64_t)size % pg ||
+        off > INT64_MAX - size)
+        return lv_syserrorf(L, EINVAL, "map", "fd %d: 0x%llx bytes at offset 0x%llx (want "
+                            "whole pages)", fd, (unsigned long long)size,
+                            (unsigned long long)off);
+    lv_dmabuf *b = lv_newobject(L, sizeof *b, LV_DMABUF, 0);   /* before the mmap: no leak */
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return lv_syserrorf(L, errno, "fstat", "fd %d", fd);
+    if (!S_ISREG(st.st_mode))
+        return lv_syserrorf(L, EINVAL, "map", "fd %d: not a regular file (a memfd or a file "
+                            "in tmpfs or hugetlbfs)", fd);
+    if (st.st_size < off + size)
+        return lv_syserrorf(L, EINVAL, "map", "fd %d: 0x%llx bytes at offset 0x%llx pass the "
+                            "end of the file (0x%llx bytes)", fd, (unsigned long long)size,
+                            (unsigned long long)off, (unsigned long long)st.st_size);
+    void *p = mmap(NULL, (size_t)size, PROT_READ | (write ? PROT_WRITE : 0), MAP_SHARED, fd,
+                   (off_t)off);
+    if (p == MAP_FAILED)
+        return lv_syserrorf(L, errno, "mmap", "fd %d (0x%llx bytes at offset 0x%llx)", fd,
+                            (unsigned long long)size, (unsigned long long)off);
+    b->ptr = p;
+    b->size = b->rounded = (size_t)size;
+    b->readonly = !write;
+    return 1;
+}
+
+/* core.fd_seals(fd) -> {shrink=, grow=, write=, seal=} | nil, message, errno (EINVAL: a
+ * file that takes no seals) */
+static int l_fd_seals(lua_State *L)
+{
+    int fd = lv_checkfd(L, 1);
+    int s = fcntl(fd, F_GET_SEALS);
+    if (s < 0)
+        return lv_syserrorf(L, errno, "F_GET_SEALS", "fd %d", fd);
+    lua_createtable(L, 0, 4);
+    lua_pushboolean(L, s & F_SEAL_SHRINK);
+    lua_setfield(L, -2, "shrink");
+    lua_pushboolean(L, s & F_SEAL_GROW);
+    lua_setfield(L, -2, "grow");
+    lua_pushboolean(L, s & F_SEAL_WRITE);
+    lua_setfield(L, -2, "write");
+    lua_pushboolean(L, s & F_SEAL_SEAL);
+    lua_setfield(L, -2, "seal");
+    return 1;
+}
+
 static void check_range(lua_State *L, lv_dmabuf *b, lua_Integer off, size_t n)
 {
     if (off < 0 || (uint64_t)off > b->rounded || b->rounded - (size_t)off < n)
         luaL_error(L, "DMA buffer: access of %I bytes at offset %I is outside the buffer "
                       "(size %I)",
                    (lua_Integer)n, off, (lua_Integer)b->rounded);
+}
+
+/* A write through Lua to a read-only shared mapping would fault: refuse it first. */
+static lv_dmabuf *check_writable(lua_State *L, int idx)
+{
+    lv_dmabuf *b = lv_checkdmabuf(L, idx);
+    if (b->readonly)
+        luaL_argerror(L, idx, "DMA buffer is a read-only mapping");
+    return b;
 }
 
 static int b_read(lua_State *L)
@@ -55,7 +134,7 @@ static int b_write(lua_State *L)
     lua_Integer off = luaL_checkinteger(L, 2);
     size_t n;
     const char *s = luaL_checklstring(L, 3, &n);   /* a number converts: a GC step */
-    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    lv_dmabuf *b = check_writable(L, 1);
     check_range(L, b, off, n);
     memcpy(b->ptr + off, s, n);
     return 0;
@@ -64,7 +143,7 @@ static int b_write(lua_State *L)
 /* b:fill(byte [, off [, n]]) */
 static int b_fill(lua_State *L)
 {
-    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    lv_dmabuf *b = check_writable(L, 1);
     int byte = (int)lv_checkrange(L, 2, 0, 255);
     lua_Integer off = luaL_optinteger(L, 3, 0);
     lua_Integer n = luaL_optinteger(L, 4, (lua_Integer)b->rounded - off);
@@ -78,7 +157,7 @@ static int b_fill(lua_State *L)
 /* b:copy(dst_off, src, src_off, n): memcpy between DMA buffers (src may be b). */
 static int b_copy(lua_State *L)
 {
-    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    lv_dmabuf *b = check_writable(L, 1);
     lua_Integer doff = luaL_checkinteger(L, 2);
     lv_dmabuf *s = lv_checkdmabuf(L, 3);
     lua_Integer soff = luaL_checkinteger(L, 4);
@@ -104,7 +183,7 @@ static int b_copy(lua_State *L)
     }                                                                                  \
     static int b_write##bits(lua_State *L)                                             \
     {                                                                                  \
-        lv_dmabuf *b = lv_checkdmabuf(L, 1);                                           \
+        lv_dmabuf *b = check_writable(L, 1);                                           \
         lua_Integer off = luaL_checkinteger(L, 2);                                     \
         lua_Integer val = luaL_checkinteger(L, 3);                                     \
         uint##bits##_t v = (uint##bits##_t)val;                                        \
@@ -206,6 +285,28 @@ to whole pages. It is freed only when no VM slot and no IOMMU mapping uses it.
 @function dmabuf
 @tparam int size bytes
 @treturn dmabuf the buffer, or `nil, message, errno`
+*/
+
+/***
+A shared mapping of a regular file (a memfd a vfio-user client lends for DMA) as a DMA
+buffer: `[offset, offset + size)`, both whole pages, inside the file; read-only unless
+`opts.write` (writes from Lua to a read-only one raise). It is read, written and mapped
+for device DMA like any DMA buffer. A file its owner shrinks later would fault on access:
+check `fd_seals` first.
+@function dmabuf_map
+@param fd the file: an fd number or an object with `fileno()`
+@tparam int offset bytes into the file
+@tparam int size bytes
+@tparam[opt] table opts `{write = true}`
+@treturn dmabuf the buffer, or `nil, message, errno` (EINVAL: not a regular file,
+unaligned, past the file's end)
+*/
+
+/***
+The seals of a memfd (F_GET_SEALS): `{shrink=, grow=, write=, seal=}`.
+@function fd_seals
+@param fd an fd number or an object with `fileno()`
+@treturn table the seals, or `nil, message, errno` (EINVAL: a file that takes none)
 */
 
 /***
@@ -333,6 +434,10 @@ void lv_open_dmabuf(lua_State *L)
     lv_newclass(L, LV_DMABUF, methods, meta);
     lua_pushcfunction(L, l_dmabuf_new);
     lua_setfield(L, -2, "dmabuf");
+    lua_pushcfunction(L, l_dmabuf_map);
+    lua_setfield(L, -2, "dmabuf_map");
+    lua_pushcfunction(L, l_fd_seals);
+    lua_setfield(L, -2, "fd_seals");
     lua_pushinteger(L, (lua_Integer)vfio_page_size());
     lua_setfield(L, -2, "PAGE_SIZE");
 }

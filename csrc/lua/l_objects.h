@@ -67,6 +67,8 @@ typedef struct {
     int orphaned;             /* collected (or to-be-closed) while still used: freed when
                                  the last use goes, unusable from Lua meanwhile */
     char mapper[112];         /* the latest IOMMU mapping of it, for close()'s message */
+    int readonly;             /* a shared mapping of another's file without PROT_WRITE
+                                 (core.dmabuf_map): writes from Lua raise */
 } lv_dmabuf;
 
 /* Free an orphaned DMA buffer whose last use is gone (l_dmabuf.c). */
