@@ -75,7 +75,7 @@ static void touch(const uint8_t *p, size_t n)
 }
 
 /* Touch what the decode says is there, and re-encode it with its kind's encoder. */
-static int reencode(const struct user_msg *m, bool count32)
+static int reencode(const struct user_msg *m)
 {
     struct user_out *o = &fz_out;
     uint32_t fl = m->hdr.flags & (USER_F_TYPE_MASK | USER_F_NO_REPLY);
@@ -137,7 +137,7 @@ static int reencode(const struct user_msg *m, bool count32)
         const struct user_dma_rw *rw = &m->u.dma_rw;
         if (rw->data)
             touch(rw->data, rw->count);
-        return user_enc_dma_rw(o, id, cmd, fl, rw->addr, rw->count, rw->data, count32);
+        return user_enc_dma_rw(o, id, cmd, fl, rw->addr, rw->count, rw->data);
     }
     case USER_REGION_WRITE_MULTI: {
         const struct user_write_multi *wm = &m->u.write_multi;
@@ -160,7 +160,7 @@ static void decoded(const struct user_limits *lim, const uint8_t *buf, uint32_t 
         return;
     if (m.body_len && (m.body < buf || m.body + m.body_len != buf + len))
         abort();
-    int r = reencode(&m, lim->dma_count32);
+    int r = reencode(&m);
     if (r == -EMSGSIZE)
         return;   /* a reply too large to build again (chain data the encoder makes bigger) */
     if (r < 0) {
@@ -204,7 +204,6 @@ static int fz_run(const uint8_t *data, size_t size, enum user_role role)
     struct user_limits lim;
     user_limits_default(&lim);
     lim.role = role;
-    lim.dma_count32 = setup & 2;
     lim.max_msg_fds = maxfds[(setup >> 2) & 3];
     lim.max_data_xfer_size = xfers[(setup >> 4) & 3];
     int fds[USER_FDS_MAX];

@@ -218,10 +218,6 @@ static void read_limits(lua_State *L, int t, struct user_limits *lim, struct use
                                                    peer->max_data_xfer_size, 0, USER_XFER_MAX);
     peer->max_msg_fds = (uint32_t)field_int(L, t, "peer_max_msg_fds", peer->max_msg_fds, 0,
                                             USER_FDS_MAX);
-    lua_getfield(L, t, "dma_count32");
-    if (!lua_isnil(L, -1))
-        lim->dma_count32 = peer->dma_count32 = lua_toboolean(L, -1);
-    lua_pop(L, 1);
     lua_getfield(L, t, "role");
     if (!lua_isnil(L, -1)) {
         static const char *const roles[] = {"any", "server", "client", NULL};
@@ -274,7 +270,7 @@ static int l_user_socketpair(lua_State *L)
 }
 
 /* conn:set_limits(opts): what this end accepts from now on (max_data_xfer_size,
- * max_msg_fds, role, dma_count32) and what the peer accepts (peer_max_data_xfer_size,
+ * max_msg_fds, role) and what the peer accepts (peer_max_data_xfer_size,
  * peer_max_msg_fds), e.g. after the version handshake. */
 static int conn_set_limits(lua_State *L)
 {
@@ -672,7 +668,7 @@ static int enc_version(lua_State *L, int t, struct user_out *o, uint16_t id, uin
  * req holds the request's header and req_argsz its argsz (what a region info or io fds
  * reply may fill). */
 static int encode(lua_State *L, int t, struct user_out *o, unsigned cmd, uint16_t id,
-                  uint32_t fl, const struct user_hdr *req, uint32_t req_argsz, bool count32)
+                  uint32_t fl, const struct user_hdr *req, uint32_t req_argsz)
 {
     bool reply = (fl & USER_F_TYPE_MASK) == USER_F_REPLY;
     int top = lua_gettop(L);
@@ -842,7 +838,7 @@ static int encode(lua_State *L, int t, struct user_out *o, unsigned cmd, uint16_
     case USER_DMA_WRITE:
         data = field_data(L, t, "data", &len);
         r = user_enc_dma_rw(o, id, (uint16_t)cmd, fl, field_u64(L, t, "address", 0),
-                            data ? (uint64_t)len : field_u64(L, t, "count", 0), data, count32);
+                            data ? (uint64_t)len : field_u64(L, t, "count", 0), data);
         break;
     case USER_DEVICE_RESET:
         r = user_enc_empty(o, id, cmd, fl);
@@ -931,7 +927,7 @@ static int conn_request(lua_State *L)
     user_out_init(&o);
     uint16_t id = c->next_id;
     /* encode() reads every field before it allocates o's buffer: a raise leaks nothing */
-    int r = encode(L, 3, &o, cmd, id, fl, NULL, 0, c->peer.dma_count32);
+    int r = encode(L, 3, &o, cmd, id, fl, NULL, 0);
     c = checkconn(L, 1);
     if (send_out(L, c, &o, r, fds, nfds, "request"))
         return 3;
@@ -968,7 +964,7 @@ static int conn_reply(lua_State *L)
     user_out_init(&o);
     /* a region info or io fds reply is cut to the request's argsz, as the kernel does */
     uint32_t req_argsz = field_u32(L, 2, "argsz", UINT32_MAX);
-    int r = encode(L, 3, &o, req.cmd, req.id, USER_F_REPLY, &req, req_argsz, c->peer.dma_count32);
+    int r = encode(L, 3, &o, req.cmd, req.id, USER_F_REPLY, &req, req_argsz);
     c = checkconn(L, 1);
     if (send_out(L, c, &o, r, fds, nfds, "reply"))
         return 3;
@@ -1039,8 +1035,7 @@ duplicate of the fd. Options: `max_data_xfer_size` (default 1 MiB) and `max_msg_
 (default 1): what this end accepts, refused past them; `peer_max_data_xfer_size`,
 `peer_max_msg_fds`: what the peer accepts (the same defaults), held to by what is sent;
 `role` ("server", "client" or "any", the default): a server refuses DMA_READ/WRITE
-requests and replies to anything else, a client the reverse; `dma_count32`: read and
-write DMA_READ/WRITE as QEMU's client lays them out (a 4-byte count).
+requests and replies to anything else, a client the reverse.
 @function user_connection
 @param fd the socket: an fd number or an object with `fileno()`
 @tparam[opt] table opts

@@ -416,8 +416,7 @@ static int decode_region_rw(const struct user_limits *lim, struct user_msg *m, b
     return no_fds(m);
 }
 
-/* DMA_READ/WRITE: data in a write request and in a read reply; the count is 8 bytes
- * (the spec) or 4 with the data at 12 and 4 bytes after it (QEMU's client). */
+/* DMA_READ/WRITE: data in a write request and in a read reply, after an 8-byte count. */
 static int decode_dma_rw(const struct user_limits *lim, struct user_msg *m, bool reply)
 {
     struct user_dma_rw *rw = &m->u.dma_rw;
@@ -435,16 +434,15 @@ static int decode_dma_rw(const struct user_limits *lim, struct user_msg *m, bool
             return -E2BIG;   /* more than it may have been asked to write */
         return no_fds(m);
     }
-    bool c32 = lim->dma_count32 && has_data;
-    unsigned fixed = c32 ? USER_DMA_RW_COUNT32_SIZE : USER_DMA_RW_SIZE;
+    unsigned fixed = USER_DMA_RW_SIZE;
     if (m->body_len < fixed)
         return -EINVAL;
     rw->addr = g(m->body, 0, 8);
-    rw->count = g(m->body, 8, c32 ? 4 : 8);
+    rw->count = g(m->body, 8, 8);
     m->has_payload = true;
     if (rw->count > lim->max_data_xfer_size)
         return -E2BIG;
-    uint64_t want = has_data ? fixed + rw->count + (c32 ? 4 : 0) : fixed;
+    uint64_t want = has_data ? fixed + rw->count : fixed;
     if (m->body_len != want || !no_wrap(rw->addr, rw->count))
         return -EINVAL;
     if (has_data)
@@ -840,7 +838,7 @@ int user_enc_region_rw(struct user_out *o, uint16_t id, uint16_t cmd, uint32_t f
 }
 
 int user_enc_dma_rw(struct user_out *o, uint16_t id, uint16_t cmd, uint32_t flags,
-                    uint64_t addr, uint64_t count, const void *data, bool count32)
+                    uint64_t addr, uint64_t count, const void *data)
 {
     if (cmd != USER_DMA_READ && cmd != USER_DMA_WRITE)
         return -EINVAL;
@@ -852,10 +850,6 @@ int user_enc_dma_rw(struct user_out *o, uint16_t id, uint16_t cmd, uint32_t flag
     user_out_put(o, addr, 8);
     if (reply && cmd == USER_DMA_WRITE) {
         user_out_put(o, count, 4);
-    } else if (has_data && count32) {
-        user_out_put(o, count, 4);
-        user_out_bytes(o, data, count);
-        user_out_put(o, 0, 4);   /* QEMU's message is its struct's size plus the data */
     } else {
         user_out_put(o, count, 8);
         if (has_data)

@@ -102,10 +102,10 @@ int user_enc_irq_set(struct user_out *o, uint16_t id, uint32_t flags,
  * NULL otherwise. */
 int user_enc_region_rw(struct user_out *o, uint16_t id, uint16_t cmd, uint32_t flags,
                        uint64_t offset, uint32_t region, uint32_t count, const void *data);
-/* DMA_READ/WRITE, in the spec's layout or QEMU's (count32: see user_limits). A DMA_READ
- * request and a DMA_WRITE reply carry no data. */
+/* DMA_READ/WRITE: address, an 8-byte count, data (the specification's layout, which QEMU
+ * 11.1 reads and writes). A DMA_READ request and a DMA_WRITE reply carry no data. */
 int user_enc_dma_rw(struct user_out *o, uint16_t id, uint16_t cmd, uint32_t flags,
-                    uint64_t addr, uint64_t count, const void *data, bool count32);
+                    uint64_t addr, uint64_t count, const void *data);
 /* REGION_WRITE_MULTI request (n <= USER_WRITE_MULTI_MAX writes) and its reply (n only,
  * w NULL). */
 int user_enc_write_multi(struct user_out *o, uint16_t id, uint32_t flags,

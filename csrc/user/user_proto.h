@@ -73,7 +73,6 @@ bool user_cmd_from_client(unsigned cmd);
 #define USER_IRQ_SET_SIZE 20u         /* argsz, flags, index, start, count; bools follow */
 #define USER_REGION_RW_SIZE 16u       /* offset, region, count; data follows */
 #define USER_DMA_RW_SIZE 16u          /* address, count (8 bytes); data follows */
-#define USER_DMA_RW_COUNT32_SIZE 12u  /* QEMU's layout: address, count (4 bytes), data */
 #define USER_DMA_WRITE_REPLY_SIZE 12u /* address, count (4 bytes) */
 #define USER_WRITE_MULTI_SIZE 8u      /* wr_cnt; wr_cnt writes follow */
 #define USER_WRITE_ONE_SIZE 24u       /* offset, region, count (<= 8), data[8] */
@@ -107,17 +106,13 @@ bool user_cmd_from_client(unsigned cmd);
 #define USER_CTRL_MAX 65536u             /* the largest message that carries no bulk data */
 #define USER_DATA_OVERHEAD 48u           /* header and fixed payload of a data message */
 
-/* What one end accepts from its peer (its own advertised capabilities) and how it reads
- * the peer's DMA messages. */
+/* What one end accepts from its peer (its own advertised capabilities). */
 enum user_role { USER_ROLE_ANY = 0, USER_ROLE_SERVER, USER_ROLE_CLIENT };
 struct user_limits {
     uint32_t max_data_xfer_size; /* count of a data message */
     uint32_t max_msg_fds;        /* fds in one message (<= USER_FDS_MAX) */
     enum user_role role;         /* the receiving end: server refuses server->client
                                     requests and client refuses the others */
-    bool dma_count32;            /* DMA_READ/WRITE as QEMU's client lays them out (a 4-byte
-                                    count, data at payload offset 12, 4 trailing bytes)
-                                    instead of the spec's 8-byte count */
 };
 
 /* The defaults above, role ANY. */
