@@ -82,9 +82,13 @@ function M.start(device, opts)
    --- srv:stop() -> exit status: SIGTERM, then wait (the child's stop()).
    function srv.stop()
       if srv.cmd then unistd.close(srv.cmd) unistd.close(srv.out) srv.cmd = nil end
-      local log = c.output()
-      c.stop()
-      srv.log = log
+      if not c.status() then
+         require("posix.signal").kill(c.pid, require("posix.signal").SIGTERM)
+         local t = child.now() + 10
+         while not c.status() and child.now() < t do child.sleep(0.02) end
+      end
+      srv.log = srv.log or c.output()
+      c.stop()   -- SIGKILL if it did not end; removes the directory
       return c.status()
    end
    function srv.output() return srv.log or c.output() end

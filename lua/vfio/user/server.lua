@@ -188,10 +188,10 @@ end
 local function keep_triggers(c, index, start, new)
    local t = c.irqs[index] or {}
    c.irqs[index] = t
-   for i, trig in ipairs(new) do
+   for i = 1, #new do
       local old = t[start + i - 1]
       if old then old:close() end
-      t[start + i - 1] = trig
+      t[start + i - 1] = new[i] or nil
    end
 end
 
@@ -229,7 +229,8 @@ local function drop_client(self, why)
    local c = self.client
    if not c then return end
    self.client = nil
-   log(self, "client (pid %s) gone: %s", tostring(c.cred and c.cred.pid), why)
+   log(self, "client (pid %s) gone: %s (%d requests, %d DMA messages)", tostring(c.cred and c.cred.pid), why,
+       self.stats.requests, self.stats.dma_requests)
    local dev = self.device
    for index in pairs(c.irqs) do
       call(self, "disconnect: interrupts off", dev.set_irqs, index, 0, 0, "trigger", nil)
@@ -481,15 +482,16 @@ function H.device_set_irqs(self, c, m)
          c.unmask[0] = m.fds[1]
          return {}
       end
+      -- one fd a vector, or none at all: every vector de-assigned (VFIO's fd -1)
       local trigs = {}
-      for i, f in ipairs(m.fds) do trigs[i] = trigger(f) end
+      for i = 1, m.count do trigs[i] = m.fds[i] and trigger(m.fds[i]) or false end
       local ok, err, errno = call(self, "SET_IRQS", dev.set_irqs, m.index, m.start, m.count, action, trigs)
       if not ok then
-         for _, t in ipairs(trigs) do t:close() end
+         for _, t in ipairs(trigs) do if t then t:close() end end
          return nil, err, errno
       end
       if action == "trigger" then keep_triggers(c, m.index, m.start, trigs)
-      else for _, t in ipairs(trigs) do t:close() end end
+      else for _, t in ipairs(trigs) do if t then t:close() end end end
       return {}
    end
    local data
@@ -545,6 +547,8 @@ function H.dma_map(self, c, m)
       return nil, err, errno
    end
    c.maps[#c.maps + 1] = entry
+   log(self, "DMA_MAP 0x%x+0x%x %s%s: %s", m.address, m.size, m.read and "r" or "", m.write and "w" or "",
+       buffer and "the client's fd, mapped" or "through DMA_READ/DMA_WRITE messages")
    return {}
 end
 
