@@ -12,8 +12,8 @@ local perrno = require "posix.errno"
 local pwait = require "posix.sys.wait"
 local dirent = require "posix.dirent"
 
-local EINVAL, ENOENT, EEXIST, E2BIG, EMSGSIZE, ENOSYS, ENOTSUP, EPIPE, EIO =
-   perrno.EINVAL, perrno.ENOENT, perrno.EEXIST, perrno.E2BIG, perrno.EMSGSIZE, perrno.ENOSYS,
+local EINVAL, ENOENT, EEXIST, EMSGSIZE, ENOSYS, ENOTSUP, EPIPE, EIO =
+   perrno.EINVAL, perrno.ENOENT, perrno.EEXIST, perrno.EMSGSIZE, perrno.ENOSYS,
    perrno.ENOTSUP, perrno.EPIPE, perrno.EIO
 
 local CMD = { version = 1, dma_map = 2, dma_unmap = 3, device_get_info = 4, region_read = 9,

@@ -71,9 +71,10 @@ M.DEFAULTS = {
    max_nesting = 4,               -- requests served while a DMA waits, one inside another
 }
 
--- SET_IRQS flags (VFIO_IRQ_SET_*).
-local DATA_NONE, DATA_BOOL, DATA_EVENTFD = 1, 2, 4
-local ACTION_MASK, ACTION_UNMASK, ACTION_TRIGGER = 8, 16, 32
+-- SET_IRQS flags (VFIO_IRQ_SET_*) the server reads: DATA_NONE (1) and ACTION_MASK (8) are
+-- what is left.
+local DATA_BOOL, DATA_EVENTFD = 2, 4
+local ACTION_UNMASK, ACTION_TRIGGER = 16, 32
 local PAGE = core.PAGE_SIZE or 4096
 
 local function now_ms()

@@ -149,7 +149,9 @@ local function width(off, left, max)
    return w
 end
 
-local function pack(v, w) return w == 8 and string.pack("<i8", v) or string.pack("<I" .. w, v & ((1 << (8 * w)) - 1)) end
+local function pack(v, w)
+   return w == 8 and string.pack("<i8", v) or string.pack("<I" .. w, v & ((1 << (8 * w)) - 1))
+end
 
 local function read_one(self, index, off, w)
    if index == CONFIG then return self.trap:cfg_read(off, w) end
