@@ -177,6 +177,23 @@ function M.listen(path, device, opts)
    }, Server)
 end
 
+---
+-- Listen, serve until SIGTERM or SIGINT (or opts.once: the first client's departure),
+-- clean up. opts as for `listen`.
+-- @tparam string path the socket path
+-- @tparam table device the served device
+-- @tparam[opt] table opts
+-- @return true, or `nil, message, errno`
+function M.serve(path, device, opts)
+   local s, err, errno = M.listen(path, device, opts)
+   if not s then return nil, err, errno end
+   return s:run()
+end
+
+--- A listening vfio-user server (`listen`): `step`, `run`, `stop`, `close`; its `stats`
+-- count what it served and refused.
+-- @type Server
+
 ---------------------------------------------------------------- a client's state
 
 local function close_fds(list)
@@ -281,6 +298,8 @@ end
 
 ---------------------------------------------------------------- DMA through messages
 
+local dispatch   -- a request, served (below); a DMA wait serves the client's meanwhile
+
 -- Wait for the reply to request `id`, serving the client's requests meanwhile.
 local function wait_reply(self, c, id, what)
    local deadline = now_ms() + self.limits.dma_timeout
@@ -297,7 +316,7 @@ local function wait_reply(self, c, id, what)
                if not m.no_reply then c.conn:error(m, EBUSY) end
             else
                c.nesting = c.nesting + 1
-               M._dispatch(self, c, m)
+               dispatch(self, c, m)
                c.nesting = c.nesting - 1
             end
          end   -- a stale reply (to a request that timed out): dropped
@@ -562,7 +581,7 @@ function H.dma_unmap(self, c, m)
 end
 
 -- Dispatch one decoded request from the client (and reply unless it was posted).
-function M._dispatch(self, c, m)
+function dispatch(self, c, m)
    self.stats.requests = self.stats.requests + 1
    local h = H[m.command]
    local out, err, errno
@@ -618,7 +637,7 @@ local function serve_client(self, c)
       elseif m.reply then
          log(self, "stray reply id %d dropped", m.id)
       else
-         M._dispatch(self, c, m)
+         dispatch(self, c, m)
       end
    end
 end
@@ -735,19 +754,6 @@ Server.__gc = Server.close
 
 function Server:__tostring()
    return ("vfio.user.server (%s%s)"):format(self.path, self.closed and ", closed" or "")
-end
-
----
--- Listen, serve until SIGTERM or SIGINT (or opts.once: the first client's departure),
--- clean up. opts as for `listen`.
--- @tparam string path the socket path
--- @tparam table device the served device
--- @tparam[opt] table opts
--- @return true, or `nil, message, errno`
-function M.serve(path, device, opts)
-   local s, err, errno = M.listen(path, device, opts)
-   if not s then return nil, err, errno end
-   return s:run()
 end
 
 M.Server = Server
