@@ -2,7 +2,7 @@
  * a peer can send to one end of a connection, run through that end's framing and its one
  * decoder under its limits.
  *
- * An input is a small program (input.h): a byte of setup (path, QEMU's DMA layout, the
+ * An input is a small program (input.h): a byte of setup (path, a spare bit, the
  * fd limit), the transfer limit, then either
  *   - direct: one message decoded from the input's bytes (its header's size set to
  *     their length, or left as the input says), with up to 6 fds from a pool; or

@@ -38,7 +38,7 @@ int main(int argc, char **argv)
     if (argc != 3)
         return 2;
     const char *srv = argv[1], *cli = argv[2];
-    const unsigned S = (2u << 2) | (3u << 4), Q = S | 2;   /* setup: 4 fds, 1 MiB; QEMU DMA */
+    const unsigned S = (2u << 2) | (3u << 4);   /* setup: 4 fds, 1 MiB */
     const unsigned memfd[1] = {0}, efds[3] = {2, 6, 2}, sock[1] = {4};
     user_out_init(&o);
     struct user_caps c;
@@ -82,9 +82,8 @@ int main(int argc, char **argv)
     struct user_write_one w[2] = {{.offset = 0, .count = 4, .data = {1, 2, 3, 4}},
                                   {.offset = 8, .region = 2, .count = 8}};
     user_enc_write_multi(&o, 15, USER_F_REQUEST | USER_F_NO_REPLY, w, 2), seed(srv, S, NULL, 0);
-    user_enc_dma_rw(&o, 16, USER_DMA_READ, USER_F_REPLY, 0x100000, 16, data, true), seed(srv, Q, NULL, 0);
-    user_enc_dma_rw(&o, 17, USER_DMA_READ, USER_F_REPLY, 0x100000, 16, data, false), seed(srv, S, NULL, 0);
-    user_enc_empty(&o, 18, USER_DMA_WRITE, USER_F_REPLY), seed(srv, Q, NULL, 0);
+    user_enc_dma_rw(&o, 17, USER_DMA_READ, USER_F_REPLY, 0x100000, 16, data), seed(srv, S, NULL, 0);
+    user_enc_empty(&o, 18, USER_DMA_WRITE, USER_F_REPLY), seed(srv, S, NULL, 0);
     req.cmd = USER_DMA_READ;
     user_enc_error(&o, &req, 14), seed(srv, S, NULL, 0);
 
@@ -114,9 +113,8 @@ int main(int argc, char **argv)
     user_enc_region_rw(&o, 13, USER_REGION_WRITE, USER_F_REPLY, 0x14, 0, 4, NULL), seed(cli, S, NULL, 0);
     user_enc_empty(&o, 14, USER_DEVICE_RESET, USER_F_REPLY), seed(cli, S, NULL, 0);
     user_enc_write_multi(&o, 15, USER_F_REPLY, NULL, 2), seed(cli, S, NULL, 0);
-    user_enc_dma_rw(&o, 16, USER_DMA_READ, USER_F_REQUEST, 0x100000, 16, NULL, false), seed(cli, S, NULL, 0);
-    user_enc_dma_rw(&o, 17, USER_DMA_WRITE, USER_F_REQUEST, 0x100000, 16, data, false), seed(cli, S, NULL, 0);
-    user_enc_dma_rw(&o, 18, USER_DMA_WRITE, USER_F_REQUEST, 0x100000, 16, data, true), seed(cli, Q, NULL, 0);
+    user_enc_dma_rw(&o, 16, USER_DMA_READ, USER_F_REQUEST, 0x100000, 16, NULL), seed(cli, S, NULL, 0);
+    user_enc_dma_rw(&o, 17, USER_DMA_WRITE, USER_F_REQUEST, 0x100000, 16, data), seed(cli, S, NULL, 0);
     req.id = 19, req.cmd = USER_REGION_READ;
     user_enc_error(&o, &req, 22), seed(cli, S, NULL, 0);
     user_out_free(&o);

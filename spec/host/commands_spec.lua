@@ -97,6 +97,7 @@ describe("commands", function()
 
    it("vfio-user-serve needs a device and a socket, refuses --trust-client, and names a bad device", function()
       local code, out, stderr = run("bin/vfio-user-serve --socket /tmp/x")
+      local _
       assert.are.same({ 64, "" }, { code, out })
       assert.matches("^vfio%-user%-serve: a DEVICE .- is needed %(see %-%-help%)\nusage:", stderr)
       code, _, stderr = run("bin/vfio-user-serve spec/fixtures/edu.lua")
