@@ -250,7 +250,8 @@ local function drop_client(self, why)
    log(self, "client (pid %s) gone: %s (%d requests, %d DMA messages)", tostring(c.cred and c.cred.pid), why,
        self.stats.requests, self.stats.dma_requests)
    local dev = self.device
-   for index in pairs(c.irqs) do
+   -- every index the client touched: a kernel device holds the client's eventfds itself
+   for index in pairs(c.touched) do
       call(self, "disconnect: interrupts off", dev.set_irqs, index, 0, 0, "trigger", nil)
       drop_triggers(c, index)
    end
@@ -290,7 +291,7 @@ local function accept(self)
    end
    self.stats.accepted = self.stats.accepted + 1
    self.stats.clients = self.stats.clients + 1
-   self.client = { conn = conn, cred = cred, versioned = false, irqs = {}, unmask = {},
+   self.client = { conn = conn, cred = cred, versioned = false, irqs = {}, unmask = {}, touched = {},
                    maps = {}, nesting = 0 }
    log(self, "client connected (pid %d uid %d)", cred.pid, cred.uid)
    if has(self.device, "connected") then call(self, "connect", self.device.connected, cred) end
@@ -484,6 +485,7 @@ end
 
 function H.device_set_irqs(self, c, m)
    local fl = m.flags
+   if math.type(m.index) == "integer" and m.index >= 0 and m.index < 16 then c.touched[m.index] = true end
    local action = fl & ACTION_TRIGGER ~= 0 and "trigger" or fl & ACTION_UNMASK ~= 0 and "unmask" or "mask"
    local dev = self.device
    if fl & DATA_EVENTFD ~= 0 then
