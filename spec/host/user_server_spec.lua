@@ -253,6 +253,37 @@ describe("vfio-user server with QEMU 11.1's client under qtest", function()
       end)
    end)
 
+   describe("a Linux guest (the lab's kernel under TCG) with the 16550A model", function()
+      it("binds 8250_pci to it, and reads back through the model's echo what it wrote", function()
+         local p = io.popen(". lab/cache.sh && cat \"$cache/lab/kernel/version\" 2>/dev/null && echo \"$cache\"")
+         local ver, cache = p:read("l"), p:read("l")
+         p:close()
+         local kernel = cache and ver and ("%s/lab/kernel/boot/vmlinuz-%s"):format(cache, ver)
+         if not kernel or not stat.stat(kernel) then
+            pending("no lab kernel in the cache (lab/setup fetches it)")
+            return
+         end
+         local ip = io.popen("lab/initramfs --modules '' --run spec/support/user_serial_guest.sh 2>&1")
+         local initrd = ip:read("a"):match("(%S+)%s*$")
+         assert(ip:close(), initrd)
+         local srv = us.start(SERIAL, { control = true, model_opts = { echo = true } })
+         local g = assert(qvu.start_guest { kernel = kernel, initrd = initrd, socket = srv.socket })
+         local ok, err = pcall(child.wait_for, g, "the guest's checks",
+            function() return g.output():find("guest: run.sh exit %d") end, 120)
+         local out = g.output():gsub("\r", "")
+         g.stop()
+         local transmitted = srv:eval("return dev:transmitted()")
+         srv.stop()
+         assert(ok, tostring(err))
+         assert.matches("user%-serial id 0x1b36:0x0002 class 0x070002", out)
+         assert.matches("user%-serial driver serial\n", out)          -- 8250_pci
+         assert.matches("user%-serial echo echo%-roundtrip!!\n", out)  -- INTx, EOI, unmask
+         assert.matches("user%-serial irq +%d+: +[1-9]%d* [^\n]*ttyS%d", out)  -- counted
+         assert.matches("guest: run.sh exit 0", out)
+         assert.are.equal("echo-roundtrip!!", transmitted)
+      end)
+   end)
+
    it("vfio-user-serve stops on SIGTERM with a client connected: exit 0, socket removed", function()
       local srv = us.start(SERIAL)
       local s <close> = assert(qvu.start { socket = srv.socket })
