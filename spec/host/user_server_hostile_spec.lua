@@ -273,6 +273,26 @@ describe("vfio-user server with a hostile peer", function()
       c2:close()
    end)
 
+   it("watches an INTx unmask eventfd and unmasks the model when it fires", function()
+      local c = versioned()
+      local trig, unmask = core.eventfd(), core.eventfd()
+      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x24, index = 0, start = 0, count = 1 },
+                               { trig })).error)
+      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x14, index = 0, start = 0, count = 1 },
+                               { unmask })).error)
+      dev:raise()                                                  -- INTx asserted, automasked
+      assert.are.equal(1, trig:read())
+      local before = s.stats.interrupts_unmasked
+      unmask:write(1)                                              -- the client's EOI
+      pump()
+      assert.are.equal(before + 1, s.stats.interrupts_unmasked)
+      assert.are.equal(1, trig:read())                             -- still asserted: again
+      dev:lower()
+      trig:close()
+      unmask:close()
+      c:close()
+   end)
+
    it("takes back a departed client's interrupts and DMA ranges, and resets the device", function()
       local c = versioned()
       local efd = core.eventfd()
