@@ -9,7 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 void user_rx_set_limits(struct user_rx *rx, const struct user_limits *lim)
 {
@@ -192,6 +200,7 @@ int user_send_raw(int sock, const uint8_t *bytes, size_t len, const int *fds,
     } ctl;
     size_t done = 0;
     bool fds_sent = nfds == 0;
+    int64_t deadline = -1;   /* set at the first full socket buffer */
     while (done < len) {
         struct iovec iov = {.iov_base = (void *)(bytes + done), .iov_len = len - done};
         struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
@@ -210,8 +219,14 @@ int user_send_raw(int sock, const uint8_t *bytes, size_t len, const int *fds,
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                /* a peer that stops reading cannot hold the sender for ever */
+                int64_t now = mono_ms();
+                if (deadline < 0)
+                    deadline = now + USER_SEND_TIMEOUT_MS;
+                if (now >= deadline)
+                    return -ETIMEDOUT;
                 struct pollfd p = {.fd = sock, .events = POLLOUT};
-                if (poll(&p, 1, -1) < 0 && errno != EINTR)
+                if (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR)
                     return -errno;
                 if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
                     return p.revents & POLLNVAL ? -EBADF : -EPIPE;

@@ -52,6 +52,9 @@ void user_rx_free(struct user_rx *rx);
  * (at most USER_FDS_MAX). 0, or -errno (EPIPE/ECONNRESET when the peer has gone, EINVAL
  * for a message whose header disagrees with len). Never raises SIGPIPE. */
 int user_send(int sock, const uint8_t *msg, size_t len, const int *fds, unsigned nfds);
+/* How long a send on a non-blocking socket waits for a peer that does not read before
+ * it gives up (-ETIMEDOUT): the message is then partly sent and the stream lost. */
+#define USER_SEND_TIMEOUT_MS 10000
 /* user_send without the header check: arbitrary bytes, for tests and hostile peers. */
 int user_send_raw(int sock, const uint8_t *bytes, size_t len, const int *fds,
                   unsigned nfds);

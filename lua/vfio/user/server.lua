@@ -149,6 +149,14 @@ function M.listen(path, device, opts)
    end
    local limits = {}
    for k, v in pairs(M.DEFAULTS) do limits[k] = opts[k] or v end
+   local ranges = { max_msg_fds = { 1, 64 }, max_data_xfer_size = { 4096, 64 << 20 },
+                    max_dma_maps = { 1, 1 << 30 }, dma_timeout = { 1, 3600000 }, max_nesting = { 0, 64 } }
+   for k, r in pairs(ranges) do
+      local v = limits[k]
+      if math.type(v) ~= "integer" or v < r[1] or v > r[2] then
+         error(("vfio.user.listen: opts.%s must be an integer in [%d, %d]"):format(k, r[1], r[2]), 2)
+      end
+   end
    local fd, err, errno = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
    if not fd then return fail(errno, "vfio-user server %s: socket: %s", path, tostring(err)) end
    nonblock(fd)
@@ -279,6 +287,9 @@ local function accept(self)
       unistd.close(fd)
       return
    end
+   -- non-blocking: a client that stops reading makes a send give up (ETIMEDOUT after
+   -- 10 s, then it is dropped) instead of holding the server and its SIGTERM for ever
+   nonblock(fd)
    local L = self.limits
    local conn, err = core.user_connection(fd, {
       role = "server", max_msg_fds = L.max_msg_fds, max_data_xfer_size = L.max_data_xfer_size,
