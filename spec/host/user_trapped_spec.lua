@@ -88,6 +88,59 @@ describe("vfio.user.trapped", function()
       assert.are.equal(6, string.unpack("<I2", dev:region_read(7, 0x04, 2)) & 6)
    end)
 
+   it("offers a trusted client the device file for a BAR's pages, less the trap's windows", function()
+      local _, trap = edu_trap()
+      -- a quirk's window at BAR0+0x80 (as edu-dma-guard has), a stand-in for the device
+      -- file: an eventfd (the server only passes the fd on)
+      assert(trap:add_window(0, 0x80, 0x20, { read = function() return 0 end, write = function() end }))
+      local file = core.eventfd()
+      local fake = fake_device()
+      fake.fileno = function() return file:fileno() end
+      fake.region = function(_, i)
+         return i == 0 and { mappable = true, size = 0x100000, offset = 0x5000000000 } or { size = 0 }
+      end
+      local plain = assert(trapped.kernel(fake, trap))
+      assert.is_nil(plain:region_info(0).mmap)                       -- not without trust_client
+      local dev = assert(trapped.kernel(fake, trap, { trust_client = true }))
+      local info = dev:region_info(0)
+      assert.are.same({ offset = 0x5000000000, sparse = { { offset = 0x1000, size = 0xff000 } } },
+                      { offset = info.mmap.offset, sparse = info.mmap.sparse })
+      assert.is_nil(dev:region_info(7).mmap)                         -- config: never
+      -- the server hands it out only when it trusts the client too
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(stat.mkdir(dir, tonumber("700", 8)))
+      for _, trust in ipairs { false, true } do
+         local srv = assert(server.listen(dir .. "/s", dev, { signals = false, trust_client = trust }))
+         local fd = assert(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0))
+         assert(socket.connect(fd, { family = socket.AF_UNIX, path = dir .. "/s" }))
+         srv:step(0)
+         local conn = core.user_connection(fd, { role = "client", max_msg_fds = 4 })
+         unistd.close(fd)
+         assert(conn:request("version", { major = 0, minor = 0 }))
+         srv:step(0)
+         assert(conn:recv(1000))
+         assert(conn:request("device_get_region_info", { argsz = 64, index = 0 }))
+         srv:step(0)
+         local r = assert(conn:recv(1000))
+         if trust then
+            assert.are.equal(4, r.flags & 4)                         -- MMAP
+            assert.are.equal(0x5000000000, r.offset)
+            assert.are.same({ { offset = 0x1000, size = 0xff000 } }, r.sparse)
+            assert.are.equal(1, #r.fds)
+            assert.are.equal("eventfd", r.fds[1]:kind())
+            r.fds[1]:close()
+         else
+            assert.are.same({ 0, 0, 0 }, { r.flags & 4, r.offset, #r.fds })
+            assert.is_nil(r.sparse)
+         end
+         conn:close()
+         srv:close()
+      end
+      os.remove(dir)
+      file:close()
+   end)
+
    describe("a kernel device (a stand-in for vfio.open's) behind the real server", function()
       local dir, path, s, fake, dev, c
 

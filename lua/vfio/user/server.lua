@@ -132,7 +132,7 @@ end
 -- @tparam table device a served device (vfio.user.model, vfio.user.trapped)
 -- @tparam[opt] table opts `owner` (uid allowed besides root; default the effective
 -- uid), `max_msg_fds`, `max_data_xfer_size`, `max_dma_maps`, `dma_timeout` (ms),
--- `trust_client` (hand the client mmap fds for BARs: not implemented, refused),
+-- `trust_client` (hand the client the mmap fds a device offers for its BARs),
 -- `reset_on_disconnect` (default true), `trace` (a function taking one line per event),
 -- `signals` (false: `run` leaves SIGTERM/SIGINT alone), `once` (`run` returns when the
 -- first client leaves)
@@ -142,10 +142,6 @@ function M.listen(path, device, opts)
    if type(path) ~= "string" or path == "" then error("vfio.user.listen: path must be a string", 2) end
    if type(device) ~= "table" or type(device.region_read) ~= "function" then
       error("vfio.user.listen: device must be a served device (vfio.user.model, vfio.user.trapped)", 2)
-   end
-   if opts.trust_client then
-      return fail(ENOTSUP, "vfio-user server %s: trust_client (mmap fds for BARs) is not "
-         .. "implemented: every BAR access goes through the server", path)
    end
    local limits = {}
    for k, v in pairs(M.DEFAULTS) do limits[k] = opts[k] or v end
@@ -448,8 +444,19 @@ end
 function H.device_get_region_info(self, _, m)
    local r, err, errno = call(self, "GET_REGION_INFO", self.device.region_info, m.index)
    if not r then return nil, err, errno end
-   -- never MMAP: no fd is handed out for a region (trust_client is not implemented)
-   return { argsz = 32, flags = (r.flags or 0) & ~4, index = m.index, size = r.size or 0, offset = 0 }
+   local out = { argsz = 32, flags = (r.flags or 0) & ~4, index = m.index, size = r.size or 0, offset = 0 }
+   -- an fd to map only for a client the server trusts (opts.trust_client): the client
+   -- then reaches those pages of the device without the server, or the trap core, seeing it
+   if type(r.mmap) == "table" and self.opts.trust_client then
+      out.flags = out.flags | 4
+      out.offset = r.mmap.offset
+      out.sparse = r.mmap.sparse
+      log(self, "GET_REGION_INFO %d: the client may map %d area(s) of it", m.index, #(r.mmap.sparse or {}))
+      local fd = r.mmap.fd
+      if math.type(fd) ~= "integer" then fd = fd:fileno() end
+      return out, nil, nil, { fd }
+   end
+   return out
 end
 
 function H.device_get_irq_info(self, _, m)
@@ -597,7 +604,7 @@ end
 function dispatch(self, c, m)
    self.stats.requests = self.stats.requests + 1
    local h = H[m.command]
-   local out, err, errno
+   local out, err, errno, fds
    if not c.versioned and m.command ~= "version" then
       close_fds(m.fds)
       out, err, errno = fail(EINVAL, "%s before VERSION", tostring(m.command))
@@ -605,8 +612,8 @@ function dispatch(self, c, m)
       close_fds(m.fds)
       out, err, errno = fail(ENOTSUP, "%s is not served", tostring(m.command))
    else
-      local ok, a, b, d = pcall(h, self, c, m)
-      if ok then out, err, errno = a, b, d
+      local ok, a, b, d, e = pcall(h, self, c, m)
+      if ok then out, err, errno, fds = a, b, d, e
       else
          close_fds(m.fds)
          out, err, errno = fail(EIO, "%s: %s", m.command, tostring(a))
@@ -629,7 +636,7 @@ function dispatch(self, c, m)
       return
    end
    if not m.no_reply then
-      local ok, serr = c.conn:reply(m, out)
+      local ok, serr = c.conn:reply(m, out, fds)
       if not ok then drop_client(self, tostring(serr)) end
    end
 end

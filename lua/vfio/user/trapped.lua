@@ -77,7 +77,8 @@ end
 -- A kernel VFIO device served through the trap core.
 -- @param dev a device from vfio.open (its `handle`, `container` and `irq_info` are used)
 -- @param[opt] trap a trap over it (vfio.vmm.passthrough's, with quirks)
--- @tparam[opt] table opts `quirks` (names), `fdless_dma` ("refuse", the default, or "ignore")
+-- @tparam[opt] table opts `quirks` (names), `fdless_dma` ("refuse", the default, or
+-- "ignore"), `trust_client` (offer the client mmap fds for the BARs: see region_info)
 -- @return a served device, or `nil, message, errno`
 function M.kernel(dev, trap, opts)
    opts = opts or {}
@@ -117,7 +118,56 @@ local function check_region(self, index)
    return true
 end
 
---- GET_REGION_INFO: `{size, flags}` (READ, WRITE; never MMAP).
+local PAGE = 4096
+
+-- [lo, hi) minus the holes (sorted or not), as a list of {offset, size}.
+local function subtract(lo, hi, holes)
+   table.sort(holes, function(a, b) return a[1] < b[1] end)
+   local out, at = {}, lo
+   for _, h in ipairs(holes) do
+      if h[2] > at and h[1] < hi then
+         if h[1] > at then out[#out + 1] = { offset = at, size = h[1] - at } end
+         at = math.max(at, h[2])
+      end
+   end
+   if at < hi then out[#out + 1] = { offset = at, size = hi - at } end
+   return out
+end
+
+-- What of BAR `index` a trusted client may map (the kernel device's mmap-able areas of
+-- it, inside the BAR as the trap presents it), less every page the trap core must see:
+-- the MSI-X table and PBA, and the quirks' windows. nil when none.
+local function mmap_areas(self, index)
+   if index > 5 then return nil end
+   local ok, r = pcall(self.dev.region, self.dev, index)
+   if not ok or not r or not r.mappable or (r.size or 0) == 0 then return nil end
+   local size = math.min(region_size(self, index), r.size)
+   local holes = {}
+   local function hole(off, len)
+      holes[#holes + 1] = { off // PAGE * PAGE, (off + len + PAGE - 1) // PAGE * PAGE }
+   end
+   local x = self.trap:msix()
+   if x then
+      if x.table_bar == index then hole(x.table_off, 16 * x.n) end
+      if x.pba_bar == index then hole(x.pba_off, 8 * ((x.n + 63) // 64)) end
+   end
+   for _, w in ipairs(self.trap:windows()) do
+      if w.bar == index then hole(w.off, w.len) end
+   end
+   local areas = {}
+   for _, a in ipairs(r.sparse or { { offset = 0, size = r.size } }) do
+      for _, piece in ipairs(subtract(a.offset, math.min(a.offset + a.size, size), holes)) do
+         areas[#areas + 1] = piece
+      end
+   end
+   if #areas == 0 then return nil end
+   return { fd = self.dev, offset = r.offset, sparse = areas }
+end
+
+--- GET_REGION_INFO: `{size, flags}` (READ, WRITE). With `opts.trust_client`, a kernel
+-- device's mmap-able BARs also say `mmap = {fd, offset, sparse}`: the device file, the
+-- region's offset in it and the areas the client may map (the server hands them out only
+-- when it trusts the client too).
 -- @tparam int index the region
 -- @treturn table or `nil, message, errno`
 function Trapped:region_info(index)
@@ -125,7 +175,8 @@ function Trapped:region_info(index)
    if not ok then return nil, err, errno end
    local size = region_size(self, index)
    local flags = size == 0 and 0 or index == ROM and READ or READ | WRITE
-   return { size = size, flags = flags }
+   local mmap = self.dev and self.opts.trust_client and size > 0 and mmap_areas(self, index) or nil
+   return { size = size, flags = flags, mmap = mmap }
 end
 
 local function check_access(self, index, off, n, write)
