@@ -342,4 +342,69 @@ describe("vfio-user server with a hostile peer", function()
       assert.are.equal(fds_before, open_fds())
       assert.is_nil(stat.stat(path))
    end)
+
+   describe("vfio-user-serve in the background, with this spec as its client", function()
+      local us = require "support.user_server"
+      local psignal = require "posix.signal"
+
+      local function client_of(srv)
+         local fd = assert(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0))
+         assert(socket.connect(fd, { family = socket.AF_UNIX, path = srv.socket }))
+         local conn = core.user_connection(fd, { role = "client", max_msg_fds = 4 })
+         unistd.close(fd)
+         assert(conn:request("version", { major = 0, minor = 0, caps = { max_data_xfer_size = 8 } }))
+         assert.is_nil(assert(conn:recv(3000)).error)
+         return conn
+      end
+
+      it("DMAs through messages, serving this client's requests while it waits for a reply", function()
+         local srv = us.start("spec/support/user_test_model.lua")
+         local ok, err = pcall(function()
+            local conn = client_of(srv)
+            local function req(cmd, f) assert(conn:request(cmd, f)) return assert(conn:recv(3000)) end
+            assert.is_nil(req("region_write", { region = 7, offset = 4, data = "\6\0" }).error)
+            assert.is_nil(req("dma_map", { address = 0x10000, size = 0x1000, read = true, write = true }).error)
+            assert.is_nil(req("region_write", { region = 0, offset = 0x100, data = "0123456789abcdef" }).error)
+            for off, v in pairs { [0x08] = 0x10010, [0x0c] = 0, [0x10] = 16 } do
+               assert.is_nil(req("region_write", { region = 0, offset = off, data = string.pack("<I4", v) }).error)
+            end
+            -- the command, posted: the model's DMA_WRITE comes in 8-byte messages (this
+            -- client's max_data_xfer_size)
+            assert(conn:request("region_write", { region = 0, offset = 0x14, data = string.pack("<I4", 1),
+                                                  no_reply = true }))
+            local first = assert(conn:recv(3000))
+            assert.are.same({ "dma_write", 0x10010, "01234567" }, { first.command, first.address, first.data })
+            -- a request of ours before we answer: the server serves it meanwhile
+            assert(conn:request("region_read", { region = 0, offset = 0, count = 4 }))
+            local r = assert(conn:recv(3000))
+            assert.is_true(r.reply)
+            assert.are.equal("USER", r.data)
+            assert(conn:reply(first, { address = first.address, count = 8 }))
+            local second = assert(conn:recv(3000))
+            assert.are.same({ "dma_write", 0x10018, "89abcdef" }, { second.command, second.address, second.data })
+            assert(conn:reply(second, { address = second.address, count = 8 }))
+            assert.are.equal(string.pack("<I4", 0), req("region_read", { region = 0, offset = 0x18, count = 4 }).data)
+            conn:close()
+         end)
+         local code = srv.stop()
+         assert(ok, tostring(err) .. "\n" .. srv.output())
+         assert.are.equal(0, code)
+      end)
+
+      it("--once: exits 0 when its client leaves, the socket removed; SIGINT stops it too", function()
+         local srv = us.start("spec/support/user_test_model.lua", { args = { "--once" } })
+         client_of(srv):close()
+         local child = require "support.child"
+         child.wait_for(srv.child, "the server's exit", function() return srv.child.status() end, 10)
+         assert.are.equal(0, srv.child.status())
+         assert.is_nil(stat.stat(srv.socket))
+         srv.stop()
+         local srv2 = us.start("spec/support/user_test_model.lua")
+         psignal.kill(srv2.pid, psignal.SIGINT)
+         child.wait_for(srv2.child, "the server's exit", function() return srv2.child.status() end, 10)
+         assert.are.equal(0, srv2.child.status())
+         assert.is_nil(stat.stat(srv2.socket))
+         srv2.stop()
+      end)
+   end)
 end)
