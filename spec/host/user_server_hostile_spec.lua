@@ -2,7 +2,9 @@
 -- raw socket sends malformed and out-of-range messages. Each is refused with the errno
 -- the protocol names (an error reply, unless the message was posted or the stream is
 -- lost, then the client is dropped), the server goes on serving the next client, and no
--- fd is left behind. The server runs in this process, one poll round at a time.
+-- fd is left behind. The server runs in this process, one poll round at a time; the
+-- last tests run bin/vfio-user-serve in the background with this spec as its client (DMA
+-- through messages while the client sends requests of its own, --once, SIGINT).
 local core = require "vfio.core"
 local server = require "vfio.user.server"
 local socket = require "posix.sys.socket"
