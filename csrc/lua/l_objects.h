@@ -67,6 +67,7 @@ typedef struct {
     int orphaned;             /* collected (or to-be-closed) while still used: freed when
                                  the last use goes, unusable from Lua meanwhile */
     char mapper[112];         /* the latest IOMMU mapping of it, for close()'s message */
+    int fd;                   /* the memfd of a shared buffer, -1 for anonymous memory */
 } lv_dmabuf;
 
 /* Free an orphaned DMA buffer whose last use is gone (l_dmabuf.c). */

@@ -184,6 +184,12 @@ void user_rx_free(struct user_rx *rx)
 int user_send_raw(int sock, const uint8_t *bytes, size_t len, const int *fds,
                   unsigned nfds)
 {
+    return user_send_timed(sock, bytes, len, fds, nfds, -1);
+}
+
+int user_send_timed(int sock, const uint8_t *bytes, size_t len, const int *fds,
+                    unsigned nfds, int timeout_ms)
+{
     if (nfds > USER_FDS_MAX || (nfds && len == 0))
         return -EINVAL;
     union {
@@ -211,8 +217,11 @@ int user_send_raw(int sock, const uint8_t *bytes, size_t len, const int *fds,
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 struct pollfd p = {.fd = sock, .events = POLLOUT};
-                if (poll(&p, 1, -1) < 0 && errno != EINTR)
+                int pr = poll(&p, 1, timeout_ms);
+                if (pr < 0 && errno != EINTR)
                     return -errno;
+                if (pr == 0)
+                    return -ETIMEDOUT;   /* the peer reads nothing: never hang on it */
                 if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
                     return p.revents & POLLNVAL ? -EBADF : -EPIPE;
                 continue;
