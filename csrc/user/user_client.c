@@ -177,11 +177,8 @@ static int version(struct user_client *c)
     if (r == 0)
         r = user_client_call(c, &o, NULL, 0, &m);
     user_out_free(&o);
-    if (r < 0) {
-        if (!c->dead)
-            note(c, "VERSION: the server refused it (%s)", strerror(-r));
-        return r;
-    }
+    if (r < 0)
+        return r;   /* why: the server's error reply, or what ended the connection */
     if (m.u.version.major != 0) {
         uint16_t major = m.u.version.major;
         user_client_done(c);
