@@ -139,7 +139,7 @@ end
 -- @return true and the number of mapped areas
 function UserRegion:map() return true, #self:mapped() end
 --- Nothing to unmap on a region: the device's close unmaps.
-function UserRegion:unmap() return true end
+function UserRegion.unmap(_) return true end
 --- The device's handle (a vfio.user_device).
 function UserRegion:device() return self._handle end
 --- Whether the region (or its device) is closed.
@@ -223,7 +223,7 @@ function UserDma:map_guest_ram(machine)
 end
 
 --- No IOMMU aperture: the server takes any IOVA.
-function UserDma:iova_ranges() return {} end
+function UserDma.iova_ranges(_) return {} end
 
 --- The ranges mapped, `{iova=, size=}` each.
 function UserDma:mappings()

@@ -279,7 +279,8 @@ describe("vfio-user client", function()
 
       it("maps the areas the server gives a sealed memfd for, and reaches the rest by message", function()
          local ramfd = assert(core.ram_memfd(0x2000))
-         srv = server.start(test_device, { mmap = { [2] = { fd = ramfd, sparse = { { offset = 0, size = 0x1000 } } } } })
+         local sparse = { { offset = 0, size = 0x1000 } }
+         srv = server.start(test_device, { mmap = { [2] = { fd = ramfd, sparse = sparse } } })
          dev = assert(vfio.open("vfio-user:" .. srv.path))
          local r = dev:region(2)
          assert.is_true(r.mappable)

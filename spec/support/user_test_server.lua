@@ -56,7 +56,7 @@ end
 -- "unmask" (INTx resampling), watched beside the socket.
 local function serve(conn, dev, opts)
    local unmask = {}
-   local function answer(m, ok, err, errno, fields, fds)
+   local function answer(m, ok, _, errno, fields, fds)
       if not ok then return conn:error(m, errno or EINVAL) end
       if m.no_reply then return true end
       return conn:reply(m, fields, fds)
@@ -72,11 +72,11 @@ local function serve(conn, dev, opts)
          end
       end
       if fds[conn:fileno()].revents and next(fds[conn:fileno()].revents) then
-         local m, _, errno, hdr = conn:recv(0)
+         local m, _, rerr, hdr = conn:recv(0)
          if not m then
-            if errno == 11 then goto continue end
-            if hdr and not hdr.reply then conn:error(hdr, errno) end
-            if errno ~= EINVAL and errno ~= ENOSYS then return end
+            if rerr == 11 then goto continue end
+            if hdr and not hdr.reply then conn:error(hdr, rerr) end
+            if rerr ~= EINVAL and rerr ~= ENOSYS then return end
             goto continue
          end
          local cmd = m.command
@@ -104,7 +104,9 @@ local function serve(conn, dev, opts)
                or "trigger"
             local data, ok, err, errno
             if m.flags & DATA_EVENTFD ~= 0 and action == "unmask" then
-               for i, f in ipairs(m.fds) do unmask[f:fileno()] = { index = m.index, start = m.start + i - 1, fd = f } end
+               for i, f in ipairs(m.fds) do
+                  unmask[f:fileno()] = { index = m.index, start = m.start + i - 1, fd = f }
+               end
                ok = true
             else
                if m.flags & DATA_EVENTFD ~= 0 then
