@@ -73,17 +73,23 @@ static int connect_path(const char *path)
 
 /* core.user_device(path_or_fd [, {timeout_ms = 5000, mmap = true, name =}]) -> device,
  * or nil, message, errno. A path is connected to; an fd (or an object with fileno()) is
- * duplicated. The handshake and every info query run now. */
+ * duplicated. The handshake and every info query run now. mmap: true maps the sealed
+ * memfds a server gives for regions, "devices" device fds too (a server trusted as much
+ * as the VMM: see user_client.h), false nothing. */
 static int l_user_device(lua_State *L)
 {
-    int timeout = USER_CLIENT_TIMEOUT_MS, mmap = 1;
+    int timeout = USER_CLIENT_TIMEOUT_MS;
+    enum user_map_policy map = USER_MAP_MEMFD;
     char name[128] = "";
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         if (lua_getfield(L, 2, "timeout_ms") != LUA_TNIL)
             timeout = (int)lv_checkrange(L, -1, 1, 3600 * 1000);
-        if (lua_getfield(L, 2, "mmap") != LUA_TNIL)
-            mmap = lua_toboolean(L, -1);
+        int t = lua_getfield(L, 2, "mmap");
+        if (t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "devices") == 0)
+            map = USER_MAP_DEVICES;
+        else if (t != LUA_TNIL && !lua_toboolean(L, -1))
+            map = USER_MAP_NONE;
         if (lua_getfield(L, 2, "name") != LUA_TNIL)
             snprintf(name, sizeof name, "%s", luaL_checkstring(L, -1));
         lua_pop(L, 3);
@@ -110,7 +116,7 @@ static int l_user_device(lua_State *L)
             snprintf(name, sizeof name, "vfio-user:fd %d", sock);
     }
     snprintf(d->name, sizeof d->name, "%s", name);
-    int r = user_client_open(&d->c, sock, timeout, mmap);
+    int r = user_client_open(&d->c, sock, timeout, map);
     if (r < 0) {
         char why[sizeof d->c.why];
         snprintf(why, sizeof why, "%s", d->c.why);
@@ -498,7 +504,9 @@ for their reply; a server that is gone, silent or sends what it should not ends 
 connection, and every later call fails at once saying why.
 @function user_device
 @param path_or_fd the socket's path, or an fd (or an object with `fileno()`)
-@tparam[opt] table opts `{timeout_ms = 5000, mmap = true, name =}`
+@tparam[opt] table opts `{timeout_ms = 5000, mmap = true | false | "devices", name =}`:
+mmap maps the sealed memfds the server gives for regions, with "devices" its device fds
+too (a mapping that faults if the server disables the device's memory under it)
 @treturn user_device the device, or `nil, message, errno`
 */
 

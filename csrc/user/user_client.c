@@ -211,13 +211,13 @@ static int device_info(struct user_client *c)
 }
 
 /* A region fd this client may map without risking a fault. */
-static int fd_mappable(int fd, uint64_t end)
+static int fd_mappable(int fd, uint64_t end, enum user_map_policy map)
 {
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -errno;
-    if (S_ISCHR(st.st_mode))
-        return 0;   /* a device: its mmap refuses what it does not back */
+    if (S_ISCHR(st.st_mode))   /* a device: its mmap refuses what it does not back */
+        return map == USER_MAP_DEVICES ? 0 : -EPERM;
     if (!S_ISREG(st.st_mode))
         return -ENODEV;
     int seals = fcntl(fd, F_GET_SEALS);
@@ -228,7 +228,7 @@ static int fd_mappable(int fd, uint64_t end)
     return 0;
 }
 
-static void map_region(struct user_client_region *rg)
+static void map_region(struct user_client_region *rg, enum user_map_policy map)
 {
     if (rg->fd < 0 || !rg->nareas)
         return;
@@ -244,7 +244,7 @@ static void map_region(struct user_client_region *rg)
         if (e > end)
             end = e;
     }
-    int r = fd_mappable(rg->fd, end);
+    int r = fd_mappable(rg->fd, end, map);
     if (r < 0) {
         rg->mmap_errno = -r;
         return;
@@ -265,7 +265,7 @@ static void map_region(struct user_client_region *rg)
     }
 }
 
-static int region_info(struct user_client *c, unsigned idx, bool want_mmap)
+static int region_info(struct user_client *c, unsigned idx)
 {
     struct user_client_region *rg = &c->regions[idx];
     uint32_t argsz = USER_REGION_INFO_SIZE;
@@ -330,8 +330,8 @@ static int region_info(struct user_client *c, unsigned idx, bool want_mmap)
             c->rx.fds[0] = -1;   /* taken: user_rx_next leaves it open */
         }
         user_client_done(c);
-        if (idx != VFIO_PCI_CONFIG_REGION_INDEX && want_mmap)
-            map_region(rg);
+        if (idx != VFIO_PCI_CONFIG_REGION_INDEX && c->map != USER_MAP_NONE)
+            map_region(rg, c->map);
         return 0;
     }
     return -EPROTO;
@@ -364,10 +364,12 @@ static int irq_info(struct user_client *c, unsigned idx)
     return 0;
 }
 
-int user_client_open(struct user_client *c, int sock, int timeout_ms, bool mmap)
+int user_client_open(struct user_client *c, int sock, int timeout_ms,
+                     enum user_map_policy map)
 {
     memset(c, 0, sizeof *c);
     c->sock = sock;
+    c->map = map;
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : USER_CLIENT_TIMEOUT_MS;
     for (unsigned i = 0; i < USER_CLIENT_REGIONS; i++)
         c->regions[i].fd = -1;
@@ -386,7 +388,7 @@ int user_client_open(struct user_client *c, int sock, int timeout_ms, bool mmap)
     if (r == 0)
         r = device_info(c);
     for (unsigned i = 0; r == 0 && i < c->num_regions && i < USER_CLIENT_REGIONS; i++)
-        r = region_info(c, i, mmap);
+        r = region_info(c, i);
     for (unsigned i = 0; r == 0 && i < c->num_irqs && i < USER_CLIENT_IRQS; i++)
         r = irq_info(c, i);
     return r;

@@ -14,10 +14,12 @@
  *
  * Mappings: a region whose info carries an fd is mapped area by area (the sparse areas,
  * or the whole region), only when the fd can be mapped without risk of a fault: a
- * character device (a VFIO device fd; its own mmap checks the range), or a regular file
- * (memfd) sealed against shrinking (F_SEAL_SHRINK) and long enough, since a server that
- * shrank it later would turn a guest access into SIGBUS. Anything else is reached by
- * REGION_READ/WRITE, and mmap_errno says why. No Lua here. */
+ * regular file (memfd) sealed against shrinking (F_SEAL_SHRINK) and long enough, since a
+ * server that shrank it later would turn a guest access into SIGBUS. A character device
+ * (a VFIO device fd a server hands over to a client it trusts) only when the caller asks
+ * (USER_MAP_DEVICES): such a mapping faults when the server disables the device's memory
+ * decoding under it, so the client must trust the server as much. Anything else is
+ * reached by REGION_READ/WRITE, and mmap_errno says why. No Lua here. */
 #ifndef LUAVFIO_USER_CLIENT_H
 #define LUAVFIO_USER_CLIENT_H
 
@@ -50,6 +52,9 @@ struct user_client_region {
     int mmap_errno;         /* why the areas are not mapped (0: mapped or no fd) */
 };
 
+/* What user_client_open maps of the fds a server gives (see above). */
+enum user_map_policy { USER_MAP_NONE = 0, USER_MAP_MEMFD = 1, USER_MAP_DEVICES = 2 };
+
 struct user_client_stats {
     uint64_t requests, region_reads, region_writes, error_replies;
 };
@@ -68,15 +73,17 @@ struct user_client {
     struct user_irq_info irqs[USER_CLIENT_IRQS];
     int irq_errno[USER_CLIENT_IRQS];
     struct user_client_stats stats;
+    enum user_map_policy map;
     unsigned borrowers;        /* users of the mappings (trap backends): while any, a close
                                   leaves the areas mapped (a VM slot may point there) */
 };
 
 /* Take `sock` (a connected stream socket; the client owns it from now on, even on
- * failure) and run the handshake and the info queries. mmap: map the areas the server
- * gives fds for. 0, or -errno with c->why saying what failed; user_client_close frees
+ * failure) and run the handshake and the info queries. map: which of the fds the server
+ * gives are mapped. 0, or -errno with c->why saying what failed; user_client_close frees
  * what was made either way. */
-int user_client_open(struct user_client *c, int sock, int timeout_ms, bool mmap);
+int user_client_open(struct user_client *c, int sock, int timeout_ms,
+                     enum user_map_policy map);
 /* Close the socket and the region fds, and unmap the areas unless borrowed (then the
  * last user_client_unborrow does). Idempotent. */
 void user_client_close(struct user_client *c);
