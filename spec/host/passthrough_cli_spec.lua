@@ -297,7 +297,8 @@ describe("per-device options (--device BDF,no-mmap=on,quirk=NAME)", function()
    end)
 
    it("take a vfio-user device (vfio-user:PATH), with guest RAM on a memfd its server can map", function()
-      assert.are.equal("vfio-user:/run/dev.sock", (cli.resolve_device("vfio-user:/run/dev.sock", false, "/nonexistent")))
+      assert.are.equal("vfio-user:/run/dev.sock",
+                       (cli.resolve_device("vfio-user:/run/dev.sock", false, "/nonexistent")))
       local no, why = cli.resolve_device("vfio-user:", false, "/nonexistent")
       assert.is_nil(no)
       assert.matches("path of the vfio%-user server's socket is missing", why)
