@@ -168,6 +168,17 @@ describe("vfio-user client", function()
          be:close()
       end)
 
+      it("opens in the REPL (vfio.poke): decode, registers, a DMA buffer the server can map", function()
+         srv = server.start(SERIAL)
+         local poke = require "vfio.poke"
+         local d = assert(poke.open("vfio-user:" .. srv.path))
+         assert.are.same({ 0x1b36, 0x0002 }, { d.vendor, d.device })
+         assert.matches("Serial controller: Red Hat, Inc%. QEMU PCI 16550A Adapter", tostring(d:lspci()))
+         local b = assert(d:dma(4096))
+         assert.are.equal(0x100000, b.iova)
+         dev = d.dev
+      end)
+
       it("names what vfio-user has not (hot reset, migration, host notices)", function()
          srv = server.start(SERIAL)
          dev = assert(vfio.open("vfio-user:" .. srv.path))
