@@ -1,4 +1,6 @@
-/* vfio.dmabuf: page-aligned anonymous memory for device DMA (csrc/vfio/vfio_dma.c). */
+/* vfio.dmabuf: page-aligned anonymous memory for device DMA (csrc/vfio/vfio_dma.c), or
+ * with {shared = true} a sealed memfd mapped shared, whose fd a vfio-user device's
+ * dma_map hands to the server (another process cannot reach anonymous memory). */
 #include "l_objects.h"
 #include "l_kvm.h"
 
@@ -7,6 +9,43 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+/* The memory and, for a shared buffer, its memfd. The server keeps its own mapping of
+ * the memfd: freeing ours cannot make it reach this process's memory. */
+static void dmabuf_free(lv_dmabuf *b)
+{
+    vfio_dma_free(b->ptr, b->rounded);
+    b->ptr = NULL;
+    if (b->fd >= 0) {
+        close(b->fd);
+        b->fd = -1;
+    }
+}
+
+/* A sealed memfd of `rounded` bytes mapped shared, or NULL with errno set. */
+static void *shared_alloc(size_t rounded, int *fdp)
+{
+    int fd = memfd_create("luavfio-dmabuf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return NULL;
+    if (ftruncate(fd, (off_t)rounded) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    void *p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    *fdp = fd;
+    return p;
+}
 
 lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx)
 {
@@ -16,17 +55,31 @@ lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx)
     return b;
 }
 
-/* core.dmabuf(size) -> buffer of size rounded up to whole pages, zeroed */
+/* core.dmabuf(size [, {shared = false}]) -> buffer of size rounded up to whole pages,
+ * zeroed; shared: in a sealed memfd (buf:fileno()) */
 static int l_dmabuf_new(lua_State *L)
 {
     lua_Integer size = luaL_checkinteger(L, 1);
     if (size <= 0)
         luaL_argerror(L, 1, "size must be positive");
+    int shared = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "shared");
+        shared = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     lv_dmabuf *b = lv_newobject(L, sizeof *b, LV_DMABUF, 0);
+    b->fd = -1;
     size_t rounded;
     void *p = vfio_dma_alloc((size_t)size, &rounded);
+    if (p && shared) {
+        vfio_dma_free(p, rounded);   /* only its rounding was wanted */
+        p = shared_alloc(rounded, &b->fd);
+    }
     if (!p)
-        return lv_syserrorf(L, errno, "mmap", "DMA buffer of %lld bytes", (long long)size);
+        return lv_syserrorf(L, errno, shared ? "memfd" : "mmap", "DMA buffer of %lld bytes",
+                            (long long)size);
     b->ptr = p;
     b->size = (size_t)size;
     b->rounded = rounded;
@@ -58,6 +111,7 @@ static int l_dmabuf_map(lua_State *L)
                             "whole pages)", fd, (unsigned long long)size,
                             (unsigned long long)off);
     lv_dmabuf *b = lv_newobject(L, sizeof *b, LV_DMABUF, 0);   /* before the mmap: no leak */
+    b->fd = -1;   /* the lender's fd stays the lender's: never closed with the buffer */
     struct stat st;
     if (fstat(fd, &st) < 0)
         return lv_syserrorf(L, errno, "fstat", "fd %d", fd);
@@ -205,6 +259,17 @@ static int b_size(lua_State *L)
     return 1;
 }
 
+/* buf:fileno() -> the memfd of a shared buffer, or nil when it has none */
+static int b_fileno(lua_State *L)
+{
+    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    if (b->fd < 0)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, b->fd);
+    return 1;
+}
+
 static int b_closed(lua_State *L)
 {
     lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
@@ -214,10 +279,8 @@ static int b_closed(lua_State *L)
 
 void lv_dmabuf_release(lv_dmabuf *b)
 {
-    if (b->ptr && b->orphaned && b->pins == 0 && b->dma == 0) {
-        vfio_dma_free(b->ptr, b->rounded);
-        b->ptr = NULL;
-    }
+    if (b->ptr && b->orphaned && b->pins == 0 && b->dma == 0)
+        dmabuf_free(b);
 }
 
 /* Lifetime rule: memory is freed only when nothing uses it: no VM slot (vm:unmap,
@@ -245,8 +308,7 @@ static int b_close(lua_State *L)
         lua_pushinteger(L, EBUSY);
         return 3;
     }
-    vfio_dma_free(b->ptr, b->rounded);
-    b->ptr = NULL;
+    dmabuf_free(b);
     return 0;
 }
 
@@ -262,8 +324,7 @@ static int b_gc(lua_State *L)
         b->orphaned = 1;
         return 0;
     }
-    vfio_dma_free(b->ptr, b->rounded);
-    b->ptr = NULL;
+    dmabuf_free(b);
     return 0;
 }
 
@@ -281,9 +342,12 @@ static int b_tostring(lua_State *L)
 
 /***
 Page-aligned, zeroed anonymous memory for device DMA (and guest RAM), its size rounded up
-to whole pages. It is freed only when no VM slot and no IOMMU mapping uses it.
+to whole pages. It is freed only when no VM slot and no IOMMU mapping uses it. With
+`shared` it is a sealed memfd mapped shared (`fileno()`), which a vfio-user device's
+`dma_map` hands to its server.
 @function dmabuf
 @tparam int size bytes
+@tparam[opt] table opts `{shared = false}`
 @treturn dmabuf the buffer, or `nil, message, errno`
 */
 
@@ -312,6 +376,12 @@ The seals of a memfd (F_GET_SEALS): `{shrink=, grow=, write=, seal=}`.
 /***
 A DMA buffer (`vfio.dmabuf`). Offsets are checked against the size and raise when outside.
 @type dmabuf
+*/
+
+/***
+The memfd of a shared buffer (`dmabuf(size, {shared = true})`), nil for anonymous memory.
+@function dmabuf:fileno
+@treturn ?int the fd
 */
 
 /***
@@ -427,7 +497,7 @@ void lv_open_dmabuf(lua_State *L)
         {"copy", b_copy},       {"read8", b_read8},     {"read16", b_read16},
         {"read32", b_read32},   {"read64", b_read64},   {"write8", b_write8},
         {"write16", b_write16}, {"write32", b_write32}, {"write64", b_write64},
-        {"size", b_size},       {"closed", b_closed},
+        {"size", b_size},       {"closed", b_closed},     {"fileno", b_fileno},
         {"close", b_close},     {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", b_gc}, {"__close", b_gc}, {"__tostring", b_tostring}, {NULL, NULL}};

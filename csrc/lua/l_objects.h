@@ -69,6 +69,7 @@ typedef struct {
     char mapper[112];         /* the latest IOMMU mapping of it, for close()'s message */
     int readonly;             /* a shared mapping of another's file without PROT_WRITE
                                  (core.dmabuf_map): writes from Lua raise */
+    int fd;                   /* the memfd of a shared buffer, -1 for anonymous memory */
 } lv_dmabuf;
 
 /* Free an orphaned DMA buffer whose last use is gone (l_dmabuf.c). */

@@ -27,4 +27,5 @@
     X(trap)           \
     X(trap_kvm)       \
     X(socket)         \
-    X(user)
+    X(user)           \
+    X(user_device)

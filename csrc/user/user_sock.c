@@ -192,6 +192,12 @@ void user_rx_free(struct user_rx *rx)
 int user_send_raw(int sock, const uint8_t *bytes, size_t len, const int *fds,
                   unsigned nfds)
 {
+    return user_send_timed(sock, bytes, len, fds, nfds, -1);
+}
+
+int user_send_timed(int sock, const uint8_t *bytes, size_t len, const int *fds,
+                    unsigned nfds, int timeout_ms)
+{
     if (nfds > USER_FDS_MAX || (nfds && len == 0))
         return -EINVAL;
     union {
@@ -219,15 +225,19 @@ int user_send_raw(int sock, const uint8_t *bytes, size_t len, const int *fds,
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                /* a peer that stops reading cannot hold the sender for ever */
+                /* a peer that stops reading cannot hold the sender for ever: the
+                 * caller's timeout, or USER_SEND_TIMEOUT_MS, from the first full buffer */
                 int64_t now = mono_ms();
                 if (deadline < 0)
-                    deadline = now + USER_SEND_TIMEOUT_MS;
+                    deadline = now + (timeout_ms >= 0 ? timeout_ms : USER_SEND_TIMEOUT_MS);
                 if (now >= deadline)
                     return -ETIMEDOUT;
                 struct pollfd p = {.fd = sock, .events = POLLOUT};
-                if (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR)
+                int pr = poll(&p, 1, (int)(deadline - now));
+                if (pr < 0 && errno != EINTR)
                     return -errno;
+                if (pr == 0)
+                    return -ETIMEDOUT;
                 if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
                     return p.revents & POLLNVAL ? -EBADF : -EPIPE;
                 continue;

@@ -58,5 +58,10 @@ int user_send(int sock, const uint8_t *msg, size_t len, const int *fds, unsigned
 /* user_send without the header check: arbitrary bytes, for tests and hostile peers. */
 int user_send_raw(int sock, const uint8_t *bytes, size_t len, const int *fds,
                   unsigned nfds);
+/* user_send_raw that waits at most timeout_ms in all (-1: USER_SEND_TIMEOUT_MS) once a
+ * non-blocking socket has no room: -ETIMEDOUT when the peer stops reading (the message
+ * may be half sent: the stream is then lost). */
+int user_send_timed(int sock, const uint8_t *bytes, size_t len, const int *fds,
+                    unsigned nfds, int timeout_ms);
 
 #endif

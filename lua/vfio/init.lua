@@ -765,8 +765,14 @@ end
 -- Through the group and container by default; through the device's cdev, iommufd and a
 -- shared IOAS with iommufd = true (or LUAVFIO_IOMMUFD=1 in the environment; opts win);
 -- "auto" takes the cdev when the kernel has iommufd and the device a cdev. A mediated
--- device (by UUID) is opened through its group.
+-- device (by UUID) is opened through its group. "vfio-user:PATH" opens the device a
+-- vfio-user server serves on the socket PATH (vfio.user_client; opts `{timeout_ms =
+-- 5000, mmap = true}`), with the same API.
 function vfio.open(x, opts)
+   -- a device another process serves over vfio-user (vfio.user_client): same API
+   if type(x) == "string" and x:sub(1, 10) == "vfio-user:" then
+      return require("vfio.user_client").open(x:sub(11), opts)
+   end
    local bdf = resolve(x)
    local how = interface_choice(opts)
    -- A mediated device (vfio.mdev): its group from its own iommu_group link, its device

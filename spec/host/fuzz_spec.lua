@@ -26,7 +26,7 @@ describe("fuzz/run #noasan", function()
    end)
 
    it("builds the vfio-user targets (fuzz/user_*_fuzz.c) and runs them with no crash", function()
-      for _, target in ipairs { "user-server", "user-client" } do
+      for _, target in ipairs { "user-server", "user-client", "user-backend" } do
          local out = run("fuzz/run " .. target .. " 5 -seed=1")
          assert.is_nil(out:find("user_fuzz: ", 1, true))   -- no invariant broken
       end
