@@ -17,9 +17,6 @@ local M = {}
 local VM = {}
 VM.__index = VM
 
--- The debug console's and exit port's defaults (vfio.vmm.platform's).
-M.DEBUG_PORT = platform.DEBUG_PORT
-M.EXIT_PORT = platform.EXIT_PORT
 -- A VM's RAM stays below the 32-bit BAR window (and the IOAPIC, LAPIC above it); a board's
 -- stops lower, below its ECAM window (vfio.vmm.board's MAX_MEM_MIB).
 M.RAM_LIMIT = address_map.MMIO32_START
