@@ -3,8 +3,11 @@
  * set up without KVM as boot_linux.lua sets one up: the UART at 0x3f8 (IRQ 4, its
  * KVM_IRQ_LINE answered by this program's ioctl stand-in), the i8042, the ignored legacy
  * ranges, a debug console at 0xe9, an exit port at 0xf4 and the PCI host bridge (CF8-CFF
- * and an ECAM window) with an emulated host bridge function at 00:00.0 and, in three
- * inputs of four, a passed-through function at 00:04.0: a trap over a recorded lab device
+ * and an ECAM window over buses 0 to 16, the board's: address_map.lua's ECAM_BUSES) with
+ * an emulated host bridge function at 00:00.0,
+ * a PCIe root port with a hot-plug slot at 00:1c.0 (csrc/kvm/rootport.c: bus 1 behind
+ * it, empty or holding the function below or another) and, in three inputs of four, a
+ * passed-through function at 00:04.0 or behind the port: a trap over a recorded lab device
  * (fuzz/fixture.h, the replay backend) wired in as the VMM wires it, through the seam
  * (csrc/wire): its config space as a host bridge function (wire_trap_cfg_ops) and its
  * decoding BARs as handled ranges (wire_trap_io_ops) laid out as lua/vfio/vmm/layout.lua
@@ -29,7 +32,12 @@
  *     and deriving the layout again, and setting a masked vector's pending bit; the
  *     function closed under a live guest;
  *   - bytes fed to the UART's receive queue (a flood past its cap too), its capture and
- *     tail read back, its range released and added again, the UART closed.
+ *     tail read back, its range released and added again, the UART closed;
+ *   - the guest writing the root port's Slot Control (pciehp's commands: enables,
+ *     indicators, power), Slot Status, MSI, COMMAND, bus numbers, Bridge Control or any
+ *     register; the VMM inserting a function behind it (hot or from power-on), pressing
+ *     the attention button, removing the function, taking the port's events (releasing
+ *     the function when the guest powered the slot off).
  * Invariants checked beyond ASan/UBSan: IO data outside the page and MMIO lengths past
  * mmio.data are refused with -EPROTO, and nothing else is; an unhandled read answers all
  * ones (with pending_read) and an unhandled access goes back to the caller with its
@@ -53,7 +61,15 @@
  * KVM_VMM_STOP_BAR only when the function holds events and always when it queued some;
  * a config write to the function likewise stops with KVM_VMM_STOP_CONFIG; a config read
  * reads the trap core's value; a closed function reads all ones, never passes, never
- * stops and reaches nothing. */
+ * stops and reaches nothing. The root port: its read-only registers never change; it
+ * reads its registers (zero past 256 bytes) and a config write to it stops exactly when
+ * it holds events; presence follows what the VMM put behind it, the link presence and
+ * power; the function behind it answers at secondary:00.0 only while the link is up and
+ * the bus numbers decode it (this program's own model of the routing), through ECAM
+ * (its bus from the address) as through CF8, the trap with the trap core's config and
+ * the other function with its own bytes, everything else on those buses all ones; an MSI is queued on each rise of "HPIE, an enabled event
+ * pending, MSI and bus master on", INTx is that level's when MSI is off, and an MSI
+ * event comes only with MSI enabled. */
 #include "base/le.h"
 #include "fixture.h"
 #include "input.h"
@@ -61,6 +77,7 @@
 #include "kvm/kvm.h"
 #include "kvm/legacy.h"
 #include "kvm/pcihost.h"
+#include "kvm/rootport.h"
 #include "kvm/uart.h"
 #include "wire/trap_kvm.h"
 
@@ -73,10 +90,19 @@
 #define UART_IRQ 4
 #define UART_CAPTURE 256
 #define ECAM_BASE 0xb0000000ull
-#define ECAM_SIZE (1ull << 20)
+#define ECAM_BUSES 17u            /* the board's: bus 0 and 16 root ports' secondary buses */
+#define ECAM_SIZE ((uint64_t)ECAM_BUSES << 20)
 #define EXIT_PORT 0xf4
 #define DEBUGCON_PORT 0xe9
 #define TRAP_DEV 4
+#define PORT_DEV 0x1c             /* the PCIe root port, 00:1c.0 */
+#define PORT_BDF (PORT_DEV << 3)
+#define PORT_SEC 0x19             /* its secondary and subordinate bus numbers */
+#define PORT_SUB 0x1a
+#define EXP KVM_ROOTPORT_PCIE_CAP
+#define SLTCTL (EXP + 0x18)
+#define SLTSTA (EXP + 0x1a)
+#define LNKSTA (EXP + 0x12)
 #define MAX_FX 16
 /* address_map.lua's BAR windows */
 #define MMIO32_START 0xc0000000ull
@@ -123,6 +149,12 @@ static struct kvm_debugcon dcon;
 static struct kvm_pcihost host;
 static struct kvm_cfgspace bridge;
 static uint8_t bridge0[256];
+/* the root port as set up (port0), and a function that is not the trap to put behind it */
+static struct kvm_rootport rport, rport0;
+static struct kvm_cfgspace leaf;
+static const void *port_child;   /* what this program put behind the port (&fn, &leaf) */
+static int behind_port;          /* the trap sits behind the port this input */
+static unsigned msi_taken;       /* the port's MSIs the VM layer took */
 static struct lv_backend backends[MAX_FX];
 static unsigned nfx;
 static struct trap_fn fn;
@@ -186,6 +218,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     host.ecam_base = ECAM_BASE;
     host.ecam_size = ECAM_SIZE;
     must(kvm_pcihost_attach(&host, 0, 0, 0, &kvm_cfgspace_ops, &bridge), "kvm_pcihost_attach");
+    /* the root port as the board leaves an empty one: bus 1 behind it, windows open */
+    struct kvm_rootport_setup rs = {
+        .vendor = 0x1b36, .device = 0x000c, .port_number = 1, .slot_number = 1,
+        .secondary = 1, .subordinate = 1, .io_base = 0x1000, .io_size = 0x1000,
+        .mem_base = 0xc0000000u, .mem_size = 2u << 20,
+        .pref_base = MMIO64_START, .pref_size = 2u << 20};
+    kvm_rootport_init(&rport0, &rs);
+    rport = rport0;
+    must(kvm_pcihost_attach(&host, 0, PORT_DEV, 0, &kvm_rootport_cfg_ops, &rport), "the root port");
+    leaf.size = 4096;
+    memcpy(leaf.bytes, "\x4d\x14\x08\xa8", 4);
+    memset(leaf.wmask + 0x40, 0xff, 0x40);
     must(kvm_add_range(&vm, KVM_VMM_PIO, 0xcf8, 8, &kvm_pcihost_io_ops, &host), "CF8");
     must(kvm_add_range(&vm, KVM_VMM_MMIO, ECAM_BASE, ECAM_SIZE, &kvm_pcihost_io_ops, &host),
          "ECAM");
@@ -343,10 +387,143 @@ static void attend(void)
 {
     struct trap_event ev;
     int relayout = 0;
-    while (trap_event_pop(&fn, &ev))
+    while (trap_on && trap_event_pop(&fn, &ev))
         relayout |= ev.type == TRAP_EV_BAR_MAP || ev.type == TRAP_EV_DECODE;
     if (relayout)
         layout_derive();
+    /* the root port's: an MSI only when the guest enabled it; a power off releases */
+    unsigned pe = kvm_rootport_events(&rport);
+    uint64_t addr;
+    uint32_t data;
+    if (pe & KVM_ROOTPORT_EV_MSI)
+        CHECK(kvm_rootport_msi(&rport, &addr, &data));
+    if (pe & KVM_ROOTPORT_EV_MSI)
+        msi_taken++;
+    if ((pe & KVM_ROOTPORT_EV_POWER_OFF) && port_child) {
+        CHECK(kvm_rootport_remove(&rport) == 0);
+        port_child = NULL;
+        CHECK(!(rport.cfg[SLTSTA] & 0x40));   /* presence gone */
+    }
+}
+
+/* Where the trap answers config: 00:04.0, or the port's secondary bus, device 0. */
+static unsigned fn_bdf(void)
+{
+    return behind_port ? (unsigned)rport.cfg[PORT_SEC] << 8 : TRAP_DEV << 3;
+}
+
+/* This program's own model of the port's routing: the function behind it answers at
+ * secondary:00.0 while it is there and the slot is powered (the link up). */
+static const void *behind(unsigned bdf)
+{
+    uint16_t ctl = (uint16_t)lv_le_get(rport.cfg + SLTCTL, 2);
+    unsigned sec = rport.cfg[PORT_SEC], sub = rport.cfg[PORT_SUB];
+    if (!port_child || (ctl & 0x0400) || !sec || sec > sub || bdf != sec << 8)
+        return NULL;
+    return port_child;
+}
+
+static int reachable(unsigned bdf)
+{
+    if (!trap_on)
+        return 0;
+    if (!behind_port)
+        return bdf == TRAP_DEV << 3;
+    return behind(bdf) == &fn;
+}
+
+/* The port's slot interrupt condition, from its registers (this program's own reading of
+ * the PCIe rules): HPIE, and an event whose enable is set. */
+static int slot_pending(void)
+{
+    uint16_t ctl = (uint16_t)lv_le_get(rport.cfg + SLTCTL, 2);
+    uint16_t sta = (uint16_t)lv_le_get(rport.cfg + SLTSTA, 2);
+    uint16_t en = (uint16_t)((ctl & 0x1f) | (ctl & 0x1000 ? 0x100 : 0));
+    return (ctl & 0x20) && (sta & en);
+}
+
+static int msi_cond(void)
+{
+    return slot_pending() && (rport.cfg[KVM_ROOTPORT_MSI_CAP + 2] & 1) && (rport.cfg[4] & 4);
+}
+
+/* The port's invariants after a step: read-only registers as set up, presence and link
+ * as this program put functions behind it and the guest powered the slot, an MSI queued
+ * on each rise of the interrupt condition (unless the VM layer took it since), INTx the
+ * condition's level when MSI is off. */
+static void port_check(int cond0, unsigned taken0)
+{
+    static const struct {
+        uint16_t off, len;
+    } ro[] = {{0x00, 4}, {0x08, 4}, {0x0e, 1}, {0x34, 1}, {0x3d, 1}, {EXP, 8},
+              {EXP + 0x0c, 4}, {EXP + 0x14, 4}, {KVM_ROOTPORT_MSI_CAP, 2}};
+    for (unsigned i = 0; i < sizeof ro / sizeof ro[0]; i++)
+        CHECK(!memcmp(rport.cfg + ro[i].off, rport0.cfg + ro[i].off, ro[i].len));
+    uint16_t ctl = (uint16_t)lv_le_get(rport.cfg + SLTCTL, 2);
+    CHECK(!!(rport.cfg[SLTSTA] & 0x40) == (port_child != NULL));
+    CHECK(!!(rport.cfg[LNKSTA + 1] & 0x20) == (port_child && !(ctl & 0x0400)));
+    if (msi_cond() && !cond0)
+        CHECK((rport.pending & KVM_ROOTPORT_EV_MSI) || msi_taken != taken0);
+    CHECK(kvm_rootport_intx(&rport) == (slot_pending() && !(rport.cfg[KVM_ROOTPORT_MSI_CAP + 2] & 1) &&
+                                        !(rport.cfg[5] & 0x04)));
+}
+
+static void mmio_do(struct kvm_run *run, uint64_t addr, uint32_t len, uint8_t is_w, uint64_t d);
+
+/* The guest writes one of the port's registers through ECAM: Slot Control (pciehp's
+ * commands: enables, indicators, power), Slot Status (RW1C), MSI, COMMAND, the bus
+ * numbers, Bridge Control, or anything. */
+static void port_cfg_exit(struct in *in, struct kvm_run *run)
+{
+    uint8_t c = (uint8_t)take(in, 1);
+    uint32_t reg, len = 2;
+    uint64_t v;
+    switch (c % 8) {
+    case 0: reg = SLTCTL, v = take(in, 2) & 0x17ff; break;
+    case 1: reg = SLTSTA, v = take(in, 2); break;
+    case 2:
+        reg = KVM_ROOTPORT_MSI_CAP + (c & 8 ? 2u : c & 16 ? 4u : 12u);
+        len = c & 8 ? 2 : 4, v = take(in, 4);
+        break;
+    case 3: reg = 0x04, v = take(in, 2) & 0x0547; break;
+    case 4: {   /* bus numbers: mostly a secondary bus ECAM reaches (its last one too) */
+        uint8_t sec = (uint8_t)(c & 8 ? take(in, 1) : 1 + take(in, 1) % (ECAM_BUSES - 1));
+        uint8_t sub = (uint8_t)(c & 16 ? take(in, 1) : sec);
+        reg = 0x18, len = 4, v = (uint32_t)sub << 16 | (uint32_t)sec << 8;
+        break;
+    }
+    case 5: reg = 0x3e, v = take(in, 2) & 0x7f; break;
+    case 6: reg = SLTCTL, len = 4, v = take(in, 4); break;
+    default:
+        len = 1u << (c >> 3 & 3) % 3;
+        reg = (uint32_t)take(in, 2) % 4096 & ~(len - 1), v = take(in, 4);
+        break;
+    }
+    mmio_do(run, ECAM_BASE + ((uint64_t)PORT_BDF << 12) + reg, len, 1, v);
+}
+
+/* The VMM's side of the slot: a function arrives (the trap when it belongs behind the
+ * port, else another), the attention button, a removal, the events taken. */
+static void port_vmm(struct in *in)
+{
+    uint8_t c = (uint8_t)take(in, 1);
+    switch (c % 4) {
+    case 0: {
+        const void *child = trap_on && behind_port ? (const void *)&fn : (const void *)&leaf;
+        int rc = child == &fn ? kvm_rootport_insert(&rport, &wire_trap_cfg_ops, &fn, c & 8)
+                              : kvm_rootport_insert(&rport, &kvm_cfgspace_ops, &leaf, c & 8);
+        CHECK(rc == (port_child ? -EBUSY : 0));
+        if (!port_child)
+            port_child = child;
+        break;
+    }
+    case 1: kvm_rootport_press(&rport); break;
+    case 2:
+        CHECK(kvm_rootport_remove(&rport) == (port_child ? 0 : -ENOENT));
+        port_child = NULL;
+        break;
+    default: attend(); break;
+    }
 }
 
 /* Firmware's BAR programming (layout.program) through the seam's config ops: addresses
@@ -412,11 +589,16 @@ static void trap_setup(struct in *in, unsigned mode)
             fn_be->ops->cfg_write(fn_be->ctx, off, &v, 1);
         }
     }
+    behind_port = (mode & 0x10) != 0;
     if (trap_init(&fn, fn_be, mode & 0x20) != 0 ||
-        kvm_pcihost_attach(&host, 0, TRAP_DEV, 0, &wire_trap_cfg_ops, &fn) != 0) {
+        (behind_port ? kvm_rootport_insert(&rport, &wire_trap_cfg_ops, &fn, pick & 0x40)
+                     : kvm_pcihost_attach(&host, 0, TRAP_DEV, 0, &wire_trap_cfg_ops, &fn)) != 0) {
         trap_free(&fn);
+        behind_port = 0;
         return;
     }
+    if (behind_port)
+        port_child = &fn;
     trap_on = 1;
     uint8_t q = (uint8_t)take(in, 1);
     no_mmap = q & 1;
@@ -462,9 +644,11 @@ static void trap_setup(struct in *in, unsigned mode)
 static void trap_teardown(void)
 {
     layout_clear();
-    kvm_pcihost_detach(&host, 0, TRAP_DEV, 0);
+    if (!behind_port)
+        kvm_pcihost_detach(&host, 0, TRAP_DEV, 0);
     trap_free(&fn);
     trap_on = 0;
+    behind_port = 0;
 }
 
 /* An address of the function's: in or at the edges of one of its ranges, or of one of its
@@ -763,9 +947,14 @@ static void io_exit(struct in *in, struct kvm_run *run, size_t run_size)
         CHECK(!is_write || port != 0x64 || !stop_byte);
     }
     /* a config write to the function through CF8/CFC: a stop only when it holds events,
-     * always when the write queued some */
+     * always when the write queued some; to the root port, a stop exactly when the port
+     * holds events (one element: a string's later ones may go elsewhere) */
+    if (port >= 0xcfc && port <= 0xcff && is_write && count == 1 && port - 0xcfc + size <= 4 &&
+        (cf8 & 0x80ffff00u) == (0x80000000u | PORT_BDF << 8))
+        CHECK((rc == KVM_VMM_DECODE_DONE) == (rport.pending != 0));
     if (port >= 0xcfc && port <= 0xcff && is_write && trap_on && !fn.closed &&
-        (cf8 & 0x80ffff00u) == (0x80000000u | TRAP_DEV << 11) && port - 0xcfc + size <= 4) {
+        (cf8 & 0x80ffff00u) == (0x80000000u | fn_bdf() << 8) && reachable(fn_bdf()) &&
+        port - 0xcfc + size <= 4) {
         int stopped = rc == KVM_VMM_DECODE_DONE;
         CHECK(!stopped || fn.ev_count > 0);
         CHECK(stopped || fn.ev_count <= ev0);
@@ -837,14 +1026,29 @@ static void mmio_do(struct kvm_run *run, uint64_t addr, uint32_t len, uint8_t is
     /* a function that is not there, or an access no function takes: all ones */
     uint64_t off = addr - ECAM_BASE;
     unsigned bdf = (unsigned)(off >> 12), reg = (unsigned)(off & 0xfff);
-    int present = bdf == 0 || (bdf == TRAP_DEV << 3 && trap_on);
+    int present = bdf == 0 || bdf == PORT_BDF || reachable(bdf) || behind(bdf) == &leaf;
     int shape_ok = ((len == 1 || len == 2 || len == 4) && reg % len == 0) ||
                    (len == 8 && reg % 8 == 0);
     if (!is_write && (!present || !shape_ok))
         CHECK(all(run->mmio.data, len, 0xff));
     if (!is_write && bdf == 0 && shape_ok && reg >= 256)
         CHECK(all(run->mmio.data, len, 0xff));   /* past the bridge's 256 bytes */
-    if (bdf != TRAP_DEV << 3 || !trap_on || !shape_ok)
+    if (bdf == PORT_BDF && shape_ok) {
+        if (is_write) {
+            /* a stop exactly when the port holds events for the VM layer */
+            CHECK((rc == KVM_VMM_DECODE_DONE) == (rport.pending != 0));
+            return;
+        }
+        for (unsigned k = 0; k < len; k++)   /* its registers; no extended capability */
+            CHECK(run->mmio.data[k] == (reg + k < 256 ? rport.cfg[reg + k] : 0));
+        return;
+    }
+    if (!is_write && shape_ok && behind(bdf) == &leaf) {
+        /* the other function behind the port, on a bus past 0: its bytes, 4 KiB of them */
+        CHECK(!memcmp(run->mmio.data, leaf.bytes + reg, len));
+        return;
+    }
+    if (bdf != fn_bdf() || !reachable(bdf) || !shape_ok)
         return;
     if (is_write) {
         /* the function's config written: a stop only when it holds events, always when
@@ -873,9 +1077,13 @@ static void mmio_exit(struct in *in, struct kvm_run *run)
         addr = trap_pick(in, 0);
     } else {
         switch (b % 8) {
-        case 0: case 1: case 2:   /* the host bridge's function, or the trap's */
-            addr = ECAM_BASE + (b & 8 ? (uint64_t)TRAP_DEV << 15 : 0) + take(in, 2) % 4096;
+        case 0: case 1: case 2: {   /* the host bridge's function, the trap's, the port's,
+                                       the port's secondary bus (device 0 or any) */
+            unsigned sec = (unsigned)rport.cfg[PORT_SEC] << 8 | (b & 64 ? (unsigned)take(in, 1) : 0);
+            addr = ECAM_BASE + ((uint64_t)(b & 8 ? fn_bdf() : b & 16 ? PORT_BDF : b & 32 ? sec : 0) << 12) +
+                   take(in, 2) % 4096;
             break;
+        }
         case 3: addr = ECAM_BASE + take(in, 3) % ECAM_SIZE; break;
         case 4: addr = ECAM_BASE + ECAM_SIZE - 8 + take(in, 1) % 16; break;   /* its end */
         case 5: addr = ECAM_BASE - 8 + take(in, 1) % 16; break;               /* its start */
@@ -914,7 +1122,7 @@ static void cfg_exit(struct in *in, struct kvm_run *run)
     case 6: reg = fn.msi.off + 2u, len = 2, v = take(in, 2) & 0x71; break;
     default: reg = (uint32_t)take(in, 1) & 0xfc, v = take(in, 4); break;
     }
-    mmio_do(run, ECAM_BASE + ((uint64_t)TRAP_DEV << 15) + (reg & 0xfff), len, 1, v);
+    mmio_do(run, ECAM_BASE + ((uint64_t)fn_bdf() << 12) + (reg & 0xfff), len, 1, v);
 }
 
 /* The other exit reasons: their kind and code. */
@@ -977,11 +1185,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* at least one step: the empty input too reaches the code under test (libFuzzer
      * gives up on a target whose first input covers nothing) */
     for (unsigned steps = 0; steps == 0 || (in.n && steps < 256); steps++) {
-        unsigned op = (unsigned)take(&in, 1) % 20;
+        unsigned op = (unsigned)take(&in, 1) % 22;
         last_stop = 0;
+        int cond0 = msi_cond();
+        unsigned taken0 = msi_taken;
         if (op < 7) {
             io_exit(&in, run, cpu.run_size);
-        } else if (op < 11 || (op >= 16 && !trap_on)) {
+        } else if (op < 11 || (op >= 16 && op <= 19 && !trap_on)) {
             mmio_exit(&in, run);
         } else if (op == 16 || op == 17) {   /* the guest reprograms the function */
             cfg_exit(&in, run);
@@ -995,6 +1205,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 trap_free(&fn);
             else
                 mmio_exit(&in, run);
+        } else if (op == 20) {   /* the guest drives the root port */
+            port_cfg_exit(&in, run);
+        } else if (op == 21) {   /* the VMM drives its slot */
+            port_vmm(&in);
         } else if (op == 11) {
             other_exit(&in, run);
         } else if (op == 12) {   /* the console's input */
@@ -1025,7 +1239,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(irq_line[UART_IRQ] != 1);
         }
         uart_check();
-        if (last_stop && trap_on && !lazy)
+        port_check(cond0, taken0);
+        if (last_stop && !lazy)
             attend();
     }
     /* back to the machine as set up, cheaply */
@@ -1047,6 +1262,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dcon.len = 0;
     dcon.dropped = 0;
     memcpy(bridge.bytes, bridge0, sizeof bridge0);
+    rport = rport0;
+    port_child = NULL;
     host.addr = 0;
     return 0;
 }

@@ -29,6 +29,8 @@ dependencies = {
    "luaposix >= 35.0",
    -- the commands' options, --help and --completion
    "argparse >= 0.7",
+   -- the VMM's control socket (JSON lines) and vfio-poke --attach
+   "dkjson >= 2.5",
 }
 -- `luarocks test` (in a checkout, offline): builds in place and runs the host specs with
 -- Debian's busted, leaving out those that need KVM (#kvm: spec/run runs them where KVM

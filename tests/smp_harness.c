@@ -15,14 +15,20 @@
  * The lock smp.c hands around is checked too: never unlocked by a thread that does not
  * hold it (pthread_mutex_unlock and the cond waits are wrapped), also when a thread
  * cannot be created (pthread_create is wrapped to fail now and then).
+ * Some slices have a wake fd (a pipe; struct kvm_smp's wake_fds): a byte is written
+ * before the slice or by another thread during it, and the caller's wait must then
+ * return -EINTR (never without a byte), with the vCPUs' exits held as for any other end.
  * Prints "ok: ..." and exits 0, or the first violation and exits 1.
  *
  * smp_harness signal: another handler owns the kick signal: kvm_smp_start must refuse
  * (-EBUSY) rather than start threads its stop could never kick (SIGALRM after 5 s). */
 #include "kvm/smp.h"
+#include "kvm/wake.h"
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 #include <inttypes.h>
@@ -234,6 +240,21 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The wake pipe of some slices, and the thread that writes it during one. */
+static int wake_pipe[2] = {-1, -1};
+static atomic_int wake_written;
+static uint64_t n_wakes;
+
+static void *wake_writer(void *arg)
+{
+    struct timespec ts = {0, (long)(uintptr_t)arg};
+    nanosleep(&ts, NULL);
+    atomic_store(&wake_written, 1);
+    if (write(wake_pipe[1], "w", 1) != 1)
+        fail("wake pipe write failed");
+    return NULL;
+}
+
 /* One vm:run_vcpus; returns how it ended. */
 static const char *slice(unsigned *seed)
 {
@@ -251,12 +272,31 @@ static const char *slice(unsigned *seed)
         n_held_first += (uint64_t)list[i]->held;
     smp.run = fake_run;
     smp.kick = fake_kick;
+    /* a wake fd in one slice of four: written now, or by a thread during the slice */
+    int waking = rand_r(seed) % 4 == 0, writer = 0;
+    pthread_t wt;
+    smp.n_wake = waking;
+    smp.wake_fds[0] = wake_pipe[0];
+    atomic_store(&wake_written, 0);
+    if (waking && rand_r(seed) % 2) {
+        atomic_store(&wake_written, 1);
+        if (write(wake_pipe[1], "w", 1) != 1)
+            fail("wake pipe write failed");
+    } else if (waking) {
+        writer = pthread_create(&wt, NULL, wake_writer,
+                                (void *)(uintptr_t)(rand_r(seed) % 1500000)) == 0;
+    }
     if (n > 1 && rand_r(seed) % 32 == 0)
         atomic_store(&fail_creates, 1 + rand_r(seed) % (int)n);   /* that one fails */
     int e = kvm_smp_start(&smp, list, n);
     atomic_store(&fail_creates, 0);
-    if (e == -EAGAIN)
+    if (e == -EAGAIN) {
+        if (writer)
+            pthread_join(wt, NULL);
+        char b[16];
+        while (read(wake_pipe[0], b, sizeof b) > 0) {}
         return "create";    /* the threads made are joined; their exits held */
+    }
     if (e < 0) {
         fail("kvm_smp_start: %s", strerror(-e));
         return "error";
@@ -267,6 +307,13 @@ static const char *slice(unsigned *seed)
         int i = kvm_smp_wait(&smp, deadline);
         if (i == -ETIMEDOUT) {
             how = "timeout";
+            break;
+        }
+        if (i == -EINTR) {
+            if (!waking || !atomic_load(&wake_written))
+                fail("kvm_smp_wait woke with no byte on a wake fd");
+            n_wakes++;
+            how = "wake";
             break;
         }
         struct kvm_smp_cpu *p = &smp.cpu[i];
@@ -291,6 +338,12 @@ static const char *slice(unsigned *seed)
     for (unsigned i = 0; i < n; i++)
         if (smp.cpu[i].started && !smp.cpu[i].done)
             fail("vcpu %d: its thread was not done when kvm_smp_stop returned", i);
+    if (smp.wake.started || smp.wake.cancel_fd >= 0)
+        fail("kvm_smp_stop left the wake thread or its eventfd behind");
+    if (writer)
+        pthread_join(wt, NULL);
+    char b[16];
+    while (read(wake_pipe[0], b, sizeof b) > 0) {}   /* the next slice starts unwoken */
     return how;
 }
 
@@ -355,15 +408,19 @@ int main(int argc, char **argv)
         kvm_smp_deadline(1.0) < t0 + 1000000000)
         fail("kvm_smp_deadline: a timeout of 0, -1, NaN, 1e300, inf, 9.3e9 s, 1 ps or 1 s "
              "gave a wrong deadline");
+    if (pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        perror("pipe2");
+        return 1;
+    }
     unsigned slices = argc > 1 ? (unsigned)strtoul(argv[1], NULL, 0) : 2000;
     unsigned seed = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 0) : 1;
     for (int i = 0; i < NCPU; i++)
         fakes[i].seed = seed * 31 + (unsigned)i;
-    unsigned ends[5] = {0}, singles = 0;
+    unsigned ends[6] = {0}, singles = 0;
     for (unsigned k = 0; k < slices && !atomic_load(&failed); k++) {
         const char *how = slice(&seed);
         ends[how[0] == 't' ? 0 : how[0] == 'e' && how[1] == 'x' ? 1 : how[0] == 'f' ? 2 :
-             how[0] == 'c' ? 3 : 4]++;
+             how[0] == 'c' ? 3 : how[0] == 'w' ? 5 : 4]++;
         if (rand_r(&seed) % 8 == 0) {
             single_run(&seed);
             singles++;
@@ -381,8 +438,8 @@ int main(int argc, char **argv)
     if (atomic_load(&failed))
         return 1;
     printf("ok: %u slices (%u timeouts, %u halts or stops, %u handlers returning false, "
-           "%u thread-creation failures), %u single runs, %" PRIu64 " exits, %" PRIu64
+           "%u thread-creation failures, %u wakes), %u single runs, %" PRIu64 " exits, %" PRIu64
            " delivered first on the next run, %" PRIu64 " kicks\n", slices, ends[0],
-           ends[1], ends[2], ends[3], singles, n_exits, n_held_first, n_kicks);
+           ends[1], ends[2], ends[3], ends[5], singles, n_exits, n_held_first, n_kicks);
     return 0;
 }

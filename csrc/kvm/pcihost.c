@@ -3,6 +3,7 @@
 #include "base/le.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #define BDF(b, d, f) ((uint16_t)((b) << 8 | (d) << 3 | (f)))
@@ -36,16 +37,35 @@ int kvm_pcihost_detach(struct kvm_pcihost *h, unsigned bus, unsigned dev, unsign
     return -ENOENT;
 }
 
+/* The function that answers bdf: one attached there, else one a bridge on bus 0 routes
+ * the access to (through its secondary and subordinate bus numbers); false if none. */
+static bool find(const struct kvm_pcihost *h, uint16_t bdf, const struct kvm_pci_cfg_ops **ops,
+                 void **opaque)
+{
+    for (unsigned i = 0; i < h->nfn; i++)
+        if (h->fn[i].bdf == bdf) {
+            *ops = h->fn[i].ops;
+            *opaque = h->fn[i].opaque;
+            return true;
+        }
+    if (bdf >> 8 == 0)
+        return false;
+    for (unsigned i = 0; i < h->nfn; i++)
+        if (h->fn[i].bdf >> 8 == 0 && h->fn[i].ops->route &&
+            h->fn[i].ops->route(h->fn[i].opaque, bdf >> 8, bdf & 0xff, ops, opaque) == 0)
+            return *ops != NULL;
+    return false;
+}
+
 /* A configuration access of 1/2/4 bytes that does not cross its own alignment; anything
  * else, or an absent function, reads all ones and is dropped. */
 static int config(struct kvm_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *data,
                   unsigned size, int is_write)
 {
-    for (unsigned i = 0; i < h->nfn; i++) {
-        if (h->fn[i].bdf != bdf)
-            continue;
-        if ((size != 1 && size != 2 && size != 4) || off % size || off >= 4096)
-            break;
+    const struct kvm_pci_cfg_ops *ops;
+    void *opaque;
+    if (find(h, bdf, &ops, &opaque) && (size == 1 || size == 2 || size == 4) &&
+        off % size == 0 && off < 4096) {
         h->last.hit = 1;
         h->last.bdf = bdf;
         h->last.off = off;
@@ -53,11 +73,10 @@ static int config(struct kvm_pcihost *h, uint16_t bdf, uint32_t off, uint8_t *da
         h->last.write = is_write;
         if (is_write) {
             h->last.value = (uint32_t)lv_le_get(data, size);
-            return h->fn[i].ops->write(h->fn[i].opaque, off, size, h->last.value) ==
-                   KVM_PCI_CFG_EVENT;
+            return ops->write(opaque, off, size, h->last.value) == KVM_PCI_CFG_EVENT;
         }
         uint32_t v;
-        if (h->fn[i].ops->read(h->fn[i].opaque, off, size, &v) < 0)
+        if (ops->read(opaque, off, size, &v) < 0)
             v = 0xffffffff;
         h->last.value = v & (uint32_t)((1ull << (8 * size)) - 1);
         lv_le_put(data, v, size);
@@ -93,8 +112,17 @@ int kvm_pcihost_access(struct kvm_pcihost *h, int space, uint64_t addr, uint8_t 
     }
     if (!h->ecam_size || addr < h->ecam_base || addr - h->ecam_base >= h->ecam_size)
         return 0;
+    /* bus (bits 27:20), device and function (19:12), register (11:0); a bus other than 0
+     * is routed as a CF8 access to it is (find). A window said to be larger than 256 buses
+     * does not alias bus 0 past them: that part reads all ones. */
     uint64_t off = addr - h->ecam_base;
-    uint16_t bdf = (uint16_t)(off >> 12);
+    if (off >= KVM_PCIHOST_ECAM_MAX) {
+        if (!is_write)
+            memset(data, 0xff, size);
+        return 1;
+    }
+    unsigned bus = (unsigned)(off >> 20), devfn = (unsigned)(off >> 12 & 0xff);
+    uint16_t bdf = (uint16_t)(bus << 8 | devfn);
     uint32_t reg = (uint32_t)(off & 0xfff);
     if (size == 8 && reg % 8 == 0) { /* two dwords, low first */
         int ev = config(h, bdf, reg, data, 4, is_write);

@@ -20,9 +20,17 @@ struct kvm_pci_cfg_ops {
      * from write) or -errno: a failed read returns all ones, a failed write is dropped. */
     int (*read)(void *opaque, uint32_t off, uint32_t len, uint32_t *val);
     int (*write)(void *opaque, uint32_t off, uint32_t len, uint32_t val);
+    /* A bridge only (else NULL): the function that answers bus:devfn below it, in *ops
+     * and *fn (*ops NULL: the bridge decodes that bus but nothing answers there), or
+     * -ENOENT if the bus is not below it. The host asks the functions of bus 0 for a
+     * function of another bus that was not attached directly. */
+    int (*route)(void *opaque, unsigned bus, unsigned devfn,
+                 const struct kvm_pci_cfg_ops **ops, void **fn);
 };
 
 #define KVM_PCIHOST_MAX_FN 64
+#define KVM_PCIHOST_ECAM_BUS_SIZE (1ull << 20)  /* 32 devices x 8 functions x 4 KiB */
+#define KVM_PCIHOST_ECAM_MAX (256 * KVM_PCIHOST_ECAM_BUS_SIZE)  /* buses 0 to 255 */
 
 struct kvm_pcihost {
     uint32_t addr;              /* the CF8 latch */
@@ -33,6 +41,8 @@ struct kvm_pcihost {
         uint16_t bdf;
         uint32_t off, size, value;
     } last;
+    /* The ECAM window (size 0: none): 1 MiB per bus from bus 0, at most
+     * KVM_PCIHOST_ECAM_MAX. Buses past 0 reach the functions behind bridges (route). */
     uint64_t ecam_base, ecam_size;
     unsigned nfn;
     struct {

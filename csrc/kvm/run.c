@@ -66,7 +66,11 @@ static int install_timer_handler(void)
         return 0;
     if (cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN)
         return -EBUSY; /* someone else owns the signal */
-    struct sigaction sa = {.sa_handler = timer_handler};
+    /* SA_RESTART: a kick that lands just after a run returned (a wake racing the run's
+     * end) restarts the caller's interrupted read or write instead of failing it with
+     * EINTR; KVM_RUN itself still ends on the signal (KVM answers -EINTR, which is never
+     * restarted) */
+    struct sigaction sa = {.sa_handler = timer_handler, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     return sigaction(sig, &sa, NULL) < 0 ? neg_errno() : 0;
 }
@@ -194,11 +198,19 @@ int kvm_vcpu_run(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out)
     c->pending_read = 0;
     tl_fired = 0;
     tl_run = run;
+    c->runner = pthread_self();
+    atomic_store(&c->in_run, 1);   /* before the first look at c->wake (kvm_vcpu_wake) */
     if (timed && (e = arm_timer(&timer, timeout_ns))) {
+        atomic_store(&c->in_run, 0);
         tl_run = NULL;
         return e;
     }
     for (;;) {
+        /* a wake first: its kick also looks like a timeout (tl_fired) */
+        if (atomic_exchange(&c->wake, 0)) {
+            out->kind = KVM_VMM_EXIT_WAKE;
+            break;
+        }
         if (tl_fired) {
             run->immediate_exit = 0;
             out->kind = KVM_VMM_EXIT_TIMEOUT;
@@ -225,7 +237,17 @@ int kvm_vcpu_run(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out)
     }
     if (timed)
         timer_delete(timer);
+    atomic_store(&c->in_run, 0);
     tl_run = NULL;
     run->immediate_exit = 0;
     return e;
+}
+
+void kvm_vcpu_wake(struct kvm_vcpu *c)
+{
+    atomic_store(&c->wake, 1);
+    /* A kick that lands after the loop's last look at the flag (it is returning) is a
+     * stray timer signal: its handler only sets flags the next run resets. */
+    if (atomic_load(&c->in_run))
+        kvm_kick(c->runner);
 }

@@ -11,7 +11,8 @@
 #include <stdint.h>
 
 /* Run until an exit the C side does not handle. timeout_ns <= 0: no timeout. An exit
- * held by kvm_vcpu_hold comes first, without entering KVM_RUN. */
+ * held by kvm_vcpu_hold comes first, without entering KVM_RUN; then a pending wake
+ * (kvm_vcpu_wake) as a KVM_VMM_EXIT_WAKE exit, which takes it. */
 int kvm_vcpu_run(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out);
 /* One exit as KVM_RUN left it in `run`, decoded the way the run loop does: an IO or MMIO
  * exit whose address a handled range answers is dispatched to it (a read's data arriving
@@ -25,6 +26,12 @@ int kvm_vcpu_run(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out);
 enum { KVM_VMM_DECODE_DONE = 0, KVM_VMM_DECODE_RESUME = 1 };
 int kvm_exit_decode(struct kvm_vcpu *c, struct kvm_run *run, struct kvm_exit *out,
                     int *err);
+/* Ask the vCPU's kvm_vcpu_run, from another thread (a wake thread, wake.h), to end with
+ * a KVM_VMM_EXIT_WAKE exit: at once if it is in its loop (its thread kicked out of
+ * KVM_RUN), else at its next call. Race-free without a lock: the flag is set before the
+ * loop is looked at, and the loop looks at the flag after it says it is in (both seq_cst),
+ * so either the loop sees the flag or this sees the loop and kicks it. */
+void kvm_vcpu_wake(struct kvm_vcpu *c);
 /* Make the thread `t`, inside kvm_vcpu_run, leave it with a timeout exit soon (the
  * run loop's timer signal; a kick that lands outside KVM_RUN may be lost: repeat it).
  * -EBUSY when another handler owns the signal (kvm_kick_signal()). */

@@ -11,6 +11,13 @@
  * (kvm_vcpu_hold), and the vCPU's next run, threaded or not, delivers it first. An
  * exit the caller took is the caller's: it was handed to Lua or returned.
  *
+ * Wakes: with wake fds (the VMM's control socket) a wake thread (wake.c) polls them; the
+ * first time one is readable it takes the lock, marks the run woken and wakes the caller,
+ * whose wait returns -EINTR before any posted exit (a busy guest cannot starve it); the
+ * caller then ends the run as for any other reason, so posted exits are held as above.
+ * The stop cancels the wake thread and joins it after it lets the lock go (the thread may
+ * be waiting for the lock), before the lock is destroyed.
+ *
  * Kicks: the stop kicks every thread out of KVM_RUN with kvm_kick's signal. Threads
  * start with it blocked and unblock it only after kvm_kick_prepare, so its handler
  * never makes a thread's first TLS access; kvm_smp_start refuses (-EBUSY) when
@@ -89,15 +96,30 @@ static void *vcpu_thread(void *arg)
     return NULL;
 }
 
+static void smp_woken(struct kvm_wake *w)
+{
+    struct kvm_smp *s = w->arg;
+    pthread_mutex_lock(&s->lock);
+    s->woken = 1;
+    pthread_cond_broadcast(&s->to_caller);
+    pthread_mutex_unlock(&s->lock);
+}
+
 int kvm_smp_start(struct kvm_smp *s, struct kvm_vcpu **cpus, unsigned n)
 {
-    if (n == 0 || n > KVM_SMP_MAX)
+    if (n == 0 || n > KVM_SMP_MAX || s->n_wake > KVM_WAKE_MAX)
         return -EINVAL;
     int (*run)(struct kvm_vcpu *, int64_t, struct kvm_exit *) = s->run;
     int (*kick)(pthread_t) = s->kick;
+    int wake_fds[KVM_WAKE_MAX];
+    unsigned n_wake = s->n_wake;
+    memcpy(wake_fds, s->wake_fds, n_wake * sizeof *wake_fds);
     memset(s, 0, sizeof *s);
     s->run = run ? run : kvm_vcpu_run;
     s->kick = kick ? kick : kvm_kick;
+    memcpy(s->wake_fds, wake_fds, n_wake * sizeof *wake_fds);
+    s->n_wake = n_wake;
+    s->wake.cancel_fd = -1;   /* no wake thread yet (kvm_wake_join does nothing) */
     struct kvm_vm *vm = cpus[0]->vm;
     for (unsigned i = 0; i < n; i++)
         if (cpus[i]->vm != vm || cpus[i]->fd < 0)
@@ -137,6 +159,13 @@ int kvm_smp_start(struct kvm_smp *s, struct kvm_vcpu **cpus, unsigned n)
         p->started = 1;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (s->n_wake) {
+        e = kvm_wake_start(&s->wake, s->wake_fds, s->n_wake, smp_woken, s);
+        if (e < 0) {
+            kvm_smp_stop(s);
+            return e;
+        }
+    }
     return 0;
 }
 
@@ -170,6 +199,8 @@ int kvm_smp_wait(struct kvm_smp *s, int64_t deadline_ns)
     struct timespec ts;
     deadline_ts(deadline_ns, &ts);
     for (;;) {
+        if (s->woken)
+            return -EINTR;   /* before any exit: the run ends, posted exits are held */
         for (unsigned k = 0; k < s->n; k++) {
             /* round robin, so one busy vCPU cannot starve the others' exits */
             unsigned i = (s->next + k) % s->n;
@@ -199,6 +230,7 @@ int kvm_smp_stop(struct kvm_smp *s)
     /* the caller holds the lock (as after start or wait) */
     int err = 0;
     s->stop = 1;
+    kvm_wake_cancel(&s->wake);   /* never blocks; joined below, once the lock is free */
     for (unsigned i = 0; i < s->n; i++)
         pthread_cond_signal(&s->cpu[i].answered);
     /* kick until every thread has left: a kick landing just before KVM_RUN is lost */
@@ -237,6 +269,7 @@ int kvm_smp_stop(struct kvm_smp *s)
         pthread_cond_timedwait(&s->to_caller, &s->lock, &until);
     }
     pthread_mutex_unlock(&s->lock);
+    kvm_wake_join(&s->wake);   /* it may have waited for the lock to say it woke */
     for (unsigned i = 0; i < s->n; i++) {
         if (s->cpu[i].started)
             pthread_join(s->cpu[i].thread, NULL);

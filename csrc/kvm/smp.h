@@ -3,8 +3,10 @@
  *
  *   kvm_smp_start(s, cpus, n)         threads started; the caller now holds the lock
  *                                     (-EBUSY: another handler owns the kick signal)
- *   i = kvm_smp_wait(s, deadline)     vCPU i posted an exit (s->cpu[i].exit, .err), or
- *                                     -ETIMEDOUT; the lock is released while waiting
+ *   i = kvm_smp_wait(s, deadline)     vCPU i posted an exit (s->cpu[i].exit, .err),
+ *                                     -ETIMEDOUT, or -EINTR: a wake fd is readable (the
+ *                                     caller ends the run); the lock is released while
+ *                                     waiting
  *   kvm_smp_answer(s, i)              vCPU i runs on (a read's data filled in first)
  *   kvm_smp_stop(s)                   every thread kicked out of KVM_RUN and joined
  * An exit the caller got from wait is the caller's; any other exit a thread took from
@@ -15,6 +17,7 @@
 
 #include "run.h"
 #include "vcpu.h"
+#include "wake.h"
 
 #include <pthread.h>
 
@@ -43,6 +46,12 @@ struct kvm_smp {
      * kvm_smp_start, which keeps them. */
     int (*run)(struct kvm_vcpu *c, int64_t timeout_ns, struct kvm_exit *out);
     int (*kick)(pthread_t t);
+    /* The run's wake fds (wake.h), set before kvm_smp_start, which keeps them: the
+     * caller's wait returns -EINTR once one is readable. n_wake 0: none. */
+    int wake_fds[KVM_WAKE_MAX];
+    unsigned n_wake;
+    struct kvm_wake wake;
+    int woken;                    /* under lock: a wake fd fired */
 };
 
 int kvm_smp_start(struct kvm_smp *s, struct kvm_vcpu **cpus, unsigned n);

@@ -7,6 +7,8 @@
 #include "vm.h"
 
 #include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,7 +16,8 @@
 enum kvm_exit_kind {
     KVM_VMM_EXIT_IO, KVM_VMM_EXIT_MMIO, KVM_VMM_EXIT_HLT, KVM_VMM_EXIT_SHUTDOWN,
     KVM_VMM_EXIT_STOP, KVM_VMM_EXIT_INTR, KVM_VMM_EXIT_TIMEOUT, KVM_VMM_EXIT_FAIL_ENTRY,
-    KVM_VMM_EXIT_INTERNAL_ERROR, KVM_VMM_EXIT_SYSTEM_EVENT, KVM_VMM_EXIT_OTHER
+    KVM_VMM_EXIT_INTERNAL_ERROR, KVM_VMM_EXIT_SYSTEM_EVENT, KVM_VMM_EXIT_OTHER,
+    KVM_VMM_EXIT_WAKE   /* one of the run's wake fds is readable (wake.h); nothing of the guest */
 };
 
 /* Why a handled range ended the run loop (a STOP exit's stop; iobus.h's access answers). */
@@ -50,6 +53,12 @@ struct kvm_vcpu {
      * would complete it unseen (a write lost, a read answered with all ones). */
     int held, held_err, held_pending_read;
     struct kvm_exit held_exit;
+    /* A wake asked for by another thread (kvm_vcpu_wake): kvm_vcpu_run ends with a
+     * KVM_VMM_EXIT_WAKE exit at its next look, before or instead of entering KVM_RUN.
+     * in_run says the run loop is between its look and its return (runner: its thread),
+     * so a wake kicks only a thread that is in the loop, never a caller's Lua code. */
+    atomic_int wake, in_run;
+    pthread_t runner;
 };
 
 int kvm_vcpu_create(struct kvm_vcpu *c, struct kvm_vm *vm, int id);

@@ -3,6 +3,7 @@
 #include "vm.h"
 #include "internal.h"
 #include "iobus.h"
+#include "ram.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int load_cpuid(struct kvm_vm *vm, int kvm_fd)
@@ -187,31 +189,47 @@ static int page_ok(uint64_t gpa, uint64_t size)
            gpa + size > gpa;
 }
 
-/* Guest RAM whose host address agrees with its guest address modulo 2 MiB, with
- * transparent huge pages asked for: only then can KVM map it with 2 MiB pages, and a
- * guest's first touch of each 2 MiB costs one EPT fault instead of 512 (under nested
- * KVM each fault is an exit to the outer hypervisor). Exactly `size` bytes stay mapped. */
+/* Guest RAM whose host address agrees with its guest address modulo 2 MiB (or the
+ * backing's huge page size, if larger), with transparent huge pages asked for: only then
+ * can KVM map it with 2 MiB pages, and a guest's first touch of each 2 MiB costs one EPT
+ * fault instead of 512 (under nested KVM each fault is an exit to the outer hypervisor).
+ * fd < 0: private anonymous memory; else `fd` shared from `offset` (a memfd or a
+ * hugetlbfs file: MAP_FIXED over the aligned part of an address range reserved first).
+ * Exactly `size` bytes stay mapped. */
 #define RAM_ALIGN ((size_t)2 << 20)
-static void *map_ram(uint64_t gpa, size_t size)
+static void *map_ram(uint64_t gpa, size_t size, int fd, uint64_t offset, size_t align)
 {
-    if (size > SIZE_MAX - RAM_ALIGN)
+    if (align < RAM_ALIGN)
+        align = RAM_ALIGN;
+    if (size > SIZE_MAX - align)
         return MAP_FAILED;
-    char *raw = mmap(NULL, size + RAM_ALIGN, PROT_READ | PROT_WRITE,
+    char *raw = mmap(NULL, size + align, fd < 0 ? PROT_READ | PROT_WRITE : PROT_NONE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (raw == MAP_FAILED)
         return MAP_FAILED;
-    size_t want = (size_t)(gpa % RAM_ALIGN);
-    size_t head = (want - (uintptr_t)raw % RAM_ALIGN + RAM_ALIGN) % RAM_ALIGN;
+    size_t want = (size_t)(gpa % align);
+    size_t head = (want - (uintptr_t)raw % align + align) % align;
     char *p = raw + head;
     if (head)
         munmap(raw, head);
-    if (RAM_ALIGN - head)
-        munmap(p + size, RAM_ALIGN - head);
+    if (align - head)
+        munmap(p + size, align - head);
+    if (fd >= 0) {
+        void *q = mmap(p, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+                       (off_t)offset);
+        if (q == MAP_FAILED) {
+            int e = errno;
+            munmap(p, size);
+            errno = e;
+            return MAP_FAILED;
+        }
+    }
     (void)madvise(p, size, MADV_HUGEPAGE); /* advice: where THP is off it changes nothing */
     return p;
 }
 
-int kvm_add_ram(struct kvm_vm *vm, uint64_t gpa, uint64_t size)
+static int add_ram(struct kvm_vm *vm, uint64_t gpa, uint64_t size, int fd, uint64_t offset,
+                   size_t align)
 {
     if (!page_ok(gpa, size) || size > SIZE_MAX)
         return -EINVAL;
@@ -221,7 +239,7 @@ int kvm_add_ram(struct kvm_vm *vm, uint64_t gpa, uint64_t size)
     int slot = free_slot(vm);
     if (slot < 0)
         return slot;
-    void *p = map_ram(gpa, (size_t)size);
+    void *p = map_ram(gpa, (size_t)size, fd, offset, align);
     if (p == MAP_FAILED)
         return neg_errno();
     e = set_slot(vm, slot, gpa, size, p, 0);
@@ -230,8 +248,30 @@ int kvm_add_ram(struct kvm_vm *vm, uint64_t gpa, uint64_t size)
         return e;
     }
     vm->slots[slot] = (struct kvm_slot){.used = 1, .owned = 1, .gpa = gpa, .size = size,
-                                        .host = p};
+                                        .host = p, .fd_backed = fd >= 0};
     return slot;
+}
+
+int kvm_add_ram(struct kvm_vm *vm, uint64_t gpa, uint64_t size)
+{
+    return add_ram(vm, gpa, size, -1, 0, RAM_ALIGN);
+}
+
+int kvm_add_ram_fd(struct kvm_vm *vm, uint64_t gpa, uint64_t size, int fd, uint64_t offset)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return neg_errno();
+    int64_t pg = kvm_ram_page_size(fd);
+    if (pg < 0)
+        return (int)pg;
+    /* Never map past the file's end: a touch there faults (SIGBUS here). The caller's
+     * file is sealed against shrinking (ram.h), or is one only it holds. */
+    if (!S_ISREG(st.st_mode) || st.st_size < 0 || offset > (uint64_t)st.st_size ||
+        size > (uint64_t)st.st_size - offset || offset % (uint64_t)pg || size % (uint64_t)pg ||
+        gpa % (uint64_t)pg)
+        return -EINVAL;
+    return add_ram(vm, gpa, size, fd, offset, (size_t)pg);
 }
 
 int kvm_map_host(struct kvm_vm *vm, uint64_t gpa, uint64_t size, void *host,

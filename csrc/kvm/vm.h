@@ -18,7 +18,9 @@
 struct kvm_range; /* iobus.h */
 
 struct kvm_slot {
-    int used, owned, readonly;   /* owned: anonymous RAM mmap'd by us, unmapped on close */
+    int used, owned, readonly;   /* owned: RAM mmap'd by us (anonymous, or a backing
+                                    file's pages), unmapped on close */
+    int fd_backed;               /* owned RAM shared from a file (ram.h), not anonymous */
     uint64_t gpa, size;
     void *host;
     int *pin;                    /* the owner's use count of host memory it lends: held while
@@ -60,6 +62,12 @@ void kvm_vm_close(struct kvm_vm *vm);
  * (-EEXIST) to overlap slots, MMIO ranges (unless the slot is read-only), the irqchip's
  * IOAPIC/LAPIC windows and KVM's TSS and identity-map pages. */
 int kvm_add_ram(struct kvm_vm *vm, uint64_t gpa, uint64_t size);
+/* The same over `size` bytes of a backing file (ram.h: a memfd or a hugetlbfs file) from
+ * `offset`, mapped shared: what the guest writes is in the file, for whoever else maps
+ * it. -EINVAL unless gpa, offset and size are multiples of the file's page size and
+ * [offset, offset + size) lies inside the file. The mapping holds the file: closing the
+ * fd later changes nothing. -ENOMEM from a hugetlb file: its pool is short of pages. */
+int kvm_add_ram_fd(struct kvm_vm *vm, uint64_t gpa, uint64_t size, int fd, uint64_t offset);
 int kvm_map_host(struct kvm_vm *vm, uint64_t gpa, uint64_t size, void *host,
                  int readonly, int *pin);
 int kvm_unmap(struct kvm_vm *vm, int slot);  /* -EBUSY while its RAM is DMA-mapped */

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <linux/vfio.h>
 #include <string.h>
 #include <unistd.h>
@@ -338,6 +339,74 @@ int lv_dma_any(lua_State *L, int self, int uv)
     return any;
 }
 
+/* One recorded mapping, copied out of the record table (lv_dma_list). */
+struct dma_row {
+    uint64_t iova, size;
+    int buffer;
+};
+
+static int dma_row_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct dma_row *)a)->iova, y = ((const struct dma_row *)b)->iova;
+    return x < y ? -1 : x > y;
+}
+
+int lv_dma_list(lua_State *L, int self, int uv)
+{
+    self = lua_absindex(L, self);
+    if (lua_getiuservalue(L, self, uv) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        return 1;
+    }
+    /* The record table stays on our stack. The rows are copied out first and pushed
+     * after: an allocation is a collector step, whose finalizers may close the object and
+     * clear entries meanwhile (a traversal allows that; fewer rows are then copied). */
+    int rec = lua_gettop(L);
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, rec)) {
+        n++;
+        lua_pop(L, 1);
+    }
+    struct dma_row *rows = lua_newuserdatauv(L, (n ? n : 1) * sizeof *rows, 0);
+    size_t k = 0;
+    lua_pushnil(L);
+    while (k < n && lua_next(L, rec)) {
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            rows[k].iova = (uint64_t)lua_tointeger(L, -2);
+            lua_rawgeti(L, -1, 2);
+            rows[k].size = (uint64_t)lua_tointeger(L, -1);
+            lua_rawgeti(L, -2, 1);
+            rows[k].buffer = luaL_testudata(L, -1, LV_DMABUF) != NULL;
+            lua_pop(L, 2);
+            k++;
+        }
+        lua_pop(L, 1);
+    }
+    qsort(rows, k, sizeof *rows, dma_row_cmp);
+    /* the rows' userdata stays on the stack below the list (and a key, when k reached n) */
+    lua_createtable(L, (int)k, 0);
+    for (size_t i = 0; i < k; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, (lua_Integer)rows[i].iova);
+        lua_setfield(L, -2, "iova");
+        lua_pushinteger(L, (lua_Integer)rows[i].size);
+        lua_setfield(L, -2, "size");
+        lua_pushstring(L, rows[i].buffer ? "buffer" : "vm");
+        lua_setfield(L, -2, "source");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* c:mappings() -> {{iova=, size=, source=}...}: what the container maps (lv_dma_list). */
+static int c_mappings(lua_State *L)
+{
+    luaL_checkudata(L, 1, LV_CONTAINER);
+    return lv_dma_list(L, 1, 1);
+}
+
 /* c:map_dma(buf, iova [, {read=, write=}]) maps a DMA buffer of ours at iova;
  * c:map_dma(vm, iova, {gpa =, size =, read=, write=}) maps guest RAM [gpa, gpa + size),
  * which must lie in one RAM slot of the VM (lv_dma_source). The source stays referenced,
@@ -661,6 +730,14 @@ Unmap everything (needs the `unmap_all` extension).
 */
 
 /***
+The IOMMU mappings this container made and still records (map_dma's, until the kernel
+confirms their unmap), by IOVA: what a VMM that must give everything back counts.
+Read-only; a closed container has none.
+@function container:mappings
+@treturn table `{{iova, size, source = "buffer"|"vm"}...}`, sorted by IOVA
+*/
+
+/***
 The container fd's number.
 @function container:fileno
 @treturn int
@@ -690,9 +767,10 @@ void lv_open_container(lua_State *L)
         {"api_version", c_api_version}, {"check_extension", c_check_extension},
         {"set_iommu", c_set_iommu},     {"iommu_info", c_iommu_info},
         {"map_dma", c_map_dma},         {"unmap_dma", c_unmap_dma},
-        {"unmap_all", c_unmap_all},     {"fileno", c_fileno},
-        {"path", c_path},               {"closed", c_closed},
-        {"close", c_close},             {NULL, NULL}};
+        {"unmap_all", c_unmap_all},     {"mappings", c_mappings},
+        {"fileno", c_fileno},           {"path", c_path},
+        {"closed", c_closed},           {"close", c_close},
+        {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", c_close}, {"__close", c_close}, {"__tostring", c_tostring}, {NULL, NULL}};
     lv_newclass(L, LV_CONTAINER, methods, meta);

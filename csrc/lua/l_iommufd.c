@@ -320,6 +320,13 @@ static int a_iommufd(lua_State *L)
     return 1;
 }
 
+/* ioas:mappings() -> {{iova=, size=, source=}...}: what the IOAS maps (lv_dma_list). */
+static int a_mappings(lua_State *L)
+{
+    luaL_checkudata(L, 1, LV_IOAS);
+    return lv_dma_list(L, 1, 2);
+}
+
 static int a_closed(lua_State *L)
 {
     lua_pushboolean(L, ((lv_ioas *)luaL_checkudata(L, 1, LV_IOAS))->closed);
@@ -508,6 +515,13 @@ The iommufd it belongs to.
 */
 
 /***
+The mappings this IOAS made and still records (map_dma's, until the kernel confirms their
+unmap), by IOVA, as `container:mappings`. Read-only; a closed IOAS has none.
+@function ioas:mappings
+@treturn table `{{iova, size, source = "buffer"|"vm"}...}`, sorted by IOVA
+*/
+
+/***
 Whether it is closed.
 @function ioas:closed
 @treturn boolean
@@ -533,8 +547,8 @@ void lv_open_iommufd(lua_State *L)
         {"unmap_all", a_unmap_all},   {"iova_ranges", a_iova_ranges},
         {"attach", a_attach},         {"detach", a_detach},
         {"id", a_id},                 {"iommufd", a_iommufd},
-        {"closed", a_closed},         {"close", a_close},
-        {NULL, NULL}};
+        {"mappings", a_mappings},     {"closed", a_closed},
+        {"close", a_close},           {NULL, NULL}};
     static const luaL_Reg ameta[] = {
         {"__gc", a_close}, {"__close", a_close}, {"__tostring", a_tostring}, {NULL, NULL}};
     lv_newclass(L, LV_IOAS, amethods, ameta);

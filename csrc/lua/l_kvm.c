@@ -1,6 +1,7 @@
 /* Lua binding: vfio.core.kvm_open -> vfio.kvm, the KVM system (kvm:create_vm makes a
  * vfio.vm: l_vm.c), and the capability names both answer check_extension for. */
 #include "l_kvm.h"
+#include "kvm/pcihost.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -256,13 +257,18 @@ void lv_open_kvm(lua_State *L)
         lua_setfield(L, -2, caps[i].name);
     }
     lua_setfield(L, -2, "KVM_CAP");
-    /* The pages KVM takes at VM creation (kvm/vm.h), for the Lua address map to check. */
-    lua_createtable(L, 0, 3);
+    /* The pages KVM takes at VM creation (kvm/vm.h) and the host bridge's ECAM limits
+     * (kvm/pcihost.h), for the Lua address map to check. */
+    lua_createtable(L, 0, 5);
     lua_pushinteger(L, (lua_Integer)KVM_VMM_IDENTITY_MAP_ADDR);
     lua_setfield(L, -2, "identity_map");
     lua_pushinteger(L, (lua_Integer)KVM_VMM_TSS_ADDR);
     lua_setfield(L, -2, "tss");
     lua_pushinteger(L, (lua_Integer)KVM_VMM_SYSTEM_PAGES_SIZE);
     lua_setfield(L, -2, "system_pages_size");
+    lua_pushinteger(L, (lua_Integer)KVM_PCIHOST_ECAM_BUS_SIZE);
+    lua_setfield(L, -2, "ecam_bus_size");
+    lua_pushinteger(L, (lua_Integer)KVM_PCIHOST_ECAM_MAX);
+    lua_setfield(L, -2, "ecam_max");
     lua_setfield(L, -2, "kvm_layout");
 }

@@ -23,6 +23,18 @@ struct lv_vm_ud {
     int close_pending;
 };
 
+/* A guest RAM backing file (l_ramfd.c, csrc/kvm/ram.h): a sealed memfd, a huge-page
+ * memfd or a hugetlbfs file. vm:add_ram maps it; the mapping holds the file, so closing
+ * the object (its fd) never takes RAM from a VM. */
+#define LV_RAMFD_T "vfio.ramfd"
+struct lv_ramfd_ud {
+    int fd;                     /* -1 once closed */
+    int kind;                   /* enum kvm_ram_kind */
+    uint64_t size;
+    int64_t page_size;
+};
+struct lv_ramfd_ud *lv_checkramfd(lua_State *L, int arg);  /* raises if closed */
+
 /* Close the VM now (its runs have ended). */
 void lv_vm_close_now(struct lv_vm_ud *v);
 

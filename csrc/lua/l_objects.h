@@ -101,6 +101,10 @@ void lv_dma_keep(lua_State *L, int self, int uv, uint64_t iova, int src, uint64_
 void lv_dma_drop(lua_State *L, int self, int uv, uint64_t iova, uint64_t size, int all);
 /* Is anything recorded as mapped in that table? */
 int lv_dma_any(lua_State *L, int self, int uv);
+/* Push the mappings recorded in that table as a list {{iova=, size=, source = "buffer" |
+ * "vm"}...} sorted by IOVA (an empty list once the object is closed): read-only, what a
+ * container's or an ioas's `mappings()` returns. */
+int lv_dma_list(lua_State *L, int self, int uv);
 
 /* The counter of an eventfd that is no vfio.eventfd object (an irqfd's resample fd, an
  * ioeventfd): wait up to ms (0: not at all, < 0: forever) until it is readable, then push

@@ -1,5 +1,6 @@
 /* Lua binding: vfio.core.pcihost, the C host bridge (kvm/pcihost.h). The functions it
- * serves are C-backed: a trap (wire/trap_kvm.h, registered by l_trap_kvm.c) or an emulated config space (l_cfgspace.c). */
+ * serves are C-backed: a trap (wire/trap_kvm.h, registered by l_trap_kvm.c), an emulated config space (l_cfgspace.c)
+ * or a root port (l_rootport.c), which routes accesses to the bus behind it. */
 #include "lv.h"
 #include "kvm/pcihost.h"
 #include "base/le.h"
@@ -30,7 +31,7 @@ static int l_pcihost_new(lua_State *L)
     }
     struct kvm_pcihost *h = lv_newobject(L, sizeof *h, PCIHOST_T, 1);
     h->ecam_base = base;
-    h->ecam_size = base ? buses << 20 : 0;
+    h->ecam_size = base ? buses * KVM_PCIHOST_ECAM_BUS_SIZE : 0;
     lua_newtable(L); /* attached objects, kept alive by bdf */
     lua_setiuservalue(L, -2, 1);
     return 1;
@@ -51,7 +52,7 @@ static int l_pcihost_attach(lua_State *L)
     checkbdf(L, &b, &d, &f);
     const struct kvm_pci_cfg_ops *ops = lv_testcap(L, 5, LV_CAP_PCI_CFG);
     if (!ops)
-        return luaL_argerror(L, 5, "a PCI function with config access in C (vfio.trap, vfio.cfgspace)");
+        return luaL_argerror(L, 5, "a PCI function with config access in C (vfio.trap, vfio.cfgspace, vfio.rootport)");
     int e = kvm_pcihost_attach(h, b, d, f, ops, lua_touserdata(L, 5));
     if (e < 0)
         return lv_syserrorf(L, -e, "attach", "%02x:%02x.%u", b, d, f);
@@ -175,7 +176,8 @@ Put a function at bus:dev.fn.
 @tparam int bus bus
 @tparam int dev device
 @tparam int fn function
-@param obj a `cfgspace` or a `trap`
+@param obj a `cfgspace`, a `trap` or a `rootport` (whose bus numbers route accesses to
+the buses below it)
 @treturn boolean true, or `nil, message, errno`
 */
 

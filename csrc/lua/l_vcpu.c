@@ -2,9 +2,11 @@
 #include "l_kvm.h"
 #include "base/le.h"
 #include "kvm/smp.h"
+#include "kvm/wake.h"
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -429,6 +431,7 @@ static const char *const kind_names[] = {
     [KVM_VMM_EXIT_TIMEOUT] = "timeout", [KVM_VMM_EXIT_FAIL_ENTRY] = "fail_entry",
     [KVM_VMM_EXIT_INTERNAL_ERROR] = "internal_error",
     [KVM_VMM_EXIT_SYSTEM_EVENT] = "system_event", [KVM_VMM_EXIT_OTHER] = "other",
+    [KVM_VMM_EXIT_WAKE] = "wake",
 };
 
 /* A stop exit's reason (struct kvm_exit's stop), as Lua reads it in exit.stop. */
@@ -624,12 +627,33 @@ static int run_protected(lua_State *L)
     return run_loop(L, lua_touserdata(L, 1), lua_isfunction(L, 2) ? 2 : 0, lua_tonumber(L, 3));
 }
 
-/* The ([handler], [{timeout = seconds, deadline = seconds}]) arguments of run and
- * run_vcpus from `arg` on: the handler's stack index (0: none) and the run's deadline
- * on CLOCK_MONOTONIC in seconds (0: none), the earlier of now + timeout and `deadline`
- * (a caller's one deadline for a run made of several calls, on the same clock as
- * posix.time.clock_gettime(CLOCK_MONOTONIC)). */
-static int run_args(lua_State *L, int arg, double *deadline)
+/* The fds of opts.wake (a list of fds or objects with fileno()), read into `fds`. */
+static unsigned wake_args(lua_State *L, int optarg, int *fds)
+{
+    unsigned n = 0;
+    if (lua_getfield(L, optarg, "wake") != LUA_TNIL) {
+        int list = lua_gettop(L);
+        luaL_argexpected(L, lua_istable(L, list), optarg, "wake: a list of fds");
+        lua_Integer len = luaL_len(L, list);
+        if (len < 0 || len > KVM_WAKE_MAX)
+            luaL_argerror(L, optarg, "wake: a list of at most 64 fds");
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_geti(L, list, i);
+            fds[n++] = lv_checkfd(L, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+/* The ([handler], [{timeout = seconds, deadline = seconds, wake = {fd...}}]) arguments of
+ * run and run_vcpus from `arg` on: the handler's stack index (0: none), the run's
+ * deadline on CLOCK_MONOTONIC in seconds (0: none), the earlier of now + timeout and
+ * `deadline` (a caller's one deadline for a run made of several calls, on the same clock
+ * as posix.time.clock_gettime(CLOCK_MONOTONIC)), and the wake fds (n_wake of them in
+ * wake, KVM_WAKE_MAX room). */
+static int run_args(lua_State *L, int arg, double *deadline, int *wake, unsigned *n_wake)
 {
     int handler = 0, optarg = arg;
     if (lua_isfunction(L, arg))
@@ -637,8 +661,10 @@ static int run_args(lua_State *L, int arg, double *deadline)
     else if (lua_isnil(L, arg) && !lua_isnone(L, arg + 1))
         optarg = arg + 1;
     *deadline = 0;
+    *n_wake = 0;
     if (!lua_isnoneornil(L, optarg)) {
         luaL_checktype(L, optarg, LUA_TTABLE);
+        *n_wake = wake_args(L, optarg, wake);
         lua_getfield(L, optarg, "timeout");
         double timeout = luaL_optnumber(L, -1, 0);
         lua_pop(L, 1);
@@ -658,13 +684,30 @@ static int run_args(lua_State *L, int arg, double *deadline)
     return handler;
 }
 
+/* A wake fd of vcpu:run is readable: the run's vCPU ends its run with a wake exit. */
+static void vcpu_woken(struct kvm_wake *w)
+{
+    kvm_vcpu_wake(w->arg);
+}
+
 static int l_vcpu_run(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_VCPU_T);
     double deadline;
-    int handler = run_args(L, 2, &deadline);   /* the options first: they may run Lua */
+    int wake_fds[KVM_WAKE_MAX];
+    unsigned n_wake;
+    /* the options first: they may run Lua */
+    int handler = run_args(L, 2, &deadline, wake_fds, &n_wake);
     struct vcpu_ud *v = checkvcpu(L, 1);
     check_vm_idle(L, v->vm, "vcpu:run");   /* its own run or any other of its VM */
+    /* the wake thread lives exactly as long as this call: the fds are used only here */
+    struct kvm_wake wake = {.cancel_fd = -1};
+    atomic_store(&v->c.wake, 0);
+    if (n_wake) {
+        int e = kvm_wake_start(&wake, wake_fds, n_wake, vcpu_woken, &v->c);
+        if (e < 0)
+            return lv_syserrorf(L, -e, "start the wake thread", "vcpu %d", v->c.id);
+    }
     /* The loop runs under pcall so that a handler's error still ends the run properly
      * (running cleared, pending closes done) before it propagates. */
     int base = lua_gettop(L);
@@ -678,6 +721,8 @@ static int l_vcpu_run(lua_State *L)
     v->running = RUN_HERE;
     v->vm->running++;
     int st = lua_pcall(L, 3, LUA_MULTRET, 0);
+    kvm_wake_join(&wake);   /* no wake after the run: a later one is the next run's */
+    atomic_store(&v->c.wake, 0);
     end_run(v);
     if (st != LUA_OK)
         return lua_error(L);
@@ -705,6 +750,10 @@ static int smp_loop(lua_State *L)
             push_exit(L, &(struct kvm_exit){.kind = KVM_VMM_EXIT_TIMEOUT});
             return 1;
         }
+        if (i == -EINTR) {   /* a wake fd: the run ends, the vCPUs' exits held */
+            push_exit(L, &(struct kvm_exit){.kind = KVM_VMM_EXIT_WAKE});
+            return 1;
+        }
         struct vcpu_ud *v = r->v[i];
         struct kvm_smp_cpu *p = &r->s.cpu[i];
         if (p->err < 0)
@@ -719,7 +768,7 @@ static int smp_loop(lua_State *L)
     }
 }
 
-/* vm:run_vcpus({vcpu...}, [handler], [{timeout =, deadline =}]) -> exit table (with vcpu =
+/* vm:run_vcpus({vcpu...}, [handler], [{timeout =, deadline =, wake =}]) -> exit table (with vcpu =
  * the id of the vCPU it came from). Each vCPU runs in a thread of its own; what C handles
  * is answered there, under one lock; handler(exit) sees the io/mmio exits C left, one at
  * a time, with no C access running meanwhile (so it may touch traps, ranges and slots as
@@ -731,7 +780,10 @@ int lv_vm_run_vcpus(lua_State *L)
     luaL_checkudata(L, 1, LV_VM_T);
     luaL_checktype(L, 2, LUA_TTABLE);
     double deadline;
-    int handler = run_args(L, 3, &deadline);   /* the options first: they may run Lua */
+    int wake_fds[KVM_WAKE_MAX];
+    unsigned n_wake;
+    /* the options first: they may run Lua */
+    int handler = run_args(L, 3, &deadline, wake_fds, &n_wake);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
     if (n < 1 || n > KVM_SMP_MAX)
         return luaL_argerror(L, 2, "a list of 1 to 64 vCPUs");
@@ -744,6 +796,8 @@ int lv_vm_run_vcpus(lua_State *L)
     check_vm_idle(L, vm, "vm:run_vcpus");
     memset(r, 0, sizeof *r);
     r->n = (unsigned)n;
+    memcpy(r->s.wake_fds, wake_fds, n_wake * sizeof *wake_fds);
+    r->s.n_wake = n_wake;
     lua_createtable(L, (int)n, 0);
     int anchors = lua_gettop(L);
     struct kvm_vcpu *cs[KVM_SMP_MAX];
@@ -819,14 +873,17 @@ read its integer or string result is the data; false ends the run with that exit
 exits (hlt, stop, timeout, intr, shutdown...) always end it, as does an error the handler
 raises. A close of the vCPU or VM from a handler ends the run after that handler
 (`closed = true`) and then closes.
-`"intr"`, `"timeout"`, `"fail_entry"`, `"internal_error"`, `"system_event"`, `"other"`),
+`"intr"`, `"timeout"`, `"fail_entry"`, `"internal_error"`, `"system_event"`, `"other"`, `"wake"`),
 `kvm_reason`, and the access's fields for io/mmio
 @function vcpu:run
 @tparam[opt] function handler the exit handler
-@tparam[opt] table opts `{timeout = seconds, deadline = seconds}`: the run ends (a
-`"timeout"` exit) at the earlier of now + `timeout` and `deadline`, a time on
+@tparam[opt] table opts `{timeout = seconds, deadline = seconds, wake = {fd...}}`: the
+run ends (a `"timeout"` exit) at the earlier of now + `timeout` and `deadline`, a time on
 CLOCK_MONOTONIC (`posix.time.clock_gettime(posix.time.CLOCK_MONOTONIC)`), so one
-deadline can bound a run made of several calls
+deadline can bound a run made of several calls; with `wake` (at most 64 fds, or objects
+with `fileno()`) it ends with a `"wake"` exit as soon as one of them is readable or hung
+up (already readable: at once), even while the guest sits in an in-kernel HLT: a thread
+polls them for the length of the call (`vm:run_vcpus` takes the same option)
 @treturn table the exit: `reason` (`"io"`, `"mmio"`, `"hlt"`, `"shutdown"`, `"stop"`,
 */
 

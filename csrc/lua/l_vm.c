@@ -6,6 +6,7 @@
 #include "l_kvm.h"
 #include "l_objects.h"
 #include "l_trap.h"
+#include "kvm/ram.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -44,11 +45,37 @@ static int slot_result(lua_State *L, int r, const char *op, uint64_t gpa, uint64
     return 1;
 }
 
+/* vm:add_ram(gpa, size [, {fd = ramfd, offset = 0}]) -> slot: fresh anonymous memory, or
+ * `size` bytes of a vfio.ramfd from `offset` mapped shared (l_ramfd.c). */
 static int l_vm_add_ram(lua_State *L)
 {
+    luaL_checkudata(L, 1, LV_VM_T);
+    uint64_t gpa = checku64(L, 2), size = checku64(L, 3), offset = 0;
+    int has_fd = 0;
+    if (!lua_isnoneornil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        if (lua_getfield(L, 4, "offset") != LUA_TNIL)
+            offset = checku64(L, -1);
+        has_fd = lua_getfield(L, 4, "fd") != LUA_TNIL;
+        if (has_fd)
+            luaL_checkudata(L, -1, LV_RAMFD_T);   /* left on the stack at index 6 */
+    }
+    /* after the options (they may run Lua) */
     struct lv_vm_ud *v = lv_checkvm(L, 1);
-    uint64_t gpa = checku64(L, 2), size = checku64(L, 3);
-    return slot_result(L, kvm_add_ram(&v->vm, gpa, size), "add guest RAM", gpa, size);
+    if (!has_fd)
+        return slot_result(L, kvm_add_ram(&v->vm, gpa, size), "add guest RAM", gpa, size);
+    struct lv_ramfd_ud *r = lv_checkramfd(L, 6);
+    int slot = kvm_add_ram_fd(&v->vm, gpa, size, r->fd, offset);
+    if (slot == -EINVAL)
+        return lv_syserrorf(L, EINVAL, "add guest RAM",
+                            "gpa 0x%llx size 0x%llx from offset 0x%llx of a %s of 0x%llx bytes "
+                            "(gpa, offset and size must be multiples of its page size 0x%llx, "
+                            "and the range inside it)",
+                            (unsigned long long)gpa, (unsigned long long)size,
+                            (unsigned long long)offset, r->kind == KVM_RAM_MEMFD ? "memfd" :
+                            r->kind == KVM_RAM_MEMFD_HUGETLB ? "huge-page memfd" : "hugetlbfs file",
+                            (unsigned long long)r->size, (unsigned long long)r->page_size);
+    return slot_result(L, slot, "add guest RAM", gpa, size);
 }
 
 /* vm:map(gpa, size, source [, {offset = 0, region =, readonly = false}]) -> slot: host
@@ -209,18 +236,21 @@ static int l_vm_fill(lua_State *L)
     return 0;
 }
 
-/* vm:memory() -> list of {slot, gpa, size, ram, readonly}. No host address: Lua never
- * sees one (container:map_dma(vm, iova, {gpa=, size=}) finds guest RAM itself). */
+/* vm:memory() -> list of {slot, gpa, size, ram, readonly, shared (RAM from a ramfd), dma
+ * (the IOMMU mappings of its RAM)}. No host address: Lua never sees one
+ * (container:map_dma(vm, iova, {gpa=, size=}) finds guest RAM itself). */
 static int l_vm_memory(lua_State *L)
 {
     struct lv_vm_ud *v = lv_checkvm(L, 1);
     lua_newtable(L);
     int n = 0;
     for (int i = 0; i < KVM_VMM_MAX_SLOTS; i++) {
-        struct kvm_slot *s = &v->vm.slots[i];
+        /* a copy, read before the allocations that push it (GC steps, whose finalizers
+         * may close the VM: its slots are unused then, and the rest are skipped) */
+        struct kvm_slot copy = v->vm.slots[i], *s = &copy;
         if (!s->used)
             continue;
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 7);
         lua_pushinteger(L, i);
         lua_setfield(L, -2, "slot");
         lua_pushinteger(L, (lua_Integer)s->gpa);
@@ -231,7 +261,36 @@ static int l_vm_memory(lua_State *L)
         lua_setfield(L, -2, "ram");
         lua_pushboolean(L, s->readonly);
         lua_setfield(L, -2, "readonly");
+        lua_pushboolean(L, s->fd_backed);
+        lua_setfield(L, -2, "shared");
+        lua_pushinteger(L, s->dma);
+        lua_setfield(L, -2, "dma");
         lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* vm:ranges() -> list of {id, space = "pio"|"mmio", base, size}: the handled ranges (a
+ * device's trapped BAR pieces, the host bridge, the platform devices), in no particular
+ * order. Read-only. */
+static int l_vm_ranges(lua_State *L)
+{
+    struct lv_vm_ud *v = lv_checkvm(L, 1);
+    lua_createtable(L, (int)v->vm.nranges, 0);
+    for (unsigned i = 0; i < v->vm.nranges; i++) {
+        /* a copy, read before the allocations (a finalizer may close the VM: nranges is
+         * 0 then, and the loop ends) */
+        struct kvm_range r = v->vm.ranges[i];
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, r.id);
+        lua_setfield(L, -2, "id");
+        lua_pushstring(L, r.space == KVM_VMM_PIO ? "pio" : "mmio");
+        lua_setfield(L, -2, "space");
+        lua_pushinteger(L, (lua_Integer)r.base);
+        lua_setfield(L, -2, "base");
+        lua_pushinteger(L, (lua_Integer)r.size);
+        lua_setfield(L, -2, "size");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
 }
@@ -530,10 +589,13 @@ vCPUs, and KVM's VFIO device.
 */
 
 /***
-Map fresh anonymous memory as guest RAM at gpa.
+Map guest RAM at gpa: fresh anonymous memory (transparent huge pages asked for), or with
+`fd` the bytes of a `ramfd` from `offset`, mapped shared (what the guest writes is in the
+file). The mapping holds the file. ENOMEM from a huge-page file: its pool is short of pages.
 @function vm:add_ram
 @tparam int gpa guest-physical address
 @tparam int size bytes
+@tparam[opt] table opts `{fd = ramfd, offset = 0}`
 @treturn int the memory slot, or `nil, message, errno`
 */
 
@@ -594,7 +656,16 @@ position is left alone). The file ending first is an error (EIO).
 /***
 The memory slots (no host address).
 @function vm:memory
-@treturn table `{{slot, gpa, size, ram, readonly}...}`
+@treturn table `{{slot, gpa, size, ram, readonly, shared, dma}...}` (shared: RAM from a
+`ramfd`; dma: how many IOMMU mappings, of any container or ioas, hold its RAM)
+*/
+
+/***
+The handled ranges (answered in C: a device's trapped BAR pieces, the host bridge, the
+platform devices), in no particular order. Read-only: what a VMM that must give a removed
+device's ranges back counts.
+@function vm:ranges
+@treturn table `{{id, space = "pio"|"mmio", base, size}...}`
 */
 
 /***
@@ -807,8 +878,10 @@ by the exit returned is answered with `complete` on its vCPU.
 @function vm:run_vcpus
 @tparam {vcpu,...} vcpus the vCPUs
 @tparam[opt] function handler the exit handler
-@tparam[opt] table opts `{timeout = seconds, deadline = seconds}` (as for `vcpu:run`:
-the earlier of now + timeout and the CLOCK_MONOTONIC time `deadline`)
+@tparam[opt] table opts `{timeout = seconds, deadline = seconds, wake = {fd...}}` (as
+for `vcpu:run`: the earlier of now + timeout and the CLOCK_MONOTONIC time `deadline`; a
+`"wake"` exit once a wake fd is readable, the vCPUs' threads stopped and their exits
+held for the next run)
 @treturn table the exit, with `vcpu` = the id of the vCPU it came from; or `nil, message, errno` when the threads cannot start
 */
 
@@ -818,7 +891,7 @@ void lv_open_vm(lua_State *L)
         {"add_ram", l_vm_add_ram}, {"map", l_vm_map}, {"unmap", l_vm_unmap},
         {"write", l_vm_write}, {"read", l_vm_read}, {"fill", l_vm_fill},
         {"load_file", l_vm_load_file},
-        {"memory", l_vm_memory}, {"create_irqchip", l_vm_create_irqchip},
+        {"memory", l_vm_memory}, {"ranges", l_vm_ranges}, {"create_irqchip", l_vm_create_irqchip},
         {"create_pit2", l_vm_create_pit2}, {"set_halt_poll", l_vm_set_halt_poll}, {"supported_cpuid", l_vm_supported_cpuid},
         {"set_msi_route", l_vm_set_msi_route}, {"remove_route", l_vm_remove_route},
         {"routes", l_vm_routes}, {"irq_line", l_vm_irq_line}, {"signal_msi", l_vm_signal_msi},

@@ -14,6 +14,7 @@
     X(dmabuf)         \
     X(kvm)            \
     X(vm)             \
+    X(ramfd)          \
     X(vcpu)           \
     X(irqfd)          \
     X(ioeventfd)      \
@@ -21,6 +22,8 @@
     X(uart)           \
     X(cfgspace)       \
     X(pcihost)        \
+    X(rootport)       \
     X(backend)        \
     X(trap)           \
-    X(trap_kvm)
+    X(trap_kvm)       \
+    X(socket)

@@ -475,6 +475,136 @@ function PciDevice:irq_info(i)
    return self.handle:irq_info(i)
 end
 
+---------------------------------------------------------------------------------------
+-- Host notices: the two interrupts VFIO raises about the device itself, not from it.
+--   request  the host wants the device back (a driver unbind, a hot unplug): the kernel
+--            blocks the unbind until every fd of the device is closed, and sends the
+--            request again every 10 s while it waits;
+--   error    the host's AER driver saw an uncorrectable error on the device (a PCI
+--            Express function only).
+-- The kernel keeps one eventfd per kind per device, not per fd, so every holder of one
+-- device in this process shares one registration; each holder counts what it has seen,
+-- so all of them learn of a notice, whoever reads the eventfd first.
+
+local NOTICE = {
+   request = { index = core.IRQ.REQ, irq = "VFIO_PCI_REQ_IRQ_INDEX",
+               none = "the kernel's VFIO driver for it cannot ask for it back (an unbind then "
+                  .. "waits, silently, until the device is closed)" },
+   error = { index = core.IRQ.ERR, irq = "VFIO_PCI_ERR_IRQ_INDEX",
+             none = "it is no PCI Express function, so the host's AER driver reports no "
+                .. "errors for it" },
+}
+local EOPNOTSUPP = 95
+-- device key (its PCI address or mdev UUID) -> { users =, [kind] = { efd =, count = } }
+local notifiers = {}
+
+local function notice_kind(kind, fname)
+   if NOTICE[kind] == nil then
+      error(("bad argument #1 to '%s' (\"request\" or \"error\" expected, got %s)"):format(
+         fname, tostring(kind)), 3)
+   end
+   return NOTICE[kind]
+end
+
+--- The eventfd VFIO signals when the host wants the device back (`"request"`) or its AER
+-- driver reports an uncorrectable error on it (`"error"`), registered with
+-- VFIO_DEVICE_SET_IRQS on first use and shared by every holder of the device in this
+-- process (poll its `fileno()`; read it, or call `notices`, to see what came). It stays
+-- registered until the last holder closes the device.
+-- @tparam string kind `"request"` or `"error"`
+-- @treturn vfio.eventfd the eventfd, or `nil, message, errno` (EOPNOTSUPP when the device
+-- has no such interrupt)
+function PciDevice:notifier(kind)
+   checkdev(self)
+   local n = notice_kind(kind, "notifier")
+   local key = self.name
+   local entry = notifiers[key]
+   if not rawget(self, "_notices") then
+      entry = entry or { users = 0 }
+      notifiers[key] = entry
+      entry.users = entry.users + 1
+      self._notices = { key = key, seen = {} }
+   end
+   local slot = entry[kind]
+   if slot then
+      self._notices.seen[kind] = self._notices.seen[kind] or slot.count
+      return slot.efd
+   end
+   local function none()
+      return fail(EOPNOTSUPP, "%s interrupt of %s: the device has none (%s: count 0): %s",
+         kind, self.name, n.irq, n.none)
+   end
+   if n.index >= (self.num_irqs or 0) then return none() end
+   local info, err, errno = self.handle:irq_info(n.index)
+   -- kernels before 6.x refuse the error index of a conventional PCI function (EINVAL)
+   if not info and errno == EINVAL then return none() end
+   if not info then return nil, ("%s interrupt of %s: %s"):format(kind, self.name, err), errno end
+   if info.count < 1 then return none() end
+   local efd
+   efd, err, errno = core.eventfd()
+   if not efd then return nil, ("%s interrupt of %s: %s"):format(kind, self.name, err), errno end
+   local ok
+   ok, err, errno = self.handle:set_irqs(n.index, "trigger", 0, 1, efd)
+   if not ok then
+      efd:close()
+      return nil, ("%s interrupt of %s: %s"):format(kind, self.name, err), errno
+   end
+   entry[kind] = { efd = efd, count = 0 }
+   self._notices.seen[kind] = 0
+   return efd
+end
+
+--- `dev:notifier("request")`: the eventfd VFIO signals when the host wants the device
+-- back. Close the device (every holder) to let the host's unbind complete.
+-- @treturn vfio.eventfd the eventfd, or `nil, message, errno`
+function PciDevice:request_eventfd() return self:notifier("request") end
+
+--- `dev:notifier("error")`: the eventfd VFIO signals when the host's AER driver reports
+-- an uncorrectable error on the device.
+-- @treturn vfio.eventfd the eventfd, or `nil, message, errno`
+function PciDevice:error_eventfd() return self:notifier("error") end
+
+--- What the host said about the device since this holder last asked, without waiting:
+-- `{request = n, error = n}` with only the kinds that came (an empty table: nothing),
+-- for the kinds registered with `notifier`. n counts signals, which the kernel may
+-- merge: a request repeated every 10 s adds one each time.
+-- @treturn table the counts by kind
+function PciDevice:notices()
+   checkdev(self)
+   local out = {}
+   local mine = rawget(self, "_notices")
+   local entry = mine and notifiers[mine.key]
+   if not entry then return out end
+   for kind in pairs(NOTICE) do
+      local slot = entry[kind]
+      if slot and mine.seen[kind] then
+         local n = slot.efd:read()   -- nil, EAGAIN: nothing pending
+         if n then slot.count = slot.count + n end
+         if slot.count > mine.seen[kind] then
+            out[kind] = slot.count - mine.seen[kind]
+            mine.seen[kind] = slot.count
+         end
+      end
+   end
+   return out
+end
+
+-- On close: the last holder's eventfds go once its device fd has (the kernel dropped
+-- its references to them with the fd).
+local function release_notices(self)
+   local mine = rawget(self, "_notices")
+   if not mine then return end
+   self._notices = nil
+   local entry = notifiers[mine.key]
+   if not entry then return end
+   entry.users = entry.users - 1
+   if entry.users > 0 then return end
+   notifiers[mine.key] = nil
+   for kind in pairs(NOTICE) do
+      if entry[kind] then entry[kind].efd:close() end
+   end
+end
+
 --- VFIO_DEVICE_SET_IRQS, as the vfio.core device's `set_irqs`.
 -- @usage dev:set_irqs(index, action, start, count [, data])
 function PciDevice:set_irqs(...) return checkdev(self).handle:set_irqs(...) end
@@ -589,8 +719,12 @@ function PciDevice:close()
    for _, r in pairs(self._regions) do r:close() end
    self._regions = {}
    self.config = nil
-   if self.interface == "iommufd" then return release_cdev(self.bdf, self.handle) end
+   if self.interface == "iommufd" then
+      release_cdev(self.bdf, self.handle)
+      return release_notices(self)
+   end
    self.handle:close()
+   release_notices(self)
    local g = self.group
    group_users[g] = (group_users[g] or 1) - 1
    release(g, self.container)

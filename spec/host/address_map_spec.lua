@@ -66,13 +66,19 @@ describe("vfio.vmm.address_map", function()
       end
       assert.are.equal(PAGE, map.PAGE_SIZE)
       -- ECAM: 1 MiB per bus, the window aligned to it (the C host bridge refuses less)
+      assert.are.equal(MiB, map.ECAM_BUS_SIZE)
       assert.are.equal(0, map.ECAM_START % MiB)
-      assert.are.equal(0, map.ECAM_SIZE % MiB)
+      assert.are.equal(map.ECAM_BUSES * MiB, map.ECAM_SIZE)
       -- the MP floating pointer is found on 16-byte boundaries of the BIOS area
       assert.are.equal(0, map.MPTABLE_START % 16)
       -- BAR windows: a BAR is aligned to its size, so a window aligned to its own size
       -- packs BARs from its base on
-      assert.are.equal(0, map.MMIO64_START % map.MMIO64_SIZE)
+      assert.are.equal(0, map.MMIO64_START % map.MMIO64_ALIGN)
+      assert.are.equal(0, map.MMIO64_SIZE % map.MMIO64_ALIGN)
+      for _, size in ipairs { 64 * MiB, map.HOLE_START, map.HOLE_START + 2 * MiB, 6 * GiB, 100 * GiB } do
+         local start = map.mmio64_window(size)
+         assert.are.equal(0, start % map.MMIO64_ALIGN, hex(size))
+      end
       assert.are.equal(0, map.IO_PORT_START % map.IO_PORT_SIZE)
    end)
 
@@ -111,8 +117,14 @@ describe("vfio.vmm.address_map", function()
       -- the 32-bit BAR window runs up to the IOAPIC; the 64-bit one starts past 4 GiB
       assert.are.equal(map.IOAPIC_START, map.MMIO32_START + map.MMIO32_SIZE)
       assert.is_true(map.ECAM_START + map.ECAM_SIZE <= map.MMIO32_START)
+      -- ECAM below the 32-bit BAR window has room for every bus there can be
+      assert.are.equal(map.MMIO32_START, map.ECAM_START + 256 * map.ECAM_BUS_SIZE)
       assert.is_true(map.MMIO64_START >= FOUR_GIB)
-      assert.is_true(map.MMIO64_START + map.MMIO64_SIZE <= 1 << 40) -- a 40-bit guest reaches it
+      -- the largest RAM and the 64-bit window above it: a 40-bit guest reaches both
+      local start, size = map.mmio64_window(map.RAM_SIZE_MAX)
+      assert.are.equal(map.RAM_END_MAX, map.ram_end(map.RAM_SIZE_MAX))
+      assert.is_true(start >= map.RAM_END_MAX)
+      assert.is_true(start + size <= 1 << 40)
       assert.are.equal(map.KVM_IDENTITY_MAP_START + PAGE, map.KVM_TSS_START)
       assert.are.equal(map.KVM_IDENTITY_MAP_START, map.KVM_SYSTEM_PAGES_START)
       assert.are.equal(4 * PAGE, map.KVM_SYSTEM_PAGES_SIZE)
@@ -129,13 +141,14 @@ describe("vfio.vmm.address_map", function()
                       r(map.HOLE_START + 1))
       assert.are.same({ { start = 0, size = map.HOLE_START },
                         { start = FOUR_GIB, size = 16 * GiB - map.HOLE_START } }, r(16 * GiB))
-      for _, size in ipairs { 2 * MiB, 3 * GiB, 4 * GiB, 64 * GiB, 256 * GiB } do
+      for _, size in ipairs { 2 * MiB, 3 * GiB, 4 * GiB, 64 * GiB, 256 * GiB, map.RAM_SIZE_MAX } do
          local total = 0
          for _, range in ipairs(r(size)) do
             total = total + range.size
-            for _, reg in ipairs(regions) do
+            for _, reg in ipairs(map.regions(size)) do
                -- RAM meets none of the devices' windows (the loaders' pages are in RAM)
-               if not reg.boot and reg.name ~= "ebda and bios" and reg.space ~= "io" then
+               if not reg.boot and not reg.name:match("^ram") and reg.name ~= "ebda and bios"
+                  and reg.space ~= "io" then
                   assert.is_false(overlaps(range, reg), ("%d GiB of RAM meets %s"):format(size // GiB, reg.name))
                end
             end
@@ -150,7 +163,11 @@ describe("vfio.vmm.address_map", function()
    it("is where the VMM's modules place things, and where they stop RAM", function()
       local layout = require "vfio.vmm.layout"
       assert.are.same({ base = map.MMIO32_START, limit = 0xfebfffff }, layout.defaults.mmio32)
-      assert.are.same({ base = map.MMIO64_START, limit = 0xffffffffff }, layout.defaults.mmio64)
+      assert.are.same({ base = FOUR_GIB, limit = FOUR_GIB + 256 * GiB - 1 }, layout.defaults.mmio64)
+      -- with RAM past the hole, the 64-bit window starts at the GiB boundary above its end
+      assert.are.same({ base = 8 * GiB, limit = 8 * GiB + map.MMIO64_SIZE - 1 }, layout.windows(6 * GiB).mmio64)
+      assert.are.same({ base = 6 * GiB, limit = 6 * GiB + map.MMIO64_SIZE - 1 },
+                      layout.windows(map.HOLE_START + 2 * GiB).mmio64)
       assert.are.same({ base = 0xc000, limit = 0xffff }, layout.defaults.io)
       assert.are.equal(PAGE, layout.PAGE)
       local linux = require "vfio.vmm.linux"
@@ -159,7 +176,7 @@ describe("vfio.vmm.address_map", function()
       assert.are.equal(map.CMDLINE_START, linux.CMDLINE)
       assert.are.equal(map.PAGE_TABLES_START, linux.PML4)
       assert.are.equal(map.HIMEM_START, linux.HIGH)
-      assert.are.equal(map.IOAPIC_START, linux.RAM_MAX)
+      assert.are.equal(map.RAM_SIZE_MAX, linux.RAM_MAX)
       assert.are.equal(2047, linux.VMLINUX_CMDLINE_SIZE)
       -- a PML4, a PDPT and four page directories
       assert.are.equal(6 * PAGE, map.PAGE_TABLES_END - map.PAGE_TABLES_START)
@@ -167,16 +184,34 @@ describe("vfio.vmm.address_map", function()
       assert.are.equal(map.LAPIC_START, mptable.LAPIC)
       assert.are.equal(map.IOAPIC_START, mptable.IOAPIC)
       assert.are.equal(map.ECAM_START, require("vfio.vmm.board").ECAM_BASE)
-      -- today's limits, kept: a board's RAM ends at the hole, a bare VM's below the BAR
-      -- window, the Linux loader's below the IOAPIC
-      assert.are.equal(map.HOLE_START, require("vfio.vmm.board").MAX_MEM_MIB << 20)
-      assert.are.equal(map.MMIO32_START, require("vfio.vmm.vm").RAM_LIMIT)
-      -- the e820 map reserves the low legacy area and the pages KVM takes
+      assert.are.equal(map.ECAM_BUSES, require("vfio.vmm.board").ECAM_BUSES)
+      -- one RAM limit for the board, a bare VM and the Linux loader: RAM around the hole,
+      -- ending at RAM_END_MAX
+      assert.are.equal(map.RAM_SIZE_MAX, require("vfio.vmm.board").MAX_MEM_MIB << 20)
+      assert.are.equal(map.RAM_SIZE_MAX, require("vfio.vmm.vm").RAM_LIMIT)
+      -- the e820 map reserves the low legacy area, the whole ECAM window and the pages KVM
+      -- takes
       local e820 = linux.e820(64 * MiB)
       assert.are.same({ addr = map.EBDA_START, size = map.HIMEM_START - map.EBDA_START,
                         type = linux.E820_RESERVED }, e820[2])
+      assert.are.same({ addr = map.ECAM_START, size = map.ECAM_SIZE, type = linux.E820_RESERVED }, e820[4])
       assert.are.same({ addr = map.KVM_SYSTEM_PAGES_START, size = map.KVM_SYSTEM_PAGES_SIZE,
-                        type = linux.E820_RESERVED }, e820[4])
+                        type = linux.E820_RESERVED }, e820[5])
+   end)
+
+   it("lists RAM's ranges among the regions when given a RAM size, the 64-bit window above", function()
+      local list = map.regions(6 * GiB)
+      local by = {}
+      for _, r in ipairs(list) do by[r.name] = r end
+      assert.are.same({ name = "ram", start = map.HIMEM_START, size = map.HOLE_START - map.HIMEM_START },
+                      by.ram)
+      assert.are.same({ name = "ram high", start = FOUR_GIB, size = 6 * GiB - map.HOLE_START }, by["ram high"])
+      assert.are.equal(8 * GiB, by.mmio64.start)
+      for _, r in ipairs(map.regions(64 * MiB)) do assert.are_not.equal("ram high", r.name) end
+      assert.are.equal(map.HOLE_START, map.low_ram_end(6 * GiB))
+      assert.are.equal(64 * MiB, map.low_ram_end(64 * MiB))
+      assert.are.equal(FOUR_GIB + 6 * GiB - map.HOLE_START, map.ram_end(6 * GiB))
+      assert.are.equal(64 * MiB, map.ram_end(64 * MiB))
    end)
 
    describe("agrees with the C layer", function()
@@ -196,11 +231,31 @@ describe("vfio.vmm.address_map", function()
       end)
 
       it("on the host bridge's ECAM window (vfio.core.pcihost, as the board makes it)", function()
-         local ranges = core.pcihost({ ecam_base = map.ECAM_START }):ranges()
-         assert.are.same({ "mmio", map.ECAM_START, map.ECAM_SIZE }, ranges[2])
+         local k = core.kvm_layout
+         assert.are.equal(map.ECAM_BUS_SIZE, k.ecam_bus_size)
+         assert.are.equal(256 * k.ecam_bus_size, k.ecam_max)
+         assert.is_true(map.ECAM_SIZE <= k.ecam_max)
+         local ranges = core.pcihost({ ecam_base = map.ECAM_START, ecam_buses = map.ECAM_BUSES }):ranges()
          assert.are.same({ "pio", 0xcf8, 8 }, ranges[1])
-         ranges = core.pcihost({ ecam_base = map.ECAM_START, ecam_buses = map.ECAM_SIZE // MiB }):ranges()
          assert.are.same({ "mmio", map.ECAM_START, map.ECAM_SIZE }, ranges[2])
+         -- one bus when not told: the board tells it every bus
+         ranges = core.pcihost({ ecam_base = map.ECAM_START }):ranges()
+         assert.are.same({ "mmio", map.ECAM_START, map.ECAM_BUS_SIZE }, ranges[2])
+         local b = assert(require("vfio.vmm.board").new { plan = true })
+         assert.are.same({ "mmio", map.ECAM_START, map.ECAM_SIZE }, b.host:ranges()[2])
+         b:close()
+      end)
+
+      it("on the buses the board can number: bus 0 and one per root port slot", function()
+         local hotplug = require "vfio.vmm.hotplug"
+         assert.are.equal(32 - hotplug.FIRST_SLOT, map.ECAM_BUSES - 1)
+         local board = require "vfio.vmm.board"
+         local b = assert(board.new { plan = true, hotplug_slots = map.ECAM_BUSES - 1 })
+         assert.are.equal(map.ECAM_BUSES - 1, b.ports[#b.ports].secondary)
+         local ok, err = b:add_root_port()
+         assert.is_nil(ok)
+         assert.matches("no free slot", err)
+         b:close()
       end)
    end)
 end)

@@ -21,9 +21,13 @@ local function new_world()
    w.region2 = core.region(w.dev, { offset = 0x2000, size = 0x2000, readable = true })
    w.cfg = core.cfgspace(4096)
    w.host = core.pcihost { ecam_base = 0xe0000000 }
+   w.port = core.rootport { secondary = 1 }
+   w.host:attach(0, 0x1c, 0, w.port)
+   w.port:insert(w.cfg)
    w.efd = core.eventfd()
    w.iommufd = core.iommufd("/dev/null") -- no iommufd: every call reaches the ioctl and fails
    w.buf = core.dmabuf(0x3000)
+   w.ramfd = core.ram_memfd(0x4000)   -- guest RAM from a file: vm:add_ram's {fd =}
    local t, be = fixture.trap("nvme")
    w.trap, w.backend = t, be
    local kvm = core.kvm_open()
@@ -44,7 +48,8 @@ local function random_value(w, objs)
    if k == 6 then return nil end
    if k == 7 then return { read = math.random(2) == 1, write = true, offset = pick(EDGE),
                            region = math.random(0, 9), size = pick(EDGE), gpa = pick(EDGE),
-                           readonly = true, timeout = 0.001 } end
+                           readonly = true, timeout = 0.001,
+                           fd = math.random(2) == 1 and w.ramfd or nil } end
    if k == 8 then return pick(objs) end
    if k == 9 then return function() return pick(EDGE) end end
    return w.trap
@@ -69,8 +74,8 @@ describe("the vfio.core API under random use", function()
          math.randomseed(0xf022 + seed)
          local w = new_world()
          local objs = {}
-         for _, k in ipairs { "dev", "region", "region2", "cfg", "host", "efd", "buf", "trap",
-                              "backend", "vm", "vcpu", "iommufd" } do
+         for _, k in ipairs { "dev", "region", "region2", "cfg", "host", "port", "efd", "buf", "trap",
+                              "backend", "vm", "vcpu", "iommufd", "ramfd" } do
             if w[k] then objs[#objs + 1] = w[k] end
          end
          local calls, errors = 0, 0

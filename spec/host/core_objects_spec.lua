@@ -444,6 +444,55 @@ describe("vfio.core DMA memory and its IOMMU mappings", function()
       assert.are.same({ 0, 0, false }, { core._dma_uses(keep) })
    end)
 
+   it("lists what a container records as mapped (mappings), by unsigned IOVA, none once closed", function()
+      local c = assert(core.container("/dev/null"))
+      assert.are.same({}, c:mappings())
+      local small, big = core.dmabuf(4096), core.dmabuf(8192)
+      core._dma_record(c, big, 0x300000)
+      core._dma_record(c, small, 0x100000)
+      core._dma_record(c, small, 0x8000000000000000)   -- the top bit set: sorted last
+      assert.are.same({ { iova = 0x100000, size = 4096, source = "buffer" },
+                        { iova = 0x300000, size = 8192, source = "buffer" },
+                        { iova = math.mininteger, size = 4096, source = "buffer" } }, c:mappings())
+      -- an unmap the kernel does not confirm (no IOMMU behind /dev/null) forgets nothing
+      assert.is_nil((c:unmap_dma(0x100000, 4096)))
+      assert.are.equal(3, #c:mappings())
+      c:close()
+      assert.are.same({}, c:mappings())
+      assert.are.same({ 0, 0, true }, { core._dma_uses(small) })
+      assert.are.same({ 0, 0, true }, { core._dma_uses(big) })
+      small:close()
+      big:close()
+   end)
+
+   it("counts the IOMMU mappings of each RAM slot (vm:memory's dma) and lists handled ranges #kvm", function()
+      local vm, why = kvmhost.vm()
+      if not vm then pending(why) return end
+      local slot = assert(vm:add_ram(0x100000, 0x10000))
+      assert.are.same({ { slot = slot, gpa = 0x100000, size = 0x10000, ram = true, readonly = false,
+                          shared = false, dma = 0 } }, vm:memory())
+      local c = assert(core.container("/dev/null"))
+      core._dma_record(c, vm, 0x100000, { gpa = 0x100000, size = 0x4000 })
+      core._dma_record(c, vm, 0x200000, { gpa = 0x108000, size = 0x2000 })
+      assert.are.equal(2, vm:memory()[1].dma)
+      assert.are.same({ { iova = 0x100000, size = 0x4000, source = "vm" },
+                        { iova = 0x200000, size = 0x2000, source = "vm" } }, c:mappings())
+      c:close()
+      assert.are.equal(0, vm:memory()[1].dma)
+      -- handled ranges: as added, gone once removed
+      assert.are.same({}, vm:ranges())
+      local host = core.pcihost()
+      local id1 = assert(vm:add_range("mmio", 0x200000, 0x1000, host))
+      local id2 = assert(vm:add_range("pio", 0xcf8, 8, host))
+      local list = vm:ranges()
+      table.sort(list, function(a, b) return a.id < b.id end)
+      assert.are.same({ { id = id1, space = "mmio", base = 0x200000, size = 0x1000 },
+                        { id = id2, space = "pio", base = 0xcf8, size = 8 } }, list)
+      assert(vm:remove_range(id1))
+      assert.are.same({ { id = id2, space = "pio", base = 0xcf8, size = 8 } }, vm:ranges())
+      vm:close()
+   end)
+
    it("refuses to unmap or close guest RAM a container maps #kvm", function()
       local vm, why = kvmhost.vm()
       if not vm then pending(why) return end

@@ -12,7 +12,7 @@ local function quote(word)
    return "'" .. word:gsub("'", "'\\''") .. "'"
 end
 
-describe("lab/run #noasan", function()
+describe("lab/run #noasan #labboot", function()
    it("rejects an unknown device model before booting", function()
       local code, out = run("lab/run --device no-such-model -- true")
       assert.are.equal(125, code)
@@ -53,22 +53,71 @@ describe("lab/run #noasan", function()
       assert.matches("%-%-no%-iommu needs %-%-kernel 6%.12", out)
    end)
 
+   -- One boot answers the checks of an ordinary run (each boot costs about 10 s under
+   -- TCG): exit status and output, every argument, the host's /tmp, the kernel it names,
+   -- and the devices it adds and publishes.
+   local WORDS = { "plain", "two words", "new\nline", "", "'single'", '"double"', "$HOME",
+      "a;b", "*", "back\\slash", "tab\there", "-n", "\u{e9}t\u{e9}", "" }
+   local shared
+   local function ordinary_run()
+      if shared then return shared end
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w")); f:write("made on the host\n"); f:close()
+      -- the guest prints each argument it got in hex, one per line: <hex>
+      local script = [[
+         for a in "$@"; do printf '<%s>\n' "$(printf %s "$a" | od -An -tx1 -v | tr -d ' \n')"; done
+         echo from-the-guest; pwd
+         echo "kernel=$LUAVFIO_LAB_KERNEL"; uname -r
+         cat $LUAVFIO_LAB_DEVICES
+         cat ]] .. path .. [[ && echo guest > ]] .. path .. [[.guest && cat ]] .. path .. [[.guest
+         exit 7]]
+      local cmd = { "lab/run --no-defaults --device ivshmem-plain,memdev=labmem",
+         "--qemu '-object memory-backend-ram,id=labmem,size=64M' --port-device rtl8139",
+         "-- bash -c", quote(script), "argv0" }
+      for _, w in ipairs(WORDS) do cmd[#cmd + 1] = quote(w) end
+      local code, out = run(table.concat(cmd, " "))
+      shared = { code = code, out = out, path = path,
+                 guest_write_reached_host = io.open(path .. ".guest") ~= nil }
+      os.remove(path)
+      os.remove(path .. ".guest")
+      return shared
+   end
+
    it("returns COMMAND's exit status and streams its output", function()
-      local code, out = run("lab/run --no-defaults -- sh -c 'echo from-the-guest; pwd; exit 7'")
-      assert.are.equal(7, code)
-      assert.matches("from%-the%-guest", out)
+      local r = ordinary_run()
+      assert.are.equal(7, r.code, r.out)
+      assert.matches("from%-the%-guest", r.out)
       local here = io.popen("pwd"):read("l")
-      assert.matches(here, out, 1, true)
+      assert.matches(here, r.out, 1, true)
+   end)
+
+   it("passes every argument of COMMAND unchanged", function()
+      local r = ordinary_run()
+      local got = {}
+      for hex in r.out:gmatch("<(%x*)>") do
+         got[#got + 1] = hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+      end
+      assert.are.same(WORDS, got)
    end)
 
    it("adds devices with --device, --port-device and raw --qemu arguments, and publishes them", function()
-      local code, out = run("lab/run --no-defaults --device ivshmem-plain,memdev=labmem " ..
-         "--qemu '-object memory-backend-ram,id=labmem,size=64M' --port-device rtl8139 " ..
-         "-- sh -c 'cat $LUAVFIO_LAB_DEVICES'")
-      assert.are.equal(0, code, out)
-      assert.matches("0000:00:02%.0 1af4:1110 050000 %d+ ivshmem%-plain\n", out)
+      local r = ordinary_run()
+      assert.matches("0000:00:02%.0 1af4:1110 050000 %d+ ivshmem%-plain\n", r.out)
       -- rtl8139 sits behind its root port (slot 3), so on a secondary bus
-      assert.matches("0000:0[1-9]:00%.0 10ec:8139 020000 %d+ rtl8139\n", out)
+      assert.matches("0000:0[1-9]:00%.0 10ec:8139 020000 %d+ rtl8139\n", r.out)
+   end)
+
+   it("shows the host's /tmp inside, and keeps the guest's writes there", function()
+      local r = ordinary_run()
+      assert.matches("made on the host\nguest\n", r.out)
+      assert.is_false(r.guest_write_reached_host, "a guest write reached the host's /tmp")
+   end)
+
+   it("says which kernel and QEMU it boots, and tells COMMAND the kernel", function()
+      local r = ordinary_run()
+      local kver = r.out:match("lab: kernel (%S+) %(Debian [^)]+%), QEMU emulator version")
+      assert.is_not_nil(kver, r.out)
+      assert.matches("kernel=" .. kver:gsub("%p", "%%%0") .. "\n" .. kver:gsub("%p", "%%%0") .. "\n", r.out)
    end)
 
    it("reports a guest kernel panic with a non-zero exit", function()
@@ -83,42 +132,6 @@ describe("lab/run #noasan", function()
       assert.are.equal(124, code)
       assert.matches("timed out after 4s", out)
       assert.is_true(os.time() - t0 < 30)
-   end)
-
-   it("passes every argument of COMMAND unchanged", function()
-      local words = { "plain", "two words", "new\nline", "", "'single'", '"double"', "$HOME",
-         "a;b", "*", "back\\slash", "tab\there", "-n", "\u{e9}t\u{e9}", "" }
-      -- the guest prints each argument it got in hex, one per line: <hex>
-      local cmd = { "lab/run --no-defaults -- bash -c", quote([[
-         for a in "$@"; do printf '<%s>\n' "$(printf %s "$a" | od -An -tx1 -v | tr -d ' \n')"; done]]),
-         "argv0" }
-      for _, w in ipairs(words) do cmd[#cmd + 1] = quote(w) end
-      local code, out = run(table.concat(cmd, " "))
-      assert.are.equal(0, code, out)
-      local got = {}
-      for hex in out:gmatch("<(%x*)>") do
-         got[#got + 1] = hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
-      end
-      assert.are.same(words, got)
-   end)
-
-   it("shows the host's /tmp inside, and keeps the guest's writes there", function()
-      local path = os.tmpname()
-      local f = assert(io.open(path, "w")); f:write("made on the host\n"); f:close()
-      local code, out = run("lab/run --no-defaults -- sh -c " ..
-         quote("cat " .. path .. " && echo guest > " .. path .. ".guest && cat " .. path .. ".guest"))
-      assert.are.equal(0, code, out)
-      assert.matches("made on the host\nguest\n", out)
-      assert.is_nil(io.open(path .. ".guest"), "a guest write reached the host's /tmp")
-      os.remove(path)
-   end)
-
-   it("says which kernel and QEMU it boots, and tells COMMAND the kernel", function()
-      local code, out = run("lab/run --no-defaults -- sh -c 'echo \"kernel=$LUAVFIO_LAB_KERNEL\"; uname -r'")
-      assert.are.equal(0, code, out)
-      local kver = out:match("lab: kernel (%S+) %(Debian [^)]+%), QEMU emulator version")
-      assert.is_not_nil(kver, out)
-      assert.matches("kernel=" .. kver:gsub("%p", "%%%0") .. "\n" .. kver:gsub("%p", "%%%0") .. "\n", out)
    end)
 
    it("fails the lab (125) within a minute when the guest stops making progress", function()

@@ -16,7 +16,7 @@ local function wait_for(session, pattern, seconds)
    error(("timed out waiting for %q; screen:\n%s"):format(pattern, screen))
 end
 
-describe("lab/run --interactive #noasan", function()
+describe("lab/run --interactive #noasan #labboot", function()
    local session = "luavfio-spec-" .. os.time()
    after_each(function() os.execute("tmux kill-session -t " .. session .. " 2>/dev/null") end)
 

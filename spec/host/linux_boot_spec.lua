@@ -96,16 +96,16 @@ describe("vfio.vmm.linux: the boot protocol loader", function()
       assert.are.equal(0, f("I4", 0x0c0))                        -- ext_ramdisk_image
       assert.are.equal(0, f("I4", 0x0c4))                        -- ext_ramdisk_size
       assert.are.equal(0, f("I4", 0x0c8))                        -- ext_cmd_line_ptr
-      -- e820: low RAM, the EBDA/BIOS hole, RAM from 1 MiB, KVM's TSS pages
+      -- e820: low RAM, the EBDA/BIOS hole, RAM from 1 MiB, ECAM, KVM's TSS pages
       local n = f("B", 0x1e8)
-      assert.are.equal(4, n)
+      assert.are.equal(5, n)
       local e = {}
       for i = 0, n - 1 do
          local addr, size, typ = string.unpack("<I8I8I4", bp, 0x2d0 + 20 * i + 1)
          e[#e + 1] = { addr, size, typ }
       end
       assert.are.same({ { 0, 0x9fc00, 1 }, { 0x9fc00, 0x60400, 2 }, { 0x100000, ram - 0x100000, 1 },
-                        { 0xfffbc000, 0x4000, 2 } }, e)
+                        { 0xb0000000, 17 << 20, 2 }, { 0xfffbc000, 0x4000, 2 } }, e)
       -- the boot GDT: flat code at 0x10, flat data at 0x18
       assert.are.equal(31, info.gdt_limit)
       assert.are.equal(string.pack("<I8I8", 0x00cf9b000000ffff, 0x00cf93000000ffff), mem:get(info.gdt_base + 16, 16))

@@ -82,6 +82,29 @@ describe("vfio.vmm.multiboot", function()
       assert.are.same({ 0, 0x9fc00, 1, 0x100000, 7 << 20, 1 }, { base1, len1, type1, base2, len2, type2 })
    end)
 
+   it("maps RAM past the hole from 4 GiB in the memory map; mem_upper stops at the hole", function()
+      local map = require "vfio.vmm.address_map"
+      local function mmap_of(ram_size, below)
+         local mem = memory(8 << 20)
+         local _, info = assert(multiboot.load(mem, image, { ram_size = ram_size, ram_below_4g = below }))
+         local upper = string.unpack("<I4", mem:get(info + 8, 4))
+         local mlen, maddr = string.unpack("<I4I4", mem:get(info + 44, 8))
+         local out = {}
+         for off = 0, mlen - 1, 24 do
+            local _, base, len, typ = string.unpack("<I4I8I8I4", mem:get(maddr + off, 24))
+            out[#out + 1] = { base, len, typ }
+         end
+         return out, upper
+      end
+      local m, upper = mmap_of(6 << 30)
+      assert.are.same({ { 0, 0x9fc00, 1 }, { 0x100000, map.HOLE_START - 0x100000, 1 },
+                        { 1 << 32, (6 << 30) - map.HOLE_START, 1 } }, m)
+      assert.are.equal((map.HOLE_START - 0x100000) // 1024, upper)
+      m, upper = mmap_of(16 << 20, 8 << 20)
+      assert.are.same({ { 0, 0x9fc00, 1 }, { 0x100000, 7 << 20, 1 }, { 1 << 32, 8 << 20, 1 } }, m)
+      assert.are.equal(7 * 1024, upper)
+   end)
+
    it("refuses images that are not multiboot", function()
       local img, err = multiboot.parse(("\0"):rep(10000))
       assert.is_nil(img)

@@ -68,13 +68,18 @@ describe("vfio.vmm.layout.split_bar", function()
 end)
 
 describe("passthrough.lua before a VM exists", function()
-   it("refuses guest RAM that would cover the ECAM window, as a usage error", function()
-      local out, code = sh("lua5.4 passthrough.lua --plan --mem 3000 --device spec/fixtures/edu.lua")
-      assert.are.equal(64, code)
-      assert.matches("%-%-mem 3000: guest RAM of 3000 MiB: it must be 2 to 2816 MiB %(above, it would cover the ECAM"
-         .. " window at 0xb0000000%)", out)
-      out, code = sh("lua5.4 passthrough.lua --plan --mem 2816 --device spec/fixtures/edu.lua")
+   it("lays out RAM past the hole from 4 GiB up, and refuses more than the address map holds", function()
+      local out, code = sh("lua5.4 passthrough.lua --plan --mem 6G --device spec/fixtures/edu.lua")
       assert.are.equal(0, code, out)
+      assert.matches("guest RAM 6144 MiB %(anonymous%) at 0x0%.%.0xafffffff and 0x100000000%.%.0x1cfffffff, "
+         .. "mapped for device DMA at IOVA == GPA", out)
+      out, code = sh("lua5.4 passthrough.lua --plan --mem 2816 --device spec/fixtures/edu.lua --mem-backing memfd")
+      assert.are.equal(0, code, out)
+      assert.matches("guest RAM 2816 MiB %(memfd%) at 0x0%.%.0xafffffff,", out)
+      out, code = sh("lua5.4 passthrough.lua --plan --mem 800G --device spec/fixtures/edu.lua")
+      assert.are.equal(64, code)
+      assert.matches("%-%-mem 800G: guest RAM of 819200 MiB: it must be 2 to 785152 MiB %(RAM past the hole at "
+         .. "0xb0000000 continues at 4 GiB and ends by 768 GiB, below the 64%-bit BAR window%)", out)
    end)
 
    it("--plan lays out a recorded edu: BAR address, mapped and trapped parts, IRQs, quirks", function()
@@ -180,11 +185,17 @@ describe("passthrough.lua's options", function()
       usage_error("--device 00:03.0 --timeout", "%-%-timeout: expected a number of seconds, got nothing")
       usage_error("--device 00:03.0 --timeout soon", "%-%-timeout: expected a number of seconds, got 'soon'")
       usage_error("--device 00:03.0 --timeout=-1", "%-%-timeout: expected a number of seconds, got '%-1'")
-      local size = "%-%-mem: expected a size in MiB or with a suffix %(512M, 1G%), got "
+      usage_error("--device 00:03.0 --timeout 0", "%-%-timeout 0: a run limit must be more than 0 seconds; "
+         .. "leave %-%-timeout out for no limit")
+      usage_error("--device 00:03.0 --mem-backing shm", "%-%-mem%-backing must be one of 'anonymous', 'memfd', "
+         .. "'hugetlbfs'")
+      usage_error("--device 00:03.0 --mem-backing memfd --hugepages",
+         "%-%-hugepages puts guest RAM on huge pages: it cannot go with %-%-mem%-backing memfd")
+      local size = "%-%-mem: expected a size in MiB or with a suffix %(512M, 6G%), got "
       usage_error("--device 00:03.0 --mem lots", size .. "'lots'")
       usage_error("--device 00:03.0 --mem 100K", size .. "'100K'")
-      usage_error("--device 00:03.0 --mem 1", "%-%-mem 1: guest RAM of 1 MiB: it must be 2 to 2816 MiB")
-      usage_error("--device 00:03.0 --mem=3G", "%-%-mem 3G: guest RAM of 3072 MiB")
+      usage_error("--device 00:03.0 --mem 1", "%-%-mem 1: guest RAM of 1 MiB: it must be 2 to 785152 MiB")
+      usage_error("--device 00:03.0 --mem=1T", "%-%-mem 1T: guest RAM of 1048576 MiB")
       usage_error("--device 00:03.0 --decompress maybe", "%-%-decompress: expected host or guest, got 'maybe'")
       usage_error("--device 00:03.0 --halt-poll-us 1.5",
          "%-%-halt%-poll%-us: expected a whole number of microseconds, got '1%.5'")
@@ -276,11 +287,51 @@ describe("per-device options (--device BDF,no-mmap=on,quirk=NAME)", function()
          assert.matches(want, err)
       end
       refused("00:03.0,foo=1",
-         "^%-%-device 00:03%.0,foo=1: unknown device option 'foo=1' %(known: no%-mmap=on|off, quirk=NAME%)")
+         "^%-%-device 00:03%.0,foo=1: unknown device option 'foo=1' %(known: no%-mmap=on|off, quirk=NAME, "
+         .. "port=on|off%)")
+      refused("00:03.0,port=maybe", "^%-%-device 00:03%.0,port=maybe: port takes on or off, got 'maybe'")
       refused("00:03.0,no-mmap=maybe",
          "^%-%-device 00:03%.0,no%-mmap=maybe: no%-mmap takes on or off, got 'maybe'")
       refused("00:03.0,quirk=", "quirk= needs a quirk name or none")
       refused(",no-mmap=on", "^%-%-device: expected a PCI address")
+   end)
+
+   it("port=on seats a device behind a root port of its own; --hotplug-slots adds empty ones", function()
+      local o = assert(cli.parse({ "--device", "00:03.0,port=on", "--device", "00:04.0,port",
+                                   "--device", "00:05.0,port=off", "--hotplug-slots", "2" }, how))
+      assert.are.same({ true, true }, { o.devices[1].port, o.devices[2].port })
+      assert.is_nil(o.devices[3].port)
+      assert.are.equal(2, o.hotplug_slots)
+      local bad, err = cli.parse({ "--device", "00:03.0", "--hotplug-slots", "17" }, how)
+      assert.is_nil(bad)
+      assert.matches("^%-%-hotplug%-slots 17: 0 to 16", err)
+      local out, code = sh("lua5.4 passthrough.lua --plan --device spec/fixtures/nvme.lua "
+         .. "--device spec/fixtures/e1000e.lua,port=on --hotplug-slots 1")
+      assert.are.equal(0, code, out)
+      assert.matches("root port 00:10%.0 %(slot 1, bus 1%): empty", out)
+      assert.matches("root port 00:11%.0 %(slot 2, bus 2%): on", out)
+      assert.matches("device spec/fixtures/nvme%.lua [^\n]*%-> guest 00:04%.0\n", out)
+      assert.matches("device spec/fixtures/e1000e%.lua [^\n]*%-> guest 02:00%.0 %(behind root port 00:11%.0%)", out)
+   end)
+
+   it("--device may be left out only for a board of hot-plug slots the control socket fills", function()
+      local o = assert(cli.parse({ "--kernel", "bz", "--hotplug-slots", "2", "--control", "/tmp/x.sock" }, how))
+      assert.are.same({}, o.devices)
+      assert.are.equal(2, o.hotplug_slots)
+      for _, argv in ipairs {
+         { "--kernel", "bz", "--hotplug-slots", "2" },                    -- nothing could fill them
+         { "--kernel", "bz", "--hotplug-slots", "0", "--control", "/tmp/x.sock" },
+         { "--kernel", "bz", "--control", "/tmp/x.sock" } } do
+         local bad, err = cli.parse(argv, how)
+         assert.is_nil(bad, table.concat(argv, " "))
+         assert.matches("^%-%-device is needed: which device to pass through %(none at boot only with "
+            .. "%-%-hotplug%-slots N and %-%-control PATH", err)
+      end
+      -- --plan shows such a board: its empty ports and nothing else
+      local out, code = sh("lua5.4 passthrough.lua --plan --hotplug-slots 2")
+      assert.are.equal(0, code, out)
+      assert.matches("^root port 00:10%.0 %(slot 1, bus 1%): empty[^\n]*\nroot port 00:11%.0 %(slot 2, bus 2%): "
+         .. "empty[^\n]*\n$", out)
    end)
 
    it("apply to that device only: --plan shows one device trapped, the other mapped", function()

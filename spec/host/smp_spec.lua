@@ -12,7 +12,7 @@ local kvmhost = require "support.kvm"
 describe("smp.c's hand-off (tests/smp_harness, fake vCPUs)", function()
    local harness = (os.getenv("LUAVFIO_BUILD") or "build") .. "/tests/smp_harness"
    for _, seed in ipairs { 1, 2, 3 } do
-      it("loses no exit across 3000 run slices ended every way, seed " .. seed, function()
+      it("loses no exit across 3000 run slices ended every way (a wake fd too), seed " .. seed, function()
          local p = assert(io.popen(("%s 3000 %d 2>&1"):format(harness, seed)))
          local out = p:read("a")
          local ok = p:close()
@@ -20,10 +20,11 @@ describe("smp.c's hand-off (tests/smp_harness, fake vCPUs)", function()
          assert.matches("^ok: 3000 slices", out)
          -- the slices ended every way a run ends (a thread that could not be made
          -- too), and exits taken as a run ended reached the next run first
-         local t, x, f, c = out:match("%((%d+) timeouts, (%d+) halts or stops, (%d+) handlers "
-                                      .. "returning false, (%d+) thread%-creation failures")
+         local t, x, f, c, w = out:match("%((%d+) timeouts, (%d+) halts or stops, (%d+) handlers "
+                                         .. "returning false, (%d+) thread%-creation failures, "
+                                         .. "(%d+) wakes")
          assert.is_true(tonumber(t) > 0 and tonumber(x) > 0 and tonumber(f) > 0
-                        and tonumber(c) > 0, out)
+                        and tonumber(c) > 0 and tonumber(w) > 0, out)
          assert.is_true(tonumber(out:match("(%d+) delivered first on the next run")) > 0, out)
       end)
    end

@@ -19,7 +19,7 @@ describe("vfio.vmm.vm.create", function()
 
    it("checks the memory size", function()
       assert.has_error(function() machine.create { mem_mib = 1 } end)
-      assert.has_error(function() machine.create { mem_mib = 4096 } end)
+      assert.has_error(function() machine.create { mem_mib = (machine.RAM_LIMIT >> 20) + 1 } end)
       assert.has_error(function() machine.create { mem_mib = 1.5 } end)
    end)
 end)

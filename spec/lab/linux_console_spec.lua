@@ -37,7 +37,7 @@ local function wait_prompt()
       lab_dmesg(), tostring(err)), 0)
 end
 
-describe("the Linux guest's console on a terminal", function()
+describe("the Linux guest's console on a terminal #onekernel", function()
    after_each(function() term:kill() end)
 
    it("takes typed lines to the guest and its answers back, and powers off", function()
@@ -80,7 +80,7 @@ describe("the Linux guest's console on a terminal", function()
    end)
 end)
 
-describe("the Linux guest without a terminal", function()
+describe("the Linux guest without a terminal #onekernel", function()
    it("tears the VM down on SIGINT, and the device is usable again", function()
       local sh = require("support.shell").run
       local guest = require "support.linux_guest"

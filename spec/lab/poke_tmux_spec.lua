@@ -41,7 +41,7 @@ local function start(cmd)
    return home
 end
 
-describe("vfio-poke through tmux", function()
+describe("vfio-poke through tmux #onekernel", function()
    after_each(function() term:kill() end)
 
    it("opens edu, completes a method, reads the id register, sees an MSI", function()

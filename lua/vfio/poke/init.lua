@@ -537,7 +537,41 @@ function M.open(bdf)
    local d = setmetatable({ dev = dev, bdf = bdf, config = config, vendor = v,
       device = config:read16(2) }, DevMT)
    d.name = pciids.device_label(d.vendor, d.device)
+   -- Listen to what the host says about it (M.host_notices, before each prompt); a device
+   -- without these interrupts (an mdev, a conventional PCI function's error one) is fine.
+   if dev.notifier then
+      pcall(dev.notifier, dev, "request")
+      pcall(dev.notifier, dev, "error")
+   end
+   M.opened[d] = true
    return d
+end
+
+--- The devices open() opened and not yet collected (weak keys).
+M.opened = setmetatable({}, { __mode = "k" })
+
+--- What the host said about the devices open() opened since the last call: one line
+-- each, ready to print (the REPL prints them before its prompt).
+-- @tparam[opt] table opened the device wrappers (default: every one open() made)
+-- @treturn {string,...} the notices, by address
+function M.host_notices(opened)
+   local lines = {}
+   for d in pairs(opened or M.opened) do
+      local dev = d.dev
+      if dev and not dev.closed and dev.notices then
+         local n = dev:notices()
+         if n.request then
+            lines[#lines + 1] = fmt("poke: the host wants %s back (a driver unbind is waiting "
+               .. "for it): close it (its :close()) to let it go", d.bdf)
+         end
+         if n.error then
+            lines[#lines + 1] = fmt("poke: the host reports an uncorrectable error on %s (AER): "
+               .. "what it does now is unknown; the host's kernel log says more", d.bdf)
+         end
+      end
+   end
+   table.sort(lines)
+   return lines
 end
 
 ---------------------------------------------------------------- the REPL
@@ -557,6 +591,8 @@ luavfio poke: explore PCI devices. Tab completes names and methods.
     i = d:irq("msi")        route MSI to an eventfd; i:wait(1) -> count
     b = d:dma(4096)         DMA buffer mapped at b.iova; b:read/b:write/b:hexdump
     d:cfg().command:set(4)  config header registers by name (here: Bus Master on)
+    d:notices()             what the host said: {request = n} (it wants d back: the
+                            prompt says so too; d:close() lets its unbind finish)
   hexdump(s), decode, regs, pci, pciids, vfio   modules
 Printing and completing only read; writes happen only when you call a write.
 Ctrl-C stops a running evaluation; Ctrl-U clears the line; Ctrl-D quits.]]
@@ -778,6 +814,8 @@ function M.repl(opts)
       out("luavfio poke — help() for commands, Tab completes, Ctrl-D quits\n")
    end
    while true do
+      -- a request or error notice of an open device, between prompts (readline blocks)
+      for _, note in ipairs(M.host_notices()) do out(note .. "\n") end
       local line = readline(s.pending and "....> " or "poke> ")
       if line == nil then break end
       s:feed(line)

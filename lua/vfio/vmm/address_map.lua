@@ -9,13 +9,19 @@
 --               information, the kernel command line (what a loader leaves for the guest)
 --   0x9fc00     the EBDA and the BIOS area up to 1 MiB: reserved, the MP table in it
 --   1 MiB       RAM on, the kernel (or a multiboot image) at its start
---   HOLE_START  the hole below 4 GiB, no RAM: ECAM, the 32-bit BAR window, the IOAPIC,
---               the LAPIC, the pages KVM keeps for itself
---   4 GiB       RAM above the hole (ram_ranges: the part of a RAM size past HOLE_START)
---   512 GiB     the 64-bit BAR window, to 1 TiB
+--   HOLE_START  the hole below 4 GiB, no RAM: ECAM (bus 0 and the root ports' secondary
+--               buses, reserved in the e820 map), the 32-bit BAR window, the IOAPIC, the
+--               LAPIC, the pages KVM keeps for itself
+--   4 GiB       RAM above the hole: the part of a RAM size past HOLE_START (ram_ranges)
+--   RAM's end   the 64-bit BAR window, from the next GiB boundary (mmio64_window), 256 GiB
 --
--- Today's VMM keeps all RAM below the hole (vfio.vmm.vm and vfio.vmm.board refuse more);
--- ram_ranges already says where the rest would go.
+-- A guest's RAM is thus one range or two, and the e820 map, the multiboot memory map, the
+-- VM's slots and the IOMMU's DMA mappings are all made from ram_ranges. Everything a loader
+-- writes (the kernel, the initrd, boot_params) stays below the hole (low_ram_end). RAM may
+-- end up to RAM_END_MAX, which leaves the 64-bit window inside a 40-bit guest physical
+-- address width; the board narrows the BAR windows further to what the IOMMU can address
+-- (its usable IOVA ranges), and the host's memory, the memlock limit and huge pages set
+-- their own limits, each explained where it is met (vfio.vmm.ram).
 -- @module vfio.vmm.address_map
 local M = {}
 
@@ -47,8 +53,13 @@ M.HIMEM_START = 0x100000         -- 1 MiB: RAM above the legacy area; a kernel t
 -- ---- the hole below 4 GiB: no RAM, the devices' windows ----
 M.FIRST_ADDR_PAST_32BITS = 1 << 32 -- 4 GiB: the end of what 32-bit fields can name
 M.HOLE_START = 0xb0000000        -- RAM below 4 GiB ends here, where ECAM begins
-M.ECAM_START = 0xb0000000        -- the host bridge's ECAM window (bus 0), below the BAR window
-M.ECAM_SIZE = 1 * MiB            -- one bus: 32 devices x 8 functions x 4 KiB
+M.ECAM_START = 0xb0000000        -- the host bridge's ECAM window, below the BAR window
+M.ECAM_BUS_SIZE = 1 * MiB        -- ECAM per bus: 32 devices x 8 functions x 4 KiB
+M.ECAM_BUSES = 1 + (32 - 0x10)   -- bus 0 and a secondary bus per PCIe root port: the ports
+                                 -- take bus 0's slots 0x10-0x1f (vfio.vmm.hotplug.FIRST_SLOT),
+                                 -- the board numbers their buses 1 to 16; the hole up to
+                                 -- MMIO32_START has room for all 256 buses
+M.ECAM_SIZE = M.ECAM_BUSES * M.ECAM_BUS_SIZE -- bus b's functions at ECAM_START + (b << 20)
 M.MMIO32_START = 0xc0000000      -- BARs below 4 GiB (32-bit BARs, the ROM, small 64-bit ones)
 M.MMIO32_SIZE = 0xfec00000 - 0xc0000000 -- up to the IOAPIC
 M.IOAPIC_START = 0xfec00000      -- the in-kernel IOAPIC's registers (KVM's fixed address)
@@ -62,9 +73,14 @@ M.KVM_SYSTEM_PAGES_START = M.KVM_IDENTITY_MAP_START -- the two together, reserve
 M.KVM_SYSTEM_PAGES_SIZE = 0x4000
 
 -- ---- above 4 GiB ----
-M.RAM_HIGH_START = M.FIRST_ADDR_PAST_32BITS -- RAM past HOLE_START continues here (next issue)
-M.MMIO64_START = 512 * GiB       -- 64-bit BARs (prefetchable or large), far above any RAM
-M.MMIO64_SIZE = 512 * GiB        -- to 1 TiB, inside a 40-bit physical address width
+M.RAM_HIGH_START = M.FIRST_ADDR_PAST_32BITS -- RAM past HOLE_START continues here
+M.MMIO64_START = M.FIRST_ADDR_PAST_32BITS -- the lowest the 64-bit BAR window starts (RAM all
+                                 -- below the hole); it starts above RAM's end (mmio64_window)
+M.MMIO64_ALIGN = 1 * GiB         -- the window starts on a GiB boundary past RAM's end
+M.MMIO64_SIZE = 256 * GiB        -- 64-bit BARs (prefetchable or large)
+M.RAM_END_MAX = (1 << 40) - M.MMIO64_SIZE -- RAM ends at or below this: RAM and the window
+                                 -- above it stay inside a 40-bit guest physical width
+M.RAM_SIZE_MAX = M.RAM_END_MAX - (M.RAM_HIGH_START - M.HOLE_START) -- the RAM that reaches it
 
 -- ---- I/O ports ----
 M.IO_PORT_START = 0xc000         -- I/O BARs: above the legacy ISA and PC ports
@@ -72,26 +88,70 @@ M.IO_PORT_SIZE = 0x4000          -- to 0xffff
 
 ---
 -- The guest-physical RAM ranges of a guest with `size` bytes of RAM: [0, HOLE_START) holds
--- what fits below the hole, the rest starts at 4 GiB.
+-- what fits below the hole, the rest starts at 4 GiB. `below` puts less below the hole
+-- (as QEMU's max-ram-below-4g): a guest with little RAM can still have some above 4 GiB.
 -- @tparam integer size bytes of guest RAM (at least 0)
+-- @tparam[opt=HOLE_START] integer below the most RAM below the hole (1 MiB to HOLE_START)
 -- @treturn {table,...} `{start =, size =}` each, lowest first: one range, or two when
--- `size` passes HOLE_START
-function M.ram_ranges(size)
+-- `size` passes HOLE_START (or `below`)
+function M.ram_ranges(size, below)
    if math.type(size) ~= "integer" or size < 0 then
       error(("RAM size must be a non-negative integer, got %s"):format(tostring(size)), 2)
    end
-   local low = math.min(size, M.HOLE_START)
+   below = below or M.HOLE_START
+   if math.type(below) ~= "integer" or below < M.HIMEM_START or below > M.HOLE_START then
+      error(("RAM below 4 GiB must be an integer in [%#x, %#x], got %s"):format(M.HIMEM_START,
+         M.HOLE_START, tostring(below)), 2)
+   end
+   local low = math.min(size, below)
    local ranges = { { start = M.RAM_START, size = low } }
    if size > low then ranges[2] = { start = M.RAM_HIGH_START, size = size - low } end
    return ranges
 end
 
 ---
+-- Where guest RAM of `size` bytes ends: the address past its highest byte.
+-- @tparam integer size bytes of guest RAM
+-- @tparam[opt] integer below as for ram_ranges
+-- @treturn integer the end address
+function M.ram_end(size, below)
+   local r = M.ram_ranges(size, below)
+   return r[#r].start + r[#r].size
+end
+
+---
+-- Where RAM below the hole ends, for what a loader must put below 4 GiB (a kernel, an
+-- initrd, boot information): the whole of a small RAM, else HOLE_START (or `below`).
+-- @tparam integer size bytes of guest RAM
+-- @tparam[opt] integer below as for ram_ranges
+-- @treturn integer the end address of the low range
+function M.low_ram_end(size, below)
+   return M.ram_ranges(size, below)[1].size
+end
+
+---
+-- The 64-bit BAR window of a guest with `size` bytes of RAM: from the first GiB boundary
+-- at or above both 4 GiB and RAM's end, MMIO64_SIZE long.
+-- @tparam integer size bytes of guest RAM
+-- @tparam[opt] integer below as for ram_ranges
+-- @treturn integer the window's start
+-- @treturn integer its size
+function M.mmio64_window(size, below)
+   local e = math.max(M.ram_end(size, below), M.MMIO64_START)
+   return (e + M.MMIO64_ALIGN - 1) & ~(M.MMIO64_ALIGN - 1), M.MMIO64_SIZE
+end
+
+---
 -- The regions above as a list, for checks and listings: `{name =, start =, size =,
 -- boot = "linux" | "multiboot" | nil}` (boot: only that guest kind uses it; nil: every
--- guest), the MMIO and port windows with `space = "io"` for the port window.
+-- guest), the MMIO and port windows with `space = "io"` for the port window. With
+-- `ram_size`, RAM's ranges ("ram", "ram high") are listed too and the 64-bit window sits
+-- above them; without, the window is where it sits over RAM that all fits below the hole.
+-- @tparam[opt] integer ram_size bytes of guest RAM
+-- @tparam[opt] integer below as for ram_ranges
 -- @treturn {table,...} the regions, by start address
-function M.regions()
+function M.regions(ram_size, below)
+   local mmio64_start, mmio64_size = M.mmio64_window(ram_size or 0, below)
    local list = {
       { name = "gdt", start = M.GDT_START, size = M.GDT_SIZE, boot = "linux" },
       { name = "zero page", start = M.ZERO_PAGE_START, size = M.ZERO_PAGE_SIZE, boot = "linux" },
@@ -107,9 +167,17 @@ function M.regions()
       { name = "lapic", start = M.LAPIC_START, size = M.LAPIC_SIZE },
       { name = "kvm identity map", start = M.KVM_IDENTITY_MAP_START, size = M.PAGE_SIZE },
       { name = "kvm tss", start = M.KVM_TSS_START, size = 3 * M.PAGE_SIZE },
-      { name = "mmio64", start = M.MMIO64_START, size = M.MMIO64_SIZE },
+      { name = "mmio64", start = mmio64_start, size = mmio64_size },
       { name = "io ports", start = M.IO_PORT_START, size = M.IO_PORT_SIZE, space = "io" },
    }
+   if ram_size then
+      local r = M.ram_ranges(ram_size, below)
+      -- low RAM holds the loader's pages: it is listed as what lies from 1 MiB up
+      if r[1].size > M.HIMEM_START then
+         table.insert(list, 7, { name = "ram", start = M.HIMEM_START, size = r[1].size - M.HIMEM_START })
+      end
+      if r[2] then table.insert(list, #list - 1, { name = "ram high", start = r[2].start, size = r[2].size }) end
+   end
    return list
 end
 

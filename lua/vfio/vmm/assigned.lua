@@ -15,6 +15,10 @@
 --   d:connect(vm, router) / d:disconnect()           in and out of a running VM
 --   d:sync(force), d:take_events(), d:apply_layout(), d:lua_access(x)   while it runs
 --   d:describe() -> {id=, lines=}                    for the board's plan
+--   d:status() -> {irq=, quirks=}                    for the control socket's info
+--   d:host_notices(), d:give_back()                  the host wants it back, or saw an
+--                                                    error on it (VFIO's request and
+--                                                    error interrupts)
 --
 -- Guest-driven changes (a BAR moved, decoding toggled, MSI enabled or reprogrammed) come
 -- from the trap core as events: the interrupt mode (vfio.vmm.irq) turns them into
@@ -226,15 +230,77 @@ function AssignedDevice:describe()
 end
 
 ---
+-- What the device is doing now, for the control socket's info: {irq = {mode = "none" |
+-- "intx" | "msi" | "msix", vectors = n, gsis = {GSI of each vector...}, intx_line =},
+-- quirks = {names}}. The mode is the guest's current choice (vfio.vmm.irq's mode).
+function AssignedDevice:status()
+   local w = self.irqs
+   local mode = w and w.mode and w.mode.kind or "none"
+   local gsis = {}
+   for i, v in ipairs(w and w.vectors or {}) do gsis[i] = v.gsi end
+   local quirks = {}
+   for i, q in ipairs(self.pt and self.pt.quirks or {}) do quirks[i] = q end
+   return { irq = { mode = mode, vectors = w and w.mode and w.mode.n or 0, gsis = gsis,
+                    intx_line = self.intx_line }, quirks = quirks }
+end
+
+---
 -- Into a running VM: its interrupts wired on the board's GSI router (INTx, if it has
 -- it, until the guest enables MSI) and its BARs made slots and ranges of `vm` (a
 -- vfio.vm). Returns true or nil, message, errno (what this call did undone).
 function AssignedDevice:connect(vm, router)
    self.vm = vm
+   self:watch_host()
    local ok, err, errno = self:wire_irqs(router)
    if ok then ok, err, errno = self:sync(true) end
    if not ok then self:disconnect() return nil, err, errno end
    return true
+end
+
+---
+-- Listen to what the host says about the device: VFIO's request interrupt (the host
+-- wants it back) and error interrupt (AER), registered once (vfio.open's `notifier`); a
+-- device without one is watched for the other, a recording for neither. Read them
+-- with d:host_notices().
+function AssignedDevice:watch_host()
+   local dev = self.dev
+   if self.watching or type(dev) ~= "table" or not dev.notifier then return end
+   self.watching = true
+   self.notice_fds = {}
+   for _, kind in ipairs { "request", "error" } do
+      local efd, err = dev:notifier(kind)
+      if efd then
+         self.notice_fds[#self.notice_fds + 1] = efd
+      else
+         self:log("host %s notices: %s", kind, tostring(err))
+      end
+   end
+end
+
+---
+-- The eventfds of the host's notices (watch_host), for a run to wake on: a run ends its
+-- slice as soon as the host asks, and host_notices() reads them.
+function AssignedDevice:host_notice_fds()
+   local dev = self.dev
+   if type(dev) ~= "table" or dev.closed then return {} end
+   return self.notice_fds or {}
+end
+
+---
+-- What the host said about the device since the last call: `{request = n, error = n}`
+-- with only the kinds that came (vfio.open's `notices`); empty for a recording.
+function AssignedDevice:host_notices()
+   local dev = self.dev
+   if type(dev) ~= "table" or not dev.notices or dev.closed then return {} end
+   return dev:notices()
+end
+
+---
+-- The host wants the device back: when it is closed (the board's release), close the
+-- VFIO device it was opened from too, whoever opened it, so the host's unbind, which
+-- waits for every fd of the device, can complete.
+function AssignedDevice:give_back()
+   self.giving_back = true
 end
 
 ---
@@ -395,6 +461,10 @@ function AssignedDevice:close()
    self:disconnect()
    self.maps = {}
    if self.pt then self.pt:close() end
+   -- after the trap and its backend, which hold the BAR mappings (they pin the file)
+   if self.giving_back and type(self.dev) == "table" and self.dev.close then
+      self.dev:close()
+   end
 end
 AssignedDevice.__close = AssignedDevice.close
 AssignedDevice.__gc = AssignedDevice.close

@@ -21,6 +21,7 @@
 -- would give a real power-off port, but ACPI on also makes Linux look for its CPUs,
 -- interrupts and PCI roots in ACPI first: more tables to get right for one port.
 -- @module vfio.vmm.boot_linux
+local address_map = require "vfio.vmm.address_map"
 local linux = require "vfio.vmm.linux"
 local vmlinux = require "vfio.vmm.vmlinux"
 local mptable = require "vfio.vmm.mptable"
@@ -87,10 +88,12 @@ local function load_kernel(m, image, opts, cmdline, initrd, known)
    if how ~= "auto" and how ~= "host" and how ~= "guest" then
       error(("decompress must be auto, host or guest, not %s"):format(tostring(how)), 3)
    end
-   local largs = { ram_size = m.ram_size, cmdline = cmdline, initrd = initrd }
+   local largs = { ram_size = m.ram_size, ram_below_4g = m.ram_below_4g, cmdline = cmdline, initrd = initrd }
+   -- a vmlinux's segments go below the hole
+   local low = address_map.low_ram_end(m.ram_size, m.ram_below_4g)
    local vml, err
    if vmlinux.is_elf(image) then
-      vml, err = vmlinux.from_string(image, m.ram_size, opts.kernel)
+      vml, err = vmlinux.from_string(image, low, opts.kernel)
       if not vml then return nil, err end
    elseif how ~= "guest" then
       local hdr, herr = linux.parse(image)
@@ -100,7 +103,7 @@ local function load_kernel(m, image, opts, cmdline, initrd, known)
       if d then
          m.vmlinux = d
          if d.note then m.boot_note = ("the kernel cache is not used: %s"):format(d.note) end
-         vml, err = vmlinux.open(d.path, m.ram_size, d.file)
+         vml, err = vmlinux.open(d.path, low, d.file)
          if not vml then return nil, err end
          largs.image = image
       elseif how == "host" or reason == "corrupt" or reason == "signal" then
@@ -186,6 +189,7 @@ end
 
 -- The verdict from how the run ended and what the console said last.
 local function verdict(exit, tail)
+   if exit.reason == "stopped" then return "stopped", 1 end   -- the VMM's word: exit.why
    local panic = tail:find(M.PANIC, 1, true)
    local power = tail:find(M.POWER_DOWN, 1, true) or tail:find(M.HALTED)
    if power and (not panic or power < panic) then return "poweroff", 0 end
@@ -228,9 +232,13 @@ function M.unclaimed_counter(limit)
 end
 
 ---
--- run(m, {timeout = 60, slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f,
---        on_slice = f(m) called between slices (false ends the run)}) ->
---   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|..., status = 0|1,
+-- run(m, {timeout = 60 (false: no limit), slice = 0.5, trace = f, handler = f, on_stop = f, should_stop = f,
+--        on_slice = f(m) called between slices (false ends the run: "interrupted";
+--        false, why ends it "stopped", with why),
+--        wake = f() -> fds: a slice also ends, and on_slice runs, as soon as one of these
+--        is readable (the control socket: vcpu:run's opts.wake)}) ->
+--   {result = "reboot"|"poweroff"|"panic"|"triple fault"|"timeout"|"stopped"|..., status = 0|1,
+--    why = why the VMM stopped it ("stopped"),
 --    exit = last exit, tail = last console text, output = captured console, ports = {},
 --    where = "vcpu0 rip 0x..., ..." after a timeout,
 --    mmio = {}, unclaimed_more = {pio =, mmio =}}
@@ -242,7 +250,8 @@ function M.run(m, opts)
    local slice = opts.slice or 0.5
    -- one deadline for the whole run, on the monotonic clock (vfio.vmm.vm.now), passed
    -- down to every slice's run call, which ends at the earlier of the slice and it
-   local deadline = vmlib.deadline(opts.timeout or 60)
+   -- (timeout false: none, the run ends only with the guest or should_stop)
+   local deadline = opts.timeout ~= false and vmlib.deadline(opts.timeout or 60) or nil
    local unclaimed = M.unclaimed_counter()
    local first = opts.handler
    local function handler(x)
@@ -258,21 +267,27 @@ function M.run(m, opts)
    end
    local exit, err, errno
    repeat
-      if vmlib.now() >= deadline then exit = { reason = "timeout" } break end
+      if deadline and vmlib.now() >= deadline then exit = { reason = "timeout" } break end
       -- one vCPU runs on this thread; several run a thread each (vm:run_vcpus), and
       -- their exits that need Lua reach this handler one at a time
+      local ropts = { timeout = slice, deadline = deadline, wake = opts.wake and opts.wake() }
       if m.vcpus and #m.vcpus > 1 then
-         exit, err, errno = m.vm:run_vcpus(m.vcpus, handler, { timeout = slice, deadline = deadline })
+         exit, err, errno = m.vm:run_vcpus(m.vcpus, handler, ropts)
       else
-         exit, err, errno = m.vcpu:run(handler, { timeout = slice, deadline = deadline })
+         exit, err, errno = m.vcpu:run(handler, ropts)
       end
       if not exit then return nil, err, errno end
       if opts.should_stop and opts.should_stop() then exit = { reason = "interrupted" } break end
-      if opts.on_slice and opts.on_slice(m) == false then exit = { reason = "interrupted" } break end
+      if opts.on_slice then
+         local go, why = opts.on_slice(m)
+         if go == false then exit = { reason = why and "stopped" or "interrupted", why = why } break end
+      end
       -- a panic with panic=0 (the user's choice) spins forever: the console tells
       local tail = m.uart:tail()
       if exit.reason == "timeout" and not tail:find(M.PANIC, 1, true)
          and not tail:find(M.HALTED) then exit = nil end
+      -- a wake fd ended the slice early: on_slice has seen to it; the guest runs on
+      if exit and exit.reason == "wake" then exit = nil end
       -- stops for other reasons (a function asking for attention) resume the guest
       if exit and exit.reason == "stop" and exit.stop ~= "reset" then
          if opts.on_stop then opts.on_stop(exit) end
@@ -293,7 +308,7 @@ function M.run(m, opts)
       end
       where = table.concat(each, ", ")
    end
-   return { result = result, status = status, exit = exit, tail = tail, where = where,
+   return { result = result, status = status, exit = exit, tail = tail, where = where, why = exit.why,
             output = (m.uart:output()), ports = unclaimed.ports, mmio = unclaimed.mmio,
             unclaimed_more = unclaimed.more }
 end

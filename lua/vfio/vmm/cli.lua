@@ -25,7 +25,11 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   from 00:04.0 on, functions of one multi-function device share
                   one, and devices of one IOMMU group share a container. Options for
                   this device alone, after commas: no-mmap=on|off (as --no-mmap),
-                  quirk=NAME (as --quirk, repeatable), e.g. 00:03.0,no-mmap=on,quirk=none
+                  quirk=NAME (as --quirk, repeatable), e.g. 00:03.0,no-mmap=on,quirk=none;
+                  port=on: behind a PCIe root port of its own (from 00:10.0), which
+                  the guest's pciehp can power off (the device is then released); the
+                  host taking it back (an unbind from vfio-pci) unplugs it from the
+                  guest there, where a device with no slot stays until the run ends
   --kernel FILE   an x86-64 bzImage (or a vmlinux ELF), booted through the Linux boot
                   protocol with no firmware; its console (ttyS0) streams to stdout
   --decompress WHERE  host (the default): a bzImage's kernel is decompressed on the
@@ -42,12 +46,31 @@ through. Options take their value as --opt VALUE or --opt=VALUE.
                   halt polling; default the kernel's halt_poll_ns): lower I/O latency
                   for a CPU spent spinning
   --guest FILE    the multiboot guest, without --kernel (default %s)
-  --mem SIZE      guest RAM: MiB, or with a suffix K, M, G (512M, 1G; default 64M,
-                  256M with --kernel; 2M to %dM)
+  --mem SIZE[,below-4g=SIZE]  guest RAM: MiB, or with a suffix K, M, G, T (512M,
+                  6G; default 64M, 256M with --kernel; 2M to %dM): up to %d MiB
+                  below the hole under 4 GiB (or below-4g, at least 1M, as QEMU's
+                  max-ram-below-4g), the rest from 4 GiB up (the e820 map says so);
+                  the host's memory, the memlock limit (ulimit -l: VFIO pins
+                  DMA-mapped RAM) and the IOMMU's aperture bound it further, each
+                  failure saying which
+  --mem-backing KIND  where guest RAM comes from: anonymous (the default: private
+                  memory, transparent huge pages asked for), memfd (a sealed memfd,
+                  shareable with another process) or hugetlbfs (as --hugepages)
+  --hugepages [PATH]  guest RAM on huge pages: a huge-page memfd of the default size,
+                  or a file in the hugetlbfs mount PATH; too few reserved pages is an
+                  error that says how many to reserve
   --quirk NAME    apply only the named quirks (repeatable; "none" for none); by default
                   every built-in quirk matching the device
+  --hotplug-slots N  N empty PCIe root ports with hot-plug slots (from 00:10.0) for
+                  devices added while the guest runs; with --control, --device may be
+                  left out (a guest that boots with empty slots)
   --cmdline ARGS  the guest's multiboot command line
-  --timeout S     end the run after S seconds (default 120)
+  --timeout S     end the run after S seconds (S > 0; default: no limit, the guest
+                  runs until it powers off, reboots, panics or the user stops it)
+  --control PATH  with --kernel: a control socket at PATH (mode 0600, its owner and root
+                  only) speaking JSON lines: info, pause, resume, quit, device_add,
+                  device_del, eval, and events (doc/control.md); vfio-poke --attach PATH
+                  is a REPL inside the running VMM
   --no-mmap       trap every BAR access in C, no BAR memory slots (QEMU's x-no-mmap)
   --trace         log every trapped access on stderr (config and BARs go through Lua)
   --plan          print the layout (BARs, mapped and trapped parts, interrupts, quirks)
@@ -60,7 +83,8 @@ The guest's debug console goes to stdout. Exit status: 0 pass, 1 fail, 2 device 
 found, 3 guest exception (the guest's result), 4 the guest stopped some other way, 64
 usage error (a bad option or value, a missing --kernel, --initrd or --guest file),
 125 the VM could not be set up, 130 interrupted. With --kernel: 0 when the guest powers
-off or reboots, 1 on a panic (its text on stderr), a triple fault or a timeout.
+off or reboots, 1 on a panic (its text on stderr), a triple fault, a timeout or an
+uncorrectable error the host reports on a device (the run stops, naming it).
 ]]
 
 -- What each option's value must be, for the errors that name it.
@@ -70,9 +94,10 @@ local WANTS = {
    ["--guest"] = "a multiboot guest file", ["--append"] = "kernel command line arguments",
    ["--decompress"] = "host or guest", ["--cpus"] = "a whole number of vCPUs",
    ["--halt-poll-us"] = "a whole number of microseconds",
-   ["--mem"] = "a size in MiB or with a suffix (512M, 1G)", ["--quirk"] = "a quirk name or none",
+   ["--mem"] = "a size in MiB or with a suffix (512M, 6G)", ["--quirk"] = "a quirk name or none",
+   ["--mem-backing"] = "anonymous, memfd or hugetlbfs", ["--hugepages"] = "a hugetlbfs mount",
    ["--cmdline"] = "the guest's command line", ["--timeout"] = "a number of seconds",
-   ["--completion"] = "bash, zsh or fish",
+   ["--completion"] = "bash, zsh or fish", ["--control"] = "a socket path",
 }
 
 local function wanted(opt, got)
@@ -105,11 +130,12 @@ local ON = { on = true, yes = true, ["true"] = true, ["1"] = true }
 local OFF = { off = false, no = false, ["false"] = false, ["0"] = false }
 
 --- Parse one --device value: the device and its own options.
--- "BDF[,no-mmap[=on|off]][,quirk=NAME]...": no-mmap and quirk apply to this device only,
--- over the command's --no-mmap and --quirk.
+-- "BDF[,no-mmap[=on|off]][,quirk=NAME]...[,port[=on|off]]": no-mmap and quirk apply to
+-- this device only, over the command's --no-mmap and --quirk; port puts it behind a PCIe
+-- root port of its own.
 -- @tparam string s the value of --device
 -- @treturn[1] table {name = the device as given, no_mmap = boolean or nil, quirks = list
--- of names or nil}
+-- of names or nil, port = true or nil}
 -- @treturn[2] nil on an unknown or malformed device option
 -- @treturn[2] string the message, naming --device and the option
 function cli.parse_device(s)
@@ -125,12 +151,20 @@ function cli.parse_device(s)
             return nil, ("--device %s: no-mmap takes on or off, got '%s'"):format(s, value)
          end
          d.no_mmap = v
+      elseif key == "port" then
+         if value == "" and not item:find("=", 1, true) then value = "on" end
+         local v = ON[value:lower()] or OFF[value:lower()]
+         if v == nil then
+            return nil, ("--device %s: port takes on or off, got '%s'"):format(s, value)
+         end
+         d.port = v or nil
       elseif key == "quirk" then
          if value == "" then return nil, ("--device %s: quirk= needs a quirk name or none"):format(s) end
          d.quirks = d.quirks or {}
          d.quirks[#d.quirks + 1] = value
       else
-         return nil, ("--device %s: unknown device option '%s' (known: no-mmap=on|off, quirk=NAME)")
+         return nil, ("--device %s: unknown device option '%s' (known: no-mmap=on|off, quirk=NAME, "
+            .. "port=on|off)")
             :format(s, item)
       end
    end
@@ -154,11 +188,13 @@ local function whole(v) return math.tointeger(tonumber(v)) end
 function cli.parser(how)
    local synopsis = ("usage: %s --device BDF[,no-mmap=on][,quirk=NAME]... [--kernel BZIMAGE "
       .. "[--initrd FILE] [--append ARGS] [--decompress host|guest] [--cpus N]] [--guest FILE] "
-      .. "[--mem SIZE] [--quirk NAME]... [--cmdline ARGS] [--timeout S] [--no-mmap] [--trace] "
+      .. "[--mem SIZE] [--mem-backing KIND] [--hugepages [PATH]] [--quirk NAME]... [--cmdline ARGS] "
+      .. "[--timeout S] [--control PATH] [--hotplug-slots N] [--no-mmap] [--trace] "
       .. "[--plan] [--version]"):format(how.usage)
    local p = argparse(how.prog, "Boot a guest in a KVM VM with VFIO devices passed through.")
       :add_help(false):usage(synopsis)
-      :help(synopsis .. "\n\n" .. HELP:format(how.guest, address_map.HOLE_START >> 20))
+      :help(synopsis .. "\n\n" .. HELP:format(how.guest, address_map.RAM_SIZE_MAX >> 20,
+                                                address_map.HOLE_START >> 20))
    p:flag("-h --help", "Print the help and exit.")
       :action(function() io.stdout:write(p:get_help()) os.exit(0) end)
    p:flag("--version", "Print the version and exit.")
@@ -184,15 +220,34 @@ function cli.parser(how)
    p:option("--halt-poll-us", "KVM halt polling in microseconds."):argname("N")
       :target("halt_poll_us"):convert(converter("--halt-poll-us", whole))
    p:option("--guest", "The multiboot guest, without --kernel."):argname("FILE")
-   p:option("--mem", "Guest RAM: MiB, or 512M, 1G."):argname("SIZE")
-      :convert(converter("--mem", cli.parse_size))
+   p:option("--mem", "Guest RAM: MiB, or 512M, 6G; ,below-4g=SIZE puts less below 4 GiB.")
+      :argname("SIZE"):convert(function(v)
+         local size, below = v:match("^([^,]*),below%-4g=(.*)$")
+         local mib = cli.parse_size(size or v)
+         local below_mib = below and cli.parse_size(below)
+         if not mib or (below and not below_mib) then return nil, wanted("--mem", v) end
+         return { mib = mib, below_mib = below_mib }
+      end)
+   p:option("--mem-backing", "Where guest RAM comes from: anonymous, memfd or hugetlbfs.")
+      :argname("KIND"):target("mem_backing"):choices { "anonymous", "memfd", "hugetlbfs" }
+   p:option("--hugepages", "Guest RAM on huge pages (PATH: a hugetlbfs mount).")
+      :argname("PATH"):args("?")
    p:option("--quirk", "Apply only the named quirks (none for none)."):argname("NAME")
       :count("*"):target("quirks")
+   p:option("--hotplug-slots", "Empty PCIe root ports for hot-plug."):argname("N")
+      :target("hotplug_slots"):convert(converter("--hotplug-slots", whole))
    p:option("--cmdline", "The multiboot guest's command line."):argname("ARGS")
-   p:option("--timeout", "End the run after S seconds."):argname("S")
-      :convert(converter("--timeout", function(v)
+   p:option("--timeout", "End the run after S seconds (default: no limit)."):argname("S")
+      :convert(function(v)
          local n = tonumber(v)
-         return n and n > 0 and n < math.huge and n or nil end))
+         if n == 0 then
+            return nil, "--timeout 0: a run limit must be more than 0 seconds; leave --timeout out "
+               .. "for no limit"
+         end
+         if n and n > 0 and n < math.huge then return n end
+         return nil, wanted("--timeout", v)
+      end)
+   p:option("--control", "A control socket at PATH (JSON lines; doc/control.md)."):argname("PATH")
    p:flag("--no-mmap", "Trap every BAR access, no BAR memory slots."):target("no_mmap")
    p:flag("--trace", "Log every trapped access on stderr.")
    p:flag("--plan", "Print the layout without starting a VM.")
@@ -211,14 +266,16 @@ local function reword(msg)
 end
 
 --- Parse the command line into the run's options, checking everything that needs no device.
--- Defaults are filled in (timeout 120, cpus 1, mem 64 or 256 MiB with --kernel), each
+-- Defaults are filled in (no timeout: false, cpus 1, mem 64 or 256 MiB with --kernel,
+-- mem_backing anonymous, or hugetlbfs with --hugepages), each
 -- device's no_mmap and quirk names fall back to the command's, and the values are
 -- checked against each other.
 -- @tparam {string,...} argv the arguments (arg)
 -- @tparam table how as for cli.parser
 -- @treturn[1] table the options: devices = {{name=, no_mmap=, quirks=}...}, kernel,
--- initrd, append, decompress, cpus, halt_poll_us, guest, mem, quirks, cmdline, timeout,
--- no_mmap, trace, plan
+-- initrd, append, decompress, cpus, halt_poll_us, guest, mem (MiB), mem_below_4g (MiB or
+-- nil), mem_backing, hugetlbfs (a mount, or nil), quirks, cmdline, timeout (seconds, or
+-- false: none), control, no_mmap, trace, plan, hotplug_slots
 -- @treturn[2] nil on a usage error
 -- @treturn[2] string the message (without the program's name)
 function cli.parse(argv, how)
@@ -227,12 +284,30 @@ function cli.parse(argv, how)
    for i = 1, #argv do args[i] = argv[i] end
    local ok, o = p:pparse(args)
    if not ok then return nil, reword(o) end
-   if #o.devices == 0 then return nil, "--device is needed: which device to pass through" end
+   -- no device at boot: only a board with hot-plug slots and a way to fill them (the
+   -- control socket), or --plan to see those slots
+   if #o.devices == 0 and not ((o.hotplug_slots or 0) > 0 and (o.control or o.plan)) then
+      return nil, "--device is needed: which device to pass through (none at boot only with "
+         .. "--hotplug-slots N and --control PATH, to add devices while the guest runs)"
+   end
    o.guest_given = o.guest ~= nil
    o.guest = o.guest or how.guest
    o.cpus = o.cpus or 1
-   o.timeout = o.timeout or 120
-   o.mem = o.mem or (o.kernel and 256 or 64)
+   o.timeout = o.timeout or false
+   if o.hugepages then
+      if o.mem_backing and o.mem_backing ~= "hugetlbfs" then
+         return nil, ("--hugepages puts guest RAM on huge pages: it cannot go with --mem-backing %s")
+            :format(o.mem_backing)
+      end
+      o.mem_backing, o.hugetlbfs = "hugetlbfs", o.hugepages[1]
+   end
+   o.mem_backing = o.mem_backing or "anonymous"
+   local mem = o.mem or { mib = o.kernel and 256 or 64 }
+   o.mem, o.mem_below_4g = mem.mib, mem.below_mib
+   if o.mem_below_4g and (o.mem_below_4g < 1 or o.mem_below_4g > address_map.HOLE_START >> 20) then
+      return nil, ("--mem below-4g=%d MiB: it must be 1 to %d MiB (the hole begins at %#x)")
+         :format(o.mem_below_4g, address_map.HOLE_START >> 20, address_map.HOLE_START)
+   end
    if o.cpus < 1 then return nil, ("--cpus %d: at least 1"):format(o.cpus) end
    if o.cpus > 64 then return nil, ("--cpus %d: at most 64"):format(o.cpus) end
    if o.cpus > 1 and not o.kernel then return nil, "--cpus needs --kernel (the test program is one CPU)" end
@@ -240,14 +315,23 @@ function cli.parse(argv, how)
       return nil, wanted("--halt-poll-us", o.halt_poll_us)
    end
    if o.initrd and not o.kernel then return nil, "--initrd needs --kernel" end
+   if o.hotplug_slots and (o.hotplug_slots < 0 or o.hotplug_slots > 16) then
+      return nil, ("--hotplug-slots %d: 0 to 16 (root ports take slots 0x10 to 0x1f)")
+         :format(o.hotplug_slots)
+   end
+   if o.control and not o.kernel then
+      return nil, "--control needs --kernel (the multiboot test program runs without one)"
+   end
+   if o.control and o.plan then return nil, "--control goes with a run, not with --plan" end
+   if o.control == "" then return nil, wanted("--control", "") end
    local board = require "vfio.vmm.board"
-   if not board.check_mem(o.mem) then
+   local fits, why = board.check_mem(o.mem)
+   if not fits then
       local given
       for i, a in ipairs(argv) do
          given = a:match("^%-%-mem=(.*)$") or (a == "--mem" and argv[i + 1]) or given
       end
-      return nil, ("--mem %s: guest RAM of %d MiB: it must be 2 to %d MiB (above, it would cover "
-         .. "the ECAM window at %#x)"):format(given or o.mem, o.mem, board.MAX_MEM_MIB, board.ECAM_BASE)
+      return nil, ("--mem %s: %s"):format(given or o.mem, why)
    end
    for _, d in ipairs(o.devices) do
       if d.no_mmap == nil then d.no_mmap = o.no_mmap or nil end
@@ -367,7 +451,8 @@ local function check_inputs(o, how)
       f:close()
       local hdr, why
       if require("vfio.vmm.vmlinux").is_elf(image) then
-         hdr, why = require("vfio.vmm.vmlinux").from_string(image, o.mem << 20, o.kernel)
+         hdr, why = require("vfio.vmm.vmlinux").from_string(image,
+            address_map.low_ram_end(o.mem << 20, o.mem_below_4g and o.mem_below_4g << 20), o.kernel)
          if not hdr then die(how, EXIT.setup, "kernel %s", why) end
       else
          hdr, why = require("vfio.vmm.linux").parse(image)
@@ -407,7 +492,16 @@ local function open_devices(o, how)
       cleanup()
       die(how, code, fmt, ...)
    end
-   local trace = o.trace and function(line) io.stderr:write("trace: ", line, "\n") end or nil
+   -- with --trace, each device's lines are tagged with its host address for the control
+   -- socket's eval (trace(n, device)); the board's own lines carry no tag
+   local function tracer(tag)
+      return o.trace and function(line)
+         io.stderr:write("trace: ", line, "\n")
+         if o.on_trace then o.on_trace(line, tag) end
+      end or nil
+   end
+   o.tracer = tracer
+   local trace = tracer(nil)
    for _, d in ipairs(o.devices) do
       local spec = d.spec
       local dev, err, errno
@@ -424,7 +518,8 @@ local function open_devices(o, how)
       end
       devs[#devs + 1] = dev
       local a
-      a, err = assigned.new(dev, { quirks = d.quirk_list, no_mmap = d.no_mmap, trace = trace })
+      a, err = assigned.new(dev, { quirks = d.quirk_list, no_mmap = d.no_mmap,
+                                   trace = tracer(pcibus.parse_bdf(spec) or spec) })
       if not a then give_up(EXIT.setup, "device %s: %s", d.name, tostring(err)) end
       list[#list + 1] = a
    end
@@ -436,13 +531,24 @@ end
 -- through the PIC. Every device is added to it (slots, lines, BARs).
 local function build_board(o, how, devices, cleanup, trace)
    local board, err = require("vfio.vmm.board").new {
-      mem_mib = o.mem, trace = trace, vm = { cpus = o.cpus }, halt_poll_us = o.halt_poll_us,
-      legacy_intx = not o.kernel, plan = o.plan }
+      mem_mib = o.mem, ram_below_4g = o.mem_below_4g and o.mem_below_4g << 20,
+      backing = o.mem_backing, hugetlbfs = o.hugetlbfs, trace = trace,
+      vm = { cpus = o.cpus }, halt_poll_us = o.halt_poll_us, legacy_intx = not o.kernel, plan = o.plan,
+      hotplug_slots = o.hotplug_slots }
    if not board then
       cleanup()
       die(how, EXIT.setup, "%s", tostring(err))
    end
-   local ok, aerr = board:add_devices(devices)
+   -- devices behind a root port of their own (port=on) apart from those on bus 0
+   local on_bus0, behind = {}, {}
+   for i, d in ipairs(devices) do
+      if o.devices[i].port then behind[#behind + 1] = i else on_bus0[#on_bus0 + 1] = d end
+   end
+   local ok, aerr = board:add_devices(on_bus0)
+   for _, i in ipairs(behind) do
+      if not ok then break end
+      ok, aerr = board:add_device(devices[i], { port = true })
+   end
    if not ok then
       board:close()
       cleanup()
@@ -452,6 +558,12 @@ local function build_board(o, how, devices, cleanup, trace)
          end
       end
       die(how, EXIT.setup, "placing devices: %s", tostring(aerr))
+   end
+   -- LUAVFIO_TIMING=1: what mapping guest RAM for the devices' DMA took (bench/ram.lua)
+   local t = board.dma_timing
+   if t and (os.getenv("LUAVFIO_TIMING") or "") ~= "" and os.getenv("LUAVFIO_TIMING") ~= "0" then
+      io.stderr:write(("%s: guest RAM mapped for DMA: %d MiB in %.3f s (%.1f ms per GiB)\n"):format(how.prog,
+         t.bytes >> 20, t.seconds, t.bytes > 0 and t.seconds * 1000 / (t.bytes / (1 << 30)) or 0))
    end
    return board
 end
@@ -466,6 +578,46 @@ function cli.plan(o, how)
    board:close()
    cleanup()
    os.exit(0)
+end
+
+-- device_add's opener for the control socket: a device opened as --device opens one,
+-- with the command's --quirk and --no-mmap. Returns the assigned device, or nil,
+-- message, errno; close_device closes both.
+local function hotplug_opener(o)
+   local opened = setmetatable({}, { __mode = "k" })
+   local function open_device(bdf)
+      local vfio = require "vfio"
+      local ok, dev, err, errno = pcall(vfio.open, bdf)
+      if not ok then return nil, tostring(dev) end
+      if not dev then return nil, err, errno end
+      local qok, list = select_quirks(#o.quirks > 0 and o.quirks or nil)
+      if not qok then dev:close() return nil, list end
+      local a, aerr, aerrno = require("vfio.vmm.assigned").new(dev, {
+         quirks = list, no_mmap = o.no_mmap or nil, trace = o.tracer and o.tracer(bdf) })
+      if not a then dev:close() return nil, aerr, aerrno end
+      opened[a] = dev
+      return a
+   end
+   local function close_device(a)
+      a:close()
+      if opened[a] then opened[a]:close() opened[a] = nil end
+   end
+   return open_device, close_device
+end
+
+-- The control socket (--control) over the board, or the command ends (status 125).
+local function open_control(o, how, board, cleanup)
+   local open_device, close_device = hotplug_opener(o)
+   local ctl, err = require("vfio.vmm.control").open {
+      path = o.control, board = board, open_device = open_device, close_device = close_device }
+   if not ctl then
+      board:close()
+      cleanup()
+      die(how, EXIT.setup, "%s", tostring(err))
+   end
+   o.on_trace = function(line, tag) ctl:log(line, tag) end
+   io.stderr:write(how.prog, ": control socket ", o.control, "\r\n")
+   return ctl
 end
 
 -- SIGINT/SIGTERM: KVM_RUN returns EINTR, the run loop ends, teardown follows. Returns a
@@ -490,6 +642,7 @@ function cli.run_linux(o, how, image)
    local devices, cleanup, trace = open_devices(o, how)
    local board = build_board(o, how, devices, cleanup, trace)
    local interrupted = catch_signals()
+   local ctl = o.control and open_control(o, how, board, cleanup)
    -- A terminal on stdin becomes the guest's serial console: raw, every key to the
    -- UART, Ctrl-A x ends the run (Ctrl-A Ctrl-A sends a Ctrl-A), as QEMU's -nographic.
    local console = require("vfio.vmm.console").open()
@@ -501,11 +654,32 @@ function cli.run_linux(o, how, image)
       on_note = function(text) io.stderr:write(prog, ": ", text, "\r\n") end,
       should_stop = interrupted,
       slice = console and 0.05 or nil,
-      on_slice = console and function(vm) return console:pump(vm.uart) end or nil })
+      -- the control socket wakes a slice as soon as a client connects or sends; its
+      -- commands run between slices, and while paused it waits there (pumping the console)
+      wake = ctl and function() return ctl:fds() end or nil,
+      on_slice = (console or ctl) and function(vm)
+         if console and console:pump(vm.uart) == false then return false end
+         if ctl then
+            return ctl:between_runs(console and function() return console:pump(vm.uart) end,
+                                    interrupted)
+         end
+         return true
+      end or nil })
    if console then console:close() end
    io.stdout:flush()
+   local quit = ctl and ctl.quit
+   if ctl then
+      -- the clients learn how the guest ended before the socket closes
+      ctl:stopped(quit and { result = "quit", status = 0 } or (ok and r) or { result = "error", status = EXIT.setup })
+      ctl:close()
+   end
    board:close()
+   if ctl then ctl:release() end
    cleanup()
+   if quit and not interrupted() then
+      io.stderr:write(prog, ": guest stopped by the control socket (quit); VM torn down\n")
+      os.exit(0)
+   end
    if interrupted() then die(how, EXIT.interrupted, "interrupted by signal %d; VM torn down", interrupted()) end
    if not ok then die(how, EXIT.setup, "%s", tostring(r)) end
    if not r then die(how, EXIT.setup, "%s", tostring(why)) end
@@ -513,7 +687,9 @@ function cli.run_linux(o, how, image)
       io.stderr:write(prog, ": the guest panicked:\n", (r.tail:match(".*(Kernel panic.-)$") or r.tail), "\n")
    end
    local ending = ""
-   if r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
+   if r.why then                      -- the VMM stopped it (a device's error, vfio.vmm.reclaim)
+      ending = ": " .. r.why
+   elseif r.status ~= 0 and r.exit then   -- an ending that is no verdict of the guest's own
       local x = r.exit
       ending = (" (exit %s, KVM reason %s%s%s%s)"):format(tostring(x.reason), tostring(x.kvm_reason),
          x.vcpu and (", vcpu " .. x.vcpu) or "", x.code and (", code " .. x.code) or "",

@@ -13,13 +13,23 @@ local layout = {}
 
 local function window(start, size) return { base = start, limit = start + size - 1 } end
 
--- Defaults fit a q35-like guest (vfio.vmm.address_map's windows): 32-bit MMIO below the
--- IOAPIC/LAPIC, 64-bit MMIO from 512 GiB, ports above the legacy range.
-layout.defaults = {
-   mmio32 = window(address_map.MMIO32_START, address_map.MMIO32_SIZE),
-   mmio64 = window(address_map.MMIO64_START, address_map.MMIO64_SIZE),
-   io = window(address_map.IO_PORT_START, address_map.IO_PORT_SIZE),
-}
+---
+-- The BAR windows of a guest with `ram_size` bytes of RAM (vfio.vmm.address_map's windows,
+-- a q35-like guest): 32-bit MMIO below the IOAPIC/LAPIC, 64-bit MMIO from the first GiB
+-- boundary above RAM's end (address_map.mmio64_window), ports above the legacy range.
+-- @tparam[opt=0] integer ram_size bytes of guest RAM
+-- @tparam[opt] integer below the most RAM below the hole (address_map.ram_ranges)
+-- @treturn table `{mmio32 =, mmio64 =, io =}`, each `{base =, limit =}`
+function layout.windows(ram_size, below)
+   return {
+      mmio32 = window(address_map.MMIO32_START, address_map.MMIO32_SIZE),
+      mmio64 = window(address_map.mmio64_window(ram_size or 0, below)),
+      io = window(address_map.IO_PORT_START, address_map.IO_PORT_SIZE),
+   }
+end
+
+-- The windows of a guest whose RAM all fits below the hole.
+layout.defaults = layout.windows(0)
 
 -- 64-bit BARs at least this large go above 4 GiB even when not prefetchable.
 layout.large = 256 << 20
@@ -65,15 +75,53 @@ local function align_up(v, a) return (v + a - 1) & ~(a - 1) end
 --- A guest BAR address allocator (vfio.vmm.layout.new).
 -- @type Alloc
 
+-- The first address at or above `a`, aligned to `size`, where `size` bytes lie inside one
+-- of the window's usable ranges (all of it when it has none): nil when none is left.
+local function usable_at(w, a, size)
+   if not w.usable then return a end
+   for _, u in ipairs(w.usable) do
+      local x = math.max(a, align_up(u.start, size))
+      if x >= a and x + size - 1 <= u.last and x + size - 1 >= x then return x end
+   end
+   return nil
+end
+
+-- Where two lists of {start =, last =} ranges meet, by start.
+local function intersect(a, b)
+   local out = {}
+   for _, x in ipairs(a) do
+      for _, y in ipairs(b) do
+         local s, l = math.max(x.start, y.start), math.min(x.last, y.last)
+         if s <= l then out[#out + 1] = { start = s, last = l } end
+      end
+   end
+   table.sort(out, function(p, q) return p.start < q.start end)
+   return out
+end
+
+---
+-- alloc:restrict(ranges): memory BARs go only where an IOMMU can address them from now
+-- on: inside `ranges` (`{start =, last =}` each, an IOMMU's usable IOVA ranges), and inside
+-- every list given before (devices behind several containers). Guest RAM sits at IOVA ==
+-- guest-physical, so a BAR inside the ranges is where a device's peer-to-peer DMA can
+-- reach it. The I/O port window is no memory address and is left alone.
+function Alloc:restrict(ranges)
+   if not ranges or #ranges == 0 then return end
+   for name, w in pairs(self.windows) do
+      if name ~= "io" then w.usable = intersect(w.usable or { { start = w.base, last = w.limit } }, ranges) end
+   end
+end
+
 ---
 -- Reserve `size` bytes (a power of two) in window `name`; nil if it does not fit. A range
 -- given back (alloc:free) is reused first, when it fits aligned; else the window grows.
+-- Inside a restricted window (alloc:restrict) only the usable ranges are handed out.
 function Alloc:reserve(name, size)
    local w = self.windows[name]
    if not w then return nil, "no window " .. name end
    for i, f in ipairs(w.freed or {}) do
-      local a = align_up(f.addr, size)
-      if a >= f.addr and a + size <= f.addr + f.size then
+      local a = usable_at(w, align_up(f.addr, size), size)
+      if a and a >= f.addr and a + size <= f.addr + f.size then
          table.remove(w.freed, i)
          -- what is left on either side stays free
          if a > f.addr then w.freed[#w.freed + 1] = { addr = f.addr, size = a - f.addr } end
@@ -84,9 +132,13 @@ function Alloc:reserve(name, size)
       end
    end
    local a = align_up(w.next, size)
-   if a < w.next or a + size - 1 > w.limit or a + size - 1 < a then
-      return nil, ("window %s full (%#x bytes at %#x..%#x)"):format(name, size, w.next, w.limit)
+   local inside = a >= w.next and usable_at(w, a, size)
+   if not inside or inside + size - 1 > w.limit or inside + size - 1 < inside then
+      local why = w.usable and (a >= w.next and a + size - 1 <= w.limit)
+         and " inside the IOMMU's usable IOVA ranges" or ""
+      return nil, ("window %s full (%#x bytes at %#x..%#x%s)"):format(name, size, w.next, w.limit, why)
    end
+   a = inside
    w.next = a + size
    return a
 end

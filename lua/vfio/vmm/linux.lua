@@ -22,11 +22,14 @@ M.HIGH = address_map.HIMEM_START -- where a kernel that cannot move is loaded
 M.LOW_RAM_END = address_map.EBDA_START -- conventional memory; the EBDA and BIOS area follow
 M.BOOT_CS, M.BOOT_DS = 0x10, 0x18
 -- The 64-bit entry's identity map: a PML4, a PDPT and four page directories of 2 MiB
--- pages covering the low 4 GiB (RAM is below 4 GiB here), from PML4 to PAGE_TABLES_END.
+-- pages covering the low 4 GiB, from PML4 to PAGE_TABLES_END. That is all the entry needs:
+-- everything the loader writes lies below the hole, and the kernel builds its own map of
+-- RAM above 4 GiB (from the e820 map) before it touches it.
 M.PML4 = address_map.PAGE_TABLES_START
 M.PAGE_TABLES_END = address_map.PAGE_TABLES_END
--- RAM past this is refused: it would reach the IOAPIC (and the e820 map names no hole).
-M.RAM_MAX = address_map.IOAPIC_START
+-- RAM past this is refused (address_map.RAM_SIZE_MAX: RAM and the 64-bit BAR window above
+-- it inside a 40-bit guest physical width).
+M.RAM_MAX = address_map.RAM_SIZE_MAX
 -- A vmlinux without a bzImage around it has no setup header: its command line limit is
 -- x86's COMMAND_LINE_SIZE less the NUL.
 M.VMLINUX_CMDLINE_SIZE = address_map.CMDLINE_SIZE - 1
@@ -114,16 +117,25 @@ function M.parse(image)
 end
 
 ---
--- e820(ram_size) -> {{addr, size, type}}: low RAM, the EBDA and BIOS area (where the MP
--- table lives), RAM from 1 MiB up, and the pages KVM keeps for the real-mode TSS.
-function M.e820(ram_size)
-   return {
+-- e820(ram_size [, below]) -> {{addr, size, type}}: low RAM, the EBDA and BIOS area (where the MP
+-- table lives), RAM from 1 MiB to the hole (or RAM's end), the host bridge's ECAM window,
+-- the pages KVM keeps for the real-mode TSS, and RAM past the hole from 4 GiB
+-- (address_map.ram_ranges), by address. ECAM is reserved as firmware reserves MMCONFIG:
+-- without it Linux takes the hole from RAM's end as free for the BARs and bridge windows
+-- it assigns itself (from the largest gap's start, which is ECAM's with RAM up to the
+-- hole), and a guest that learns of ECAM (an MCFG) trusts it only where it is reserved.
+function M.e820(ram_size, below)
+   local ranges = address_map.ram_ranges(ram_size, below)
+   local map = {
       { addr = 0, size = M.LOW_RAM_END, type = M.E820_RAM },
       { addr = M.LOW_RAM_END, size = M.HIGH - M.LOW_RAM_END, type = M.E820_RESERVED },
-      { addr = M.HIGH, size = ram_size - M.HIGH, type = M.E820_RAM },
+      { addr = M.HIGH, size = ranges[1].size - M.HIGH, type = M.E820_RAM },
+      { addr = address_map.ECAM_START, size = address_map.ECAM_SIZE, type = M.E820_RESERVED },
       { addr = address_map.KVM_SYSTEM_PAGES_START, size = address_map.KVM_SYSTEM_PAGES_SIZE,
         type = M.E820_RESERVED },
    }
+   if ranges[2] then map[#map + 1] = { addr = ranges[2].start, size = ranges[2].size, type = M.E820_RAM } end
+   return map
 end
 
 -- Where the initrd goes: below the top of RAM (and initrd_addr_max), above `above`.
@@ -140,7 +152,7 @@ end
 
 -- The placement: where the kernel goes, how far it reaches while it decompresses, and
 -- the initrd below the top of RAM (and initrd_addr_max) but above all that.
-local function plan(h, ram, initrd_size, cmdline)
+local function plan(h, low, initrd_size, cmdline)
    local p = {}
    if #cmdline > h.cmdline_size then
       return nil, ("command line of %d bytes exceeds the kernel's cmdline_size %d"):format(#cmdline, h.cmdline_size)
@@ -157,12 +169,12 @@ local function plan(h, ram, initrd_size, cmdline)
    end
    local run_at = math.max(align_up(p.load, h.kernel_alignment), h.pref_address)
    p.kernel_end = math.max(run_at + h.init_size, p.load + h.kernel_size)
-   if p.kernel_end > ram then
+   if p.kernel_end > low then
       return nil, ("kernel needs %d MiB but --mem gives %d"):format(
-         align_up(p.kernel_end, MiB) // MiB, ram // MiB)
+         align_up(p.kernel_end, MiB) // MiB, low // MiB)
    end
    local ierr
-   p.initrd, ierr = place_initrd(initrd_size, h.initrd_addr_max, p.kernel_end, ram)
+   p.initrd, ierr = place_initrd(initrd_size, h.initrd_addr_max, p.kernel_end, low)
    if ierr then return nil, ierr end
    return p
 end
@@ -188,9 +200,9 @@ local function page_tables()
 end
 
 -- boot_params: zeroed, the setup header at 0x1f1, then what the loader fills.
-local function write_boot_params(mem, header, loadflags, ram, cmdline_addr, initrd, initrd_size)
+local function write_boot_params(mem, header, loadflags, ram, below, cmdline_addr, initrd, initrd_size)
    local bp = M.BOOT_PARAMS
-   local e820 = M.e820(ram)
+   local e820 = M.e820(ram, below)
    mem:fill(bp, address_map.ZERO_PAGE_SIZE, 0)
    mem:write(bp + O.setup_sects, header)
    mem:write(bp + O.type_of_loader, string.pack("<I1", 0xff)) -- no registered loader id
@@ -209,7 +221,8 @@ end
 
 
 ---
--- load(mem, image, {ram_size=, cmdline="", initrd=bytes}) ->
+-- load(mem, image, {ram_size=, ram_below_4g= (address_map.ram_ranges' below), cmdline="",
+--   initrd=bytes}) ->
 --   {entry=, boot_params=, gdt_base=, gdt_limit=, load=, kernel_end=, initrd=, initrd_size=,
 --    cmdline=, e820=, header=}, or nil, message. Nothing is written when it fails.
 function M.load(mem, image, opts)
@@ -220,7 +233,8 @@ function M.load(mem, image, opts)
    local h, err = M.parse(image)
    if not h then return nil, err end
    if ram < 2 * MiB or ram > M.RAM_MAX then return nil, ("RAM size 0x%x unsupported"):format(ram) end
-   local p, perr = plan(h, ram, #initrd, cmdline)
+   -- the kernel and the initrd stay below the hole
+   local p, perr = plan(h, address_map.low_ram_end(ram, opts.ram_below_4g), #initrd, cmdline)
    if not p then return nil, perr end
 
    mem:write(p.load, image:sub(h.kernel_offset + 1))
@@ -229,7 +243,7 @@ function M.load(mem, image, opts)
    mem:write(M.GDT, gdt())
 
    local bp, e820 = write_boot_params(mem, image:sub(O.setup_sects + 1, h.header_end), h.loadflags,
-                                      ram, M.CMDLINE, p.initrd, #initrd)
+                                      ram, opts.ram_below_4g, M.CMDLINE, p.initrd, #initrd)
    return { entry = p.entry, boot_params = bp, gdt_base = M.GDT, gdt_limit = #gdt() - 1,
             load = p.load, kernel_end = p.kernel_end, initrd = p.initrd, initrd_size = #initrd,
             cmdline = M.CMDLINE, e820 = e820, header = h }
@@ -253,8 +267,8 @@ local function vmlinux_header()
 end
 
 ---
--- load_vmlinux(mem, vml, {ram_size=, cmdline="", initrd=bytes, image=the bzImage it came
--- from, if any}) -> {entry=, boot_params=, gdt_base=, gdt_limit=, cr3=, load=,
+-- load_vmlinux(mem, vml, {ram_size=, ram_below_4g=, cmdline="", initrd=bytes, image=the
+-- bzImage it came from, if any}) -> {entry=, boot_params=, gdt_base=, gdt_limit=, cr3=, load=,
 -- kernel_end=, initrd=, ...} or nil, message. vml is vfio.vmm.vmlinux.open's (checked
 -- against ram_size already); its segments are written here. Nothing is written when the
 -- placement fails.
@@ -274,7 +288,8 @@ function M.load_vmlinux(mem, vml, opts)
       return nil, ("command line of %d bytes exceeds the kernel's cmdline_size %d"):format(#cmdline, cmdline_size)
    end
    if cmdline:find("\0", 1, true) then return nil, "command line contains NUL" end
-   local initrd_at, ierr = place_initrd(#initrd, initrd_max, vml.end_, ram)
+   local initrd_at, ierr = place_initrd(#initrd, initrd_max, vml.end_,
+                                        address_map.low_ram_end(ram, opts.ram_below_4g))
    if ierr then return nil, ierr end
 
    local ok, lerr = require("vfio.vmm.vmlinux").load(mem, vml)
@@ -283,7 +298,8 @@ function M.load_vmlinux(mem, vml, opts)
    mem:write(M.CMDLINE, cmdline .. "\0")
    mem:write(M.GDT, gdt(true))
    mem:write(M.PML4, page_tables())
-   local bp, e820 = write_boot_params(mem, header, loadflags, ram, M.CMDLINE, initrd_at, #initrd)
+   local bp, e820 = write_boot_params(mem, header, loadflags, ram, opts.ram_below_4g, M.CMDLINE,
+                                      initrd_at, #initrd)
    return { entry = vml.entry, boot_params = bp, gdt_base = M.GDT, gdt_limit = #gdt(true) - 1,
             cr3 = M.PML4, long_mode = true, load = vml.start, kernel_end = vml.end_, initrd = initrd_at,
             initrd_size = #initrd, cmdline = M.CMDLINE, e820 = e820 }

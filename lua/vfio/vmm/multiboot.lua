@@ -98,12 +98,15 @@ end
 local function overlaps(a, alen, b, blen) return a < b + blen and b < a + alen end
 
 ---
--- load(mem, image, {ram_size=, cmdline=, info_addr=0x9000 (address_map.MULTIBOOT_INFO_START)})
+-- load(mem, image, {ram_size=, ram_below_4g= (address_map.ram_ranges' below), cmdline=,
+--   info_addr=0x9000 (address_map.MULTIBOOT_INFO_START)})
 --   -> entry, info_addr
 -- or nil, message. Segments must lie inside RAM and clear of the information area.
 function M.load(mem, image, opts)
    opts = opts or {}
-   local ram = assert(opts.ram_size, "ram_size required")
+   local ram_size = assert(opts.ram_size, "ram_size required")
+   local ranges = address_map.ram_ranges(ram_size, opts.ram_below_4g)
+   local ram = ranges[1].size -- the image and the information lie below the hole
    local info = opts.info_addr or address_map.MULTIBOOT_INFO_START
    local cmdline = opts.cmdline or ""
    if #cmdline > 0xdff or cmdline:find("\0", 1, true) then
@@ -113,7 +116,7 @@ function M.load(mem, image, opts)
    if not img then return nil, err end
    for i, s in ipairs(img.segments) do
       if s.paddr + s.memsz > ram or s.paddr + s.memsz > address_map.FIRST_ADDR_PAST_32BITS then
-         return nil, ("segment %d (0x%x+0x%x) does not fit in %d MiB of guest RAM")
+         return nil, ("segment %d (0x%x+0x%x) does not fit in %d MiB of guest RAM below the hole")
             :format(i, s.paddr, s.memsz, ram >> 20)
       end
       if overlaps(s.paddr, s.memsz, info, INFO_SIZE) then
@@ -130,6 +133,8 @@ function M.load(mem, image, opts)
    local upper_kib = ram > HIGH_MEM and (ram - HIGH_MEM) // 1024 or 0
    local mmap = string.pack("<I4I8I8I4", 20, 0, LOW_MEM_END, 1)
    if ram > HIGH_MEM then mmap = mmap .. string.pack("<I4I8I8I4", 20, HIGH_MEM, ram - HIGH_MEM, 1) end
+   -- RAM past the hole, from 4 GiB (mem_upper names only what lies below the first hole)
+   if ranges[2] then mmap = mmap .. string.pack("<I4I8I8I4", 20, ranges[2].start, ranges[2].size, 1) end
    mem:fill(info, INFO_SIZE, 0)
    mem:write(info, string.pack("<I4I4I4I4I4", 1 | 4 | 64, LOW_MEM_END // 1024, upper_kib, 0, cmd_addr))
    mem:write(info + 44, string.pack("<I4I4", #mmap, mmap_addr))

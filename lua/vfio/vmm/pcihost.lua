@@ -34,7 +34,9 @@ end
 
 ---
 -- M.new{ecam_base = addr, ecam_buses = n} -> host (vfio.core.pcihost). Functions must be
--- C-backed: cfgspaces (M.config_space) and traps.
+-- C-backed: cfgspaces (M.config_space), traps and root ports. ECAM covers buses 0 to
+-- n - 1 (n = 1 when not given): a board with root ports passes every bus it numbers
+-- (address_map.ECAM_BUSES), so ECAM reaches the functions behind them as CF8/CFC does.
 -- @function new
 M.new = core.pcihost
 

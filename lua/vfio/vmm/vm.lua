@@ -1,5 +1,5 @@
 ---
--- A small KVM VM: RAM at guest-physical 0 (vfio.vmm.address_map), the platform every
+-- A small KVM VM: RAM from 0 and past the hole from 4 GiB (vfio.vmm.ram), the platform every
 -- guest has (vfio.vmm.platform's base: the in-kernel irqchip, a debug console and an exit
 -- port, handled in C; made before the vCPUs, as KVM requires of the irqchip), and one or
 -- several vCPUs; it boots a multiboot guest (vfio.vmm.multiboot). A Linux kernel boots on it through
@@ -11,15 +11,16 @@ local core = require "vfio.core"
 local address_map = require "vfio.vmm.address_map"
 local multiboot = require "vfio.vmm.multiboot"
 local platform = require "vfio.vmm.platform"
+local ram = require "vfio.vmm.ram"
 local ptime = require "posix.time"
 
 local M = {}
 local VM = {}
 VM.__index = VM
 
--- A VM's RAM stays below the 32-bit BAR window (and the IOAPIC, LAPIC above it); a board's
--- stops lower, below its ECAM window (vfio.vmm.board's MAX_MEM_MIB).
-M.RAM_LIMIT = address_map.MMIO32_START
+-- The largest guest RAM: below the hole and from 4 GiB up, ending at RAM_END_MAX
+-- (vfio.vmm.address_map); the host, huge pages and the IOMMU set their own limits.
+M.RAM_LIMIT = address_map.RAM_SIZE_MAX
 
 ---
 -- vm.now() -> seconds on CLOCK_MONOTONIC: the clock of a run's deadline, the one
@@ -40,15 +41,24 @@ end
 local fail = require("vfio.errors").fail
 
 ---
--- M.create{mem_mib = 64, kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9,
---          exit_port = 0xf4, cpus = 1} -> vm, or nil, message, errno. vm.vcpus lists
--- the vCPUs (ids 0..cpus-1); vm.vcpu is vCPU 0, the boot processor.
+-- M.create{mem_mib = 64, ram_below_4g = bytes (address_map.ram_ranges' below: the most RAM
+--          below the hole), backing = "anonymous" | "memfd" | "hugetlbfs", hugetlbfs = a
+--          mount, kvm = "/dev/kvm", irqchip = true, debug_port = 0xe9, exit_port = 0xf4, cpus = 1}
+-- -> vm, or nil, message, errno. RAM of mem_mib MiB is one slot below the hole and, past
+-- it, one from 4 GiB up (vfio.vmm.ram, which explains what can fail). vm.vcpus lists the
+-- vCPUs (ids 0..cpus-1); vm.vcpu is vCPU 0, the boot processor; vm.ram_ranges the RAM's
+-- ranges with their slots; vm.ram_fd the RAM's backing file (a vfio.core ramfd: its
+-- fileno() shares the RAM with another process), or nil for anonymous RAM.
 function M.create(opts)
    opts = opts or {}
    local mib = opts.mem_mib or 64
-   if math.type(mib) ~= "integer" or mib < 2 or (mib << 20) > M.RAM_LIMIT then
+   if math.type(mib) ~= "integer" or mib < 2 or mib > M.RAM_LIMIT >> 20 then
       error(("mem_mib must be an integer in [2, %d]"):format(M.RAM_LIMIT >> 20), 2)
    end
+   local size = mib << 20
+   address_map.ram_ranges(size, opts.ram_below_4g)   -- raises on a bad ram_below_4g
+   local fits, why = ram.check_host(size)
+   if not fits then return nil, why end
    local path = opts.kvm or "/dev/kvm"
    local kvm, msg, errno = core.kvm_open(path)
    if not kvm then
@@ -63,8 +73,13 @@ function M.create(opts)
    end
    local vm, vmsg, verr = kvm:create_vm()
    if not vm then kvm:close(); return nil, vmsg, verr end
-   local m = setmetatable({ kvm = kvm, vm = vm, ram_size = mib << 20 }, VM)
-   local ok, err, e = vm:add_ram(address_map.RAM_START, m.ram_size)
+   local m = setmetatable({ kvm = kvm, vm = vm, ram_size = size, ram_below_4g = opts.ram_below_4g }, VM)
+   local ok, err, e = ram.open(size, opts)
+   if ok ~= nil then
+      m.ram_fd = ok or nil
+      ok, err, e = ram.add(vm, size, m.ram_fd, m.ram_below_4g)
+      m.ram_ranges = ok
+   end
    -- the irqchip before the first vCPU (KVM refuses it after)
    if ok then ok, err, e = platform.base(vm, opts) end
    m.vcpus = {}
@@ -86,7 +101,8 @@ end
 -- vm:load_multiboot(image, cmdline) -> entry, or nil, message. `image` is the file's
 -- bytes; the vCPU is left at the multiboot entry state.
 function VM:load_multiboot(image, cmdline)
-   local entry, info = multiboot.load(self.vm, image, { ram_size = self.ram_size, cmdline = cmdline })
+   local entry, info = multiboot.load(self.vm, image, { ram_size = self.ram_size,
+                                                        ram_below_4g = self.ram_below_4g, cmdline = cmdline })
    if not entry then return nil, "not bootable: " .. info end
    local ok, err, e = self.vcpu:setup_flat32(entry, multiboot.BOOT_MAGIC, info)
    if not ok then return nil, err, e end
@@ -123,7 +139,7 @@ end
 M.RESULT = { [0] = "pass", [1] = "fail", [2] = "nodev", [3] = "exception" }
 
 ---
--- vm:boot(path, {cmdline=, timeout=, handler=, on_stop=})
+-- vm:boot(path, {cmdline=, timeout = 60 (false: no limit), handler=, on_stop=})
 --   -> {result=, code=, output=, exit=}
 -- Runs until the guest writes the exit port or something else ends the run. A "stop"
 -- for any other reason (exit.stop "config" or "bar": a function asking for attention;
@@ -133,10 +149,11 @@ function VM:boot(path, opts)
    local entry, err, e = self:load_file(path, opts.cmdline)
    if not entry then return nil, err, e end
    -- one deadline for the whole run, on the monotonic clock, passed down to vcpu:run
-   local deadline = M.deadline(opts.timeout or 60)
+   -- (timeout false: none; the guest's exit port, or a signal, ends the run)
+   local deadline = opts.timeout ~= false and M.deadline(opts.timeout or 60) or nil
    local exit, rerr, rerrno
    repeat
-      if M.now() >= deadline then exit = { reason = "timeout" } break end
+      if deadline and M.now() >= deadline then exit = { reason = "timeout" } break end
       exit, rerr, rerrno = self:run(opts.handler, { deadline = deadline })
       if not exit then return nil, rerr, rerrno end
       local other_stop = exit.reason == "stop" and exit.stop ~= "exit_port"
@@ -158,6 +175,7 @@ function VM:close()
    for _, c in ipairs(self.vcpus or {}) do c:close() end
    if self.vcpu then self.vcpu:close() end
    if self.vm then self.vm:close() end
+   if self.ram_fd then self.ram_fd:close() end
    if self.kvm then self.kvm:close() end
 end
 VM.__close = VM.close

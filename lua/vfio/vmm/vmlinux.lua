@@ -93,6 +93,8 @@ M.MIN_PADDR = MiB -- below: the zero page, the boot tables and the BIOS area
 
 --- Parse and check a vmlinux's ELF64 program headers (see the comment above PT_LOAD).
 function M.parse_elf(read, file_size, ram_size)
+   -- the kernel is written below the hole: RAM from 4 GiB up holds none of it
+   ram_size = math.min(ram_size, require("vfio.vmm.address_map").HOLE_START)
    local eh = file_size >= 64 and read(0, 64) or ""
    if #eh < 64 or eh:sub(1, 4) ~= "\127ELF" then return nil, "not an ELF file" end
    if eh:byte(5) ~= 2 or eh:byte(6) ~= 1 then return nil, "not a little-endian 64-bit ELF" end
