@@ -154,7 +154,8 @@ local CONFIGS = {
    { "anonymous", "ours, anonymous RAM", ours("--device", nvme) },
    { "memfd", "ours, memfd RAM", ours("--mem-backing", "memfd", "--device", nvme) },
    { "hugetlbfs", "ours, huge pages", ours("--hugepages", "--device", nvme) },
-   { "nodev", "ours, no device", ours() },
+   -- no device at boot needs an empty hot-plug slot and a control socket (as QEMU's above)
+   { "nodev", "ours, no device", ours("--hotplug-slots", "1", "--control", os.tmpname() .. ".sock") },
 }
 
 -- One boot: {wall =, guest =, map =, mem_kib =}, or nil and why (the end of its output).

@@ -158,6 +158,12 @@ function Board:log(fmt, ...)
    if self.trace then self.trace(fmt:format(...)) end
 end
 
+-- Whether any function of bus 0's `slot` holds a device.
+local function slot_occupied(self, slot)
+   for f = 0, 7 do if self.by_devfn[slot << 3 | f] then return true end end
+   return false
+end
+
 ---
 -- board:slot_for([slot [, fn]]) -> slot, fn: a free function of bus 0 (the one asked
 -- for if free; else function 0 of the next free slot).
@@ -169,11 +175,9 @@ function Board:slot_for(slot, fn)
       end
       return slot, fn
    end
-   local function used(s)
-      for f = 0, 7 do if self.by_devfn[s << 3 | f] then return true end end
-      return self.reserved[s]
+   while slot_occupied(self, self.next_slot) or self.reserved[self.next_slot] do
+      self.next_slot = self.next_slot + 1
    end
-   while used(self.next_slot) do self.next_slot = self.next_slot + 1 end
    if self.next_slot > 31 then return nil, "bus 0 has no free slot" end
    return self.next_slot, 0
 end
@@ -328,9 +332,7 @@ function Board:remove_device(d)
    self.bars:free(seat.bars)
    pcall(self.host.detach, self.host, 0, seat.slot, seat.fn)
    self.by_devfn[seat.slot << 3 | seat.fn] = nil
-   local used = false
-   for f = 0, 7 do if self.by_devfn[seat.slot << 3 | f] then used = true end end
-   if not used then
+   if not slot_occupied(self, seat.slot) then
       self.reserved[seat.slot] = nil
       if seat.slot < self.next_slot then self.next_slot = math.max(M.FIRST_SLOT, seat.slot) end
    end

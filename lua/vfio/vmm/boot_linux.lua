@@ -30,7 +30,6 @@ local vmlib = require "vfio.vmm.vm"
 
 local M = {}
 
-M.UART_PORT, M.UART_IRQ = platform.UART_PORT, platform.UART_IRQ
 M.MSR_IA32_MISC_ENABLE = 0x1a0
 M.MSR_IA32_TSC = 0x10
 M.MISC_ENABLE_FAST_STRING = 0x1
@@ -57,9 +56,6 @@ M.MISC_ENABLE_FAST_STRING = 0x1
 --                        board: no waiting for ticks to test it
 M.CMDLINE = "console=ttyS0 reboot=k panic=-1 acpi=off pci=conf1,noearly 8250.nr_uarts=1 "
    .. "i8042.noaux i8042.nomux i8042.dumbkbd no_timer_check"
-
--- The PC platform's devices and ports live in vfio.vmm.platform (its pc); kept here too.
-M.IGNORED = platform.IGNORED
 
 M.PANIC = "Kernel panic - not syncing"
 M.POWER_DOWN = "reboot: Power down"

@@ -18,9 +18,6 @@ local M = {}
 local VM = {}
 VM.__index = VM
 
--- The debug console's and exit port's defaults (vfio.vmm.platform's).
-M.DEBUG_PORT = platform.DEBUG_PORT
-M.EXIT_PORT = platform.EXIT_PORT
 -- The largest guest RAM: below the hole and from 4 GiB up, ending at RAM_END_MAX
 -- (vfio.vmm.address_map); the host, huge pages and the IOMMU set their own limits.
 M.RAM_LIMIT = address_map.RAM_SIZE_MAX
