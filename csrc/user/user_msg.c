@@ -733,8 +733,10 @@ int user_enc_region_info_reply(struct user_out *o, const struct user_hdr *req,
     if (caps)
         flags |= VFIO_REGION_INFO_FLAG_CAPS;
     user_out_begin(o, req->id, USER_DEVICE_GET_REGION_INFO, USER_F_REPLY, 0);
-    put_four(o, (uint32_t)need, flags, ri->index,
-             caps && whole ? USER_REGION_INFO_SIZE : 0);
+    /* cap_offset names where the chain starts even when argsz is too small for it (the
+     * kernel says 0 then): QEMU's vfio-user client refuses a CAPS reply whose cap_offset
+     * lies outside [sizeof info, argsz], and retries with the argsz we return. */
+    put_four(o, (uint32_t)need, flags, ri->index, caps ? USER_REGION_INFO_SIZE : 0);
     user_out_put(o, ri->size, 8);
     user_out_put(o, ri->offset, 8);
     if (caps && whole) {
