@@ -577,14 +577,17 @@ end
 -- opts.kernel with opts.initrd under TCG on q35 with the vfio-user-pci function at
 -- opts.socket (opts.addr, opts.props as for M.start; opts.devices, opts.args too), guest
 -- RAM (opts.memory, "256M") shared through a memfd unless opts.shared == false, the
--- console on ttyS0 in the child's output, opts.append added to the kernel command line.
+-- console on ttyS0 in the child's output, opts.append added to the kernel command line,
+-- opts.accel "kvm" (with -cpu host; default "tcg" with -cpu max) where /dev/kvm is usable.
 -- child.output() is the console so far, child.stop() ends QEMU; child.wait_for from
 -- spec/support/child.lua waits for a line.
 function M.start_guest(opts)
    local root, why = M.available()
    if not root then return nil, why end
    assert(opts.kernel and opts.initrd, "start_guest needs kernel and initrd paths")
-   local args = { "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", tostring(opts.cpus or 1),
+   local accel = opts.accel or "tcg"
+   local args = { "-machine", "q35", "-accel", accel, "-cpu", accel == "kvm" and "host" or "max",
+                  "-smp", tostring(opts.cpus or 1),
                   "-display", "none", "-nodefaults", "-no-reboot", "-serial", "stdio",
                   "-run-with", "exit-with-parent=on",
                   "-kernel", opts.kernel, "-initrd", opts.initrd,
