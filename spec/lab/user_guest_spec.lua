@@ -104,7 +104,7 @@ describe("a Linux guest of QEMU 11.1's vfio-user client, lab devices served by v
       local ok, err = pcall(function()
          local kvm = stat.stat("/dev/kvm") ~= nil
          g = assert(qvu.start_guest {
-            kernel = linux.kernel(), initrd = image, accel = kvm and "kvm" or "tcg", memory = "512M",
+            kernel = linux.kernel(), initrd = image, accel = kvm and "kvm" or "tcg", memory = "256M",
             append = "luavfio.unbound=" .. UNBOUND,
             devices = { qvu.vfio_user_device(servers[1].socket, "04.0"),
                         qvu.vfio_user_device(servers[2].socket, "05.0"),
@@ -112,7 +112,7 @@ describe("a Linux guest of QEMU 11.1's vfio-user client, lab devices served by v
          })
          child.wait_for(g, "the guest's power-off", function()
             return g.output():find("reboot: Power down") or g.status()
-         end, kvm and 180 or 600)
+         end, kvm and 420 or 900)
       end)
       out = g and g.output():gsub("\r", "") or ""
       if g then g.stop() end
