@@ -27,6 +27,8 @@ local qvu = require "support.qemu_vfio_user"
 local us = require "support.user_server"
 local child = require "support.child"
 local guest = require "support.guest"
+local stat = require "posix.sys.stat"
+local psignal = require "posix.signal"
 
 local rounds, host = 3, false
 do
@@ -102,9 +104,24 @@ end
 -- BAR access is already a message.
 local function user_device(socket) return qvu.vfio_user_device(socket, "03.0") end
 
--- The server for one VM: started, `fn(socket)` run, stopped.
+-- The server for one VM: started (without --trace, which spec/support/user_server.lua
+-- always adds: a line per message would be measured too), `fn(socket)` run, stopped.
 local function served(dev, fn)
-   local srv = us.start(dev)
+   local srv = {}
+   local c = child.spawn(us.COMMAND, function(dir)
+      srv.socket = dir .. "/sock"
+      return { dev, "--socket", srv.socket }
+   end)
+   c.name = "vfio-user-serve"
+   child.wait_for(c, "the server's socket", function() return stat.stat(srv.socket) end, 10)
+   function srv.stop()
+      if not c.status() then psignal.kill(c.pid, psignal.SIGTERM) end
+      local t = child.now() + 10
+      while not c.status() and child.now() < t do child.sleep(0.05) end
+      srv.log = c.output()
+      c.stop()
+   end
+   function srv.output() return srv.log or c.output() end
    local ok, r = pcall(fn, srv.socket)
    srv.stop()
    if not ok then error(r .. "\nserver:\n" .. srv.output():sub(-2000), 0) end
@@ -138,7 +155,8 @@ end)
 local nvme_note
 if lab then
    local edu = lab.need("edu").bdf
-   local edu_group = { name = "edu", title = ("edu %s: vfio-user-pci (server) vs vfio-pci (kernel), TSC cycles"):format(edu),
+   local edu_group = { name = "edu",
+                       title = ("edu %s: vfio-user-pci (server) vs vfio-pci (kernel), TSC cycles"):format(edu),
                        base = "kernel", other = "server",
                        metrics = { "cfg_read", "bar_read", "bar_write", "msi_roundtrip" },
                        labels = { cfg_read = "config read", bar_read = "BAR read (4 bytes, trapped)",
@@ -169,7 +187,9 @@ if lab then
          if not (med and iops) then error(what .. ": no figures from the guest:\n" .. out:sub(-3000)) end
          return { lat = tonumber(med), p99 = tonumber(p99), iops = iops }
       end
-      local nvme_group = { name = "nvme", title = ("nvme %s, Linux guest: vfio-user-pci (server) vs vfio-pci (kernel)"):format(nvme.bdf),
+      local nvme_group = { name = "nvme",
+                           title = ("nvme %s, Linux guest: vfio-user-pci (server) vs vfio-pci (kernel)")
+                              :format(nvme.bdf),
                            base = "kernel", other = "server", metrics = { "lat", "p99", "iops" },
                            labels = { lat = "4 KiB random read, median us", p99 = "4 KiB random read, p99 us",
                                       iops = "4 KiB random read IOPS" } }
@@ -177,7 +197,9 @@ if lab then
          return linux(("vfio-pci,host=%s,addr=03.0"):format(nvme.bdf), "vfio-pci nvme")
       end)
       config(nvme_group, "other", function()
-         return served(nvme.bdf, function(sock) return linux(user_device(sock), "vfio-user-pci nvme") end)
+         return served(nvme.bdf, function(sock)
+            return linux(user_device(sock), "vfio-user-pci nvme")
+         end)
       end)
    end
 end
