@@ -12,7 +12,10 @@
  * "caps" prints the function's ID and capability lists (ID, CAP, ECAP lines);
  * "irqtest=N" tests a VMM's interrupt wiring instead: with the LAPIC and PIC set up it
  * writes 1 to SYNC_PORT, expects MSI vector 0x40 (fixed, APIC 0), writes 2, expects PIC
- * line N, and reports TEST msi_route / TEST intx_route. */
+ * line N, and reports TEST msi_route / TEST intx_route.
+ * BENCH lines: cfg_read for any device; for edu bar_read (ID), bar_write (liveness),
+ * msi_roundtrip; for another device with an I/O BAR0 of 8+ ports, bar_read and bar_write
+ * of its port 7 (a 16550's scratch register). */
 #include <stddef.h>
 #include <stdint.h>
 
