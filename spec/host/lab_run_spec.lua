@@ -76,8 +76,7 @@ describe("lab/run #noasan #labboot", function()
          "-- bash -c", quote(script), "argv0" }
       for _, w in ipairs(WORDS) do cmd[#cmd + 1] = quote(w) end
       local code, out = run(table.concat(cmd, " "))
-      shared = { code = code, out = out, path = path,
-                 guest_write_reached_host = io.open(path .. ".guest") ~= nil }
+      shared = { code = code, out = out, guest_write_reached_host = io.open(path .. ".guest") ~= nil }
       os.remove(path)
       os.remove(path .. ".guest")
       return shared

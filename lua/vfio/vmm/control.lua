@@ -397,22 +397,24 @@ end
 local Control = {}
 Control.__index = Control
 
+-- The device whose host address (or a recording's id) is `want`.
+local function find_by_host(self, want)
+   for _, d in ipairs(self.board.devices) do
+      if device_id(d) == want or d:host_bdf() == want then return d end
+   end
+end
+
 local function find_device(self, name)
    name = tostring(name)
    local want = pcibus.parse_bdf(name) or name
-   local function by_host()
-      for _, d in ipairs(self.board.devices) do
-         if device_id(d) == want or d:host_bdf() == want then return d end
-      end
-   end
    -- With its domain ("0000:00:04.0") a name is a host address (or a recording's id);
    -- without ("00:04.0") a guest address first, as info shows them, then a host one:
    -- the two can read alike (the host's 00:04.0 behind a port, a device at guest 00:04.0).
-   if name:match("^%x+:%x+:%x+%.%x$") then return by_host() end
+   if name:match("^%x+:%x+:%x+%.%x$") then return find_by_host(self, want) end
    for _, d in ipairs(self.board.devices) do
       if guest_address(self.board:where(d)) == name then return d end
    end
-   return by_host()
+   return find_by_host(self, want)
 end
 
 local COMMANDS = {}
@@ -471,10 +473,7 @@ function COMMANDS.device_add(self, args)
    if not bdf then return nil, ("device_add: %s"):format(why or "not a PCI address") end
    -- by host address only: a guest address can read the same as another host's (the
    -- boot device at guest 00:04.0, the host's 0000:00:04.0 being added)
-   local there
-   for _, d in ipairs(self.board.devices) do
-      if d:host_bdf() == bdf or device_id(d) == bdf then there = d break end
-   end
+   local there = find_by_host(self, bdf)
    if there then
       return nil, ("device_add: %s is already in the VM (guest %s)")
          :format(bdf, tostring(guest_address(self.board:where(there))))
