@@ -14,7 +14,9 @@
 --   --trust-client: every BAR access is a message).
 -- * nvme under the lab's Linux kernel with bench/guest/guest_bench (the initramfs of
 --   bench/vs-qemu-linux.lua): 4 KiB O_DIRECT random-read latency (median, p99) and IOPS.
---   Skipped with a note when the lab has no nvme.
+--   The server twice: without --trust-client (every doorbell a message) and with it (the
+--   BAR's pages mapped into the guest, the issue's parity case). Skipped with a note when
+--   the lab has no nvme.
 -- * a Lua model's register access against a C-answered one: the 16550A model
 --   (examples/vfio-user/serial_16550a.lua) served by bin/vfio-user-serve against QEMU's
 --   own C pci-serial (same IDs 1b36:0002, an 8-port I/O BAR0): cycles per byte read and
@@ -106,11 +108,14 @@ local function user_device(socket) return qvu.vfio_user_device(socket, "03.0") e
 
 -- The server for one VM: started (without --trace, which spec/support/user_server.lua
 -- always adds: a line per message would be measured too), `fn(socket)` run, stopped.
-local function served(dev, fn)
+-- `extra`: more arguments for vfio-user-serve (--trust-client).
+local function served(dev, fn, extra)
    local srv = {}
    local c = child.spawn(us.COMMAND, function(dir)
       srv.socket = dir .. "/sock"
-      return { dev, "--socket", srv.socket }
+      local args = { dev, "--socket", srv.socket }
+      for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+      return args
    end)
    c.name = "vfio-user-serve"
    child.wait_for(c, "the server's socket", function() return stat.stat(srv.socket) end, 10)
@@ -190,7 +195,8 @@ if lab then
       local nvme_group = { name = "nvme",
                            title = ("nvme %s, Linux guest: vfio-user-pci (server) vs vfio-pci (kernel)")
                               :format(nvme.bdf),
-                           base = "kernel", other = "server", metrics = { "lat", "p99", "iops" },
+                           base = "kernel", other = "server", trusted = "server, BAR fds",
+                           metrics = { "lat", "p99", "iops" },
                            labels = { lat = "4 KiB random read, median us", p99 = "4 KiB random read, p99 us",
                                       iops = "4 KiB random read IOPS" } }
       config(nvme_group, "base", function()
@@ -200,6 +206,12 @@ if lab then
          return served(nvme.bdf, function(sock)
             return linux(user_device(sock), "vfio-user-pci nvme")
          end)
+      end)
+      -- the BAR pages handed over: the doorbells are the guest's stores, no message
+      config(nvme_group, "trusted", function()
+         return served(nvme.bdf, function(sock)
+            return linux(user_device(sock), "vfio-user-pci nvme, --trust-client")
+         end, { "--trust-client" })
       end)
    end
 end
@@ -223,25 +235,34 @@ end
 print(("QEMU 11.1 (lab/qemu-vfio-user), %s, %d round(s) interleaved; median [min-max]; ratio = %s")
    :format(kvm and "KVM" or "TCG", rounds, "served / reference (medians)"))
 for _, g in ipairs(GROUPS) do
-   local side = {}
+   local side, order = {}, {}
    for _, c in ipairs(CONFIGS) do
       if c.group == g.name then side[c.side] = c end
    end
+   for _, k in ipairs { "other", "trusted" } do if side[k] then order[#order + 1] = k end end
+   local function cell(v)
+      if #v == 0 then return "-" end
+      return ("%g [%g-%g]"):format(v[(#v + 1) // 2], v[1], v[#v])
+   end
    print(g.title)
-   print(("  %-30s %22s %22s %7s"):format("", g.base, g.other, "ratio"))
+   local head = ("  %-30s %22s"):format("", g.base)
+   for _, k in ipairs(order) do head = head .. (" %22s %7s"):format(g[k], "ratio") end
+   print(head)
    for _, m in ipairs(g.metrics) do
-      local a, b = values(side.base, m), values(side.other, m)
-      local function cell(v)
-         if #v == 0 then return "-" end
-         return ("%g [%g-%g]"):format(v[(#v + 1) // 2], v[1], v[#v])
+      local a = values(side.base, m)
+      local ma = a[(#a + 1) // 2]
+      local row = ("  %-30s %22s"):format(g.labels[m], cell(a))
+      for _, k in ipairs(order) do
+         local b = values(side[k], m)
+         local mb = b[(#b + 1) // 2]
+         row = row .. (" %22s %7s"):format(cell(b), (ma and mb and ma ~= 0) and ("%.2f"):format(mb / ma) or "-")
       end
-      local ma, mb = a[(#a + 1) // 2], b[(#b + 1) // 2]
-      print(("  %-30s %22s %22s %7s"):format(g.labels[m], cell(a), cell(b),
-         (ma and mb and ma ~= 0) and ("%.2f"):format(mb / ma) or "-"))
+      print(row)
    end
 end
 if nvme_note then print(nvme_note) end
 if lab then
    print("edu: the kernel path with x-no-mmap=on, the server without --trust-client: every BAR access trapped")
-   print("nvme: the server without --trust-client (BAR accesses as messages); IOPS ratio > 1 is better")
+   print("nvme: 'server' without --trust-client (BAR accesses as messages), 'server, BAR fds' with it"
+      .. " (the doorbells mapped into the guest); IOPS ratio > 1 is better")
 end

@@ -295,6 +295,28 @@ describe("vfio-user server with a hostile peer", function()
       c:close()
    end)
 
+   it("unmasks INTx only after the client's posted writes sent before the EOI", function()
+      local c = versioned()
+      local trig, unmask = core.eventfd(), core.eventfd()
+      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x24, index = 0, start = 0, count = 1 },
+                               { trig })).error)
+      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x14, index = 0, start = 0, count = 1 },
+                               { unmask })).error)
+      dev:raise()
+      assert.are.equal(1, trig:read())
+      -- the guest's handler: a posted write lowering the line, then its EOI; both are
+      -- ready when the server next polls, and the unmask must not overtake the write
+      assert(c:request("region_write", { region = 0, offset = 0x24, data = "\0\0\0\0", no_reply = true }))
+      local refused = s.stats.posted_errors
+      unmask:write(1)
+      s:step(0)
+      assert.is_nil(trig:read())                                   -- no second interrupt
+      assert.are.equal(refused, s.stats.posted_errors)
+      trig:close()
+      unmask:close()
+      c:close()
+   end)
+
    it("takes back a departed client's interrupts and DMA ranges, and resets the device", function()
       local c = versioned()
       local efd = core.eventfd()

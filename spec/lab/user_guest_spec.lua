@@ -164,3 +164,36 @@ describe("a Linux guest of QEMU 11.1's vfio-user client, lab devices served by v
       assert.are.equal("", diff(want, got), ("\nvfio-pci:\n%s\nvfio-user:\n%s"):format(theirs, ours))
    end)
 end)
+
+describe("examples/guest under QEMU 11.1's vfio-user client, the lab's edu served #nested", function()
+   local guest = require "support.guest"
+   if not qvu.available() then return end   -- the describe above reports it
+
+   it("passes every edu test, one INTx for one raise (the unmask waits for the guest's posted ack)", function()
+      assert(lab.inside, "run me with lab/run")
+      assert(io.open(guest.ELF), guest.ELF .. " missing")
+      local edu = lab.need("edu")
+      local srv = us.start(edu.bdf)
+      local kvm = stat.stat("/dev/kvm") ~= nil
+      local g
+      local ok, err = pcall(function()
+         g = assert(qvu.start_guest { kernel = guest.ELF, debugcon = true, memory = "128M",
+                                      accel = kvm and "kvm" or "tcg",
+                                      devices = { qvu.vfio_user_device(srv.socket, "03.0") } })
+         child.wait_for(g, "examples/guest to finish", function() return g.status() end, 180)
+      end)
+      local dbg = g and g.debug_output() or ""
+      local log = g and g.output() or ""
+      if g then g.stop() end
+      srv.stop()
+      local all = ("%s\nQEMU:\n%s\nserver:\n%s"):format(dbg, log:sub(-2000), srv.output():sub(-3000))
+      assert(ok, tostring(err) .. "\n" .. all)
+      local r = guest.parse(dbg)
+      for _, t in ipairs(guest.EDU_TESTS) do assert.are.equal("PASS", r.tests[t], t .. ":\n" .. all) end
+      assert.matches("TEST intx PASS line %d+ count 1 ", dbg, 1, false, all)
+      assert.are.equal("PASS", r.result, all)
+      -- edu has no reset the kernel can do: the server does not offer one, so QEMU asks none
+      assert.not_matches("device_reset id %d+ refused", srv.output(), 1, false, all)
+      assert.not_matches("reset reply error", log, 1, true, all)
+   end)
+end)

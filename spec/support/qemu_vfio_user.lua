@@ -580,23 +580,40 @@ end
 -- console on ttyS0 in the child's output, opts.append added to the kernel command line,
 -- opts.accel "kvm" (with -cpu host; default "tcg" with -cpu max) where /dev/kvm is usable.
 -- child.output() is the console so far, child.stop() ends QEMU; child.wait_for from
--- spec/support/child.lua waits for a line.
+-- spec/support/child.lua waits for a line. opts.debugcon (no initrd): a multiboot guest
+-- such as examples/guest, its port-0xe9 report read by child.debug_output(), its exit
+-- code set through isa-debug-exit.
 function M.start_guest(opts)
    local root, why = M.available()
    if not root then return nil, why end
-   assert(opts.kernel and opts.initrd, "start_guest needs kernel and initrd paths")
+   assert(opts.kernel and (opts.initrd or opts.debugcon),
+          "start_guest needs a kernel, and an initrd or debugcon (a multiboot guest)")
    local accel = opts.accel or "tcg"
-   local args = { "-machine", "q35", "-accel", accel, "-cpu", accel == "kvm" and "host" or "max",
-                  "-smp", tostring(opts.cpus or 1),
-                  "-display", "none", "-nodefaults", "-no-reboot", "-serial", "stdio",
-                  "-run-with", "exit-with-parent=on",
-                  "-kernel", opts.kernel, "-initrd", opts.initrd,
-                  "-append", "console=ttyS0 panic=-1 " .. (opts.append or "") }
-   memory_args(args, opts.memory or "256M", opts.shared ~= false)
-   device_args(args, opts)
-   local c = require("support.child").spawn(M.WRAPPER, args)
+   local function args_in(dir)
+      local args = { "-machine", "q35", "-accel", accel, "-cpu", accel == "kvm" and "host" or "max",
+                     "-smp", tostring(opts.cpus or 1),
+                     "-display", "none", "-nodefaults", "-no-reboot", "-serial", "stdio",
+                     "-run-with", "exit-with-parent=on", "-kernel", opts.kernel,
+                     "-append", (opts.initrd and "console=ttyS0 panic=-1 " or "") .. (opts.append or "") }
+      if opts.initrd then
+         args[#args + 1] = "-initrd"
+         args[#args + 1] = opts.initrd
+      end
+      if opts.debugcon then
+         -- examples/guest: its report on port 0xe9, its verdict by isa-debug-exit
+         for _, a in ipairs { "-chardev", "file,id=dbg,path=" .. dir .. "/debug",
+                              "-device", "isa-debugcon,iobase=0xe9,chardev=dbg",
+                              "-device", "isa-debug-exit,iobase=0xf4,iosize=1" } do
+            args[#args + 1] = a
+         end
+      end
+      memory_args(args, opts.memory or "256M", opts.shared ~= false)
+      device_args(args, opts)
+      return args
+   end
+   local c = require("support.child").spawn(M.WRAPPER, args_in)
    c.name = "qemu-vfio-user (guest)"
-   c.args = args
+   function c.debug_output() return slurp(c.dir .. "/debug") or "" end
    return c
 end
 

@@ -27,8 +27,9 @@
 --   posted REGION_WRITE) gets no reply, not even an error.
 -- * SET_IRQS: the client's eventfds become the device's triggers (objects with
 --   `:signal()`, which writes the eventfd, and `:fileno()`). An INTx unmask eventfd is
---   watched by the server, which calls `dev:set_irqs(0, 0, 1, "unmask")` when it fires,
---   unless the device takes eventfds natively (`dev.native_eventfds`, the kernel one).
+--   watched by the server, which serves what the client sent before it and then calls
+--   `dev:set_irqs(0, 0, 1, "unmask")`, a kernel device's too: a guest lowers the line
+--   with a posted write, then EOIs, and the unmask must not pass that write.
 -- * DMA_MAP with an fd: the fd's pages are mapped MAP_SHARED (read-only unless the map
 --   is writable), and the device gets `range.memory` (read/write on the mapping) and
 --   `range.buffer` (the vfio.dmabuf, which a kernel device maps into its IOMMU). A
@@ -507,8 +508,11 @@ function H.device_set_irqs(self, c, m)
    local action = fl & ACTION_TRIGGER ~= 0 and "trigger" or fl & ACTION_UNMASK ~= 0 and "unmask" or "mask"
    local dev = self.device
    if fl & DATA_EVENTFD ~= 0 then
-      if action == "unmask" and not dev.native_eventfds then
-         -- the resample eventfd: watched here, an unmask when it fires
+      if action == "unmask" then
+         -- the resample eventfd: watched here, an unmask when it fires, even for a kernel
+         -- device that could take it itself: the guest's write that lowers the line comes
+         -- as a posted REGION_WRITE before its EOI, and the kernel would unmask before the
+         -- server had read it (a second interrupt for one); step() serves the socket first
          if m.count ~= 1 or m.index ~= 0 then
             close_fds(m.fds)
             return fail(EINVAL, "SET_IRQS: an unmask eventfd is for INTx (index 0, one vector)")
@@ -706,6 +710,7 @@ function Server:step(ms)
    end
    local n, err, errno = ppoll.poll(fds, timeout)
    if not n then return nil, err, errno end
+   local unmasks = {}
    for fd, p in pairs(fds) do
       local r = p.revents or {}
       if r.IN or r.HUP or r.ERR then
@@ -714,13 +719,22 @@ function Server:step(ms)
             accept(self)
          elseif w == "client" then
             if self.client then serve_client(self, self.client) end
-         elseif type(w) == "table" and w.unmask and self.client then
-            if drain(fd) then
-               self.stats.interrupts_unmasked = self.stats.interrupts_unmasked + 1
-               call(self, "INTx unmask", dev.set_irqs, w.unmask, 0, 1, "unmask")
-            end
+         elseif type(w) == "table" and w.unmask then
+            unmasks[#unmasks + 1] = { fd = fd, index = w.unmask }
          elseif type(w) == "table" and w.device then
             call(self, "on_ready", dev.on_ready, w.device)
+         end
+      end
+   end
+   -- unmasks last, after every message the client sent before its guest's EOI
+   for _, u in ipairs(unmasks) do
+      if self.client and self.client.unmask[u.index] and self.client.unmask[u.index]:fileno() == u.fd then
+         local watched = self.client.unmask[u.index]
+         serve_client(self, self.client)
+         -- still the same eventfd (the messages served may have replaced or closed it)
+         if self.client and self.client.unmask[u.index] == watched and drain(u.fd) then
+            self.stats.interrupts_unmasked = self.stats.interrupts_unmasked + 1
+            call(self, "INTx unmask", dev.set_irqs, u.index, 0, 1, "unmask")
          end
       end
    end

@@ -16,7 +16,8 @@
 --
 -- Interrupts: a recording has the recorded IRQ info and never fires. A kernel device's
 -- SET_IRQS goes to VFIO_DEVICE_SET_IRQS with the client's eventfds themselves
--- (`native_eventfds`: the kernel signals them, INTx unmask eventfds included).
+-- (`native_eventfds`: the kernel signals them); the INTx unmask eventfd is the
+-- server's, which unmasks through `set_irqs` once the client's earlier writes are served.
 -- DMA: a recording does none (maps are kept as bookkeeping). A kernel device maps the
 -- client's memory (the server's `range.buffer`, an mmap of the client's fd) into its
 -- container or IOAS at the client's IOVA; a map without an fd cannot be served by
@@ -100,7 +101,11 @@ end
 --- DEVICE_GET_INFO.
 -- @treturn table `{flags, num_regions, num_irqs}`
 function Trapped:info()
-   return { flags = 3, num_regions = NUM_REGIONS, num_irqs = self.num_irqs, name = self.name }
+   -- RESET only when the kernel can reset the device (QEMU's edu cannot: VFIO_DEVICE_RESET
+   -- is EINVAL there, and a client seeing the flag would try); a recording resets nothing
+   local flags = 3
+   if self.dev then flags = 2 | ((self.dev.info or {}).reset and 1 or 0) end
+   return { flags = flags, num_regions = NUM_REGIONS, num_irqs = self.num_irqs, name = self.name }
 end
 
 local function region_size(self, index)
