@@ -5,6 +5,7 @@
 --
 --   lab/run -- lua5.4 bench/vs-vfio-user.lua [--rounds N]          (the lab; KVM there)
 --   lua5.4 bench/vs-vfio-user.lua --host [--rounds N]              (the host, TCG)
+--   --only serial|edu|nvme: that comparison alone
 --
 -- Lab mode, rounds interleaved (kernel, server, kernel, server, ...):
 -- * edu under examples/guest (build/guest/guest.elf, multiboot): TSC cycles per config
@@ -32,7 +33,7 @@ local guest = require "support.guest"
 local stat = require "posix.sys.stat"
 local psignal = require "posix.signal"
 
-local rounds, host = 3, false
+local rounds, host, only = 3, false, nil
 do
    local i = 1
    while i <= #arg do
@@ -41,8 +42,11 @@ do
          i = i + 1
       elseif arg[i] == "--host" then
          host = true
+      elseif arg[i] == "--only" and arg[i + 1] then
+         only = arg[i + 1]
+         i = i + 1
       else
-         error("usage: lua5.4 bench/vs-vfio-user.lua [--host] [--rounds N]")
+         error("usage: lua5.4 bench/vs-vfio-user.lua [--host] [--rounds N] [--only serial|edu|nvme]")
       end
       i = i + 1
    end
@@ -136,6 +140,7 @@ end
 -- Configurations: name -> { pair = row group, run = function() -> { metric = value } }.
 local GROUPS, CONFIGS = {}, {}
 local function config(group, side, run)
+   if only and group.name ~= only then return end
    if not GROUPS[group.name] then
       GROUPS[group.name] = group
       GROUPS[#GROUPS + 1] = group
