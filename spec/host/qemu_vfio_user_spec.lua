@@ -187,7 +187,7 @@ describe("QEMU 11.1's vfio-user client, driven by spec/support/qemu_vfio_user", 
       end)
    end)
 
-   describe("booting Linux under TCG (start_guest)", function()
+   describe("booting Linux under TCG (start_guest) #noasan", function()   -- QEMU's code, not ours
       it("boots the lab kernel and shows its console", function()
          local kdir = cache_dir() .. "/lab/kernel"
          local f = io.open(kdir .. "/version")

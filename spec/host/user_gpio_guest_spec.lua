@@ -26,7 +26,8 @@ local function lab_kernel()
    return kernel
 end
 
-describe("a Linux guest (the lab's kernel under TCG) with the PCI-IDIO-16 model over vfio-user", function()
+-- #noasan: a minute of TCG; the server's C under it is ASan-checked by user_server_spec's qtest cases
+describe("a Linux guest (the lab's kernel under TCG) with the PCI-IDIO-16 model over vfio-user #noasan", function()
    local root, why = qvu.available()
    local kernel, kwhy = lab_kernel()
    if not root or not kernel then

@@ -15,7 +15,7 @@ local function slurp(path)
    return s
 end
 
-describe("Linux with a vfio-user device under passthrough.lua", function()
+describe("Linux with a vfio-user device under passthrough.lua #perinterface", function()
    it("binds 8250_pci to the serial model served over vfio-user, its RAM shared by memfd", function()
       local log = os.tmpname()
       local srv = server.start("examples/vfio-user/serial_16550a.lua", { dma_log = log })
