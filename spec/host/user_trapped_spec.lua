@@ -174,15 +174,24 @@ describe("vfio.user.trapped", function()
          os.remove(dir)
       end)
 
-      it("hands VFIO the client's eventfds themselves, INTx unmask eventfds included", function()
+      it("hands VFIO the client's trigger eventfds themselves, and unmasks INTx itself when the"
+         .. " client's unmask eventfd fires", function()
          local e1, e2 = core.eventfd(), core.eventfd()
          assert.is_nil(ask("device_set_irqs", { flags = 0x24, index = 1, start = 0, count = 1 }, { e1 }).error)
          local call = fake.calls[#fake.calls]
          assert.are.same({ "set_irqs", 1, "trigger", 0, 1 }, { table.unpack(call, 1, 5) })
          assert.are.equal("integer", math.type(call[6][1]))          -- the fd number itself
          assert.is_true(call[6][1] > 2)
+         local before = #fake.calls
          assert.is_nil(ask("device_set_irqs", { flags = 0x14, index = 0, start = 0, count = 1 }, { e2 }).error)
-         assert.are.same({ "set_irqs", 0, "unmask", 0, 1 }, { table.unpack(fake.calls[#fake.calls], 1, 5) })
+         -- kept by the server, not given to VFIO: the unmask must wait for the client's
+         -- earlier posted writes (the guest lowering the line before its EOI)
+         for i = before + 1, #fake.calls do assert.are_not.equal("set_irqs", fake.calls[i][1]) end
+         e2:write(1)                                                     -- the guest's EOI
+         pump()
+         local call2 = fake.calls[#fake.calls]
+         assert.are.same({ "set_irqs", 0, "unmask", 0, 1 }, { table.unpack(call2, 1, 5) })
+         assert.is_nil(call2[6])                                         -- DATA_NONE
          assert.is_nil(ask("device_set_irqs", { flags = 0x21, index = 1, start = 0, count = 0 }).error)
          assert.are.same({ "set_irqs", 1, "trigger", 0, 0 }, { table.unpack(fake.calls[#fake.calls], 1, 5) })
          e1:close()
