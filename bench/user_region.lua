@@ -15,8 +15,7 @@ package.cpath = (os.getenv("LUAVFIO_BUILD") or "build") .. "/?.so;" .. package.c
 local core = require "vfio.core"
 local vfio = require "vfio"
 local passthrough = require "vfio.vmm.passthrough"
-local unistd = require "posix.unistd"
-local psocket = require "posix.sys.socket"
+local test_server = require "support.user_test_server"
 local pwait = require "posix.sys.wait"
 local psignal = require "posix.signal"
 
@@ -27,15 +26,8 @@ local MiB = 1 << 20
 -- the trap's probe, and BAR2 backed by a sealed memfd it hands over.
 local cfg = string.pack("<I2I2I2I2I4", 0x1b36, 0x11f1, 0, 0, 0xff000000) .. string.rep("\0", 256 - 12)
 local bar2 = assert(core.ram_memfd(0x1000))
-local path = os.tmpname()
-os.remove(path)
-local ls = assert(psocket.socket(psocket.AF_UNIX, psocket.SOCK_STREAM, 0))
-assert(psocket.bind(ls, { family = psocket.AF_UNIX, path = path }))
-assert(psocket.listen(ls, 1))
-local pid = assert(unistd.fork())
-if pid == 0 then
-   local s = psocket.accept(ls)
-   local conn = core.user_connection(s, { role = "server", max_msg_fds = 16 })
+local path, pid = test_server.fork(function(ls)
+   local conn = test_server.accept(ls)
    local zeros = string.rep("\0", 4096)
    local sizes = { [0] = 0x1000, [2] = 0x1000, [7] = 256 }
    while true do
@@ -61,9 +53,7 @@ if pid == 0 then
          conn:error(m, 38)
       end
    end
-   unistd._exit(0)
-end
-unistd.close(ls)
+end, 1)
 
 local dev = assert(vfio.open("vfio-user:" .. path))
 local h = dev.handle
@@ -100,11 +90,7 @@ local t = {
 }
 -- os.clock is this process's CPU time: the server's share of a round trip is not in it,
 -- so the wall-clock round trip is measured too
-local ptime = require "posix.time"
-local function wall()
-   local x = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
-   return x.tv_sec + x.tv_nsec * 1e-9
-end
+local wall = require("support.child").now
 local w0 = wall()
 for _ = 1, N do h:read(0, 0, 4) end
 local wall_rt = (wall() - w0) / N

@@ -18,6 +18,7 @@
 -- @module vfio.user_client
 local core = require "vfio.core"
 local errors = require "vfio.errors"
+local device_methods = require "vfio.device_methods"
 
 local fail = errors.fail
 local M = {}
@@ -238,72 +239,45 @@ end
 local UserDevice = { __name = "vfio.user_pci_device" }
 UserDevice.__index = UserDevice
 
-local function checkdev(self)
-   if getmetatable(self) ~= UserDevice then error("bad argument #1 (vfio-user device expected)", 3) end
-   if self.closed then error(("device %s is closed"):format(self.name), 3) end
-   return self
-end
+local checkdev = device_methods.checker(UserDevice, "vfio-user device")
 
 --- A device vfio.open("vfio-user:PATH") returns: fields `name`, `path`, `handle` (the
 -- vfio.core user_device), `interface` ("vfio-user"), `info`, `num_regions`, `num_irqs`,
 -- `config` (region 7), `container` (its DMA space: map_dma, unmap_dma, map_guest_ram).
 -- @type UserDevice
 
+-- Regions, interrupts, reset, fileno, close and __tostring: a kernel device's
+-- (vfio.device_methods).
+device_methods.install(UserDevice, {
+   check = checkdev,
+   new_region = new_region,
+   no_reset = "the server says the device has no reset",
+   release = function(self) self.handle:close() end, -- the server sees its client go
+})
+
 --- The region object of index i (cached), for 0 <= i < num_regions.
-function UserDevice:region(i)
-   checkdev(self)
-   if math.type(i) ~= "integer" or i < 0 or i >= self.num_regions then
-      error(("bad argument #1 to 'region' (index in [0, %d) expected, got %s)"):format(
-         self.num_regions, tostring(i)), 2)
-   end
-   local r = self._regions[i]
-   if not r or r._closed then
-      r = new_region(self, i)
-      self._regions[i] = r
-   end
-   return r
-end
+-- @function UserDevice:region
 
 --- Every region, index 0 to num_regions - 1 (region i at list[i + 1]).
-function UserDevice:regions()
-   checkdev(self)
-   local list = {}
-   for i = 0, self.num_regions - 1 do list[i + 1] = self:region(i) end
-   return list
-end
+-- @function UserDevice:regions
 
 --- Region i as the server described it (`handle:region_info`).
 function UserDevice:region_info(i) return checkdev(self).handle:region_info(i) end
 
 --- Interrupt index i as the server described it.
-function UserDevice:irq_info(i)
-   checkdev(self)
-   if math.type(i) ~= "integer" or i < 0 then
-      error(("bad argument #1 to 'irq_info' (irq index expected, got %s)"):format(tostring(i)), 2)
-   end
-   return self.handle:irq_info(i)
-end
+-- @function UserDevice:irq_info
 
 --- SET_IRQS, as a kernel device's `set_irqs(index, action, start, count [, data])`.
-function UserDevice:set_irqs(...) return checkdev(self).handle:set_irqs(...) end
+-- @function UserDevice:set_irqs
 
 --- Route `#eventfds` vectors from 0 to the eventfds.
-function UserDevice:enable_irq(index, efds)
-   checkdev(self)
-   if type(efds) ~= "table" then efds = { efds } end
-   return self.handle:set_irqs(index, "trigger", 0, #efds, efds)
-end
+-- @function UserDevice:enable_irq
 
 --- Every vector of the index off.
-function UserDevice:disable_irq(index) return checkdev(self).handle:set_irqs(index, "trigger", 0, 0) end
+-- @function UserDevice:disable_irq
 
 --- DEVICE_RESET.
-function UserDevice:reset()
-   checkdev(self)
-   local ok, err, errno = self.handle:reset()
-   if not ok and not self.info.reset then err = err .. " (the server says the device has no reset)" end
-   return ok, err, errno
-end
+-- @function UserDevice:reset
 
 --- DMA_MAP of a shared dmabuf at iova (the device's `container:map_dma`).
 function UserDevice:dma_map(buf, iova, opts) return checkdev(self).container:map_dma(buf, iova, opts) end
@@ -341,25 +315,13 @@ function UserDevice:error_eventfd() return self:notifier("error") end
 --- Nothing from the host: an empty table.
 function UserDevice:notices() checkdev(self) return {} end
 --- The socket's fd.
-function UserDevice:fileno() return checkdev(self).handle:fileno() end
+-- @function UserDevice:fileno
+
 --- The connection's state and counters (`handle:status`).
 function UserDevice:status() return self.handle:status() end
 
 --- Idempotent: the connection closes (the server sees its client go).
-function UserDevice:close()
-   if rawget(self, "closed") then return end
-   self.closed = true
-   for _, r in pairs(self._regions) do r:close() end
-   self._regions = {}
-   self.config = nil
-   self.handle:close()
-end
-UserDevice.__close = UserDevice.close
-UserDevice.__gc = UserDevice.close
-
-function UserDevice:__tostring()
-   return ("vfio.user_pci_device (%s%s)"):format(self.name, self.closed and ", closed" or "")
-end
+-- @function UserDevice:close
 
 --- Functions of the module.
 -- @section functions

@@ -4,7 +4,7 @@
 -- specs can trust it. Pending when lab/setup has not unpacked that QEMU
 -- (lab/vfio-user-client).
 local qvu = require "support.qemu_vfio_user"
-local stat = require "posix.sys.stat"
+local child = require "support.child"
 
 local EDU, TESTDEV, E1000E = "04.0", "05.0", "06.0"
 
@@ -157,9 +157,7 @@ describe("QEMU 11.1's vfio-user client, driven by spec/support/qemu_vfio_user", 
    describe("with a vfio-user-pci device", function()
       local dir
       before_each(function()
-         dir = os.tmpname()
-         os.remove(dir)
-         assert(stat.mkdir(dir, tonumber("700", 8)))
+         dir = child.private_dir()
       end)
       after_each(function()
          os.remove(dir .. "/peer.sock")
@@ -198,7 +196,6 @@ describe("QEMU 11.1's vfio-user client, driven by spec/support/qemu_vfio_user", 
          local initrd = os.tmpname()
          local g = assert(qvu.start_guest { kernel = kdir .. "/boot/vmlinuz-" .. kver, initrd = initrd,
                                             append = "quiet loglevel=3", memory = "128M" })
-         local child = require "support.child"
          local ok, err = pcall(child.wait_for, g, "the kernel's panic on the console", function()
             return g.output():match("Kernel panic") or g.status()
          end, 120)

@@ -11,8 +11,6 @@ local record = require "vfio.record"
 local model = require "vfio.user.model"
 local passthrough = require "vfio.vmm.passthrough"
 local server = require "support.user_test_server"
-local unistd = require "posix.unistd"
-local psocket = require "posix.sys.socket"
 local pwait = require "posix.sys.wait"
 local psignal = require "posix.signal"
 local dirent = require "posix.dirent"
@@ -65,30 +63,15 @@ local function fd_count()
    return n
 end
 
-local function now()
-   local t = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
-   return t.tv_sec + t.tv_nsec * 1e-9
-end
+local now = require("support.child").now
 
 -- A scripted server: script(conn) runs in a child on the accepted connection.
 local function scripted(script)
-   local path = os.tmpname()
-   os.remove(path)
-   local ls = assert(psocket.socket(psocket.AF_UNIX, psocket.SOCK_STREAM, 0))
-   assert(psocket.bind(ls, { family = psocket.AF_UNIX, path = path }))
-   assert(psocket.listen(ls, 1))
-   local pid = assert(unistd.fork())
-   if pid == 0 then
-      local ok = pcall(function()
-         local s = psocket.accept(ls)
-         local conn = core.user_connection(s, { role = "server", max_msg_fds = 16 })
-         unistd.close(s)
-         script(conn)
-         conn:recv(5000) -- hold the connection until the client goes
-      end)
-      unistd._exit(ok and 0 or 1)
-   end
-   unistd.close(ls)
+   local path, pid = server.fork(function(ls)
+      local conn = server.accept(ls)
+      script(conn)
+      conn:recv(5000) -- hold the connection until the client goes
+   end, 1)
    return { path = path, stop = function()
       psignal.kill(pid, psignal.SIGKILL)
       pwait.wait(pid)

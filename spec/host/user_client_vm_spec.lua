@@ -28,13 +28,7 @@ local function test_device()
    }
 end
 
-local function slurp(path)
-   local f = io.open(path)
-   if not f then return "" end
-   local s = f:read("a")
-   f:close()
-   return s
-end
+local slurp = require("support.child").slurp
 
 describe("a vfio-user device in a VM #kvm", function()
    local srv, dev, dma_log

@@ -3,25 +3,14 @@
 -- sets seen by the driver, and the change-of-state interrupt latched, reported in the
 -- status register the (shared-IRQ) handler checks, and cleared.
 local decode = require "vfio.decode"
+local served = require "support.served_model"
 
 local EXAMPLE = "examples/vfio-user/pci_idio_16.lua"
 local CONFIG, INTX = 7, 0
 local OUT0_7, IN0_7, IRQ_CTL, FILTER_CTL, OUT8_15, IN8_15, IRQ_STATUS = 0, 1, 2, 3, 4, 5, 6
 
-local function open()
-   local dev = dofile(EXAMPLE)
-   assert(dev:region_write(CONFIG, 0x04, string.pack("<I2", 0x0001)))
-   local port = {}
-   function port.i(off) return assert(dev:region_read(2, off, 1)):byte() end
-   function port.o(off, v) assert(dev:region_write(2, off, string.char(v))) end
-   return dev, port
-end
-
-local function counter()
-   local t = { n = 0 }
-   function t.signal(self) self.n = self.n + 1 end
-   return t
-end
+local function open() return served.open(EXAMPLE, 2) end
+local counter = served.counter
 
 -- What the 6.1 driver's handler asks before claiming the shared interrupt.
 local function ours(status) return status & 0x3 ~= 0 and status & 0x4 ~= 0 end

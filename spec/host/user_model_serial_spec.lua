@@ -3,6 +3,7 @@
 -- startup) finds one 16550A port, and bytes, line status, interrupt priorities and the
 -- INTx line behave as the chip's.
 local decode = require "vfio.decode"
+local served = require "support.served_model"
 
 local EXAMPLE = "examples/vfio-user/serial_16550a.lua"
 local CONFIG, INTX = 7, 0
@@ -17,14 +18,7 @@ local MCR_LOOP, MCR_OUT2, MCR_RTS = 0x10, 0x08, 0x02
 local MSR_STATUS_BITS, MSR_DCD, MSR_CTS = 0xf0, 0x80, 0x10
 local LSR_DR, LSR_OE, LSR_THRE, LSR_TEMT = 0x01, 0x02, 0x20, 0x40
 
-local function open(opts)
-   local dev = assert(loadfile(EXAMPLE))(opts)
-   assert(dev:region_write(CONFIG, 0x04, string.pack("<I2", 0x0001)))   -- I/O decoding on
-   local port = {}
-   function port.i(off) return assert(dev:region_read(0, off, 1)):byte() end
-   function port.o(off, v) assert(dev:region_write(0, off, string.char(v & 0xff))) end
-   return dev, port
-end
+local function open(opts) return served.open(EXAMPLE, 0, opts) end
 
 -- 8250_port.c's size_fifo(): bytes written in loopback that the receiver keeps.
 local function size_fifo(p)
@@ -125,11 +119,7 @@ local function autoconfig(p, skip_test)
    return kind
 end
 
-local function counter()
-   local t = { n = 0 }
-   function t.signal(self) self.n = self.n + 1 end
-   return t
-end
+local counter = served.counter
 
 describe("examples/vfio-user/serial_16550a.lua", function()
    it("is a 16550-compatible serial controller with one 8-byte I/O BAR0 and INTA", function()

@@ -55,11 +55,7 @@ end
 local function cfg_write(dev, off, n, v) assert(dev:region_write(CONFIG, off, string.pack("<I" .. n, v))) end
 
 -- A trigger standing for an eventfd: counts its signals.
-local function counter()
-   local t = { n = 0 }
-   function t.signal(self) self.n = self.n + 1 end
-   return t
-end
+local counter = require("support.served_model").counter
 
 -- Guest memory for DMA: a table of bytes, read and written at offsets from a base.
 local function fake_memory(size, base)

@@ -13,6 +13,7 @@ local stat = require "posix.sys.stat"
 local perrno = require "posix.errno"
 local pwait = require "posix.sys.wait"
 local dirent = require "posix.dirent"
+local child = require "support.child"
 
 local EINVAL, ENOENT, EEXIST, EMSGSIZE, ENOSYS, ENOTSUP, EPIPE, EIO =
    perrno.EINVAL, perrno.ENOENT, perrno.EEXIST, perrno.EMSGSIZE, perrno.ENOSYS,
@@ -88,10 +89,22 @@ describe("vfio-user server with a hostile peer", function()
       c:close()
    end
 
+   -- A client with INTx's trigger and unmask eventfds given to the server, and the line
+   -- asserted by the model (automasked): the client, the trigger, the unmask eventfd.
+   local function intx_asserted()
+      local c = versioned()
+      local trig, unmask = core.eventfd(), core.eventfd()
+      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x24, index = 0, start = 0, count = 1 },
+                               { trig })).error)
+      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x14, index = 0, start = 0, count = 1 },
+                               { unmask })).error)
+      dev:raise()
+      assert.are.equal(1, trig:read())
+      return c, trig, unmask
+   end
+
    setup(function()
-      dir = os.tmpname()
-      os.remove(dir)
-      assert(stat.mkdir(dir, tonumber("700", 8)))
+      dir = child.private_dir()
       path = dir .. "/sock"
       fds_before = open_fds()
       dev = assert(loadfile("spec/support/user_test_model.lua"))()
@@ -276,14 +289,7 @@ describe("vfio-user server with a hostile peer", function()
    end)
 
    it("watches an INTx unmask eventfd and unmasks the model when it fires", function()
-      local c = versioned()
-      local trig, unmask = core.eventfd(), core.eventfd()
-      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x24, index = 0, start = 0, count = 1 },
-                               { trig })).error)
-      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x14, index = 0, start = 0, count = 1 },
-                               { unmask })).error)
-      dev:raise()                                                  -- INTx asserted, automasked
-      assert.are.equal(1, trig:read())
+      local c, trig, unmask = intx_asserted()
       local before = s.stats.interrupts_unmasked
       unmask:write(1)                                              -- the client's EOI
       pump()
@@ -296,14 +302,7 @@ describe("vfio-user server with a hostile peer", function()
    end)
 
    it("unmasks INTx only after the client's posted writes sent before the EOI", function()
-      local c = versioned()
-      local trig, unmask = core.eventfd(), core.eventfd()
-      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x24, index = 0, start = 0, count = 1 },
-                               { trig })).error)
-      assert.is_nil(assert(ask(c, "device_set_irqs", { flags = 0x14, index = 0, start = 0, count = 1 },
-                               { unmask })).error)
-      dev:raise()
-      assert.are.equal(1, trig:read())
+      local c, trig, unmask = intx_asserted()
       -- the guest's handler: a posted write lowering the line, then its EOI; both are
       -- ready when the server next polls, and the unmask must not overtake the write
       assert(c:request("region_write", { region = 0, offset = 0x24, data = "\0\0\0\0", no_reply = true }))
@@ -418,7 +417,6 @@ describe("vfio-user server with a hostile peer", function()
       it("--once: exits 0 when its client leaves, the socket removed; SIGINT stops it too", function()
          local srv = us.start("spec/support/user_test_model.lua", { args = { "--once" } })
          client_of(srv):close()
-         local child = require "support.child"
          child.wait_for(srv.child, "the server's exit", function() return srv.child.status() end, 10)
          assert.are.equal(0, srv.child.status())
          assert.is_nil(stat.stat(srv.socket))

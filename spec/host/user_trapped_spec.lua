@@ -10,7 +10,7 @@ local trapped = require "vfio.user.trapped"
 local server = require "vfio.user.server"
 local socket = require "posix.sys.socket"
 local unistd = require "posix.unistd"
-local stat = require "posix.sys.stat"
+local child = require "support.child"
 
 local EINVAL, ENOENT, EEXIST = 22, 2, 17
 
@@ -107,9 +107,7 @@ describe("vfio.user.trapped", function()
                       { offset = info.mmap.offset, sparse = info.mmap.sparse })
       assert.is_nil(dev:region_info(7).mmap)                         -- config: never
       -- the server hands it out only when it trusts the client too
-      local dir = os.tmpname()
-      os.remove(dir)
-      assert(stat.mkdir(dir, tonumber("700", 8)))
+      local dir = child.private_dir()
       for _, trust in ipairs { false, true } do
          local srv = assert(server.listen(dir .. "/s", dev, { signals = false, trust_client = trust }))
          local fd = assert(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0))
@@ -152,9 +150,7 @@ describe("vfio.user.trapped", function()
       end
 
       setup(function()
-         dir = os.tmpname()
-         os.remove(dir)
-         assert(stat.mkdir(dir, tonumber("700", 8)))
+         dir = child.private_dir()
          path = dir .. "/sock"
          fake = fake_device()
          local _, trap = edu_trap()

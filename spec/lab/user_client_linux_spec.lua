@@ -7,13 +7,7 @@
 local linux = require "support.linux_guest"
 local server = require "support.user_test_server"
 
-local function slurp(path)
-   local f = io.open(path)
-   if not f then return "" end
-   local s = f:read("a")
-   f:close()
-   return s
-end
+local slurp = require("support.child").slurp
 
 describe("Linux with a vfio-user device under passthrough.lua #perinterface", function()
    it("binds 8250_pci to the serial model served over vfio-user, its RAM shared by memfd", function()

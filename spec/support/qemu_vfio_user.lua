@@ -23,57 +23,20 @@
 -- console on the serial port in a log (for specs where a guest driver is the judge).
 local unistd = require "posix.unistd"
 local fcntl = require "posix.fcntl"
-local pwait = require "posix.sys.wait"
 local psignal = require "posix.signal"
 local poll = require "posix.poll"
-local stat = require "posix.sys.stat"
-local ptime = require "posix.time"
 local json = require "dkjson"
+local child = require "support.child"
 
 local M = {}
 
--- The top of the tree, from this file's own path (spec/support/qemu_vfio_user.lua).
-local function tree()
-   local src = debug.getinfo(1, "S").source:gsub("^@", "")
-   return src:match("^(.*)/spec/support/[^/]+$") or "."
-end
+local now, sleep, slurp = child.now, child.sleep, child.slurp
+local private_dir, remove_dir = child.private_dir, child.remove_dir
 
 --- The wrapper that runs the unpacked QEMU (lab/qemu-vfio-user).
-M.WRAPPER = tree() .. "/lab/qemu-vfio-user"
+M.WRAPPER = child.ROOT .. "/lab/qemu-vfio-user"
 --- The script that fetches and unpacks it (lab/vfio-user-client).
-M.FETCH = tree() .. "/lab/vfio-user-client"
-
-local function now()
-   local t = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
-   return t.tv_sec + t.tv_nsec * 1e-9
-end
-
-local function sleep(s)
-   ptime.nanosleep { tv_sec = math.floor(s), tv_nsec = math.floor((s % 1) * 1e9) }
-end
-
-local function slurp(path)
-   local f = io.open(path)
-   if not f then return "" end
-   local s = f:read("a")
-   f:close()
-   return s
-end
-
-local function private_dir()
-   local dir = os.tmpname()
-   os.remove(dir)
-   assert(stat.mkdir(dir, tonumber("700", 8)))
-   return dir
-end
-
-local function remove_dir(dir)
-   local dirent = require "posix.dirent"
-   for name in dirent.files(dir) do
-      if name ~= "." and name ~= ".." then os.remove(dir .. "/" .. name) end
-   end
-   os.remove(dir)
-end
+M.FETCH = child.ROOT .. "/lab/vfio-user-client"
 
 ---
 -- M.available() -> root, version | nil, reason: whether lab/vfio-user-client has unpacked
@@ -216,9 +179,7 @@ end
 
 --- QEMU's exit status once it ended (nil while it runs; 128 + N after signal N).
 function Session:status()
-   if self.exit then return self.exit end
-   local p, how, code = pwait.wait(self.pid, pwait.WNOHANG)
-   if p == self.pid then self.exit = how == "exited" and code or 128 + (code or 0) end
+   self.exit = self.exit or child.reap(self.pid)
    return self.exit
 end
 
@@ -230,14 +191,7 @@ function Session:close()
    self.closed = true
    unistd.close(self.to)
    if not self:status() then
-      psignal.killpg(self.pid, psignal.SIGTERM)
-      local t = now() + 5
-      while not self:status() and now() < t do sleep(0.02) end
-      if not self:status() then
-         psignal.killpg(self.pid, psignal.SIGKILL)
-         local _, how, code = pwait.wait(self.pid)
-         self.exit = how == "exited" and code or 128 + (code or 0)
-      end
+      self.exit = child.terminate(self.pid, function() return self:status() end, 5, 0.02)
    end
    unistd.close(self.from)
    self.exit_log = slurp(self.log_path)

@@ -11,11 +11,7 @@ local json = require "dkjson"
 
 local M = {}
 
-local function tree()
-   local src = debug.getinfo(1, "S").source:gsub("^@", "")
-   return src:match("^(.*)/spec/support/[^/]+$") or "."
-end
-M.ROOT = tree()
+M.ROOT = child.ROOT
 M.COMMAND = M.ROOT .. "/bin/vfio-user-serve"
 
 ---

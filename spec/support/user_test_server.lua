@@ -11,6 +11,8 @@
 --                   the region is that memfd (its info carries the fd), not the model's
 --     opts.dma_log  a path: the child appends "iova size\n" for each DMA_MAP it took
 --   srv.path, srv.pid, srv.stop() (SIGKILL the child, reap it), srv.alive()
+--   M.fork(body, backlog, name), M.accept(ls): the listening child on its own, for a
+--   spec's scripted server (or a bench's bare one)
 local core = require "vfio.core"
 local unistd = require "posix.unistd"
 local psocket = require "posix.sys.socket"
@@ -160,32 +162,51 @@ end
 M.serve = serve
 
 ---
--- Start the child: listening before the fork, so the client can connect at once.
-function M.start(make_device, opts)
-   opts = opts or {}
+-- M.fork(body, backlog, name) -> path, pid: a UNIX socket listening at a new path
+-- (before the fork, so a client can connect at once) and a forked child running
+-- body(listening_fd); the child exits 0 when body returns, 1 when it raises (with name,
+-- the error on stderr). For servers a spec scripts itself, and for bench/.
+function M.fork(body, backlog, name)
    local path = os.tmpname()
    os.remove(path)
    local ls = assert(psocket.socket(psocket.AF_UNIX, psocket.SOCK_STREAM, 0))
    assert(psocket.bind(ls, { family = psocket.AF_UNIX, path = path }))
-   assert(psocket.listen(ls, 4))
+   assert(psocket.listen(ls, backlog))
    local pid = assert(unistd.fork())
    if pid == 0 then
-      local ok, err = pcall(function()
-         local dev = type(make_device) == "string" and dofile(make_device) or make_device()
-         while true do
-            local s = psocket.accept(ls)
-            if not s then break end
-            local conn = core.user_connection(s, { role = "server", max_msg_fds = 16 })
-            unistd.close(s)
-            serve(conn, dev, opts)
-            conn:close()
-            if not opts.many then break end
-         end
-      end)
-      if not ok then io.stderr:write("user_test_server: ", tostring(err), "\n") end
+      local ok, err = pcall(body, ls)
+      if not ok and name then io.stderr:write(name, ": ", tostring(err), "\n") end
       unistd._exit(ok and 0 or 1)
    end
    unistd.close(ls)
+   return path, pid
+end
+
+---
+-- M.accept(listening_fd) -> the next client as a server-side core.user_connection, or
+-- nil when accept fails.
+function M.accept(ls)
+   local s = psocket.accept(ls)
+   if not s then return nil end
+   local conn = core.user_connection(s, { role = "server", max_msg_fds = 16 })
+   unistd.close(s)
+   return conn
+end
+
+---
+-- Start the child: listening before the fork, so the client can connect at once.
+function M.start(make_device, opts)
+   opts = opts or {}
+   local path, pid = M.fork(function(ls)
+      local dev = type(make_device) == "string" and dofile(make_device) or make_device()
+      while true do
+         local conn = M.accept(ls)
+         if not conn then break end
+         serve(conn, dev, opts)
+         conn:close()
+         if not opts.many then break end
+      end
+   end, 4, "user_test_server")
    local srv = { path = path, pid = pid }
    function srv.alive()
       if srv.reaped then return false end

@@ -48,10 +48,9 @@
 --   socket file.
 -- @module vfio.user.server
 local core = require "vfio.core"
+local unix_socket = require "vfio.unix_socket"
 local socket = require "posix.sys.socket"
 local unistd = require "posix.unistd"
-local stat = require "posix.sys.stat"
-local fcntl = require "posix.fcntl"
 local ppoll = require "posix.poll"
 local psignal = require "posix.signal"
 local perrno = require "posix.errno"
@@ -83,9 +82,7 @@ local function now_ms()
    return t.tv_sec * 1000 + t.tv_nsec // 1000000
 end
 
-local function fail(errno, f, ...)
-   return nil, f:format(...), errno
-end
+local fail = require("vfio.errors").fail
 
 local function ult(a, b) return math.ult(a, b) end
 
@@ -121,11 +118,7 @@ local function log(self, f, ...)
    if self.trace then self.trace(f:format(...)) end
 end
 
-local function nonblock(fd)
-   local fl = fcntl.fcntl(fd, fcntl.F_GETFL)
-   fcntl.fcntl(fd, fcntl.F_SETFL, fl | fcntl.O_NONBLOCK)
-   fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-end
+local nonblock = unix_socket.nonblock
 
 ---
 -- Listen on a UNIX socket for vfio-user clients of `device`.
@@ -154,25 +147,9 @@ function M.listen(path, device, opts)
          error(("vfio.user.listen: opts.%s must be an integer in [%d, %d]"):format(k, r[1], r[2]), 2)
       end
    end
-   local fd, err, errno = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
-   if not fd then return fail(errno, "vfio-user server %s: socket: %s", path, tostring(err)) end
-   nonblock(fd)
-   -- 0600 from the start: between bind and chmod nobody else may connect
-   local old = stat.umask(tonumber("177", 8))
-   local ok, berr, berrno = socket.bind(fd, { family = socket.AF_UNIX, path = path })
-   stat.umask(old)
-   if not ok then
-      unistd.close(fd)
-      return fail(berrno, "vfio-user server %s: bind: %s", path, tostring(berr))
-   end
-   stat.chmod(path, tonumber("600", 8))
-   ok, berr, berrno = socket.listen(fd, 4)
-   if not ok then
-      unistd.close(fd)
-      unistd.unlink(path)
-      return fail(berrno, "vfio-user server %s: listen: %s", path, tostring(berr))
-   end
-   psignal.signal(psignal.SIGPIPE, psignal.SIG_IGN)   -- a peer gone: EPIPE, not death
+   -- 0600, non-blocking; SIGPIPE ignored: a peer gone is EPIPE, not death
+   local fd, err, errno = unix_socket.listen(path, 4, "vfio-user server")
+   if not fd then return nil, err, errno end
    return setmetatable({
       path = path, fd = fd, device = device, opts = opts, limits = limits,
       owner = opts.owner or unistd.geteuid(), trace = opts.trace,
