@@ -14,11 +14,11 @@
  * Invariants beyond ASan/UBSan: the process holds the same fds after every input (every
  * fd received was kept by the client and closed with it, or closed at once); nothing
  * hangs (each wait ends at its timeout). */
+#include "fds.h"
 #include "input.h"
 #include "trap/backend.h"
 #include "user/user_client.h"
 
-#include <dirent.h>
 #include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -33,18 +33,6 @@
 
 #define POOL 5
 static int pool[POOL];
-
-static int open_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        abort();
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
 
 static void init_pool(void)
 {
@@ -79,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ready = true;
     }
     /* counted per input: libFuzzer opens fds of its own between inputs (its symbolizer) */
-    int before = open_fds();
+    int before = fz_open_fds();
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         abort();
@@ -135,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     user_client_close(c);
     free(c);
     close(sv[1]);
-    if (open_fds() != before)
+    if (fz_open_fds() != before)
         abort();   /* an fd leaked (or one of ours was closed) */
     return 0;
 }

@@ -15,13 +15,13 @@
  * whole (data, sparse areas, sub-regions, writes) inside its buffer; re-encoded with the
  * encoder of its kind it decodes again, to the same command, id, type and data. */
 #pragma once
+#include "fds.h"
 #include "input.h"
 #include "user/user_msg.h"
 #include "user/user_sock.h"
 #include "user/user_version.h"
 #include "base/le.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -36,18 +36,6 @@
 static int pool[POOL];
 static int fds_at_start = -1; /* fds open when the input began */
 static struct user_out fz_out;
-
-static int fz_open_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        abort();
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
 
 static void fz_init(void)
 {

@@ -41,18 +41,6 @@ static int user_error(lua_State *L, lv_user_dev *d, int err, const char *op)
     return lv_syserror(L, err, op, d->name);
 }
 
-static void setint(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void setbool(lua_State *L, const char *k, int v)
-{
-    lua_pushboolean(L, v != 0);
-    lua_setfield(L, -2, k);
-}
-
 /* A connected socket to the UNIX socket at path, or -errno. */
 static int connect_path(const char *path)
 {
@@ -132,15 +120,7 @@ static int l_user_device(lua_State *L)
 static int u_info(lua_State *L)
 {
     lv_user_dev *d = checkudev(L, 1);
-    uint32_t fl = d->c.dev_flags, nr = d->c.num_regions, ni = d->c.num_irqs;
-    lua_createtable(L, 0, 8);
-    setint(L, "flags", fl);
-    setint(L, "num_regions", nr);
-    setint(L, "num_irqs", ni);
-    setbool(L, "reset", fl & VFIO_DEVICE_FLAGS_RESET);
-    setbool(L, "pci", fl & VFIO_DEVICE_FLAGS_PCI);
-    setbool(L, "platform", fl & VFIO_DEVICE_FLAGS_PLATFORM);
-    setbool(L, "caps", fl & VFIO_DEVICE_FLAGS_CAPS);
+    lv_push_device_info(L, d->c.dev_flags, d->c.num_regions, d->c.num_irqs);
     return 1;
 }
 
@@ -164,32 +144,25 @@ static int u_region_info(lua_State *L)
         return lv_syserrorf(L, rg.info_errno, "GET_REGION_INFO", "region %u of %s", idx,
                             d->name);
     lua_createtable(L, 0, 14);
-    setint(L, "index", idx);
-    setint(L, "flags", rg.flags);
-    setint(L, "size", (lua_Integer)rg.size);
-    setint(L, "offset", (lua_Integer)rg.offset);
-    setbool(L, "readable", rg.flags & VFIO_REGION_INFO_FLAG_READ);
-    setbool(L, "writable", rg.flags & VFIO_REGION_INFO_FLAG_WRITE);
-    setbool(L, "mappable", rg.flags & VFIO_REGION_INFO_FLAG_MMAP);
-    setbool(L, "caps", rg.flags & VFIO_REGION_INFO_FLAG_CAPS);
-    setbool(L, "fd", rg.fd >= 0);
+    lv_region_base_fields(L, idx, rg.flags, rg.size, rg.offset);
+    lv_setbool(L, "fd", rg.fd >= 0);
     if (rg.has_type) {
-        setint(L, "type", rg.cap_type);
-        setint(L, "subtype", rg.cap_subtype);
+        lv_setint(L, "type", rg.cap_type);
+        lv_setint(L, "subtype", rg.cap_subtype);
     }
     if (rg.has_sparse || rg.nareas) {
         lua_createtable(L, (int)rg.nareas, 0);
         for (uint32_t i = 0; i < rg.nareas; i++) {
             lua_createtable(L, 0, 3);
-            setint(L, "offset", (lua_Integer)rg.areas[i].offset);
-            setint(L, "size", (lua_Integer)rg.areas[i].size);
-            setbool(L, "mapped", rg.areas[i].map != NULL);
+            lv_setint(L, "offset", (lua_Integer)rg.areas[i].offset);
+            lv_setint(L, "size", (lua_Integer)rg.areas[i].size);
+            lv_setbool(L, "mapped", rg.areas[i].map != NULL);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         lua_setfield(L, -2, rg.has_sparse ? "sparse" : "areas");
     }
     if (rg.mmap_errno)
-        setint(L, "mmap_errno", rg.mmap_errno);
+        lv_setint(L, "mmap_errno", rg.mmap_errno);
     return 1;
 }
 
@@ -204,82 +177,31 @@ static int u_irq_info(lua_State *L)
     if (d->c.irq_errno[idx])
         return lv_syserrorf(L, d->c.irq_errno[idx], "GET_IRQ_INFO", "irq %u of %s", idx,
                             d->name);
-    struct user_irq_info q = d->c.irqs[idx];
-    lua_createtable(L, 0, 7);
-    setint(L, "index", idx);
-    setint(L, "count", q.count);
-    setint(L, "flags", q.flags);
-    setbool(L, "eventfd", q.flags & VFIO_IRQ_INFO_EVENTFD);
-    setbool(L, "maskable", q.flags & VFIO_IRQ_INFO_MASKABLE);
-    setbool(L, "automasked", q.flags & VFIO_IRQ_INFO_AUTOMASKED);
-    setbool(L, "noresize", q.flags & VFIO_IRQ_INFO_NORESIZE);
+    struct user_irq_info q = d->c.irqs[idx];   /* a copy: the pushes are GC steps */
+    lv_push_irq_info(L, idx, q.count, q.flags);
     return 1;
 }
 
-#define IRQ_COUNT_MAX 2048
-
-static int fd_of(lua_State *L, int idx, int arg)
-{
-    if (lua_type(L, idx) == LUA_TNUMBER) {
-        lua_Integer v = lua_tointeger(L, idx);
-        if (!lua_isinteger(L, idx) || v < 0 || v > 0x7fffffff)
-            luaL_argerror(L, arg, "vfio-user sends eventfds: an eventfd object or an fd (no -1: "
-                                  "turn the whole index off with count 0 instead)");
-        return (int)v;
-    }
-    lv_eventfd *e = luaL_testudata(L, idx, LV_EVENTFD);
-    if (!e)
-        luaL_argerror(L, arg, "eventfd must be an eventfd object or an fd");
-    if (e->fd < 0)
-        luaL_argerror(L, arg, "eventfd is closed");
-    return e->fd;
-}
+/* vfio-user sends eventfds as fds of the message: no -1 (the kernel's de-assign). */
+static const struct lv_irq_data_rules irq_rules = {
+    .max_count = 2048,
+    .min_fd = 0,
+    .bad_number = "vfio-user sends eventfds: an eventfd object or an fd (no -1: turn the "
+                  "whole index off with count 0 instead)",
+    .bad_value = "eventfd must be an eventfd object or an fd",
+};
 
 /* d:set_irqs(index, action, start, count [, data]): vfio.device's, over SET_IRQS. */
 static int u_set_irqs(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_USER_DEVICE);
-    uint32_t index = check_index(L, 2);
-    static const char *const actions[] = {"mask", "unmask", "trigger", NULL};
-    static const uint32_t action_bits[] = {VFIO_IRQ_SET_ACTION_MASK,
-                                           VFIO_IRQ_SET_ACTION_UNMASK,
-                                           VFIO_IRQ_SET_ACTION_TRIGGER};
-    uint32_t action = action_bits[luaL_checkoption(L, 3, NULL, actions)];
-    uint32_t start = (uint32_t)lv_checkrange(L, 4, 0, 0xffffffff);
-    uint32_t count = (uint32_t)lv_checkrange(L, 5, 0, IRQ_COUNT_MAX);
-    uint32_t type = VFIO_IRQ_SET_DATA_NONE;
-    int fds[IRQ_COUNT_MAX];
-    uint8_t bools[IRQ_COUNT_MAX];
-    int t = lua_type(L, 6);
-    if (t != LUA_TNONE && t != LUA_TNIL) {
-        int is_list = t == LUA_TTABLE;
-        lua_Integer n = is_list ? (lua_Integer)lua_rawlen(L, 6) : 1;
-        if (n != (lua_Integer)count)
-            luaL_argerror(L, 6, lua_pushfstring(L, "%I data entries for count %I", n,
-                                                (lua_Integer)count));
-        if (is_list && n == 0)
-            luaL_argerror(L, 6, "empty data list: pass nil for DATA_NONE");
-        for (lua_Integer i = 0; i < n; i++) {
-            if (is_list)
-                lua_rawgeti(L, 6, i + 1);
-            else
-                lua_pushvalue(L, 6);
-            int isbool = lua_type(L, -1) == LUA_TBOOLEAN;
-            if (i == 0)
-                type = isbool ? VFIO_IRQ_SET_DATA_BOOL : VFIO_IRQ_SET_DATA_EVENTFD;
-            else if (isbool != (type == VFIO_IRQ_SET_DATA_BOOL))
-                luaL_argerror(L, 6, "mixed data: all booleans or all eventfds");
-            if (isbool)
-                bools[i] = (uint8_t)lua_toboolean(L, -1);
-            else
-                fds[i] = fd_of(L, -1, 6);
-            lua_pop(L, 1);
-        }
-    }
-    lv_user_dev *d = checkudev(L, 1);   /* after the data's reads */
-    int r = user_client_set_irqs(&d->c, index, action | type, start, count,
-                                 type == VFIO_IRQ_SET_DATA_EVENTFD ? fds : NULL,
-                                 type == VFIO_IRQ_SET_DATA_BOOL ? bools : NULL);
+    struct lv_irq_set s;
+    lv_check_set_irqs(L, &irq_rules, &s);
+    lv_user_dev *d = checkudev(L, 1);   /* after the data's reads and allocation */
+    _Static_assert(sizeof(int) == sizeof(int32_t), "eventfds are int32_t in the data");
+    int r = user_client_set_irqs(&d->c, s.index, s.action | s.type, s.start, s.count,
+                                 s.type == VFIO_IRQ_SET_DATA_EVENTFD ? s.data : NULL,
+                                 s.type == VFIO_IRQ_SET_DATA_BOOL ? s.data : NULL);
     if (r < 0)
         return user_error(L, d, -r, "SET_IRQS");
     lua_pushboolean(L, 1);
@@ -298,6 +220,24 @@ static int u_reset(lua_State *L)
 
 #define RW_MAX (16u << 20)
 
+/* nil, "<op> region <idx> of <name> at <off>[: why the connection ended]", errno */
+static int region_error(lua_State *L, lv_user_dev *d, int err, const char *op, uint32_t idx,
+                        uint64_t off)
+{
+    return lv_syserrorf(L, err, op, "region %u of %s at %#llx%s%s", idx, d->name,
+                        (unsigned long long)off, d->c.dead ? ": " : "",
+                        d->c.dead ? d->c.why : "");
+}
+
+/* nil, "<op> [iova, +size) of <name>[: the connection's account]", errno */
+static int dma_error(lua_State *L, lv_user_dev *d, int err, const char *op, uint64_t iova,
+                     uint64_t size)
+{
+    return lv_syserrorf(L, err, op, "[%#llx, +%#llx) of %s%s%s", (unsigned long long)iova,
+                        (unsigned long long)size, d->name, d->c.why[0] ? ": " : "",
+                        d->c.why);
+}
+
 /* d:read(region, off, n) -> bytes | nil, message, errno */
 static int u_read(lua_State *L)
 {
@@ -310,9 +250,7 @@ static int u_read(lua_State *L)
     lv_user_dev *d = checkudev(L, 1);
     int r = user_client_region_read(&d->c, idx, off, p, n);
     if (r < 0)
-        return lv_syserrorf(L, -r, "REGION_READ", "region %u of %s at %#llx%s%s", idx,
-                            d->name, (unsigned long long)off, d->c.dead ? ": " : "",
-                            d->c.dead ? d->c.why : "");
+        return region_error(L, d, -r, "REGION_READ", idx, off);
     luaL_pushresultsize(&b, n);
     return 1;
 }
@@ -330,9 +268,7 @@ static int u_write(lua_State *L)
     lv_user_dev *d = checkudev(L, 1);
     int r = user_client_region_write(&d->c, idx, off, s, (uint32_t)n);
     if (r < 0)
-        return lv_syserrorf(L, -r, "REGION_WRITE", "region %u of %s at %#llx%s%s", idx,
-                            d->name, (unsigned long long)off, d->c.dead ? ": " : "",
-                            d->c.dead ? d->c.why : "");
+        return region_error(L, d, -r, "REGION_WRITE", idx, off);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -361,9 +297,7 @@ static int u_dma_map(lua_State *L)
     lv_user_dev *d = checkudev(L, 1);
     int r = user_client_dma_map(&d->c, fd, offset, iova, size, prot);
     if (r < 0)
-        return lv_syserrorf(L, -r, "DMA_MAP", "[%#llx, +%#llx) of %s%s%s",
-                            (unsigned long long)iova, (unsigned long long)size, d->name,
-                            d->c.why[0] ? ": " : "", d->c.why);
+        return dma_error(L, d, -r, "DMA_MAP", iova, size);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -378,9 +312,7 @@ static int u_dma_unmap(lua_State *L)
     lv_user_dev *d = checkudev(L, 1);
     int r = user_client_dma_unmap(&d->c, iova, size, all);
     if (r < 0)
-        return lv_syserrorf(L, -r, "DMA_UNMAP", "[%#llx, +%#llx) of %s%s%s",
-                            (unsigned long long)iova, (unsigned long long)size, d->name,
-                            d->c.why[0] ? ": " : "", d->c.why);
+        return dma_error(L, d, -r, "DMA_UNMAP", iova, size);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -392,11 +324,11 @@ static int u_server(lua_State *L)
     lv_user_dev *d = checkudev(L, 1);
     struct user_caps s = d->c.server;
     lua_createtable(L, 0, 5);
-    setint(L, "max_msg_fds", (lua_Integer)s.max_msg_fds);
-    setint(L, "max_data_xfer_size", (lua_Integer)s.max_data_xfer_size);
-    setint(L, "pgsizes", (lua_Integer)s.pgsizes);
-    setint(L, "max_dma_maps", (lua_Integer)s.max_dma_maps);
-    setbool(L, "write_multiple", s.write_multiple);
+    lv_setint(L, "max_msg_fds", (lua_Integer)s.max_msg_fds);
+    lv_setint(L, "max_data_xfer_size", (lua_Integer)s.max_data_xfer_size);
+    lv_setint(L, "pgsizes", (lua_Integer)s.pgsizes);
+    lv_setint(L, "max_dma_maps", (lua_Integer)s.max_dma_maps);
+    lv_setbool(L, "write_multiple", s.write_multiple);
     return 1;
 }
 
@@ -411,18 +343,18 @@ static int u_status(lua_State *L)
     snprintf(why, sizeof why, "%s", d->c.sock < 0 ? "closed" : d->c.why);
     int timeout = d->c.timeout_ms;
     lua_createtable(L, 0, 8);
-    setbool(L, "alive", dead == 0);
+    lv_setbool(L, "alive", dead == 0);
     if (dead)
-        setint(L, "errno", -dead);
+        lv_setint(L, "errno", -dead);
     if (why[0]) {
         lua_pushstring(L, why);
         lua_setfield(L, -2, "why");
     }
-    setint(L, "requests", (lua_Integer)st.requests);
-    setint(L, "region_reads", (lua_Integer)st.region_reads);
-    setint(L, "region_writes", (lua_Integer)st.region_writes);
-    setint(L, "error_replies", (lua_Integer)st.error_replies);
-    setint(L, "timeout_ms", timeout);
+    lv_setint(L, "requests", (lua_Integer)st.requests);
+    lv_setint(L, "region_reads", (lua_Integer)st.region_reads);
+    lv_setint(L, "region_writes", (lua_Integer)st.region_writes);
+    lv_setint(L, "error_replies", (lua_Integer)st.error_replies);
+    lv_setint(L, "timeout_ms", timeout);
     return 1;
 }
 

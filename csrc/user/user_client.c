@@ -157,6 +157,18 @@ int user_client_call(struct user_client *c, struct user_out *o, const int *fds,
     return wait_reply(c, id, cmd, reply);
 }
 
+/* user_client_call of what o's encoder made (enc: its result, which is returned when it
+ * failed); o is freed either way. */
+static int encoded_call(struct user_client *c, struct user_out *o, int enc, const int *fds,
+                        unsigned nfds, struct user_msg *reply)
+{
+    int r = enc;
+    if (r == 0)
+        r = user_client_call(c, o, fds, nfds, reply);
+    user_out_free(o);
+    return r;
+}
+
 /* ------------------------------------------------------------------ handshake, info */
 
 static int version(struct user_client *c)
@@ -174,9 +186,7 @@ static int version(struct user_client *c)
     user_out_init(&o);
     int r = user_enc_version(&o, user_client_id(c), USER_F_REQUEST, 0, 0, json);
     struct user_msg m;
-    if (r == 0)
-        r = user_client_call(c, &o, NULL, 0, &m);
-    user_out_free(&o);
+    r = encoded_call(c, &o, r, NULL, 0, &m);
     if (r < 0)
         return r;   /* why: the server's error reply, or what ended the connection */
     if (m.u.version.major != 0) {
@@ -198,9 +208,7 @@ static int device_info(struct user_client *c)
     struct user_device_info d = {.argsz = USER_DEVICE_INFO_SIZE};
     int r = user_enc_device_info(&o, user_client_id(c), USER_F_REQUEST, &d);
     struct user_msg m;
-    if (r == 0)
-        r = user_client_call(c, &o, NULL, 0, &m);
-    user_out_free(&o);
+    r = encoded_call(c, &o, r, NULL, 0, &m);
     if (r < 0)
         return r;
     c->dev_flags = m.u.device_info.flags;
@@ -274,9 +282,7 @@ static int region_info(struct user_client *c, unsigned idx)
         user_out_init(&o);
         int r = user_enc_region_info_req(&o, user_client_id(c), argsz, idx);
         struct user_msg m;
-        if (r == 0)
-            r = user_client_call(c, &o, NULL, 0, &m);
-        user_out_free(&o);
+        r = encoded_call(c, &o, r, NULL, 0, &m);
         if (r < 0) {
             if (c->dead)
                 return r;
@@ -344,9 +350,7 @@ static int irq_info(struct user_client *c, unsigned idx)
     struct user_irq_info q = {.argsz = USER_IRQ_INFO_SIZE, .index = idx};
     int r = user_enc_irq_info(&o, user_client_id(c), USER_F_REQUEST, &q);
     struct user_msg m;
-    if (r == 0)
-        r = user_client_call(c, &o, NULL, 0, &m);
-    user_out_free(&o);
+    r = encoded_call(c, &o, r, NULL, 0, &m);
     if (r < 0) {
         if (c->dead)
             return r;
@@ -489,85 +493,70 @@ static uint32_t chunk(const struct user_client *c, uint32_t left)
     return left < max ? left : max;
 }
 
-int user_client_region_read(struct user_client *c, unsigned idx, uint64_t off, void *buf,
-                            uint32_t len)
+/* REGION_READ of len bytes at off into buf, or REGION_WRITE of them from buf (which a
+ * write only reads). */
+static int region_rw(struct user_client *c, bool write, unsigned idx, uint64_t off,
+                     uint8_t *buf, uint32_t len)
 {
-    int r = check_region(c, idx, off, len, VFIO_REGION_INFO_FLAG_READ);
+    int r = check_region(c, idx, off, len,
+                         write ? VFIO_REGION_INFO_FLAG_WRITE : VFIO_REGION_INFO_FLAG_READ);
     if (r < 0)
         return r;
     if (len && (len <= 8 && off % len == 0)) {
         void *p = user_client_mapped(c, idx, off, len);
         if (p) {
-            mmio_copy(buf, p, len, true);
+            if (write)
+                mmio_copy(p, buf, len, false);
+            else
+                mmio_copy(buf, p, len, true);
             return 0;
         }
     }
-    uint8_t *out = buf;
     while (len) {
         uint32_t n = chunk(c, len);
         struct user_out o;
         user_out_init(&o);
-        r = user_enc_region_rw(&o, user_client_id(c), USER_REGION_READ, USER_F_REQUEST, off,
-                               idx, n, NULL);
+        r = user_enc_region_rw(&o, user_client_id(c),
+                               write ? USER_REGION_WRITE : USER_REGION_READ, USER_F_REQUEST,
+                               off, idx, n, write ? buf : NULL);
         struct user_msg m;
-        if (r == 0)
-            r = user_client_call(c, &o, NULL, 0, &m);
-        user_out_free(&o);
-        c->stats.region_reads++;
+        r = encoded_call(c, &o, r, NULL, 0, &m);
+        if (write)
+            c->stats.region_writes++;
+        else
+            c->stats.region_reads++;
         if (r < 0)
             return r;
         const struct user_region_rw *rw = &m.u.region_rw;
-        if (rw->region != idx || rw->offset != off || rw->count != n || !rw->data) {
-            user_client_done(c);
+        bool ok = rw->region == idx && rw->offset == off && rw->count == n &&
+                  (write || rw->data);
+        if (ok && !write)
+            memcpy(buf, rw->data, n);
+        user_client_done(c);   /* rw's fields stay: only its data is the receive buffer's */
+        if (!ok && write)
+            return kill_conn(c, -EPROTO, "REGION_WRITE: the server's reply names another "
+                             "access than region %u +%#llx, %u bytes", idx,
+                             (unsigned long long)off, n);
+        if (!ok)
             return kill_conn(c, -EPROTO, "REGION_READ: the server answered region %u "
                              "+%#llx for %u bytes with region %u +%#llx, %u bytes", idx,
                              (unsigned long long)off, n, rw->region,
                              (unsigned long long)rw->offset, rw->count);
-        }
-        memcpy(out, rw->data, n);
-        user_client_done(c);
-        out += n, off += n, len -= n;
+        buf += n, off += n, len -= n;
     }
     return 0;
+}
+
+int user_client_region_read(struct user_client *c, unsigned idx, uint64_t off, void *buf,
+                            uint32_t len)
+{
+    return region_rw(c, false, idx, off, buf, len);
 }
 
 int user_client_region_write(struct user_client *c, unsigned idx, uint64_t off,
                              const void *buf, uint32_t len)
 {
-    int r = check_region(c, idx, off, len, VFIO_REGION_INFO_FLAG_WRITE);
-    if (r < 0)
-        return r;
-    if (len && (len <= 8 && off % len == 0)) {
-        void *p = user_client_mapped(c, idx, off, len);
-        if (p) {
-            mmio_copy(p, buf, len, false);
-            return 0;
-        }
-    }
-    const uint8_t *in = buf;
-    while (len) {
-        uint32_t n = chunk(c, len);
-        struct user_out o;
-        user_out_init(&o);
-        r = user_enc_region_rw(&o, user_client_id(c), USER_REGION_WRITE, USER_F_REQUEST, off,
-                               idx, n, in);
-        struct user_msg m;
-        if (r == 0)
-            r = user_client_call(c, &o, NULL, 0, &m);
-        user_out_free(&o);
-        c->stats.region_writes++;
-        if (r < 0)
-            return r;
-        const struct user_region_rw *rw = &m.u.region_rw;
-        bool ok = rw->region == idx && rw->offset == off && rw->count == n;
-        user_client_done(c);
-        if (!ok)
-            return kill_conn(c, -EPROTO, "REGION_WRITE: the server's reply names another "
-                             "access than region %u +%#llx, %u bytes", idx,
-                             (unsigned long long)off, n);
-        in += n, off += n, len -= n;
-    }
-    return 0;
+    return region_rw(c, true, idx, off, (uint8_t *)buf, len);
 }
 
 /* ------------------------------------------------------------------ irqs, dma, reset */
@@ -576,10 +565,7 @@ static int simple_call(struct user_client *c, struct user_out *o, int enc, const
                        unsigned nfds)
 {
     struct user_msg m;
-    int r = enc;
-    if (r == 0)
-        r = user_client_call(c, o, fds, nfds, &m);
-    user_out_free(o);
+    int r = encoded_call(c, o, enc, fds, nfds, &m);
     if (r == 0)
         user_client_done(c);
     return r;
