@@ -229,6 +229,7 @@ local function drop_client(self, why)
    local c = self.client
    if not c then return end
    self.client = nil
+   self.pollset = nil
    log(self, "client (pid %s) gone: %s (%d requests, %d DMA messages)", tostring(c.cred and c.cred.pid), why,
        self.stats.requests, self.stats.dma_requests)
    local dev = self.device
@@ -655,9 +656,17 @@ end
 -- listener, the client, a watched eventfd or a device fd, and serve what is ready.
 -- @tparam[opt] int ms how long to wait
 -- @treturn boolean true, or `nil, message, errno` when poll failed (EINTR: a signal)
-function Server:step(ms)
-   if self.closed then return fail(EINVAL, "vfio-user server %s: closed", self.path) end
+-- What step() polls: fds (posix.poll's table) and what each fd is. Rebuilt only when
+-- that changed (another client, another unmask eventfd, stopping, or a device with fds
+-- of its own, asked each round): the set is built per message otherwise.
+local function poll_set(self)
    local dev, c = self.device, self.client
+   local unmask = c and c.unmask[0]
+   local ps = self.pollset
+   if ps and ps.client == c and ps.unmask == unmask and ps.stopping == self.stopping and not ps.dynamic then
+      for _, p in pairs(ps.fds) do p.revents = nil end   -- posix.poll leaves them when nothing came
+      return ps
+   end
    local fds, what = {}, {}
    if c then
       fds[c.conn:fd()] = { events = { IN = true } }
@@ -670,7 +679,8 @@ function Server:step(ms)
       fds[self.fd] = { events = { IN = true } }
       what[self.fd] = "listener"
    end
-   if has(dev, "poll_fds") then
+   local dynamic = has(dev, "poll_fds")
+   if dynamic then
       local ok, list = pcall(dev.poll_fds, dev)
       for _, f in ipairs(ok and list or {}) do
          local n = fileno(f)
@@ -678,6 +688,23 @@ function Server:step(ms)
          what[n] = { device = f }
       end
    end
+   ps = { fds = fds, what = what, client = c, unmask = unmask, stopping = self.stopping, dynamic = dynamic }
+   self.pollset = ps
+   return ps
+end
+
+local NOTHING = {}
+
+---
+-- One round: wait up to `ms` milliseconds (nil: until something happens) for the
+-- listener, the client, a watched eventfd or a device fd, and serve what is ready.
+-- @tparam[opt] int ms how long to wait
+-- @treturn boolean true, or `nil, message, errno` when poll failed (EINTR: a signal)
+function Server:step(ms)
+   if self.closed then return fail(EINVAL, "vfio-user server %s: closed", self.path) end
+   local dev = self.device
+   local ps = poll_set(self)
+   local fds, what = ps.fds, ps.what
    local timeout = ms or -1
    local tick = dev.tick_ms
    if tick and has(dev, "tick") then
@@ -687,9 +714,9 @@ function Server:step(ms)
    end
    local n, err, errno = ppoll.poll(fds, timeout)
    if not n then return nil, err, errno end
-   local unmasks = {}
+   local unmasks
    for fd, p in pairs(fds) do
-      local r = p.revents or {}
+      local r = p.revents or NOTHING
       if r.IN or r.HUP or r.ERR then
          local w = what[fd]
          if w == "listener" then
@@ -697,6 +724,7 @@ function Server:step(ms)
          elseif w == "client" then
             if self.client then serve_client(self, self.client) end
          elseif type(w) == "table" and w.unmask then
+            unmasks = unmasks or {}
             unmasks[#unmasks + 1] = { fd = fd, index = w.unmask }
          elseif type(w) == "table" and w.device then
             call(self, "on_ready", dev.on_ready, w.device)
@@ -704,7 +732,7 @@ function Server:step(ms)
       end
    end
    -- unmasks last, after every message the client sent before its guest's EOI
-   for _, u in ipairs(unmasks) do
+   for _, u in ipairs(unmasks or NOTHING) do
       if self.client and self.client.unmask[u.index] and self.client.unmask[u.index]:fileno() == u.fd then
          local watched = self.client.unmask[u.index]
          serve_client(self, self.client)
