@@ -34,9 +34,18 @@ local function fake_device()
    }
    return {
       bdf = "0000:00:04.0", num_irqs = 5, container = container, calls = calls,
-      irq_info = function(_, i) return { count = ({ [0] = 1, 1, 0, 1, 1 })[i], flags = 7 } end,
-      set_irqs = function(_, index, action, start, count, data)
+      -- MSI-X: 4 vectors that cannot grow once enabled (NORESIZE), as before Linux 6.5
+      irq_info = function(_, i) return { count = ({ [0] = 1, 1, 4, 1, 1 })[i], flags = i == 2 and 15 or 7 } end,
+      msix_enabled = 0,
+      set_irqs = function(self, index, action, start, count, data)
          calls[#calls + 1] = { "set_irqs", index, action, start, count, data }
+         if index == 2 and action == "trigger" then
+            if count == 0 then self.msix_enabled = 0
+            elseif self.msix_enabled == 0 then self.msix_enabled = start + count
+            elseif start + count > self.msix_enabled then
+               return nil, "VFIO_DEVICE_SET_IRQS: Invalid argument", 22
+            end
+         end
          return true
       end,
       reset = function() calls[#calls + 1] = { "reset" } return true end,
@@ -192,6 +201,32 @@ describe("vfio.user.trapped", function()
          assert.are.same({ "set_irqs", 1, "trigger", 0, 0 }, { table.unpack(fake.calls[#fake.calls], 1, 5) })
          e1:close()
          e2:close()
+      end)
+
+      it("gives a device that cannot resize MSI-X the vectors a client sent in two SET_IRQS", function()
+         local e = { core.eventfd(), core.eventfd(), core.eventfd(), core.eventfd() }
+         assert.is_nil(ask("device_set_irqs", { flags = 0x24, index = 2, start = 0, count = 2 },
+                           { e[1], e[2] }).error)
+         assert.are.same({ "set_irqs", 2, "trigger", 0, 2 }, { table.unpack(fake.calls[#fake.calls], 1, 5) })
+         local before = #fake.calls
+         -- the second part: the kernel refuses it (vector 2 past the 2 enabled), the server
+         -- turns MSI-X off and on again with all four
+         assert.is_nil(ask("device_set_irqs", { flags = 0x24, index = 2, start = 2, count = 2 },
+                           { e[3], e[4] }).error)
+         local tail = {}
+         for i = before + 1, #fake.calls do tail[#tail + 1] = { table.unpack(fake.calls[i], 1, 5) } end
+         assert.are.same({ { "set_irqs", 2, "trigger", 2, 2 }, { "set_irqs", 2, "trigger", 0, 0 },
+                           { "set_irqs", 2, "trigger", 0, 4 } }, tail)
+         local fds = fake.calls[#fake.calls][6]
+         for i = 1, 4 do assert.is_true(math.type(fds[i]) == "integer" and fds[i] > 2, "vector " .. i) end
+         assert.are.equal(4, fake.msix_enabled)
+         -- a range the device has not is refused as it is, MSI-X left as it was
+         before = #fake.calls
+         assert.are.equal(22, ask("device_set_irqs", { flags = 0x24, index = 2, start = 3, count = 2 },
+                                  { e[3], e[4] }).error)
+         assert.are.equal(before, #fake.calls)
+         assert.is_nil(ask("device_set_irqs", { flags = 0x21, index = 2, start = 0, count = 0 }).error)
+         for _, x in ipairs(e) do x:close() end
       end)
 
       it("maps a client's memfd into the device's container at the client's IOVA", function()

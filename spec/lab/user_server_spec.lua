@@ -16,7 +16,7 @@ local BDF = "03.0"
 local ID, LIVENESS, FACT, STATUS, IRQ_STATUS, IRQ_RAISE, IRQ_ACK = 0x00, 0x04, 0x08, 0x20, 0x24, 0x60, 0x64
 local DMA_SRC, DMA_DST, DMA_CNT, DMA_CMD, EDU_BUF = 0x80, 0x88, 0x90, 0x98, 0x40000
 
-describe("vfio-user-serve with a lab device and QEMU 11.1's client #perinterface", function()
+describe("vfio-user-serve with a lab device and QEMU 11.1's client #onekernel", function()
    local root, why = qvu.available()
    if not root then
       -- lab/setup unpacks it: inside the lab its absence is a failure, not a skip

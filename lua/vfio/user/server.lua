@@ -75,6 +75,7 @@ M.DEFAULTS = {
 -- what is left.
 local DATA_BOOL, DATA_EVENTFD = 2, 4
 local ACTION_UNMASK, ACTION_TRIGGER = 16, 32
+local IRQ_NORESIZE = 8                  -- VFIO_IRQ_INFO_NORESIZE
 local PAGE = core.PAGE_SIZE or 4096
 
 local function now_ms()
@@ -222,6 +223,33 @@ local function call(self, what, fn, ...)
 end
 
 local function has(dev, name) return type(dev[name]) == "function" end
+
+-- A kernel device whose MSI or MSI-X cannot grow while enabled (VFIO_IRQ_INFO_NORESIZE:
+-- kernels before 6.5 fix the vector count when the index is enabled): a client sends
+-- a long vector list in several SET_IRQS (max_msg_fds eventfds a message), and the
+-- kernel refuses the second. Such a set is carried out by turning the index off and on
+-- again with every vector the client has given, as QEMU's vfio-pci does for such a
+-- device. Only for a range the device has (the first refusal was not for that).
+local function set_triggers_resized(self, c, m, trigs)
+   local dev = self.device
+   local info = call(self, "SET_IRQS", dev.irq_info, m.index)
+   if not info or (info.flags or 0) & IRQ_NORESIZE == 0 or m.start + m.count > (info.count or 0) then
+      return nil
+   end
+   local have = c.irqs[m.index] or {}
+   local n = m.start + m.count
+   for i in pairs(have) do if i + 1 > n then n = i + 1 end end
+   local all = {}
+   for i = 0, n - 1 do
+      local j = i - m.start
+      if j >= 0 and j < m.count then all[i + 1] = trigs[j + 1] else all[i + 1] = have[i] or false end
+   end
+   local ok, err, errno = call(self, "SET_IRQS", dev.set_irqs, m.index, 0, 0, "trigger", nil)
+   if not ok then return nil, err, errno end
+   log(self, "SET_IRQS %d: vectors %d..%d added by turning the index off and on with %d vector(s)"
+       .. " (the device cannot resize)", m.index, m.start, n - 1, n)
+   return call(self, "SET_IRQS", dev.set_irqs, m.index, 0, n, "trigger", all)
+end
 
 -- Everything the client gave the device, taken back; the device reset as VFIO does
 -- when the last user of a device closes it.
@@ -508,6 +536,11 @@ function H.device_set_irqs(self, c, m)
       local trigs = {}
       for i = 1, m.count do trigs[i] = m.fds[i] and trigger(m.fds[i]) or false end
       local ok, err, errno = call(self, "SET_IRQS", dev.set_irqs, m.index, m.start, m.count, action, trigs)
+      if not ok and errno == EINVAL and action == "trigger" and dev.native_eventfds and m.start > 0
+         and (m.index == 1 or m.index == 2) then
+         local rok, rerr, rerrno = set_triggers_resized(self, c, m, trigs)
+         if rok then ok = rok elseif rerr then err, errno = rerr, rerrno end
+      end
       if not ok then
          for _, t in ipairs(trigs) do if t then t:close() end end
          return nil, err, errno
