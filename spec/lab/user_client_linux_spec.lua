@@ -8,8 +8,9 @@
 --   against luavfio's server over a kernel device): nvme reads the lab disk's pattern
 --   with MSI-X completions, e1000e binds and takes interrupts, as linux_guest_spec
 --   checks them passed straight through.
--- One boot with the three. #perinterface: the servers map the guest's memfd into the
--- devices' container or IOAS, so the spec runs once per VFIO interface.
+-- One boot with the three, on Debian 12's kernel only (#onekernel): the servers map the
+-- guest's memfd into the devices' container with the container API the VMM's own specs
+-- run through groups and iommufd alike.
 local linux = require "support.linux_guest"
 local server = require "support.user_test_server"
 local us = require "support.user_server"
@@ -17,7 +18,7 @@ local lab = require "support.lab"
 
 local slurp = require("support.child").slurp
 
-describe("Linux with vfio-user devices under passthrough.lua #perinterface", function()
+describe("Linux with vfio-user devices under passthrough.lua #onekernel", function()
    local out, r, maps, logs = "", nil, "", ""
    setup(function()
       local nvme, e1000e = lab.need("nvme"), lab.need("e1000e")
