@@ -35,11 +35,11 @@ describe("QEMU 11.1's vfio-user client, driven by spec/support/qemu_vfio_user", 
 
    describe("under qtest with emulated devices", function()
       local s
-      setup(function()
+      lazy_setup(function()
          s = assert(qvu.start { devices = { "edu,addr=" .. EDU, "pci-testdev,addr=" .. TESTDEV,
                                              "e1000e,addr=" .. E1000E } })
       end)
-      teardown(function() if s then s:close() end end)
+      lazy_teardown(function() if s then s:close() end end)
 
       it("reads vendor and device IDs through CF8/CFC, and all ones from an empty slot", function()
          assert.are.equal(0x11e81234, s:cfg_read(EDU, 0, 4))

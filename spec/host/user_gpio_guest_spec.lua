@@ -36,7 +36,7 @@ describe("a Linux guest (the lab's kernel under TCG) with the PCI-IDIO-16 model 
    end
 
    local out, srv, log, outputs, g
-   setup(function()
+   lazy_setup(function()
       local ip = io.popen("cd '" .. us.ROOT .. "' && lab/initramfs --modules gpio_pci_idio_16"
          .. " --run spec/support/user_gpio_guest.sh 2>&1")
       local initrd = ip:read("a")
@@ -59,7 +59,7 @@ describe("a Linux guest (the lab's kernel under TCG) with the PCI-IDIO-16 model 
       out = g.output():gsub("\r", "")
       assert(ok, tostring(err) .. "\n" .. out:sub(-3000))
    end)
-   teardown(function()
+   lazy_teardown(function()
       if g then g.stop() end
       if srv then srv.stop() end
    end)

@@ -103,7 +103,7 @@ describe("vfio-user server with a hostile peer", function()
       return c, trig, unmask
    end
 
-   setup(function()
+   lazy_setup(function()
       dir = child.private_dir()
       path = dir .. "/sock"
       fds_before = open_fds()
@@ -118,7 +118,7 @@ describe("vfio-user server with a hostile peer", function()
       if s and not s.closed then pump() end
    end)
 
-   teardown(function()
+   lazy_teardown(function()
       if s then s:close() end
       os.remove(dir)
    end)

@@ -28,13 +28,13 @@ describe("vfio-user server with QEMU 11.1's client under qtest", function()
 
    describe("serving the 16550A model (examples/vfio-user/serial_16550a.lua)", function()
       local srv, s, io0
-      setup(function()
+      lazy_setup(function()
          srv = us.start(SERIAL, { control = true })
          s = assert(qvu.start { socket = srv.socket })
          local bars = s:assign_bars(BDF)
          io0 = bars[0] and bars[0].kind == "io" and bars[0].addr
       end)
-      teardown(function()
+      lazy_teardown(function()
          if s then s:close() end
          if srv then srv.stop() end
       end)
@@ -98,12 +98,12 @@ describe("vfio-user server with QEMU 11.1's client under qtest", function()
 
    describe("serving the PCI-IDIO-16 model (examples/vfio-user/pci_idio_16.lua)", function()
       local srv, s, io2
-      setup(function()
+      lazy_setup(function()
          srv = us.start(GPIO, { control = true })
          s = assert(qvu.start { socket = srv.socket })
          io2 = s:assign_bars(BDF)[2].addr
       end)
-      teardown(function()
+      lazy_teardown(function()
          if s then s:close() end
          if srv then srv.stop() end
       end)
@@ -136,8 +136,8 @@ describe("vfio-user server with QEMU 11.1's client under qtest", function()
 
    describe("serving a model with MSI, MSI-X and a DMA engine (spec/support/user_test_model.lua)", function()
       local srv
-      setup(function() srv = us.start(TEST_MODEL, { control = true }) end)
-      teardown(function() if srv then srv.stop() end end)
+      lazy_setup(function() srv = us.start(TEST_MODEL, { control = true }) end)
+      lazy_teardown(function() if srv then srv.stop() end end)
 
       local function session(shared)
          local s = assert(qvu.start { socket = srv.socket, shared = shared })
@@ -215,12 +215,12 @@ describe("vfio-user server with QEMU 11.1's client under qtest", function()
 
    describe("serving a recording (spec/fixtures/nvme.lua) through the trap core", function()
       local srv, s, fx
-      setup(function()
+      lazy_setup(function()
          fx = assert(record.load(us.ROOT .. "/spec/fixtures/nvme.lua"))
          srv = us.start(us.ROOT .. "/spec/fixtures/nvme.lua")
          s = assert(qvu.start { socket = srv.socket })
       end)
-      teardown(function()
+      lazy_teardown(function()
          if s then s:close() end
          if srv then srv.stop() end
       end)

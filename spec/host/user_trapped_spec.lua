@@ -158,7 +158,7 @@ describe("vfio.user.trapped", function()
          return assert(c:recv(1000))
       end
 
-      setup(function()
+      lazy_setup(function()
          dir = child.private_dir()
          path = dir .. "/sock"
          fake = fake_device()
@@ -173,7 +173,7 @@ describe("vfio.user.trapped", function()
          assert.is_nil(ask("version", { major = 0, minor = 0, caps = { max_msg_fds = 4 } }).error)
       end)
 
-      teardown(function()
+      lazy_teardown(function()
          if c then c:close() end
          if s then s:close() end
          os.remove(dir)

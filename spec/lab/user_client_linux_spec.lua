@@ -20,7 +20,7 @@ local slurp = require("support.child").slurp
 
 describe("Linux with vfio-user devices under passthrough.lua #onekernel", function()
    local out, r, maps, logs = "", nil, "", ""
-   setup(function()
+   lazy_setup(function()
       local nvme, e1000e = lab.need("nvme"), lab.need("e1000e")
       local log = os.tmpname()
       local serial = server.start("examples/vfio-user/serial_16550a.lua", { dma_log = log })

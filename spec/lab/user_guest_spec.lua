@@ -83,7 +83,7 @@ describe("a Linux guest of QEMU 11.1's vfio-user client, lab devices served by v
    end
 
    local out, r, image, record_path
-   setup(function()
+   lazy_setup(function()
       assert(lab.inside, "run me with lab/run")
       collectgarbage(); collectgarbage()
       local nvme, e1000e = lab.need("nvme"), lab.need("e1000e")
@@ -124,7 +124,7 @@ describe("a Linux guest of QEMU 11.1's vfio-user client, lab devices served by v
       assert(ok, tostring(err) .. "\n" .. out:sub(-4000) .. "\n" .. table.concat(logs, "\n"))
       r = report(out)
    end)
-   teardown(function()
+   lazy_teardown(function()
       if record_path then os.remove(record_path) end
    end)
 

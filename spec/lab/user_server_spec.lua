@@ -26,14 +26,14 @@ describe("vfio-user-serve with a lab device and QEMU 11.1's client #onekernel", 
 
    describe("edu", function()
       local edu, srv, s, b0
-      setup(function()
+      lazy_setup(function()
          edu = lab.need("edu")
          srv = us.start(edu.bdf)
          s = assert(qvu.start { socket = srv.socket, shared = true, memory = "128M" })
          local bars = s:assign_bars(BDF, { master = true })
          b0 = assert(bars[0], "edu's BAR0").addr
       end)
-      teardown(function()
+      lazy_teardown(function()
          if s then s:close() end
          if srv then srv.stop() end
       end)
