@@ -684,11 +684,6 @@ local function fileno(x)
    return x:fileno()
 end
 
----
--- One round: wait up to `ms` milliseconds (nil: until something happens) for the
--- listener, the client, a watched eventfd or a device fd, and serve what is ready.
--- @tparam[opt] int ms how long to wait
--- @treturn boolean true, or `nil, message, errno` when poll failed (EINTR: a signal)
 -- What step() polls: fds (posix.poll's table) and what each fd is. Rebuilt only when
 -- that changed (another client, another unmask eventfd, stopping, or a device with fds
 -- of its own, asked each round): the set is built per message otherwise.
