@@ -45,7 +45,7 @@ dist:
 # ~/.local/share/bash-completion/completions/vfio-passthrough).
 completions:
 	@mkdir -p $(BUILD)/completions
-	@for c in vfio-passthrough vfio-poke; do for s in bash zsh fish; do \
+	@for c in vfio-passthrough vfio-poke vfio-user-serve; do for s in bash zsh fish; do \
 	  bin/$$c --completion $$s > $(BUILD)/completions/$$c.$$s || exit 1; done; done
 	@ls $(BUILD)/completions/*
 

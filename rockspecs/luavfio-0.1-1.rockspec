@@ -18,7 +18,8 @@ description = {
 The C module vfio.core binds the kernel's VFIO and KVM interfaces and a PCI config trap
 core; the Lua library opens devices by PCI address, decodes config space and describes
 registers; the VMM passes devices through to a KVM guest (the vfio-passthrough command)
-and vfio-poke is an interactive REPL for exploring devices. The examples are installed
+and vfio-poke is an interactive REPL for exploring devices; vfio-user-serve serves a
+device, a recording or a Lua device model to a vfio-user client. The examples are installed
 under the rock's doc/examples (luarocks doc luavfio).]],
    license = "MIT",
    labels = { "vfio", "kvm", "pci", "passthrough" },

@@ -300,7 +300,7 @@ static int b_mapping(lua_State *L)
     unsigned idx = (unsigned)lv_checkrange(L, 2, 0, LV_REGION_MAX - 1);
     void *p;
     uint64_t off, len;
-    int rc = lv_backend_vfio_mapping(&b->be, idx, &p, &off, &len);
+    int rc = lv_backend_mapping(&b->be, idx, &p, &off, &len);
     if (rc < 0)
         return lv_syserrorf(L, -rc, "mapping", "%s[%u]", b->be.name, idx);
     (void)p;

@@ -59,18 +59,6 @@ static int l_device_file(lua_State *L)
     return 1;
 }
 
-static void setbool(lua_State *L, const char *k, int v)
-{
-    lua_pushboolean(L, v != 0);
-    lua_setfield(L, -2, k);
-}
-
-static void setint(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
-
 static int d_info(lua_State *L)
 {
     lv_device *d = lv_checkdevice(L, 1);
@@ -78,38 +66,24 @@ static int d_info(lua_State *L)
     int r = vfio_device_info(d->fd, &info);
     if (r < 0)
         return lv_syserror(L, -r, "VFIO_DEVICE_GET_INFO", d->name);
-    lua_createtable(L, 0, 8);
-    setint(L, "flags", info.flags);
-    setint(L, "num_regions", info.num_regions);
-    setint(L, "num_irqs", info.num_irqs);
-    setbool(L, "reset", info.flags & VFIO_DEVICE_FLAGS_RESET);
-    setbool(L, "pci", info.flags & VFIO_DEVICE_FLAGS_PCI);
-    setbool(L, "platform", info.flags & VFIO_DEVICE_FLAGS_PLATFORM);
-    setbool(L, "caps", info.flags & VFIO_DEVICE_FLAGS_CAPS);
+    lv_push_device_info(L, info.flags, info.num_regions, info.num_irqs);
     return 1;
 }
 
 void lv_region_fields(lua_State *L, const struct vfio_region_desc *d)
 {
-    setint(L, "index", d->index);
-    setint(L, "flags", d->flags);
-    setint(L, "size", (lua_Integer)d->size);
-    setint(L, "offset", (lua_Integer)d->offset);
-    setbool(L, "readable", d->flags & VFIO_REGION_INFO_FLAG_READ);
-    setbool(L, "writable", d->flags & VFIO_REGION_INFO_FLAG_WRITE);
-    setbool(L, "mappable", d->flags & VFIO_REGION_INFO_FLAG_MMAP);
-    setbool(L, "caps", d->flags & VFIO_REGION_INFO_FLAG_CAPS);
-    setbool(L, "msix_mappable", d->msix_mappable);
+    lv_region_base_fields(L, d->index, d->flags, d->size, d->offset);
+    lv_setbool(L, "msix_mappable", d->msix_mappable);
     if (d->have_type) {
-        setint(L, "type", d->type);
-        setint(L, "subtype", d->subtype);
+        lv_setint(L, "type", d->type);
+        lv_setint(L, "subtype", d->subtype);
     }
     if (d->have_sparse) {
         lua_createtable(L, (int)d->nsparse, 0);
         for (uint32_t i = 0; i < d->nsparse; i++) {
             lua_createtable(L, 0, 2);
-            setint(L, "offset", (lua_Integer)d->sparse[i].offset);
-            setint(L, "size", (lua_Integer)d->sparse[i].size);
+            lv_setint(L, "offset", (lua_Integer)d->sparse[i].offset);
+            lv_setint(L, "size", (lua_Integer)d->sparse[i].size);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         lua_setfield(L, -2, "sparse");
@@ -176,35 +150,17 @@ static int d_irq_info(lua_State *L)
     int r = vfio_device_irq_info(d->fd, idx, &ii);
     if (r < 0)
         return lv_syserrorf(L, -r, "VFIO_DEVICE_GET_IRQ_INFO", "irq %u of %s", idx, d->name);
-    lua_createtable(L, 0, 7);
-    setint(L, "index", ii.index);
-    setint(L, "count", ii.count);
-    setint(L, "flags", ii.flags);
-    setbool(L, "eventfd", ii.flags & VFIO_IRQ_INFO_EVENTFD);
-    setbool(L, "maskable", ii.flags & VFIO_IRQ_INFO_MASKABLE);
-    setbool(L, "automasked", ii.flags & VFIO_IRQ_INFO_AUTOMASKED);
-    setbool(L, "noresize", ii.flags & VFIO_IRQ_INFO_NORESIZE);
+    lv_push_irq_info(L, ii.index, ii.count, ii.flags);
     return 1;
 }
 
-/* The kernel caps vectors far below this; it only bounds our allocation. */
-#define IRQ_COUNT_MAX 65536
-
-static int fd_of(lua_State *L, int idx, int arg)
-{
-    if (lua_type(L, idx) == LUA_TNUMBER) {
-        lua_Integer v = lua_tointeger(L, idx);
-        if (v < -1 || v > 0x7fffffff || !lua_isinteger(L, idx))
-            luaL_argerror(L, arg, "eventfd must be an eventfd object, an fd or -1");
-        return (int)v;
-    }
-    lv_eventfd *e = luaL_testudata(L, idx, LV_EVENTFD);
-    if (!e)
-        luaL_argerror(L, arg, "eventfd must be an eventfd object, an fd or -1");
-    if (e->fd < 0)
-        luaL_argerror(L, arg, "eventfd is closed");
-    return e->fd;
-}
+/* The kernel caps vectors far below this; it only bounds our allocation. -1 de-assigns. */
+static const struct lv_irq_data_rules irq_rules = {
+    .max_count = 65536,
+    .min_fd = -1,
+    .bad_number = "eventfd must be an eventfd object, an fd or -1",
+    .bad_value = "eventfd must be an eventfd object, an fd or -1",
+};
 
 /* d:set_irqs(index, action, start, count [, data])
  * action: "mask" | "unmask" | "trigger". data: nil (DATA_NONE), a boolean or a list of
@@ -213,58 +169,14 @@ static int fd_of(lua_State *L, int idx, int arg)
 static int d_set_irqs(lua_State *L)
 {
     luaL_checkudata(L, 1, LV_DEVICE);
-    uint32_t index = check_index(L, 2);
-    static const char *const actions[] = {"mask", "unmask", "trigger", NULL};
-    static const uint32_t action_bits[] = {VFIO_IRQ_SET_ACTION_MASK,
-                                           VFIO_IRQ_SET_ACTION_UNMASK,
-                                           VFIO_IRQ_SET_ACTION_TRIGGER};
-    uint32_t action = action_bits[luaL_checkoption(L, 3, NULL, actions)];
-    uint32_t start = (uint32_t)lv_checkrange(L, 4, 0, 0xffffffff);
-    uint32_t count = (uint32_t)lv_checkrange(L, 5, 0, IRQ_COUNT_MAX);
-    uint32_t type = VFIO_IRQ_SET_DATA_NONE;
-    void *data = NULL;
-    int t = lua_type(L, 6);
-    if (t == LUA_TNONE || t == LUA_TNIL) {
-        type = VFIO_IRQ_SET_DATA_NONE;
-    } else {
-        int is_list = t == LUA_TTABLE;
-        lua_Integer n = is_list ? (lua_Integer)lua_rawlen(L, 6) : 1;
-        if (n != (lua_Integer)count)
-            luaL_argerror(L, 6, lua_pushfstring(L, "%I data entries for count %I", n,
-                                                (lua_Integer)count));
-        if (is_list && n > 0)
-            lua_rawgeti(L, 6, 1);
-        else
-            lua_pushvalue(L, 6);
-        int first = lua_type(L, -1);
-        lua_pop(L, 1);
-        type = first == LUA_TBOOLEAN ? VFIO_IRQ_SET_DATA_BOOL : VFIO_IRQ_SET_DATA_EVENTFD;
-        if (is_list && n == 0)
-            luaL_argerror(L, 6, "empty data list: pass nil for DATA_NONE");
-        size_t esz = type == VFIO_IRQ_SET_DATA_BOOL ? 1 : sizeof(int32_t);
-        /* A userdata buffer so a raised argument error cannot leak it. */
-        data = lua_newuserdatauv(L, esz * n, 0);
-        for (lua_Integer i = 0; i < n; i++) {
-            if (is_list)
-                lua_rawgeti(L, 6, i + 1);
-            else
-                lua_pushvalue(L, 6);
-            if (type == VFIO_IRQ_SET_DATA_BOOL) {
-                if (lua_type(L, -1) != LUA_TBOOLEAN)
-                    luaL_argerror(L, 6, "mixed data: all booleans or all eventfds");
-                ((uint8_t *)data)[i] = (uint8_t)lua_toboolean(L, -1);
-            } else {
-                ((int32_t *)data)[i] = fd_of(L, -1, 6);
-            }
-            lua_pop(L, 1);
-        }
-    }
+    struct lv_irq_set s;
+    lv_check_set_irqs(L, &irq_rules, &s);
     lv_device *d = lv_checkdevice(L, 1);   /* after the data's reads and allocation */
-    int r = vfio_device_set_irqs(d->fd, index, action, type, start, count, data);
+    int r = vfio_device_set_irqs(d->fd, s.index, s.action, s.type, s.start, s.count, s.data);
     if (r < 0)
         return lv_syserrorf(L, -r, "VFIO_DEVICE_SET_IRQS",
-                            "irq %u of %s (%s start %u count %u)", index, d->name,
-                            lua_tostring(L, 3), start, count);
+                            "irq %u of %s (%s start %u count %u)", s.index, d->name,
+                            lua_tostring(L, 3), s.start, s.count);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -291,23 +203,23 @@ static int d_hot_reset_info(lua_State *L)
      * 0 for a device owned through an owned group, -1 for one this iommufd does not own. */
     int by_devid = (flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID) != 0;
     lua_createtable(L, 0, 4);
-    setint(L, "flags", flags);
+    lv_setint(L, "flags", flags);
     if (by_devid) {
-        setbool(L, "devids", 1);
-        setbool(L, "owned", flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED);
+        lv_setbool(L, "devids", 1);
+        lv_setbool(L, "owned", flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED);
     }
     lua_createtable(L, (int)n, 0);
     for (uint32_t i = 0; i < n; i++) {
         lua_createtable(L, 0, 5);
         if (!by_devid)
-            setint(L, "group", deps[i].group_id);
+            lv_setint(L, "group", deps[i].group_id);
         else if (deps[i].group_id == (uint32_t)VFIO_PCI_DEVID_NOT_OWNED)
-            setint(L, "devid", -1);
+            lv_setint(L, "devid", -1);
         else
-            setint(L, "devid", deps[i].group_id);
-        setint(L, "segment", deps[i].segment);
-        setint(L, "bus", deps[i].bus);
-        setint(L, "devfn", deps[i].devfn);
+            lv_setint(L, "devid", deps[i].group_id);
+        lv_setint(L, "segment", deps[i].segment);
+        lv_setint(L, "bus", deps[i].bus);
+        lv_setint(L, "devfn", deps[i].devfn);
         char bdf[16];
         snprintf(bdf, sizeof bdf, "%04x:%02x:%02x.%u", deps[i].segment, deps[i].bus,
                  (unsigned)(deps[i].devfn >> 3), (unsigned)(deps[i].devfn & 7));
@@ -591,6 +503,23 @@ VFIO_DEVICE_FEATURE_MIG_DATA_SIZE (Linux 6.2): what STOP_COPY would give.
 @treturn int bytes, or `nil, message, errno`
 */
 
+/* A table of named constants, as field `name` of the table on top. */
+struct constant {
+    const char *k;
+    int v;
+};
+
+static void set_constants(lua_State *L, const char *name, const struct constant *c)
+{
+    int n = 0;
+    while (c[n].k)
+        n++;
+    lua_createtable(L, 0, n);
+    for (; c->k; c++)
+        lv_setint(L, c->k, c->v);
+    lua_setfield(L, -2, name);
+}
+
 void lv_open_device(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -624,34 +553,29 @@ void lv_open_device(lua_State *L)
     lua_pushcfunction(L, l_device_file);
     lua_setfield(L, -2, "device_file");
 
-    lua_createtable(L, 0, 10);
-    static const struct {
-        const char *k;
-        int v;
-    } regions[] = {{"BAR0", VFIO_PCI_BAR0_REGION_INDEX}, {"BAR1", VFIO_PCI_BAR1_REGION_INDEX},
-                   {"BAR2", VFIO_PCI_BAR2_REGION_INDEX}, {"BAR3", VFIO_PCI_BAR3_REGION_INDEX},
-                   {"BAR4", VFIO_PCI_BAR4_REGION_INDEX}, {"BAR5", VFIO_PCI_BAR5_REGION_INDEX},
-                   {"ROM", VFIO_PCI_ROM_REGION_INDEX},   {"CONFIG", VFIO_PCI_CONFIG_REGION_INDEX},
-                   {"VGA", VFIO_PCI_VGA_REGION_INDEX},   {"NUM", VFIO_PCI_NUM_REGIONS}};
-    for (size_t i = 0; i < sizeof regions / sizeof *regions; i++)
-        setint(L, regions[i].k, regions[i].v);
-    lua_setfield(L, -2, "REGION");
-    lua_createtable(L, 0, 6);
-    setint(L, "INTX", VFIO_PCI_INTX_IRQ_INDEX);
-    setint(L, "MSI", VFIO_PCI_MSI_IRQ_INDEX);
-    setint(L, "MSIX", VFIO_PCI_MSIX_IRQ_INDEX);
-    setint(L, "ERR", VFIO_PCI_ERR_IRQ_INDEX);
-    setint(L, "REQ", VFIO_PCI_REQ_IRQ_INDEX);
-    setint(L, "NUM", VFIO_PCI_NUM_IRQS);
-    lua_setfield(L, -2, "IRQ");
-    lua_createtable(L, 0, 8);
-    setint(L, "PCI_VF_TOKEN", VFIO_DEVICE_FEATURE_PCI_VF_TOKEN);
-    setint(L, "MIGRATION", VFIO_DEVICE_FEATURE_MIGRATION);
-    setint(L, "MIG_DEVICE_STATE", VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE);
-    setint(L, "LOW_POWER_ENTRY", VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY);
-    setint(L, "LOW_POWER_ENTRY_WITH_WAKEUP", VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP);
-    setint(L, "LOW_POWER_EXIT", VFIO_DEVICE_FEATURE_LOW_POWER_EXIT);
-    setint(L, "DMA_LOGGING_START", VFIO_DEVICE_FEATURE_DMA_LOGGING_START);
-    setint(L, "DMA_LOGGING_STOP", VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP);
-    lua_setfield(L, -2, "FEATURE");
+    static const struct constant regions[] = {
+        {"BAR0", VFIO_PCI_BAR0_REGION_INDEX}, {"BAR1", VFIO_PCI_BAR1_REGION_INDEX},
+        {"BAR2", VFIO_PCI_BAR2_REGION_INDEX}, {"BAR3", VFIO_PCI_BAR3_REGION_INDEX},
+        {"BAR4", VFIO_PCI_BAR4_REGION_INDEX}, {"BAR5", VFIO_PCI_BAR5_REGION_INDEX},
+        {"ROM", VFIO_PCI_ROM_REGION_INDEX},   {"CONFIG", VFIO_PCI_CONFIG_REGION_INDEX},
+        {"VGA", VFIO_PCI_VGA_REGION_INDEX},   {"NUM", VFIO_PCI_NUM_REGIONS},
+        {NULL, 0}};
+    static const struct constant irqs[] = {
+        {"INTX", VFIO_PCI_INTX_IRQ_INDEX}, {"MSI", VFIO_PCI_MSI_IRQ_INDEX},
+        {"MSIX", VFIO_PCI_MSIX_IRQ_INDEX}, {"ERR", VFIO_PCI_ERR_IRQ_INDEX},
+        {"REQ", VFIO_PCI_REQ_IRQ_INDEX},   {"NUM", VFIO_PCI_NUM_IRQS},
+        {NULL, 0}};
+    static const struct constant features[] = {
+        {"PCI_VF_TOKEN", VFIO_DEVICE_FEATURE_PCI_VF_TOKEN},
+        {"MIGRATION", VFIO_DEVICE_FEATURE_MIGRATION},
+        {"MIG_DEVICE_STATE", VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE},
+        {"LOW_POWER_ENTRY", VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY},
+        {"LOW_POWER_ENTRY_WITH_WAKEUP", VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP},
+        {"LOW_POWER_EXIT", VFIO_DEVICE_FEATURE_LOW_POWER_EXIT},
+        {"DMA_LOGGING_START", VFIO_DEVICE_FEATURE_DMA_LOGGING_START},
+        {"DMA_LOGGING_STOP", VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP},
+        {NULL, 0}};
+    set_constants(L, "REGION", regions);
+    set_constants(L, "IRQ", irqs);
+    set_constants(L, "FEATURE", features);
 }

@@ -1,8 +1,51 @@
-/* vfio.dmabuf: page-aligned anonymous memory for device DMA (csrc/vfio/vfio_dma.c). */
+/* vfio.dmabuf: page-aligned anonymous memory for device DMA (csrc/vfio/vfio_dma.c), or
+ * with {shared = true} a sealed memfd mapped shared, whose fd a vfio-user device's
+ * dma_map hands to the server (another process cannot reach anonymous memory). */
 #include "l_objects.h"
+#include "l_kvm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The memory and, for a shared buffer, its memfd. The server keeps its own mapping of
+ * the memfd: freeing ours cannot make it reach this process's memory. */
+static void dmabuf_free(lv_dmabuf *b)
+{
+    vfio_dma_free(b->ptr, b->rounded);
+    b->ptr = NULL;
+    if (b->fd >= 0) {
+        close(b->fd);
+        b->fd = -1;
+    }
+}
+
+/* A sealed memfd of `rounded` bytes mapped shared, or NULL with errno set. */
+static void *shared_alloc(size_t rounded, int *fdp)
+{
+    int fd = memfd_create("luavfio-dmabuf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return NULL;
+    if (ftruncate(fd, (off_t)rounded) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    void *p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    *fdp = fd;
+    return p;
+}
 
 lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx)
 {
@@ -12,20 +55,101 @@ lv_dmabuf *lv_checkdmabuf(lua_State *L, int idx)
     return b;
 }
 
-/* core.dmabuf(size) -> buffer of size rounded up to whole pages, zeroed */
+/* core.dmabuf(size [, {shared = false}]) -> buffer of size rounded up to whole pages,
+ * zeroed; shared: in a sealed memfd (buf:fileno()) */
 static int l_dmabuf_new(lua_State *L)
 {
     lua_Integer size = luaL_checkinteger(L, 1);
     if (size <= 0)
         luaL_argerror(L, 1, "size must be positive");
+    int shared = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "shared");
+        shared = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     lv_dmabuf *b = lv_newobject(L, sizeof *b, LV_DMABUF, 0);
+    b->fd = -1;
     size_t rounded;
     void *p = vfio_dma_alloc((size_t)size, &rounded);
+    if (p && shared) {
+        vfio_dma_free(p, rounded);   /* only its rounding was wanted */
+        p = shared_alloc(rounded, &b->fd);
+    }
     if (!p)
-        return lv_syserrorf(L, errno, "mmap", "DMA buffer of %lld bytes", (long long)size);
+        return lv_syserrorf(L, errno, shared ? "memfd" : "mmap", "DMA buffer of %lld bytes",
+                            (long long)size);
     b->ptr = p;
     b->size = (size_t)size;
     b->rounded = rounded;
+    return 1;
+}
+
+/* core.dmabuf_map(fd, offset, size [, {write = false}]) -> buffer | nil, message, errno:
+ * a shared mapping of [offset, offset + size) of a regular file (a memfd a vfio-user client
+ * lends for DMA), page-aligned, inside the file. Read-only unless write. The mapping is
+ * a DMA buffer like any other (read/write from Lua, map_dma into a container or an ioas);
+ * a file shrunk later by its owner would fault on access: check its seals first
+ * (core.fd_seals). */
+static int l_dmabuf_map(lua_State *L)
+{
+    lua_Integer off = luaL_checkinteger(L, 2);
+    lua_Integer size = luaL_checkinteger(L, 3);
+    int write = 0;
+    if (!lua_isnoneornil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        lua_getfield(L, 4, "write");
+        write = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    int fd = lv_checkfd(L, 1);   /* may call fileno(): after the other arguments */
+    size_t pg = vfio_page_size();
+    if (size <= 0 || off < 0 || (uint64_t)off % pg || (uint64_t)size % pg ||
+        off > INT64_MAX - size)
+        return lv_syserrorf(L, EINVAL, "map", "fd %d: 0x%llx bytes at offset 0x%llx (want "
+                            "whole pages)", fd, (unsigned long long)size,
+                            (unsigned long long)off);
+    lv_dmabuf *b = lv_newobject(L, sizeof *b, LV_DMABUF, 0);   /* before the mmap: no leak */
+    b->fd = -1;   /* the lender's fd stays the lender's: never closed with the buffer */
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return lv_syserrorf(L, errno, "fstat", "fd %d", fd);
+    if (!S_ISREG(st.st_mode))
+        return lv_syserrorf(L, EINVAL, "map", "fd %d: not a regular file (a memfd or a file "
+                            "in tmpfs or hugetlbfs)", fd);
+    if (st.st_size < off + size)
+        return lv_syserrorf(L, EINVAL, "map", "fd %d: 0x%llx bytes at offset 0x%llx pass the "
+                            "end of the file (0x%llx bytes)", fd, (unsigned long long)size,
+                            (unsigned long long)off, (unsigned long long)st.st_size);
+    void *p = mmap(NULL, (size_t)size, PROT_READ | (write ? PROT_WRITE : 0), MAP_SHARED, fd,
+                   (off_t)off);
+    if (p == MAP_FAILED)
+        return lv_syserrorf(L, errno, "mmap", "fd %d (0x%llx bytes at offset 0x%llx)", fd,
+                            (unsigned long long)size, (unsigned long long)off);
+    b->ptr = p;
+    b->size = b->rounded = (size_t)size;
+    b->readonly = !write;
+    return 1;
+}
+
+/* core.fd_seals(fd) -> {shrink=, grow=, write=, seal=} | nil, message, errno (EINVAL: a
+ * file that takes no seals) */
+static int l_fd_seals(lua_State *L)
+{
+    int fd = lv_checkfd(L, 1);
+    int s = fcntl(fd, F_GET_SEALS);
+    if (s < 0)
+        return lv_syserrorf(L, errno, "F_GET_SEALS", "fd %d", fd);
+    lua_createtable(L, 0, 4);
+    lua_pushboolean(L, s & F_SEAL_SHRINK);
+    lua_setfield(L, -2, "shrink");
+    lua_pushboolean(L, s & F_SEAL_GROW);
+    lua_setfield(L, -2, "grow");
+    lua_pushboolean(L, s & F_SEAL_WRITE);
+    lua_setfield(L, -2, "write");
+    lua_pushboolean(L, s & F_SEAL_SEAL);
+    lua_setfield(L, -2, "seal");
     return 1;
 }
 
@@ -35,6 +159,15 @@ static void check_range(lua_State *L, lv_dmabuf *b, lua_Integer off, size_t n)
         luaL_error(L, "DMA buffer: access of %I bytes at offset %I is outside the buffer "
                       "(size %I)",
                    (lua_Integer)n, off, (lua_Integer)b->rounded);
+}
+
+/* A write through Lua to a read-only shared mapping would fault: refuse it first. */
+static lv_dmabuf *check_writable(lua_State *L, int idx)
+{
+    lv_dmabuf *b = lv_checkdmabuf(L, idx);
+    if (b->readonly)
+        luaL_argerror(L, idx, "DMA buffer is a read-only mapping");
+    return b;
 }
 
 static int b_read(lua_State *L)
@@ -55,7 +188,7 @@ static int b_write(lua_State *L)
     lua_Integer off = luaL_checkinteger(L, 2);
     size_t n;
     const char *s = luaL_checklstring(L, 3, &n);   /* a number converts: a GC step */
-    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    lv_dmabuf *b = check_writable(L, 1);
     check_range(L, b, off, n);
     memcpy(b->ptr + off, s, n);
     return 0;
@@ -64,7 +197,7 @@ static int b_write(lua_State *L)
 /* b:fill(byte [, off [, n]]) */
 static int b_fill(lua_State *L)
 {
-    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    lv_dmabuf *b = check_writable(L, 1);
     int byte = (int)lv_checkrange(L, 2, 0, 255);
     lua_Integer off = luaL_optinteger(L, 3, 0);
     lua_Integer n = luaL_optinteger(L, 4, (lua_Integer)b->rounded - off);
@@ -78,7 +211,7 @@ static int b_fill(lua_State *L)
 /* b:copy(dst_off, src, src_off, n): memcpy between DMA buffers (src may be b). */
 static int b_copy(lua_State *L)
 {
-    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    lv_dmabuf *b = check_writable(L, 1);
     lua_Integer doff = luaL_checkinteger(L, 2);
     lv_dmabuf *s = lv_checkdmabuf(L, 3);
     lua_Integer soff = luaL_checkinteger(L, 4);
@@ -104,7 +237,7 @@ static int b_copy(lua_State *L)
     }                                                                                  \
     static int b_write##bits(lua_State *L)                                             \
     {                                                                                  \
-        lv_dmabuf *b = lv_checkdmabuf(L, 1);                                           \
+        lv_dmabuf *b = check_writable(L, 1);                                           \
         lua_Integer off = luaL_checkinteger(L, 2);                                     \
         lua_Integer val = luaL_checkinteger(L, 3);                                     \
         uint##bits##_t v = (uint##bits##_t)val;                                        \
@@ -126,6 +259,17 @@ static int b_size(lua_State *L)
     return 1;
 }
 
+/* buf:fileno() -> the memfd of a shared buffer, or nil when it has none */
+static int b_fileno(lua_State *L)
+{
+    lv_dmabuf *b = lv_checkdmabuf(L, 1);
+    if (b->fd < 0)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, b->fd);
+    return 1;
+}
+
 static int b_closed(lua_State *L)
 {
     lv_dmabuf *b = luaL_checkudata(L, 1, LV_DMABUF);
@@ -135,10 +279,8 @@ static int b_closed(lua_State *L)
 
 void lv_dmabuf_release(lv_dmabuf *b)
 {
-    if (b->ptr && b->orphaned && b->pins == 0 && b->dma == 0) {
-        vfio_dma_free(b->ptr, b->rounded);
-        b->ptr = NULL;
-    }
+    if (b->ptr && b->orphaned && b->pins == 0 && b->dma == 0)
+        dmabuf_free(b);
 }
 
 /* Lifetime rule: memory is freed only when nothing uses it: no VM slot (vm:unmap,
@@ -166,8 +308,7 @@ static int b_close(lua_State *L)
         lua_pushinteger(L, EBUSY);
         return 3;
     }
-    vfio_dma_free(b->ptr, b->rounded);
-    b->ptr = NULL;
+    dmabuf_free(b);
     return 0;
 }
 
@@ -183,8 +324,7 @@ static int b_gc(lua_State *L)
         b->orphaned = 1;
         return 0;
     }
-    vfio_dma_free(b->ptr, b->rounded);
-    b->ptr = NULL;
+    dmabuf_free(b);
     return 0;
 }
 
@@ -202,15 +342,46 @@ static int b_tostring(lua_State *L)
 
 /***
 Page-aligned, zeroed anonymous memory for device DMA (and guest RAM), its size rounded up
-to whole pages. It is freed only when no VM slot and no IOMMU mapping uses it.
+to whole pages. It is freed only when no VM slot and no IOMMU mapping uses it. With
+`shared` it is a sealed memfd mapped shared (`fileno()`), which a vfio-user device's
+`dma_map` hands to its server.
 @function dmabuf
 @tparam int size bytes
+@tparam[opt] table opts `{shared = false}`
 @treturn dmabuf the buffer, or `nil, message, errno`
+*/
+
+/***
+A shared mapping of a regular file (a memfd a vfio-user client lends for DMA) as a DMA
+buffer: `[offset, offset + size)`, both whole pages, inside the file; read-only unless
+`opts.write` (writes from Lua to a read-only one raise). It is read, written and mapped
+for device DMA like any DMA buffer. A file its owner shrinks later would fault on access:
+check `fd_seals` first.
+@function dmabuf_map
+@param fd the file: an fd number or an object with `fileno()`
+@tparam int offset bytes into the file
+@tparam int size bytes
+@tparam[opt] table opts `{write = true}`
+@treturn dmabuf the buffer, or `nil, message, errno` (EINVAL: not a regular file,
+unaligned, past the file's end)
+*/
+
+/***
+The seals of a memfd (F_GET_SEALS): `{shrink=, grow=, write=, seal=}`.
+@function fd_seals
+@param fd an fd number or an object with `fileno()`
+@treturn table the seals, or `nil, message, errno` (EINVAL: a file that takes none)
 */
 
 /***
 A DMA buffer (`vfio.dmabuf`). Offsets are checked against the size and raise when outside.
 @type dmabuf
+*/
+
+/***
+The memfd of a shared buffer (`dmabuf(size, {shared = true})`), nil for anonymous memory.
+@function dmabuf:fileno
+@treturn ?int the fd
 */
 
 /***
@@ -326,13 +497,17 @@ void lv_open_dmabuf(lua_State *L)
         {"copy", b_copy},       {"read8", b_read8},     {"read16", b_read16},
         {"read32", b_read32},   {"read64", b_read64},   {"write8", b_write8},
         {"write16", b_write16}, {"write32", b_write32}, {"write64", b_write64},
-        {"size", b_size},       {"closed", b_closed},
+        {"size", b_size},       {"closed", b_closed},     {"fileno", b_fileno},
         {"close", b_close},     {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", b_gc}, {"__close", b_gc}, {"__tostring", b_tostring}, {NULL, NULL}};
     lv_newclass(L, LV_DMABUF, methods, meta);
     lua_pushcfunction(L, l_dmabuf_new);
     lua_setfield(L, -2, "dmabuf");
+    lua_pushcfunction(L, l_dmabuf_map);
+    lua_setfield(L, -2, "dmabuf_map");
+    lua_pushcfunction(L, l_fd_seals);
+    lua_setfield(L, -2, "fd_seals");
     lua_pushinteger(L, (lua_Integer)vfio_page_size());
     lua_setfield(L, -2, "PAGE_SIZE");
 }

@@ -40,18 +40,6 @@ static int mig_error(lua_State *L, int err, const char *op, const lv_device *d,
     return 3;
 }
 
-static void setint(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void setbool(lua_State *L, const char *k, int v)
-{
-    lua_pushboolean(L, v != 0);
-    lua_setfield(L, -2, k);
-}
-
 /* d:migration() -> {flags, stop_copy, p2p, pre_copy} | nil, msg, errno */
 int lv_device_migration(lua_State *L)
 {
@@ -61,10 +49,10 @@ int lv_device_migration(lua_State *L)
     if (r < 0)
         return mig_error(L, -r, "VFIO_DEVICE_FEATURE_MIGRATION", d, NULL);
     lua_createtable(L, 0, 4);
-    setint(L, "flags", (lua_Integer)flags);
-    setbool(L, "stop_copy", flags & VFIO_MIGRATION_STOP_COPY);
-    setbool(L, "p2p", flags & VFIO_MIGRATION_P2P);
-    setbool(L, "pre_copy", flags & VFIO_MIGRATION_PRE_COPY);
+    lv_setint(L, "flags", (lua_Integer)flags);
+    lv_setbool(L, "stop_copy", flags & VFIO_MIGRATION_STOP_COPY);
+    lv_setbool(L, "p2p", flags & VFIO_MIGRATION_P2P);
+    lv_setbool(L, "pre_copy", flags & VFIO_MIGRATION_PRE_COPY);
     return 1;
 }
 
@@ -226,9 +214,9 @@ static int f_precopy_info(lua_State *L)
     if (r < 0)
         return file_error(L, -r, "VFIO_MIG_GET_PRECOPY_INFO", m, 0);
     lua_createtable(L, 0, 3);
-    setint(L, "initial_bytes", (lua_Integer)initial);
-    setint(L, "dirty_bytes", (lua_Integer)dirty);
-    setint(L, "flags", flags);
+    lv_setint(L, "initial_bytes", (lua_Integer)initial);
+    lv_setint(L, "dirty_bytes", (lua_Integer)dirty);
+    lv_setint(L, "flags", flags);
     return 1;
 }
 
@@ -277,12 +265,12 @@ static int f_tostring(lua_State *L)
 static int l_migration_abi(lua_State *L)
 {
     lua_createtable(L, 0, 8);
-    setint(L, "feature_migration", sizeof(struct vfio_device_feature_migration));
-    setint(L, "mig_state", sizeof(struct vfio_device_feature_mig_state));
-    setint(L, "mig_data_size", sizeof(struct vfio_device_feature_mig_data_size));
-    setint(L, "precopy_info", sizeof(struct vfio_precopy_info));
-    setint(L, "PRECOPY_INFO_IOCTL", VFIO_MIG_GET_PRECOPY_INFO);
-    setint(L, "FEATURE_MIG_DATA_SIZE", VFIO_DEVICE_FEATURE_MIG_DATA_SIZE);
+    lv_setint(L, "feature_migration", sizeof(struct vfio_device_feature_migration));
+    lv_setint(L, "mig_state", sizeof(struct vfio_device_feature_mig_state));
+    lv_setint(L, "mig_data_size", sizeof(struct vfio_device_feature_mig_data_size));
+    lv_setint(L, "precopy_info", sizeof(struct vfio_precopy_info));
+    lv_setint(L, "PRECOPY_INFO_IOCTL", VFIO_MIG_GET_PRECOPY_INFO);
+    lv_setint(L, "FEATURE_MIG_DATA_SIZE", VFIO_DEVICE_FEATURE_MIG_DATA_SIZE);
     return 1;
 }
 
@@ -360,16 +348,16 @@ void lv_open_migration(lua_State *L)
         "ERROR", "STOP", "RUNNING", "STOP_COPY", "RESUMING", "RUNNING_P2P", "PRE_COPY",
         "PRE_COPY_P2P"};
     for (int i = 0; i < VFIO_MIG_NSTATES; i++)
-        setint(L, upper[i], i);
+        lv_setint(L, upper[i], i);
     lua_setfield(L, -2, "MIG_STATE");
     lua_createtable(L, 0, 3);
-    setint(L, "STOP_COPY", VFIO_MIGRATION_STOP_COPY);
-    setint(L, "P2P", VFIO_MIGRATION_P2P);
-    setint(L, "PRE_COPY", VFIO_MIGRATION_PRE_COPY);
+    lv_setint(L, "STOP_COPY", VFIO_MIGRATION_STOP_COPY);
+    lv_setint(L, "P2P", VFIO_MIGRATION_P2P);
+    lv_setint(L, "PRE_COPY", VFIO_MIGRATION_PRE_COPY);
     lua_setfield(L, -2, "MIGRATION");
     /* FEATURE comes from the device binding, registered before this one. */
     if (lua_getfield(L, -1, "FEATURE") == LUA_TTABLE)
-        setint(L, "MIG_DATA_SIZE", VFIO_DEVICE_FEATURE_MIG_DATA_SIZE);
+        lv_setint(L, "MIG_DATA_SIZE", VFIO_DEVICE_FEATURE_MIG_DATA_SIZE);
     lua_pop(L, 1);
     lua_pushcfunction(L, l_migration_abi);
     lua_setfield(L, -2, "migration_abi");

@@ -67,6 +67,9 @@ typedef struct {
     int orphaned;             /* collected (or to-be-closed) while still used: freed when
                                  the last use goes, unusable from Lua meanwhile */
     char mapper[112];         /* the latest IOMMU mapping of it, for close()'s message */
+    int readonly;             /* a shared mapping of another's file without PROT_WRITE
+                                 (core.dmabuf_map): writes from Lua raise */
+    int fd;                   /* the memfd of a shared buffer, -1 for anonymous memory */
 } lv_dmabuf;
 
 /* Free an orphaned DMA buffer whose last use is gone (l_dmabuf.c). */
@@ -120,6 +123,37 @@ void lv_pushregion(lua_State *L, int devidx, struct vfio_region_desc *d, int err
 void lv_device_unmap_regions(lv_device *dev);
 /* Fill the table on top with the fields describing a region. */
 void lv_region_fields(lua_State *L, const struct vfio_region_desc *d);
+
+/* What vfio.device and vfio.user_device share (lv_device_common.c). The info() table
+ * {flags, num_regions, num_irqs, reset, pci, platform, caps}, pushed: */
+void lv_push_device_info(lua_State *L, uint32_t flags, uint32_t num_regions,
+                         uint32_t num_irqs);
+/* The fields every region_info() table has (index, flags, size, offset, readable,
+ * writable, mappable, caps), set in the table on top: */
+void lv_region_base_fields(lua_State *L, uint32_t index, uint32_t flags, uint64_t size,
+                           uint64_t offset);
+/* The irq_info() table {index, count, flags, eventfd, maskable, automasked, noresize},
+ * pushed: */
+void lv_push_irq_info(lua_State *L, uint32_t index, uint32_t count, uint32_t flags);
+/* What a device's set_irqs takes in its data beyond booleans and eventfd objects. */
+struct lv_irq_data_rules {
+    uint32_t max_count;     /* the most vectors one call sets (bounds the data's buffer) */
+    int min_fd;             /* -1 where -1 de-assigns a vector (the kernel's), else 0 */
+    const char *bad_number; /* the argument error for a number that is no such fd */
+    const char *bad_value;  /* for data that is neither a number nor an eventfd object */
+};
+/* set_irqs(index, action, start, count [, data]), read from arguments 2 to 6 (the
+ * object at 1 is the caller's to check, after this): data nil (DATA_NONE), a boolean or
+ * a list of them (DATA_BOOL), an eventfd or fd or a list of them (DATA_EVENTFD); a list
+ * holds exactly count entries. Raises on bad arguments. */
+struct lv_irq_set {
+    uint32_t index, action, start, count;
+    uint32_t type; /* VFIO_IRQ_SET_DATA_NONE, _BOOL or _EVENTFD */
+    void *data;    /* NULL, or count uint8_t (BOOL) or int32_t (EVENTFD) in a userdata
+                    * this leaves on the stack */
+};
+void lv_check_set_irqs(lua_State *L, const struct lv_irq_data_rules *rules,
+                       struct lv_irq_set *s);
 
 /* The device's migration methods (l_migration.c), listed in l_device.c's method table. */
 int lv_device_migration(lua_State *L);

@@ -338,9 +338,6 @@ static int t_on_event(lua_State *L)
     return 0;
 }
 
-static void setint(lua_State *L, const char *k, lua_Integer v) { lua_pushinteger(L, v); lua_setfield(L, -2, k); }
-static void setbool(lua_State *L, const char *k, int v) { lua_pushboolean(L, v); lua_setfield(L, -2, k); }
-
 static int t_bars(lua_State *L)
 {
     struct lv_trap_ud *t = lv_checktrap(L, 1);
@@ -348,16 +345,16 @@ static int t_bars(lua_State *L)
     for (int i = 0; i < TRAP_NBARS; i++) {
         const struct trap_bar *b = &t->fn.bars[i];
         lua_createtable(L, 0, 10);
-        setint(L, "index", i);
-        setint(L, "size", (lua_Integer)b->size);
-        setint(L, "phys_size", (lua_Integer)b->phys_size);
-        setbool(L, "io", b->io);
-        setbool(L, "is64", b->is64);
-        setbool(L, "prefetch", b->prefetch);
-        setbool(L, "upper", b->upper);
-        setbool(L, "rom", i == 6);
-        setint(L, "addr", (lua_Integer)b->addr);
-        setbool(L, "mapped", b->size && !b->upper && b->mapped != TRAP_UNMAPPED);
+        lv_setint(L, "index", i);
+        lv_setint(L, "size", (lua_Integer)b->size);
+        lv_setint(L, "phys_size", (lua_Integer)b->phys_size);
+        lv_setbool(L, "io", b->io);
+        lv_setbool(L, "is64", b->is64);
+        lv_setbool(L, "prefetch", b->prefetch);
+        lv_setbool(L, "upper", b->upper);
+        lv_setbool(L, "rom", i == 6);
+        lv_setint(L, "addr", (lua_Integer)b->addr);
+        lv_setbool(L, "mapped", b->size && !b->upper && b->mapped != TRAP_UNMAPPED);
         lua_rawseti(L, -2, i);
     }
     return 1;
@@ -370,12 +367,12 @@ static int t_caps(lua_State *L)
     for (unsigned i = 0; i < t->fn.ncaps; i++) {
         const struct trap_cap *c = &t->fn.caps[i];
         lua_createtable(L, 0, 6);
-        setint(L, "id", c->id);
-        setint(L, "off", c->off);
-        setint(L, "len", c->len);
-        setbool(L, "ext", c->ext);
-        setbool(L, "hidden", c->hidden);
-        setbool(L, "added", c->added);
+        lv_setint(L, "id", c->id);
+        lv_setint(L, "off", c->off);
+        lv_setint(L, "len", c->len);
+        lv_setbool(L, "ext", c->ext);
+        lv_setbool(L, "hidden", c->hidden);
+        lv_setbool(L, "added", c->added);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
@@ -385,12 +382,12 @@ static int t_info(lua_State *L)
 {
     struct lv_trap_ud *t = lv_checktrap(L, 1);
     lua_createtable(L, 0, 6);
-    setint(L, "cfg_size", t->fn.cfg_size);
-    setint(L, "dev_cfg_size", t->fn.dev_cfg_size);
-    setint(L, "guard_hits", t->fn.cap_guard_hits);
-    setint(L, "events_lost", (lua_Integer)t->fn.ev_lost);
-    setint(L, "events_queued", t->fn.ev_count);
-    setint(L, "windows", t->fn.nwindows);
+    lv_setint(L, "cfg_size", t->fn.cfg_size);
+    lv_setint(L, "dev_cfg_size", t->fn.dev_cfg_size);
+    lv_setint(L, "guard_hits", t->fn.cap_guard_hits);
+    lv_setint(L, "events_lost", (lua_Integer)t->fn.ev_lost);
+    lv_setint(L, "events_queued", t->fn.ev_count);
+    lv_setint(L, "windows", t->fn.nwindows);
     lua_pushstring(L, t->fn.be->name);
     lua_setfield(L, -2, "name");
     return 1;
@@ -402,15 +399,15 @@ static int t_msi(lua_State *L)
     if (!t->fn.msi.off)
         return 0;
     lua_createtable(L, 0, 9);
-    setint(L, "off", t->fn.msi.off);
-    setint(L, "vectors", 1 << t->fn.msi.mmc);
-    setint(L, "enabled_vectors", 1 << t->fn.msi.mme);
-    setbool(L, "enabled", t->fn.msi.enabled);
-    setbool(L, "is64", t->fn.msi.is64);
-    setbool(L, "maskable", t->fn.msi.pvm);
-    setint(L, "addr", (lua_Integer)t->fn.msi.addr);
-    setint(L, "data", t->fn.msi.data);
-    setint(L, "mask", t->fn.msi.mask);
+    lv_setint(L, "off", t->fn.msi.off);
+    lv_setint(L, "vectors", 1 << t->fn.msi.mmc);
+    lv_setint(L, "enabled_vectors", 1 << t->fn.msi.mme);
+    lv_setbool(L, "enabled", t->fn.msi.enabled);
+    lv_setbool(L, "is64", t->fn.msi.is64);
+    lv_setbool(L, "maskable", t->fn.msi.pvm);
+    lv_setint(L, "addr", (lua_Integer)t->fn.msi.addr);
+    lv_setint(L, "data", t->fn.msi.data);
+    lv_setint(L, "mask", t->fn.msi.mask);
     return 1;
 }
 
@@ -420,14 +417,14 @@ static int t_msix(lua_State *L)
     if (!t->fn.msix.off)
         return 0;
     lua_createtable(L, 0, 9);
-    setint(L, "off", t->fn.msix.off);
-    setint(L, "n", t->fn.msix.n);
-    setint(L, "table_bar", t->fn.msix.table_bar);
-    setint(L, "table_off", (lua_Integer)t->fn.msix.table_off);
-    setint(L, "pba_bar", t->fn.msix.pba_bar);
-    setint(L, "pba_off", (lua_Integer)t->fn.msix.pba_off);
-    setbool(L, "enabled", t->fn.msix.enabled);
-    setbool(L, "fmask", t->fn.msix.fmask);
+    lv_setint(L, "off", t->fn.msix.off);
+    lv_setint(L, "n", t->fn.msix.n);
+    lv_setint(L, "table_bar", t->fn.msix.table_bar);
+    lv_setint(L, "table_off", (lua_Integer)t->fn.msix.table_off);
+    lv_setint(L, "pba_bar", t->fn.msix.pba_bar);
+    lv_setint(L, "pba_off", (lua_Integer)t->fn.msix.pba_off);
+    lv_setbool(L, "enabled", t->fn.msix.enabled);
+    lv_setbool(L, "fmask", t->fn.msix.fmask);
     return 1;
 }
 
@@ -440,10 +437,10 @@ static int t_windows(lua_State *L)
     for (unsigned i = 0; i < t->fn.nwindows && i < TRAP_WINDOWS_MAX; i++) {
         const struct trap_window *w = &t->fn.windows[i];
         lua_createtable(L, 0, 4);
-        setint(L, "bar", w->bar);
-        setint(L, "off", (lua_Integer)w->off);
-        setint(L, "len", (lua_Integer)w->len);
-        setbool(L, "lua", w->kind == WIN_HANDLER);
+        lv_setint(L, "bar", w->bar);
+        lv_setint(L, "off", (lua_Integer)w->off);
+        lv_setint(L, "len", (lua_Integer)w->len);
+        lv_setbool(L, "lua", w->kind == WIN_HANDLER);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;

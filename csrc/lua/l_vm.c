@@ -119,7 +119,7 @@ static int l_vm_map(lua_State *L)
             return luaL_argerror(L, 5, "a backend source needs {region = BAR index}");
         void *addr;
         uint64_t moff, mlen;
-        int e = lv_backend_vfio_mapping(&be->be, (unsigned)region, &addr, &moff, &mlen);
+        int e = lv_backend_mapping(&be->be, (unsigned)region, &addr, &moff, &mlen);
         if (e < 0)
             return lv_syserrorf(L, -e, "map", "%s region %d (no mapping of it)", be->be.name, region);
         if (offset < moff || offset - moff > mlen || size > mlen - (offset - moff))

@@ -82,6 +82,10 @@ int lv_push_capture(lua_State *L, const char *buf, size_t *len, uint64_t *droppe
 /* Read an integer argument that must lie in [lo, hi]; raises otherwise. */
 lua_Integer lv_checkrange(lua_State *L, int arg, lua_Integer lo, lua_Integer hi);
 
+/* Set field k of the table on top to an integer / to a boolean (v nonzero: true). */
+void lv_setint(lua_State *L, const char *k, lua_Integer v);
+void lv_setbool(lua_State *L, const char *k, int v);
+
 /* Each concern registers its functions/classes into the module table at the stack top.
  * Add one line per concern to LV_MODULES in modules.h. */
 typedef void (*lv_open_fn)(lua_State *L);

@@ -200,6 +200,18 @@ lua_Integer lv_checkrange(lua_State *L, int arg, lua_Integer lo, lua_Integer hi)
     return v;
 }
 
+void lv_setint(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+void lv_setbool(lua_State *L, const char *k, int v)
+{
+    lua_pushboolean(L, v != 0);
+    lua_setfield(L, -2, k);
+}
+
 /* vfio.core.strerror(errno) -> message, for Lua code that formats its own errors. */
 static int l_strerror(lua_State *L)
 {

@@ -26,4 +26,6 @@
     X(backend)        \
     X(trap)           \
     X(trap_kvm)       \
-    X(socket)
+    X(socket)         \
+    X(user)           \
+    X(user_device)

@@ -1,12 +1,14 @@
 /* The small interface between the PCI trap core and a device: config space, regions
- * (BARs, ROM) by index and offset, region and IRQ info. Two implementations: the kernel
- * VFIO device (backend_vfio.c) and a recorded device (backend_replay.c).
+ * (BARs, ROM) by index and offset, region and IRQ info. Three implementations: the kernel
+ * VFIO device (backend_vfio.c), a vfio-user device (backend_user.c, over the client of
+ * csrc/user) and a recorded device (backend_replay.c).
  *
  * Every operation returns 0 or a negative errno; the caller turns it into an error
  * that names the operation and the device. */
 #ifndef LUAVFIO_BACKEND_H
 #define LUAVFIO_BACKEND_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +43,8 @@ struct lv_backend_ops {
     int (*region_write)(void *ctx, unsigned idx, uint64_t off, const void *buf, uint32_t len);
     int (*region_info)(void *ctx, unsigned idx, struct lv_region_info *ri);
     int (*irq_info)(void *ctx, unsigned idx, struct lv_irq_info *ii);
+    /* optional: the backend's own mapping of part of region idx (lv_backend_mapping) */
+    int (*mapping)(void *ctx, unsigned idx, void **addr, uint64_t *off, uint64_t *len);
     void (*destroy)(void *ctx);
 };
 
@@ -70,11 +74,27 @@ uint32_t lv_backend_vfio_mapped(const struct lv_backend *be, int *errnos);
  * why there is none (the failed mmap's errno; -ENOENT if none was made or asked). */
 int lv_backend_vfio_mapping(const struct lv_backend *be, unsigned idx, void **addr,
                             uint64_t *off, uint64_t *len);
+/* Any backend's mapping of region idx (lv_backend_vfio_mapping's contract): 0, or
+ * -ENOENT for a backend that maps nothing. */
+static inline int lv_backend_mapping(const struct lv_backend *be, unsigned idx, void **addr,
+                                     uint64_t *off, uint64_t *len)
+{
+    if (!be->ops || !be->ops->mapping)
+        return -ENOENT;
+    return be->ops->mapping(be->ctx, idx, addr, off, len);
+}
 /* fdp: the device's fd as its owner keeps it (-1 once closed); the owner outlives the
  * backend. */
 int lv_backend_vfio_init(struct lv_backend *be, const int *fdp,
                          const struct lv_vfio_region *regions, unsigned nregions,
                          const struct lv_irq_info *irqs, unsigned nirqs);
+
+/* vfio-user: the client (user/user_client.h) its owner keeps open while the backend
+ * lives; once the client is closed (socket -1) every access fails with EBADF. Region
+ * accesses go to the server, or through the client's mappings of the areas it was given
+ * fds for. */
+struct user_client;
+int lv_backend_user_init(struct lv_backend *be, struct user_client *client);
 
 /* Recorded device: a config image, region sizes/flags with recorded contents, IRQ info.
  * Region contents are memory: writes are kept so a spec can read them back. */

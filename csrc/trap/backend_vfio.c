@@ -132,6 +132,14 @@ static void v_destroy(void *ctx)
 }
 
 static const struct lv_backend_ops vfio_ops;
+int lv_backend_vfio_mapping(const struct lv_backend *be, unsigned idx, void **addr,
+                            uint64_t *off, uint64_t *len);
+
+static int v_mapping(void *ctx, unsigned idx, void **addr, uint64_t *off, uint64_t *len)
+{
+    struct lv_backend be = {.ops = &vfio_ops, .ctx = ctx};
+    return lv_backend_vfio_mapping(&be, idx, addr, off, len);
+}
 
 uint32_t lv_backend_vfio_mapped(const struct lv_backend *be, int *errnos)
 {
@@ -170,6 +178,7 @@ static const struct lv_backend_ops vfio_ops = {
     .region_write = v_region_write,
     .region_info = v_region_info,
     .irq_info = v_irq_info,
+    .mapping = v_mapping,
     .destroy = v_destroy,
 };
 

@@ -12,7 +12,10 @@
  * "caps" prints the function's ID and capability lists (ID, CAP, ECAP lines);
  * "irqtest=N" tests a VMM's interrupt wiring instead: with the LAPIC and PIC set up it
  * writes 1 to SYNC_PORT, expects MSI vector 0x40 (fixed, APIC 0), writes 2, expects PIC
- * line N, and reports TEST msi_route / TEST intx_route. */
+ * line N, and reports TEST msi_route / TEST intx_route.
+ * BENCH lines: cfg_read for any device; for edu bar_read (ID), bar_write (liveness),
+ * msi_roundtrip; for another device with an I/O BAR0 of 8+ ports, bar_read and bar_write
+ * of its port 7 (a 16550's scratch register). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -459,6 +462,13 @@ static void bench(struct pcidev *p, int msi_cap)
     puts_("BENCH bar_read ");
     putdec((uint32_t)((t2 - t1) >> 8));
     puts_("\n");
+    uint64_t tw = rdtsc();
+    for (int i = 0; i < N; i++)
+        mmio_wr(edu_bar + EDU_LIVE, (uint32_t)i);
+    uint64_t tw2 = rdtsc();
+    puts_("BENCH bar_write ");
+    putdec((uint32_t)((tw2 - tw) >> 8));
+    puts_("\n");
     if (!msi_cap)
         return;
     uint32_t start = msi_count, ok = 1;
@@ -481,6 +491,29 @@ static void bench(struct pcidev *p, int msi_cap)
 }
 
 static void unmask_pic(int line);
+
+/* Any other device with an I/O BAR0 of 8 ports or more (a 16550's, say): cycles per
+ * byte read and write of its 8th port (a 16550's scratch register, harmless to touch),
+ * so a served model and an emulated device of the same kind can be compared. */
+static void bench_io_bar(struct pcidev *p)
+{
+    enum { N = 256 };
+    if (!p->bar_io[0] || p->bar_size[0] < 8 || !p->bar[0])
+        return;
+    uint16_t port = (uint16_t)(p->bar[0] + 7);
+    uint64_t t0 = rdtsc();
+    for (int i = 0; i < N; i++)
+        (void)inb(port);
+    uint64_t t1 = rdtsc();
+    for (int i = 0; i < N; i++)
+        outb(port, (uint8_t)i);
+    uint64_t t2 = rdtsc();
+    puts_("BENCH bar_read ");
+    putdec((uint32_t)((t1 - t0) >> 8));
+    puts_("\nBENCH bar_write ");
+    putdec((uint32_t)((t2 - t1) >> 8));
+    puts_("\n");
+}
 
 static void test_edu(struct pcidev *p)
 {
@@ -740,5 +773,7 @@ void guest_main(uint32_t magic, uint32_t mbi)
     bench_cfg(&p);
     if (want_vendor == 0x1234 && want_device == 0x11e8)
         test_edu(&p);
+    else
+        bench_io_bar(&p);
     finish(failures ? EXIT_FAIL : EXIT_PASS);
 }

@@ -1,5 +1,6 @@
 --- Where luavfio's examples are (examples/ of the source: edu_regs.lua, edu_tour.lua,
--- poke_session.lua, linux_demo.sh and the multiboot guest's source).
+-- poke_session.lua, linux_demo.sh, the multiboot guest's source, and vfio-user/: device
+-- models written in Lua).
 -- @module vfio.examples
 local M = {}
 

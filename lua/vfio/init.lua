@@ -8,6 +8,7 @@ local pcibus = require "vfio.pcibus"
 local mdev = require "vfio.mdev"
 local migration = require "vfio.migration"
 local host = require "vfio.host"
+local device_methods = require "vfio.device_methods"
 
 local vfio = {
    core = core,
@@ -423,13 +424,7 @@ end
 local PciDevice = { __name = "vfio.pci_device" }
 PciDevice.__index = PciDevice
 
-local function checkdev(self)
-   if getmetatable(self) ~= PciDevice then
-      error("bad argument #1 (vfio.pci_device expected)", 3)
-   end
-   if self.closed then error(("device %s is closed"):format(self.name), 3) end
-   return self
-end
+local checkdev = device_methods.checker(PciDevice, "vfio.pci_device")
 
 --- A device vfio.open returns (`vfio.pci_device`): regions, interrupts, resets, migration.
 -- Fields: `bdf`, `name`, `uuid`, `mdev`, `handle` (the vfio.core device), `interface`,
@@ -439,41 +434,17 @@ end
 ---
 -- dev:region(i): the region object (cached), for 0 <= i < num_regions. A region whose
 -- info failed carries .error; the device stays usable.
-function PciDevice:region(i)
-   checkdev(self)
-   if math.type(i) ~= "integer" or i < 0 or i >= self.num_regions then
-      error(("bad argument #1 to 'region' (index in [0, %d) expected, got %s)"):format(
-         self.num_regions, tostring(i)), 2)
-   end
-   local r = self._regions[i]
-   if not r or r:closed() then -- the user may close (or <close>) a region we handed out
-      r = self.handle:region(i)
-      self._regions[i] = r
-   end
-   return r
-end
+-- @function PciDevice:region
 
 --- Every region of the device, index 0 to num_regions - 1 (region i at list[i + 1]).
 -- @treturn {vfio.region,...} the cached region objects, as `dev:region(i)` returns them
-function PciDevice:regions()
-   checkdev(self)
-   local list = {}
-   for i = 0, self.num_regions - 1 do list[i + 1] = self:region(i) end
-   return list
-end
+-- @function PciDevice:regions
 
 --- VFIO_DEVICE_GET_IRQ_INFO of interrupt index i (a `vfio.IRQ` value).
 -- Raises when i is not a non-negative integer.
 -- @tparam int i the IRQ index
 -- @treturn table `{count, eventfd, maskable, automasked, noresize, flags}`, or `nil, message, errno`
-function PciDevice:irq_info(i)
-   checkdev(self)
-   if math.type(i) ~= "integer" or i < 0 then
-      error(("bad argument #1 to 'irq_info' (irq index expected, got %s)"):format(
-         tostring(i)), 2)
-   end
-   return self.handle:irq_info(i)
-end
+-- @function PciDevice:irq_info
 
 ---------------------------------------------------------------------------------------
 -- Host notices: the two interrupts VFIO raises about the device itself, not from it.
@@ -607,33 +578,20 @@ end
 
 --- VFIO_DEVICE_SET_IRQS, as the vfio.core device's `set_irqs`.
 -- @usage dev:set_irqs(index, action, start, count [, data])
-function PciDevice:set_irqs(...) return checkdev(self).handle:set_irqs(...) end
+-- @function PciDevice:set_irqs
 
 ---
 -- dev:enable_irq(index, eventfds): route `#eventfds` vectors from 0 to the eventfds.
-function PciDevice:enable_irq(index, efds)
-   checkdev(self)
-   if type(efds) ~= "table" then efds = { efds } end
-   return self.handle:set_irqs(index, "trigger", 0, #efds, efds)
-end
+-- @function PciDevice:enable_irq
 
 ---
 -- dev:disable_irq(index): tear down every vector of the index.
-function PciDevice:disable_irq(index)
-   return checkdev(self).handle:set_irqs(index, "trigger", 0, 0)
-end
+-- @function PciDevice:disable_irq
 
 --- VFIO_DEVICE_RESET. On failure the message says when the device reports no reset
 -- method (no FLR, PM or bus reset).
 -- @treturn boolean true, or `nil, message, errno`
-function PciDevice:reset()
-   checkdev(self)
-   local ok, err, errno = self.handle:reset()
-   if not ok and not self.info.reset then
-      err = err .. " (the device reports no reset method: no FLR, PM or bus reset)"
-   end
-   return ok, err, errno
-end
+-- @function PciDevice:reset
 
 --- VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: the devices a bus reset would affect.
 -- @treturn table `{flags, devices = {{bdf, group, segment, bus, devfn}}}` (through iommufd
@@ -708,33 +666,31 @@ function PciDevice:set_mig_state(state)
    return r, err, errno
 end
 --- The device fd's number (used only during a call that receives it).
-function PciDevice:fileno() return checkdev(self).handle:fileno() end
+-- @function PciDevice:fileno
 
 ---
 -- Idempotent. Regions are unmapped; the group and container go when nothing else uses
 -- them (they are shared through weak caches).
-function PciDevice:close()
-   if rawget(self, "closed") then return end
-   self.closed = true
-   for _, r in pairs(self._regions) do r:close() end
-   self._regions = {}
-   self.config = nil
-   if self.interface == "iommufd" then
-      release_cdev(self.bdf, self.handle)
-      return release_notices(self)
-   end
-   self.handle:close()
-   release_notices(self)
-   local g = self.group
-   group_users[g] = (group_users[g] or 1) - 1
-   release(g, self.container)
-end
-PciDevice.__close = PciDevice.close
-PciDevice.__gc = PciDevice.close
+-- @function PciDevice:close
 
-function PciDevice:__tostring()
-   return ("vfio.pci_device (%s%s)"):format(self.name, self.closed and ", closed" or "")
-end
+-- Regions, interrupts, reset, fileno, close and __tostring are vfio.device_methods',
+-- shared with the vfio-user device (vfio.user_client).
+device_methods.install(PciDevice, {
+   check = checkdev,
+   new_region = function(dev, i) return dev.handle:region(i) end,
+   no_reset = "the device reports no reset method: no FLR, PM or bus reset",
+   release = function(self) -- after the regions: the fd, the notices, the group
+      if self.interface == "iommufd" then
+         release_cdev(self.bdf, self.handle)
+         return release_notices(self)
+      end
+      self.handle:close()
+      release_notices(self)
+      local g = self.group
+      group_users[g] = (group_users[g] or 1) - 1
+      release(g, self.container)
+   end,
+})
 
 -- A pci_device over a cdev handle open_cdev returned.
 local function cdev_device(bdf, h, ci)
@@ -765,8 +721,14 @@ end
 -- Through the group and container by default; through the device's cdev, iommufd and a
 -- shared IOAS with iommufd = true (or LUAVFIO_IOMMUFD=1 in the environment; opts win);
 -- "auto" takes the cdev when the kernel has iommufd and the device a cdev. A mediated
--- device (by UUID) is opened through its group.
+-- device (by UUID) is opened through its group. "vfio-user:PATH" opens the device a
+-- vfio-user server serves on the socket PATH (vfio.user_client; opts `{timeout_ms =
+-- 5000, mmap = true}`), with the same API.
 function vfio.open(x, opts)
+   -- a device another process serves over vfio-user (vfio.user_client): same API
+   if type(x) == "string" and x:sub(1, 10) == "vfio-user:" then
+      return require("vfio.user_client").open(x:sub(11), opts)
+   end
    local bdf = resolve(x)
    local how = interface_choice(opts)
    -- A mediated device (vfio.mdev): its group from its own iommu_group link, its device

@@ -18,12 +18,15 @@ local COMMANDS = {
      "--device 00:03.0 --bogus", 64 },
    { "bin/vfio-passthrough", "usage: vfio%-passthrough %-%-device BDF", "--bogus", 64 },
    { "bin/vfio-poke", "usage: vfio%-poke %[BDF%]", "--bogus", 64 },
+   { "bin/vfio-user-serve", "usage: vfio%-user%-serve BDF|RECORDING|MODEL%.lua %-%-socket PATH",
+     "edu --socket /nonexistent/s --bogus", 64 },
    { "tools/check-layers", "usage: tools/check%-layers", "--bogus", 2 },
    { "lab/run", "lab/run", "--bogus", 125 },
    { "lab/oracle", "lab/oracle", "--bogus", 2 },
    { "lab/setup", "Install what a fresh Debian 12 machine lacks", "--bogus", 2 },
    { "lab/nested-soak", "lab/nested%-soak", "--bogus", 125 },
    { "lab/kernel/build", "lab/kernel/build", "--bogus", 2 },
+   { "lab/vfio-user-client", "lab/vfio%-user%-client", "--bogus", 2 },
 }
 
 describe("commands", function()
@@ -62,7 +65,8 @@ describe("commands", function()
    end)
 
    -- The Lua commands print their version, the library's and the rockspec's.
-   for _, cmd in ipairs { "bin/vfio-passthrough", "lua5.4 passthrough.lua", "bin/vfio-poke" } do
+   for _, cmd in ipairs { "bin/vfio-passthrough", "lua5.4 passthrough.lua", "bin/vfio-poke",
+                          "bin/vfio-user-serve" } do
       it(cmd .. " --version prints luavfio's version", function()
          local code, out, stderr = run(cmd .. " --version")
          assert.are.equal(0, code, stderr)
@@ -89,5 +93,24 @@ describe("commands", function()
       assert.are.equal(64, code)
       assert.are.equal("", out)
       assert.matches("^vfio%-poke: one BDF at most %(see %-%-help%)\nusage: vfio%-poke", stderr)
+   end)
+
+   it("vfio-user-serve needs a device and a socket, and names a bad device or socket", function()
+      local code, out, stderr = run("bin/vfio-user-serve --socket /tmp/x")
+      local _
+      assert.are.same({ 64, "" }, { code, out })
+      assert.matches("^vfio%-user%-serve: a DEVICE .- is needed %(see %-%-help%)\nusage:", stderr)
+      code, _, stderr = run("bin/vfio-user-serve spec/fixtures/edu.lua")
+      assert.are.equal(64, code)
+      assert.matches("%-%-socket PATH is needed", stderr)
+      code, _, stderr = run("bin/vfio-user-serve spec/fixtures/edu.lua --socket /tmp/x --model-opt a=1")
+      assert.are.equal(1, code)
+      assert.matches("%-%-model%-opt is for a model file", stderr)
+      code, _, stderr = run("bin/vfio-user-serve no-such-thing --socket /tmp/x")
+      assert.are.equal(1, code)
+      assert.matches("no%-such%-thing is neither a PCI address, a model file nor a recording", stderr)
+      code, _, stderr = run("bin/vfio-user-serve spec/fixtures/edu.lua --socket /nonexistent/dir/s")
+      assert.are.equal(1, code)
+      assert.matches("bind: No such file or directory", stderr)
    end)
 end)

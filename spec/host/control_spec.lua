@@ -18,9 +18,7 @@ local stat = require "posix.sys.stat"
 local pwait = require "posix.sys.wait"
 local kvmhost = require "support.kvm"
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(require("posix.sys.stat").mkdir(dir, tonumber("700", 8)))
+local dir = require("support.child").private_dir()
 local n_paths = 0
 teardown(function()
    for f in require("posix.dirent").files(dir) do

@@ -178,6 +178,12 @@ describe("lab/setup's kernel cache", function()
          .. " && echo 6.12.0-fake > %s/version && echo 6.12.0-1 > %s/package-version"
          .. " && echo 600 > %s/build-seconds && ln -s kernels/6.12-fake %s/lab/kernel-6.12")
          :format(built, built, built, built, built, built, cache)))
+      -- and the vfio-user peer, unpacked (lab/vfio-user-client's ready test): lab/setup
+      -- must not fetch QEMU 11.1 into a throwaway cache from a spec
+      local qroot = cache .. "/qemu-vfio-user/root"
+      local qemu = qroot .. "/usr/bin/qemu-system-x86_64"
+      assert(os.execute(("mkdir -p %s/usr/bin && touch %s && chmod +x %s && echo 1:11.1.3 > %s/.complete")
+         :format(qroot, qemu, qemu, qroot)))
    end)
    after_each(function() os.execute("rm -rf " .. cache) end)
 

@@ -58,6 +58,18 @@ describe("tools/check-layers #noasan", function()
       assert.matches("3 problem", out)
    end)
 
+   it("fails when vfio-user (lua/vfio/user) requires the VMM or the REPL", function()
+      local dir = copy_tree()
+      append(dir .. "/lua/vfio/user/model.lua",
+             'local _ = function() return require("vfio.vmm.board"), require "vfio.poke" end\n')
+      local out, code = sh(dir .. "/tools/check-layers")
+      os.execute("rm -rf " .. dir)
+      assert.are.equal(1, code, out)
+      assert.matches('lua/vfio/user/model.lua:%d+: vfio%-user %(lua/vfio/user%) requires "vfio.vmm.board"', out)
+      assert.matches('lua/vfio/user/model.lua:%d+: vfio%-user %(lua/vfio/user%) requires "vfio.poke"', out)
+      assert.matches("2 problem", out)
+   end)
+
    it("--help prints usage on stdout and exits 0", function()
       local p = assert(io.popen("tools/check-layers --help 2>/dev/null"))
       local out = p:read("a")

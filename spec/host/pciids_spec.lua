@@ -2,7 +2,7 @@ local pciids = require "vfio.pciids"
 
 describe("pciids", function()
    local tmp
-   setup(function()
+   lazy_setup(function()
       tmp = os.tmpname()
       local f = assert(io.open(tmp, "w"))
       f:write(table.concat({
@@ -25,7 +25,7 @@ describe("pciids", function()
       f:close()
       pciids.use(tmp)
    end)
-   teardown(function()
+   lazy_teardown(function()
       pciids.use(nil)
       os.remove(tmp)
    end)

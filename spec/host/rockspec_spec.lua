@@ -64,10 +64,13 @@ describe("rockspecs/luavfio-scm-1.rockspec #noasan #rock", function()
       assert.matches("this machine has no KVM", out)
    end)
 
-   it("installs vfio-poke", function()
+   it("installs vfio-poke and vfio-user-serve", function()
       local out, code = sh(("cd / && %s/bin/vfio-poke --help"):format(tree))
       assert.are.equal(0, code, out)
       assert.matches("^usage: vfio%-poke", out)
+      out, code = sh(("cd / && %s/bin/vfio-user-serve --help"):format(tree))
+      assert.are.equal(0, code, out)
+      assert.matches("^usage: vfio%-user%-serve", out)
    end)
 end)
 
@@ -108,7 +111,7 @@ describe("make dist #noasan #rock", function()
       local out, code = sh(("cd / && %s --tree=%s install %s/dist/luavfio-%s-1.src.rock")
          :format(LUAROCKS, tree, cwd, VERSION))
       assert.are.equal(0, code, out)
-      for _, cmd in ipairs { "vfio-passthrough", "vfio-poke" } do
+      for _, cmd in ipairs { "vfio-passthrough", "vfio-poke", "vfio-user-serve" } do
          out, code = sh(("cd / && %s/bin/%s --version"):format(tree, cmd))
          assert.are.equal(0, code, out)
          assert.are.equal(("%s (luavfio %s)\n"):format(cmd, VERSION), out)

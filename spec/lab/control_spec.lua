@@ -11,83 +11,28 @@ local linux = require "support.linux_guest"
 local json = require "dkjson"
 local socket = require "posix.sys.socket"
 local unistd = require "posix.unistd"
-local fcntl = require "posix.fcntl"
-local pwait = require "posix.sys.wait"
-local psignal = require "posix.signal"
 local ppoll = require "posix.poll"
 local stat = require "posix.sys.stat"
-local ptime = require "posix.time"
+local child = require "support.child"
 
-local function now()
-   local t = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
-   return t.tv_sec + t.tv_nsec * 1e-9
-end
+local now, sleep = child.now, child.sleep
 
-local function sleep(s)
-   ptime.nanosleep { tv_sec = math.floor(s), tv_nsec = math.floor((s % 1) * 1e9) }
-end
-
-local function slurp(path)
-   local f = io.open(path)
-   if not f then return "" end
-   local s = f:read("a")
-   f:close()
-   return s
-end
-
--- passthrough.lua in a child process of ours (stdin /dev/null: no console), its output
--- in a log file; vmm:status() is nil while it runs, then its exit status.
+-- passthrough.lua in a child process of ours (spec/support/child.lua: stdin /dev/null,
+-- no console; its output in a log file); vmm.status() is nil while it runs, then its
+-- exit status; vmm.path is its control socket.
 local function start(args)
-   local dir = os.tmpname()
-   os.remove(dir)
-   assert(stat.mkdir(dir, tonumber("700", 8)))
-   local vmm = { log = dir .. "/log", path = dir .. "/ctl.sock", dir = dir }
-   local argv = { "passthrough.lua", "--control", vmm.path, "--timeout", "300" }
-   for _, a in ipairs(args) do argv[#argv + 1] = a end
-   local pid = assert(unistd.fork())
-   if pid == 0 then
-      local out = fcntl.open(vmm.log, fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_TRUNC, tonumber("600", 8))
-      local null = fcntl.open("/dev/null", fcntl.O_RDONLY)
-      unistd.dup2(null, 0)
-      unistd.dup2(out, 1)
-      unistd.dup2(out, 2)
-      unistd.execp("lua5.4", argv)
-      unistd._exit(127)
-   end
-   vmm.pid = pid
-   function vmm.status()
-      if vmm.exit then return vmm.exit end
-      local p, how, code = pwait.wait(pid, pwait.WNOHANG)
-      if p == pid then vmm.exit = how == "exited" and code or 128 + (code or 0) end
-      return vmm.exit
-   end
-   function vmm.output() return slurp(vmm.log) end
-   function vmm.stop()
-      if not vmm.status() then
-         psignal.kill(pid, psignal.SIGTERM)
-         local t = now() + 20
-         while not vmm.status() and now() < t do sleep(0.1) end
-         if not vmm.status() then psignal.kill(pid, psignal.SIGKILL) pwait.wait(pid) end
-      end
-      os.remove(vmm.log)
-      os.remove(vmm.path)
-      os.remove(dir)
-   end
+   local vmm = child.spawn("lua5.4", function(dir)
+      local argv = { "passthrough.lua", "--control", dir .. "/ctl.sock", "--timeout", "300" }
+      for _, a in ipairs(args) do argv[#argv + 1] = a end
+      return argv
+   end)
+   vmm.name = "VMM"
+   vmm.path = vmm.dir .. "/ctl.sock"
    return vmm
 end
 
 -- Wait until pred() is true; an error with the VMM's output when it is not in time.
-local function wait_for(vmm, what, pred, seconds)
-   local t = now() + seconds
-   while now() < t do
-      local v = pred()
-      if v then return v end
-      if vmm.status() then break end
-      sleep(0.2)
-   end
-   error(("%s: not in %d s (VMM %s)\n%s"):format(what, seconds,
-      vmm.status() and ("exited " .. vmm.status()) or "running", vmm.output():sub(-3000)), 2)
-end
+local wait_for = child.wait_for
 
 -- A client of the socket: request() returns the reply, events are kept in order.
 local function connect(vmm)

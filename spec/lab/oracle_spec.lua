@@ -75,7 +75,7 @@ end
 -- cause not found yet); in a fresh boot it has not.
 describe("lab/oracle (QEMU vfio-pci nested under KVM) #nested", function()
    local seen
-   setup(function()
+   lazy_setup(function()
       assert.is_true(lab.inside, "run me with lab/run")
       -- devices other specs left to the GC must be closed before QEMU opens their groups
       collectgarbage(); collectgarbage()

@@ -1,7 +1,8 @@
 -- A program a spec runs in the background while it drives it (the VMM with its control
 -- socket, lab/oracle with QEMU's monitor): a process group of its own, stdin /dev/null,
 -- stdout and stderr in a log file the spec reads as it goes, and a private directory for
--- the log and the sockets.
+-- the log and the sockets. Also the small helpers the specs and their support modules
+-- share: the clock, sleep, a file's text, private directories, the tree's root.
 local unistd = require "posix.unistd"
 local fcntl = require "posix.fcntl"
 local pwait = require "posix.sys.wait"
@@ -23,12 +24,52 @@ function M.sleep(s)
    ptime.nanosleep { tv_sec = math.floor(s), tv_nsec = math.floor((s % 1) * 1e9) }
 end
 
-local function slurp(path)
+--- The text of the file at path ("" when it cannot be read).
+function M.slurp(path)
    local f = io.open(path)
    if not f then return "" end
    local s = f:read("a")
    f:close()
    return s
+end
+local slurp = M.slurp
+
+--- The top of the source tree, from this file's own path (spec/support/child.lua).
+M.ROOT = debug.getinfo(1, "S").source:gsub("^@", ""):match("^(.*)/spec/support/[^/]+$") or "."
+
+--- A new private directory (mode 0700) under the temporary directory; its path.
+function M.private_dir()
+   local dir = os.tmpname()
+   os.remove(dir)
+   assert(stat.mkdir(dir, tonumber("700", 8)))
+   return dir
+end
+
+--- Remove dir and the files in it (not below: the private directories hold no more).
+function M.remove_dir(dir)
+   for name in dirent.files(dir) do
+      if name ~= "." and name ~= ".." then os.remove(dir .. "/" .. name) end
+   end
+   os.remove(dir)
+end
+
+--- The exit status of the child process pid once it has ended (nil while it runs), or
+-- with block, once it ends; 128 + N when signal N ended it. Reaps it: ask once.
+function M.reap(pid, block)
+   local p, how, code = pwait.wait(pid, not block and pwait.WNOHANG or nil)
+   if p == pid then return how == "exited" and code or 128 + (code or 0) end
+end
+
+--- End the child pid, leader of its own process group: SIGTERM to the group, up to
+-- seconds for status() (the caller's, reaping it) to say it ended, polled every step
+-- seconds, then SIGKILL to the group. Its exit status.
+function M.terminate(pid, status, seconds, step)
+   psignal.killpg(pid, psignal.SIGTERM)
+   local t = M.now() + seconds
+   while not status() and M.now() < t do M.sleep(step) end
+   if status() then return status() end
+   psignal.killpg(pid, psignal.SIGKILL)
+   return M.reap(pid, true)
 end
 
 ---
@@ -39,9 +80,7 @@ end
 -- it), child.output() (its log so far), child.stop() (SIGTERM to its process group, SIGKILL
 -- after 20 s; the directory removed; idempotent).
 function M.spawn(program, args)
-   local dir = os.tmpname()
-   os.remove(dir)
-   assert(stat.mkdir(dir, tonumber("700", 8)))
+   local dir = M.private_dir()
    if type(args) == "function" then args = args(dir) end
    local c = { dir = dir, log = dir .. "/log" }
    local pid = assert(unistd.fork())
@@ -57,28 +96,15 @@ function M.spawn(program, args)
    end
    c.pid = pid
    function c.status()
-      if c.exit then return c.exit end
-      local p, how, code = pwait.wait(pid, pwait.WNOHANG)
-      if p == pid then c.exit = how == "exited" and code or 128 + (code or 0) end
+      c.exit = c.exit or M.reap(pid)
       return c.exit
    end
    function c.output() return slurp(c.log) end
    function c.stop()
       if c.stopped then return end
       c.stopped = true
-      if not c.status() then
-         psignal.killpg(pid, psignal.SIGTERM)
-         local t = M.now() + 20
-         while not c.status() and M.now() < t do M.sleep(0.1) end
-         if not c.status() then
-            psignal.killpg(pid, psignal.SIGKILL)
-            pwait.wait(pid)
-         end
-      end
-      for name in dirent.files(dir) do
-         if name ~= "." and name ~= ".." then os.remove(dir .. "/" .. name) end
-      end
-      os.remove(dir)
+      if not c.status() then c.exit = M.terminate(pid, c.status, 20, 0.1) end
+      M.remove_dir(dir)
    end
    return c
 end

@@ -325,7 +325,7 @@ function Dev:decode()
    end
    local rom = self:bar(6)
    return decode.config(bytes, { bar_sizes = sizes, rom_size = rom and rom.size or 0,
-      slot = self.bdf:sub(6) })
+      slot = pcibus.parse_bdf(self.bdf) and self.bdf:sub(6) or nil })
 end
 
 -- lspci -vvv style text of what VFIO shows.
@@ -438,7 +438,9 @@ local DmaMT = { __name = "vfio.poke.dma" }
 function Dev:dma(size, iova)
    local vfio = M.vfio()
    local mk = vfio.dmabuf or vfio.core.dmabuf
-   local buf, err, errno = mk(size or 4096)
+   -- a vfio-user server maps the buffer by its memfd: a shared one
+   local shared = self.dev.interface == "vfio-user" and { shared = true } or nil
+   local buf, err, errno = mk(size or 4096, shared)
    if not buf then return nil, err, errno end
    iova = iova or 0x100000
    local ok, merr, merrno = self.dev.container:map_dma(buf, iova, { read = true, write = true })
@@ -527,7 +529,9 @@ end
 
 -- Open a function through VFIO and wrap it for exploring.
 function M.open(bdf)
-   bdf = M.bdf(bdf)
+   -- a vfio-user server's device ("vfio-user:PATH") has no PCI address to parse
+   local user = type(bdf) == "string" and bdf:sub(1, 10) == "vfio-user:"
+   if not user then bdf = M.bdf(bdf) end
    local vfio = M.vfio()
    if not vfio.open then error("this vfio module has no open(bdf)", 2) end
    local dev, err, errno = vfio.open(bdf)

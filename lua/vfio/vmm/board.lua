@@ -193,6 +193,15 @@ function Board:intx_line(slot, pin) return M.intx_gsi(slot, pin, self.intx_lines
 -- VFIO pins every page, faulting in what was never touched: most of a big guest's setup).
 function Board:map_dma(container)
    if not container or self.dma[container] then return true end
+   if container.map_guest_ram then
+      -- a vfio-user device's DMA space: the server maps guest RAM from its memfd
+      local t0 = vmlib.now()
+      local done, err, errno = container:map_guest_ram(self.machine)
+      if not done then return nil, "DMA map of guest RAM: " .. tostring(err), errno end
+      self.dma[container] = done
+      self:log("guest RAM shared with the vfio-user server by its memfd in %.1f ms", (vmlib.now() - t0) * 1000)
+      return true
+   end
    local fits, why = ram.check_aperture(self.mem_mib << 20, ram.iova_ranges(container), self.ram_below_4g)
    if not fits then return nil, why end
    local done, t0, bytes = {}, vmlib.now(), 0

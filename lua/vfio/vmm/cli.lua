@@ -301,7 +301,17 @@ function cli.parse(argv, how)
       end
       o.mem_backing, o.hugetlbfs = "hugetlbfs", o.hugepages[1]
    end
-   o.mem_backing = o.mem_backing or "anonymous"
+   -- a vfio-user server does its DMA in guest RAM it maps from a memfd
+   local user_dev
+   for _, d in ipairs(o.devices) do
+      if (d.spec or d.name or ""):sub(1, 10) == "vfio-user:" then user_dev = d.spec or d.name end
+   end
+   if user_dev and o.mem_backing == "anonymous" then
+      return nil, ("--device %s: its server does DMA in guest RAM it maps from a memfd, and "
+         .. "--mem-backing anonymous gives it none: use --mem-backing memfd (the default with a "
+         .. "vfio-user device) or hugetlbfs"):format(user_dev)
+   end
+   o.mem_backing = o.mem_backing or (user_dev and "memfd") or "anonymous"
    local mem = o.mem or { mib = o.kernel and 256 or 64 }
    o.mem, o.mem_below_4g = mem.mib, mem.below_mib
    if o.mem_below_4g and (o.mem_below_4g < 1 or o.mem_below_4g > address_map.HOLE_START >> 20) then
@@ -358,6 +368,12 @@ function cli.resolve_device(name, plan, lab_devices)
       return nil, ("--device %s: a recorded fixture only lays out with --plan"):format(name)
    end
    if pcibus.parse_bdf(name) or name:lower():match(UUID) or name:sub(1, 1) == "/" then
+      return name
+   end
+   if name:sub(1, 10) == "vfio-user:" then
+      if #name == 10 then
+         return nil, "--device vfio-user:PATH: the path of the vfio-user server's socket is missing"
+      end
       return name
    end
    if name:find(":", 1, true) then

@@ -29,9 +29,9 @@
 -- @module vfio.vmm.control
 local protocol = require "vfio.vmm.control_protocol"
 local pcibus = require "vfio.pcibus"
+local unix_socket = require "vfio.unix_socket"
 local socket = require "posix.sys.socket"
 local unistd = require "posix.unistd"
-local fcntl = require "posix.fcntl"
 local pposix_poll = require "posix.poll"
 local stat = require "posix.sys.stat"
 local perrno = require "posix.errno"
@@ -49,13 +49,7 @@ M.READ_ROUND = 256 * 1024
 --- How long close() (and a guest_stopped event) waits for slow readers, in seconds.
 M.FLUSH_SECONDS = 1
 
-local fail = require("vfio.errors").fail
-
-local function nonblock(fd)
-   local fl = fcntl.fcntl(fd, fcntl.F_GETFL)
-   if fl then fcntl.fcntl(fd, fcntl.F_SETFL, fl | fcntl.O_NONBLOCK) end
-   fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-end
+local nonblock = unix_socket.nonblock
 
 local function core() return require "vfio.core" end
 
@@ -97,26 +91,9 @@ function M.listen(path, opts)
    end
    local ok, why = claim_path(path)
    if not ok then return nil, "control socket " .. why end
-   local fd, err, errno = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
-   if not fd then return fail(errno, "control socket %s: socket: %s", path, tostring(err)) end
-   nonblock(fd)
-   -- 0600 from the start: between bind and chmod nobody else may connect
-   local old = stat.umask(tonumber("177", 8))
-   local bok, berr, berrno = socket.bind(fd, { family = socket.AF_UNIX, path = path })
-   stat.umask(old)
-   if not bok then
-      unistd.close(fd)
-      return fail(berrno, "control socket %s: bind: %s", path, tostring(berr))
-   end
-   stat.chmod(path, tonumber("600", 8))
-   local lok, lerr, lerrno = socket.listen(fd, 16)
-   if not lok then
-      unistd.close(fd)
-      unistd.unlink(path)
-      return fail(lerrno, "control socket %s: listen: %s", path, tostring(lerr))
-   end
-   local psig = require "posix.signal"
-   psig.signal(psig.SIGPIPE, psig.SIG_IGN)
+   -- 0600, non-blocking; SIGPIPE ignored
+   local fd, err, errno = unix_socket.listen(path, 16, "control socket")
+   if not fd then return nil, err, errno end
    return setmetatable({
       path = path, fd = fd, clients = {}, handlers = opts.handlers or {},
       owner = opts.owner or unistd.geteuid(), max_clients = opts.max_clients or M.MAX_CLIENTS,

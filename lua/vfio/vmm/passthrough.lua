@@ -1,8 +1,8 @@
 ---
 -- vfio.vmm.passthrough(dev, opts): a virtual PCI function for a VM layer, built from the
 -- trap core (vfio.core), device quirks (vfio.vmm.quirks) and the BAR layout (vfio.vmm.layout).
---   dev   a device from vfio.open (kernel VFIO), a vfio.backend, a fixture table or a
---         fixture path/name (recorded device)
+--   dev   a device from vfio.open (kernel VFIO or vfio-user), a vfio.backend, a fixture
+--         table or a fixture path/name (recorded device)
 --   opts  pcie=false      the guest sees a conventional PCI device (256 B config)
 --         quirks=list     quirk tables to consider (default: the built-in ones);
 --                         quirks=false applies none
@@ -45,6 +45,12 @@ local function backend_of(dev, opts)
    end
    if ty == "table" and type_name(dev.handle) == "vfio.device" then
       return core.vfio_backend(dev.handle, { mmap = mmap, name = dev.bdf })
+   end
+   -- vfio-user: the trap reaches the server in C (csrc/trap/backend_user.c); the areas
+   -- the server gave fds for were mapped when the device opened
+   if name == "vfio.user_device" then return core.user_backend(dev) end
+   if ty == "table" and type_name(dev.handle) == "vfio.user_device" then
+      return core.user_backend(dev.handle, { name = dev.name })
    end
    error("vfio.vmm.passthrough: expected a VFIO device, a backend or a recorded fixture", 3)
 end
