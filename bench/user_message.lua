@@ -19,7 +19,7 @@ local server = require "vfio.user.server"
 local unistd = require "posix.unistd"
 local psocket = require "posix.sys.socket"
 local pwait = require "posix.sys.wait"
-local ptime = require "posix.time"
+local now = require("support.child").now
 
 local N = math.tointeger(tonumber(arg[1])) or 100000
 -- /proc/self/stat's utime and stime count clock ticks: N round trips make them fine
@@ -33,11 +33,6 @@ local function cpu_times()
    local fields = {}
    for x in rest:gmatch("%S+") do fields[#fields + 1] = x end
    return tonumber(fields[12]), tonumber(fields[13])   -- utime, stime (fields 14 and 15)
-end
-
-local function wall()
-   local x = ptime.clock_gettime(ptime.CLOCK_MONOTONIC)
-   return x.tv_sec + x.tv_nsec * 1e-9
 end
 
 -- A device whose own work is nothing: what vfio.user.server costs by itself.
@@ -141,13 +136,13 @@ local function measure(spec)
    assert(c:request("version", { major = 0, minor = 0, caps = { max_msg_fds = 8 } }))
    assert(c:recv(5000))
    local fields = { region = spec.region, offset = spec.offset, count = 1 }
-   local w0 = wall()
+   local w0 = now()
    for _ = 1, N do
       assert(c:request("region_read", fields))
       local r = assert(c:recv(5000))
       assert(not r.error, "refused: errno " .. tostring(r.error))
    end
-   local rt = (wall() - w0) / N
+   local rt = (now() - w0) / N
    c:close()
    local line = ""
    while not line:find("\n") do
