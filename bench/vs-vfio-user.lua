@@ -58,46 +58,26 @@ local lab = not host and require "support.lab" or nil
 if lab then assert(lab.inside, "lab mode runs in the lab (lab/run -- ...); --host runs here") end
 -- KVM where there is one (the lab guest), TCG otherwise; the same for both paths.
 local kvm = io.open("/dev/kvm") and not host
-local ACCEL = kvm and { "-accel", "kvm", "-cpu", "host" } or { "-accel", "tcg", "-cpu", "max" }
+local ACCEL = kvm and "kvm" or "tcg"
 
-local function append(t, list)
-   for _, v in ipairs(list) do t[#t + 1] = v end
-   return t
-end
-
--- The common machine: q35, guest RAM in a shared memfd (the server gets DMA_MAP with
--- fds; the kernel path does not care), nothing else but the device under test.
-local function machine(memory)
-   return append({ "-machine", "q35", "-nodefaults", "-no-reboot", "-display", "none",
-                   "-run-with", "exit-with-parent=on", "-smp", "1",
-                   "-object", ("memory-backend-memfd,id=mem,size=%s,share=on"):format(memory),
-                   "-machine", "memory-backend=mem", "-m", memory }, ACCEL)
-end
-
--- Run lab/qemu-vfio-user with args(dir) until it exits (timeout seconds): its output.
-local function run_qemu(args, timeout, what)
-   local c = child.spawn(qvu.WRAPPER, args)
-   c.name = what
-   local ok, err = pcall(child.wait_for, c, what .. " to finish", function() return c.status() end, timeout)
-   local dir = c.dir
-   local out = c.output()
-   local f = io.open(dir .. "/debug")
-   local debug_out = f and f:read("a") or ""
-   if f then f:close() end
-   c.stop()
+-- QEMU 11.1 (spec/support/qemu_vfio_user.lua's start_guest: q35, guest RAM in a shared
+-- memfd, so the server gets DMA_MAP with fds and the kernel path does not care) with
+-- opts.device, until it exits (timeout seconds): its debug port and its console, or nil
+-- and why.
+local function run_guest(opts, timeout, what)
+   opts.accel, opts.devices = ACCEL, { opts.device }
+   local g = assert(qvu.start_guest(opts))
+   local ok, err = pcall(child.wait_for, g, what .. " to finish", function() return g.status() end, timeout)
+   local dbg, out = g.debug_output(), g.output()
+   g.stop()
    if not ok then return nil, err end
-   return debug_out, out
+   return dbg, out
 end
 
 -- examples/guest with `device` (a -device argument) at 03.0: its parsed report.
 local function multiboot(device, cmdline, what)
-   local out, log = run_qemu(function(dir)
-      return append(machine("256M"), {
-         "-chardev", "file,id=dbg,path=" .. dir .. "/debug",
-         "-device", "isa-debugcon,iobase=0xe9,chardev=dbg",
-         "-device", "isa-debug-exit,iobase=0xf4,iosize=1",
-         "-kernel", guest.ELF, "-append", cmdline or "", "-device", device })
-   end, 180, what)
+   local out, log = run_guest({ kernel = guest.ELF, debugcon = true, append = cmdline, memory = "256M",
+                                device = device }, 180, what)
    if not out then error(log) end
    local r = guest.parse(out)
    if r.result ~= "PASS" then
@@ -189,9 +169,8 @@ if lab then
          ("--init bench/linux_bench_init.sh --modules nvme --file %s:/bin/guest_bench"):format(bin))
       local kernel = os.getenv("LUAVFIO_CACHE") .. "/lab/kernel/boot/vmlinuz-" .. os.getenv("LUAVFIO_LAB_KERNEL")
       local function linux(device, what)
-         local _, out = run_qemu(append(machine("512M"), {
-            "-serial", "stdio", "-kernel", kernel, "-initrd", img,
-            "-append", "console=ttyS0 quiet panic=-1", "-device", device }), 300, what)
+         local _, out = run_guest({ kernel = kernel, initrd = img, append = "quiet", memory = "512M",
+                                    device = device }, 300, what)
          local med, p99 = out:match("RAND4K_US (%S+) (%S+)")
          local iops = tonumber(out:match("RAND4K_IOPS (%S+)"))
          if not (med and iops) then error(what .. ": no figures from the guest:\n" .. out:sub(-3000)) end
